@@ -1,0 +1,21 @@
+"""divmin: training, aligning and distilling models by divergence minimization."""
+
+from .divergences import (
+    Divergence,
+    as_divergence,
+    available_divergences,
+    categorical_divergence,
+    divergence,
+    register,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Divergence",
+    "as_divergence",
+    "available_divergences",
+    "categorical_divergence",
+    "divergence",
+    "register",
+]

@@ -1,0 +1,209 @@
+"""Closed-form f-divergences between categorical distributions given by logits.
+
+For P = softmax(a / T) (target) and Q = softmax(b / T) (model) over the last dim,
+
+    D_f(P || Q) = sum_x Q(x) f(P(x) / Q(x)).
+
+Each term is evaluated on the side where the ratio is at most one: with
+t = log P - log Q, ``Q f(e^t)`` when t <= 0 and ``P f*(e^-t)`` when t > 0, where
+f*(u) = u f(1/u) is the conjugate generator. Both only see ``s = -|t| <= 0``, so
+no ratio is ever exponentiated above 1 and zero probabilities (``-inf`` logits)
+give the exact limits.
+
+The gradient is analytic. With A = P f'(r) and B = Q g(r) (g = f - r f'),
+
+    dD/da = (A - P sum(A)) / T,      dD/db = (B - Q sum(B)) / T,
+
+and A = F - B with F = Q f(r) the term itself, so f, g and the conjugate are all
+a member needs. A custom autograd function computes it chunk by chunk in the
+backward pass from the saved row log-sum-exps: peak extra memory is
+O(chunk_size x V) besides the gradients themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._base import Divergence, as_divergence
+
+__all__ = ["categorical_divergence"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _terms(div: Divergence, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """Elementwise F = Q f(P/Q) and, if asked, B = Q g(P/Q); shapes of ``logp``."""
+    both_zero = (logp == -math.inf) & (logq == -math.inf)
+    t = torch.where(both_zero, torch.zeros_like(logp), logp - logq)
+    pos = t > 0
+    s = -t.abs()
+    log_w = torch.where(pos, logp, logq)  # log of the larger probability; -inf only if both are 0
+    conj = div.conjugate()
+    same = conj == div
+
+    def side(fn_self: Tensor, fn_conj: Any) -> Tensor:
+        return fn_self if same else torch.where(pos, fn_conj(log_w, s), fn_self)
+
+    f_val = side(div.weighted_f(log_w, s), conj.weighted_f)
+    if not with_grad:
+        return f_val, None
+    g_val = side(div.weighted_g(log_w, s), conj.weighted_g)
+    # On the conjugate side the roles swap: Q g(r) = P (f*(u) - g*(u)) and P f'(r) = P g*(u).
+    b_val = torch.where(pos, f_val - g_val, g_val)
+    return f_val, b_val
+
+
+def _log_probs(x: Tensor, lse: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
+    return x.to(dtype) / temperature - lse.unsqueeze(-1)
+
+
+class _CategoricalDivergence(torch.autograd.Function):
+    """Rows of D(softmax(a/T) || softmax(b/T)) for 2-D a, b; analytic chunked backward."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, mask: Tensor | None, div: Divergence,
+                temperature: float, chunk: int, dtype: torch.dtype) -> Tensor:
+        n = a.shape[0]
+        out = torch.empty(n, dtype=dtype, device=a.device)
+        lse_a = torch.empty(n, dtype=dtype, device=a.device)
+        lse_b = torch.empty_like(lse_a)
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            ac = a[lo:hi].to(dtype) / temperature
+            bc = b[lo:hi].to(dtype) / temperature
+            lse_a[lo:hi] = torch.logsumexp(ac, dim=-1)
+            lse_b[lo:hi] = torch.logsumexp(bc, dim=-1)
+            f_val, _ = _terms(div, ac - lse_a[lo:hi, None], bc - lse_b[lo:hi, None], with_grad=False)
+            out[lo:hi] = f_val.sum(dim=-1)
+        if mask is not None:
+            out = torch.where(mask, out, torch.zeros((), dtype=dtype, device=out.device))
+        ctx.save_for_backward(a, b, lse_a, lse_b, mask)
+        ctx.div, ctx.temperature, ctx.chunk, ctx.dtype = div, temperature, chunk, dtype
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, ...]:
+        a, b, lse_a, lse_b, mask = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_a = torch.zeros_like(a) if need_a else None
+        grad_b = torch.zeros_like(b) if need_b else None
+        if not (need_a or need_b):
+            return (None,) * 7
+        scale = grad_rows.to(ctx.dtype) / ctx.temperature
+        if mask is not None:
+            scale = torch.where(mask, scale, torch.zeros_like(scale))
+        for lo in range(0, a.shape[0], ctx.chunk):
+            hi = min(lo + ctx.chunk, a.shape[0])
+            if mask is not None and not bool(mask[lo:hi].any()):
+                continue
+            logp = _log_probs(a[lo:hi], lse_a[lo:hi], ctx.temperature, ctx.dtype)
+            logq = _log_probs(b[lo:hi], lse_b[lo:hi], ctx.temperature, ctx.dtype)
+            f_val, b_val = _terms(ctx.div, logp, logq, with_grad=True)
+            keep = None if mask is None else mask[lo:hi, None]
+            s = scale[lo:hi, None]
+            if need_a:
+                a_val = f_val - b_val  # P f'(r)
+                ga = (a_val - torch.exp(logp) * a_val.sum(-1, keepdim=True)) * s
+                grad_a[lo:hi] = ga if keep is None else torch.where(keep, ga, 0.0)
+            if need_b:
+                gb = (b_val - torch.exp(logq) * b_val.sum(-1, keepdim=True)) * s
+                grad_b[lo:hi] = gb if keep is None else torch.where(keep, gb, 0.0)
+        return grad_a, grad_b, None, None, None, None, None
+
+
+def _validate(target_logits: Any, model_logits: Any, mask: Any, temperature: Any,
+              reduction: Any, chunk_size: Any) -> Tensor | None:
+    for name, x in (("target_logits", target_logits), ("model_logits", model_logits)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"`{name}` must have a floating dtype, got {x.dtype}")
+        if x.ndim < 1 or x.shape[-1] < 1:
+            raise ValueError(f"`{name}` needs a non-empty last (class) dim, got shape {tuple(x.shape)}")
+    if target_logits.shape != model_logits.shape:
+        raise ValueError(
+            "`target_logits` and `model_logits` must have the same shape, "
+            f"got {tuple(target_logits.shape)} and {tuple(model_logits.shape)}"
+        )
+    if target_logits.device != model_logits.device:
+        raise ValueError(f"`target_logits` is on {target_logits.device}, `model_logits` on {model_logits.device}")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
+            or not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"`chunk_size` must be None or an int >= 1, got {chunk_size!r}")
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"`mask` must be a torch.Tensor or None, got {type(mask).__name__}")
+    if mask.is_floating_point() or mask.is_complex():
+        raise TypeError(f"`mask` must be a bool (or integer 0/1) tensor, got {mask.dtype}")
+    if mask.shape != target_logits.shape[:-1]:
+        raise ValueError(
+            f"`mask` must have the logits' leading shape {tuple(target_logits.shape[:-1])}, got {tuple(mask.shape)}"
+        )
+    return mask.to(device=target_logits.device, dtype=torch.bool)
+
+
+def categorical_divergence(
+    target_logits: Tensor,
+    model_logits: Tensor,
+    divergence: "str | Divergence" = "forward_kl",
+    *,
+    mask: Tensor | None = None,
+    temperature: float = 1.0,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``D_f(P || Q)`` between ``P = softmax(target_logits / T)`` and ``Q = softmax(model_logits / T)``.
+
+    The sum runs over the last dim; every leading position (token, example) is a
+    row. ``D_f(P || Q) = sum_x Q(x) f(P(x)/Q(x))`` in DESIGN.md's convention.
+
+    Args:
+        target_logits: ``(..., V)`` logits of the target P (teacher, reference).
+        model_logits: ``(..., V)`` logits of the model Q (student, policy).
+        divergence: a registry name or a :class:`Divergence`.
+        mask: ``(...)`` bool; rows where it is False do not count (and get zero gradient).
+        temperature: T > 0 divides both logits (no ``T^2`` factor is applied).
+        reduction: ``"mean"`` over counted rows (0 if none), ``"sum"``, or ``"none"``
+            for the ``(...)`` per-row values (0 at masked rows).
+        chunk_size: rows processed at a time; peak extra memory is then
+            O(chunk_size x V) instead of O(rows x V). None: all rows at once.
+
+    Returns:
+        A scalar (or ``(...)`` for ``"none"``) in float32, or float64 for float64
+        inputs; half-precision inputs are accumulated in float32. Exact in log
+        space: ``-inf`` logits give the true limits (infinite where the divergence
+        is, e.g. forward KL when Q misses support of P).
+
+    >>> import torch
+    >>> p = torch.tensor([[0.0, 1.0, 2.0]]); q = torch.zeros(1, 3)
+    >>> round(categorical_divergence(p, q, "js").item(), 4)
+    0.1835
+    """
+    mask = _validate(target_logits, model_logits, mask, temperature, reduction, chunk_size)
+    div = as_divergence(divergence)
+    dtype = torch.promote_types(torch.promote_types(target_logits.dtype, model_logits.dtype), torch.float32)
+    lead, vocab = target_logits.shape[:-1], target_logits.shape[-1]
+    a = target_logits.reshape(-1, vocab)
+    b = model_logits.reshape(-1, vocab)
+    flat_mask = None if mask is None else mask.reshape(-1)
+    n = a.shape[0]
+    chunk = max(1, n if chunk_size is None else min(chunk_size, n))
+    rows = _CategoricalDivergence.apply(a, b, flat_mask, div, float(temperature), chunk, dtype)
+    if reduction == "none":
+        return rows.reshape(lead)
+    total = rows.sum()
+    if reduction == "sum":
+        return total
+    count = n if flat_mask is None else flat_mask.sum()
+    return total / (count.clamp(min=1) if isinstance(count, Tensor) else max(count, 1))

@@ -1,0 +1,222 @@
+"""The parameter-free members of the f-divergence family.
+
+Every member writes f, g = f - r f' and h = r^2 f'' as functions of t = log r
+(DESIGN.md's convention: P target, Q model, r = P/Q), finite at t = -inf where
+the limit is, so that categorical closed forms can use them on zero-probability
+entries. The table in DESIGN.md lists the formulas; tests check every entry by
+finite differences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._base import Divergence, register
+from ._numerics import LOG2, mul_exp, piecewise
+
+__all__ = [
+    "ForwardKL",
+    "ReverseKL",
+    "JS",
+    "TotalVariation",
+    "SquaredHellinger",
+    "PearsonChi2",
+    "NeymanChi2",
+    "Jeffreys",
+]
+
+
+@register("forward_kl")
+@dataclasses.dataclass(frozen=True)
+class ForwardKL(Divergence):
+    """Forward KL, ``KL(P || Q) = E_P[log P/Q]``: ``f(r) = r log r`` (mass-covering).
+
+    g(r) = -r, h(r) = r. In f-DPG this is DPG (importance-weighted maximum
+    likelihood); it is TRL GKD's ``beta=0`` and the usual distillation loss.
+    """
+
+    def f(self, log_r: Tensor) -> Tensor:
+        return mul_exp(log_r, log_r)
+
+    def g(self, log_r: Tensor) -> Tensor:
+        return -torch.exp(log_r)
+
+    def h(self, log_r: Tensor) -> Tensor:
+        return torch.exp(log_r)
+
+    def conjugate(self) -> Divergence:
+        return ReverseKL()
+
+
+@register("reverse_kl")
+@dataclasses.dataclass(frozen=True)
+class ReverseKL(Divergence):
+    """Reverse KL, ``KL(Q || P) = E_Q[log Q/P]``: ``f(r) = -log r`` (mode-seeking).
+
+    g(r) = 1 - log r, h(r) = 1. In f-DPO it gives standard DPO (score
+    ``beta * log(pi/pi_ref)`` up to a constant); in f-DPG it is KL-regularised
+    policy gradient with reward ``log P - log Q``; in f-distill it is DMD / VSD.
+    """
+
+    def f(self, log_r: Tensor) -> Tensor:
+        return -log_r
+
+    def g(self, log_r: Tensor) -> Tensor:
+        return 1.0 - log_r
+
+    def h(self, log_r: Tensor) -> Tensor:
+        return torch.ones_like(log_r)
+
+    def conjugate(self) -> Divergence:
+        return ForwardKL()
+
+
+@register("js")
+@dataclasses.dataclass(frozen=True)
+class JS(Divergence):
+    """Unscaled Jensen-Shannon, ``KL(P || M) + KL(Q || M)`` with ``M = (P + Q)/2``.
+
+    ``f(r) = r log r - (r + 1) log((r + 1)/2)``, g(r) = log(2/(1 + r)),
+    h(r) = r/(1 + r). It equals twice the usual JSD (bounded by 2 log 2) and twice
+    ``generalized_js(beta=0.5)``. The f-DPO paper's JS score ``log(2u/(1+u))``,
+    u = pi/pi_ref, is ``g(pi_ref/pi)`` here up to sign-free constants.
+    """
+
+    def f(self, log_r: Tensor) -> Tensor:
+        def neg(t: Tensor) -> Tensor:  # finite at t = -inf, where f(0) = log 2
+            return mul_exp(t, t) - (1.0 + torch.exp(t)) * (F.softplus(t) - LOG2)
+
+        def pos(t: Tensor) -> Tensor:  # no inf - inf for large t
+            return (1.0 + torch.exp(t)) * (LOG2 - F.softplus(-t)) - t
+
+        return piecewise(log_r, neg, pos)
+
+    def g(self, log_r: Tensor) -> Tensor:
+        return LOG2 - F.softplus(log_r)
+
+    def h(self, log_r: Tensor) -> Tensor:
+        return torch.sigmoid(log_r)
+
+    def conjugate(self) -> Divergence:
+        return self
+
+
+@register("total_variation")
+@dataclasses.dataclass(frozen=True)
+class TotalVariation(Divergence):
+    """Total variation, ``sum |P - Q| / 2``: ``f(r) = |r - 1|/2``.
+
+    g(r) = sign(1 - r)/2 and h = 0 almost everywhere: f is not differentiable at
+    r = 1, so it has no f-DPO reward map and gives f-distill no gradient.
+    """
+
+    def f(self, log_r: Tensor) -> Tensor:
+        return 0.5 * torch.expm1(log_r).abs()
+
+    def g(self, log_r: Tensor) -> Tensor:
+        return 0.5 * torch.sign(-log_r)
+
+    def h(self, log_r: Tensor) -> Tensor:
+        return torch.zeros_like(log_r)
+
+    def conjugate(self) -> Divergence:
+        return self
+
+
+@register("squared_hellinger")
+@dataclasses.dataclass(frozen=True)
+class SquaredHellinger(Divergence):
+    """Squared Hellinger, ``sum (sqrt P - sqrt Q)^2``: ``f(r) = (sqrt r - 1)^2``.
+
+    g(r) = 1 - sqrt r, h(r) = sqrt(r)/2. Equals 4x ``alpha(alpha=0.5)``.
+    """
+
+    def f(self, log_r: Tensor) -> Tensor:
+        return torch.expm1(0.5 * log_r).square()
+
+    def g(self, log_r: Tensor) -> Tensor:
+        return -torch.expm1(0.5 * log_r)
+
+    def h(self, log_r: Tensor) -> Tensor:
+        return 0.5 * torch.exp(0.5 * log_r)
+
+    def conjugate(self) -> Divergence:
+        return self
+
+
+@register("pearson_chi2")
+@dataclasses.dataclass(frozen=True)
+class PearsonChi2(Divergence):
+    """Pearson chi^2, ``sum (P - Q)^2 / Q``: ``f(r) = (r - 1)^2``.
+
+    g(r) = 1 - r^2, h(r) = 2 r^2. Infinite when Q misses mass of P.
+    """
+
+    def f(self, log_r: Tensor) -> Tensor:
+        return torch.expm1(log_r).square()
+
+    def g(self, log_r: Tensor) -> Tensor:
+        return -torch.expm1(2.0 * log_r)
+
+    def h(self, log_r: Tensor) -> Tensor:
+        return 2.0 * torch.exp(2.0 * log_r)
+
+    def conjugate(self) -> Divergence:
+        return NeymanChi2()
+
+
+@register("neyman_chi2")
+@dataclasses.dataclass(frozen=True)
+class NeymanChi2(Divergence):
+    """Neyman chi^2, ``sum (P - Q)^2 / P``: ``f(r) = (1 - r)^2 / r``.
+
+    g(r) = 2/r - 2, h(r) = 2/r. Infinite when Q puts mass where P has none.
+    """
+
+    def f(self, log_r: Tensor) -> Tensor:
+        return 4.0 * torch.sinh(0.5 * log_r).square()
+
+    def g(self, log_r: Tensor) -> Tensor:
+        return 2.0 * torch.expm1(-log_r)
+
+    def h(self, log_r: Tensor) -> Tensor:
+        return 2.0 * torch.exp(-log_r)
+
+    # w (1-r)^2/r = w/r - 2w + w r: in log space, so a weight that underflows never
+    # meets an f that overflows (0 * inf) when the product itself is representable.
+    def weighted_f(self, log_w: Tensor, s: Tensor) -> Tensor:
+        far = torch.exp(log_w - s) - 2.0 * torch.exp(log_w) + torch.exp(log_w + s)
+        return torch.where(s < -1.0, far, super().weighted_f(log_w, s))
+
+    def weighted_g(self, log_w: Tensor, s: Tensor) -> Tensor:
+        far = 2.0 * (torch.exp(log_w - s) - torch.exp(log_w))
+        return torch.where(s < -1.0, far, super().weighted_g(log_w, s))
+
+    def conjugate(self) -> Divergence:
+        return PearsonChi2()
+
+
+@register("jeffreys")
+@dataclasses.dataclass(frozen=True)
+class Jeffreys(Divergence):
+    """Jeffreys, ``KL(P || Q) + KL(Q || P)``: ``f(r) = (r - 1) log r``.
+
+    g(r) = 1 - r - log r, h(r) = 1 + r.
+    """
+
+    def f(self, log_r: Tensor) -> Tensor:
+        return torch.expm1(log_r) * log_r
+
+    def g(self, log_r: Tensor) -> Tensor:
+        return -torch.expm1(log_r) - log_r
+
+    def h(self, log_r: Tensor) -> Tensor:
+        return 1.0 + torch.exp(log_r)
+
+    def conjugate(self) -> Divergence:
+        return self
+
