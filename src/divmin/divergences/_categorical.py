@@ -105,15 +105,17 @@ class _CategoricalDivergence(torch.autograd.Function):
             logp = _log_probs(a[lo:hi], lse_a[lo:hi], ctx.temperature, ctx.dtype)
             logq = _log_probs(b[lo:hi], lse_b[lo:hi], ctx.temperature, ctx.dtype)
             f_val, b_val = _terms(ctx.div, logp, logq, with_grad=True)
-            keep = None if mask is None else mask[lo:hi, None]
             s = scale[lo:hi, None]
+            # rows with zero upstream gradient (masked, or dropped by the caller) get exactly
+            # zero, even where their own local gradient is infinite
+            keep = s != 0
             if need_a:
                 a_val = f_val - b_val  # P f'(r)
                 ga = (a_val - torch.exp(logp) * a_val.sum(-1, keepdim=True)) * s
-                grad_a[lo:hi] = ga if keep is None else torch.where(keep, ga, 0.0)
+                grad_a[lo:hi] = torch.where(keep, ga, 0.0)
             if need_b:
                 gb = (b_val - torch.exp(logq) * b_val.sum(-1, keepdim=True)) * s
-                grad_b[lo:hi] = gb if keep is None else torch.where(keep, gb, 0.0)
+                grad_b[lo:hi] = torch.where(keep, gb, 0.0)
         return grad_a, grad_b, None, None, None, None, None
 
 

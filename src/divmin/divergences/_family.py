@@ -10,6 +10,7 @@ finite differences.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +92,8 @@ class JS(Divergence):
             return mul_exp(t, t) - (1.0 + torch.exp(t)) * (F.softplus(t) - LOG2)
 
         def pos(t: Tensor) -> Tensor:  # no inf - inf for large t
-            return (1.0 + torch.exp(t)) * (LOG2 - F.softplus(-t)) - t
+            val = (1.0 + torch.exp(t)) * (LOG2 - F.softplus(-t)) - t
+            return torch.where(t == math.inf, t, val)
 
         return piecewise(log_r, neg, pos)
 
@@ -132,7 +134,7 @@ class TotalVariation(Divergence):
 class SquaredHellinger(Divergence):
     """Squared Hellinger, ``sum (sqrt P - sqrt Q)^2``: ``f(r) = (sqrt r - 1)^2``.
 
-    g(r) = 1 - sqrt r, h(r) = sqrt(r)/2. Equals 4x ``alpha(alpha=0.5)``.
+    g(r) = 1 - sqrt r, h(r) = sqrt(r)/2. Equals half of ``alpha(alpha=0.5)``.
     """
 
     def f(self, log_r: Tensor) -> Tensor:

@@ -54,12 +54,23 @@ def _em1(a: float, t: Tensor) -> Tensor:
     return t if a == 0.0 else torch.expm1(a * t) / a
 
 
+def _exp_em1(a: float, t: Tensor) -> Tensor:
+    """``r (r^(a-1) - 1)/(a - 1) = (r^a - r)/(a - 1)`` for t = log r <= 0, exact through a = 1."""
+    c = a - 1.0
+    if c == 0.0:
+        return mul_exp(t, t)
+    ct = c * t
+    far = (torch.exp(a * t) - torch.exp(t)) / c  # |c t| > 1: no cancellation, no inf * 0
+    near = torch.exp(t) * torch.expm1(ct.clamp(-1.0, 1.0)) / c
+    return torch.where(ct.abs() > 1.0, far, near)
+
+
 def _alpha_f_neg(a: float, t: Tensor) -> Tensor:
     """Amari's f_a(e^t) for t <= 0, without cancellation for any a."""
     if a <= 0.5:  # (r^a - 1)/a - (r - 1), over a - 1: no small denominator
         return (_em1(a, t) - torch.expm1(t)) / (a - 1.0)
     # a > 1/2: the dual form r f_{1-a}(1/r), whose denominator a is >= 1/2
-    return (mul_exp(t, _em1(a - 1.0, t)) - torch.expm1(t)) / a
+    return (_exp_em1(a, t) - torch.expm1(t)) / a
 
 
 @register("alpha")
@@ -68,7 +79,7 @@ class Alpha(Divergence):
     """Amari alpha-divergence: ``f(r) = (r^a - a r - (1 - a)) / (a (a - 1))``.
 
     g(r) = (1 - r^a)/a, h(r) = r^a. Continuous in a: a = 1 is forward KL, a = 0
-    reverse KL (both accepted), a = 1/2 is a quarter of squared Hellinger; its
+    reverse KL (both accepted), a = 1/2 is twice squared Hellinger; its
     conjugate is ``alpha(1 - a)``. See the module docstring for the f-DPO / TRL
     conventions.
     """
@@ -90,7 +101,8 @@ class Alpha(Divergence):
         return -_em1(float(self.alpha), log_r)
 
     def h(self, log_r: Tensor) -> Tensor:
-        return torch.exp(float(self.alpha) * log_r)
+        a = float(self.alpha)
+        return torch.ones_like(log_r) if a == 0.0 else torch.exp(a * log_r)
 
     # For a < 0, f(e^s) ~ e^{a s} blows up as s -> -inf: form the weighted term in log
     # space there so a weight underflowing to 0 never multiplies an overflowed f.
@@ -186,7 +198,8 @@ class SoftenedForwardKL(Divergence):
         return (1.0 + torch.exp(log_r)) * (F.softplus(log_r) - LOG2)
 
     def g(self, log_r: Tensor) -> Tensor:
-        return F.softplus(log_r) - LOG2 - torch.exp(log_r)
+        val = F.softplus(log_r) - LOG2 - torch.exp(log_r)
+        return torch.where(log_r == math.inf, -log_r, val)
 
     def h(self, log_r: Tensor) -> Tensor:
         return torch.exp(log_r + F.logsigmoid(log_r))
