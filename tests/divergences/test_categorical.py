@@ -183,6 +183,13 @@ def test_masked_rows_may_hold_garbage():
     assert torch.isfinite(loss) and torch.isfinite(a.grad).all() and (a.grad[1] == 0).all()
 
 
+def test_nan_logits_in_counted_rows_are_not_hidden():
+    a, b = _logits(3, 4, seed=28), _logits(3, 4, seed=29)
+    a[1, 2] = math.nan
+    out = cd(a, b, "forward_kl", reduction="none")
+    assert torch.isnan(out[1]) and torch.isfinite(out[[0, 2]]).all()
+
+
 def test_gradients_match_autograd_of_the_textbook_formula():
     """An independent gradient oracle: autograd through explicit softmaxes (float64)."""
     a, b = _logits(4, 6, seed=24).requires_grad_(), _logits(4, 6, seed=25).requires_grad_()

@@ -66,9 +66,13 @@ class Divergence:
     # Categorical terms are w * f(s) with s = -|log r| <= 0 and log_w the log of the larger
     # probability. Members whose f grows like a power of 1/r as s -> -inf (Neyman chi^2,
     # alpha < 0) override these so that w underflowing to 0 while f overflows never gives NaN.
+    def f_nonpos(self, s: Tensor) -> Tensor:
+        """``f`` restricted to ``log r <= 0``; members with a two-branch f skip the other branch."""
+        return self.f(s)
+
     def weighted_f(self, log_w: Tensor, s: Tensor) -> Tensor:
         """``exp(log_w) * f(exp(s))`` for ``s <= 0``."""
-        return torch.exp(log_w) * self.f(s)
+        return torch.exp(log_w) * self.f_nonpos(s)
 
     def weighted_g(self, log_w: Tensor, s: Tensor) -> Tensor:
         """``exp(log_w) * g(exp(s))`` for ``s <= 0``."""

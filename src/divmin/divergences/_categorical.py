@@ -38,8 +38,8 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 def _terms(div: Divergence, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
     """Elementwise F = Q f(P/Q) and, if asked, B = Q g(P/Q); shapes of ``logp``."""
-    both_zero = (logp == -math.inf) & (logq == -math.inf)
-    t = torch.where(both_zero, torch.zeros_like(logp), logp - logq)
+    # -inf - -inf (both probabilities 0) is the only NaN; call it t = 0, weight exp(-inf) = 0
+    t = torch.nan_to_num(logp - logq, nan=0.0, posinf=math.inf, neginf=-math.inf)
     pos = t > 0
     s = -t.abs()
     log_w = torch.where(pos, logp, logq)  # log of the larger probability; -inf only if both are 0
@@ -79,7 +79,9 @@ class _CategoricalDivergence(torch.autograd.Function):
             lse_a[lo:hi] = torch.logsumexp(ac, dim=-1)
             lse_b[lo:hi] = torch.logsumexp(bc, dim=-1)
             f_val, _ = _terms(div, ac - lse_a[lo:hi, None], bc - lse_b[lo:hi, None], with_grad=False)
-            out[lo:hi] = f_val.sum(dim=-1)
+            # NaN logits (or a row with no finite logit) make the row NaN rather than silently 0
+            poison = (lse_a[lo:hi] + lse_b[lo:hi]) * 0.0
+            out[lo:hi] = f_val.sum(dim=-1) + poison
         if mask is not None:
             out = torch.where(mask, out, torch.zeros((), dtype=dtype, device=out.device))
         ctx.save_for_backward(a, b, lse_a, lse_b, mask)

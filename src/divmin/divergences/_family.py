@@ -87,15 +87,15 @@ class JS(Divergence):
     u = pi/pi_ref, is ``g(pi_ref/pi)`` here up to sign-free constants.
     """
 
-    def f(self, log_r: Tensor) -> Tensor:
-        def neg(t: Tensor) -> Tensor:  # finite at t = -inf, where f(0) = log 2
-            return mul_exp(t, t) - (1.0 + torch.exp(t)) * (F.softplus(t) - LOG2)
+    def f_nonpos(self, s: Tensor) -> Tensor:  # finite at s = -inf, where f(0) = log 2
+        return mul_exp(s, s) - (1.0 + torch.exp(s)) * (F.softplus(s) - LOG2)
 
+    def f(self, log_r: Tensor) -> Tensor:
         def pos(t: Tensor) -> Tensor:  # no inf - inf for large t
             val = (1.0 + torch.exp(t)) * (LOG2 - F.softplus(-t)) - t
             return torch.where(t == math.inf, t, val)
 
-        return piecewise(log_r, neg, pos)
+        return piecewise(log_r, self.f_nonpos, pos)
 
     def g(self, log_r: Tensor) -> Tensor:
         return LOG2 - F.softplus(log_r)

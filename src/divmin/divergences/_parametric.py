@@ -89,13 +89,12 @@ class Alpha(Divergence):
     def __post_init__(self) -> None:
         _check_real("alpha", self.alpha, -math.inf, math.inf, lo_open=True, hi_open=True)
 
+    def f_nonpos(self, s: Tensor) -> Tensor:
+        return _alpha_f_neg(float(self.alpha), s)
+
     def f(self, log_r: Tensor) -> Tensor:
         a = float(self.alpha)
-        return piecewise(
-            log_r,
-            lambda t: _alpha_f_neg(a, t),
-            lambda t: torch.exp(t) * _alpha_f_neg(1.0 - a, -t),
-        )
+        return piecewise(log_r, self.f_nonpos, lambda t: torch.exp(t) * _alpha_f_neg(1.0 - a, -t))
 
     def g(self, log_r: Tensor) -> Tensor:
         return -_em1(float(self.alpha), log_r)
@@ -140,18 +139,19 @@ class GeneralizedJS(Divergence):
     def __post_init__(self) -> None:
         _check_real("beta", self.beta, 0.0, 1.0, lo_open=True, hi_open=True)
 
+    def f_nonpos(self, s: Tensor) -> Tensor:
+        b = float(self.beta)
+        m = log_mix(s, b)
+        return b * mul_exp(s, s) - torch.exp(m) * m
+
     def f(self, log_r: Tensor) -> Tensor:
         b = float(self.beta)
-
-        def neg(t: Tensor) -> Tensor:
-            m = log_mix(t, b)
-            return b * mul_exp(t, t) - torch.exp(m) * m
 
         def pos(t: Tensor) -> Tensor:  # b r (t - m) - (1 - b) m, with t - m bounded
             val = -b * torch.exp(t) * log_mix(-t, 1.0 - b) - (1.0 - b) * log_mix(t, b)
             return torch.where(t == math.inf, t, val)
 
-        return piecewise(log_r, neg, pos)
+        return piecewise(log_r, self.f_nonpos, pos)
 
     def g(self, log_r: Tensor) -> Tensor:
         b = float(self.beta)
