@@ -18,6 +18,8 @@ from typing import Any, Callable, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from ._terms import generic_categorical_terms
+
 __all__ = ["Divergence", "register", "divergence", "available_divergences", "as_divergence"]
 
 _REGISTRY: dict[str, type["Divergence"]] = {}
@@ -77,6 +79,14 @@ class Divergence:
     def weighted_g(self, log_w: Tensor, s: Tensor) -> Tensor:
         """``exp(log_w) * g(exp(s))`` for ``s <= 0``."""
         return torch.exp(log_w) * self.g(s)
+
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+        """Elementwise ``Q f(P/Q)`` and (if ``with_grad``) ``Q g(P/Q)`` from log-probabilities.
+
+        The generic version works for any member; members may override it with a
+        direct formula for speed (tests check every override against the generic one).
+        """
+        return generic_categorical_terms(self, logp, logq, with_grad)
 
     # --- conveniences ------------------------------------------------------------------------
     @property

@@ -36,30 +36,13 @@ __all__ = ["categorical_divergence"]
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _terms(div: Divergence, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """Elementwise F = Q f(P/Q) and, if asked, B = Q g(P/Q); shapes of ``logp``."""
-    # -inf - -inf (both probabilities 0) is the only NaN; call it t = 0, weight exp(-inf) = 0
-    t = torch.nan_to_num(logp - logq, nan=0.0, posinf=math.inf, neginf=-math.inf)
-    pos = t > 0
-    s = -t.abs()
-    log_w = torch.where(pos, logp, logq)  # log of the larger probability; -inf only if both are 0
-    conj = div.conjugate()
-    same = conj == div
-
-    def side(fn_self: Tensor, fn_conj: Any) -> Tensor:
-        return fn_self if same else torch.where(pos, fn_conj(log_w, s), fn_self)
-
-    f_val = side(div.weighted_f(log_w, s), conj.weighted_f)
-    if not with_grad:
-        return f_val, None
-    g_val = side(div.weighted_g(log_w, s), conj.weighted_g)
-    # On the conjugate side the roles swap: Q g(r) = P (f*(u) - g*(u)) and P f'(r) = P g*(u).
-    b_val = torch.where(pos, f_val - g_val, g_val)
-    return f_val, b_val
+def _scaled(x: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
+    x = x.to(dtype)
+    return x if temperature == 1.0 else x / temperature
 
 
 def _log_probs(x: Tensor, lse: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
-    return x.to(dtype) / temperature - lse.unsqueeze(-1)
+    return _scaled(x, temperature, dtype) - lse.unsqueeze(-1)
 
 
 class _CategoricalDivergence(torch.autograd.Function):
@@ -74,11 +57,11 @@ class _CategoricalDivergence(torch.autograd.Function):
         lse_b = torch.empty_like(lse_a)
         for lo in range(0, n, chunk):
             hi = min(lo + chunk, n)
-            ac = a[lo:hi].to(dtype) / temperature
-            bc = b[lo:hi].to(dtype) / temperature
+            ac = _scaled(a[lo:hi], temperature, dtype)
+            bc = _scaled(b[lo:hi], temperature, dtype)
             lse_a[lo:hi] = torch.logsumexp(ac, dim=-1)
             lse_b[lo:hi] = torch.logsumexp(bc, dim=-1)
-            f_val, _ = _terms(div, ac - lse_a[lo:hi, None], bc - lse_b[lo:hi, None], with_grad=False)
+            f_val, _ = div.categorical_terms(ac - lse_a[lo:hi, None], bc - lse_b[lo:hi, None], with_grad=False)
             # NaN logits (or a row with no finite logit) make the row NaN rather than silently 0
             poison = (lse_a[lo:hi] + lse_b[lo:hi]) * 0.0
             out[lo:hi] = f_val.sum(dim=-1) + poison
@@ -106,7 +89,7 @@ class _CategoricalDivergence(torch.autograd.Function):
                 continue
             logp = _log_probs(a[lo:hi], lse_a[lo:hi], ctx.temperature, ctx.dtype)
             logq = _log_probs(b[lo:hi], lse_b[lo:hi], ctx.temperature, ctx.dtype)
-            f_val, b_val = _terms(ctx.div, logp, logq, with_grad=True)
+            f_val, b_val = ctx.div.categorical_terms(logp, logq, with_grad=True)
             s = scale[lo:hi, None]
             # rows with zero upstream gradient (masked, or dropped by the caller) get exactly
             # zero, even where their own local gradient is infinite

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ._base import Divergence, register
 from ._numerics import LOG2, mul_exp, piecewise
+from ._terms import kl_terms, mixture_terms
 
 __all__ = [
     "ForwardKL",
@@ -52,6 +53,9 @@ class ForwardKL(Divergence):
     def conjugate(self) -> Divergence:
         return ReverseKL()
 
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+        return kl_terms(logp, logq, with_grad)
+
 
 @register("reverse_kl")
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +78,10 @@ class ReverseKL(Divergence):
 
     def conjugate(self) -> Divergence:
         return ForwardKL()
+
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+        f_val = kl_terms(logq, logp, False)[0]  # Q log(Q/P)
+        return f_val, (f_val + torch.exp(logq) if with_grad else None)  # Q (1 - log r) = Q + F
 
 
 @register("js")
@@ -99,6 +107,10 @@ class JS(Divergence):
 
     def g(self, log_r: Tensor) -> Tensor:
         return LOG2 - F.softplus(log_r)
+
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+        f_val, b_val = mixture_terms(logp, logq, 0.5, with_grad)  # JS = 2 x generalized JS(1/2)
+        return 2.0 * f_val, (None if b_val is None else 2.0 * b_val)
 
     def h(self, log_r: Tensor) -> Tensor:
         return torch.sigmoid(log_r)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ._base import Divergence, register
 from ._numerics import LOG2, log_mix, mul_exp, piecewise
+from ._terms import mixture_terms
 
 __all__ = [
     "Alpha",
@@ -156,6 +157,9 @@ class GeneralizedJS(Divergence):
     def g(self, log_r: Tensor) -> Tensor:
         b = float(self.beta)
         return -(1.0 - b) * log_mix(log_r, b)
+
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+        return mixture_terms(logp, logq, float(self.beta), with_grad)
 
     def h(self, log_r: Tensor) -> Tensor:
         b = float(self.beta)
