@@ -130,8 +130,13 @@ def main() -> None:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant] + [
             f"--rows={args.rows}", f"--vocab={args.vocab}", f"--dtype={args.dtype}",
             f"--device={args.device}", f"--chunk-size={args.chunk_size}", f"--repeats={args.repeats}"]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            print(f"{variant}: failed ({err[:120]})")
+            rows.append({"variant": variant, "value": float("nan"), "time_s": float("nan"), "extra_bytes": float("nan")})
+            continue
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     base = rows[0]
     print(f"{'variant':<22}{'loss':>12}{'time (s)':>11}{'x plain':>9}{'peak extra (MiB)':>18}{'x plain':>9}")
     for r in rows:

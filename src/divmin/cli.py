@@ -1,4 +1,9 @@
-"""Command line: ``divmin divergences``, and (as methods land) recipes and runs."""
+"""divmin command line.
+
+    divmin divergences                       the divergence registry as a table
+    divmin recipes                           the recipes, one line each
+    divmin run RECIPE --out DIR [--set key=value ...] [--resume]
+"""
 
 from __future__ import annotations
 
@@ -36,16 +41,59 @@ def _divergences(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("recipes")
+def _recipes(args: argparse.Namespace) -> int:
+    from .recipes import available_recipes, get_recipe
+
+    names = available_recipes()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name.ljust(width)}  {get_recipe(name).summary}")
+    return 0
+
+
+@_command("run")
+def _run(args: argparse.Namespace) -> int:
+    from .recipes import format_table, run_recipe
+
+    result = run_recipe(args.recipe, args.out, args.set, resume=args.resume)
+    print(format_table(result))
+    for key, value in result.summary.items():
+        print(f"{key}: {value}")
+    print(f"wrote {args.out}/config.json, metrics.jsonl, results.json, " + ", ".join(result.plots))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="divmin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="divmin", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("divergences", help="list the divergence registry")
+    sub.add_parser("recipes", help="list the recipes")
+    run = sub.add_parser("run", help="run a recipe")
+    run.add_argument("recipe", help="recipe name (see `divmin recipes`)")
+    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value (Python literal; dotted keys reach nested configs)")
+    run.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --out")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return _COMMANDS[args.command](args)
+    try:
+        return _COMMANDS[args.command](args)
+    except (ValueError, TypeError) as err:  # bad names, keys and values: one clear line, no traceback
+        if args.command != "run" or not _is_config_error(err):
+            raise
+        print(f"divmin: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _is_config_error(err: Exception) -> bool:
+    text = str(err)
+    return any(s in text for s in ("unknown recipe", "unknown config key", "--set", "config key",
+                                   "unknown divergence", "must"))
 
 
 if __name__ == "__main__":  # pragma: no cover
