@@ -1,0 +1,207 @@
+"""Checkpoints that load without unpickling anything.
+
+Layout of ``out_dir/checkpoints/step_XXXXXXX/`` (7-digit zero-padded step)::
+
+    engine.json                       step, data position, optimizer step counts,
+                                      grad-scaler state, world size, config
+    models/<name>.safetensors         weights (safetensors.torch.save_model)
+    optimizers/<name>.{json,safetensors}   optimizer.state_dict() as a tree
+    task/rank_<r>.{json,safetensors}       task.state_dict(), one per process
+    rng/rank_<r>.{json,safetensors}        python, numpy, torch CPU (+ CUDA) RNG
+                                           states, one per process
+
+``.json`` files are read with ``json.load``, ``.safetensors`` with
+``safetensors`` (see `_serialize`). A checkpoint is written to a hidden
+``.tmp_step_XXXXXXX`` directory and renamed when complete, so a crash while
+saving never leaves a half checkpoint that looks like the latest.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from ._serialize import load_tree, save_tree
+
+FORMAT_VERSION = 1
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under ``root`` as (step, path), oldest first."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _STEP_DIR.match(path.name)
+        if match and (path / "engine.json").is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """Most recent complete checkpoint of the run in ``out_dir`` (None if none)."""
+    found = list_checkpoints(Path(out_dir) / "checkpoints")
+    return found[-1][1] if found else None
+
+
+# ----------------------------------------------------------------- RNG state
+def capture_rng_state() -> dict[str, Any]:
+    """Global RNG states of this process (python, numpy, torch CPU, CUDA if initialised)."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------- save
+def save_checkpoint(
+    root: Path,
+    step: int,
+    accelerator: Accelerator,
+    *,
+    models: Mapping[str, nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    engine_state: dict[str, Any],
+    task_state: Any | None,
+    keep: int | None,
+) -> Path:
+    """Write checkpoint ``step`` (collective: every process must call it).
+
+    ``models`` are the unwrapped modules to save; replicated state (models,
+    optimizers, engine) is written by the main process, per-process state
+    (RNG, task) by every process.
+    """
+    final, tmp = root / step_dir_name(step), root / f".tmp_{step_dir_name(step)}"
+    rank = accelerator.process_index
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "models").mkdir(parents=True)
+        (tmp / "optimizers").mkdir()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _save_replicated(tmp, accelerator, models, optimizers, engine_state)
+    save_tree(capture_rng_state(), tmp / "rng" / f"rank_{rank}")
+    if task_state is not None:
+        save_tree(task_state, tmp / "task" / f"rank_{rank}")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        _prune(root, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _save_replicated(
+    tmp: Path,
+    accelerator: Accelerator,
+    models: Mapping[str, nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    engine_state: dict[str, Any],
+) -> None:
+    for name, model in models.items():
+        # save_model (not save_file) handles tied weights.
+        save_model(model, str(tmp / "models" / f"{name}.safetensors"))
+    for name, opt in optimizers.items():
+        save_tree(opt.state_dict(), tmp / "optimizers" / name)
+    scaler = getattr(accelerator, "scaler", None)
+    state = {
+        "format_version": FORMAT_VERSION,
+        **engine_state,
+        "num_processes": accelerator.num_processes,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+    }
+    # engine.json last: its presence marks the directory as complete.
+    with open(tmp / "engine.json", "w") as fh:
+        json.dump(state, fh, indent=1)
+
+
+def _prune(root: Path, keep: int | None) -> None:
+    if keep is None:
+        return
+    for _, path in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- load
+def load_checkpoint(
+    path: Path,
+    accelerator: Accelerator,
+    *,
+    models: Mapping[str, nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+) -> tuple[dict[str, Any], Any | None]:
+    """Load weights and optimizer states in place; return (engine_state, task_state).
+
+    RNG states are *not* restored here (see `load_rng`): the caller restores
+    them last, after anything that might still draw random numbers.
+    """
+    with open(path / "engine.json") as fh:
+        engine_state = json.load(fh)
+    if engine_state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported checkpoint format {engine_state.get('format_version')!r}")
+    for name, model in models.items():
+        # Read on CPU; load_state_dict copies into the params wherever they live
+        # (safetensors rejects device strings such as "cpu:0" used by multi-CPU runs).
+        load_model(model, str(path / "models" / f"{name}.safetensors"), device="cpu")
+    for name, opt in optimizers.items():
+        opt.load_state_dict(load_tree(path / "optimizers" / name))
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None and engine_state.get("scaler"):
+        scaler.load_state_dict(engine_state["scaler"])
+    task_stem = _rank_stem(path / "task", accelerator.process_index)
+    task_state = load_tree(task_stem) if task_stem is not None else None
+    return engine_state, task_state
+
+
+def load_rng(path: Path, accelerator: Accelerator) -> None:
+    """Restore this process's global RNG states from checkpoint ``path``."""
+    stem = _rank_stem(path / "rng", accelerator.process_index)
+    if stem is None:
+        raise FileNotFoundError(f"{path}: no RNG state saved")
+    restore_rng_state(load_tree(stem))
+
+
+def _rank_stem(folder: Path, rank: int) -> Path | None:
+    """``folder/rank_<rank>``, else rank 0's (resuming with more processes than saved)."""
+    stem = folder / f"rank_{rank}"
+    if stem.with_suffix(".json").is_file():
+        return stem
+    fallback = folder / "rank_0"
+    if fallback.with_suffix(".json").is_file():
+        warnings.warn(
+            f"{folder}: no state for process {rank}; using process 0's (resume is not exact "
+            "when the number of processes changes)",
+            stacklevel=3,
+        )
+        return fallback
+    return None

@@ -1,0 +1,118 @@
+"""`EngineConfig`: every knob of the shared training loop, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ._schedules import available_schedules
+
+_MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class EngineConfig:
+    """Configuration of :class:`~divmin.engine.Trainer`.
+
+    A "step" is one engine step: ``grad_accum_steps`` calls of the task's
+    ``train_step`` (one micro-batch each) followed by the optimizer update(s).
+    All ``*_every`` counters and ``max_steps`` count engine steps.
+
+    Every field is checked in ``__post_init__``; a bad value raises
+    ``ValueError`` whose message starts with the field name.
+    """
+
+    # Number of engine steps (optimizer updates) to run. Default 1000.
+    max_steps: int = 1000
+    # Seed for python/numpy/torch RNGs, data order and the per-step generators.
+    # Default 0.
+    seed: int = 0
+    # Autocast precision for model forwards: "no" (fp32), "fp16" (with a grad
+    # scaler) or "bf16". Default "no".
+    mixed_precision: str = "no"
+    # Micro-batches accumulated per engine step; losses are divided by it so the
+    # update equals one step on a batch this many times larger. Default 1.
+    grad_accum_steps: int = 1
+    # Clip the global grad norm of each update to this value; None = no clipping
+    # (the grad norm is then not computed, saving one pass). Default 1.0.
+    max_grad_norm: float | None = 1.0
+    # Learning-rate schedule, a name from `available_schedules()`
+    # ("constant", "linear", "cosine", ...), applied as a multiplier of every
+    # param group's initial lr, as a function of the engine step. Default "constant".
+    lr_schedule: str = "constant"
+    # Linear warmup length in engine steps (multiplier (t+1)/warmup_steps). Default 0.
+    warmup_steps: int = 0
+    # Log (console, metrics.jsonl, TensorBoard, progress bar) every this many
+    # steps, and always at the last step. Default 10.
+    log_every: int = 10
+    # Call `task.evaluate(ctx)` every this many steps; None = never. Default None.
+    eval_every: int | None = None
+    # Save a checkpoint every this many steps (and at the end); None = never.
+    # Needs `out_dir`. Default None.
+    checkpoint_every: int | None = None
+    # How many most recent checkpoints to keep on disk; None = all. Default 3.
+    keep_checkpoints: int | None = 3
+    # Run directory for metrics.jsonl, tensorboard/ and checkpoints/; None =
+    # write no files at all. Default None.
+    out_dir: str | Path | None = None
+    # Show a tqdm progress bar (main process only). Default True.
+    progress: bool = True
+    # Write TensorBoard event files to out_dir/tensorboard (ignored when
+    # out_dir is None). Default True.
+    tensorboard: bool = True
+    # Force CPU even when an accelerator is available. Default False.
+    cpu: bool = False
+
+    def __post_init__(self) -> None:
+        _check_int(self, "max_steps", minimum=1)
+        _check_int(self, "seed", minimum=0)
+        if self.mixed_precision not in _MIXED_PRECISION:
+            raise ValueError(
+                f"mixed_precision: must be one of {_MIXED_PRECISION}, got {self.mixed_precision!r}"
+            )
+        _check_int(self, "grad_accum_steps", minimum=1)
+        if self.max_grad_norm is not None:
+            if isinstance(self.max_grad_norm, bool) or not isinstance(self.max_grad_norm, (int, float)):
+                raise ValueError(f"max_grad_norm: must be a number or None, got {self.max_grad_norm!r}")
+            if not self.max_grad_norm > 0:
+                raise ValueError(f"max_grad_norm: must be > 0 or None, got {self.max_grad_norm!r}")
+        if self.lr_schedule not in available_schedules():
+            raise ValueError(
+                f"lr_schedule: unknown schedule {self.lr_schedule!r}; available: {available_schedules()}"
+            )
+        _check_int(self, "warmup_steps", minimum=0)
+        _check_int(self, "log_every", minimum=1)
+        _check_int(self, "eval_every", minimum=1, optional=True)
+        _check_int(self, "checkpoint_every", minimum=1, optional=True)
+        _check_int(self, "keep_checkpoints", minimum=1, optional=True)
+        if self.checkpoint_every is not None and self.out_dir is None:
+            raise ValueError("checkpoint_every: checkpoints need out_dir to be set")
+        if self.out_dir is not None and not isinstance(self.out_dir, (str, Path)):
+            raise ValueError(f"out_dir: must be a path or None, got {self.out_dir!r}")
+        for name in ("progress", "tensorboard", "cpu"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: must be a bool, got {getattr(self, name)!r}")
+
+    @property
+    def run_dir(self) -> Path | None:
+        """`out_dir` as a Path (None when no files are written)."""
+        return None if self.out_dir is None else Path(self.out_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of the fields (paths as strings)."""
+        d = asdict(self)
+        d["out_dir"] = None if self.out_dir is None else str(self.out_dir)
+        return d
+
+
+def _check_int(cfg: EngineConfig, name: str, *, minimum: int, optional: bool = False) -> None:
+    value = getattr(cfg, name)
+    if value is None and optional:
+        return
+    # bool is an int subclass; True as a step count is almost surely a mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "an int or None" if optional else "an int"
+        raise ValueError(f"{name}: must be {kind}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")

@@ -1,0 +1,214 @@
+"""`StepContext`: what a task's step sees, and the one place where updates happen."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ._config import EngineConfig
+
+# These backends shard or own the gradients; only Accelerate knows how to clip them.
+_SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.XLA)
+
+
+class StepContext:
+    """Handle passed to ``train_step``, ``batches`` and ``evaluate``.
+
+    Attributes:
+        step: 0-based index of the engine step being computed (inside
+            ``evaluate``: the number of completed steps).
+        micro_step: index of the micro-batch within the step, in
+            ``[0, grad_accum_steps)``.
+        grad_accum_steps: micro-batches per engine step.
+        max_steps: total engine steps of the run.
+        accelerator: the ``accelerate.Accelerator``.
+        models: prepared models by name (DDP-wrapped when trainable and
+            distributed; call ``unwrap(name)`` for the bare module).
+        optimizers: prepared optimizers by name.
+        generator: ``torch.Generator`` on ``device``, re-seeded from
+            (seed, process, step, micro_step) before every micro-batch: a
+            function of the step, hence identical after a resume and
+            different on each process.
+        cpu_generator: same seed, on CPU (for index sampling on CPU).
+        optimizer_steps: ``optimizer.step()`` calls so far, per name.
+
+    Methods: ``update(name, loss)`` (backward + accumulation + clip + step),
+    ``log(**metrics)``, ``unwrap(name)``, ``frozen(*names)``, ``mean(value)``
+    (cross-process average), ``request_stop()``.
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        config: EngineConfig,
+        models: Mapping[str, nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer],
+    ) -> None:
+        self.accelerator = accelerator
+        self.config = config
+        self.models = dict(models)
+        self.optimizers = dict(optimizers)
+        self.step = 0
+        self.micro_step = 0
+        self.grad_accum_steps = config.grad_accum_steps
+        self.max_steps = config.max_steps
+        self.generator = torch.Generator(device=accelerator.device)
+        self.cpu_generator = torch.Generator() if accelerator.device.type != "cpu" else self.generator
+        self.optimizer_steps = {name: 0 for name in self.optimizers}
+        # Params per optimizer, for clipping and zeroing exactly what an update touches.
+        self._params = {
+            name: [p for g in opt.param_groups for p in g["params"]] for name, opt in self.optimizers.items()
+        }
+        self._metrics: dict[str, list] = {}
+        self._updated_in_micro: set[str] = set()
+        self._stop = False
+
+    # ------------------------------------------------------------------ info
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def process_index(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def num_processes(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def sync_gradients(self) -> bool:
+        """True on the last micro-batch of the step, when updates really step."""
+        return self.micro_step == self.grad_accum_steps - 1
+
+    def unwrap(self, name: str) -> nn.Module:
+        """The bare module behind ``models[name]`` (no DDP/compile wrapper)."""
+        return self.accelerator.unwrap_model(self.models[name])
+
+    # --------------------------------------------------------------- actions
+    def log(self, metrics: Mapping[str, float | torch.Tensor] | None = None, **kw: float | torch.Tensor) -> None:
+        """Record scalar metrics for the current step (averaged over micro-batches and processes)."""
+        for key, value in {**(metrics or {}), **kw}.items():
+            if isinstance(value, torch.Tensor):
+                # No .item(): keeps the step free of host syncs; reduced only when logged.
+                value = value.detach().float().mean()
+            else:
+                value = float(value)
+            slot = self._metrics.setdefault(key, [0.0, 0])
+            slot[0] = slot[0] + value
+            slot[1] += 1
+
+    def update(self, name: str | Sequence[str], loss: torch.Tensor) -> bool:
+        """Backpropagate ``loss`` and, on the step's last micro-batch, step optimizer(s) ``name``.
+
+        Accumulation-aware: the loss is divided by ``grad_accum_steps``; grads of
+        these optimizers' params are zeroed before the first micro-batch's
+        backward (dropping grads other losses left on them) and the optimizer
+        steps (after clipping to ``max_grad_norm``) on the last one. With
+        ``grad_accum_steps == 1`` it may be called any number of times per step
+        (e.g. 4 critic updates per generator update); with accumulation, at
+        most once per name per micro-batch (otherwise the two losses would be
+        silently merged into one update). Returns True when it stepped.
+        """
+        names = [name] if isinstance(name, str) else list(name)
+        unknown = [n for n in names if n not in self.optimizers]
+        if unknown or not names:
+            raise KeyError(f"update: unknown optimizer(s) {unknown or names}; have {sorted(self.optimizers)}")
+        clash = self._updated_in_micro.intersection(names)
+        if clash and self.grad_accum_steps > 1:
+            raise RuntimeError(
+                f"update({sorted(clash)}) called twice in one micro-batch with grad_accum_steps="
+                f"{self.grad_accum_steps}; gate repeated updates on ctx.step instead"
+            )
+        self._updated_in_micro.update(names)
+        if self.micro_step == 0:
+            for n in names:
+                self.optimizers[n].zero_grad(set_to_none=True)
+        self.accelerator.backward(loss / self.grad_accum_steps)
+        if not self.sync_gradients:
+            return False
+        self._clip_and_step(names)
+        return True
+
+    def _clip_and_step(self, names: list[str]) -> None:
+        max_norm = self.config.max_grad_norm
+        if max_norm is not None:
+            params = [p for n in names for p in self._params[n]]
+            if self.accelerator.distributed_type in _SHARDED:
+                norm = self.accelerator.clip_grad_norm_(params, max_norm)
+            else:
+                # Unscale only these optimizers: Accelerate's clip_grad_norm_
+                # unscales all of them, which breaks fp16 with several optimizers.
+                for n in names:
+                    self.accelerator.unscale_gradients(self.optimizers[n])
+                norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            key = "grad_norm" if set(names) == set(self.optimizers) else "grad_norm/" + "+".join(names)
+            if norm is not None:
+                self.log({key: norm})
+        for n in names:
+            self.optimizers[n].step()
+            self.optimizers[n].zero_grad(set_to_none=True)
+            self.optimizer_steps[n] += 1
+
+    @contextlib.contextmanager
+    def frozen(self, *names: str) -> Iterator[None]:
+        """Temporarily set ``requires_grad=False`` on the named models' params.
+
+        Use it when a loss for one model runs through another (generator loss
+        through the critic) so the other collects no gradient. Under DDP, run
+        that other model as ``ctx.unwrap(name)(...)``: a forward through the
+        DDP wrapper whose backward never reaches its params stalls DDP.
+        """
+        saved = [(p, p.requires_grad) for n in names for p in self.unwrap(n).parameters()]
+        try:
+            for p, _ in saved:
+                p.requires_grad_(False)
+            yield
+        finally:
+            for p, flag in saved:
+                p.requires_grad_(flag)
+
+    def mean(self, value: float | torch.Tensor) -> torch.Tensor:
+        """Average ``value`` over processes (a collective: call it on every process)."""
+        t = torch.as_tensor(value, dtype=torch.float32, device=self.device)
+        return self.accelerator.reduce(t, reduction="mean")
+
+    def request_stop(self) -> None:
+        """End the run after this step (logged and checkpointed). Call it on every process."""
+        self._stop = True
+
+    # ------------------------------------------------- engine-side plumbing
+    def _begin_step(self, step: int) -> None:
+        self.step = step
+        self._metrics = {}
+
+    def _begin_micro(self, micro_step: int) -> None:
+        self.micro_step = micro_step
+        self._updated_in_micro = set()
+        seed = _derive_seed(self.config.seed, self.process_index, self.step, micro_step)
+        self.generator.manual_seed(seed)
+        if self.cpu_generator is not self.generator:
+            self.cpu_generator.manual_seed(seed)
+
+    def _pop_metrics(self) -> dict[str, float | torch.Tensor]:
+        out = {k: s / n for k, (s, n) in self._metrics.items()}
+        self._metrics = {}
+        return out
+
+
+def _derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (SeedSequence avoids correlated streams)."""
+    words = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return int((int(words[0]) << 31) ^ int(words[1]))

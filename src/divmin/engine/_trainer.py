@@ -1,0 +1,315 @@
+"""`Trainer`: the one training loop every divmin method runs on."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch import nn
+
+from ._checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, load_rng, save_checkpoint
+from ._config import EngineConfig
+from ._context import StepContext
+from ._data import BatchStream
+from ._logging import RunLogger
+from ._schedules import lr_multiplier
+from ._task import Task, TrainResult, as_step_output, static_model_names
+
+# Names become file names in checkpoints.
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class _Run:
+    """Everything one ``fit`` call builds."""
+
+    accelerator: Accelerator
+    ctx: StepContext
+    stream: BatchStream | None
+    trainable: list[str]
+    saved: list[str]  # models written to checkpoints (all but static ones)
+
+
+class Trainer:
+    """Runs a `Task` under a `EngineConfig`.
+
+    Example::
+
+        result = Trainer(MyTask(), EngineConfig(max_steps=500, out_dir="runs/x",
+                                                checkpoint_every=100)).fit(resume=True)
+
+    After ``fit``, ``trainer.models`` holds the bare (unwrapped) trained models
+    and ``trainer.accelerator`` the Accelerator used.
+    """
+
+    def __init__(self, task: Task, config: EngineConfig | None = None) -> None:
+        missing = [m for m in ("models", "optimizers", "train_step") if not callable(getattr(task, m, None))]
+        if missing:
+            raise TypeError(f"task {type(task).__name__} lacks required method(s) {missing}")
+        self.task = task
+        self.config = config if config is not None else EngineConfig()
+        self.accelerator: Accelerator | None = None
+        self.models: dict[str, nn.Module] = {}
+
+    # ------------------------------------------------------------------ API
+    def fit(self, resume: bool | str | Path = False) -> TrainResult:
+        """Train for ``config.max_steps`` engine steps.
+
+        resume: False starts fresh (refusing an ``out_dir`` that already holds
+            checkpoints); True continues from the latest checkpoint in
+            ``out_dir`` if there is one (else starts fresh), replaying exactly
+            what the uninterrupted run would have done; a path resumes from
+            that checkpoint directory.
+        """
+        run = self._setup()
+        start = self._restore(run, resume)
+        logger = RunLogger(self.config, run.accelerator.is_main_process, start, resumed=start > 0)
+        try:
+            history, step = self._loop(run, start, logger)
+        finally:
+            logger.close()
+        self.models = {n: run.accelerator.unwrap_model(m) for n, m in run.ctx.models.items()}
+        last = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
+        return TrainResult(
+            metrics=last,
+            history=history,
+            out_dir=self.config.run_dir,
+            step=step,
+            optimizer_steps=dict(run.ctx.optimizer_steps),
+            stopped_early=run.ctx._stop,
+        )
+
+    # ---------------------------------------------------------------- setup
+    def _setup(self) -> _Run:
+        cfg = self.config
+        _reset_accelerator_state_if_needed(cfg)
+        acc = Accelerator(
+            cpu=cfg.cpu,
+            mixed_precision=cfg.mixed_precision,
+            # Schedules are applied by the engine from the step index; Accelerate's
+            # scheduler wrapper would step them once per process.
+            step_scheduler_with_optimizer=False,
+            # Shuffling re-seeded from (seed, epoch): same order on every process
+            # and after a resume.
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        )
+        self.accelerator = acc
+        set_seed(cfg.seed)  # same initialisation on every process
+        raw = _check_named(self.task.models(), nn.Module, "models()")
+        for model in raw.values():
+            model.to(acc.device)
+        opts = _check_named(self.task.optimizers(raw), torch.optim.Optimizer, "optimizers(models)")
+        if not opts:
+            raise ValueError("optimizers(models) returned no optimizer")
+        for opt in opts.values():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        models, optimizers, trainable = _prepare(acc, raw, opts)
+        # Different dropout masks / noise per process from here on.
+        set_seed(cfg.seed, device_specific=True)
+        ctx = StepContext(acc, cfg, models, optimizers)
+        batches = getattr(self.task, "batches", None)
+        source = batches(ctx) if callable(batches) else None
+        stream = BatchStream(source, acc) if source is not None else None
+        static = static_model_names(self.task)
+        unknown = static - set(raw)
+        if unknown:
+            raise ValueError(f"static_models names unknown models {sorted(unknown)}")
+        return _Run(acc, ctx, stream, trainable, [n for n in raw if n not in static])
+
+    def _restore(self, run: _Run, resume: bool | str | Path) -> int:
+        """Load a checkpoint if asked; return the engine step to start from."""
+        root = None if self.config.run_dir is None else self.config.run_dir / "checkpoints"
+        if resume is False:
+            if root is not None and list_checkpoints(root):
+                raise FileExistsError(f"{root} already holds checkpoints; use fit(resume=True) or another out_dir")
+            return 0
+        if resume is True:
+            if self.config.run_dir is None:
+                raise ValueError("fit(resume=True) needs EngineConfig.out_dir")
+            path = latest_checkpoint(self.config.run_dir)
+            if path is None:
+                return 0
+        else:
+            path = Path(resume)
+        acc, ctx = run.accelerator, run.ctx
+        unwrapped = {n: acc.unwrap_model(ctx.models[n]) for n in run.saved}
+        state, task_state = load_checkpoint(path, acc, models=unwrapped, optimizers=ctx.optimizers)
+        if task_state is not None:
+            self.task.load_state_dict(task_state)  # type: ignore[attr-defined]
+        ctx.optimizer_steps.update(state["optimizer_steps"])
+        if run.stream is not None and state["data"] is not None:
+            run.stream.load_state(state["data"])
+        load_rng(path, acc)  # last: nothing may draw random numbers after it
+        return int(state["step"])
+
+    # ----------------------------------------------------------------- loop
+    def _loop(self, run: _Run, start: int, logger: RunLogger) -> tuple[list[dict[str, float]], int]:
+        cfg, ctx = self.config, run.ctx
+        history: list[dict[str, float]] = []
+        step = start
+        while step < cfg.max_steps:
+            self._train_step(run, step)
+            step += 1
+            logger.advance()
+            last = step == cfg.max_steps or ctx._stop
+            metrics = ctx._pop_metrics()
+            record: dict[str, float] = {}
+            if step % cfg.log_every == 0 or last:
+                record.update(self._reduce(run, metrics))
+            if cfg.eval_every is not None and step % cfg.eval_every == 0:
+                record.update(self._evaluate(run, step))
+            if record:
+                record = {"step": step, **record}
+                logger.log(record)
+                history.append(record)
+            if cfg.checkpoint_every is not None and (step % cfg.checkpoint_every == 0 or last):
+                self._save(run, step)
+            if ctx._stop:
+                break
+        return history, step
+
+    def _train_step(self, run: _Run, step: int) -> None:
+        """One engine step: ``grad_accum_steps`` micro-batches, then the update(s)."""
+        cfg, ctx = self.config, run.ctx
+        ctx._begin_step(step)
+        mult = lr_multiplier(cfg.lr_schedule, step, cfg.warmup_steps, cfg.max_steps)
+        for opt in ctx.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * mult
+        for micro in range(cfg.grad_accum_steps):
+            ctx._begin_micro(micro)
+            batch = run.stream.next() if run.stream is not None else None
+            with self._sync_context(run):
+                out = as_step_output(self.task.train_step(batch, ctx))
+                if out.loss is not None:
+                    if ctx._updated_in_micro:
+                        raise RuntimeError("train_step called ctx.update(...) and returned a loss; return loss=None")
+                    ctx.update(list(ctx.optimizers), out.loss)
+            metrics = dict(out.metrics)
+            if out.loss is not None:
+                metrics.setdefault("loss", out.loss)
+            ctx.log(metrics)
+        single = len(ctx.optimizers) == 1
+        for name, opt in ctx.optimizers.items():
+            ctx.log({"lr" if single else f"lr/{name}": opt.param_groups[0]["lr"]})
+
+    def _sync_context(self, run: _Run) -> contextlib.AbstractContextManager:
+        """Skip DDP's gradient all-reduce on all but the last micro-batch."""
+        if run.ctx.sync_gradients or run.accelerator.num_processes == 1:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        for name in run.trainable:
+            stack.enter_context(run.accelerator.no_sync(run.ctx.models[name]))
+        return stack
+
+    def _reduce(self, run: _Run, metrics: dict[str, Any]) -> dict[str, float]:
+        """Average scalar metrics over processes (one collective for all keys)."""
+        keys = sorted(metrics)
+        if not keys:
+            return {}
+        device = run.accelerator.device
+        # float64: python floats (lr) must not be rounded to float32 on the way to the log.
+        values = torch.stack([torch.as_tensor(metrics[k], dtype=torch.float64, device=device).mean() for k in keys])
+        if run.accelerator.num_processes > 1:
+            values = run.accelerator.reduce(values, reduction="mean")
+        return dict(zip(keys, values.tolist()))
+
+    def _evaluate(self, run: _Run, step: int) -> dict[str, float]:
+        evaluate = getattr(self.task, "evaluate", None)
+        if not callable(evaluate):
+            return {}
+        ctx = run.ctx
+        ctx.step = step
+        for name in run.trainable:
+            ctx.models[name].eval()
+        try:
+            out = evaluate(ctx) or {}
+        finally:
+            for name in run.trainable:
+                ctx.models[name].train()
+        return {f"eval/{k}": v for k, v in self._reduce(run, dict(out)).items()}
+
+    def _save(self, run: _Run, step: int) -> None:
+        acc, ctx, cfg = run.accelerator, run.ctx, self.config
+        state_dict = getattr(self.task, "state_dict", None)
+        save_checkpoint(
+            cfg.run_dir / "checkpoints",
+            step,
+            acc,
+            models={n: acc.unwrap_model(ctx.models[n]) for n in run.saved},
+            optimizers=ctx.optimizers,
+            engine_state={
+                "step": step,
+                "data": run.stream.state() if run.stream is not None else None,
+                "optimizer_steps": dict(ctx.optimizer_steps),
+                "config": cfg.to_dict(),
+            },
+            task_state=state_dict() if callable(state_dict) else None,
+            keep=cfg.keep_checkpoints,
+        )
+
+
+# ---------------------------------------------------------------- helpers
+def _check_named(value: Any, kind: type, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{where} must return a dict name -> {kind.__name__}, got {type(value).__name__}")
+    for name, obj in value.items():
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"{where}: name {name!r} must match {_NAME.pattern}")
+        if not isinstance(obj, kind):
+            raise TypeError(f"{where}[{name!r}] must be a {kind.__name__}, got {type(obj).__name__}")
+    return value
+
+
+def _prepare(
+    acc: Accelerator, raw: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer]
+) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer], list[str]]:
+    """Wrap trainable models + optimizers for the backend; place and autocast frozen ones."""
+    trainable = [n for n, m in raw.items() if any(p.requires_grad for p in m.parameters())]
+    objs = [raw[n] for n in trainable] + list(opts.values())
+    prepared = acc.prepare(*objs)
+    if len(objs) == 1:
+        prepared = (prepared,)
+    models = dict(zip(trainable, prepared[: len(trainable)]))
+    for name, model in raw.items():
+        if name not in models:
+            # evaluation_mode: device placement + autocast forward, no DDP wrapper
+            # (DDP refuses modules without trainable parameters).
+            models[name] = acc.prepare_model(model, evaluation_mode=True)
+            models[name].eval()
+        else:
+            models[name].train()
+    models = {n: models[n] for n in raw}  # keep the task's order
+    optimizers = dict(zip(opts, prepared[len(trainable) :]))
+    return models, optimizers, trainable
+
+
+def _reset_accelerator_state_if_needed(cfg: EngineConfig) -> None:
+    """Allow successive ``fit`` calls with other precision / device in one process.
+
+    Accelerate keeps a process-wide singleton that refuses to change mixed
+    precision and silently keeps the first device. Resetting it is what
+    Accelerate's own test-suite does between configurations; the device part
+    (PartialState) is only reset in a single, non-distributed process, where it
+    holds no process group.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    partial = PartialState._shared_state
+    device = partial.get("device")
+    if device is not None and partial.get("distributed_type") == DistributedType.NO:
+        on_cpu = device.type == "cpu"
+        if (cfg.cpu and not on_cpu) or (not cfg.cpu and on_cpu and torch.cuda.is_available()):
+            AcceleratorState._reset_state(reset_partial_state=True)
+            return
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != cfg.mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
