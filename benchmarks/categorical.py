@@ -10,8 +10,10 @@ kernel's resident-set high-water mark (VmHWM, reset through /proc/self/clear_ref
     python benchmarks/categorical.py                          # CPU: N=4096, V=32000, fp32
     python benchmarks/categorical.py --device cuda --rows 8192 --vocab 128256 --dtype bf16
 
-Prints a table with time (median of --repeats after a warm-up), peak extra memory
-and the ratios to the plain PyTorch baseline measured in the same run.
+Peak memory is measured per variant in a fresh subprocess; times are measured in
+one process with the variants interleaved round by round (median of --repeats
+after a warm-up round), so that load on a noisy machine affects all alike. Prints
+a table with the ratios to the plain PyTorch baseline measured in the same run.
 """
 
 from __future__ import annotations
@@ -86,28 +88,43 @@ def _step(variant: str, student: torch.Tensor, teacher: torch.Tensor, chunk: int
             teacher, student, "generalized_js", chunk_size=chunk if variant == "chunked" else None
         )
     loss.backward()
-    return float(loss)
+    return float(loss.detach())
 
 
-def worker(args: argparse.Namespace) -> dict:
+def _inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     device = torch.device(args.device)
     gen = torch.Generator(device=device).manual_seed(0)
     dtype = DTYPES[args.dtype]
     teacher = (2 * torch.randn(args.rows, args.vocab, generator=gen, device=device)).to(dtype)
     student = (2 * torch.randn(args.rows, args.vocab, generator=gen, device=device)).to(dtype).requires_grad_()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return student, teacher
+
+
+def memory_worker(args: argparse.Namespace) -> dict:
+    """Peak extra memory of one variant, in a fresh process."""
+    student, teacher = _inputs(args)
     # warm up kernels and thread pools on a tiny problem so the peak below is the loss's own
     _step(args.worker, student[:2, :64].detach().clone().requires_grad_(), teacher[:2, :64], args.chunk_size)
-    with _Peak(device) as peak:  # first call: the memory high-water mark
+    with _Peak(torch.device(args.device)) as peak:
         value = _step(args.worker, student, teacher, args.chunk_size)
-    times = []
+    return {"variant": args.worker, "value": value, "extra_bytes": peak.extra}
+
+
+def time_variants(args: argparse.Namespace, variants: list[str]) -> dict[str, float]:
+    """Median time per variant, rounds interleaved so that machine noise hits all alike."""
+    student, teacher = _inputs(args)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for v in variants:  # warm-up round
+        _step(v, student, teacher, args.chunk_size)
     for _ in range(args.repeats):
-        sync()
-        t0 = time.perf_counter()
-        _step(args.worker, student, teacher, args.chunk_size)
-        sync()
-        times.append(time.perf_counter() - t0)
-    return {"variant": args.worker, "value": value, "time_s": statistics.median(times), "extra_bytes": peak.extra}
+        for v in variants:
+            sync()
+            t0 = time.perf_counter()
+            _step(v, student, teacher, args.chunk_size)
+            sync()
+            times[v].append(time.perf_counter() - t0)
+    return {v: statistics.median(ts) for v, ts in times.items()}
 
 
 def main() -> None:
@@ -121,12 +138,13 @@ def main() -> None:
     p.add_argument("--worker", choices=["plain", "unchunked", "chunked"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        print(json.dumps(worker(args)))
+        print(json.dumps(memory_worker(args)))
         return
     print(f"categorical_divergence, generalized_js(0.5), fwd+bwd, N={args.rows} V={args.vocab} "
           f"{args.dtype} on {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    variants = ["plain", "unchunked", "chunked"]
     rows = []
-    for variant in ("plain", "unchunked", "chunked"):
+    for variant in variants:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant] + [
             f"--rows={args.rows}", f"--vocab={args.vocab}", f"--dtype={args.dtype}",
             f"--device={args.device}", f"--chunk-size={args.chunk_size}", f"--repeats={args.repeats}"]
@@ -134,9 +152,12 @@ def main() -> None:
         if proc.returncode != 0:
             err = (proc.stderr.strip().splitlines() or ["?"])[-1]
             print(f"{variant}: failed ({err[:120]})")
-            rows.append({"variant": variant, "value": float("nan"), "time_s": float("nan"), "extra_bytes": float("nan")})
+            rows.append({"variant": variant, "value": float("nan"), "extra_bytes": float("nan")})
             continue
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    timed = time_variants(args, [r["variant"] for r in rows if r["extra_bytes"] == r["extra_bytes"]])
+    for r in rows:
+        r["time_s"] = timed.get(r["variant"], float("nan"))
     base = rows[0]
     print(f"{'variant':<22}{'loss':>12}{'time (s)':>11}{'x plain':>9}{'peak extra (MiB)':>18}{'x plain':>9}")
     for r in rows:

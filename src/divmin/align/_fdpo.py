@@ -1,0 +1,113 @@
+"""f-DPO: direct preference optimisation under any admissible f-divergence constraint.
+
+In DESIGN.md's convention the reference policy is the target P = pi_ref and the
+policy is the model Q = pi, so r = pi_ref / pi and the regulariser is
+D_f(pi_ref || pi) = E_pi[f(pi_ref / pi)]. The KKT conditions of
+``max_pi E_pi[R] - beta D_f(pi_ref || pi)`` give the implicit reward
+
+    R(x, y) = beta * g(r(y)) + lambda(x),       g(r) = f(r) - r f'(r),
+
+and lambda(x) cancels in the Bradley-Terry difference, so the loss is
+
+    -log sigmoid(beta * (g(r_chosen) - g(r_rejected))).
+
+Mapping to the f-DPO paper (Wang et al. 2023): its regulariser is
+E_pi_ref[f_paper(u)], u = pi / pi_ref, i.e. our conjugate, and its score
+psi(u) = f_paper'(u) equals our g(1/u): reverse KL -> log u + 1 (DPO), forward KL
+-> -1/u, JS -> log(2u / (1 + u)), ``alpha(alpha=a)`` -> (1 - u^-a) / a. TRL's
+``f_alpha_divergence_coef`` is 1 - a.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..divergences import Divergence, as_divergence
+
+__all__ = ["FDPOOutput", "fdpo_loss", "fdpo_admissible"]
+
+
+class FDPOOutput(NamedTuple):
+    loss: Tensor  # scalar: mean over examples
+    chosen_rewards: Tensor  # (B,) beta * g(pi_ref / pi) on chosen responses, detached
+    rejected_rewards: Tensor  # (B,) the same on rejected responses, detached
+
+
+def fdpo_admissible(divergence: "str | Divergence") -> tuple[bool, str]:
+    """Whether the reward-to-policy map of f-DPO is valid for this divergence, and why not.
+
+    The optimum pi = pi_ref / g^{-1}((R - lambda) / beta) needs g strictly
+    decreasing in r (h = r^2 f'' > 0) and unbounded below as r -> inf (the
+    paper's "0 not in the domain of f'"), so that every reward maps to a policy.
+    """
+    div = as_divergence(divergence)
+    t = torch.linspace(-30.0, 30.0, 601, dtype=torch.float64)
+    if not bool((div.h(t) > 0).all()):
+        return False, f"{div} has h = r^2 f''(r) = 0 somewhere: g is not invertible"
+    g_inf = float(div.g(torch.tensor([math.inf], dtype=torch.float64)))
+    if g_inf != -math.inf:
+        return False, (f"{div} has g(r) -> {g_inf:.4g} as pi -> 0 (r -> inf): rewards below that "
+                       "bound map to no policy")
+    return True, ""
+
+
+def _check_logps(**tensors: Tensor) -> torch.Size:
+    shape = None
+    for name, x in tensors.items():
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"`{name}` must be a floating torch.Tensor of sequence log-probabilities")
+        if x.ndim != 1:
+            raise ValueError(f"`{name}` must have shape (batch,), got {tuple(x.shape)}")
+        if shape is not None and x.shape != shape:
+            raise ValueError(f"`{name}` has shape {tuple(x.shape)}, expected {tuple(shape)} like the others")
+        shape = x.shape
+    return shape
+
+
+def fdpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    *,
+    divergence: "str | Divergence" = "reverse_kl",
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+) -> FDPOOutput:
+    """The f-DPO loss and implicit rewards; all inputs are (B,) summed response log-probabilities.
+
+    ``label_smoothing`` eps gives the conservative loss
+    ``-(1 - eps) log sigmoid(d) - eps log sigmoid(-d)``. Computation is in float32
+    (or float64) whatever the input dtype, with log-ratios clamped so that ``r`` and
+    ``r^2`` stay finite.
+
+    >>> lp = torch.tensor([-5.0]); out = fdpo_loss(lp, lp - 1, lp, lp, beta=0.5)
+    >>> round(out.loss.item(), 4)  # -log sigmoid(0.5 * 1)
+    0.4741
+    """
+    _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
+                 ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"`beta` must be a finite number > 0, got {beta!r}")
+    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing < 0.5):
+        raise ValueError(f"`label_smoothing` must lie in [0, 0.5), got {label_smoothing!r}")
+    div = as_divergence(divergence)
+    ok, why = fdpo_admissible(div)
+    if not ok:
+        raise ValueError(f"divergence {div} cannot be used with f-DPO: {why}")
+    dtype = torch.promote_types(policy_chosen_logps.dtype, torch.float32)
+    bound = math.log(torch.finfo(dtype).max) / 2 - 1.0  # keeps r and r^2 finite in `dtype`
+
+    def reward(policy: Tensor, ref: Tensor) -> Tensor:
+        log_r = (ref.to(dtype) - policy.to(dtype)).clamp(-bound, bound)
+        return beta * div.g(log_r)
+
+    chosen, rejected = reward(policy_chosen_logps, ref_chosen_logps), reward(policy_rejected_logps, ref_rejected_logps)
+    margin = chosen - rejected
+    loss = -(1.0 - label_smoothing) * F.logsigmoid(margin) - label_smoothing * F.logsigmoid(-margin)
+    return FDPOOutput(loss.mean(), chosen.detach(), rejected.detach())
