@@ -6,7 +6,11 @@ from .divergences import (
     available_divergences,
     categorical_divergence,
     divergence,
+    SinkhornConvergenceWarning,
+    SinkhornResult,
     register,
+    sinkhorn,
+    sinkhorn_divergence,
 )
 
 __version__ = "0.1.0"
@@ -18,4 +22,8 @@ __all__ = [
     "categorical_divergence",
     "divergence",
     "register",
+    "sinkhorn",
+    "sinkhorn_divergence",
+    "SinkhornConvergenceWarning",
+    "SinkhornResult",
 ]

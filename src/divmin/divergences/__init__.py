@@ -16,6 +16,13 @@ from ._family import (
     SquaredHellinger,
     TotalVariation,
 )
+from ._sinkhorn import (
+    SinkhornConvergenceWarning,
+    SinkhornResult,
+    available_costs,
+    sinkhorn,
+    sinkhorn_divergence,
+)
 from ._parametric import (
     Alpha,
     GeneralizedJS,
@@ -39,11 +46,16 @@ __all__ = [
     "SkewReverseKL",
     "SoftenedForwardKL",
     "SoftenedReverseKL",
+    "SinkhornConvergenceWarning",
+    "SinkhornResult",
     "SquaredHellinger",
     "TotalVariation",
     "as_divergence",
+    "available_costs",
     "available_divergences",
     "categorical_divergence",
     "divergence",
     "register",
+    "sinkhorn",
+    "sinkhorn_divergence",
 ]
