@@ -1,0 +1,336 @@
+"""`FDPOTrainer`: f-DPO on any Hugging Face causal LM, run by the shared engine.
+
+One engine step takes ``batch_size`` preference pairs, runs the policy once on
+the concatenated batch (chosen rows then rejected rows), gets the reference
+log-probabilities (see ``FDPOConfig.reference``) and minimises
+:func:`~divmin.align.fdpo_loss`. Everything else (devices, mixed precision,
+accumulation, clipping, schedules, logging, checkpoints, exact resume) is the
+engine's, configured by ``FDPOConfig.engine``.
+
+Logged every ``engine.log_every`` steps: ``loss``, ``rewards/chosen``,
+``rewards/rejected``, ``rewards/accuracies`` (fraction with chosen reward >
+rejected reward), ``rewards/margins``, ``logps/chosen``, ``logps/rejected``
+(summed response log-probabilities under the policy). With an eval split, every
+``engine.eval_every`` steps (default: once, at the end): ``eval/loss``,
+``eval/accuracy``, ``eval/ece`` and ``eval/rewards/margins``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ..divergences import Divergence, as_divergence
+from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
+from ._fdpo import fdpo_admissible, fdpo_loss
+from ._logps import sequence_logps
+from ._preference_data import PreferenceCollator, tokenize_preferences
+
+__all__ = ["FDPOConfig", "FDPOTrainer", "expected_calibration_error"]
+
+_REFERENCES = ("copy", "adapter", "precomputed")
+
+
+def _default_engine() -> EngineConfig:
+    return EngineConfig(max_steps=1000, log_every=10)
+
+
+@dataclasses.dataclass
+class FDPOConfig:
+    """Settings of :class:`FDPOTrainer`; every field is checked on construction."""
+
+    divergence: str | Divergence = "reverse_kl"  # f of the constraint D_f(pi_ref || pi); reverse_kl = DPO
+    beta: float = 0.1  # strength of the divergence constraint (> 0)
+    label_smoothing: float = 0.0  # conservative-loss label noise eps in [0, 0.5)
+    lr: float = 5e-6  # AdamW learning rate (the engine's schedule multiplies it)
+    weight_decay: float = 0.0  # AdamW weight decay
+    batch_size: int = 8  # preference pairs per micro-batch (2x rows per forward)
+    max_length: int = 512  # max prompt + response tokens per row; responses are cut on the right
+    max_prompt_length: int = 256  # max prompt tokens; longer prompts keep their last tokens
+    # Reference policy: "copy" = a frozen copy of the initial model (or `ref_model`),
+    # "adapter" = the PEFT model with its adapter disabled (no extra memory),
+    # "precomputed" = reference log-probs computed once before training and cached per example.
+    reference: str = "copy"
+    disable_dropout: bool = True  # set every nn.Dropout's p to 0 in policy and reference (as in DPO)
+    eval_batch_size: int = 16  # pairs per forward in evaluation and reference precomputation
+    ece_bins: int = 10  # equal-width confidence bins of eval/ece
+    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
+
+    def __post_init__(self) -> None:
+        div = as_divergence(self.divergence)  # unknown names fail here, listing the valid ones
+        ok, why = fdpo_admissible(div)
+        if not ok:
+            raise ValueError(f"`divergence`: {div} cannot be used with f-DPO: {why}")
+        if not (_is_number(self.beta) and math.isfinite(self.beta) and self.beta > 0):
+            raise ValueError(f"`beta` must be a finite number > 0, got {self.beta!r}")
+        if not (_is_number(self.label_smoothing) and 0 <= self.label_smoothing < 0.5):
+            raise ValueError(f"`label_smoothing` must lie in [0, 0.5), got {self.label_smoothing!r}")
+        if not (_is_number(self.lr) and self.lr > 0) or not (_is_number(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"`lr` must be > 0 and `weight_decay` >= 0, got {self.lr!r}, {self.weight_decay!r}")
+        for name in ("batch_size", "max_length", "max_prompt_length", "eval_batch_size", "ece_bins"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
+        if self.max_prompt_length >= self.max_length:
+            raise ValueError(f"`max_prompt_length` ({self.max_prompt_length}) must be < `max_length` "
+                             f"({self.max_length}) to leave room for the response")
+        if self.reference not in _REFERENCES:
+            raise ValueError(f"`reference` must be one of {_REFERENCES}, got {self.reference!r}")
+        if not isinstance(self.disable_dropout, bool):
+            raise ValueError(f"`disable_dropout` must be a bool, got {self.disable_dropout!r}")
+        if not isinstance(self.engine, EngineConfig):
+            raise ValueError(f"`engine` must be an EngineConfig, got {type(self.engine).__name__}")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+# ----------------------------------------------------------------- helpers
+def expected_calibration_error(probs: Tensor, labels: Tensor, *, n_bins: int = 10) -> Tensor:
+    """Top-label ECE of binary probabilities; probs, labels (N,) -> scalar in [0, 1].
+
+    The prediction is ``probs >= 0.5`` with confidence ``max(p, 1 - p)``;
+    confidences fall in ``n_bins`` equal-width bins over [0, 1] and
+    ``ECE = sum_b (n_b / N) |accuracy_b - mean confidence_b|`` (Guo et al., 2017).
+    """
+    probs, labels = probs.detach().double().flatten(), labels.detach().double().flatten()
+    if probs.shape != labels.shape or probs.numel() == 0:
+        raise ValueError(f"`probs` and `labels` must be non-empty with equal sizes, "
+                         f"got {probs.numel()}, {labels.numel()}")
+    conf = torch.where(probs >= 0.5, probs, 1 - probs)
+    correct = ((probs >= 0.5).double() == labels).double()
+    bins = (conf * n_bins).long().clamp(0, n_bins - 1)
+    gap = torch.zeros(n_bins, dtype=torch.float64, device=probs.device).index_add_(0, bins, correct - conf)
+    return gap.abs().sum() / probs.numel()
+
+
+def _disable_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def _forward_logps(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """(2B,) summed response log-probs of every row of a collated batch."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = getattr(out, "logits", None)
+    if logits is None:
+        raise TypeError(f"the model's forward returned {type(out).__name__} without `.logits`")
+    return sequence_logps(logits, batch["input_ids"], batch["loss_mask"])
+
+
+@torch.no_grad()
+def _reference_logps(policy: nn.Module, reference: nn.Module | None, batch: dict[str, Tensor],
+                     cache: Tensor | None = None) -> Tensor:
+    """(2B,) reference log-probs: from ``cache`` (N, 2) by index, ``reference``, or the adapter-free policy."""
+    if cache is not None:
+        idx = batch["index"].cpu()
+        return torch.cat([cache[idx, 0], cache[idx, 1]]).to(batch["input_ids"].device)
+    if reference is None:
+        with policy.disable_adapter():
+            return _forward_logps(policy, batch)
+    return _forward_logps(reference, batch)
+
+
+def _to(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+class _FDPOTask:
+    """The engine task; holds no model state of its own beyond the precomputed cache."""
+
+    def __init__(self, owner: FDPOTrainer) -> None:
+        self.o = owner
+        self.static_models = ("reference",) if owner.config.reference == "copy" else ()
+
+    def models(self) -> dict[str, nn.Module]:
+        o = self.o
+        return {"policy": o.model, "reference": o.reference} if o.config.reference == "copy" else {"policy": o.model}
+
+    def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        params = [p for p in models["policy"].parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("`model` has no parameter with requires_grad=True")
+        c = self.o.config
+        return {"policy": torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)}
+
+    def batches(self, ctx: StepContext) -> DataLoader:
+        o = self.o
+        if o.config.reference == "precomputed" and o.cache is None:
+            o.cache = o._precompute(ctx.unwrap("policy"), ctx.device)
+        return DataLoader(o.train_examples, batch_size=o.config.batch_size, shuffle=True, collate_fn=o.collator)
+
+    def _logps(self, ctx: StepContext, batch: dict[str, Tensor], split: str, train: bool) -> tuple[Tensor, Tensor]:
+        policy = ctx.unwrap("policy")
+        reference = ctx.models.get("reference")
+        cache = None if self.o.cache is None else self.o.cache[split]
+        with ctx.accelerator.autocast():
+            pol = _forward_logps(ctx.models["policy"] if train else policy, batch)
+            ref = _reference_logps(policy, reference, batch, cache)
+        return pol, ref
+
+    def _loss(self, pol: Tensor, ref: Tensor):
+        c, b = self.o.config, pol.shape[0] // 2
+        return fdpo_loss(pol[:b], pol[b:], ref[:b], ref[b:], divergence=c.divergence, beta=c.beta,
+                         label_smoothing=c.label_smoothing)
+
+    def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> StepOutput:
+        pol, ref = self._logps(ctx, batch, "train", train=True)
+        out = self._loss(pol, ref)
+        b = pol.shape[0] // 2
+        chosen, rejected = out.chosen_rewards, out.rejected_rewards
+        metrics = {
+            "rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
+            "rewards/accuracies": (chosen > rejected).float().mean(), "rewards/margins": (chosen - rejected).mean(),
+            "logps/chosen": pol[:b].detach().mean(), "logps/rejected": pol[b:].detach().mean(),
+        }
+        return StepOutput(loss=out.loss, metrics=metrics)
+
+    def evaluate(self, ctx: StepContext) -> dict[str, Tensor]:
+        o = self.o
+        if not o.eval_examples:
+            return {}
+        margins, loss_sum = [], torch.zeros((), dtype=torch.float64)
+        for batch in o._loader(o.eval_examples):
+            with torch.no_grad():
+                pol, ref = self._logps(ctx, _to(batch, ctx.device), "eval", train=False)
+                out = self._loss(pol, ref)
+            margins.append((out.chosen_rewards - out.rejected_rewards).double().cpu())
+            loss_sum += out.loss.double().cpu() * margins[-1].numel()
+        m = torch.cat(margins)
+        probs = torch.sigmoid(m)
+        return {"loss": loss_sum / m.numel(), "accuracy": (m > 0).double().mean(),
+                "ece": expected_calibration_error(probs, torch.ones_like(probs), n_bins=o.config.ece_bins),
+                "rewards/margins": m.mean()}
+
+    def state_dict(self) -> dict[str, Tensor] | None:
+        return None if self.o.cache is None else dict(self.o.cache)
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.o.cache = {k: v.float().cpu() for k, v in state.items()}
+
+
+class FDPOTrainer:
+    """f-DPO fine-tuning of ``model`` on preference pairs.
+
+    Args:
+        model: a Hugging Face causal LM, a PEFT model, or any module whose
+            ``forward(input_ids=..., attention_mask=...)`` returns an object with
+            ``.logits`` of shape (B, T, V). Trained in place.
+        tokenizer: a Hugging Face tokenizer (``pad_token_id`` or ``eos_token_id`` is used for padding).
+        train_dataset / eval_dataset: preference rows (see ``_preference_data``): a
+            list of dicts, a ``datasets.Dataset`` or a JSONL path. Tokenized here.
+        ref_model: the reference policy for ``reference="copy"`` or
+            ``"precomputed"`` (frozen, ``requires_grad`` set False). Default: for
+            "copy" a deep copy of ``model`` taken here; for "precomputed" ``model``
+            itself (adapter disabled for PEFT) at the start of the first ``train``.
+        config: an :class:`FDPOConfig`.
+
+    ``train(resume=False)`` runs the engine and returns its ``TrainResult``.
+    Checkpoints hold the policy (for a PEFT model: all of its weights), the
+    optimizer and, with ``reference="precomputed"``, the cached reference
+    log-probs; a "copy" reference is rebuilt, never checkpointed.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, train_dataset: Any, *, eval_dataset: Any = None,
+                 ref_model: nn.Module | None = None, config: FDPOConfig | None = None) -> None:
+        config = FDPOConfig() if config is None else config
+        if not isinstance(config, FDPOConfig):
+            raise TypeError(f"`config` must be an FDPOConfig, got {type(config).__name__}")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+        if ref_model is not None and (not isinstance(ref_model, nn.Module) or ref_model is model):
+            raise ValueError("`ref_model` must be an nn.Module distinct from `model`")
+        is_peft = callable(getattr(model, "disable_adapter", None))
+        if config.reference == "adapter" and (not is_peft or ref_model is not None):
+            raise ValueError("`reference`='adapter' needs a PEFT `model` (with disable_adapter()) and no `ref_model`")
+        self.model, self.config, self.tokenizer = model, config, tokenizer
+        self.collator = PreferenceCollator(_pad_id(tokenizer))
+        kw = dict(max_length=config.max_length, max_prompt_length=config.max_prompt_length)
+        self.train_examples = tokenize_preferences(train_dataset, tokenizer, name="train_dataset", **kw)
+        self.eval_examples = (None if eval_dataset is None
+                              else tokenize_preferences(eval_dataset, tokenizer, name="eval_dataset", **kw))
+        self.is_peft = is_peft
+        self.reference = self._build_reference(ref_model)
+        if config.disable_dropout:
+            for m in (model, self.reference):
+                if m is not None:
+                    _disable_dropout(m)
+        self.cache: dict[str, Tensor] | None = None  # precomputed reference log-probs per split, (N, 2)
+        self.engine: Trainer | None = None
+
+    def _build_reference(self, ref_model: nn.Module | None) -> nn.Module | None:
+        """The frozen reference module; None means "the policy itself" (adapter disabled for PEFT)."""
+        mode = self.config.reference
+        if mode == "adapter" or (mode == "precomputed" and ref_model is None):
+            return None
+        ref = ref_model if ref_model is not None else copy.deepcopy(self.model)
+        ref.requires_grad_(False)
+        return ref.eval()
+
+    def _loader(self, examples: list[dict[str, Any]]) -> DataLoader:
+        return DataLoader(examples, batch_size=self.config.eval_batch_size, shuffle=False, collate_fn=self.collator)
+
+    @torch.no_grad()
+    def _precompute(self, policy: nn.Module, device: torch.device) -> dict[str, Tensor]:
+        """Reference log-probs of every train/eval example: {split: (N, 2) [chosen, rejected]}."""
+        reference, home = self.reference, None
+        if reference is not None:
+            home = next(reference.parameters()).device
+            reference.to(device)
+        elif not self.is_peft:
+            reference = policy  # the initial policy, before any step
+        was_training, cache = policy.training, {}
+        policy.eval()
+        try:
+            for split, examples in (("train", self.train_examples), ("eval", self.eval_examples or [])):
+                table = torch.zeros(len(examples), 2)
+                for batch in self._loader(examples):
+                    lp = _reference_logps(policy, reference, _to(batch, device)).float().cpu()
+                    table[batch["index"], 0], table[batch["index"], 1] = lp.chunk(2)
+                cache[split] = table
+        finally:
+            policy.train(was_training)
+            if home is not None:
+                self.reference.to(home)
+        return cache
+
+    def train(self, resume: bool | str = False) -> TrainResult:
+        """Run ``config.engine.max_steps`` steps (see ``divmin.engine.Trainer.fit`` for ``resume``)."""
+        engine = self.config.engine
+        if self.eval_examples and engine.eval_every is None:
+            engine = dataclasses.replace(engine, eval_every=engine.max_steps)
+        self.engine = Trainer(_FDPOTask(self), engine)
+        result = self.engine.fit(resume=resume)
+        self.model = self.engine.models["policy"]
+        return result
+
+    def batch_logps(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(policy, reference) summed response log-probs, each (2B,), of a collated batch; no grad.
+
+        Runs on the policy's device in its current mode; "precomputed" needs the cache
+        (built by ``train``).
+        """
+        if self.config.reference == "precomputed" and self.cache is None:
+            raise RuntimeError("reference='precomputed': the cache is built by train(); call it first")
+        device = next(self.model.parameters()).device
+        batch = _to(batch, device)
+        with torch.no_grad():
+            pol = _forward_logps(self.model, batch)
+        ref = _reference_logps(self.model, self.reference, batch, None if self.cache is None else self.cache["train"])
+        return pol, ref
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError("`tokenizer` has neither pad_token_id nor eos_token_id; set tokenizer.pad_token")
