@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from divmin.align._fdpo_trainer import FDPOConfig, FDPOTrainer, expected_calibration_error
+from divmin.align._fdpo_trainer import FDPOConfig, FDPOTrainer
+from divmin.eval import top_label_calibration_error as expected_calibration_error
 from divmin.align._logps import sequence_logps
 from divmin.align._preference_data import PreferenceCollator, tokenize_preferences
 from divmin.engine import EngineConfig

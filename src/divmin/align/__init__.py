@@ -1,7 +1,7 @@
 """Alignment methods: f-DPO (preference optimisation under any admissible f)."""
 
 from ._fdpo import FDPOOutput, fdpo_admissible, fdpo_loss
-from ._fdpo_trainer import FDPOConfig, FDPOTrainer, expected_calibration_error
+from ._fdpo_trainer import FDPOConfig, FDPOTrainer
 from ._logps import sequence_logps
 from ._preference_data import PreferenceCollator, load_preference_rows, tokenize_preferences
 
@@ -10,7 +10,6 @@ __all__ = [
     "FDPOOutput",
     "FDPOTrainer",
     "PreferenceCollator",
-    "expected_calibration_error",
     "fdpo_admissible",
     "fdpo_loss",
     "load_preference_rows",

@@ -27,12 +27,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..divergences import Divergence, as_divergence
+from ..eval import top_label_calibration_error
 from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
 from ._fdpo import fdpo_admissible, fdpo_loss
 from ._logps import sequence_logps
 from ._preference_data import PreferenceCollator, tokenize_preferences
 
-__all__ = ["FDPOConfig", "FDPOTrainer", "expected_calibration_error"]
+__all__ = ["FDPOConfig", "FDPOTrainer"]
 
 _REFERENCES = ("copy", "adapter", "precomputed")
 
@@ -93,24 +94,6 @@ def _is_number(x: Any) -> bool:
 
 
 # ----------------------------------------------------------------- helpers
-def expected_calibration_error(probs: Tensor, labels: Tensor, *, n_bins: int = 10) -> Tensor:
-    """Top-label ECE of binary probabilities; probs, labels (N,) -> scalar in [0, 1].
-
-    The prediction is ``probs >= 0.5`` with confidence ``max(p, 1 - p)``;
-    confidences fall in ``n_bins`` equal-width bins over [0, 1] and
-    ``ECE = sum_b (n_b / N) |accuracy_b - mean confidence_b|`` (Guo et al., 2017).
-    """
-    probs, labels = probs.detach().double().flatten(), labels.detach().double().flatten()
-    if probs.shape != labels.shape or probs.numel() == 0:
-        raise ValueError(f"`probs` and `labels` must be non-empty with equal sizes, "
-                         f"got {probs.numel()}, {labels.numel()}")
-    conf = torch.where(probs >= 0.5, probs, 1 - probs)
-    correct = ((probs >= 0.5).double() == labels).double()
-    bins = (conf * n_bins).long().clamp(0, n_bins - 1)
-    gap = torch.zeros(n_bins, dtype=torch.float64, device=probs.device).index_add_(0, bins, correct - conf)
-    return gap.abs().sum() / probs.numel()
-
-
 def _disable_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
@@ -207,7 +190,7 @@ class _FDPOTask:
         m = torch.cat(margins)
         probs = torch.sigmoid(m)
         return {"loss": loss_sum / m.numel(), "accuracy": (m > 0).double().mean(),
-                "ece": expected_calibration_error(probs, torch.ones_like(probs), n_bins=o.config.ece_bins),
+                "ece": top_label_calibration_error(probs, torch.ones_like(probs), n_bins=o.config.ece_bins),
                 "rewards/margins": m.mean()}
 
     def state_dict(self) -> dict[str, Tensor] | None:
