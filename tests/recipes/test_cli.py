@@ -28,7 +28,7 @@ def test_recipes_lists_fit(capsys):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["run", "nope", "--out", "X"], "unknown recipe 'nope'; available: fdpo-bandit, fit"),
+        (["run", "nope", "--out", "X"], "unknown recipe 'nope'; available: fdpo-bandit, fdpo-lm, fit"),
         (["run", "fit", "--out", "X", "--set", "bogus=1"], "valid keys"),
         (["run", "fit", "--out", "X", "--set", "lr=fast"], "lr"),
         (["run", "fit", "--out", "X", "--set", "divergences=('kl',)"], "forward_kl"),

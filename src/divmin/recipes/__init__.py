@@ -1,6 +1,6 @@
 """Recipes: one reproduced claim each (``divmin recipes`` lists them, ``divmin run NAME`` runs one)."""
 
-from . import fdpo_bandit, fit  # noqa: F401  (register the recipes)
+from . import fdpo_bandit, fdpo_lm, fit  # noqa: F401  (register the recipes)
 from ._registry import (
     Recipe,
     RecipeResult,

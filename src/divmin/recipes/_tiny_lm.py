@@ -1,0 +1,140 @@
+"""A CPU-sized GPT-2, an offline word-level tokenizer and a synthetic corpus with a computable reward.
+
+Everything here is built from code (no download). A prompt is ``"tell me about
+<topic> :"`` (always 4 tokens); a response is ``<topic>`` followed by a few
+words, each drawn from the GOOD, BAD or NEUTRAL pool, and then ``[EOS]``. The
+true reward of a response is its number of GOOD words minus its number of BAD
+words (:func:`true_reward`), so any sampled text can be scored exactly.
+
+Also here: batched ancestral sampling (:func:`sample_responses`) and summed
+response log-probabilities (:func:`response_logps`) for equal-length prompts.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import Whitespace
+from torch import Tensor
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from ..align._logps import sequence_logps
+
+__all__ = ["BAD", "GOOD", "NEUTRAL", "TOPICS", "VOCAB", "build_model", "build_tokenizer", "corpus",
+           "prompt_text", "response_logps", "sample_responses", "true_reward"]
+
+SPECIALS = ["[PAD]", "[EOS]", "[UNK]"]
+PROMPT_WORDS = ["tell", "me", "about", ":"]
+TOPICS = ["cats", "dogs", "birds", "fish", "trees", "rivers", "stars", "clouds", "hills", "roads"]
+GOOD = ["great", "kind", "bright", "calm", "happy", "warm"]
+BAD = ["awful", "rude", "dull", "grim", "sad", "cold"]
+NEUTRAL = ["the", "a", "is", "are", "very", "quite", "really", "often", "it", "they", "and", "some", "many",
+           "small", "big", "old"]
+VOCAB = {w: i for i, w in enumerate(SPECIALS + PROMPT_WORDS + TOPICS + GOOD + BAD + NEUTRAL)}
+PAD_ID, EOS_ID = VOCAB["[PAD]"], VOCAB["[EOS]"]
+_GOOD, _BAD = frozenset(GOOD), frozenset(BAD)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over VOCAB (whitespace + punctuation split); adds no special tokens."""
+    tok = Tokenizer(WordLevel(VOCAB, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]")
+
+
+def build_model(seed: int, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, n_positions: int = 32
+                ) -> GPT2LMHeadModel:
+    """A freshly initialised GPT-2 over VOCAB, without dropout (deterministic forwards)."""
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=len(VOCAB), n_positions=n_positions,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                     bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+    return GPT2LMHeadModel(cfg)
+
+
+def prompt_text(topic: str) -> str:
+    return f"tell me about {topic} :"
+
+
+def corpus(n: int, seed: int, p_good: float, p_bad: float, words: tuple[int, int]) -> list[tuple[str, str]]:
+    """``n`` (prompt, response) texts; a response is the topic then ``words`` (min, max) pool words."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        topic = rng.choice(TOPICS)
+        body = []
+        for _ in range(rng.randint(*words)):
+            u = rng.random()
+            pool = GOOD if u < p_good else BAD if u < p_good + p_bad else NEUTRAL
+            body.append(rng.choice(pool))
+        out.append((prompt_text(topic), " ".join([topic, *body])))
+    return out
+
+
+def true_reward(words: list[str]) -> float:
+    """Number of GOOD words minus number of BAD words."""
+    return float(sum(w in _GOOD for w in words) - sum(w in _BAD for w in words))
+
+
+def _stack_prompts(prompts: list[list[int]], n: int) -> Tensor:
+    if len({len(p) for p in prompts}) != 1:
+        raise ValueError("sample_responses / response_logps need prompts of equal token length")
+    return torch.tensor(prompts, dtype=torch.long).repeat_interleave(n, dim=0)
+
+
+@torch.no_grad()
+def sample_responses(model: torch.nn.Module, prompts: list[list[int]], n: int, max_new_tokens: int,
+                     generator: torch.Generator) -> list[list[int]]:
+    """``n`` ancestral samples (temperature 1) per prompt, prompt-major; each ends with EOS unless cut.
+
+    ``generator`` is a CPU generator; the model may live on any device.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    ids = _stack_prompts(prompts, n)
+    done = torch.zeros(ids.shape[0], dtype=torch.bool)
+    out: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device)).logits[:, -1]
+        logits = logits.float().cpu()
+        nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
+        nxt = torch.where(done, torch.full_like(nxt, PAD_ID), nxt)
+        for k in (~done).nonzero().flatten().tolist():
+            out[k].append(int(nxt[k]))
+        done |= nxt == EOS_ID
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        if bool(done.all()):
+            break
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def response_logps(model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]],
+                   batch_size: int = 256) -> Tensor:
+    """(len(responses),) summed log-probs of each response token sequence (as sampled, EOS included).
+
+    ``responses`` are prompt-major with ``len(responses) // len(prompts)`` per prompt.
+    """
+    device = next(model.parameters()).device
+    n = len(responses) // len(prompts)
+    pids = _stack_prompts(prompts, n)
+    out = []
+    for s in range(0, len(responses), batch_size):
+        chunk, p = responses[s:s + batch_size], pids[s:s + batch_size]
+        length = p.shape[1] + max(len(r) for r in chunk)
+        ids = torch.full((len(chunk), length), PAD_ID, dtype=torch.long)
+        mask, att = torch.zeros_like(ids), torch.zeros_like(ids)
+        ids[:, :p.shape[1]] = p
+        for k, r in enumerate(chunk):
+            end = p.shape[1] + len(r)
+            ids[k, p.shape[1]:end] = torch.tensor(r, dtype=torch.long)
+            mask[k, p.shape[1]:end], att[k, :end] = 1, 1
+        ids, mask, att = ids.to(device), mask.to(device), att.to(device)
+        logits = model(input_ids=ids, attention_mask=att).logits
+        out.append(sequence_logps(logits.float(), ids, mask).cpu())
+    return torch.cat(out)

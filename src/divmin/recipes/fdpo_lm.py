@@ -1,0 +1,261 @@
+"""Recipe ``fdpo-lm``: f-DPO on a real (tiny) causal LM, scored by a reward we can compute exactly.
+
+1. Warm-up: a tiny GPT-2 (built from config, see :mod:`._tiny_lm`) is trained by
+   supervised next-token prediction on a synthetic corpus of short answers
+   ``"tell me about <topic> :" -> "<topic> w1 ... wk [EOS]"``, each word drawn
+   from a GOOD, BAD or NEUTRAL pool. The result is the reference policy pi_ref.
+2. Preferences: for each training prompt two responses are sampled from
+   pi_ref and labelled by Bradley-Terry on the true reward
+   R(y) = #GOOD(y) - #BAD(y): ``Pr(y1 > y2) = sigmoid(reward_scale * (R1 - R2))``.
+   The last ``heldout_topics`` topics never appear in the training pairs; their
+   prompts give the eval pairs (for the trainer's ECE) and the sampling evaluation.
+3. For every divergence a copy of the SAME warmed-up model is trained with
+   :class:`divmin.align.FDPOTrainer` (frozen pi_ref as ``ref_model``).
+4. Evaluation: ``samples_per_prompt`` responses per held-out prompt from each
+   policy give its mean true reward, distinct-2 (unique / total word bigrams
+   per prompt, averaged over prompts), a Monte-Carlo estimate of
+   KL(pi || pi_ref) = E_pi[log pi(y|x) - log pi_ref(y|x)] (summed over the
+   response tokens, EOS included) and the trainer's eval ECE / accuracy.
+
+Divergences are registry names; ``"alpha:0.5"`` sets a one-parameter member's
+parameter (parsed by :func:`divmin.recipes.fdpo_bandit.parse_divergence`).
+Files: ``warmup/`` and ``fdpo/<divergence>/`` (engine logs per run) and
+``reward_vs_kl.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import re
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..align import FDPOConfig, FDPOTrainer, fdpo_admissible
+from ..engine import EngineConfig, StepOutput, Trainer
+from . import _tiny_lm as lm
+from ._plots import plt  # headless (Agg) matplotlib
+from ._registry import RecipeResult, recipe
+from .fdpo_bandit import parse_divergence
+
+__all__ = ["FDPOLMConfig", "distinct_n", "run_fdpo_lm", "warm_up"]
+
+_ID_TO_WORD = {i: w for w, i in lm.VOCAB.items()}
+
+
+def _default_engine() -> EngineConfig:
+    return EngineConfig(max_steps=120, log_every=20, progress=True)
+
+
+@dataclasses.dataclass
+class FDPOLMConfig:
+    divergences: tuple[str, ...] = ("reverse_kl", "forward_kl", "js", "alpha:0.5")  # f-DPO members; "name:v" = param
+    beta: float = 0.1  # f-DPO constraint strength, shared by every divergence
+    seed: int = 0  # model init, corpus, preference and evaluation sampling (engine.seed drives data order)
+    n_layer: int = 2  # GPT-2 layers
+    n_embd: int = 64  # GPT-2 width (2 heads)
+    corpus_size: int = 3000  # warm-up sentences
+    p_good: float = 0.2  # probability that a corpus word is drawn from the GOOD pool
+    p_bad: float = 0.2  # probability that a corpus word is drawn from the BAD pool (else NEUTRAL)
+    response_words: tuple[int, int] = (2, 5)  # (min, max) pool words after the topic in a corpus response
+    sft_steps: int = 300  # warm-up steps (supervised, response tokens only)
+    sft_lr: float = 3e-3  # warm-up AdamW learning rate
+    sft_batch: int = 64  # warm-up sentences per step
+    heldout_topics: int = 2  # the last k topics are kept out of the training pairs and used for evaluation
+    train_pairs: int = 1024  # training preference pairs (split evenly over the training prompts)
+    eval_pairs: int = 128  # held-out preference pairs for the trainer's eval ECE / accuracy
+    reward_scale: float = 1.0  # Bradley-Terry: Pr(y1 > y2) = sigmoid(reward_scale * (R1 - R2))
+    lr: float = 1e-3  # f-DPO AdamW learning rate
+    batch_size: int = 32  # f-DPO preference pairs per step
+    samples_per_prompt: int = 128  # evaluation samples per held-out prompt and policy
+    max_new_tokens: int = 10  # sampling cap (corpus responses have at most response_words[1] + 2 tokens)
+    resume: bool = False  # resume every engine run from the latest checkpoint in its directory
+    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # f-DPO training loop settings
+
+    def __post_init__(self) -> None:
+        if not self.divergences:
+            raise ValueError("`divergences` must be non-empty")
+        for spec in self.divergences:
+            ok, why = fdpo_admissible(parse_divergence(spec))
+            if not ok:
+                raise ValueError(f"divergence {spec!r} cannot be used with f-DPO: {why}")
+        if min(self.beta, self.lr, self.sft_lr, self.reward_scale) <= 0:
+            raise ValueError("`beta`, `lr`, `sft_lr` and `reward_scale` must be positive")
+        if min(self.p_good, self.p_bad) < 0 or self.p_good + self.p_bad > 1:
+            raise ValueError("`p_good` and `p_bad` must be >= 0 with p_good + p_bad <= 1")
+        lo, hi = self.response_words
+        if not 1 <= lo <= hi or hi + 2 > self.max_new_tokens:
+            raise ValueError("`response_words` must be (min, max) with 1 <= min <= max <= max_new_tokens - 2")
+        if not 1 <= self.heldout_topics < len(lm.TOPICS):
+            raise ValueError(f"`heldout_topics` must be in [1, {len(lm.TOPICS) - 1}]")
+        for name in ("n_layer", "n_embd", "corpus_size", "sft_steps", "sft_batch", "train_pairs", "eval_pairs",
+                     "batch_size", "samples_per_prompt"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1")
+        if self.n_embd % 2:
+            raise ValueError("`n_embd` must be even (2 attention heads)")
+
+
+# ------------------------------------------------------------------ warm-up
+def _collate_sft(rows: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    """(prompt ids, response ids + EOS) rows -> right-padded batch; loss on response tokens only."""
+    length = max(len(p) + len(r) for p, r in rows)
+    ids = torch.full((len(rows), length), lm.PAD_ID, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    att = torch.zeros_like(ids)
+    for k, (p, r) in enumerate(rows):
+        ids[k, :len(p) + len(r)] = torch.tensor(p + r)
+        labels[k, len(p):len(p) + len(r)] = torch.tensor(r)
+        att[k, :len(p) + len(r)] = 1
+    return {"input_ids": ids, "attention_mask": att, "labels": labels}
+
+
+class _WarmUpTask:
+    """Engine task: next-token prediction of the corpus responses given their prompts."""
+
+    def __init__(self, config: FDPOLMConfig, tokenizer) -> None:
+        self.config = config
+        enc = lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        texts = lm.corpus(config.corpus_size, config.seed, config.p_good, config.p_bad, config.response_words)
+        self.rows = [(enc(p), enc(r) + [lm.EOS_ID]) for p, r in texts]
+
+    def models(self) -> dict[str, torch.nn.Module]:
+        c = self.config
+        return {"lm": lm.build_model(c.seed, n_layer=c.n_layer, n_embd=c.n_embd)}
+
+    def optimizers(self, models: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {"adamw": torch.optim.AdamW(models["lm"].parameters(), lr=self.config.sft_lr)}
+
+    def batches(self, ctx) -> DataLoader:
+        return DataLoader(self.rows, batch_size=self.config.sft_batch, shuffle=True, collate_fn=_collate_sft)
+
+    def train_step(self, batch: dict[str, torch.Tensor], ctx) -> StepOutput:
+        return StepOutput(loss=ctx.models["lm"](**batch).loss)
+
+
+def warm_up(config: FDPOLMConfig, tokenizer, out_dir: Path) -> tuple[torch.nn.Module, float]:
+    """The frozen reference policy (supervised warm-up through the engine) and its final loss."""
+    engine = dataclasses.replace(config.engine, max_steps=config.sft_steps, out_dir=str(out_dir / "warmup"),
+                                 lr_schedule="cosine", warmup_steps=0, eval_every=None)
+    trainer = Trainer(_WarmUpTask(config, tokenizer), engine)
+    result = trainer.fit(resume=config.resume)
+    ref = trainer.models["lm"].cpu()
+    ref.requires_grad_(False)
+    return ref.eval(), float(result.metrics["loss"])
+
+
+# ------------------------------------------------------- preferences, metrics
+def _words(ids: list[int]) -> list[str]:
+    return [_ID_TO_WORD[i] for i in ids if i != lm.EOS_ID]
+
+
+def _prompt_ids(tokenizer, topics: list[str]) -> list[list[int]]:
+    return [list(tokenizer(lm.prompt_text(t), add_special_tokens=False)["input_ids"]) for t in topics]
+
+
+def preference_rows(ref: torch.nn.Module, tokenizer, topics: list[str], n_pairs: int, config: FDPOLMConfig,
+                    generator: torch.Generator) -> list[dict[str, str]]:
+    """``n_pairs`` BT-labelled pairs of pi_ref samples, spread evenly over the prompts of ``topics``."""
+    per = math.ceil(n_pairs / len(topics))
+    samples = lm.sample_responses(ref, _prompt_ids(tokenizer, topics), 2 * per, config.max_new_tokens, generator)
+    rows = []
+    for t, topic in enumerate(topics):
+        mine = samples[2 * per * t: 2 * per * (t + 1)]
+        for a, b in zip(mine[0::2], mine[1::2]):
+            wa, wb = _words(a), _words(b)
+            p = torch.sigmoid(torch.tensor(config.reward_scale * (lm.true_reward(wa) - lm.true_reward(wb))))
+            first = bool(torch.rand((), generator=generator) < p)
+            chosen, rejected = (wa, wb) if first else (wb, wa)
+            rows.append({"prompt": lm.prompt_text(topic), "chosen": " ".join(chosen), "rejected": " ".join(rejected)})
+    rows = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
+    return rows[:n_pairs]
+
+
+def distinct_n(responses: list[list[str]], n: int = 2) -> float:
+    """Unique / total word n-grams over ``responses`` (0 when there is none)."""
+    grams = [tuple(r[i:i + n]) for r in responses for i in range(len(r) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+@torch.no_grad()
+def sample_metrics(policy: torch.nn.Module, ref: torch.nn.Module, prompts: list[list[int]], config: FDPOLMConfig
+                   ) -> dict[str, float]:
+    """Mean true reward, distinct-2, MC KL(pi || pi_ref), mean length in words and the fraction of
+    samples cut at ``max_new_tokens`` (no EOS), over samples from ``policy``."""
+    n = config.samples_per_prompt
+    gen = torch.Generator().manual_seed(config.seed + 1)  # the same stream for every policy
+    samples = lm.sample_responses(policy.eval(), prompts, n, config.max_new_tokens, gen)
+    words = [_words(s) for s in samples]
+    log_ratio = lm.response_logps(policy, prompts, samples) - lm.response_logps(ref, prompts, samples)
+    div = [distinct_n(words[k * n:(k + 1) * n]) for k in range(len(prompts))]
+    return {"reward": sum(map(lm.true_reward, words)) / len(words), "distinct-2": sum(div) / len(div),
+            "KL(pi||ref)": float(log_ratio.double().mean()), "length": sum(map(len, words)) / len(words),
+            "cut": sum(s[-1] != lm.EOS_ID for s in samples) / len(samples)}
+
+
+# --------------------------------------------------------------- f-DPO runs
+def _train_one(spec: str, ref: torch.nn.Module, tokenizer, train_rows: list[dict], eval_rows: list[dict],
+               config: FDPOLMConfig, out_dir: Path) -> tuple[torch.nn.Module, dict[str, float]]:
+    """One f-DPO run from a copy of ``ref``; returns the trained policy and its last logged metrics."""
+    policy = copy.deepcopy(ref).requires_grad_(True).train()
+    engine = dataclasses.replace(config.engine, out_dir=str(out_dir / "fdpo" / re.sub(r"[^\w.-]", "_", spec)))
+    fcfg = FDPOConfig(divergence=parse_divergence(spec), beta=config.beta, lr=config.lr, batch_size=config.batch_size,
+                      max_length=8 + config.max_new_tokens + 1, max_prompt_length=8, eval_batch_size=128,
+                      engine=engine)
+    trainer = FDPOTrainer(policy, tokenizer, train_rows, eval_dataset=eval_rows, ref_model=ref, config=fcfg)
+    result = trainer.train(resume=config.resume)
+    return trainer.model.cpu().eval(), result.metrics
+
+
+def reward_plot(rows: list[dict], ref: dict[str, float], path: Path) -> Path:
+    """True reward against MC KL(pi || pi_ref) and against distinct-2: one point per divergence."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.8), sharey=True)
+    for ax, key in zip(axes, ("KL(pi||ref)", "distinct-2")):
+        ax.plot([ref[key]], [ref["reward"]], "k*", ms=11, label="pi_ref")
+        for c, r in enumerate(rows):
+            ax.plot([r[key]], [r["reward"]], "o", color=f"C{c}", ms=8, label=r["divergence"])
+        ax.set_xlabel(key if key == "distinct-2" else "KL(pi || pi_ref) (Monte-Carlo)")
+    axes[0].set_ylabel("mean true reward (#good - #bad)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("f-DPO on a tiny GPT-2: held-out prompts, one point per divergence", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _summary(rows: list[dict], ref: dict[str, float], sft_loss: float) -> dict:
+    return {
+        "most_reward": max(rows, key=lambda r: r["reward"])["divergence"],
+        "most_diversity": max(rows, key=lambda r: r["distinct-2"])["divergence"],
+        "all_beat_reference": all(r["reward"] > ref["reward"] for r in rows),
+        "ref_reward": ref["reward"], "ref_distinct2": ref["distinct-2"], "ref_length": ref["length"],
+        "ref_cut": ref["cut"],
+        "warmup_loss": sft_loss,
+    }
+
+
+@recipe("fdpo-lm", FDPOLMConfig,
+        "f-DPO on a warmed-up tiny GPT-2 with a computable reward: reward, diversity and KL per divergence")
+def run_fdpo_lm(config: FDPOLMConfig, out_dir: Path) -> RecipeResult:
+    tokenizer = lm.build_tokenizer()
+    ref, sft_loss = warm_up(config, tokenizer, out_dir)
+    topics = list(lm.TOPICS)
+    train_topics, held = topics[:-config.heldout_topics], topics[-config.heldout_topics:]
+    gen = torch.Generator().manual_seed(config.seed)
+    train_rows = preference_rows(ref, tokenizer, train_topics, config.train_pairs, config, gen)
+    eval_rows = preference_rows(ref, tokenizer, held, config.eval_pairs, config, gen)
+    prompts = _prompt_ids(tokenizer, held)
+    ref_metrics = sample_metrics(ref, ref, prompts, config)
+    rows = []
+    for spec in config.divergences:
+        policy, logged = _train_one(spec, ref, tokenizer, train_rows, eval_rows, config, out_dir)
+        m = sample_metrics(policy, ref, prompts, config)
+        rows.append({"divergence": spec, **m, "reward gain": m["reward"] - ref_metrics["reward"],
+                     "ECE": logged["eval/ece"], "eval acc": logged["eval/accuracy"]})
+    plot = reward_plot(rows, ref_metrics, out_dir / "reward_vs_kl.png")
+    cols = ["divergence", "reward", "reward gain", "distinct-2", "KL(pi||ref)", "length", "cut", "ECE", "eval acc"]
+    return RecipeResult(cols, rows, [str(plot)], _summary(rows, ref_metrics, sft_loss))

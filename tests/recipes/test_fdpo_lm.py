@@ -1,0 +1,62 @@
+"""The `fdpo-lm` recipe: f-DPO on a warmed-up tiny GPT-2, scored by an exactly computable reward."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import divmin.recipes.fdpo_lm  # noqa: F401  (registers the recipe until recipes/__init__ imports it)
+from divmin.recipes import run_recipe
+from divmin.recipes._tiny_lm import build_tokenizer, corpus, true_reward
+from divmin.recipes.fdpo_lm import FDPOLMConfig, distinct_n
+
+SPECS = ("reverse_kl", "forward_kl", "js", "alpha:0.5")
+OVERRIDES = ["engine.progress=False", "engine.tensorboard=False", f"divergences={SPECS!r}", "sft_steps=200",
+             "corpus_size=2000", "train_pairs=512", "eval_pairs=64", "engine.max_steps=80",
+             "samples_per_prompt=64"]
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fdpo_lm")
+    return out, run_recipe("fdpo-lm", out, OVERRIDES)
+
+
+def test_outputs_are_written(lm_run):
+    out, result = lm_run
+    for name in ("config.json", "results.json", "reward_vs_kl.png", "warmup/metrics.jsonl",
+                 "fdpo/alpha_0.5/metrics.jsonl"):
+        assert (out / name).stat().st_size > 0, name
+    assert [r["divergence"] for r in result.rows] == list(SPECS)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["columns"] == result.columns and saved["summary"]["most_reward"] in SPECS
+    assert saved["summary"]["most_diversity"] in SPECS
+
+
+def test_every_trained_policy_beats_the_reference_on_true_reward(lm_run):
+    _, result = lm_run
+    ref = result.summary["ref_reward"]
+    assert abs(ref) < 0.5  # the corpus is balanced (p_good == p_bad): pi_ref's reward is near 0
+    for r in result.rows:
+        assert r["reward"] > ref + 0.5, r
+        assert r["KL(pi||ref)"] > 0, r  # the policy moved away from pi_ref
+        assert 0.0 <= r["ECE"] <= 1.0 and 0.0 < r["distinct-2"] <= 1.0, r
+    assert result.summary["all_beat_reference"]
+
+
+def test_helpers():
+    assert true_reward(["cats", "great", "kind", "awful", "the"]) == 1.0
+    assert distinct_n([["a", "b", "a", "b"]]) == pytest.approx(2 / 3)
+    assert distinct_n([["a"]]) == 0.0
+    tok = build_tokenizer()
+    for prompt, response in corpus(20, 0, 0.2, 0.2, (2, 5)):
+        assert tok.unk_token_id not in tok(prompt + " " + response)["input_ids"]
+
+
+@pytest.mark.parametrize("bad", [dict(divergences=()), dict(beta=0.0), dict(p_good=0.7, p_bad=0.5),
+                                 dict(response_words=(2, 9)), dict(heldout_topics=0),
+                                 dict(divergences=("no_such_divergence",))])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises((ValueError, KeyError)):
+        FDPOLMConfig(**bad)
