@@ -9,7 +9,7 @@ import pytest
 import divmin.recipes.fdpo_lm  # noqa: F401  (registers the recipe until recipes/__init__ imports it)
 from divmin.recipes import run_recipe
 from divmin.recipes._tiny_lm import build_tokenizer, corpus, true_reward
-from divmin.recipes.fdpo_lm import FDPOLMConfig, distinct_n
+from divmin.recipes.fdpo_lm import FDPOLMConfig, _reward, distinct_n
 
 SPECS = ("reverse_kl", "forward_kl", "js", "alpha:0.5")
 OVERRIDES = ["engine.progress=False", "engine.tensorboard=False", f"divergences={SPECS!r}", "sft_steps=200",
@@ -49,13 +49,15 @@ def test_helpers():
     assert true_reward(["cats", "great", "kind", "awful", "the"]) == 1.0
     assert distinct_n([["a", "b", "a", "b"]]) == pytest.approx(2 / 3)
     assert distinct_n([["a"]]) == 0.0
+    words = ["cats", "great", "kind", "awful", "the"]
+    assert _reward(words, FDPOLMConfig(length_penalty=0.25)) == pytest.approx(1.0 - 0.25 * 5)
     tok = build_tokenizer()
     for prompt, response in corpus(20, 0, 0.2, 0.2, (2, 5)):
         assert tok.unk_token_id not in tok(prompt + " " + response)["input_ids"]
 
 
 @pytest.mark.parametrize("bad", [dict(divergences=()), dict(beta=0.0), dict(p_good=0.7, p_bad=0.5),
-                                 dict(response_words=(2, 9)), dict(heldout_topics=0),
+                                 dict(response_words=(2, 9)), dict(heldout_topics=0), dict(length_penalty=-0.1),
                                  dict(divergences=("no_such_divergence",))])
 def test_config_rejects_bad_values(bad):
     with pytest.raises((ValueError, KeyError)):

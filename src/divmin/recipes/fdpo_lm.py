@@ -7,6 +7,9 @@
 2. Preferences: for each training prompt two responses are sampled from
    pi_ref and labelled by Bradley-Terry on the true reward
    R(y) = #GOOD(y) - #BAD(y): ``Pr(y1 > y2) = sigmoid(reward_scale * (R1 - R2))``.
+   With ``length_penalty`` > 0 the reward is ``R(y) - length_penalty * #words``,
+   which removes the incentive to answer at length (the default run shows
+   that without it part of the reward gain is length).
    The last ``heldout_topics`` topics never appear in the training pairs; their
    prompts give the eval pairs (for the trainer's ECE) and the sampling evaluation.
 3. For every divergence a copy of the SAME warmed-up model is trained with
@@ -68,6 +71,7 @@ class FDPOLMConfig:
     train_pairs: int = 1024  # training preference pairs (split evenly over the training prompts)
     eval_pairs: int = 128  # held-out preference pairs for the trainer's eval ECE / accuracy
     reward_scale: float = 1.0  # Bradley-Terry: Pr(y1 > y2) = sigmoid(reward_scale * (R1 - R2))
+    length_penalty: float = 0.0  # R(y) = #GOOD - #BAD - length_penalty * #words (> 0 removes the pull to long answers)
     lr: float = 1e-3  # f-DPO AdamW learning rate
     batch_size: int = 32  # f-DPO preference pairs per step
     samples_per_prompt: int = 128  # evaluation samples per held-out prompt and policy
@@ -84,6 +88,8 @@ class FDPOLMConfig:
                 raise ValueError(f"divergence {spec!r} cannot be used with f-DPO: {why}")
         if min(self.beta, self.lr, self.sft_lr, self.reward_scale) <= 0:
             raise ValueError("`beta`, `lr`, `sft_lr` and `reward_scale` must be positive")
+        if self.length_penalty < 0:
+            raise ValueError("`length_penalty` must be >= 0")
         if min(self.p_good, self.p_bad) < 0 or self.p_good + self.p_bad > 1:
             raise ValueError("`p_good` and `p_bad` must be >= 0 with p_good + p_bad <= 1")
         lo, hi = self.response_words
@@ -166,12 +172,17 @@ def preference_rows(ref: torch.nn.Module, tokenizer, topics: list[str], n_pairs:
         mine = samples[2 * per * t: 2 * per * (t + 1)]
         for a, b in zip(mine[0::2], mine[1::2]):
             wa, wb = _words(a), _words(b)
-            p = torch.sigmoid(torch.tensor(config.reward_scale * (lm.true_reward(wa) - lm.true_reward(wb))))
+            p = torch.sigmoid(torch.tensor(config.reward_scale * (_reward(wa, config) - _reward(wb, config))))
             first = bool(torch.rand((), generator=generator) < p)
             chosen, rejected = (wa, wb) if first else (wb, wa)
             rows.append({"prompt": lm.prompt_text(topic), "chosen": " ".join(chosen), "rejected": " ".join(rejected)})
     rows = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
     return rows[:n_pairs]
+
+
+def _reward(words: list[str], config: FDPOLMConfig) -> float:
+    """The recipe's true reward: #GOOD - #BAD - length_penalty * #words."""
+    return lm.true_reward(words) - config.length_penalty * len(words)
 
 
 def distinct_n(responses: list[list[str]], n: int = 2) -> float:
@@ -191,7 +202,7 @@ def sample_metrics(policy: torch.nn.Module, ref: torch.nn.Module, prompts: list[
     words = [_words(s) for s in samples]
     log_ratio = lm.response_logps(policy, prompts, samples) - lm.response_logps(ref, prompts, samples)
     div = [distinct_n(words[k * n:(k + 1) * n]) for k in range(len(prompts))]
-    return {"reward": sum(map(lm.true_reward, words)) / len(words), "distinct-2": sum(div) / len(div),
+    return {"reward": sum(_reward(w, config) for w in words) / len(words), "distinct-2": sum(div) / len(div),
             "KL(pi||ref)": float(log_ratio.double().mean()), "length": sum(map(len, words)) / len(words),
             "cut": sum(s[-1] != lm.EOS_ID for s in samples) / len(samples)}
 
@@ -218,7 +229,7 @@ def reward_plot(rows: list[dict], ref: dict[str, float], path: Path) -> Path:
         for c, r in enumerate(rows):
             ax.plot([r[key]], [r["reward"]], "o", color=f"C{c}", ms=8, label=r["divergence"])
         ax.set_xlabel(key if key == "distinct-2" else "KL(pi || pi_ref) (Monte-Carlo)")
-    axes[0].set_ylabel("mean true reward (#good - #bad)")
+    axes[0].set_ylabel("mean true reward (#good - #bad - penalty * #words)")
     axes[1].legend(fontsize=7)
     fig.suptitle("f-DPO on a tiny GPT-2: held-out prompts, one point per divergence", fontsize=9)
     fig.tight_layout()
