@@ -9,7 +9,8 @@ import pytest
 import divmin.recipes.fdpo_lm  # noqa: F401  (registers the recipe until recipes/__init__ imports it)
 from divmin.recipes import run_recipe
 from divmin.recipes._tiny_lm import build_tokenizer, corpus, true_reward
-from divmin.recipes.fdpo_lm import FDPOLMConfig, _reward, distinct_n
+from divmin.eval import distinct_n
+from divmin.recipes.fdpo_lm import FDPOLMConfig, _reward
 
 SPECS = ("reverse_kl", "forward_kl", "js", "alpha:0.5")
 OVERRIDES = ["engine.progress=False", "engine.tensorboard=False", f"divergences={SPECS!r}", "sft_steps=200",

@@ -1,17 +1,31 @@
-"""Alignment methods: f-DPO (preference optimisation under any admissible f)."""
+"""Alignment methods: f-DPO (preference optimisation under any admissible f) and f-DPG
+(distributional policy gradient toward an energy-based target under any f)."""
 
+from ._fdpg import FDPGOutput, LogZEstimator, MovingBaseline, fdpg_loss
 from ._fdpo import FDPOOutput, fdpo_admissible, fdpo_loss
 from ._fdpo_trainer import FDPOConfig, FDPOTrainer
 from ._logps import sequence_logps
 from ._preference_data import PreferenceCollator, load_preference_rows, tokenize_preferences
+from ._targets import (DistributionalConstraint, EnergyTarget, MomentFit, PointwiseConstraint, RewardTilt,
+                       fit_moments)
 
 __all__ = [
+    "DistributionalConstraint",
+    "EnergyTarget",
+    "FDPGOutput",
     "FDPOConfig",
     "FDPOOutput",
     "FDPOTrainer",
+    "LogZEstimator",
+    "MomentFit",
+    "MovingBaseline",
+    "PointwiseConstraint",
     "PreferenceCollator",
+    "RewardTilt",
+    "fdpg_loss",
     "fdpo_admissible",
     "fdpo_loss",
+    "fit_moments",
     "load_preference_rows",
     "sequence_logps",
     "tokenize_preferences",

@@ -39,12 +39,13 @@ from torch.utils.data import DataLoader
 
 from ..align import FDPOConfig, FDPOTrainer, fdpo_admissible
 from ..engine import EngineConfig, StepOutput, Trainer
+from ..eval import distinct_n
 from . import _tiny_lm as lm
 from ._plots import plt  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
 from .fdpo_bandit import parse_divergence
 
-__all__ = ["FDPOLMConfig", "distinct_n", "run_fdpo_lm", "warm_up"]
+__all__ = ["FDPOLMConfig", "run_fdpo_lm", "warm_up"]
 
 _ID_TO_WORD = {i: w for w, i in lm.VOCAB.items()}
 
@@ -183,12 +184,6 @@ def preference_rows(ref: torch.nn.Module, tokenizer, topics: list[str], n_pairs:
 def _reward(words: list[str], config: FDPOLMConfig) -> float:
     """The recipe's true reward: #GOOD - #BAD - length_penalty * #words."""
     return lm.true_reward(words) - config.length_penalty * len(words)
-
-
-def distinct_n(responses: list[list[str]], n: int = 2) -> float:
-    """Unique / total word n-grams over ``responses`` (0 when there is none)."""
-    grams = [tuple(r[i:i + n]) for r in responses for i in range(len(r) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
 
 
 @torch.no_grad()

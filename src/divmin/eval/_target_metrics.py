@@ -1,0 +1,80 @@
+"""How far a model Q is from an (energy-based) target P: importance-sampled and exact.
+
+Every estimate uses the one convention D_f(P || Q) = E_Q[f(P/Q)] and the
+registry, so any member is available; :func:`target_metrics` bundles the four
+that disco reports (KL both ways, TV, JS). With samples x_i from a proposal q
+(the model itself when ``proposal_logps`` is None), self-normalised weights
+w_i proportional to Q(x_i) / q(x_i) give
+
+    D_f(P || Q) ~ sum_i w_i f(r_i),    r_i = P(x_i) / Q(x_i),  P = exp(s - log Z).
+
+On an enumerable space, pass every point with its exact log-probabilities to
+:func:`exact_divergence` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..divergences import Divergence, as_divergence, categorical_divergence
+
+__all__ = ["TargetMetrics", "exact_divergence", "is_divergence", "is_expectation", "target_metrics"]
+
+
+class TargetMetrics(NamedTuple):
+    kl_target_model: float  # KL(P || Q) (forward KL: coverage of the target)
+    kl_model_target: float  # KL(Q || P) (reverse KL: infinite if Q puts mass where P has none)
+    tv: float  # total variation
+    js: float  # Jensen-Shannon (natural log, in [0, log 2])
+
+
+def _log_weights(model_logps: Tensor, proposal_logps: Tensor | None) -> Tensor:
+    lw = torch.zeros_like(model_logps) if proposal_logps is None else model_logps - proposal_logps
+    return torch.log_softmax(lw.double(), 0)
+
+
+def _log_z(target_log_scores: Tensor, model_logps: Tensor, proposal_logps: Tensor | None) -> Tensor:
+    prop = model_logps if proposal_logps is None else proposal_logps
+    return torch.logsumexp(target_log_scores.double() - prop.double(), 0) - math.log(len(prop))
+
+
+@torch.no_grad()
+def is_expectation(values: Tensor, model_logps: Tensor, proposal_logps: Tensor | None = None) -> float:
+    """Self-normalised importance estimate of E_Q[values] from samples of ``proposal`` (default: Q)."""
+    if values.shape != model_logps.shape:
+        raise ValueError(f"`values` {tuple(values.shape)} and `model_logps` {tuple(model_logps.shape)} differ")
+    return float((_log_weights(model_logps, proposal_logps).exp() * values.double()).sum())
+
+
+@torch.no_grad()
+def is_divergence(target_log_scores: Tensor, model_logps: Tensor, divergence: "str | Divergence", *,
+                  proposal_logps: Tensor | None = None, log_z: "float | Tensor | None" = None) -> float:
+    """Importance-sampled D_f(P || Q); ``log_z`` defaults to the samples' own estimate."""
+    div = as_divergence(divergence)
+    if target_log_scores.shape != model_logps.shape or model_logps.dim() != 1:
+        raise ValueError("`target_log_scores` and `model_logps` must be 1-D tensors of equal shape")
+    lz = _log_z(target_log_scores, model_logps, proposal_logps) if log_z is None else torch.as_tensor(log_z)
+    log_r = target_log_scores.double() - lz.double() - model_logps.double()
+    terms = div.f(log_r)
+    w = _log_weights(model_logps, proposal_logps).exp()
+    return float((w * terms).where(w > 0, torch.zeros_like(terms)).sum())
+
+
+def target_metrics(target_log_scores: Tensor, model_logps: Tensor, *, proposal_logps: Tensor | None = None,
+                   log_z: "float | Tensor | None" = None) -> TargetMetrics:
+    """KL(P || Q), KL(Q || P), TV and JS between the target and the model, importance-sampled."""
+    kw = dict(proposal_logps=proposal_logps, log_z=log_z)
+    return TargetMetrics(*(is_divergence(target_log_scores, model_logps, d, **kw)
+                           for d in ("forward_kl", "reverse_kl", "total_variation", "js")))
+
+
+def exact_divergence(target_log_probs: Tensor, model_log_probs: Tensor, divergence: "str | Divergence") -> Tensor:
+    """Exact D_f(P || Q) over an enumerated space: (N,) log-probabilities (or unnormalised log
+    scores: both are normalised here) -> scalar; differentiable in both."""
+    if target_log_probs.shape != model_log_probs.shape or target_log_probs.dim() != 1:
+        raise ValueError("`target_log_probs` and `model_log_probs` must be 1-D tensors of equal shape")
+    return categorical_divergence(target_log_probs[None], model_log_probs[None], divergence, reduction="sum")
