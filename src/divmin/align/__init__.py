@@ -2,6 +2,7 @@
 (distributional policy gradient toward an energy-based target under any f)."""
 
 from ._fdpg import FDPGOutput, LogZEstimator, MovingBaseline, fdpg_loss
+from ._fdpg_trainer import FDPGConfig, FDPGTrainer
 from ._fdpo import FDPOOutput, fdpo_admissible, fdpo_loss
 from ._fdpo_trainer import FDPOConfig, FDPOTrainer
 from ._logps import sequence_logps
@@ -12,7 +13,9 @@ from ._targets import (DistributionalConstraint, EnergyTarget, MomentFit, Pointw
 __all__ = [
     "DistributionalConstraint",
     "EnergyTarget",
+    "FDPGConfig",
     "FDPGOutput",
+    "FDPGTrainer",
     "FDPOConfig",
     "FDPOOutput",
     "FDPOTrainer",

@@ -1,0 +1,251 @@
+"""`FDPGTrainer`: f-DPG on any Hugging Face causal LM toward an energy-based target.
+
+Each engine step takes ``contexts_per_step`` contexts (prompts; one empty
+context for an unconditional target), draws ``samples_per_context``
+completions of each from the proposal (the policy online; a frozen copy
+offline), scores them with the target (base-model log-probabilities plus the
+target's scorers on the decoded texts), updates the running log Z of each
+context and minimises :func:`~divmin.align.fdpg_loss`.
+
+Offline mode follows DPG: every ``proposal_update_every`` steps the forward
+KL to the target of the policy and of the proposal are estimated on fresh
+proposal samples, KL(P || pi) = E_q[(P/q) log(P/pi)], and the proposal is
+replaced by the policy when the policy is closer.
+
+Logged: ``loss``, ``log_z`` (mean over the step's contexts), ``pseudo_reward``
+(mean -g), ``ess`` (normalised effective sample size of the importance
+weights), ``kl_target_policy`` / ``kl_policy_target`` / ``tv`` / ``js``
+(importance-sampled, :func:`divmin.eval.target_metrics`), ``alignment`` (the
+mean of each pointwise constraint under the policy), ``entropy`` (-E log pi),
+``distinct2`` and ``length``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..divergences import Divergence, as_divergence
+from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
+from ..eval import distinct_n, is_expectation, target_metrics
+from ._fdpg import LogZEstimator, MovingBaseline, fdpg_loss
+from ._sampling import Completions, completion_logps, sample_completions
+from ._targets import EnergyTarget, PointwiseConstraint
+
+__all__ = ["FDPGConfig", "FDPGTrainer"]
+
+_MODES = ("online", "offline")
+
+
+def _default_engine() -> EngineConfig:
+    return EngineConfig(max_steps=500, log_every=10)
+
+
+@dataclasses.dataclass
+class FDPGConfig:
+    """Settings of :class:`FDPGTrainer`; every field is checked on construction."""
+
+    divergence: str | Divergence = "js"  # f of D_f(P || pi); reverse_kl = KL-regularised RL, forward_kl = DPG
+    lr: float = 1e-5  # AdamW learning rate (the engine's schedule multiplies it)
+    weight_decay: float = 0.0  # AdamW weight decay
+    contexts_per_step: int = 4  # contexts drawn per step (1 if the target is unconditional)
+    samples_per_context: int = 16  # completions per context and step
+    max_new_tokens: int = 32  # completion length cap
+    mode: str = "online"  # "online": sample from the policy; "offline": from a frozen proposal (DPG)
+    proposal_update_every: int = 10  # offline: steps between "is the policy closer to P than q?" checks
+    baseline_decay: float | None = 0.9  # moving-average baseline of g; None: no baseline
+    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
+
+    def __post_init__(self) -> None:
+        as_divergence(self.divergence)  # unknown names fail here, listing the valid ones
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ValueError(f"`lr` must be > 0 and `weight_decay` >= 0, got {self.lr!r}, {self.weight_decay!r}")
+        for name in ("contexts_per_step", "samples_per_context", "max_new_tokens", "proposal_update_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
+        if self.samples_per_context < 2:
+            raise ValueError("`samples_per_context` must be >= 2 (Z and the baseline are estimated per context)")
+        if self.mode not in _MODES:
+            raise ValueError(f"`mode` must be one of {_MODES}, got {self.mode!r}")
+        if self.baseline_decay is not None and not 0 <= self.baseline_decay < 1:
+            raise ValueError(f"`baseline_decay` must be in [0, 1) or None, got {self.baseline_decay!r}")
+        if not isinstance(self.engine, EngineConfig):
+            raise ValueError(f"`engine` must be an EngineConfig, got {type(self.engine).__name__}")
+
+
+class _FDPGTask:
+    """Engine task of :class:`FDPGTrainer` (the policy, the frozen base and, offline, the proposal)."""
+
+    def __init__(self, trainer: "FDPGTrainer") -> None:
+        self.t = trainer
+        self.log_z = LogZEstimator()
+        decay = trainer.config.baseline_decay
+        self.baselines = {c: MovingBaseline(decay) for c in trainer.contexts} if decay is not None else None
+        self.static_models = ("base",)
+
+    def models(self) -> dict[str, nn.Module]:
+        out = {"policy": self.t.model, "base": self.t.base_model}
+        if self.t.config.mode == "offline":
+            out["proposal"] = self.t.proposal
+        return out
+
+    def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        c = self.t.config
+        return {"adamw": torch.optim.AdamW(models["policy"].parameters(), lr=c.lr, weight_decay=c.weight_decay)}
+
+    def _draw(self, ctx: StepContext, model: nn.Module, context: str) -> tuple[Tensor, Completions]:
+        prompt = self.t.prompt_ids(context).to(ctx.device)
+        c = self.t.config
+        return prompt, sample_completions(model, prompt, c.samples_per_context, c.max_new_tokens,
+                                          eos_id=self.t.eos_id, pad_id=self.t.pad_id, generator=ctx.generator)
+
+    def _score(self, ctx: StepContext, prompt: Tensor, comp: Completions) -> Tensor:
+        with torch.no_grad():
+            base = completion_logps(ctx.models["base"], prompt, comp)
+        return self.t.target.log_score(self.t.decode(comp), base_logps=base.float())
+
+    def train_step(self, batch: Any, ctx: StepContext) -> StepOutput:
+        c, policy = self.t.config, ctx.models["policy"]
+        offline = c.mode == "offline"
+        idx = torch.randint(len(self.t.contexts), (c.contexts_per_step,), generator=ctx.cpu_generator).tolist()
+        total, logs = 0.0, []
+        for context in (self.t.contexts[i] for i in idx):
+            prompt, comp = self._draw(ctx, ctx.models["proposal"] if offline else policy, context)
+            scores = self._score(ctx, prompt, comp)
+            logq = completion_logps(policy, prompt, comp)
+            with torch.no_grad():
+                prop = completion_logps(ctx.models["proposal"], prompt, comp) if offline else logq.detach()
+            log_z = self.log_z.update(scores, prop, [context] * len(scores))[0]
+            base = self.baselines[context] if self.baselines is not None else None
+            out = fdpg_loss(logq, scores, divergence=self.t.divergence, proposal_logps=prop if offline else None,
+                            log_z=log_z, baseline=base() if base is not None else None)
+            if base is not None:
+                base.update(out)
+            total = total + out.loss / len(idx)
+            logs.append(self._metrics(comp, scores, logq.detach(), prop, log_z, out))
+        if offline and (ctx.step + 1) % c.proposal_update_every == 0:
+            self._maybe_replace_proposal(ctx)
+        return StepOutput(loss=total, metrics={k: sum(m[k] for m in logs) / len(logs) for k in logs[0]})
+
+    def _metrics(self, comp: Completions, scores: Tensor, logq: Tensor, prop: Tensor, log_z: Tensor, out) -> dict:
+        tm = target_metrics(scores.cpu(), logq.cpu(), proposal_logps=prop.cpu(), log_z=log_z)
+        w = out.weights
+        metrics = {"log_z": float(log_z), "pseudo_reward": float(out.pseudo_rewards.mean()),
+                   "ess": float(w.sum() ** 2 / (w ** 2).sum().clamp_min(1e-30) / len(w)),
+                   "kl_target_policy": tm.kl_target_model, "kl_policy_target": tm.kl_model_target,
+                   "tv": tm.tv, "js": tm.js, "entropy": -is_expectation(logq.cpu(), logq.cpu(), prop.cpu()),
+                   "length": float(comp.mask.sum(1).float().mean())}
+        texts = self.t.decode(comp)
+        for k, fac in enumerate(f for f in self.t.target.factors if isinstance(f, PointwiseConstraint)):
+            b = fac.satisfied(texts).float()
+            metrics[f"alignment{k or ''}"] = is_expectation(b, logq.cpu(), prop.cpu())
+        metrics["distinct2"] = distinct_n([t.split() for t in texts], 2)
+        return metrics
+
+    @torch.no_grad()
+    def _maybe_replace_proposal(self, ctx: StepContext) -> None:
+        """DPG's rule: q <- pi when KL(P || pi) < KL(P || q), both estimated on fresh q samples."""
+        gaps = []
+        for context in self.t.contexts[: self.t.config.contexts_per_step]:
+            prompt, comp = self._draw(ctx, ctx.models["proposal"], context)
+            s = self._score(ctx, prompt, comp)
+            prop = completion_logps(ctx.models["proposal"], prompt, comp)
+            pol = completion_logps(ctx.models["policy"], prompt, comp)
+            log_p = s - self.log_z.log_z(context)
+            w = torch.softmax(log_p - prop, 0)  # self-normalised P / q
+            finite = w > 0
+            gaps.append(float((w[finite] * (prop - pol)[finite]).sum()))  # KL(P||pi) - KL(P||q)
+        if sum(gaps) / len(gaps) < 0:
+            ctx.models["proposal"].load_state_dict(ctx.unwrap("policy").state_dict())
+            self.t.proposal_updates += 1
+
+    @torch.no_grad()
+    def evaluate(self, ctx: StepContext) -> dict[str, float]:
+        logs = []
+        policy = ctx.models["policy"]
+        for context in self.t.contexts[: max(1, self.t.config.contexts_per_step)]:
+            prompt, comp = self._draw(ctx, policy, context)
+            scores = self._score(ctx, prompt, comp)
+            logq = completion_logps(policy, prompt, comp)
+            log_z = torch.tensor(self.log_z.log_z(context))
+            out = fdpg_loss(logq, scores, divergence=self.t.divergence, log_z=log_z)
+            logs.append(self._metrics(comp, scores, logq, logq, log_z, out))
+        return {k: sum(m[k] for m in logs) / len(logs) for k in logs[0]}
+
+    def state_dict(self) -> dict:
+        return {"log_z": self.log_z.state_dict(), "proposal_updates": self.t.proposal_updates,
+                "baselines": None if self.baselines is None else [self.baselines[c].value for c in self.t.contexts]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.log_z.load_state_dict(state["log_z"])
+        self.t.proposal_updates = int(state["proposal_updates"])
+        if self.baselines is not None:
+            for c, v in zip(self.t.contexts, state["baselines"]):
+                self.baselines[c].value = v
+
+
+class FDPGTrainer:
+    """Align ``model`` to ``target`` by minimising D_f(P || pi) with f-DPG.
+
+    Args:
+        model: the policy, a Hugging Face causal LM (or a module with the same call
+            returning ``.logits``); trained in place.
+        tokenizer: its tokenizer (decodes samples for the scorers; encodes contexts).
+        target: an :class:`EnergyTarget` whose scorers take the decoded completion
+            texts; its ``base`` is ignored: the base log-probabilities come from
+            ``base_model`` (default: a frozen copy of the initial ``model``).
+        contexts: prompts for a conditional target; ``None``: unconditional (every
+            sample starts from the tokenizer's BOS, or EOS when it has none).
+        config: an :class:`FDPGConfig`.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, target: EnergyTarget, *,
+                 base_model: nn.Module | None = None, contexts: Sequence[str] | None = None,
+                 config: FDPGConfig | None = None) -> None:
+        if not isinstance(target, EnergyTarget):
+            raise TypeError(f"`target` must be an EnergyTarget, got {type(target).__name__}")
+        if contexts is not None and (isinstance(contexts, str) or not contexts):
+            raise ValueError("`contexts` must be a non-empty sequence of strings (or None)")
+        self.config = config or FDPGConfig()
+        self.model, self.tokenizer, self.target = model, tokenizer, target
+        self.divergence = as_divergence(self.config.divergence)
+        self.base_model = (base_model if base_model is not None else copy.deepcopy(model)).requires_grad_(False)
+        self.proposal = copy.deepcopy(model).requires_grad_(False) if self.config.mode == "offline" else None
+        self.proposal_updates = 0
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        if self.eos_id is None:
+            raise ValueError("`tokenizer` needs an eos_token_id (completions stop at EOS)")
+        self.contexts = list(contexts) if contexts is not None else [""]
+        self._prompts: dict[str, Tensor] = {}
+        self._task = _FDPGTask(self)
+        self.engine = Trainer(self._task, self.config.engine)
+
+    def prompt_ids(self, context: str) -> Tensor:
+        if context not in self._prompts:
+            if context:
+                ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
+            else:
+                bos = getattr(self.tokenizer, "bos_token_id", None)
+                ids = [bos if bos is not None else self.eos_id]
+            self._prompts[context] = torch.tensor(ids, dtype=torch.long)
+        return self._prompts[context]
+
+    def decode(self, comp: Completions) -> list[str]:
+        rows = [t[m & (t != self.eos_id)].tolist() for t, m in zip(comp.tokens.cpu(), comp.mask.cpu())]
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    def train(self, resume: bool = False) -> TrainResult:
+        result = self.engine.fit(resume=resume)
+        self.model = self.engine.models["policy"]
+        return result
+
+    def log_z(self, context: str = "") -> float:
+        """The running estimate of log Z for ``context`` ("" when unconditional)."""
+        return self._task.log_z.log_z(context)
