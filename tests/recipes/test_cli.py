@@ -8,7 +8,7 @@ import pytest
 
 import divmin
 from divmin.cli import main
-from divmin.recipes import parse_overrides
+from divmin.recipes import available_recipes, parse_overrides
 from divmin.recipes.fit import FitConfig
 
 
@@ -28,7 +28,7 @@ def test_recipes_lists_fit(capsys):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["run", "nope", "--out", "X"], "unknown recipe 'nope'; available: fdpo-bandit, fdpo-lm, fit"),
+        (["run", "nope", "--out", "X"], "unknown recipe 'nope'; available: " + ", ".join(available_recipes())),
         (["run", "fit", "--out", "X", "--set", "bogus=1"], "valid keys"),
         (["run", "fit", "--out", "X", "--set", "lr=fast"], "lr"),
         (["run", "fit", "--out", "X", "--set", "divergences=('kl',)"], "forward_kl"),

@@ -12,19 +12,23 @@ response log-probabilities (:func:`response_logps`) for equal-length prompts.
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from torch import Tensor
+from torch.utils.data import DataLoader
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from ..align._logps import sequence_logps
+from ..engine import EngineConfig, StepOutput, Trainer
 
 __all__ = ["BAD", "GOOD", "NEUTRAL", "TOPICS", "VOCAB", "build_model", "build_tokenizer", "corpus",
-           "prompt_text", "response_logps", "sample_responses", "true_reward"]
+           "prompt_text", "response_logps", "sample_responses", "true_reward", "warm_up"]
 
 SPECIALS = ["[PAD]", "[EOS]", "[UNK]"]
 PROMPT_WORDS = ["tell", "me", "about", ":"]
@@ -138,3 +142,51 @@ def response_logps(model: torch.nn.Module, prompts: list[list[int]], responses: 
         logits = model(input_ids=ids, attention_mask=att).logits
         out.append(sequence_logps(logits.float(), ids, mask).cpu())
     return torch.cat(out)
+
+
+# ------------------------------------------------------------------ warm-up
+def _collate_sft(rows: list[tuple[list[int], list[int]]]) -> dict[str, Tensor]:
+    """(prompt ids, response ids + EOS) rows -> right-padded batch; loss on response tokens only."""
+    length = max(len(p) + len(r) for p, r in rows)
+    ids = torch.full((len(rows), length), PAD_ID, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    att = torch.zeros_like(ids)
+    for k, (p, r) in enumerate(rows):
+        ids[k, :len(p) + len(r)] = torch.tensor(p + r)
+        labels[k, len(p):len(p) + len(r)] = torch.tensor(r)
+        att[k, :len(p) + len(r)] = 1
+    return {"input_ids": ids, "attention_mask": att, "labels": labels}
+
+
+class _WarmUpTask:
+    """Engine task: next-token prediction of the corpus responses given their prompts."""
+
+    def __init__(self, rows: list[tuple[list[int], list[int]]], model_kwargs: dict, lr: float, batch: int) -> None:
+        self.rows, self.model_kwargs, self.lr, self.batch = rows, model_kwargs, lr, batch
+
+    def models(self) -> dict[str, torch.nn.Module]:
+        return {"lm": build_model(**self.model_kwargs)}
+
+    def optimizers(self, models: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {"adamw": torch.optim.AdamW(models["lm"].parameters(), lr=self.lr)}
+
+    def batches(self, ctx) -> DataLoader:
+        return DataLoader(self.rows, batch_size=self.batch, shuffle=True, collate_fn=_collate_sft)
+
+    def train_step(self, batch: dict[str, Tensor], ctx) -> StepOutput:
+        return StepOutput(loss=ctx.models["lm"](**batch).loss)
+
+
+def warm_up(tokenizer, out_dir: Path, engine: EngineConfig, *, seed: int, n_layer: int, n_embd: int,
+            corpus_size: int, p_good: float, p_bad: float, response_words: tuple[int, int], steps: int, lr: float,
+            batch: int, resume: bool = False) -> tuple[torch.nn.Module, float]:
+    """A tiny GPT-2 trained (through the engine) on :func:`corpus`, frozen; and its final loss."""
+    enc = lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    rows = [(enc(p), enc(r) + [EOS_ID]) for p, r in corpus(corpus_size, seed, p_good, p_bad, response_words)]
+    task = _WarmUpTask(rows, dict(seed=seed, n_layer=n_layer, n_embd=n_embd), lr, batch)
+    engine = dataclasses.replace(engine, max_steps=steps, out_dir=str(out_dir), lr_schedule="cosine",
+                                 warmup_steps=0, eval_every=None)
+    trainer = Trainer(task, engine)
+    result = trainer.fit(resume=resume)
+    model = trainer.models["lm"].cpu().requires_grad_(False)
+    return model.eval(), float(result.metrics["loss"])

@@ -35,10 +35,9 @@ import re
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from ..align import FDPOConfig, FDPOTrainer, fdpo_admissible
-from ..engine import EngineConfig, StepOutput, Trainer
+from ..engine import EngineConfig
 from ..eval import distinct_n
 from . import _tiny_lm as lm
 from ._plots import plt  # headless (Agg) matplotlib
@@ -106,52 +105,12 @@ class FDPOLMConfig:
             raise ValueError("`n_embd` must be even (2 attention heads)")
 
 
-# ------------------------------------------------------------------ warm-up
-def _collate_sft(rows: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-    """(prompt ids, response ids + EOS) rows -> right-padded batch; loss on response tokens only."""
-    length = max(len(p) + len(r) for p, r in rows)
-    ids = torch.full((len(rows), length), lm.PAD_ID, dtype=torch.long)
-    labels = torch.full_like(ids, -100)
-    att = torch.zeros_like(ids)
-    for k, (p, r) in enumerate(rows):
-        ids[k, :len(p) + len(r)] = torch.tensor(p + r)
-        labels[k, len(p):len(p) + len(r)] = torch.tensor(r)
-        att[k, :len(p) + len(r)] = 1
-    return {"input_ids": ids, "attention_mask": att, "labels": labels}
-
-
-class _WarmUpTask:
-    """Engine task: next-token prediction of the corpus responses given their prompts."""
-
-    def __init__(self, config: FDPOLMConfig, tokenizer) -> None:
-        self.config = config
-        enc = lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-        texts = lm.corpus(config.corpus_size, config.seed, config.p_good, config.p_bad, config.response_words)
-        self.rows = [(enc(p), enc(r) + [lm.EOS_ID]) for p, r in texts]
-
-    def models(self) -> dict[str, torch.nn.Module]:
-        c = self.config
-        return {"lm": lm.build_model(c.seed, n_layer=c.n_layer, n_embd=c.n_embd)}
-
-    def optimizers(self, models: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adamw": torch.optim.AdamW(models["lm"].parameters(), lr=self.config.sft_lr)}
-
-    def batches(self, ctx) -> DataLoader:
-        return DataLoader(self.rows, batch_size=self.config.sft_batch, shuffle=True, collate_fn=_collate_sft)
-
-    def train_step(self, batch: dict[str, torch.Tensor], ctx) -> StepOutput:
-        return StepOutput(loss=ctx.models["lm"](**batch).loss)
-
-
 def warm_up(config: FDPOLMConfig, tokenizer, out_dir: Path) -> tuple[torch.nn.Module, float]:
     """The frozen reference policy (supervised warm-up through the engine) and its final loss."""
-    engine = dataclasses.replace(config.engine, max_steps=config.sft_steps, out_dir=str(out_dir / "warmup"),
-                                 lr_schedule="cosine", warmup_steps=0, eval_every=None)
-    trainer = Trainer(_WarmUpTask(config, tokenizer), engine)
-    result = trainer.fit(resume=config.resume)
-    ref = trainer.models["lm"].cpu()
-    ref.requires_grad_(False)
-    return ref.eval(), float(result.metrics["loss"])
+    c = config
+    return lm.warm_up(tokenizer, out_dir / "warmup", c.engine, seed=c.seed, n_layer=c.n_layer, n_embd=c.n_embd,
+                      corpus_size=c.corpus_size, p_good=c.p_good, p_bad=c.p_bad, response_words=c.response_words,
+                      steps=c.sft_steps, lr=c.sft_lr, batch=c.sft_batch, resume=c.resume)
 
 
 # ------------------------------------------------------- preferences, metrics
