@@ -1,0 +1,27 @@
+"""Knowledge distillation with any divergence: token-level and fused losses, SinKD, a trainer.
+
+``token_kd_loss`` and ``fused_linear_kd_loss`` minimise D(teacher || student)
+over tokens for any registry member (DESIGN.md's convention: teacher P, student
+Q); ``sinkd_loss`` is the batch-level Sinkhorn loss of SinKD; ``DistillTrainer``
+runs off-policy, on-policy (GKD) and sequence-level KD on the shared engine.
+"""
+
+from ._fused import default_chunk_size, fused_linear_kd_loss
+from ._lm_data import LMCollator, assemble, sample_completions, tokenize_pairs
+from ._sinkd import sinkd_loss
+from ._token import TopKTeacher, token_kd_loss
+from ._trainer import DistillConfig, DistillTrainer
+
+__all__ = [
+    "DistillConfig",
+    "DistillTrainer",
+    "LMCollator",
+    "TopKTeacher",
+    "assemble",
+    "default_chunk_size",
+    "fused_linear_kd_loss",
+    "sample_completions",
+    "sinkd_loss",
+    "token_kd_loss",
+    "tokenize_pairs",
+]

@@ -1,0 +1,186 @@
+"""Fused linear head + distillation loss, chunked over tokens: never holds (tokens x vocab) logits.
+
+With student hidden states h (N, H), head W (V, H), teacher hidden states h_t
+(N, H_t), head W_t (V_t, H_t), logits b = h W^T and a = h_t W_t^T, the loss is
+:func:`~divmin.distill.token_kd_loss` on (b, a):
+
+    L = (1/n) sum_{i counted} D_f(softmax(a_i/T) || softmax(b_i/T)).
+
+The gradient with respect to the student logits is analytic (see
+``divmin.divergences._categorical``): with Q = softmax(b/T), B = Q g(P/Q) and
+g = f - r f',
+
+    dL/db_i = w_i (B_i - Q_i sum(B_i)) / T,    w_i = [i counted] / n,
+
+so the forward pass walks the rows in chunks of ``chunk_size``, forms the chunk's
+logits, its loss rows and dL/db for the chunk, and accumulates straight away
+
+    dL/dh[chunk] = dL/db[chunk] W,     dL/dW += dL/db[chunk]^T h[chunk].
+
+Peak extra memory is O(chunk_size x V) plus the gradients themselves (N x H and
+V x H); the backward pass only scales the stored gradients by the upstream
+gradient. The teacher is a constant (its inputs get no gradient). Forward cost
+is one extra pair of matmuls per chunk over a forward-only loss, the same total
+as autograd through the unfused loss. Half-precision inputs are multiplied in
+their dtype and everything after the matmuls is in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..divergences import Divergence, as_divergence
+from ._token import VOCAB_POLICIES, check_temperature, label_mask, normalise_sum
+
+__all__ = ["fused_linear_kd_loss", "default_chunk_size"]
+
+
+def default_chunk_size(vocab: int) -> int:
+    """Rows per chunk so that one fp32 (rows x vocab) buffer is about 32 MiB (a power of 2)."""
+    rows = max(1, (8 * 2**20) // max(vocab, 1))
+    return 1 << (rows.bit_length() - 1)
+
+
+def _chunk_logits(h: Tensor, w: Tensor, vocab: int, temperature: float) -> Tensor:
+    """(rows, vocab) logits / T in at least float32, -inf-padded where ``w`` has fewer rows than ``vocab``."""
+    z = (h @ w.T).to(torch.promote_types(h.dtype, torch.float32))
+    if z.shape[-1] < vocab:
+        z = torch.nn.functional.pad(z, (0, vocab - z.shape[-1]), value=-math.inf)
+    return z / temperature if temperature != 1.0 else z
+
+
+def _chunk(div: Divergence, hs: Tensor, ws: Tensor, ht: Tensor, wt: Tensor, wts: Tensor,
+           temperature: float, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """Weighted loss sum of one chunk and dL/d(student logits) for the first ``ws.shape[0]`` ids."""
+    vocab = max(ws.shape[0], wt.shape[0])
+    logq = torch.log_softmax(_chunk_logits(hs, ws, vocab, temperature), dim=-1)
+    with torch.no_grad():
+        logp = torch.log_softmax(_chunk_logits(ht, wt, vocab, temperature), dim=-1)
+    f_val, b_val = div.categorical_terms(logp, logq, with_grad=need_grad)
+    keep = wts != 0
+    # masked rows (possibly inf/NaN) contribute exactly 0; NaN in a counted row stays NaN
+    total = torch.where(keep, f_val.sum(-1) * wts, 0.0).sum()
+    if not need_grad:
+        return total, None
+    grad = (b_val - torch.exp(logq) * b_val.sum(-1, keepdim=True)) * (wts / temperature)[:, None]
+    grad = torch.where(keep[:, None], grad, 0.0)
+    return total, grad[:, : ws.shape[0]]
+
+
+class _FusedLinearKD(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, hs: Tensor, ws: Tensor, ht: Tensor, wt: Tensor, wts: Tensor, div: Divergence,
+                temperature: float, chunk: int) -> Tensor:
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need = need_h or need_w
+        grad_h = torch.zeros_like(hs) if need_h else None
+        grad_w = torch.zeros(ws.shape, dtype=torch.float32 if ws.dtype != torch.float64 else ws.dtype,
+                             device=ws.device) if need_w else None
+        total = torch.zeros((), dtype=torch.float64 if hs.dtype == torch.float64 else torch.float32, device=hs.device)
+        for lo in range(0, hs.shape[0], chunk):
+            hi = min(lo + chunk, hs.shape[0])
+            c_wts = wts[lo:hi]
+            if not bool((c_wts != 0).any()):
+                continue
+            part, g = _chunk(div, hs[lo:hi], ws, ht[lo:hi], wt, c_wts, temperature, need)
+            total = total + part
+            if g is None:
+                continue
+            g = g.to(hs.dtype)
+            if need_h:
+                grad_h[lo:hi] = g @ ws
+            if need_w:
+                if grad_w.dtype == hs.dtype:
+                    grad_w.addmm_(g.T, hs[lo:hi])
+                else:
+                    grad_w += (g.T @ hs[lo:hi]).to(grad_w.dtype)
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.w_dtype = ws.dtype
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        grad_h, grad_w = ctx.saved_tensors
+        if grad_h is not None:
+            grad_h = grad_h * grad_out.to(grad_h.dtype)
+        if grad_w is not None:
+            grad_w = (grad_w * grad_out.to(grad_w.dtype)).to(ctx.w_dtype)
+        return grad_h, grad_w, None, None, None, None, None, None
+
+
+def _check(name: str, x: Any, ndim: int | None = None) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"`{name}` must have a floating dtype, got {x.dtype}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"`{name}` must have {ndim} dims, got shape {tuple(x.shape)}")
+
+
+def fused_linear_kd_loss(
+    student_hidden: Tensor,
+    student_head_weight: Tensor,
+    teacher_hidden: Tensor,
+    teacher_head_weight: Tensor,
+    *,
+    divergence: str | Divergence = "forward_kl",
+    labels: Tensor | None = None,
+    ignore_index: int = -100,
+    temperature: float = 1.0,
+    num_items: int | float | Tensor | None = None,
+    vocab_policy: str = "truncate",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``token_kd_loss(student_hidden @ W^T, teacher_hidden @ W_t^T, ...)`` without the full logits.
+
+    Args:
+        student_hidden: ``(..., H)`` final hidden states of the student (gradients flow here).
+        student_head_weight: ``(V_s, H)`` student output projection (gradients flow here).
+        teacher_hidden: ``(..., H_t)`` teacher hidden states, same leading shape (constant).
+        teacher_head_weight: ``(V_t, H_t)`` teacher output projection (constant).
+        divergence, labels, ignore_index, temperature, num_items, vocab_policy: as in
+            :func:`~divmin.distill.token_kd_loss` (same value, same gradients).
+        chunk_size: token rows per chunk; None picks :func:`default_chunk_size` of the vocabulary.
+
+    Returns:
+        A scalar in float32 (float64 for float64 inputs). Biases are not supported: fold a
+        bias into the weight with a constant-1 hidden feature if a head has one.
+    """
+    _check("student_hidden", student_hidden)
+    _check("teacher_hidden", teacher_hidden)
+    _check("student_head_weight", student_head_weight, 2)
+    _check("teacher_head_weight", teacher_head_weight, 2)
+    if student_head_weight.shape[1] != student_hidden.shape[-1]:
+        raise ValueError(f"`student_head_weight` {tuple(student_head_weight.shape)} does not match hidden size "
+                         f"{student_hidden.shape[-1]}")
+    if teacher_head_weight.shape[1] != teacher_hidden.shape[-1]:
+        raise ValueError(f"`teacher_head_weight` {tuple(teacher_head_weight.shape)} does not match hidden size "
+                         f"{teacher_hidden.shape[-1]}")
+    lead = student_hidden.shape[:-1]
+    if teacher_hidden.shape[:-1] != lead:
+        raise ValueError(f"`teacher_hidden` leading shape {tuple(teacher_hidden.shape[:-1])} differs from "
+                         f"`student_hidden`' {tuple(lead)}")
+    if vocab_policy not in VOCAB_POLICIES:
+        raise ValueError(f"`vocab_policy` must be one of {VOCAB_POLICIES}, got {vocab_policy!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"`chunk_size` must be None or an int >= 1, got {chunk_size!r}")
+    div = as_divergence(divergence)
+    temperature = check_temperature(temperature)
+    ws, wt = student_head_weight, teacher_head_weight.detach()
+    if vocab_policy == "truncate":
+        v = min(ws.shape[0], wt.shape[0])
+        ws, wt = ws[:v], wt[:v]  # extra ids: no loss, zero gradient
+    hs = student_hidden.reshape(-1, student_hidden.shape[-1])
+    ht = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1]).to(device=hs.device)
+    mask = label_mask(labels, ignore_index, lead, hs.device)
+    flat = None if mask is None else mask.reshape(-1)
+    acc = torch.float64 if hs.dtype == torch.float64 else torch.float32
+    ones = torch.ones(hs.shape[0], dtype=acc, device=hs.device)
+    wts = normalise_sum(ones if flat is None else flat.to(acc), flat, hs.shape[0], num_items)
+    chunk = chunk_size or default_chunk_size(max(ws.shape[0], wt.shape[0]))
+    return _FusedLinearKD.apply(hs, ws, ht, wt, wts, div, temperature, chunk)

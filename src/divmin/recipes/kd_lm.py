@@ -1,0 +1,252 @@
+"""Recipe ``kd-lm``: distil a tiny GPT-2 teacher into a smaller GPT-2 with several divergences.
+
+The corpus is synthetic with an exactly known law: a sequence is a topic token,
+then words from a topic-conditioned first-order Markov chain over ``words``
+words (rows drawn from a Dirichlet(``concentration``), so each context has a
+few likely successors), each step ending with probability ``p_end`` (then
+``[EOS]``). The prompt is the topic and the first word; the completion is the
+rest. The true next-token law gives the exact floor of held-out perplexity.
+
+The teacher (``teacher_layers`` x ``teacher_embd``) is trained in the recipe
+with cross-entropy on ``teacher_sequences`` sequences; each student
+(``student_layers`` x ``student_embd``) gets ``transfer_sequences`` sequences and
+is trained with :class:`divmin.distill.DistillTrainer` by a method spec:
+``"ce"`` (labels only), a registry name (off-policy KD with that divergence,
+pure soft loss) or ``"<name>:on-policy"`` (GKD: with probability ``lmbda`` a
+micro-batch's completions are the student's own samples).
+
+Reported on held-out sequences (teacher forcing on completion tokens): student
+perplexity, KL(teacher || student) and KL(student || teacher) per token; the
+teacher's and the true law's perplexities as reference rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from ..distill import DistillConfig, DistillTrainer, LMCollator, token_kd_loss
+from ..divergences import divergence
+from ..engine import EngineConfig, Trainer
+from ._registry import RecipeResult, recipe
+
+__all__ = ["KDLMConfig", "MarkovCorpus", "run_kd_lm"]
+
+PAD, EOS = 0, 1
+_ON = ":on-policy"
+
+
+def _default_engine() -> EngineConfig:
+    return EngineConfig(max_steps=300, log_every=100, progress=False, tensorboard=False, max_grad_norm=1.0)
+
+
+@dataclasses.dataclass
+class KDLMConfig:
+    methods: tuple[str, ...] = ("ce", "forward_kl", "reverse_kl", "js", "total_variation", "skew_forward_kl",
+                                "forward_kl:on-policy", "reverse_kl:on-policy")  # see the module docstring
+    seeds: tuple[int, ...] = (0, 1)  # student seeds (init, data order, samples)
+    data_seed: int = 0  # seed of the Markov chain and the sequences
+    topics: int = 8  # topic tokens (each has its own transition matrix)
+    words: int = 40  # word tokens
+    concentration: float = 0.1  # Dirichlet concentration of each transition row (small = peaky)
+    p_end: float = 0.08  # probability that a sequence ends after each word
+    max_words: int = 24  # words per sequence at most (prompt word included)
+    teacher_sequences: int = 4000  # training sequences of the teacher
+    transfer_sequences: int = 400  # training sequences of each student
+    test_sequences: int = 500  # held-out sequences for every metric
+    teacher_layers: int = 2  # teacher GPT-2 depth
+    teacher_embd: int = 64  # teacher GPT-2 width
+    student_layers: int = 1  # student GPT-2 depth
+    student_embd: int = 32  # student GPT-2 width
+    teacher_steps: int = 600  # teacher training steps (batch 32)
+    lr: float = 3e-3  # AdamW learning rate of teacher and students
+    batch_size: int = 32  # student micro-batch size
+    lmbda: float = 0.5  # on-policy fraction of the ":on-policy" methods
+    num_threads: int | None = 1  # torch intra-op threads during the run (tiny models: 1 is fastest); None = as is
+    resume: bool = False  # unused (every run is short); kept for the CLI's --resume
+    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
+
+    def __post_init__(self) -> None:
+        if self.num_threads is not None and (isinstance(self.num_threads, bool) or self.num_threads < 1):
+            raise ValueError(f"`num_threads` must be None or an int >= 1, got {self.num_threads!r}")
+        if not self.methods or not self.seeds:
+            raise ValueError("`methods` and `seeds` must be non-empty")
+        for m in self.methods:
+            if m != "ce":
+                divergence(m.removesuffix(_ON))  # unknown names fail here, listing the valid ones
+        for name in ("topics", "words", "max_words", "teacher_sequences", "transfer_sequences", "test_sequences",
+                     "teacher_layers", "teacher_embd", "student_layers", "student_embd", "teacher_steps",
+                     "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "max_words" else 1):
+                raise ValueError(f"`{name}` must be an int >= {2 if name == 'max_words' else 1}, got {value!r}")
+        if not self.concentration > 0 or not 0 < self.p_end < 1 or not self.lr > 0 or not 0 <= self.lmbda <= 1:
+            raise ValueError("need concentration > 0, 0 < p_end < 1, lr > 0 and 0 <= lmbda <= 1")
+
+
+class MarkovCorpus:
+    """Topic-conditioned Markov chain over words; token ids: PAD, EOS, topics, then words."""
+
+    def __init__(self, c: KDLMConfig) -> None:
+        self.c = c
+        self.gen = torch.Generator().manual_seed(c.data_seed)
+        conc = torch.full((c.words,), c.concentration)
+        dirichlet = torch.distributions.Dirichlet(conc)
+        torch.manual_seed(c.data_seed)
+        self.trans = dirichlet.sample((c.topics, c.words + 1))  # row `words` = the first word's law
+        self.vocab = 2 + c.topics + c.words
+
+    def _word(self, i: int) -> int:
+        return 2 + self.c.topics + i
+
+    def sample(self, n: int) -> list[dict[str, list[int]]]:
+        c, rows = self.c, []
+        for _ in range(n):
+            topic = int(torch.randint(0, c.topics, (), generator=self.gen))
+            prev, words = c.words, []
+            for k in range(c.max_words):
+                if k > 1 and float(torch.rand((), generator=self.gen)) < c.p_end:
+                    break
+                prev = int(torch.multinomial(self.trans[topic, prev], 1, generator=self.gen))
+                words.append(self._word(prev))
+            rows.append({"prompt_ids": [2 + topic, words[0]], "completion_ids": words[1:] + [EOS]})
+        return rows
+
+    def next_law(self, topic: int, prev_word: int, k: int) -> Tensor:
+        """(vocab,) exact law of token k of the sequence of words (k >= 1) after word ``prev_word``."""
+        c = self.c
+        law = torch.zeros(self.vocab, dtype=torch.float64)
+        if k >= c.max_words:
+            law[EOS] = 1.0
+            return law
+        stop = c.p_end if k > 1 else 0.0
+        law[EOS] = stop
+        law[2 + c.topics:] = (1 - stop) * self.trans[topic, prev_word].double()
+        return law
+
+    def true_nll(self, rows: list[dict[str, list[int]]]) -> float:
+        """Mean exact negative log-likelihood per completion token (EOS included)."""
+        total, count = 0.0, 0
+        for r in rows:
+            topic, seq = r["prompt_ids"][0] - 2, r["prompt_ids"][1:] + r["completion_ids"]
+            for k in range(1, len(seq)):
+                law = self.next_law(topic, seq[k - 1] - 2 - self.c.topics, k)
+                total, count = total - math.log(float(law[seq[k]])), count + 1
+        return total / count
+
+
+def gpt2(vocab: int, layers: int, embd: int, positions: int, seed: int) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=layers, n_head=2, n_embd=embd, vocab_size=vocab, n_positions=positions,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=EOS, eos_token_id=EOS,
+                     pad_token_id=PAD)
+    return GPT2LMHeadModel(cfg)
+
+
+def _inputs(b: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: b[k] for k in ("input_ids", "attention_mask", "position_ids")}
+
+
+class _LMCETask:
+    """Engine task: next-token cross-entropy on completion tokens."""
+
+    def __init__(self, model: nn.Module, rows: list, lr: float, batch: int) -> None:
+        self.model, self.rows, self.lr, self.batch = model, rows, lr, batch
+
+    def models(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {"model": torch.optim.AdamW(models["model"].parameters(), lr=self.lr)}
+
+    def batches(self, ctx) -> DataLoader:
+        return DataLoader(self.rows, batch_size=self.batch, shuffle=True, collate_fn=LMCollator(PAD))
+
+    def train_step(self, b: dict[str, Tensor], ctx) -> Tensor:
+        logits = ctx.models["model"](**_inputs(b)).logits
+        return F.cross_entropy(logits.flatten(0, 1), b["labels"].flatten(), ignore_index=-100)
+
+
+@torch.no_grad()
+def _evaluate(student: nn.Module, teacher: nn.Module, rows: list) -> dict[str, float]:
+    sums, n = torch.zeros(3, dtype=torch.float64), 0
+    for b in DataLoader(rows, batch_size=128, collate_fn=LMCollator(PAD)):
+        keep = b["labels"] != -100
+        s = student(**_inputs(b)).logits[keep].float()
+        t = teacher(**_inputs(b)).logits[keep].float()
+        k = int(keep.sum())
+        sums += torch.tensor([float(F.cross_entropy(s, b["labels"][keep], reduction="sum")),
+                              float(token_kd_loss(s, t, divergence="forward_kl")) * k,
+                              float(token_kd_loss(s, t, divergence="reverse_kl")) * k], dtype=torch.float64)
+        n += k
+    ce, kl_ts, kl_st = (sums / n).tolist()
+    return {"ppl": math.exp(ce), "kl_ts": kl_ts, "kl_st": kl_st}
+
+
+def _student_config(c: KDLMConfig, method: str, seed: int, out: Path) -> DistillConfig:
+    engine = dataclasses.replace(c.engine, seed=seed, out_dir=str(out))
+    common = dict(lr=c.lr, batch_size=c.batch_size, engine=engine, max_new_tokens=c.max_words)
+    if method == "ce":
+        return DistillConfig(alpha=0.0, **common)
+    on = method.endswith(_ON)
+    return DistillConfig(divergence=method.removesuffix(_ON), alpha=1.0, lmbda=c.lmbda if on else 0.0, **common)
+
+
+@recipe("kd-lm", KDLMConfig, "distil a tiny GPT-2 into a smaller one with several divergences, on/off-policy")
+def run_kd_lm(config: KDLMConfig, out_dir: Path) -> RecipeResult:
+    before = torch.get_num_threads()
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    try:
+        return _run(config, out_dir)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
+    c = config
+    corpus = MarkovCorpus(c)
+    teach_rows, train_rows, test_rows = (corpus.sample(n) for n in
+                                         (c.teacher_sequences, c.transfer_sequences, c.test_sequences))
+    positions = c.max_words + 4
+    teacher = gpt2(corpus.vocab, c.teacher_layers, c.teacher_embd, positions, seed=c.data_seed)
+    t_engine = dataclasses.replace(c.engine, max_steps=c.teacher_steps, seed=c.data_seed,
+                                   out_dir=str(out_dir / "teacher"))
+    Trainer(_LMCETask(teacher, teach_rows, c.lr, 32), t_engine).fit()
+    teacher = teacher.cpu().eval()
+    true_ppl = math.exp(corpus.true_nll(test_rows))
+    t_eval = _evaluate(teacher, teacher, test_rows)
+    rows = [{"model": "true law", "ppl": true_ppl},
+            {"model": f"teacher ({c.teacher_layers}x{c.teacher_embd}, {c.teacher_sequences} seqs)",
+             "ppl": t_eval["ppl"], "KL(T||S)": 0.0, "KL(S||T)": 0.0}]
+    per_method = {}
+    for method in c.methods:
+        runs = []
+        for seed in c.seeds:
+            torch.manual_seed(seed)  # on-policy sampling draws from the global RNG
+            student = gpt2(corpus.vocab, c.student_layers, c.student_embd, positions, seed=1000 + seed)
+            cfg = _student_config(c, method, seed, out_dir / "students" / method.replace(":", "_") / f"seed{seed}")
+            trainer = DistillTrainer(student, teacher, train_rows, config=cfg, pad_id=PAD, eos_id=EOS)
+            trainer.train()
+            runs.append(_evaluate(trainer.model.cpu().eval(), teacher, test_rows))
+        ppl = [r["ppl"] for r in runs]
+        per_method[method] = statistics.fmean(ppl)
+        rows.append({"model": f"student: {method}", "ppl": statistics.fmean(ppl),
+                     "std": statistics.stdev(ppl) if len(ppl) > 1 else 0.0,
+                     "KL(T||S)": statistics.fmean(r["kl_ts"] for r in runs),
+                     "KL(S||T)": statistics.fmean(r["kl_st"] for r in runs)})
+    summary = {"true_ppl": true_ppl, "teacher_ppl": t_eval["ppl"], "student_ppl": per_method}
+    if "ce" in per_method and len(per_method) > 1:
+        kd = {m: p for m, p in per_method.items() if m != "ce"}
+        summary["best_method"] = min(kd, key=kd.get)
+        summary["kd_beats_ce"] = {m: p < per_method["ce"] for m, p in kd.items()}
+    cols = ["model", "ppl", "std", "KL(T||S)", "KL(S||T)"]
+    return RecipeResult(cols, rows, [], summary)

@@ -1,0 +1,125 @@
+"""DistillTrainer on tiny models on CPU: batches, every mode, the student moving toward the teacher."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from divmin.distill import DistillConfig, DistillTrainer, LMCollator, sample_completions
+from divmin.engine import EngineConfig
+from divmin.recipes._tiny_lm import EOS_ID, PAD_ID, build_model, build_tokenizer, corpus
+
+
+def _engine(steps):
+    return EngineConfig(max_steps=steps, log_every=steps, progress=False, tensorboard=False, max_grad_norm=None)
+
+
+class _MLP(nn.Module):
+    def __init__(self, d_in, width, classes, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(d_in, width), nn.Tanh(), nn.Linear(width, classes))
+
+    def forward(self, x):
+        return self.net(x)  # called as model(x) for rows with an "x" entry
+
+
+def _cls_rows(n, seed, teacher):
+    """Inputs labelled by the teacher's argmax, so hard and soft losses pull the same way."""
+    x = torch.randn(n, 6, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        y = teacher(x).argmax(-1)
+    return [{"x": x[i], "labels": y[i]} for i in range(n)]
+
+
+@pytest.mark.parametrize("extra", [dict(divergence="reverse_kl"),
+                                   dict(divergence="js", alpha=0.7, sinkd_weight=0.01, temperature=2.0,
+                                        temperature_squared=True)])
+def test_classifier_student_moves_toward_teacher(extra):
+    teacher, student = _MLP(6, 32, 3, seed=0), _MLP(6, 8, 3, seed=1)
+    with torch.no_grad():
+        teacher.net[-1].weight.mul_(8.0)  # a confident teacher
+    cfg = DistillConfig(task="sequence_classification", lr=3e-2, batch_size=32, engine=_engine(80), **extra)
+    tr = DistillTrainer(student, teacher, _cls_rows(256, 0, teacher), eval_dataset=_cls_rows(128, 1, teacher),
+                        config=cfg)
+    before = tr.evaluate()
+    result = tr.train()
+    after = tr.evaluate()
+    assert after["divergence"] < 0.5 * before["divergence"], (before, after)
+    assert after["teacher_agreement"] >= before["teacher_agreement"]
+    assert "eval/divergence" in result.metrics and "soft" in result.metrics
+    assert ("sinkd" in result.metrics) == ("sinkd_weight" in extra)
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+
+def _lm_rows(n, seed):
+    return [{"prompt": p, "completion": c + " [EOS]"} for p, c in corpus(n, seed, 0.2, 0.2, (2, 5))]
+
+
+def test_collator_aligns_labels_with_logits():
+    tok = build_tokenizer()
+    rows = [{"prompt_ids": [5, 6], "completion_ids": [7, 8, 9]}, {"prompt_ids": [4, 5, 6, 7], "completion_ids": [3]}]
+    b = LMCollator(PAD_ID)(rows)
+    assert b["input_ids"].shape == (2, 7)
+    for i, r in enumerate(rows):
+        keep = b["labels"][i] != -100
+        assert b["labels"][i][keep].tolist() == r["completion_ids"]
+        cols = keep.nonzero().flatten()
+        assert torch.equal(b["input_ids"][i, cols + 1], b["labels"][i, cols])  # logits at t predict t + 1
+        assert int(b["attention_mask"][i].sum()) == len(r["prompt_ids"]) + len(r["completion_ids"])
+    assert b["position_ids"][1, 0] == 0 and b["position_ids"][0, 2] == 0  # left padding restarts positions
+    assert tok.pad_token_id == PAD_ID
+
+
+def test_sampled_completions_stop_at_eos():
+    model = build_model(0, n_layer=1, n_embd=16)
+    batch = LMCollator(PAD_ID)([{"prompt_ids": [3, 4, 5, 6], "completion_ids": [7]}] * 6)
+    torch.manual_seed(0)
+    out = sample_completions(model, batch, max_new_tokens=12, temperature=1.0, eos_id=EOS_ID, pad_id=PAD_ID)
+    for i in range(6):
+        lab = out["labels"][i][out["labels"][i] != -100].tolist()
+        assert 1 <= len(lab) <= 12 and EOS_ID not in lab[:-1]
+        assert torch.equal(out["input_ids"][i, :4], batch["prompt_ids"][i])
+
+
+@pytest.mark.parametrize("mode", [dict(), dict(lmbda=1.0), dict(seq_kd=True, lmbda=0.5), dict(fused=True)])
+def test_causal_lm_modes_reduce_the_divergence(mode):
+    tok = build_tokenizer()
+    teacher, student = build_model(0, n_layer=2, n_embd=32), build_model(1, n_layer=1, n_embd=16)
+    cfg = DistillConfig(divergence="js", lr=1e-2, batch_size=16, max_new_tokens=8, engine=_engine(30), **mode)
+    tr = DistillTrainer(student, teacher, _lm_rows(128, 0), eval_dataset=_lm_rows(32, 1), tokenizer=tok, config=cfg)
+    before = tr.evaluate()
+    result = tr.train()
+    after = tr.evaluate()
+    assert after["divergence"] < 0.7 * before["divergence"], (before, after)
+    expected = {None: 0.0, 1.0: 1.0}.get(mode.get("lmbda"))
+    assert expected is None or result.metrics["on_policy"] == expected
+    assert 0.0 <= result.metrics["on_policy"] <= 1.0
+    assert after["ppl"] > 1.0
+
+
+def test_fused_losses_equal_unfused():
+    tok = build_tokenizer()
+    teacher, student = build_model(0, n_layer=1, n_embd=32), build_model(1, n_layer=1, n_embd=16)
+    batch = LMCollator(PAD_ID)([{"prompt_ids": tok(p)["input_ids"], "completion_ids": tok(c)["input_ids"]}
+                                for p, c in corpus(8, 3, 0.2, 0.2, (2, 5))])
+    out = {}
+    for fused in (False, True):
+        cfg = DistillConfig(divergence="reverse_kl", temperature=1.5, alpha=0.5, fused=fused)
+        tr = DistillTrainer(student, teacher, _lm_rows(4, 0), tokenizer=tok, config=cfg)
+        parts = tr.losses(student, teacher, batch)
+        total = 0.5 * parts["soft"] + 0.5 * parts["hard"]
+        out[fused] = (total.detach(), torch.autograd.grad(total, list(student.parameters())))
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(out[True][1], out[False][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad,err", [(dict(task="seq2seq"), "task"), (dict(alpha=1.5), "alpha"),
+                                     (dict(divergence="nope"), "nope"), (dict(temperature=0), "temperature"),
+                                     (dict(task="sequence_classification", lmbda=0.5), "lmbda"),
+                                     (dict(batch_size=0), "batch_size"), (dict(sinkd_mode="x"), "sinkd_mode")])
+def test_bad_config(bad, err):
+    with pytest.raises(ValueError, match=err):
+        DistillConfig(**bad)

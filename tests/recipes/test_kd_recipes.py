@@ -1,0 +1,84 @@
+"""The kd-cls and kd-lm recipes on tiny settings, and their exact oracles (Bayes classifier, true LM law)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from divmin.recipes import run_recipe
+from divmin.recipes.kd_cls import KDClsConfig, MixtureTask
+from divmin.recipes.kd_lm import EOS, KDLMConfig, MarkovCorpus
+
+QUIET = ["engine.progress=False", "engine.tensorboard=False"]
+
+
+def test_bayes_posterior_matches_scipy_densities():
+    c = KDClsConfig(classes=3, dim=2, modes_per_class=2)
+    task = MixtureTask(c)
+    x, _ = task.sample(20)
+    dens = np.stack([sum(multivariate_normal(task.means[k, m].numpy(), np.eye(2)).pdf(x.numpy())
+                         for m in range(2)) for k in range(3)], -1)
+    np.testing.assert_allclose(task.bayes_log_posterior(x).exp().numpy(), dens / dens.sum(-1, keepdims=True),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_markov_law_is_normalised_and_matches_sample_frequencies():
+    c = KDLMConfig(topics=2, words=5, max_words=6)
+    corpus = MarkovCorpus(c)
+    for k in range(1, 7):
+        assert float(corpus.next_law(1, 3, k).sum()) == pytest.approx(1.0, abs=1e-6)
+    rows = corpus.sample(6000)
+    # first completion token after (topic 0, word w0): empirical frequencies vs the exact law
+    w0 = max(range(5), key=lambda w: sum(r["prompt_ids"] == [2, 2 + 2 + w] for r in rows))
+    hits = [r["completion_ids"][0] for r in rows if r["prompt_ids"] == [2, 4 + w0]]
+    freq = np.bincount(hits, minlength=corpus.vocab) / len(hits)
+    law = corpus.next_law(0, w0, 1).numpy()
+    assert np.abs(freq - law).max() < 4 * math.sqrt(0.25 / len(hits))
+    assert all(r["completion_ids"][-1] == EOS and len(r["prompt_ids"]) + len(r["completion_ids"]) <= 6 + 2
+               for r in rows)
+
+
+def test_kd_cls_smoke(tmp_path):
+    over = QUIET + ['methods=("ce", "forward_kl", "sinkd")', "seeds=(0, 1)", "teacher_examples=3000",
+                    "transfer_examples=200", "test_examples=1500", "teacher_steps=300", "engine.max_steps=200",
+                    "temperature=1.0"]
+    result = run_recipe("kd-cls", tmp_path, over)
+    rows = {r["model"].split(" (")[0]: r for r in result.rows}
+    assert list(rows)[:2] == ["Bayes classifier", "teacher"]
+    bayes, teacher = rows["Bayes classifier"]["accuracy"], rows["teacher"]["accuracy"]
+    assert teacher <= bayes + 0.03  # nothing beats the Bayes classifier (up to test-sample noise)
+    for m in ("ce", "forward_kl", "sinkd"):
+        r = rows[f"student: {m}"]
+        assert 0.1 < r["accuracy"] <= bayes + 0.03 and r["std"] >= 0 and r["KL(T||S)"] >= 0
+    # at T = 1 the distilled student minimises KL(T||S) itself: it ends closer to the teacher than the CE student
+    assert rows["student: forward_kl"]["KL(T||S)"] < rows["student: ce"]["KL(T||S)"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["summary"]["student_accuracy"].keys() == {"ce", "forward_kl", "sinkd"}
+    assert (tmp_path / "students" / "sinkd" / "seed1" / "metrics.jsonl").stat().st_size > 0
+
+
+def test_kd_lm_smoke(tmp_path):
+    over = QUIET + ['methods=("ce", "forward_kl", "js:on-policy")', "seeds=(0,)", "teacher_sequences=400",
+                    "transfer_sequences=64", "test_sequences=100", "teacher_steps=150", "engine.max_steps=40",
+                    "max_words=8", "batch_size=16"]
+    result = run_recipe("kd-lm", tmp_path, over)
+    rows = {r["model"].split(" (")[0]: r for r in result.rows}
+    true_ppl, teacher = rows["true law"]["ppl"], rows["teacher"]["ppl"]
+    assert teacher > 0.95 * true_ppl  # the true law is the best predictor (up to test-sample noise)
+    for m in ("ce", "forward_kl", "js:on-policy"):
+        r = rows[f"student: {m}"]
+        assert r["ppl"] > 0.95 * true_ppl and r["KL(T||S)"] >= 0 and r["KL(S||T)"] >= 0
+    assert rows["student: forward_kl"]["KL(T||S)"] < rows["student: ce"]["KL(T||S)"]
+    assert result.summary["best_method"] in ("forward_kl", "js:on-policy")
+
+
+@pytest.mark.parametrize("cls,bad", [(KDClsConfig, dict(methods=("nope",))), (KDClsConfig, dict(alpha=2.0)),
+                                     (KDClsConfig, dict(classes=1)), (KDLMConfig, dict(methods=("js:on-policy2",))),
+                                     (KDLMConfig, dict(p_end=0.0)), (KDLMConfig, dict(seeds=()))])
+def test_bad_configs(cls, bad):
+    with pytest.raises(ValueError):
+        cls(**bad)
