@@ -100,3 +100,19 @@ def test_unreachable_moments_warn():
 def test_bad_targets_raise(make, err):
     with pytest.raises((ValueError, TypeError), match=err):
         make()
+
+
+def test_vader_sentiment_scorer_builds_a_sentiment_target():
+    pytest.importorskip("vaderSentiment")
+    from divmin.align import vader_sentiment
+
+    score = vader_sentiment()
+    texts = ["cats are great and happy", "dogs are awful", "the tree is green"]
+    s = score(texts)
+    assert s[0] > 0.5 and s[1] < -0.3 and abs(float(s[2])) < 0.1
+    target = EnergyTarget(lambda t: torch.zeros(len(t))) * PointwiseConstraint(lambda t: score(t) > 0.5)
+    assert target.log_score(texts).tolist() == [0.0, float("-inf"), float("-inf")]
+    with pytest.raises(ValueError, match="field"):
+        vader_sentiment("joy")
+    with pytest.raises(TypeError, match="sequence"):
+        score("one string")

@@ -7,6 +7,7 @@ from ._fdpo import FDPOOutput, fdpo_admissible, fdpo_loss
 from ._fdpo_trainer import FDPOConfig, FDPOTrainer
 from ._logps import sequence_logps
 from ._preference_data import PreferenceCollator, load_preference_rows, tokenize_preferences
+from ._text_scorers import vader_sentiment
 from ._targets import (DistributionalConstraint, EnergyTarget, MomentFit, PointwiseConstraint, RewardTilt,
                        fit_moments)
 
@@ -32,4 +33,5 @@ __all__ = [
     "load_preference_rows",
     "sequence_logps",
     "tokenize_preferences",
+    "vader_sentiment",
 ]
