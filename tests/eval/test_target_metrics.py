@@ -11,7 +11,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 
 from divmin.data import BigramLM, PrefixTreeLM, all_sequences
-from divmin.eval import exact_divergence, is_divergence, is_expectation, target_metrics
+from divmin.eval import acceptance_rate, exact_divergence, is_divergence, is_expectation, target_metrics
 from tests.divergences.conftest import members
 
 V, L = 4, 3
@@ -69,3 +69,15 @@ def test_shape_errors_name_the_arguments():
         is_divergence(torch.zeros(3), torch.zeros(4), "js")
     with pytest.raises(ValueError, match="values"):
         is_expectation(torch.zeros(3), torch.zeros(4))
+
+
+def test_acceptance_rate_is_one_over_the_max_ratio_and_rejection_sampling_agrees():
+    _, log_p, log_q = _pair(4)
+    want = float(torch.exp(-(log_p - log_q).max()))
+    assert acceptance_rate(log_p + 2.0, log_q, log_z=2.0) == pytest.approx(want, rel=1e-6)
+    assert acceptance_rate(log_q, log_q, log_z=0.0) == pytest.approx(1.0)
+    # simulate the rejection sampler: propose from Q, accept with P / (M Q)
+    g = torch.Generator().manual_seed(5)
+    idx = torch.multinomial(log_q.exp(), 200000, replacement=True, generator=g)
+    accept = torch.rand(len(idx), generator=g) < (log_p - log_q)[idx].exp() * want
+    assert float(accept.float().mean()) == pytest.approx(want, rel=0.05)

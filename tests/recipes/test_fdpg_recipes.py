@@ -38,7 +38,7 @@ def test_toy_outputs_and_exact_metrics(toy_run):
     rows = {r["divergence"]: r for r in result.rows}
     assert set(rows) == {"reverse_kl", "forward_kl", "js"}
     for r in rows.values():
-        assert 0 < r["alignment"] <= 1 and r["KL(P||Q)"] > 0 and r["KL(Q||P)"] > 0
+        assert 0 < r["alignment"] <= 1 and r["KL(P||Q)"] > 0 and r["KL(Q||P)"] > 0 and 0 < r["acceptance"] < 1
         assert r["D_f / optimum"] < 1.2, r  # Monte-Carlo f-DPG got close to the exact-gradient optimum
     # each divergence is best at its own criterion among the three
     assert rows["forward_kl"]["KL(P||Q)"] == min(r["KL(P||Q)"] for r in rows.values())

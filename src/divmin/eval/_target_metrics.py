@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..divergences import Divergence, as_divergence, categorical_divergence
 
-__all__ = ["TargetMetrics", "exact_divergence", "is_divergence", "is_expectation", "target_metrics"]
+__all__ = ["TargetMetrics", "acceptance_rate", "exact_divergence", "is_divergence", "is_expectation", "target_metrics"]
 
 
 class TargetMetrics(NamedTuple):
@@ -78,3 +78,19 @@ def exact_divergence(target_log_probs: Tensor, model_log_probs: Tensor, divergen
     if target_log_probs.shape != model_log_probs.shape or target_log_probs.dim() != 1:
         raise ValueError("`target_log_probs` and `model_log_probs` must be 1-D tensors of equal shape")
     return categorical_divergence(target_log_probs[None], model_log_probs[None], divergence, reduction="sum")
+
+
+@torch.no_grad()
+def acceptance_rate(target_log_scores: Tensor, model_logps: Tensor, *, log_z: "float | Tensor | None" = None,
+                    proposal_logps: Tensor | None = None) -> float:
+    """Acceptance rate 1 / max_x P(x)/Q(x) of rejection sampling P with Q as the proposal.
+
+    1 when Q = P, 0 when Q misses part of P's support. Given every point of an
+    enumerated space (with exact ``log_z``) it is exact; from samples the max
+    runs over the samples only, so it is an optimistic (upper) estimate.
+    """
+    if target_log_scores.shape != model_logps.shape or model_logps.dim() != 1:
+        raise ValueError("`target_log_scores` and `model_logps` must be 1-D tensors of equal shape")
+    lz = _log_z(target_log_scores, model_logps, proposal_logps) if log_z is None else torch.as_tensor(log_z)
+    log_r = target_log_scores.double() - lz.double() - model_logps.double()
+    return float(torch.exp(-log_r.max()).clamp(max=1.0))

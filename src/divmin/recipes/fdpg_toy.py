@@ -15,7 +15,8 @@ with a running importance-sampling estimate of log Z
 EXACTLY by enumeration: KL(P || Q), KL(Q || P), the divergence's own objective
 D_f(P || Q) against that of the exact-gradient optimum (the same policy class
 trained on the full enumeration, ``exact_steps`` Adam steps), alignment
-E_Q[b], entropy H(Q) and modes covered (a mode is a sequence that satisfies
+E_Q[b], entropy H(Q), the acceptance rate 1 / max P/Q of rejection sampling P
+from Q, and modes covered (a mode is a sequence that satisfies
 the constraint and is more probable under P than all its Hamming-1
 neighbours; Q covers it when Q(x) >= ``coverage`` * P(x)).
 
@@ -38,7 +39,7 @@ from ..align import EnergyTarget, LogZEstimator, MovingBaseline, PointwiseConstr
 from ..data import BigramLM, PrefixTreeLM, all_sequences
 from ..divergences import Divergence, available_divergences
 from ..engine import EngineConfig, StepOutput, Trainer
-from ..eval import exact_divergence
+from ..eval import acceptance_rate, exact_divergence
 from ._plots import plt  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
 from .fdpo_bandit import parse_divergence
@@ -186,6 +187,7 @@ def _exact_row(spec: str, div: Divergence, policy: BigramLM, ref: BigramLM, log_
             "KL(P||Q)": float(exact_divergence(log_p, logq, "forward_kl")),
             "KL(Q||P)": float(exact_divergence(log_p, logq, "reverse_kl")),
             "alignment": float(q[ok].sum()), "entropy": float(-(q * logq).sum()),
+            "acceptance": acceptance_rate(log_p, logq, log_z=0.0),
             "modes": int((logq[modes] >= math.log(coverage) + log_p[modes]).sum()),
             "D_f / optimum": objective / optimum if optimum > 0 else math.nan}
 
@@ -195,7 +197,7 @@ def _mean_rows(per_seed: list[dict], specs: tuple[str, ...], n_modes: float) -> 
     for spec in specs:
         mine = [r for r in per_seed if r["divergence"] == spec]
         row = {"divergence": spec, "behaviour": mine[0]["behaviour"]}
-        for key in ("KL(P||Q)", "KL(Q||P)", "alignment", "entropy", "modes", "D_f / optimum"):
+        for key in ("KL(P||Q)", "KL(Q||P)", "alignment", "entropy", "acceptance", "modes", "D_f / optimum"):
             row[key] = sum(r[key] for r in mine) / len(mine)
         row["entropy sd"] = (sum((r["entropy"] - row["entropy"]) ** 2 for r in mine) / len(mine)) ** 0.5
         row["modes"] = f"{row['modes']:.1f}/{n_modes:.1f}"
@@ -273,6 +275,7 @@ def run_fdpg_toy(config: FDPGToyConfig, out_dir: Path) -> RecipeResult:
                "target_alignment": sum(t["alignment"] for t in targets) / len(targets),
                **_claims(per_seed, config.base_seeds)}
     (out_dir / "per_seed.json").write_text(json.dumps(per_seed, indent=1))
-    cols = ["divergence", "behaviour", "KL(P||Q)", "KL(Q||P)", "alignment", "entropy", "entropy sd", "modes",
+    cols = ["divergence", "behaviour", "KL(P||Q)", "KL(Q||P)", "alignment", "entropy", "entropy sd", "acceptance",
+            "modes",
             "D_f / optimum"]
     return RecipeResult(cols, rows, [str(plot)], summary)
