@@ -62,6 +62,7 @@ def test_lm_recipe_runs_end_to_end(tmp_path):
     (FDPGToyConfig, dict(divergences=("nope",))), (FDPGToyConfig, dict(vocab=50, length=5)),
     (FDPGToyConfig, dict(epsilon=0.0)), (FDPGToyConfig, dict(token=9)),
     (FDPGLMConfig, dict(min_good=9)), (FDPGLMConfig, dict(epsilon=0.0)), (FDPGLMConfig, dict(divergences=())),
+    (FDPGLMConfig, dict(mode="sideways")),
 ])
 def test_configs_reject_bad_values(cls, bad):
     with pytest.raises(ValueError):

@@ -7,8 +7,8 @@
    the answer has at least ``min_good`` GOOD words: a constraint the base meets
    on ~15% of its samples, satisfiable in many different ways (multi-modal).
 3. For every divergence a copy of the base is trained with
-   :class:`divmin.align.FDPGTrainer` (online, per-context running Z) on the
-   prompts of the training topics.
+   :class:`divmin.align.FDPGTrainer` (``mode`` online or offline, per-context
+   running Z) on the prompts of the training topics.
 4. Evaluation on the held-out topics' prompts, by Monte Carlo:
    alignment E_pi[b]; KL(pi || P) = E_pi[log pi - log P] and KL(P || pi) by
    importance sampling from the base (weights P / a proportional to b + epsilon),
@@ -61,6 +61,7 @@ class FDPGLMConfig:
     epsilon: float = 1e-2  # target a (b + epsilon): finite for reverse-KL-type members
     heldout_topics: int = 2  # the last k topics are only used for evaluation
     lr: float = 1e-3  # f-DPG AdamW learning rate
+    mode: str = "online"  # "online" (sample the policy) or "offline" (DPG: a frozen proposal, replaced when beaten)
     contexts_per_step: int = 4  # prompts per f-DPG step
     samples_per_context: int = 16  # samples per prompt and step
     max_new_tokens: int = 10  # sampling cap (corpus answers have at most response_words[1] + 2 tokens)
@@ -89,6 +90,8 @@ class FDPGLMConfig:
                      "eval_samples", "z_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1")
+        if self.mode not in ("online", "offline"):
+            raise ValueError(f"`mode` must be 'online' or 'offline', got {self.mode!r}")
         if self.samples_per_context < 2 or self.eval_samples < 2:
             raise ValueError("`samples_per_context` and `eval_samples` must be >= 2")
 
@@ -105,7 +108,7 @@ def _train_one(spec: str, base: torch.nn.Module, tokenizer, contexts: list[str],
     engine = dataclasses.replace(config.engine, out_dir=str(out_dir / "fdpg" / re.sub(r"[^\w.-]", "_", spec)))
     cfg = FDPGConfig(divergence=parse_divergence(spec), lr=config.lr, contexts_per_step=config.contexts_per_step,
                      samples_per_context=config.samples_per_context, max_new_tokens=config.max_new_tokens,
-                     engine=engine)
+                     mode=config.mode, engine=engine)
     target = EnergyTarget() * _constraint(config)
     trainer = FDPGTrainer(policy, tokenizer, target, base_model=base, contexts=contexts, config=cfg)
     trainer.train(resume=config.resume)
