@@ -160,7 +160,7 @@ class _FDPGTask:
             w = torch.softmax(log_p - prop, 0)  # self-normalised P / q
             finite = w > 0
             gaps.append(float((w[finite] * (prop - pol)[finite]).sum()))  # KL(P||pi) - KL(P||q)
-        if sum(gaps) / len(gaps) < 0:
+        if float(ctx.mean(sum(gaps) / len(gaps))) < 0:  # averaged over processes: one decision for all
             ctx.models["proposal"].load_state_dict(ctx.unwrap("policy").state_dict())
             self.t.proposal_updates += 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,9 @@ class Trainer:
         cfg = self.config
         _reset_accelerator_state_if_needed(cfg)
         acc = Accelerator(
-            cpu=cfg.cpu,
+            # Without CUDA, Accelerate only forms a multi-process CPU group when asked for
+            # CPU; otherwise every torchrun process would train alone, unnoticed.
+            cpu=cfg.cpu or (not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1),
             mixed_precision=cfg.mixed_precision,
             # Schedules are applied by the engine from the step index; Accelerate's
             # scheduler wrapper would step them once per process.
