@@ -1,4 +1,4 @@
-"""FDPGTrainer under DDP: two CPU processes (torchrun) stay in sync."""
+"""FDPGTrainer and FDPOTrainer under DDP: two CPU processes (torchrun) stay in sync."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 WORKER = Path(__file__).resolve().parent / "ddp_fdpg_worker.py"
 
 
-@pytest.mark.parametrize("mode", ["online", "offline"])
+@pytest.mark.parametrize("mode", ["online", "offline", "fdpo"])
 def test_two_processes_train_one_synchronised_policy(tmp_path, mode):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
            str(tmp_path), mode]
