@@ -2,17 +2,27 @@
 
 from ._calibration import calibration_error, top_label_calibration_error
 from ._diversity import distinct_n, self_bleu
+from ._samples import (ModeStats, PrecisionRecall, class_coverage, frechet_distance, gaussian_frechet_distance,
+                       mode_stats, precision_recall, sliced_wasserstein)
 from ._target_metrics import TargetMetrics, acceptance_rate, exact_divergence, is_divergence, is_expectation, target_metrics
 
 __all__ = [
+    "ModeStats",
+    "PrecisionRecall",
     "TargetMetrics",
     "acceptance_rate",
     "calibration_error",
+    "class_coverage",
     "distinct_n",
     "exact_divergence",
+    "frechet_distance",
+    "gaussian_frechet_distance",
     "is_divergence",
     "is_expectation",
+    "mode_stats",
+    "precision_recall",
     "self_bleu",
+    "sliced_wasserstein",
     "target_metrics",
     "top_label_calibration_error",
 ]

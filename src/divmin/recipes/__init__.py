@@ -1,6 +1,7 @@
 """Recipes: one reproduced claim each (``divmin recipes`` lists them, ``divmin run NAME`` runs one)."""
 
 from . import fdpg_lm, fdpg_toy, fdpo_bandit, fdpo_lm, fit  # noqa: F401  (register the recipes)
+from . import fdistill_gmm, fdistill_images  # noqa: F401  (f-distill recipes)
 from . import kd_cls, kd_lm  # noqa: F401  (knowledge-distillation recipes)
 from ._registry import (
     Recipe,

@@ -1,0 +1,40 @@
+"""divmin.diffusion: one-step generators distilled from diffusion teachers with any f-divergence.
+
+Noise schedule (VE / EDM): x_t = x_0 + sigma eps. A teacher gives ``score(x_t, sigma)``
+(and/or ``denoise``); :func:`fdistill_surrogate` turns teacher score, fake score and a
+log-ratio estimate into the f-distill generator gradient E[h(r) (s_Q - s_P) dx_t/dtheta];
+:class:`FDistill` trains a one-step generator with it on the shared engine.
+"""
+
+from ._denoiser_teacher import DenoiserTeacher, DenoiserTrainingConfig, edm_sampler, edm_sigmas, train_denoiser
+from ._config import FEATURE_SOURCES, SIGMA_SAMPLERS, TIME_WEIGHTS, FDistillConfig
+from ._fdistill import FDistill
+from ._nets import ConvBackbone, DenoiserGenerator, EDMDenoiser, MLPBackbone, MLPGenerator, RatioHead
+from ._surrogate import check_fdistill_divergence, fdistill_surrogate, fdistill_weight
+from ._teacher import DiffusionTeacher, GaussianMixtureTeacher, expand_sigma, score_from_denoiser
+
+__all__ = [
+    "FEATURE_SOURCES",
+    "SIGMA_SAMPLERS",
+    "TIME_WEIGHTS",
+    "ConvBackbone",
+    "DenoiserGenerator",
+    "DenoiserTeacher",
+    "DenoiserTrainingConfig",
+    "DiffusionTeacher",
+    "EDMDenoiser",
+    "FDistill",
+    "FDistillConfig",
+    "GaussianMixtureTeacher",
+    "MLPBackbone",
+    "MLPGenerator",
+    "RatioHead",
+    "check_fdistill_divergence",
+    "edm_sampler",
+    "edm_sigmas",
+    "expand_sigma",
+    "fdistill_surrogate",
+    "fdistill_weight",
+    "score_from_denoiser",
+    "train_denoiser",
+]

@@ -1,0 +1,244 @@
+"""`FDistill`: a one-step generator distilled from a diffusion teacher with any f-divergence.
+
+One engine step = ``critic_steps`` critic updates, then one generator update:
+
+* critic (optimizer "critic"): the fake score network D_phi is fitted by denoising
+  score matching to fresh generator samples, so its score approximates s_Q, the
+  score of the noised student q_sigma; the discriminator c_psi is trained with the
+  softplus GAN loss on noised teacher samples (label 1) vs noised generator
+  samples (label 0), so at optimum its logit is log(p_sigma/q_sigma) = log r.
+* generator (optimizer "generator"): x_t = G(z) + sigma eps and the surrogate
+  :func:`fdistill_surrogate` with s_P from the teacher, s_Q from D_phi and
+  log r from the clamped logit, divided by a per-time-bin EMA of the mean of r
+  and clamped (FastGen), h normalised by its batch mean; plus, optionally, a
+  small GAN loss softplus(-c_psi(x_t)). An EMA copy of the generator follows.
+
+References: Xu, Nie & Vahdat, "One-step Diffusion Models with f-Divergence
+Distribution Matching" (2025); Yin et al., DMD / DMD2 (2024).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..engine import StepContext, StepOutput, Trainer, TrainResult
+from ..eval._samples import sliced_wasserstein
+from ._config import SIGMA_SAMPLERS, TIME_WEIGHTS, FDistillConfig
+from ._nets import RatioHead
+from ._surrogate import fdistill_surrogate, fdistill_weight
+from ._teacher import DiffusionTeacher
+
+__all__ = ["FDistill"]
+
+Sampler = Callable[[int, torch.Generator], Tensor]
+
+
+class FDistill:
+    """Distil ``teacher`` into the one-step ``generator`` (z ~ N(0, I) of ``sample_shape`` -> x_0).
+
+    Args:
+        teacher: a :class:`DiffusionTeacher` (``score(x_t, sigma)``); an ``nn.Module`` teacher is
+            frozen and moved by the engine.
+        generator: nn.Module, z (B, *sample_shape) -> x_0 (B, *sample_shape).
+        fake_score: an :class:`EDMDenoiser`-like module with ``score``, ``features``, ``dsm_loss``.
+        config: :class:`FDistillConfig`.
+        sample_shape: shape of one sample, e.g. (2,) or (1, 8, 8).
+        real: where the discriminator's teacher samples come from: None = ``teacher.sample(n,
+            generator=...)`` (exact for :class:`GaussianMixtureTeacher`), a tensor (N, *sample_shape)
+            drawn from uniformly, or a callable (n, torch.Generator) -> (n, *sample_shape).
+        discriminator: a :class:`RatioHead`; default: one with its own copy of ``fake_score`` as
+            encoder (``feature_source="own"``) or none (``"fake_score"``: shares its trunk).
+    """
+
+    def __init__(self, teacher: DiffusionTeacher, generator: nn.Module, fake_score: nn.Module,
+                 config: FDistillConfig, *, sample_shape: tuple[int, ...],
+                 real: Tensor | Sampler | None = None, discriminator: nn.Module | None = None) -> None:
+        if not isinstance(config, FDistillConfig):
+            raise TypeError(f"`config` must be an FDistillConfig, got {type(config).__name__}")
+        if not callable(getattr(teacher, "score", None)):
+            raise TypeError("`teacher` must have a score(x_t, sigma) method")
+        for name, mod in (("generator", generator), ("fake_score", fake_score)):
+            if not isinstance(mod, nn.Module):
+                raise TypeError(f"`{name}` must be an nn.Module, got {type(mod).__name__}")
+        if real is None and not callable(getattr(teacher, "sample", None)):
+            raise ValueError("`real` is required when the teacher has no sample(n, generator=...) method")
+        self.config, self.teacher, self.sample_shape = config, teacher, tuple(sample_shape)
+        self.generator, self.fake_score = generator, fake_score
+        if discriminator is None:
+            encoder = copy.deepcopy(fake_score) if config.feature_source == "own" else None
+            discriminator = RatioHead(fake_score.width, encoder=encoder)
+        self.discriminator, self.real = discriminator, real
+        if isinstance(teacher, nn.Module):
+            teacher.requires_grad_(False)
+        self.ratio_mean = torch.ones(config.time_bins)  # per-bin EMA of E[r]; task state
+        self.trainer: Trainer | None = None
+
+    # ------------------------------------------------------------------ public
+    def fit(self, resume: bool | str = False) -> TrainResult:
+        """Train with the shared engine (``config.engine``); the trained modules replace the inputs.
+
+        A second ``fit`` continues from the current modules with fresh optimizers and EMA.
+        """
+        self.trainer = Trainer(_FDistillTask(self), self.config.engine)
+        result = self.trainer.fit(resume=resume)
+        for name in ("generator", "fake_score", "discriminator"):
+            setattr(self, name, self.trainer.models[name])
+        self.generator_ema = self.trainer.models["generator_ema"]
+        return result
+
+    @torch.no_grad()
+    def sample(self, n: int, *, ema: bool = True, generator: torch.Generator | None = None) -> Tensor:
+        """n one-step samples (n, *sample_shape) from the (EMA) generator, on its device."""
+        net = getattr(self, "generator_ema", None) if ema else None
+        net = net if net is not None else self.generator
+        dev = next(net.parameters()).device
+        z = torch.randn(n, *self.sample_shape, generator=generator,
+                        device=generator.device if generator is not None else dev)
+        return net(z.to(dev))
+
+
+class _FDistillTask:
+    """The engine task behind :class:`FDistill`."""
+
+    def __init__(self, owner: FDistill) -> None:
+        self.o, self.c = owner, owner.config
+        self.static_models = ("teacher",) if isinstance(owner.teacher, nn.Module) else ()
+
+    def models(self) -> dict[str, nn.Module]:
+        o = self.o
+        ema = copy.deepcopy(o.generator).requires_grad_(False)
+        out = {"generator": o.generator, "generator_ema": ema, "fake_score": o.fake_score,
+               "discriminator": o.discriminator}
+        if isinstance(o.teacher, nn.Module):
+            out["teacher"] = o.teacher
+        return out
+
+    def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        c = self.c
+        critic = list(models["fake_score"].parameters()) + list(models["discriminator"].parameters())
+        return {"generator": torch.optim.Adam(models["generator"].parameters(), lr=c.lr_generator, betas=c.adam_betas,
+                                             foreach=True),
+                "critic": torch.optim.Adam(critic, lr=c.lr_critic, betas=c.adam_betas, foreach=True)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ratio_mean": self.o.ratio_mean.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.o.ratio_mean = torch.as_tensor(state["ratio_mean"]).clone()
+
+    # ----------------------------------------------------------------- helpers
+    def _teacher(self, ctx: StepContext) -> Any:
+        return ctx.models["teacher"] if "teacher" in ctx.models else self.o.teacher
+
+    def _noise(self, n: int, ctx: StepContext) -> tuple[Tensor, Tensor]:
+        """Noise levels (n,) and Gaussian noise (n, *sample_shape)."""
+        c = self.c
+        sigma = SIGMA_SAMPLERS[c.sigma_sampling](n, c.sigma_min, c.sigma_max, ctx.generator, ctx.device)
+        return sigma, torch.randn(n, *self.o.sample_shape, generator=ctx.generator, device=ctx.device)
+
+    def _real(self, n: int, ctx: StepContext) -> Tensor:
+        real = self.o.real
+        if real is None:
+            return self._teacher(ctx).sample(n, generator=ctx.generator).to(ctx.device)
+        if isinstance(real, Tensor):
+            idx = torch.randint(real.shape[0], (n,), generator=ctx.cpu_generator)
+            return real[idx].to(ctx.device)
+        return real(n, ctx.generator).to(ctx.device)
+
+    def _logit(self, ctx: StepContext, x_t: Tensor, sigma: Tensor, *, unwrap: bool = False) -> Tensor:
+        disc = ctx.unwrap("discriminator") if unwrap else ctx.models["discriminator"]
+        if self.c.feature_source == "fake_score":
+            fake = ctx.unwrap("fake_score") if unwrap else ctx.models["fake_score"]
+            return disc(x_t, sigma, fake.features(x_t, sigma))
+        return disc(x_t, sigma)
+
+    def _bins(self, sigma: Tensor) -> Tensor:
+        c = self.c
+        pos = (sigma.log() - math.log(c.sigma_min)) / (math.log(c.sigma_max) - math.log(c.sigma_min))
+        return (pos * c.time_bins).long().clamp(0, c.time_bins - 1).cpu()
+
+    def _log_ratio(self, logit: Tensor, sigma: Tensor) -> Tensor:
+        """Clamped logit, divided by the per-bin running mean of r (updated here), clamped again."""
+        c = self.c
+        log_r = logit.float().clamp(-c.logit_clamp, c.logit_clamp)
+        if c.ratio_ema > 0:
+            bins, r = self._bins(sigma), log_r.exp().cpu()
+            mean = self.o.ratio_mean
+            for b in bins.unique().tolist():
+                mean[b] = c.ratio_ema * mean[b] + (1 - c.ratio_ema) * r[bins == b].mean()
+            log_r = log_r - mean[bins].to(log_r.device).log()
+        lo, hi = c.ratio_clamp
+        return log_r.clamp(math.log(lo), math.log(hi))
+
+    # -------------------------------------------------------------------- steps
+    def _critic_step(self, ctx: StepContext) -> dict[str, Tensor]:
+        n, shared = self.c.batch_size, self.c.feature_source == "fake_score"
+        with torch.no_grad():
+            x0 = ctx.unwrap("generator")(torch.randn(n, *self.o.sample_shape, generator=ctx.generator, device=ctx.device))
+        sigma, eps = self._noise(n, ctx)
+        dsm, x_fake, feat_fake = ctx.models["fake_score"].dsm_terms(x0, sigma, eps)
+        sig_r, eps_r = self._noise(n, ctx)
+        x_real = self._real(n, ctx) + sig_r.view((-1,) + (1,) * (x0.ndim - 1)) * eps_r
+        if shared:  # the fake samples' features come from the DSM forward
+            logit_fake = ctx.models["discriminator"](x_fake, sigma, feat_fake)
+            logit_real = self._logit(ctx, x_real, sig_r)
+        else:  # one forward of the discriminator's own encoder on both halves
+            logits = self._logit(ctx, torch.cat([x_fake.detach(), x_real]), torch.cat([sigma, sig_r]))
+            logit_fake, logit_real = logits[:n], logits[n:]
+        disc = F.softplus(-logit_real).mean() + F.softplus(logit_fake).mean()
+        ctx.update("critic", dsm + self.c.disc_weight * disc)
+        acc = 0.5 * ((logit_real > 0).float().mean() + (logit_fake < 0).float().mean())
+        return {"critic/dsm": dsm.detach(), "critic/disc": disc.detach(), "critic/disc_acc": acc}
+
+    def _generator_step(self, ctx: StepContext) -> dict[str, Tensor]:
+        c, n = self.c, self.c.batch_size
+        z = torch.randn(n, *self.o.sample_shape, generator=ctx.generator, device=ctx.device)
+        x0 = ctx.models["generator"](z)
+        sigma, eps = self._noise(n, ctx)
+        x_t = x0 + sigma.view((-1,) + (1,) * (x0.ndim - 1)) * eps
+        with torch.no_grad():
+            xd = x_t.detach()
+            s_p = self._teacher(ctx).score(xd, sigma)
+            s_q = ctx.unwrap("fake_score").score(xd, sigma)
+            log_r = self._log_ratio(self._logit(ctx, xd, sigma, unwrap=True), sigma)
+        loss = fdistill_surrogate(x_t, s_p, s_q, log_r, divergence=c.divergence, normalize=c.normalize_h,
+                                  time_weight=TIME_WEIGHTS[c.time_weight](sigma))
+        metrics = {"gen/log_r": log_r.mean(), "gen/h": fdistill_weight(log_r, c.divergence, normalize=False).mean()}
+        if c.gan_weight > 0:
+            with ctx.frozen("fake_score", "discriminator"):
+                gan = F.softplus(-self._logit(ctx, x_t, sigma, unwrap=True)).mean()
+            loss = loss + c.gan_weight * gan
+            metrics["gen/gan"] = gan.detach()
+        ctx.update("generator", loss)
+        self._update_ema(ctx)
+        return metrics
+
+    @torch.no_grad()
+    def _update_ema(self, ctx: StepContext) -> None:
+        d = self.c.ema_decay
+        for p_ema, p in zip(ctx.unwrap("generator_ema").parameters(), ctx.unwrap("generator").parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - d)
+        for b_ema, b in zip(ctx.unwrap("generator_ema").buffers(), ctx.unwrap("generator").buffers()):
+            b_ema.copy_(b)
+
+    def train_step(self, batch: Any, ctx: StepContext) -> StepOutput:
+        critic: dict[str, Tensor] = {}
+        for _ in range(self.c.critic_steps + (self.c.critic_warmup if ctx.step == 0 else 0)):
+            critic = self._critic_step(ctx)
+        return StepOutput(loss=None, metrics={**critic, **self._generator_step(ctx)})
+
+    @torch.no_grad()
+    def evaluate(self, ctx: StepContext) -> dict[str, Tensor]:
+        """Sliced Wasserstein (flattened samples) between the EMA generator and real samples."""
+        n = self.c.eval_samples
+        fake = ctx.unwrap("generator_ema")(torch.randn(n, *self.o.sample_shape, generator=ctx.generator,
+                                                        device=ctx.device))
+        real = self._real(n, ctx)
+        return {"sliced_wasserstein": sliced_wasserstein(fake.flatten(1).float(), real.flatten(1).float(),
+                                                         generator=ctx.generator)}

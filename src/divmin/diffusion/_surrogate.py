@@ -1,0 +1,108 @@
+"""The f-distill generator gradient as a surrogate loss (Xu, Nie & Vahdat 2025).
+
+Convention (DESIGN.md): P = p_sigma, the noised teacher; Q = q_sigma, the noised
+one-step student; r = p_sigma / q_sigma and D_f(P || Q) = E_Q[f(r)].
+
+Derivation. The student draws x_t = G_theta(z) + sigma * eps. Since
+d/dtheta int q_theta f(p/q_theta) = int (dq_theta/dtheta) g(r) with g = f - r f',
+and for a fixed function psi, int (dq_theta/dtheta) psi = E_z,eps[grad_x psi(x_t) . dx_t/dtheta]
+(reparameterisation), taking psi = g(r(.)) with r frozen gives
+
+    grad_theta D_f(p_sigma || q_sigma) = E[ grad_x g(r)(x_t) . dx_t/dtheta ],
+    grad_x g(r) = g'(r) r grad_x log r = -r^2 f''(r) (s_P - s_Q) = h(r) (s_Q - s_P),
+
+with h = r^2 f'' (the registry's ``h``) and s_P, s_Q the scores of p_sigma, q_sigma.
+Reverse KL has h = 1: this is DMD / variational score distillation. The
+surrogate below is ``mean_b <w_b h(r_b) (s_Q - s_P)_b, x_t,b>`` with the weight
+detached, so its gradient through x_t (and on through the generator) is exactly
+that estimator; tests check it against a quadrature of D_f in 1-D.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..divergences import Divergence, as_divergence
+
+__all__ = ["check_fdistill_divergence", "fdistill_surrogate", "fdistill_weight"]
+
+# log r values at which a member's h is probed to decide whether it gives any gradient.
+_PROBE = torch.linspace(-8.0, 8.0, 33, dtype=torch.float64)
+
+
+def check_fdistill_divergence(divergence: str | Divergence) -> Divergence:
+    """The registry member, or ValueError when its h = r^2 f'' is unusable (missing, 0, < 0, NaN)."""
+    div = as_divergence(divergence)
+    try:
+        h = div.h(_PROBE)
+    except NotImplementedError:
+        raise ValueError(f"`divergence`: {div} defines no h = r^2 f''; f-distill needs one") from None
+    if not bool(torch.isfinite(h).all()) or bool((h < 0).any()):
+        raise ValueError(f"`divergence`: {div} has a non-finite or negative h = r^2 f''")
+    if bool((h == 0).all()):
+        raise ValueError(f"`divergence`: {div} has h = r^2 f'' = 0 almost everywhere "
+                         "(f is piecewise linear), so f-distill gets no gradient from it")
+    return div
+
+
+def fdistill_weight(log_ratio: Tensor, divergence: str | Divergence, *, normalize: bool = True) -> Tensor:
+    """h(r) per sample in fp32 or wider, (B,); divided by its batch mean when ``normalize``."""
+    div = as_divergence(divergence)
+    dtype = torch.promote_types(log_ratio.dtype, torch.float32)
+    h = div.h(log_ratio.detach().to(dtype))
+    if normalize:
+        h = h / h.mean().clamp_min(torch.finfo(dtype).tiny)
+    return h
+
+
+def fdistill_surrogate(
+    x_t: Tensor,
+    teacher_score: Tensor,
+    fake_score: Tensor,
+    log_ratio: Tensor,
+    *,
+    divergence: str | Divergence,
+    normalize: bool = True,
+    time_weight: Tensor | None = None,
+) -> Tensor:
+    """A scalar whose gradient w.r.t. ``x_t`` is the f-distill generator gradient.
+
+    d(surrogate)/d x_t[b] = w_b h(r_b) (fake_score[b] - teacher_score[b]) / B, so
+    backpropagating it through x_t = G_theta(z) + sigma eps gives the Monte-Carlo
+    estimate of grad_theta E_sigma[w(sigma) D_f(p_sigma || q_sigma)] (module docstring).
+
+    Args:
+        x_t: (B, *shape) noised student samples, attached to the generator's graph.
+        teacher_score: (B, *shape) score of the noised teacher at x_t (s_P).
+        fake_score: (B, *shape) score of the noised student at x_t (s_Q), e.g. the
+            fake score network fitted to the student's samples.
+        log_ratio: (B,) estimates of log r = log p_sigma(x_t) - log q_sigma(x_t).
+        divergence: registry name or member; must have a usable h (see
+            :func:`check_fdistill_divergence`: total variation is refused).
+        normalize: divide h by its (detached) batch mean, the DMD / FastGen
+            normaliser; False gives the unnormalised (unbiased) gradient.
+        time_weight: optional (B,) weights w(sigma_b) >= 0, e.g. sigma^2 to turn
+            score differences into denoiser differences.
+
+    Returns: a 0-d tensor in x_t's dtype (its value has no meaning; only its gradient).
+    """
+    div = check_fdistill_divergence(divergence)
+    if not isinstance(x_t, Tensor) or x_t.ndim < 1:
+        raise TypeError("`x_t` must be a tensor of shape (B, ...)")
+    for name, t in (("teacher_score", teacher_score), ("fake_score", fake_score)):
+        if not isinstance(t, Tensor) or t.shape != x_t.shape:
+            raise ValueError(f"`{name}` must be a tensor of x_t's shape {tuple(x_t.shape)}")
+    b = x_t.shape[0]
+    if not isinstance(log_ratio, Tensor) or log_ratio.shape != (b,):
+        raise ValueError(f"`log_ratio` must be a tensor of shape ({b},)")
+    if bool(torch.isnan(log_ratio).any()):
+        raise ValueError("`log_ratio` contains NaN")
+    w = fdistill_weight(log_ratio, div, normalize=normalize)
+    if time_weight is not None:
+        if not isinstance(time_weight, Tensor) or time_weight.shape != (b,):
+            raise ValueError(f"`time_weight` must be a tensor of shape ({b},)")
+        w = w * time_weight.detach().to(w.dtype)
+    diff = (fake_score.detach() - teacher_score.detach()).to(w.dtype)
+    direction = w.reshape(-1, *([1] * (x_t.ndim - 1))) * diff
+    return (direction * x_t.to(w.dtype)).flatten(1).sum(1).mean().to(x_t.dtype)

@@ -1,0 +1,230 @@
+"""Recipe ``fdistill-images``: a digits diffusion teacher, distilled into one-step students.
+
+Data: scikit-learn's 8x8 digits (1797 images, shipped with the package), scaled
+to [-1, 1]. Steps, all on the shared engine:
+
+1. a small classifier is trained on the training split; its penultimate features
+   give a Fréchet distance ("FD", FID-like) and its predictions the class coverage;
+2. an EDM denoiser (MLP backbone on CPU, conv backbone with ``--set backbone=conv``)
+   is trained by denoising score matching: the teacher, sampled with EDM's Heun
+   solver (2 x sampler_steps - 1 function evaluations);
+3. for each divergence a one-step generator x = D(sigma_init z, sigma_init),
+   initialised from the teacher (DMD2), is distilled with
+   :class:`~divmin.diffusion.FDistill` (fake score initialised from the teacher, the
+   discriminator on its trunk, real samples from the training split).
+
+Reported: FD to the held-out split and class coverage of the held-out data, the
+teacher's multi-step sampler, the one-step teacher (the generator before
+distillation) and each student.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..diffusion import (
+    ConvBackbone,
+    DenoiserGenerator,
+    DenoiserTrainingConfig,
+    EDMDenoiser,
+    FDistill,
+    FDistillConfig,
+    MLPBackbone,
+    RatioHead,
+    train_denoiser,
+)
+from ..divergences import divergence
+from ..engine import EngineConfig, StepContext, Trainer
+from ..eval._samples import class_coverage, frechet_distance
+from ._registry import RecipeResult, recipe
+
+
+def _engine(steps: int) -> EngineConfig:
+    return EngineConfig(max_steps=steps, log_every=max(steps // 4, 1), max_grad_norm=10.0, progress=False,
+                        tensorboard=False)
+
+
+def _default_fdistill() -> FDistillConfig:
+    return FDistillConfig(batch_size=128, critic_steps=2, lr_generator=1e-4, lr_critic=3e-4, sigma_min=0.1,
+                          sigma_max=10.0, sigma_sampling="log_uniform", feature_source="fake_score",
+                          gan_weight=1e-3, ema_decay=0.99, eval_samples=500, engine=_engine(300))
+
+
+@dataclasses.dataclass
+class FDistillImagesConfig:
+    divergences: tuple[str, ...] = ("reverse_kl", "js")  # one student per registry name
+    seed: int = 0  # seed of every stage
+    backbone: str = "mlp"  # "mlp" (CPU-sized) or "conv" (for a GPU)
+    width: int = 256  # MLP hidden size, or conv channels
+    depth: int = 3  # residual blocks
+    teacher_steps: int = 2000  # denoiser training steps
+    teacher_lr: float = 1e-3  # denoiser Adam learning rate
+    sampler_steps: int = 18  # EDM Heun steps of the teacher's sampler (NFE = 2 x steps - 1)
+    teacher_sigma_max: float = 80.0  # largest noise level of the teacher's training and sampler (EDM)
+    # the generator is D(sigma_init z, sigma_init), the teacher's denoiser at one noise level (DMD2 uses
+    # sigma_max; on 8x8 digits D at 80 ignores z and a student started there collapsed to 2-3 classes)
+    sigma_init: float = 5.0
+    classifier_steps: int = 600  # feature classifier training steps
+    test_fraction: float = 0.3  # held-out share of the digits (FD reference)
+    eval_samples: int = 1000  # generated samples per metric
+    coverage: float = 0.5  # a class is covered when its share >= coverage x 1/10
+    fdistill: FDistillConfig = dataclasses.field(default_factory=_default_fdistill)  # method settings
+    resume: bool = False  # unused: every stage restarts
+
+    def __post_init__(self) -> None:
+        if self.backbone not in _BACKBONES:
+            raise ValueError(f"`backbone` must be one of {sorted(_BACKBONES)}, got {self.backbone!r}")
+        for name in self.divergences:
+            divergence(name)
+        for name in ("width", "depth", "teacher_steps", "sampler_steps", "classifier_steps", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1")
+        if not 0 < self.test_fraction < 1 or not 0 < self.sigma_init <= self.teacher_sigma_max:
+            raise ValueError("`test_fraction` must be in (0, 1) and 0 < `sigma_init` <= `teacher_sigma_max`")
+        if not 0 < self.coverage <= 1:
+            raise ValueError("`coverage` must be in (0, 1]")
+
+
+class _FlatMLP(nn.Module):
+    """MLPBackbone on flattened images (B, 1, 8, 8)."""
+
+    def __init__(self, width: int, depth: int) -> None:
+        super().__init__()
+        self.mlp, self.width = MLPBackbone(64, width, depth), width
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> tuple[Tensor, Tensor]:
+        out, feat = self.mlp(x.flatten(1), c_noise)
+        return out.view_as(x), feat
+
+
+_BACKBONES = {"mlp": lambda c: _FlatMLP(c.width, c.depth), "conv": lambda c: ConvBackbone(1, c.width, c.depth)}
+
+
+def load_digits_images(seed: int, test_fraction: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(train images (N, 1, 8, 8) in [-1, 1], train labels, test images, test labels).
+
+    Reads scikit-learn's bundled ``digits.csv.gz`` directly (no sklearn import, no download).
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("fdistill-images needs the digits data shipped with scikit-learn: pip install scikit-learn")
+    table = np.loadtxt(Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz", delimiter=",")
+    x = torch.tensor(table[:, :64], dtype=torch.float32).view(-1, 1, 8, 8) / 8.0 - 1.0
+    y = torch.tensor(table[:, 64], dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_test = int(len(y) * test_fraction)
+    return x[perm[n_test:]], y[perm[n_test:]], x[perm[:n_test]], y[perm[:n_test]]
+
+
+class DigitClassifier(nn.Module):
+    """MLP 64 -> 256 -> 64 -> 10; ``features`` are the 64-d penultimate activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.SiLU(), nn.Linear(256, 64), nn.SiLU())
+        self.head = nn.Linear(64, 10)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+
+class _ClassifierTask:
+    def __init__(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
+        self.model, self.x, self.y = model, x, y
+
+    def models(self) -> dict[str, nn.Module]:
+        return {"classifier": self.model}
+
+    def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {"adam": torch.optim.Adam(models["classifier"].parameters(), lr=1e-3)}
+
+    def train_step(self, batch: Any, ctx: StepContext) -> Tensor:
+        idx = torch.randint(len(self.y), (128,), generator=ctx.cpu_generator)
+        x = self.x[idx] + 0.05 * torch.randn(self.x[idx].shape, generator=ctx.cpu_generator)  # light noise
+        return F.cross_entropy(ctx.models["classifier"](x.to(ctx.device)), self.y[idx].to(ctx.device))
+
+
+def _metrics(clf: DigitClassifier, x: Tensor, ref_features: Tensor, coverage: float) -> dict[str, Any]:
+    with torch.no_grad():
+        x = x.float().clamp(-1, 1).cpu()
+        feats, labels = clf.features(x), clf(x).argmax(-1)
+    cc = class_coverage(labels, 10, coverage=coverage)
+    return {"FD": frechet_distance(feats, ref_features), "classes covered": cc.covered, "class TV": cc.tv}
+
+
+def _student(c: FDistillImagesConfig, teacher: nn.Module, real: Tensor, name: str, out: Path) -> FDistill:
+    torch.manual_seed(c.seed)
+    gen = DenoiserGenerator(teacher.denoiser, c.sigma_init)
+    fake = copy.deepcopy(teacher.denoiser).requires_grad_(True)
+    disc = RatioHead(fake.width)
+    engine = dataclasses.replace(c.fdistill.engine, seed=c.seed, out_dir=str(out / f"student-{name}"))
+    cfg = dataclasses.replace(c.fdistill, divergence=name, engine=engine)
+    fd = FDistill(teacher, gen, fake, cfg, sample_shape=(1, 8, 8), real=real, discriminator=disc)
+    fd.fit()
+    return fd
+
+
+@recipe("fdistill-images", FDistillImagesConfig, "digits diffusion teacher vs one-step f-distill students (FD, classes)")
+def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeResult:
+    c = config
+    x_tr, y_tr, x_te, y_te = load_digits_images(c.seed, c.test_fraction)
+    torch.manual_seed(c.seed)
+    clf_trainer = Trainer(_ClassifierTask(DigitClassifier(), x_tr, y_tr),
+                          dataclasses.replace(_engine(c.classifier_steps), seed=c.seed, out_dir=str(out_dir / "classifier")))
+    clf_trainer.fit()
+    clf = clf_trainer.models["classifier"].cpu().eval()
+    with torch.no_grad():
+        ref = clf.features(x_te)
+        test_acc = float((clf(x_te).argmax(-1) == y_te).float().mean())
+    torch.manual_seed(c.seed)
+    denoiser = EDMDenoiser(_BACKBONES[c.backbone](c), sigma_data=float(x_tr.std()))
+    teacher = train_denoiser(denoiser, x_tr, DenoiserTrainingConfig(
+        lr=c.teacher_lr, sigma_max=c.teacher_sigma_max,
+        engine=dataclasses.replace(_engine(c.teacher_steps), seed=c.seed, out_dir=str(out_dir / "teacher"))))
+    teacher.sampler_steps = c.sampler_steps
+    gen = torch.Generator(device=next(teacher.parameters()).device).manual_seed(c.seed + 1)
+    rows = [{"sampler": "training data", "NFE": 0, **_metrics(clf, x_tr[: c.eval_samples], ref, c.coverage)},
+            {"sampler": "teacher (EDM Heun)", "NFE": 2 * c.sampler_steps - 1,
+             **_metrics(clf, teacher.sample(c.eval_samples, generator=gen), ref, c.coverage)},
+            {"sampler": "teacher, one step", "NFE": 1,
+             **_metrics(clf, DenoiserGenerator(teacher.denoiser, c.sigma_init)(
+                 torch.randn(c.eval_samples, 1, 8, 8, generator=gen, device=gen.device)).detach(), ref, c.coverage)}]
+    grids = {"teacher": teacher.sample(64, generator=gen)}
+    for name in c.divergences:
+        fd = _student(c, teacher, x_tr, name, out_dir)
+        x = fd.sample(c.eval_samples, generator=gen)
+        rows.append({"sampler": f"student {name}", "NFE": 1, **_metrics(clf, x, ref, c.coverage)})
+        grids[name] = x[:64]
+    plot = _image_grids(grids, out_dir / "fdistill_images.png")
+    summary = {"classifier_test_accuracy": test_acc,
+               "best_student_fd": min((r for r in rows if r["sampler"].startswith("student")), key=lambda r: r["FD"])["sampler"]}
+    return RecipeResult(["sampler", "NFE", "FD", "classes covered", "class TV"], rows, [str(plot)], summary)
+
+
+def _image_grids(grids: dict[str, Tensor], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(grids), figsize=(2.6 * len(grids), 2.8), squeeze=False)
+    for ax, (name, x) in zip(axes.flat, grids.items()):
+        x = x[:64].float().clamp(-1, 1).cpu().reshape(8, 8, 8, 8).permute(0, 2, 1, 3).reshape(64, 64)
+        ax.imshow(x.numpy(), cmap="gray_r", vmin=-1, vmax=1)
+        ax.set(xticks=[], yticks=[], title=name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
