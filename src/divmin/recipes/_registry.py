@@ -14,12 +14,15 @@ and returns the result, whose table the CLI prints.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
+
+import torch
 
 __all__ = [
     "Recipe",
@@ -30,6 +33,7 @@ __all__ = [
     "parse_overrides",
     "recipe",
     "run_recipe",
+    "torch_threads",
 ]
 
 
@@ -199,3 +203,18 @@ def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *,
                "plots": result.plots, "summary": _jsonable(result.summary)}
     (out / "results.json").write_text(json.dumps(payload, indent=2))
     return result
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: leave as is), then restore.
+
+    Tiny models run fastest on one thread, and do not fight other processes for cores.
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
 from ..engine import EngineConfig, Trainer
-from ._registry import RecipeResult, recipe
+from ._registry import RecipeResult, recipe, torch_threads
 
 __all__ = ["KDClsConfig", "run_kd_cls"]
 
@@ -160,13 +160,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 @recipe("kd-cls", KDClsConfig, "distil a classifier into a smaller student with each divergence and SinKD")
 def run_kd_cls(config: KDClsConfig, out_dir: Path) -> RecipeResult:
-    before = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    try:
+    with torch_threads(config.num_threads):
         return _run(config, out_dir)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(config: KDClsConfig, out_dir: Path) -> RecipeResult:

@@ -36,7 +36,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from ..distill import DistillConfig, DistillTrainer, LMCollator, token_kd_loss
 from ..divergences import divergence
 from ..engine import EngineConfig, Trainer
-from ._registry import RecipeResult, recipe
+from ._registry import RecipeResult, recipe, torch_threads
 
 __all__ = ["KDLMConfig", "MarkovCorpus", "run_kd_lm"]
 
@@ -202,13 +202,8 @@ def _student_config(c: KDLMConfig, method: str, seed: int, out: Path) -> Distill
 
 @recipe("kd-lm", KDLMConfig, "distil a tiny GPT-2 into a smaller one with several divergences, on/off-policy")
 def run_kd_lm(config: KDLMConfig, out_dir: Path) -> RecipeResult:
-    before = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    try:
+    with torch_threads(config.num_threads):
         return _run(config, out_dir)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
