@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _is_config_error(err: Exception) -> bool:
     text = str(err)
     return any(s in text for s in ("unknown recipe", "unknown config key", "--set", "config key",
-                                   "unknown divergence", "must"))
+                                   "unknown divergence", "must", "does not resume"))
 
 
 if __name__ == "__main__":  # pragma: no cover

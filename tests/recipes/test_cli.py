@@ -8,7 +8,7 @@ import pytest
 
 import divmin
 from divmin.cli import main
-from divmin.recipes import available_recipes, parse_overrides
+from divmin.recipes import available_recipes, parse_overrides, run_recipe
 from divmin.recipes.fit import FitConfig
 
 
@@ -55,3 +55,11 @@ def test_overrides_reach_nested_configs_and_coerce_types():
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
     assert cfg.engine.max_steps == 7 and cfg.means == (-3.0, 0.0, 3.0)
     assert dataclasses.is_dataclass(cfg.engine)
+
+
+def test_resume_is_refused_by_recipes_that_cannot_resume(tmp_path, capsys):
+    with pytest.raises(ValueError, match="does not resume"):
+        run_recipe("kd-cls", tmp_path, [], resume=True)
+    assert not (tmp_path / "config.json").exists()
+    assert main(["run", "fdistill-gmm", "--out", str(tmp_path), "--resume"]) == 2
+    assert "does not resume" in capsys.readouterr().err

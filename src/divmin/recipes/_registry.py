@@ -193,6 +193,8 @@ def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *,
     """Run recipe ``name`` into ``out_dir``; see the module docstring for what is written."""
     rec = get_recipe(name)
     config = parse_overrides(rec.config_cls(), overrides)
+    if resume and not hasattr(config, "resume"):
+        raise ValueError(f"recipe {name!r} does not resume (its runs are short and restart); run it without --resume")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(config, "resume"):

@@ -54,7 +54,6 @@ class FDistillGMMConfig:
     coverage: float = 0.25  # a mode is covered when its share >= coverage x its weight
     pr_k: int = 5  # k of the k-NN precision / recall
     fdistill: FDistillConfig = dataclasses.field(default_factory=_default_fdistill)  # method settings (divergence overridden)
-    resume: bool = False  # unused: every run is short and restarts
 
     def __post_init__(self) -> None:
         if not self.divergences or not self.seeds:

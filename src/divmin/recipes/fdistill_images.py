@@ -78,7 +78,6 @@ class FDistillImagesConfig:
     eval_samples: int = 1000  # generated samples per metric
     coverage: float = 0.5  # a class is covered when its share >= coverage x 1/10
     fdistill: FDistillConfig = dataclasses.field(default_factory=_default_fdistill)  # method settings
-    resume: bool = False  # unused: every stage restarts
 
     def __post_init__(self) -> None:
         if self.backbone not in _BACKBONES:

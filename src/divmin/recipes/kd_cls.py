@@ -67,7 +67,6 @@ class KDClsConfig:
     alpha: float = 0.9  # weight of the soft loss; CE gets 1 - alpha
     sinkd_weight: float = 0.0008  # SinKD term weight (research code 0.001 x 0.8)
     num_threads: int | None = 1  # torch intra-op threads during the run (tiny models: 1 is fastest); None = as is
-    resume: bool = False  # unused (every run is short); kept for the CLI's --resume
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
 
     def __post_init__(self) -> None:

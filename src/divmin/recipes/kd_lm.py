@@ -71,7 +71,6 @@ class KDLMConfig:
     batch_size: int = 32  # student micro-batch size
     lmbda: float = 0.5  # on-policy fraction of the ":on-policy" methods
     num_threads: int | None = 1  # torch intra-op threads during the run (tiny models: 1 is fastest); None = as is
-    resume: bool = False  # unused (every run is short); kept for the CLI's --resume
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
 
     def __post_init__(self) -> None:
