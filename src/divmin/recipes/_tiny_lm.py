@@ -27,7 +27,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from ..align._logps import sequence_logps
 from ..engine import EngineConfig, StepOutput, Trainer
 
-__all__ = ["BAD", "GOOD", "NEUTRAL", "TOPICS", "VOCAB", "build_model", "build_tokenizer", "corpus",
+__all__ = ["BAD", "GOOD", "NEUTRAL", "TOPICS", "VOCAB", "build_model", "build_tokenizer", "check_corpus_config", "corpus",
            "prompt_text", "response_logps", "sample_responses", "true_reward", "warm_up"]
 
 SPECIALS = ["[PAD]", "[EOS]", "[UNK]"]
@@ -57,6 +57,24 @@ def build_model(seed: int, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, 
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                      bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
     return GPT2LMHeadModel(cfg)
+
+
+def check_corpus_config(config) -> None:
+    """Validate the corpus / warm-up fields shared by the tiny-LM recipes' configs."""
+    if min(config.p_good, config.p_bad) < 0 or config.p_good + config.p_bad > 1:
+        raise ValueError("`p_good` and `p_bad` must be >= 0 with p_good + p_bad <= 1")
+    lo, hi = config.response_words
+    if not 1 <= lo <= hi or hi + 2 > config.max_new_tokens:
+        raise ValueError("`response_words` must be (min, max) with 1 <= min <= max <= max_new_tokens - 2")
+    if not 1 <= config.heldout_topics < len(TOPICS):
+        raise ValueError(f"`heldout_topics` must be in [1, {len(TOPICS) - 1}]")
+    for name in ("n_layer", "n_embd", "corpus_size", "sft_steps", "sft_batch"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"`{name}` must be >= 1")
+    if not config.sft_lr > 0:
+        raise ValueError("`sft_lr` must be > 0")
+    if config.n_embd % 2:
+        raise ValueError("`n_embd` must be even (2 attention heads)")
 
 
 def prompt_text(topic: str) -> str:

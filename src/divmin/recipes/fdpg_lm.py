@@ -75,19 +75,12 @@ class FDPGLMConfig:
             raise ValueError("`divergences` must be non-empty")
         for spec in self.divergences:
             parse_divergence(spec)  # unknown names fail here, listing the valid ones
-        if not 0 < self.epsilon < 1 or not self.lr > 0 or not self.sft_lr > 0:
-            raise ValueError("`epsilon` must be in (0, 1) and `lr`, `sft_lr` > 0")
-        if min(self.p_good, self.p_bad) < 0 or self.p_good + self.p_bad > 1:
-            raise ValueError("`p_good` and `p_bad` must be >= 0 with p_good + p_bad <= 1")
-        lo, hi = self.response_words
-        if not 1 <= lo <= hi or hi + 2 > self.max_new_tokens:
-            raise ValueError("`response_words` must be (min, max) with 1 <= min <= max <= max_new_tokens - 2")
-        if not 1 <= self.min_good <= hi:
-            raise ValueError(f"`min_good` must be in [1, {hi}] (response_words max)")
-        if not 1 <= self.heldout_topics < len(lm.TOPICS):
-            raise ValueError(f"`heldout_topics` must be in [1, {len(lm.TOPICS) - 1}]")
-        for name in ("n_layer", "n_embd", "corpus_size", "sft_steps", "sft_batch", "contexts_per_step",
-                     "eval_samples", "z_samples"):
+        if not 0 < self.epsilon < 1 or not self.lr > 0:
+            raise ValueError("`epsilon` must be in (0, 1) and `lr` > 0")
+        lm.check_corpus_config(self)
+        if not 1 <= self.min_good <= self.response_words[1]:
+            raise ValueError(f"`min_good` must be in [1, {self.response_words[1]}] (response_words max)")
+        for name in ("contexts_per_step", "eval_samples", "z_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1")
         if self.mode not in ("online", "offline"):

@@ -90,19 +90,10 @@ class FDPOLMConfig:
             raise ValueError("`beta`, `lr`, `sft_lr` and `reward_scale` must be positive")
         if self.length_penalty < 0:
             raise ValueError("`length_penalty` must be >= 0")
-        if min(self.p_good, self.p_bad) < 0 or self.p_good + self.p_bad > 1:
-            raise ValueError("`p_good` and `p_bad` must be >= 0 with p_good + p_bad <= 1")
-        lo, hi = self.response_words
-        if not 1 <= lo <= hi or hi + 2 > self.max_new_tokens:
-            raise ValueError("`response_words` must be (min, max) with 1 <= min <= max <= max_new_tokens - 2")
-        if not 1 <= self.heldout_topics < len(lm.TOPICS):
-            raise ValueError(f"`heldout_topics` must be in [1, {len(lm.TOPICS) - 1}]")
-        for name in ("n_layer", "n_embd", "corpus_size", "sft_steps", "sft_batch", "train_pairs", "eval_pairs",
-                     "batch_size", "samples_per_prompt"):
+        lm.check_corpus_config(self)
+        for name in ("train_pairs", "eval_pairs", "batch_size", "samples_per_prompt"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1")
-        if self.n_embd % 2:
-            raise ValueError("`n_embd` must be even (2 attention heads)")
 
 
 def warm_up(config: FDPOLMConfig, tokenizer, out_dir: Path) -> tuple[torch.nn.Module, float]:
