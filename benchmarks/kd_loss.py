@@ -8,7 +8,10 @@ head (V, H) get gradients, teacher hidden states and head are constants.
   (full log-softmaxes, a stacked log-sum-exp for the mixture, two elementwise KLs);
 * ``token_kd_loss``: the same logits, then :func:`divmin.distill.token_kd_loss`
   (closed form, chunked analytic backward);
-* ``fused``: :func:`divmin.distill.fused_linear_kd_loss` (never forms the N x V logits);
+* ``fused``: :func:`divmin.distill.fused_linear_kd_loss`, ``backend="torch"`` (never forms the
+  N x V logits);
+* ``fused-triton``: the same with ``backend="triton"`` (per-row kernel, gradients in place),
+  when the device is CUDA and ``triton`` imports;
 * ``liger``: Liger-Kernel's ``LigerFusedLinearJSDLoss``, when ``liger_kernel`` imports
   and the device is CUDA.
 
@@ -64,8 +67,9 @@ def _step(variant: str, hs, ws, ht, wt, args: argparse.Namespace, liger=None) ->
         loss = gkd_style_loss(hs @ ws.T, (ht @ wt.T).detach(), beta=BETA)
     elif variant == "token_kd_loss":
         loss = token_kd_loss(hs @ ws.T, (ht @ wt.T).detach(), divergence=_div(), chunk_size=args.chunk_size)
-    elif variant == "fused":
-        loss = fused_linear_kd_loss(hs, ws, ht, wt, divergence=_div(), chunk_size=args.fused_chunk)
+    elif variant in ("fused", "fused-triton"):
+        backend = "triton" if variant == "fused-triton" else "torch"
+        loss = fused_linear_kd_loss(hs, ws, ht, wt, divergence=_div(), chunk_size=args.fused_chunk, backend=backend)
     else:
         loss = liger(hs, ws, ht, wt)
     loss.backward()
@@ -110,6 +114,12 @@ def time_variants(args: argparse.Namespace, variants: list[str]) -> dict[str, fl
 def _variants(args: argparse.Namespace) -> list[str]:
     out = ["plain", "token_kd_loss", "fused"]
     if args.device.startswith("cuda"):
+        try:
+            import triton  # noqa: F401  (availability check)
+
+            out.append("fused-triton")
+        except ImportError:
+            print("triton not importable: no fused-triton row")
         try:
             import liger_kernel  # noqa: F401  (availability check)
 

@@ -23,12 +23,22 @@ gradient. The teacher is a constant (its inputs get no gradient). Forward cost
 is one extra pair of matmuls per chunk over a forward-only loss, the same total
 as autograd through the unfused loss. Half-precision inputs are multiplied in
 their dtype and everything after the matmuls is in float32.
+
+Backends. ``"torch"`` is the chunked code above, on any device. ``"triton"``
+(``pip install "divmin[triton]"``, CUDA) keeps the matmuls and replaces the
+per-chunk softmaxes, terms and gradient by one kernel (``_triton.py``) that
+streams each row with an online log-sum-exp, holds only per-row scalars, and
+writes dL/db over the chunk's logit buffer in place: the only (rows x V)
+buffers are the two chunks of logits in the input dtype. ``"auto"`` (default)
+takes Triton for CUDA tensors in float32/16/bf16 when it is installed and the
+member has Triton terms (every registry member does), and torch otherwise.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -36,7 +46,10 @@ from torch import Tensor
 from ..divergences import Divergence, as_divergence
 from ._token import VOCAB_POLICIES, check_temperature, label_mask, normalise_sum
 
-__all__ = ["fused_linear_kd_loss", "default_chunk_size"]
+__all__ = ["fused_linear_kd_loss", "default_chunk_size", "BACKENDS"]
+
+BACKENDS = ("auto", "torch", "triton")
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def default_chunk_size(vocab: int) -> int:
@@ -73,8 +86,8 @@ def _chunk(div: Divergence, hs: Tensor, ws: Tensor, ht: Tensor, wt: Tensor, wts:
 
 class _FusedLinearKD(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, hs: Tensor, ws: Tensor, ht: Tensor, wt: Tensor, wts: Tensor, div: Divergence,
-                temperature: float, chunk: int) -> Tensor:
+    def forward(ctx: Any, hs: Tensor, ws: Tensor, ht: Tensor, wt: Tensor, wts: Tensor, chunk_fn: Callable[..., Any],
+                chunk: int) -> Tensor:
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need = need_h or need_w
         grad_h = torch.zeros_like(hs) if need_h else None
@@ -86,7 +99,7 @@ class _FusedLinearKD(torch.autograd.Function):
             c_wts = wts[lo:hi]
             if not bool((c_wts != 0).any()):
                 continue
-            part, g = _chunk(div, hs[lo:hi], ws, ht[lo:hi], wt, c_wts, temperature, need)
+            part, g = chunk_fn(hs[lo:hi], ws, ht[lo:hi], wt, c_wts, need_grad=need)
             total = total + part
             if g is None:
                 continue
@@ -110,7 +123,7 @@ class _FusedLinearKD(torch.autograd.Function):
             grad_h = grad_h * grad_out.to(grad_h.dtype)
         if grad_w is not None:
             grad_w = (grad_w * grad_out.to(grad_w.dtype)).to(ctx.w_dtype)
-        return grad_h, grad_w, None, None, None, None, None, None
+        return grad_h, grad_w, None, None, None, None, None
 
 
 def _check(name: str, x: Any, ndim: int | None = None) -> None:
@@ -135,6 +148,7 @@ def fused_linear_kd_loss(
     num_items: int | float | Tensor | None = None,
     vocab_policy: str = "truncate",
     chunk_size: int | None = None,
+    backend: str = "auto",
 ) -> Tensor:
     """``token_kd_loss(student_hidden @ W^T, teacher_hidden @ W_t^T, ...)`` without the full logits.
 
@@ -145,7 +159,11 @@ def fused_linear_kd_loss(
         teacher_head_weight: ``(V_t, H_t)`` teacher output projection (constant).
         divergence, labels, ignore_index, temperature, num_items, vocab_policy: as in
             :func:`~divmin.distill.token_kd_loss` (same value, same gradients).
-        chunk_size: token rows per chunk; None picks :func:`default_chunk_size` of the vocabulary.
+        chunk_size: token rows per chunk; None picks :func:`default_chunk_size` of the vocabulary
+            (torch) or about ``N H / V`` rows (triton: the logit chunks then take about as much
+            memory as the hidden states, and the matmuls stay large).
+        backend: ``"auto"``, ``"torch"`` or ``"triton"`` (see the module docstring); an explicit
+            ``"triton"`` that cannot run raises instead of falling back.
 
     Returns:
         A scalar in float32 (float64 for float64 inputs). Biases are not supported: fold a
@@ -169,6 +187,8 @@ def fused_linear_kd_loss(
         raise ValueError(f"`vocab_policy` must be one of {VOCAB_POLICIES}, got {vocab_policy!r}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"`chunk_size` must be None or an int >= 1, got {chunk_size!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}")
     div = as_divergence(divergence)
     temperature = check_temperature(temperature)
     ws, wt = student_head_weight, teacher_head_weight.detach()
@@ -182,5 +202,41 @@ def fused_linear_kd_loss(
     acc = torch.float64 if hs.dtype == torch.float64 else torch.float32
     ones = torch.ones(hs.shape[0], dtype=acc, device=hs.device)
     wts = normalise_sum(ones if flat is None else flat.to(acc), flat, hs.shape[0], num_items)
-    chunk = chunk_size or default_chunk_size(max(ws.shape[0], wt.shape[0]))
-    return _FusedLinearKD.apply(hs, ws, ht, wt, wts, div, temperature, chunk)
+    vocab = max(ws.shape[0], wt.shape[0])
+    triton_terms = _triton_terms(backend, div, hs)
+    if triton_terms is None:
+        chunk_fn = functools.partial(_chunk, div, temperature=temperature)
+        chunk = chunk_size or default_chunk_size(vocab)
+    else:
+        from ._triton import triton_chunk
+
+        chunk_fn = functools.partial(triton_chunk, triton_terms, temperature=temperature)
+        chunk = chunk_size or max(default_chunk_size(vocab), _pow2_floor(hs.shape[0] * hs.shape[1] // vocab))
+    return _FusedLinearKD.apply(hs, ws, ht, wt, wts, chunk_fn, chunk)
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(n, 1).bit_length() - 1)
+
+
+def _triton_terms(backend: str, div: Divergence, hs: Tensor) -> tuple[object, tuple[float, float, float]] | None:
+    """The member's Triton terms if the Triton backend runs, else None (torch); raises for an impossible ``"triton"``."""
+    if backend == "torch" or (backend == "auto" and not hs.is_cuda):
+        return None
+    try:
+        from ._triton import interpreting, triton_terms
+    except ImportError as err:
+        if backend == "auto":
+            return None
+        raise ImportError('backend="triton" needs Triton: pip install "divmin[triton]"') from err
+    terms = triton_terms(div)
+    usable = terms is not None and hs.dtype in _TRITON_DTYPES and (hs.is_cuda or interpreting())
+    if usable or backend == "auto":
+        return terms if usable else None
+    if hs.dtype not in _TRITON_DTYPES:
+        raise ValueError(f'backend="triton" computes in float32 and takes float32/16/bf16 inputs, got {hs.dtype}; '
+                         'use backend="torch"')
+    if terms is None:
+        raise ValueError(f'backend="triton" has no terms for {div}: it covers the registry members as registered '
+                         '(not subclasses); use backend="torch"')
+    raise ValueError('backend="triton" needs CUDA tensors (or TRITON_INTERPRET=1 to run the kernel on CPU)')

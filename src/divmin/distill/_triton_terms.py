@@ -1,0 +1,240 @@
+"""Elementwise divergence terms as Triton device functions, one per registry member.
+
+Each function maps log-probabilities ``lp = log P``, ``lq = log Q`` (and their
+exponentials ``p``, ``q``) of one vocabulary block to
+
+    F = Q f(P/Q)    (sums to D_f(P || Q) over the vocabulary)
+    B = Q g(P/Q)    (g = f - r f'; the student-logit gradient is B - Q sum(B))
+
+exactly as :meth:`divmin.Divergence.categorical_terms` does, with the same limits
+at zero probabilities (``-inf`` logs): a term whose weight is 0 is 0, and a term
+that must be infinite (e.g. reverse KL where P = 0 < Q) is ``+inf``. Three
+runtime constants ``c0, c1, c2`` carry a member's parameters (see
+:data:`TRITON_TERMS`). Everything is float32; the kernel in ``_triton.py`` calls
+the function it is handed as a compile-time constant, so one kernel serves every
+member.
+
+This module imports ``triton``; ``divmin.distill`` only imports it when Triton
+is installed (``pip install "divmin[triton]"``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import triton
+import triton.language as tl
+
+from ..divergences import Divergence
+from ..divergences._family import (
+    JS,
+    ForwardKL,
+    Jeffreys,
+    NeymanChi2,
+    PearsonChi2,
+    ReverseKL,
+    SquaredHellinger,
+    TotalVariation,
+)
+from ..divergences._parametric import (
+    Alpha,
+    GeneralizedJS,
+    SkewForwardKL,
+    SkewReverseKL,
+    SoftenedForwardKL,
+    SoftenedReverseKL,
+)
+
+__all__ = ["TRITON_TERMS", "triton_terms"]
+
+
+@triton.jit
+def _wdiff(lw, w, d):
+    """``w * d`` with 0 where the weight is 0 (``lw = log w = -inf``), whatever ``d`` is."""
+    return tl.where(lw == float("-inf"), 0.0, w * d)
+
+
+@triton.jit
+def _logaddexp(a, b):
+    m = tl.maximum(a, b)
+    safe = tl.where(m == float("-inf"), 0.0, m)
+    return tl.where(m == float("-inf"), m, safe + tl.log(tl.exp(a - safe) + tl.exp(b - safe)))
+
+
+@triton.jit
+def _pq_over_m(lp, lq, lm):
+    """``P Q / M`` in log space (bounded when M is a mixture of P and Q); 0 where P or Q is 0."""
+    zero = (lp == float("-inf")) | (lq == float("-inf"))
+    return tl.where(zero, 0.0, tl.exp(lp + lq - lm))
+
+
+@triton.jit
+def forward_kl_terms(lp, lq, p, q, c0, c1, c2):
+    return _wdiff(lp, p, lp - lq), -p
+
+
+@triton.jit
+def reverse_kl_terms(lp, lq, p, q, c0, c1, c2):
+    f = _wdiff(lq, q, lq - lp)
+    return f, f + q
+
+
+@triton.jit
+def mixture_terms(lp, lq, p, q, c0, c1, c2):
+    """Generalized JS with c0 = log b, c1 = log(1 - b), times c2 (js: b = 1/2, c2 = 2)."""
+    lm = _logaddexp(lp + c0, lq + c1)
+    fq = _wdiff(lq, q, lq - lm)
+    return c2 * (tl.exp(c0) * _wdiff(lp, p, lp - lm) + tl.exp(c1) * fq), c2 * tl.exp(c1) * fq
+
+
+@triton.jit
+def skew_forward_kl_terms(lp, lq, p, q, c0, c1, c2):
+    """KL(P || M), M = l P + (1 - l) Q, with c0 = log l, c1 = log(1 - l); B = -(1 - l) P Q / M."""
+    lm = _logaddexp(lp + c0, lq + c1)
+    return _wdiff(lp, p, lp - lm), -tl.exp(c1) * _pq_over_m(lp, lq, lm)
+
+
+@triton.jit
+def skew_reverse_kl_terms(lp, lq, p, q, c0, c1, c2):
+    """KL(Q || M), M = (1 - l) P + l Q, with c0 = log(1 - l), c1 = log l; B = F + (1 - l) P Q / M."""
+    lm = _logaddexp(lp + c0, lq + c1)
+    f = _wdiff(lq, q, lq - lm)
+    return f, f + tl.exp(c0) * _pq_over_m(lp, lq, lm)
+
+
+@triton.jit
+def total_variation_terms(lp, lq, p, q, c0, c1, c2):
+    half_q = 0.5 * q
+    return 0.5 * tl.abs(p - q), tl.where(lq > lp, half_q, tl.where(lq < lp, -half_q, 0.0))
+
+
+@triton.jit
+def squared_hellinger_terms(lp, lq, p, q, c0, c1, c2):
+    d = tl.exp(0.5 * lp) - tl.exp(0.5 * lq)
+    return d * d, q - tl.exp(0.5 * (lp + lq))
+
+
+@triton.jit
+def jeffreys_terms(lp, lq, p, q, c0, c1, c2):
+    both_zero = (lp == float("-inf")) & (lq == float("-inf"))
+    f = tl.where(both_zero, 0.0, (p - q) * (lp - lq))
+    return f, q - p + _wdiff(lq, q, lq - lp)
+
+
+@triton.jit
+def _chi2(lp, lq, p, q):
+    """``(P - Q)^2 / Q`` and ``Q - P^2/Q``: near P = Q as Q (r - 1)^2, far as P^2/Q - 2P + Q, in log space."""
+    t = lp - lq
+    d = tl.exp(t) - 1.0
+    p2q = tl.exp(2.0 * lp - lq)
+    f = tl.where(t > 1.0, p2q - 2.0 * p + q, q * d * d)
+    f = tl.where(lp == float("-inf"), q, f)  # f(0) = 1, also when Q = 0
+    b = tl.where(lp == float("-inf"), q, q - p2q)
+    return f, b
+
+
+@triton.jit
+def pearson_chi2_terms(lp, lq, p, q, c0, c1, c2):
+    return _chi2(lp, lq, p, q)
+
+
+@triton.jit
+def neyman_chi2_terms(lp, lq, p, q, c0, c1, c2):
+    f, _ = _chi2(lq, lp, q, p)  # (P - Q)^2 / P: Pearson with the roles swapped
+    b = tl.where(lq == float("-inf"), 0.0, 2.0 * tl.exp(2.0 * lq - lp) - 2.0 * q)
+    return f, b
+
+
+@triton.jit
+def _expm1(x):
+    """exp(x) - 1 without cancellation near 0 (Taylor to x^5 for |x| < 0.1, relative error < 2e-8)."""
+    taylor = x * (1.0 + x / 2.0 * (1.0 + x / 3.0 * (1.0 + x / 4.0 * (1.0 + x / 5.0))))
+    return tl.where(tl.abs(x) < 0.1, taylor, tl.exp(x) - 1.0)
+
+
+@triton.jit
+def _alpha_side(lw, a, t):
+    """``w f_a(e^t)`` for t <= 0 with w = exp(lw): Amari's f on the side where the ratio is at most 1.
+
+    f_a(e^t) = ((e^{at} - 1)/a - (e^t - 1)) / (a - 1) for a <= 1/2, and the dual
+    ((e^{at} - e^t)/(a - 1) - (e^t - 1)) / a for a > 1/2, so no denominator is small;
+    terms that may overflow are formed in log space (a weight that underflows never
+    meets an f that overflows).
+    """
+    w = tl.exp(lw)
+    at = a * t
+    c = a - 1.0
+    ct = c * t
+    w_em1_t = w * _expm1(t)
+    w_em1_at = tl.where(tl.abs(at) > 1.0, (tl.exp(lw + at) - w) / a, w * _expm1(at) / a)
+    lo = (w_em1_at - w_em1_t) / c
+    w_dual = tl.where(tl.abs(ct) > 1.0, (tl.exp(lw + at) - tl.exp(lw + t)) / c, tl.exp(lw + t) * _expm1(ct) / c)
+    hi = (w_dual - w_em1_t) / a
+    return tl.where(lw == float("-inf"), 0.0, tl.where(a <= 0.5, lo, hi))
+
+
+@triton.jit
+def alpha_terms(lp, lq, p, q, c0, c1, c2):
+    """Amari alpha with c0 = a (not 0 or 1): F = Q f_a(r) for r <= 1, P f_(1-a)(1/r) otherwise (its conjugate)."""
+    t = lp - lq
+    f = tl.where(t > 0.0, _alpha_side(lp, 1.0 - c0, -t), _alpha_side(lq, c0, t))
+    at = c0 * t
+    b = tl.where(tl.abs(at) > 1.0, (q - tl.exp(lq + at)) / c0, -q * _expm1(at) / c0)  # Q (1 - r^a) / a
+    return f, tl.where(lq == float("-inf"), tl.where((lp == float("-inf")) | (c0 < 1.0), 0.0, float("-inf")), b)
+
+
+@triton.jit
+def softened_reverse_kl_terms(lp, lq, p, q, c0, c1, c2):
+    lm = _logaddexp(lp, lq) - 0.6931471805599453  # M = (P + Q)/2
+    return _wdiff(lm, 2.0 * tl.exp(lm), lm - lp), q + _wdiff(lq, q, lm - lp)
+
+
+@triton.jit
+def softened_forward_kl_terms(lp, lq, p, q, c0, c1, c2):
+    lm = _logaddexp(lp, lq) - 0.6931471805599453
+    return _wdiff(lm, 2.0 * tl.exp(lm), lm - lq), _wdiff(lq, q, lm - lq) - p
+
+
+def _log(x: float) -> float:
+    return math.log(x) if x > 0 else -math.inf
+
+
+def _mixture(beta: float, scale: float) -> tuple[float, float, float]:
+    return _log(beta), _log(1.0 - beta), scale
+
+
+def _alpha(div: Alpha) -> tuple[object, tuple[float, float, float]]:
+    a = float(div.alpha)
+    if a == 1.0:
+        return forward_kl_terms, (0.0, 0.0, 0.0)
+    if a == 0.0:
+        return reverse_kl_terms, (0.0, 0.0, 0.0)
+    return alpha_terms, (a, 0.0, 0.0)
+
+
+_NONE = (0.0, 0.0, 0.0)
+
+# exact type -> (member -> (device function, (c0, c1, c2))); a subclass that changes f is not listed
+TRITON_TERMS: dict[type, Callable[[Divergence], tuple[object, tuple[float, float, float]]]] = {
+    ForwardKL: lambda d: (forward_kl_terms, _NONE),
+    ReverseKL: lambda d: (reverse_kl_terms, _NONE),
+    JS: lambda d: (mixture_terms, _mixture(0.5, 2.0)),
+    GeneralizedJS: lambda d: (mixture_terms, _mixture(float(d.beta), 1.0)),
+    SkewForwardKL: lambda d: (skew_forward_kl_terms, (_log(float(d.skew)), _log(1.0 - float(d.skew)), 0.0)),
+    SkewReverseKL: lambda d: (skew_reverse_kl_terms, (_log(1.0 - float(d.skew)), _log(float(d.skew)), 0.0)),
+    TotalVariation: lambda d: (total_variation_terms, _NONE),
+    SquaredHellinger: lambda d: (squared_hellinger_terms, _NONE),
+    Jeffreys: lambda d: (jeffreys_terms, _NONE),
+    PearsonChi2: lambda d: (pearson_chi2_terms, _NONE),
+    NeymanChi2: lambda d: (neyman_chi2_terms, _NONE),
+    Alpha: _alpha,
+    SoftenedReverseKL: lambda d: (softened_reverse_kl_terms, _NONE),
+    SoftenedForwardKL: lambda d: (softened_forward_kl_terms, _NONE),
+}
+
+
+def triton_terms(div: Divergence) -> tuple[object, tuple[float, float, float]] | None:
+    """The device function and constants for ``div``, or None if the member has no Triton terms."""
+    make = TRITON_TERMS.get(type(div))
+    return None if make is None else make(div)
