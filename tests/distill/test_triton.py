@@ -174,7 +174,7 @@ _COMPILE = textwrap.dedent("""
         sig = dict(s_ptr="*" + dt, t_ptr="*" + dt, w_ptr="*fp32", loss_ptr="*fp32", **scalars,
                    TERMS="constexpr", NEED_GRAD="constexpr", BLOCK="constexpr")
         src = ASTSource(fn=kd_rows_kernel, signature=sig, constexprs=dict(TERMS=fn, NEED_GRAD=grad, BLOCK=4096))
-        out = compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=8))
+        out = compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=16 if arch == 90 else 8))
         assert len(out.asm["cubin"]) > 0, fn.__name__
     print("compiled", len(jobs))
 """)

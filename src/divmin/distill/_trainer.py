@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from ..divergences import Divergence, as_divergence
 from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
-from ._fused import fused_linear_kd_loss
+from ._fused import BACKENDS, fused_linear_kd_loss
 from ._lm_data import IGNORE, LMCollator, sample_completions, tokenize_pairs
 from ._sinkd import sinkd_loss
 from ._token import token_kd_loss
@@ -72,6 +72,7 @@ class DistillConfig:
     max_new_tokens: int = 32  # causal_lm: completion length cap when sampling
     generation_temperature: float = 1.0  # causal_lm: sampling temperature (> 0)
     fused: bool = False  # causal_lm: soft loss by fused_linear_kd_loss on base_model hidden states (bypasses DDP)
+    fused_backend: str = "auto"  # fused: "auto" (Triton on CUDA when installed), "torch" or "triton"
     lr: float = 1e-4  # AdamW learning rate (the engine's schedule multiplies it)
     weight_decay: float = 0.0  # AdamW weight decay
     batch_size: int = 8  # rows per micro-batch
@@ -100,6 +101,8 @@ class DistillConfig:
         for name in ("temperature_squared", "seq_kd", "fused"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
+        if self.fused_backend not in BACKENDS:
+            raise ValueError(f"`fused_backend` must be one of {BACKENDS}, got {self.fused_backend!r}")
         if self.task == "sequence_classification" and (self.lmbda > 0 or self.seq_kd or self.fused):
             raise ValueError("`lmbda`, `seq_kd` and `fused` apply to task='causal_lm' only")
         if not isinstance(self.engine, EngineConfig):
@@ -269,7 +272,7 @@ class DistillTrainer:
         with torch.no_grad():
             ht = t_body(**_lm_inputs(batch)).last_hidden_state
         out = {"soft": scale * fused_linear_kd_loss(hs, s_w, ht, t_w, divergence=self.div, labels=labels,
-                                                   temperature=c.temperature)}
+                                                   temperature=c.temperature, backend=c.fused_backend)}
         # the hard loss needs the logits; with alpha = 1 it is reported but carries no gradient
         if c.alpha < 1:
             out["hard"] = F.cross_entropy((hs @ s_w.T).flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE)
