@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from divmin.distill import default_chunk_size, fused_linear_kd_loss, token_kd_loss
+from divmin.distill import default_chunk_size, fused_linear_cross_entropy, fused_linear_kd_loss, token_kd_loss
 
 from ..divergences.conftest import members
 
@@ -88,3 +88,30 @@ def test_bad_arguments(bad, err):
         fused_linear_kd_loss(hs, ws[:, :3], ht, wt)
     with pytest.raises(ValueError, match="teacher_hidden"):
         fused_linear_kd_loss(hs, ws, ht[:1], wt)
+
+
+@pytest.mark.parametrize("chunk", [3, None])
+@pytest.mark.parametrize("num_items", [None, 17])
+def test_fused_cross_entropy_equals_cross_entropy(chunk, num_items):
+    hs, ws, _, _, labels = _problem()
+    ref = torch.nn.functional.cross_entropy((hs @ ws.T).flatten(0, 1), labels.flatten(), reduction="sum")
+    ref = ref / (num_items or int((labels != -100).sum()))
+    g_ref = torch.autograd.grad(ref, (hs, ws))
+    got = fused_linear_cross_entropy(hs, ws, labels, num_items=num_items, chunk_size=chunk)
+    got.backward()
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hs.grad, g_ref[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ws.grad, g_ref[1], rtol=1e-10, atol=1e-12)
+
+
+def test_fused_cross_entropy_bad_labels_and_all_ignored():
+    hs, ws, _, _, labels = _problem()
+    with pytest.raises(ValueError, match="labels"):
+        fused_linear_cross_entropy(hs, ws, torch.full_like(labels, ws.shape[0]))
+    with pytest.raises(TypeError, match="labels"):
+        fused_linear_cross_entropy(hs, ws, None)
+    with pytest.raises(ValueError, match="head_weight"):
+        fused_linear_cross_entropy(hs, ws[:, :2], labels)
+    out = fused_linear_cross_entropy(hs, ws, torch.full_like(labels, -100))
+    out.backward()
+    assert float(out.detach()) == 0.0 and float(hs.grad.abs().sum()) == 0.0

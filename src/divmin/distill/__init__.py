@@ -6,7 +6,7 @@ Q); ``sinkd_loss`` is the batch-level Sinkhorn loss of SinKD; ``DistillTrainer``
 runs off-policy, on-policy (GKD) and sequence-level KD on the shared engine.
 """
 
-from ._fused import default_chunk_size, fused_linear_kd_loss
+from ._fused import default_chunk_size, fused_linear_cross_entropy, fused_linear_kd_loss
 from ._lm_data import LMCollator, assemble, sample_completions, tokenize_pairs
 from ._sinkd import sinkd_loss
 from ._token import TopKTeacher, token_kd_loss
@@ -19,6 +19,7 @@ __all__ = [
     "TopKTeacher",
     "assemble",
     "default_chunk_size",
+    "fused_linear_cross_entropy",
     "fused_linear_kd_loss",
     "sample_completions",
     "sinkd_loss",

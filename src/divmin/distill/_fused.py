@@ -46,7 +46,7 @@ from torch import Tensor
 from ..divergences import Divergence, as_divergence
 from ._token import VOCAB_POLICIES, check_temperature, label_mask, normalise_sum
 
-__all__ = ["fused_linear_kd_loss", "default_chunk_size", "BACKENDS"]
+__all__ = ["fused_linear_kd_loss", "fused_linear_cross_entropy", "default_chunk_size", "BACKENDS"]
 
 BACKENDS = ("auto", "torch", "triton")
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -66,7 +66,7 @@ def _chunk_logits(h: Tensor, w: Tensor, vocab: int, temperature: float) -> Tenso
     return z / temperature if temperature != 1.0 else z
 
 
-def _chunk(div: Divergence, hs: Tensor, ws: Tensor, ht: Tensor, wt: Tensor, wts: Tensor,
+def _chunk(div: Divergence, hs: Tensor, ws: Tensor, wts: Tensor, ht: Tensor, *, wt: Tensor,
            temperature: float, need_grad: bool) -> tuple[Tensor, Tensor | None]:
     """Weighted loss sum of one chunk and dL/d(student logits) for the first ``ws.shape[0]`` ids."""
     vocab = max(ws.shape[0], wt.shape[0])
@@ -84,10 +84,16 @@ def _chunk(div: Divergence, hs: Tensor, ws: Tensor, ht: Tensor, wt: Tensor, wts:
     return total, grad[:, : ws.shape[0]]
 
 
-class _FusedLinearKD(torch.autograd.Function):
+class _ChunkedLinear(torch.autograd.Function):
+    """Sum of a per-row loss of ``h W^T`` whose gradient is accumulated chunk by chunk in the forward pass.
+
+    ``chunk_fn(h[rows], W, wts[rows], *(r[rows] for r in per_row), need_grad=...)`` returns the
+    chunk's weighted loss sum and dL/d(logits) for ``W``'s rows (or None).
+    """
+
     @staticmethod
-    def forward(ctx: Any, hs: Tensor, ws: Tensor, ht: Tensor, wt: Tensor, wts: Tensor, chunk_fn: Callable[..., Any],
-                chunk: int) -> Tensor:
+    def forward(ctx: Any, hs: Tensor, ws: Tensor, wts: Tensor, chunk_fn: Callable[..., Any], chunk: int,
+                *per_row: Tensor) -> Tensor:
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need = need_h or need_w
         grad_h = torch.zeros_like(hs) if need_h else None
@@ -99,7 +105,7 @@ class _FusedLinearKD(torch.autograd.Function):
             c_wts = wts[lo:hi]
             if not bool((c_wts != 0).any()):
                 continue
-            part, g = chunk_fn(hs[lo:hi], ws, ht[lo:hi], wt, c_wts, need_grad=need)
+            part, g = chunk_fn(hs[lo:hi], ws, c_wts, *(r[lo:hi] for r in per_row), need_grad=need)
             total = total + part
             if g is None:
                 continue
@@ -113,6 +119,7 @@ class _FusedLinearKD(torch.autograd.Function):
                     grad_w += (g.T @ hs[lo:hi]).to(grad_w.dtype)
         ctx.save_for_backward(grad_h, grad_w)
         ctx.w_dtype = ws.dtype
+        ctx.n_rest = 3 + len(per_row)
         return total
 
     @staticmethod
@@ -123,7 +130,7 @@ class _FusedLinearKD(torch.autograd.Function):
             grad_h = grad_h * grad_out.to(grad_h.dtype)
         if grad_w is not None:
             grad_w = (grad_w * grad_out.to(grad_w.dtype)).to(ctx.w_dtype)
-        return grad_h, grad_w, None, None, None, None, None
+        return (grad_h, grad_w) + (None,) * ctx.n_rest
 
 
 def _check(name: str, x: Any, ndim: int | None = None) -> None:
@@ -205,14 +212,77 @@ def fused_linear_kd_loss(
     vocab = max(ws.shape[0], wt.shape[0])
     triton_terms = _triton_terms(backend, div, hs)
     if triton_terms is None:
-        chunk_fn = functools.partial(_chunk, div, temperature=temperature)
+        chunk_fn = functools.partial(_chunk, div, wt=wt, temperature=temperature)
         chunk = chunk_size or default_chunk_size(vocab)
     else:
         from ._triton import triton_chunk
 
-        chunk_fn = functools.partial(triton_chunk, triton_terms, temperature=temperature)
+        chunk_fn = functools.partial(triton_chunk, triton_terms, wt=wt, temperature=temperature)
         chunk = chunk_size or max(default_chunk_size(vocab), _pow2_floor(hs.shape[0] * hs.shape[1] // vocab))
-    return _FusedLinearKD.apply(hs, ws, ht, wt, wts, chunk_fn, chunk)
+    return _ChunkedLinear.apply(hs, ws, wts, chunk_fn, chunk, ht)
+
+
+def _chunk_ce(hs: Tensor, ws: Tensor, wts: Tensor, labels: Tensor, *,
+              need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """Weighted cross-entropy sum of one chunk and its logit gradient ``w (softmax - onehot)``."""
+    logq = torch.log_softmax(_chunk_logits(hs, ws, ws.shape[0], 1.0), dim=-1)
+    keep = wts != 0
+    idx = torch.where(keep, labels, 0)[:, None]
+    total = torch.where(keep, -logq.gather(-1, idx)[:, 0] * wts, 0.0).sum()
+    if not need_grad:
+        return total, None
+    grad = torch.exp(logq).scatter_add_(-1, idx, torch.full_like(idx, -1, dtype=logq.dtype))
+    return total, torch.where(keep[:, None], grad * wts[:, None], 0.0)
+
+
+def fused_linear_cross_entropy(
+    hidden: Tensor,
+    head_weight: Tensor,
+    labels: Tensor,
+    *,
+    ignore_index: int = -100,
+    num_items: int | float | Tensor | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``F.cross_entropy(hidden @ W^T, labels, ignore_index=...)`` without the (tokens x vocab) logits.
+
+    The hard-label term of a distillation loss, chunked like :func:`fused_linear_kd_loss`
+    (gradients ``(softmax(b) - onehot(y)) / n`` accumulated in the forward pass).
+
+    Args:
+        hidden: ``(..., H)`` hidden states (gradients flow here).
+        head_weight: ``(V, H)`` output projection (gradients flow here).
+        labels: ``(...)`` int targets in ``[0, V)``, or ``ignore_index`` for positions that do not count.
+        num_items: the normaliser (e.g. the global token count under gradient accumulation);
+            None is the local count of counted positions, as ``reduction="mean"``.
+        chunk_size: rows per chunk; None picks :func:`default_chunk_size` of V.
+
+    Returns:
+        A float32 scalar (float64 for float64 inputs).
+
+    >>> import torch.nn.functional as F
+    >>> h, w = torch.randn(6, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64)
+    >>> y = torch.tensor([0, 3, -100, 8, 1, 1])
+    >>> torch.allclose(fused_linear_cross_entropy(h, w, y, chunk_size=4), F.cross_entropy(h @ w.T, y))
+    True
+    """
+    _check("hidden", hidden)
+    _check("head_weight", head_weight, 2)
+    if labels is None:
+        raise TypeError("`labels` must be an integer tensor, got None")
+    if head_weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"`head_weight` {tuple(head_weight.shape)} does not match hidden size {hidden.shape[-1]}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"`chunk_size` must be None or an int >= 1, got {chunk_size!r}")
+    mask = label_mask(labels, ignore_index, hidden.shape[:-1], hidden.device).reshape(-1)
+    flat = labels.reshape(-1).to(hidden.device)
+    vocab = head_weight.shape[0]
+    if bool(((flat[mask] < 0) | (flat[mask] >= vocab)).any()):
+        raise ValueError(f"`labels` must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
+    hs = hidden.reshape(-1, hidden.shape[-1])
+    acc = torch.float64 if hs.dtype == torch.float64 else torch.float32
+    wts = normalise_sum(mask.to(acc), mask, hs.shape[0], num_items)
+    return _ChunkedLinear.apply(hs, head_weight, wts, _chunk_ce, chunk_size or default_chunk_size(vocab), flat)
 
 
 def _pow2_floor(n: int) -> int:

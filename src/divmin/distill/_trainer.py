@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from ..divergences import Divergence, as_divergence
 from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
-from ._fused import BACKENDS, fused_linear_kd_loss
+from ._fused import BACKENDS, fused_linear_cross_entropy, fused_linear_kd_loss
 from ._lm_data import IGNORE, LMCollator, sample_completions, tokenize_pairs
 from ._sinkd import sinkd_loss
 from ._token import token_kd_loss
@@ -273,13 +273,9 @@ class DistillTrainer:
             ht = t_body(**_lm_inputs(batch)).last_hidden_state
         out = {"soft": scale * fused_linear_kd_loss(hs, s_w, ht, t_w, divergence=self.div, labels=labels,
                                                    temperature=c.temperature, backend=c.fused_backend)}
-        # the hard loss needs the logits; with alpha = 1 it is reported but carries no gradient
-        if c.alpha < 1:
-            out["hard"] = F.cross_entropy((hs @ s_w.T).flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE)
-        else:
-            with torch.no_grad():
-                out["hard"] = F.cross_entropy((hs @ s_w.T).flatten(0, -2).float(), labels.flatten(),
-                                              ignore_index=IGNORE)
+        # chunked too: neither loss holds (tokens x vocab) logits; with alpha = 1 CE is only reported
+        with torch.set_grad_enabled(torch.is_grad_enabled() and c.alpha < 1):
+            out["hard"] = fused_linear_cross_entropy(hs, s_w, labels, ignore_index=IGNORE)
         if c.sinkd_weight > 0:
             raise ValueError("`sinkd_weight` > 0 is not supported with `fused=True`")
         return out

@@ -130,7 +130,7 @@ def triton_rows(terms: tuple[object, tuple[float, float, float]], zs: Tensor, zt
     return loss.sum(), (zs if need_grad else None)
 
 
-def triton_chunk(terms: tuple[object, tuple[float, float, float]], hs: Tensor, ws: Tensor, ht: Tensor, wt: Tensor,
-                 wts: Tensor, temperature: float, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+def triton_chunk(terms: tuple[object, tuple[float, float, float]], hs: Tensor, ws: Tensor, wts: Tensor, ht: Tensor,
+                 *, wt: Tensor, temperature: float, need_grad: bool) -> tuple[Tensor, Tensor | None]:
     """``_fused._chunk`` on Triton: the chunk's logits by matmul, then :func:`triton_rows` over them."""
     return triton_rows(terms, hs @ ws.T, ht @ wt.T, wts, temperature, need_grad)
