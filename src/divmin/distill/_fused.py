@@ -142,6 +142,11 @@ def _check(name: str, x: Any, ndim: int | None = None) -> None:
         raise ValueError(f"`{name}` must have {ndim} dims, got shape {tuple(x.shape)}")
 
 
+def _check_chunk(chunk_size: Any) -> None:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"`chunk_size` must be None or an int >= 1, got {chunk_size!r}")
+
+
 def fused_linear_kd_loss(
     student_hidden: Tensor,
     student_head_weight: Tensor,
@@ -192,8 +197,7 @@ def fused_linear_kd_loss(
                          f"`student_hidden`' {tuple(lead)}")
     if vocab_policy not in VOCAB_POLICIES:
         raise ValueError(f"`vocab_policy` must be one of {VOCAB_POLICIES}, got {vocab_policy!r}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"`chunk_size` must be None or an int >= 1, got {chunk_size!r}")
+    _check_chunk(chunk_size)
     if backend not in BACKENDS:
         raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}")
     div = as_divergence(divergence)
@@ -272,8 +276,7 @@ def fused_linear_cross_entropy(
         raise TypeError("`labels` must be an integer tensor, got None")
     if head_weight.shape[1] != hidden.shape[-1]:
         raise ValueError(f"`head_weight` {tuple(head_weight.shape)} does not match hidden size {hidden.shape[-1]}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"`chunk_size` must be None or an int >= 1, got {chunk_size!r}")
+    _check_chunk(chunk_size)
     mask = label_mask(labels, ignore_index, hidden.shape[:-1], hidden.device).reshape(-1)
     flat = labels.reshape(-1).to(hidden.device)
     vocab = head_weight.shape[0]
