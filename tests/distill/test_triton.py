@@ -26,9 +26,6 @@ from divmin.distill._triton_terms import TRITON_TERMS  # noqa: E402
 
 from ..divergences.conftest import MEMBERS, members  # noqa: E402
 
-# the interpreter evaluates both sides of tl.where in numpy, which warns about the discarded side
-pytestmark = pytest.mark.filterwarnings("ignore:(invalid value|divide by zero|overflow):RuntimeWarning")
-
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F64 = torch.float64
 

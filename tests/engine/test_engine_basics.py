@@ -156,6 +156,31 @@ def test_metrics_jsonl_tensorboard_and_progress(tmp_path, capsys):
     assert [e.step for e in acc.Scalars("eval/mse")] == [5, 10]
 
 
+class _StepIndexTask:
+    """Logs the engine step and micro-batch of every call: the oracle for interval means."""
+
+    def models(self):
+        return {"net": nn.Linear(1, 1)}
+
+    def optimizers(self, models):
+        return {"opt": torch.optim.SGD(models["net"].parameters(), lr=0.1)}
+
+    def train_step(self, batch, ctx):
+        loss = ctx.models["net"].weight.sum() * 0.0
+        return StepOutput(loss=loss, metrics={"idx": torch.tensor(float(ctx.step)), "micro": float(ctx.micro_step)})
+
+
+def test_logged_metrics_are_means_since_the_last_log_and_lr_is_current():
+    config = quiet_config(max_steps=8, log_every=3, grad_accum_steps=2, lr_schedule="linear")
+    result = Trainer(_StepIndexTask(), config).fit()
+    assert [r["step"] for r in result.history] == [3, 6, 8]
+    # steps 0-2, 3-5 and 6-7, two micro-batches each
+    assert [r["idx"] for r in result.history] == pytest.approx([1.0, 4.0, 6.5])
+    assert [r["micro"] for r in result.history] == pytest.approx([0.5, 0.5, 0.5])
+    lrs = [0.1 * lr_multiplier("linear", s - 1, 0, 8) for s in (3, 6, 8)]  # the rate of the logged step
+    assert [r["lr"] for r in result.history] == pytest.approx(lrs)
+
+
 def test_no_out_dir_writes_no_files(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     result = Trainer(RegressionTask(), quiet_config(max_steps=3, tensorboard=True, progress=False)).fit()

@@ -99,7 +99,7 @@ class StepContext:
 
     # --------------------------------------------------------------- actions
     def log(self, metrics: Mapping[str, float | torch.Tensor] | None = None, **kw: float | torch.Tensor) -> None:
-        """Record scalar metrics for the current step (averaged over micro-batches and processes)."""
+        """Record scalar metrics: each logged value is their mean since the last log (micro-batches, processes)."""
         for key, value in {**(metrics or {}), **kw}.items():
             if isinstance(value, torch.Tensor):
                 # No .item(): keeps the step free of host syncs; reduced only when logged.
@@ -191,8 +191,7 @@ class StepContext:
 
     # ------------------------------------------------- engine-side plumbing
     def _begin_step(self, step: int) -> None:
-        self.step = step
-        self._metrics = {}
+        self.step = step  # metrics keep accumulating until the engine logs them
 
     def _begin_micro(self, micro_step: int) -> None:
         self.micro_step = micro_step

@@ -162,10 +162,13 @@ class Trainer:
             step += 1
             logger.advance()
             last = step == cfg.max_steps or ctx._stop
-            metrics = ctx._pop_metrics()
             record: dict[str, float] = {}
             if step % cfg.log_every == 0 or last:
-                record.update(self._reduce(run, metrics))
+                # metrics are means over every micro-batch since the last log (as HF's logging_steps);
+                # the learning rates are the current ones
+                single = len(ctx.optimizers) == 1
+                lrs = {"lr" if single else f"lr/{n}": o.param_groups[0]["lr"] for n, o in ctx.optimizers.items()}
+                record.update(self._reduce(run, {**ctx._pop_metrics(), **lrs}))
             if cfg.eval_every is not None and step % cfg.eval_every == 0:
                 record.update(self._evaluate(run, step))
             if record:
@@ -199,9 +202,6 @@ class Trainer:
             if out.loss is not None:
                 metrics.setdefault("loss", out.loss)
             ctx.log(metrics)
-        single = len(ctx.optimizers) == 1
-        for name, opt in ctx.optimizers.items():
-            ctx.log({"lr" if single else f"lr/{name}": opt.param_groups[0]["lr"]})
 
     def _sync_context(self, run: _Run) -> contextlib.AbstractContextManager:
         """Skip DDP's gradient all-reduce on all but the last micro-batch."""
