@@ -7,6 +7,10 @@ process: on CUDA with ``torch.cuda.max_memory_allocated``, on CPU with the
 kernel's resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs).
 "Extra" memory is the peak minus what the inputs already occupy.
 
+Variants: ``plain`` (TRL GKD style), ``unchunked`` / ``chunked`` (the torch
+backend), and on CUDA ``triton`` (the Triton backend) and ``liger-jsd``
+(Liger-Kernel's JSD kernel after the two log-softmaxes it needs) when they import.
+
     python benchmarks/categorical.py                          # CPU: N=4096, V=32000, fp32
     python benchmarks/categorical.py --device cuda --rows 8192 --vocab 128256 --dtype bf16
 
@@ -19,6 +23,7 @@ a table with the ratios to the plain PyTorch baseline measured in the same run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -83,12 +88,27 @@ def _step(variant: str, student: torch.Tensor, teacher: torch.Tensor, chunk: int
     student.grad = None
     if variant == "plain":
         loss = gkd_style_loss(student, teacher)
+    elif variant == "liger-jsd":
+        from liger_kernel.transformers import LigerJSD
+
+        loss = LigerJSD(beta=0.5)(torch.log_softmax(student.float(), -1), torch.log_softmax(teacher.float(), -1))
     else:
         loss = divmin.categorical_divergence(
-            teacher, student, "generalized_js", chunk_size=chunk if variant == "chunked" else None
+            teacher, student, "generalized_js", chunk_size=chunk if variant == "chunked" else None,
+            backend="triton" if variant == "triton" else "torch",
         )
     loss.backward()
     return float(loss.detach())
+
+
+def _gpu_variants() -> list[str]:
+    out = []
+    for variant, module in (("triton", "triton"), ("liger-jsd", "liger_kernel")):
+        if importlib.util.find_spec(module) is None:
+            print(f"{module} not importable: no {variant} row")
+        else:
+            out.append(variant)
+    return out
 
 
 def _inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,14 +155,14 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--worker", choices=["plain", "unchunked", "chunked"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["plain", "unchunked", "chunked", "triton", "liger-jsd"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         print(json.dumps(memory_worker(args)))
         return
     print(f"categorical_divergence, generalized_js(0.5), fwd+bwd, N={args.rows} V={args.vocab} "
           f"{args.dtype} on {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    variants = ["plain", "unchunked", "chunked"]
+    variants = ["plain", "unchunked", "chunked"] + (_gpu_variants() if args.device.startswith("cuda") else [])
     rows = []
     for variant in variants:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant] + [

@@ -26,7 +26,7 @@ their dtype and everything after the matmuls is in float32.
 
 Backends. ``"torch"`` is the chunked code above, on any device. ``"triton"``
 (``pip install "divmin[triton]"``, CUDA) keeps the matmuls and replaces the
-per-chunk softmaxes, terms and gradient by one kernel (``_triton.py``) that
+per-chunk softmaxes, terms and gradient by one kernel (``divmin.divergences._triton``) that
 streams each row with an online log-sum-exp, holds only per-row scalars, and
 writes dL/db over the chunk's logit buffer in place: the only (rows x V)
 buffers are the two chunks of logits in the input dtype. ``"auto"`` (default)
@@ -44,12 +44,10 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
+from ..divergences._backend import BACKENDS, check_backend, triton_terms_for
 from ._token import VOCAB_POLICIES, check_temperature, label_mask, normalise_sum
 
 __all__ = ["fused_linear_kd_loss", "fused_linear_cross_entropy", "default_chunk_size", "BACKENDS"]
-
-BACKENDS = ("auto", "torch", "triton")
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def default_chunk_size(vocab: int) -> int:
@@ -82,6 +80,16 @@ def _chunk(div: Divergence, hs: Tensor, ws: Tensor, wts: Tensor, ht: Tensor, *, 
     grad = (b_val - torch.exp(logq) * b_val.sum(-1, keepdim=True)) * (wts / temperature)[:, None]
     grad = torch.where(keep[:, None], grad, 0.0)
     return total, grad[:, : ws.shape[0]]
+
+
+def _triton_chunk(terms: Any, hs: Tensor, ws: Tensor, wts: Tensor, ht: Tensor, *, wt: Tensor, temperature: float,
+                  need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """:func:`_chunk` on the Triton kernel: the logits by matmul, then dL/db written over them in place."""
+    from ..divergences._triton import triton_rows
+
+    zs = hs @ ws.T  # (rows, V_s) in the input dtype; becomes the gradient
+    loss = triton_rows(terms, zs, ht @ wt.T, wts, temperature, grad_out=zs if need_grad else None)
+    return loss.sum(), (zs if need_grad else None)
 
 
 class _ChunkedLinear(torch.autograd.Function):
@@ -198,8 +206,7 @@ def fused_linear_kd_loss(
     if vocab_policy not in VOCAB_POLICIES:
         raise ValueError(f"`vocab_policy` must be one of {VOCAB_POLICIES}, got {vocab_policy!r}")
     _check_chunk(chunk_size)
-    if backend not in BACKENDS:
-        raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
     div = as_divergence(divergence)
     temperature = check_temperature(temperature)
     ws, wt = student_head_weight, teacher_head_weight.detach()
@@ -214,14 +221,12 @@ def fused_linear_kd_loss(
     ones = torch.ones(hs.shape[0], dtype=acc, device=hs.device)
     wts = normalise_sum(ones if flat is None else flat.to(acc), flat, hs.shape[0], num_items)
     vocab = max(ws.shape[0], wt.shape[0])
-    triton_terms = _triton_terms(backend, div, hs)
-    if triton_terms is None:
+    terms = triton_terms_for(backend, div, hs)
+    if terms is None:
         chunk_fn = functools.partial(_chunk, div, wt=wt, temperature=temperature)
         chunk = chunk_size or default_chunk_size(vocab)
     else:
-        from ._triton import triton_chunk
-
-        chunk_fn = functools.partial(triton_chunk, triton_terms, wt=wt, temperature=temperature)
+        chunk_fn = functools.partial(_triton_chunk, terms, wt=wt, temperature=temperature)
         chunk = chunk_size or max(default_chunk_size(vocab), _pow2_floor(hs.shape[0] * hs.shape[1] // vocab))
     return _ChunkedLinear.apply(hs, ws, wts, chunk_fn, chunk, ht)
 
@@ -290,26 +295,3 @@ def fused_linear_cross_entropy(
 
 def _pow2_floor(n: int) -> int:
     return 1 << (max(n, 1).bit_length() - 1)
-
-
-def _triton_terms(backend: str, div: Divergence, hs: Tensor) -> tuple[object, tuple[float, float, float]] | None:
-    """The member's Triton terms if the Triton backend runs, else None (torch); raises for an impossible ``"triton"``."""
-    if backend == "torch" or (backend == "auto" and not hs.is_cuda):
-        return None
-    try:
-        from ._triton import interpreting, triton_terms
-    except ImportError as err:
-        if backend == "auto":
-            return None
-        raise ImportError('backend="triton" needs Triton: pip install "divmin[triton]"') from err
-    terms = triton_terms(div)
-    usable = terms is not None and hs.dtype in _TRITON_DTYPES and (hs.is_cuda or interpreting())
-    if usable or backend == "auto":
-        return terms if usable else None
-    if hs.dtype not in _TRITON_DTYPES:
-        raise ValueError(f'backend="triton" computes in float32 and takes float32/16/bf16 inputs, got {hs.dtype}; '
-                         'use backend="torch"')
-    if terms is None:
-        raise ValueError(f'backend="triton" has no terms for {div}: it covers the registry members as registered '
-                         '(not subclasses); use backend="torch"')
-    raise ValueError('backend="triton" needs CUDA tensors (or TRITON_INTERPRET=1 to run the kernel on CPU)')

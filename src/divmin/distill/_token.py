@@ -180,6 +180,7 @@ def token_kd_loss(
     num_items: int | float | Tensor | None = None,
     vocab_policy: str = "truncate",
     chunk_size: int | None = None,
+    backend: str = "auto",
 ) -> Tensor:
     """Mean over counted positions of ``D(teacher || student)`` between temperature softmaxes.
 
@@ -196,6 +197,8 @@ def token_kd_loss(
             the local count; the local count of 0 gives a loss of 0.
         vocab_policy: ``"truncate"`` or ``"pad"`` when V_t != V_s (module docstring).
         chunk_size: rows per chunk of the closed form (memory O(chunk_size x V)); None: all.
+        backend: :func:`~divmin.categorical_divergence`'s (``"auto"``: the Triton kernel for
+            CUDA float32/16/bf16 logits when Triton is installed).
 
     Returns:
         A scalar in float32 (float64 for float64 inputs).
@@ -215,5 +218,6 @@ def token_kd_loss(
                              f"`student_logits`' {tuple(lead)}")
         t, s = align_vocab(teacher_logits.detach(), student_logits, vocab_policy)
         temp = temperature
-    rows = categorical_divergence(t, s, div, mask=mask, temperature=temp, reduction="none", chunk_size=chunk_size)
+    rows = categorical_divergence(t, s, div, mask=mask, temperature=temp, reduction="none", chunk_size=chunk_size,
+                                  backend=backend)
     return normalise_sum(rows.sum(), mask, rows.numel(), num_items)

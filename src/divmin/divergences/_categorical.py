@@ -18,6 +18,12 @@ and A = F - B with F = Q f(r) the term itself, so f, g and the conjugate are all
 a member needs. A custom autograd function computes it chunk by chunk in the
 backward pass from the saved row log-sum-exps: peak extra memory is
 O(chunk_size x V) besides the gradients themselves.
+
+On CUDA, ``backend="auto"`` (or ``"triton"``) runs the same closed form as one
+Triton kernel (``_triton.py``, ``pip install "divmin[triton]"``) that streams
+each row with an online log-sum-exp and allocates nothing of size (rows x V)
+but the gradient; it covers every registry member and the model-side gradient
+(a target that needs a gradient goes to the torch path).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._backend import check_backend, triton_terms_for
 from ._base import Divergence, as_divergence
 
 __all__ = ["categorical_divergence"]
@@ -104,6 +111,30 @@ class _CategoricalDivergence(torch.autograd.Function):
         return grad_a, grad_b, None, None, None, None, None
 
 
+class _TritonCategorical(torch.autograd.Function):
+    """Rows of D(softmax(a/T) || softmax(b/T)) by the Triton kernel; gradient for b only."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, weights: Tensor, terms: Any, temperature: float) -> Tensor:
+        from ._triton import triton_rows
+
+        ctx.save_for_backward(a, b, weights)
+        ctx.terms, ctx.temperature = terms, temperature
+        return triton_rows(terms, b, a, weights, temperature)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, ...]:
+        from ._triton import triton_rows
+
+        a, b, weights = ctx.saved_tensors
+        if not ctx.needs_input_grad[1]:
+            return (None,) * 5
+        grad_b = torch.empty_like(b)
+        triton_rows(ctx.terms, b, a, grad_rows.float() * weights, ctx.temperature, grad_out=grad_b)
+        return None, grad_b, None, None, None
+
+
 def _validate(target_logits: Any, model_logits: Any, mask: Any, temperature: Any,
               reduction: Any, chunk_size: Any) -> Tensor | None:
     for name, x in (("target_logits", target_logits), ("model_logits", model_logits)):
@@ -149,6 +180,7 @@ def categorical_divergence(
     temperature: float = 1.0,
     reduction: str = "mean",
     chunk_size: int | None = None,
+    backend: str = "auto",
 ) -> Tensor:
     """``D_f(P || Q)`` between ``P = softmax(target_logits / T)`` and ``Q = softmax(model_logits / T)``.
 
@@ -165,6 +197,9 @@ def categorical_divergence(
             for the ``(...)`` per-row values (0 at masked rows).
         chunk_size: rows processed at a time; peak extra memory is then
             O(chunk_size x V) instead of O(rows x V). None: all rows at once.
+            (Not used by the Triton kernel, which needs no chunks.)
+        backend: ``"auto"`` (Triton for CUDA float32/16/bf16 inputs when it is installed,
+            unless the target needs a gradient), ``"torch"`` or ``"triton"``.
 
     Returns:
         A scalar (or ``(...)`` for ``"none"``) in float32, or float64 for float64
@@ -178,6 +213,7 @@ def categorical_divergence(
     0.1374
     """
     mask = _validate(target_logits, model_logits, mask, temperature, reduction, chunk_size)
+    check_backend(backend)
     div = as_divergence(divergence)
     dtype = torch.promote_types(torch.promote_types(target_logits.dtype, model_logits.dtype), torch.float32)
     lead, vocab = target_logits.shape[:-1], target_logits.shape[-1]
@@ -185,8 +221,13 @@ def categorical_divergence(
     b = model_logits.reshape(-1, vocab)
     flat_mask = None if mask is None else mask.reshape(-1)
     n = a.shape[0]
-    chunk = max(1, n if chunk_size is None else min(chunk_size, n))
-    rows = _CategoricalDivergence.apply(a, b, flat_mask, div, float(temperature), chunk, dtype)
+    terms = triton_terms_for(backend, div, b, why_not=_triton_obstacle(a, dtype))
+    if terms is not None:
+        weights = torch.ones(n, device=b.device) if flat_mask is None else flat_mask.float()
+        rows = _TritonCategorical.apply(_unit_stride(a), _unit_stride(b), weights, terms, float(temperature))
+    else:
+        chunk = max(1, n if chunk_size is None else min(chunk_size, n))
+        rows = _CategoricalDivergence.apply(a, b, flat_mask, div, float(temperature), chunk, dtype)
     if reduction == "none":
         return rows.reshape(lead)
     total = rows.sum()
@@ -194,3 +235,15 @@ def categorical_divergence(
         return total
     count = n if flat_mask is None else flat_mask.sum()
     return total / (count.clamp(min=1) if isinstance(count, Tensor) else max(count, 1))
+
+
+def _triton_obstacle(a: Tensor, dtype: torch.dtype) -> str | None:
+    if a.requires_grad and torch.is_grad_enabled():
+        return "the kernel gives no gradient for the target logits, which require one"
+    if dtype == torch.float64:
+        return "the kernel computes in float32 and the inputs are float64"
+    return None
+
+
+def _unit_stride(x: Tensor) -> Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()

@@ -1,24 +1,24 @@
-"""Triton kernel for the fused KD loss: per-row statistics only, gradients written in place.
+"""Triton kernel for categorical f-divergences: per-row statistics only, no (rows x V) temporaries.
 
-For one chunk of R rows, the caller forms the student logits ``zs = h W^T``
-(R, V_s) and teacher logits ``zt = h_t W_t^T`` (R, V_t) in the input dtype
-(cuBLAS). One program per row then streams the row in blocks of columns,
-three times, keeping only scalars:
+For rows of model logits ``zs`` (R, V_s) and target logits ``zt`` (R, V_t),
+one program per row streams the row in blocks of columns, up to three times,
+keeping only scalars:
 
 1. online max and sum of exponentials of ``zs / T`` and ``zt / T`` (log-sum-exp);
 2. ``sum_x F(x)`` and ``sum_x B(x)`` from the member's terms
    (``_triton_terms``), with ``log Q = zs/T - lse_s``, ``log P = zt/T - lse_t``;
-3. ``dL/dzs = w (B - Q sum B) / T``, written over ``zs`` in place.
+3. if asked, ``dL/dzs = w (B - Q sum B) / T`` into ``g`` (which may be ``zs``
+   itself: the fused KD loss overwrites its chunk of logits in place).
 
-So besides the two logit buffers of the chunk nothing of size (R x V) is
-allocated: no float32 copy, no log-softmax, no term buffers. Columns past a
-side's vocabulary read as ``-inf`` (the ``"pad"`` policy; ``"truncate"`` slices
-the heads before). Arithmetic is float32 whatever the input dtype. Rows whose
-weight is 0 (ignored labels) get loss 0 and gradient 0.
+Nothing of size (R x V) is allocated besides the gradient: no float32 copy, no
+log-softmax, no term buffers. Columns past a side's vocabulary read as ``-inf``
+(zero probability). Arithmetic is float32 whatever the input dtype. Row ``i``
+stores ``w_i sum_x F`` (0 where ``w_i = 0``, whatever the row holds), so rows
+with weight 0 (masked, ignored labels) get loss 0 and gradient 0.
 
 Imported only when ``triton`` is installed. On a machine without a GPU the
 kernel runs under Triton's interpreter (``TRITON_INTERPRET=1``), which is how
-the test suite checks it.
+the test suite checks it, besides compiling it for sm_80 / sm_90.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ._triton_terms import triton_terms
 
-__all__ = ["triton_chunk", "triton_rows", "triton_block_size", "interpreting", "kd_rows_kernel", "triton_terms"]
+__all__ = ["triton_rows", "triton_block_size", "interpreting", "divergence_rows_kernel", "triton_terms"]
 
 
 @triton.jit
@@ -46,15 +46,16 @@ def _online_lse(m, d, x):
 
 
 @triton.jit
-def kd_rows_kernel(
-    s_ptr, t_ptr, w_ptr, loss_ptr,  # student logits (R, n_s) [overwritten by the gradient], teacher (R, n_t), (R,), (R,)
-    s_stride, t_stride, n_s, n_t, n_cols,  # row strides; vocabularies; n_cols = max(n_s, n_t)
+def divergence_rows_kernel(
+    s_ptr, t_ptr, g_ptr, w_ptr, loss_ptr,  # model logits (R, n_s), target (R, n_t), gradient (R, n_s), (R,), (R,)
+    s_stride, t_stride, g_stride, n_s, n_t, n_cols,  # row strides; vocabularies; n_cols = max(n_s, n_t)
     inv_temp, c0, c1, c2,  # 1/T and the member's constants
     TERMS: tl.constexpr, NEED_GRAD: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     s_row = s_ptr + row * s_stride
     t_row = t_ptr + row * t_stride
+    g_row = g_ptr + row * g_stride
     w = tl.load(w_ptr + row).to(tl.float32)
     ms = tl.full((), float("-inf"), tl.float32)
     mt = tl.full((), float("-inf"), tl.float32)
@@ -91,7 +92,7 @@ def kd_rows_kernel(
             q = tl.exp(lq)
             _, b = TERMS(lp, lq, tl.exp(lp), q, c0, c1, c2)
             grad = tl.where(counted, (b - q * b_sum) * scale, 0.0)
-            tl.store(s_row + cols, grad.to(s_ptr.dtype.element_ty), mask=keep)
+            tl.store(g_row + cols, grad.to(g_ptr.dtype.element_ty), mask=keep)
 
 
 def interpreting() -> bool:
@@ -110,27 +111,23 @@ def _num_warps(block: int) -> int:
 
 
 def triton_rows(terms: tuple[object, tuple[float, float, float]], zs: Tensor, zt: Tensor, wts: Tensor,
-                temperature: float, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """Weighted loss sum over rows of logits ``zs`` (R, V_s), ``zt`` (R, V_t), and dL/dzs written over ``zs``.
+                temperature: float, *, grad_out: Tensor | None = None) -> Tensor:
+    """Per-row ``w_i D_f(softmax(zt_i/T) || softmax(zs_i/T))`` (R,) float32; dL/dzs into ``grad_out`` if given.
 
     ``terms`` is :func:`triton_terms` of the member; ``wts`` (R,) are the row weights
-    (0 for ignored rows). ``zs`` must be contiguous in its last dim; it is returned
-    as the gradient when ``need_grad``.
+    (0 for rows that do not count), and the gradient is that of ``sum_i`` of the
+    output. ``zs``, ``zt`` and ``grad_out`` (R, V_s; may be ``zs`` itself) need a unit
+    stride in their last dim.
     """
     fn, (c0, c1, c2) = terms
     rows, n_s, n_t = zs.shape[0], zs.shape[1], zt.shape[1]
     n_cols = max(n_s, n_t)
     loss = torch.empty(rows, dtype=torch.float32, device=zs.device)
+    g = zs if grad_out is None else grad_out
     block = triton_block_size(n_cols)
-    kd_rows_kernel[(rows,)](
-        zs, zt, wts, loss, zs.stride(0), zt.stride(0), n_s, n_t, n_cols,
+    divergence_rows_kernel[(rows,)](
+        zs, zt, g, wts, loss, zs.stride(0), zt.stride(0), g.stride(0), n_s, n_t, n_cols,
         1.0 / temperature, float(c0), float(c1), float(c2),
-        TERMS=fn, NEED_GRAD=need_grad, BLOCK=block, num_warps=_num_warps(block),
+        TERMS=fn, NEED_GRAD=grad_out is not None, BLOCK=block, num_warps=_num_warps(block),
     )
-    return loss.sum(), (zs if need_grad else None)
-
-
-def triton_chunk(terms: tuple[object, tuple[float, float, float]], hs: Tensor, ws: Tensor, wts: Tensor, ht: Tensor,
-                 *, wt: Tensor, temperature: float, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """``_fused._chunk`` on Triton: the chunk's logits by matmul, then :func:`triton_rows` over them."""
-    return triton_rows(terms, hs @ ws.T, ht @ wt.T, wts, temperature, need_grad)
+    return loss

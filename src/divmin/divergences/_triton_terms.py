@@ -14,8 +14,8 @@ runtime constants ``c0, c1, c2`` carry a member's parameters (see
 the function it is handed as a compile-time constant, so one kernel serves every
 member.
 
-This module imports ``triton``; ``divmin.distill`` only imports it when Triton
-is installed (``pip install "divmin[triton]"``).
+This module imports ``triton``; the package only imports it when Triton is
+installed (``pip install "divmin[triton]"``) and a Triton backend is asked for.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Callable
 import triton
 import triton.language as tl
 
-from ..divergences import Divergence
-from ..divergences._family import (
+from ._base import Divergence
+from ._family import (
     JS,
     ForwardKL,
     Jeffreys,
@@ -37,7 +37,7 @@ from ..divergences._family import (
     SquaredHellinger,
     TotalVariation,
 )
-from ..divergences._parametric import (
+from ._parametric import (
     Alpha,
     GeneralizedJS,
     SkewForwardKL,

@@ -1,0 +1,185 @@
+"""The Triton kernel of categorical_divergence equals the torch closed form, for every member.
+
+Without a GPU the kernel runs in Triton's interpreter (TRITON_INTERPRET=1, set by
+tests/conftest.py before anything imports triton), and a separate process
+compiles it for sm_90 / sm_80 to catch what the interpreter forgives (types,
+constexpr calls). The oracle is the float64 torch path, itself tested against
+enumeration, scipy and finite differences.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+import divmin  # noqa: E402
+from divmin.divergences._triton import triton_rows, triton_terms  # noqa: E402
+from divmin.divergences._triton_terms import TRITON_TERMS  # noqa: E402
+
+from .conftest import MEMBERS, members  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+F64 = torch.float64
+
+
+def _logits(n=7, v=45, seed=0, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    a, b = scale * torch.randn(n, v, generator=g, dtype=F64), scale * torch.randn(n, v, generator=g, dtype=F64)
+    a[0, :5] = b[0, :5] = -torch.inf  # ids outside both supports
+    a[1, 3] = -torch.inf  # P misses an id Q has: infinite for mode-seeking members
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[4] = False
+    return a, b, mask
+
+
+def _rows_and_grad(backend, a, b, mask, div, dtype=torch.float32, **kw):
+    b = b.detach().to(DEVICE, dtype).requires_grad_()
+    rows = divmin.categorical_divergence(a.to(DEVICE, dtype), b, div, mask=mask.to(DEVICE), reduction="none",
+                                         backend=backend, **kw)
+    weights = torch.linspace(0.5, 1.5, rows.numel(), device=DEVICE, dtype=rows.dtype)
+    finite = torch.isfinite(rows)  # rows with an infinite loss have no meaningful gradient
+    (torch.where(finite, rows, 0.0) * weights).sum().backward()
+    return rows.detach().cpu().double(), b.grad.cpu().double(), finite.cpu()
+
+
+def test_every_registry_member_has_triton_terms():
+    missing = [str(d) for d in MEMBERS if triton_terms(d) is None]
+    assert not missing, f"members without Triton terms: {missing}"
+    assert set(TRITON_TERMS) == {type(d) for d in MEMBERS}
+
+
+@members
+def test_triton_equals_torch_for_every_member(div):
+    a, b, mask = _logits()
+    ref, g_ref, finite = _rows_and_grad("torch", a, b, mask, div, dtype=F64, temperature=1.3)
+    got, g_got, finite_got = _rows_and_grad("triton", a, b, mask, div, temperature=1.3)
+    assert torch.equal(finite, finite_got)
+    torch.testing.assert_close(got, ref, rtol=2e-4, atol=1e-6)  # inf rows equal as inf
+    keep = finite[:, None].expand_as(g_ref)
+    scale = float(g_ref[keep].abs().max())
+    torch.testing.assert_close(g_got[keep], g_ref[keep], rtol=2e-4, atol=2e-4 * scale)
+    assert (g_got[~keep] == 0).all() and (got[4] == 0)  # masked row 4: no loss, no gradient
+
+
+def test_bf16_and_several_column_blocks():
+    a, b, mask = _logits(n=6, v=3000, seed=1)
+    for dtype, rtol in ((torch.float32, 2e-4), (torch.bfloat16, 3e-2)):
+        a_d, b_d = a.to(dtype).double(), b.to(dtype).double()  # same rounded inputs for the oracle
+        ref, g_ref, _ = _rows_and_grad("torch", a_d, b_d, mask, "js", dtype=F64)
+        got, g_got, _ = _rows_and_grad("triton", a_d, b_d, mask, "js", dtype=dtype)
+        torch.testing.assert_close(got, ref, rtol=rtol, atol=1e-5)
+        torch.testing.assert_close(g_got, g_ref, rtol=rtol, atol=rtol * float(g_ref.abs().max()))
+
+
+def _rows_reference(div, zs, zt, wts, temperature, dtype):
+    zs = zs.to(dtype).requires_grad_()
+    per_row = divmin.categorical_divergence(zt.to(dtype) / temperature, zs / temperature, div, reduction="none",
+                                            backend="torch")
+    loss = (torch.where(wts > 0, per_row, 0.0) * wts.to(dtype)).sum()
+    (grad,) = torch.autograd.grad(loss, zs)
+    return loss.detach().double(), torch.nan_to_num(grad.double(), nan=0.0)  # the ignored row is NaN under autograd
+
+
+@pytest.mark.parametrize("name", ["forward_kl", "reverse_kl", "js", "squared_hellinger", "softened_forward_kl"])
+def test_kernel_rows_with_minus_inf_and_extreme_logits(name):
+    div = divmin.divergence(name)
+    g = torch.Generator().manual_seed(7)
+    zs = 30.0 * torch.randn(5, 300, generator=g)
+    zt = 30.0 * torch.randn(5, 300, generator=g)
+    zs[0, 10:200] = zt[0, 10:200] = -torch.inf  # both sides masked
+    zs[1, :] = 1e4  # a constant row at a huge logit
+    zs[2, 5] = zt[2, 5] = 2e4  # one dominant id on both sides
+    wts = torch.tensor([0.2, 0.2, 0.2, 0.0, 0.4])
+    zt[3, :] = -torch.inf  # an ignored row that is not even a distribution
+    zs_dev = zs.to(DEVICE)
+    grad = torch.empty_like(zs_dev)
+    loss = triton_rows(triton_terms(div), zs_dev, zt.to(DEVICE), wts.to(DEVICE), 0.7, grad_out=grad).sum()
+    loss, grad = loss.cpu().double(), grad.cpu().double()
+    assert grad[3].abs().sum() == 0 and torch.isfinite(grad).all()
+    assert torch.equal(zs_dev.cpu(), zs)  # the logits are read, not written, when grad_out is another buffer
+    # the torch path on the same float32 logits: the same arithmetic, so agreement is tight
+    ref_loss, ref_grad = _rows_reference(div, zs, zt, wts, 0.7, torch.float32)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-3, atol=1e-4 * float(ref_grad.abs().max()))
+    # float64: within float32's rounding of logits of size 1e4 (log-probabilities ~ -100)
+    ref_loss, ref_grad = _rows_reference(div, zs, zt, wts, 0.7, F64)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-3, atol=1e-5)
+    assert float((grad - ref_grad).abs().max()) < 2e-3 * float(ref_grad.abs().max())
+
+
+class _Custom(divmin.divergences.ForwardKL):
+    """A subclass that could change f: no Triton terms unless registered."""
+
+
+def test_backend_choice_and_errors(monkeypatch):
+    a, b, _ = _logits()
+    a32, b32 = a.float().to(DEVICE), b.float().to(DEVICE)
+    with pytest.raises(ValueError, match="backend"):
+        divmin.categorical_divergence(a32, b32, backend="cuda")
+    with pytest.raises(ValueError, match="float64"):
+        divmin.categorical_divergence(a.to(DEVICE), b.to(DEVICE), backend="triton")
+    with pytest.raises(ValueError, match="no terms"):
+        divmin.categorical_divergence(a32, b32, _Custom(), backend="triton")
+    with pytest.raises(ValueError, match="target logits"):
+        divmin.categorical_divergence(a32.clone().requires_grad_(), b32, backend="triton")
+    # "auto" falls back to torch for all of these, and a target gradient then flows
+    a_leaf = a32.clone().requires_grad_()
+    divmin.categorical_divergence(a_leaf, b32, _Custom()).backward()
+    assert torch.isfinite(a_leaf.grad).all()
+    if DEVICE == "cpu":
+        auto = divmin.categorical_divergence(a32, b32, "js")  # CPU: "auto" is the torch path
+        assert torch.equal(auto, divmin.categorical_divergence(a32, b32, "js", backend="torch"))
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with pytest.raises(ValueError, match="CUDA"):
+            divmin.categorical_divergence(a32, b32, backend="triton")
+
+
+_COMPILE = textwrap.dedent("""
+    import os
+    os.environ["TRITON_INTERPRET"] = "0"
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile
+    from divmin.divergences._triton import divergence_rows_kernel, triton_terms
+    import divmin
+    fns = {}
+    for d in [divmin.divergence(n) for n in divmin.available_divergences()] + [divmin.divergence("alpha", alpha=0.3)]:
+        fns[triton_terms(d)[0].__name__] = triton_terms(d)[0]
+    scalars = dict(s_stride="i64", t_stride="i64", g_stride="i64", n_s="i32", n_t="i32", n_cols="i32",
+                   inv_temp="fp32", c0="fp32", c1="fp32", c2="fp32")
+    jobs = [(fn, "bf16", True, 90) for fn in fns.values()]
+    jobs += [(fns["mixture_terms"], "fp32", False, 90), (fns["mixture_terms"], "fp16", True, 80)]
+    for fn, dt, grad, arch in jobs:
+        sig = dict(s_ptr="*" + dt, t_ptr="*" + dt, g_ptr="*" + dt, w_ptr="*fp32", loss_ptr="*fp32", **scalars,
+                   TERMS="constexpr", NEED_GRAD="constexpr", BLOCK="constexpr")
+        src = ASTSource(fn=divergence_rows_kernel, signature=sig, constexprs=dict(TERMS=fn, NEED_GRAD=grad, BLOCK=4096))
+        out = compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=16 if arch == 90 else 8))
+        assert len(out.asm["cubin"]) > 0, fn.__name__
+    print("compiled", len(jobs))
+""")
+
+
+@pytest.mark.slow
+def test_kernel_compiles_for_gpus_for_every_member():
+    """Ahead-of-time compilation to sm_90/sm_80 cubins; needs no GPU (Triton ships LLVM and ptxas)."""
+    env = {**os.environ, "TRITON_DEFAULT_FP_FUSION": "1"}
+    out = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "compiled" in out.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["forward_kl", "js", "total_variation"])
+def test_auto_backend_on_cuda_is_triton_and_matches_torch(name):
+    a, b, mask = _logits(n=64, v=50000, seed=3)
+    ref, g_ref, _ = _rows_and_grad("torch", a, b, mask, name)
+    got, g_got, _ = _rows_and_grad("auto", a, b, mask, name)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-3, atol=1e-3 * float(g_ref.abs().max()))
