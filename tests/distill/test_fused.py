@@ -115,3 +115,26 @@ def test_fused_cross_entropy_bad_labels_and_all_ignored():
     out = fused_linear_cross_entropy(hs, ws, torch.full_like(labels, -100))
     out.backward()
     assert float(out.detach()) == 0.0 and float(hs.grad.abs().sum()) == 0.0
+
+
+def test_no_gradient_work_without_grad_mode(monkeypatch):
+    # under no_grad the loss is a plain value and the chunks are asked for no gradient
+    import divmin.distill._fused as fused
+
+    asked = []
+    chunk = fused._chunk
+
+    def spy(*args, need_grad, **kw):
+        asked.append(need_grad)
+        return chunk(*args, need_grad=need_grad, **kw)
+
+    monkeypatch.setattr(fused, "_chunk", spy)
+    hs, ws, ht, wt, labels = _problem()
+    with torch.no_grad():
+        out = fused_linear_kd_loss(hs, ws, ht, wt, divergence="js", labels=labels, chunk_size=4)
+    assert asked and not any(asked) and out.grad_fn is None
+    ref = token_kd_loss(hs @ ws.T, ht @ wt.T, divergence="js", labels=labels)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-10, atol=1e-12)
+    asked.clear()
+    fused_linear_kd_loss(hs, ws, ht, wt, divergence="js", labels=labels, chunk_size=4).backward()
+    assert asked and all(asked)

@@ -92,39 +92,53 @@ def _triton_chunk(terms: Any, hs: Tensor, ws: Tensor, wts: Tensor, ht: Tensor, *
     return loss.sum(), (zs if need_grad else None)
 
 
-class _ChunkedLinear(torch.autograd.Function):
-    """Sum of a per-row loss of ``h W^T`` whose gradient is accumulated chunk by chunk in the forward pass.
+def _chunk_loop(hs: Tensor, ws: Tensor, wts: Tensor, chunk_fn: Callable[..., Any], chunk: int,
+                per_row: tuple[Tensor, ...], need_h: bool, need_w: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Loss sum of ``h W^T`` over chunks of rows, and (if asked) its gradients for h and W.
 
     ``chunk_fn(h[rows], W, wts[rows], *(r[rows] for r in per_row), need_grad=...)`` returns the
     chunk's weighted loss sum and dL/d(logits) for ``W``'s rows (or None).
     """
+    need = need_h or need_w
+    grad_h = torch.zeros_like(hs) if need_h else None
+    grad_w = torch.zeros(ws.shape, dtype=torch.float32 if ws.dtype != torch.float64 else ws.dtype,
+                         device=ws.device) if need_w else None
+    total = torch.zeros((), dtype=torch.float64 if hs.dtype == torch.float64 else torch.float32, device=hs.device)
+    for lo in range(0, hs.shape[0], chunk):
+        hi = min(lo + chunk, hs.shape[0])
+        c_wts = wts[lo:hi]
+        if not bool((c_wts != 0).any()):
+            continue
+        part, g = chunk_fn(hs[lo:hi], ws, c_wts, *(r[lo:hi] for r in per_row), need_grad=need)
+        total = total + part
+        if g is None:
+            continue
+        g = g.to(hs.dtype)
+        if need_h:
+            grad_h[lo:hi] = g @ ws
+        if need_w:
+            if grad_w.dtype == hs.dtype:
+                grad_w.addmm_(g.T, hs[lo:hi])
+            else:
+                grad_w += (g.T @ hs[lo:hi]).to(grad_w.dtype)
+    return total, grad_h, grad_w
+
+
+def _chunked_linear(hs: Tensor, ws: Tensor, wts: Tensor, chunk_fn: Callable[..., Any], chunk: int,
+                    *per_row: Tensor) -> Tensor:
+    """:func:`_chunk_loop` as a differentiable scalar; no gradient work at all when none is needed."""
+    if torch.is_grad_enabled() and (hs.requires_grad or ws.requires_grad):
+        return _ChunkedLinear.apply(hs, ws, wts, chunk_fn, chunk, *per_row)
+    return _chunk_loop(hs, ws, wts, chunk_fn, chunk, per_row, False, False)[0]
+
+
+class _ChunkedLinear(torch.autograd.Function):
+    """:func:`_chunk_loop`, whose gradients are computed in the forward pass and scaled in the backward."""
 
     @staticmethod
     def forward(ctx: Any, hs: Tensor, ws: Tensor, wts: Tensor, chunk_fn: Callable[..., Any], chunk: int,
                 *per_row: Tensor) -> Tensor:
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need = need_h or need_w
-        grad_h = torch.zeros_like(hs) if need_h else None
-        grad_w = torch.zeros(ws.shape, dtype=torch.float32 if ws.dtype != torch.float64 else ws.dtype,
-                             device=ws.device) if need_w else None
-        total = torch.zeros((), dtype=torch.float64 if hs.dtype == torch.float64 else torch.float32, device=hs.device)
-        for lo in range(0, hs.shape[0], chunk):
-            hi = min(lo + chunk, hs.shape[0])
-            c_wts = wts[lo:hi]
-            if not bool((c_wts != 0).any()):
-                continue
-            part, g = chunk_fn(hs[lo:hi], ws, c_wts, *(r[lo:hi] for r in per_row), need_grad=need)
-            total = total + part
-            if g is None:
-                continue
-            g = g.to(hs.dtype)
-            if need_h:
-                grad_h[lo:hi] = g @ ws
-            if need_w:
-                if grad_w.dtype == hs.dtype:
-                    grad_w.addmm_(g.T, hs[lo:hi])
-                else:
-                    grad_w += (g.T @ hs[lo:hi]).to(grad_w.dtype)
+        total, grad_h, grad_w = _chunk_loop(hs, ws, wts, chunk_fn, chunk, per_row, *ctx.needs_input_grad[:2])
         ctx.save_for_backward(grad_h, grad_w)
         ctx.w_dtype = ws.dtype
         ctx.n_rest = 3 + len(per_row)
@@ -180,8 +194,8 @@ def fused_linear_kd_loss(
         divergence, labels, ignore_index, temperature, num_items, vocab_policy: as in
             :func:`~divmin.distill.token_kd_loss` (same value, same gradients).
         chunk_size: token rows per chunk; None picks :func:`default_chunk_size` of the vocabulary
-            (torch) or about ``N H / V`` rows (triton: the logit chunks then take about as much
-            memory as the hidden states, and the matmuls stay large).
+            (torch) or about ``N H / V`` rows (triton: each of the two chunks of logits then takes
+            about as much memory as the hidden states, and the matmuls stay large).
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` (see the module docstring); an explicit
             ``"triton"`` that cannot run raises instead of falling back.
 
@@ -228,7 +242,7 @@ def fused_linear_kd_loss(
     else:
         chunk_fn = functools.partial(_triton_chunk, terms, wt=wt, temperature=temperature)
         chunk = chunk_size or max(default_chunk_size(vocab), _pow2_floor(hs.shape[0] * hs.shape[1] // vocab))
-    return _ChunkedLinear.apply(hs, ws, wts, chunk_fn, chunk, ht)
+    return _chunked_linear(hs, ws, wts, chunk_fn, chunk, ht)
 
 
 def _chunk_ce(hs: Tensor, ws: Tensor, wts: Tensor, labels: Tensor, *,
@@ -290,7 +304,7 @@ def fused_linear_cross_entropy(
     hs = hidden.reshape(-1, hidden.shape[-1])
     acc = torch.float64 if hs.dtype == torch.float64 else torch.float32
     wts = normalise_sum(mask.to(acc), mask, hs.shape[0], num_items)
-    return _ChunkedLinear.apply(hs, head_weight, wts, _chunk_ce, chunk_size or default_chunk_size(vocab), flat)
+    return _chunked_linear(hs, head_weight, wts, _chunk_ce, chunk_size or default_chunk_size(vocab), flat)
 
 
 def _pow2_floor(n: int) -> int:

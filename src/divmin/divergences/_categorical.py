@@ -112,26 +112,32 @@ class _CategoricalDivergence(torch.autograd.Function):
 
 
 class _TritonCategorical(torch.autograd.Function):
-    """Rows of D(softmax(a/T) || softmax(b/T)) by the Triton kernel; gradient for b only."""
+    """Rows of D(softmax(a/T) || softmax(b/T)) by the Triton kernel; gradient for b only.
+
+    The forward keeps 5 floats per row (softmax statistics and sum B), so the
+    backward streams each row once.
+    """
 
     @staticmethod
     def forward(ctx: Any, a: Tensor, b: Tensor, weights: Tensor, terms: Any, temperature: float) -> Tensor:
         from ._triton import triton_rows
 
-        ctx.save_for_backward(a, b, weights)
+        stats = torch.empty(b.shape[0], 5, dtype=torch.float32, device=b.device)
+        ctx.save_for_backward(a, b, weights, stats)
         ctx.terms, ctx.temperature = terms, temperature
-        return triton_rows(terms, b, a, weights, temperature)
+        return triton_rows(terms, b, a, weights, temperature, stats=stats)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, ...]:
         from ._triton import triton_rows
 
-        a, b, weights = ctx.saved_tensors
+        a, b, weights, stats = ctx.saved_tensors
         if not ctx.needs_input_grad[1]:
             return (None,) * 5
         grad_b = torch.empty_like(b)
-        triton_rows(ctx.terms, b, a, grad_rows.float() * weights, ctx.temperature, grad_out=grad_b)
+        triton_rows(ctx.terms, b, a, grad_rows.float() * weights, ctx.temperature, grad_out=grad_b, stats=stats,
+                    stats_ready=True)
         return None, grad_b, None, None, None
 
 

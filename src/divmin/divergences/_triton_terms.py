@@ -154,34 +154,34 @@ def _expm1(x):
 
 
 @triton.jit
-def _alpha_side(lw, a, t):
+def _alpha_side(lw, a, am1, t):
     """``w f_a(e^t)`` for t <= 0 with w = exp(lw): Amari's f on the side where the ratio is at most 1.
 
     f_a(e^t) = ((e^{at} - 1)/a - (e^t - 1)) / (a - 1) for a <= 1/2, and the dual
     ((e^{at} - e^t)/(a - 1) - (e^t - 1)) / a for a > 1/2, so no denominator is small;
     terms that may overflow are formed in log space (a weight that underflows never
-    meets an f that overflows).
+    meets an f that overflows). ``am1 = a - 1`` comes from the host: formed here in
+    float32 it would round to 0 for a within 6e-8 of 1.
     """
     w = tl.exp(lw)
     at = a * t
-    c = a - 1.0
-    ct = c * t
+    ct = am1 * t
     w_em1_t = w * _expm1(t)
     w_em1_at = tl.where(tl.abs(at) > 1.0, (tl.exp(lw + at) - w) / a, w * _expm1(at) / a)
-    lo = (w_em1_at - w_em1_t) / c
-    w_dual = tl.where(tl.abs(ct) > 1.0, (tl.exp(lw + at) - tl.exp(lw + t)) / c, tl.exp(lw + t) * _expm1(ct) / c)
+    lo = (w_em1_at - w_em1_t) / am1
+    w_dual = tl.where(tl.abs(ct) > 1.0, (tl.exp(lw + at) - tl.exp(lw + t)) / am1, tl.exp(lw + t) * _expm1(ct) / am1)
     hi = (w_dual - w_em1_t) / a
     return tl.where(lw == float("-inf"), 0.0, tl.where(a <= 0.5, lo, hi))
 
 
 @triton.jit
 def alpha_terms(lp, lq, p, q, c0, c1, c2):
-    """Amari alpha with c0 = a (not 0 or 1): F = Q f_a(r) for r <= 1, P f_(1-a)(1/r) otherwise (its conjugate)."""
+    """Amari alpha with c0 = a, c1 = 1 - a (a not 0 or 1): F = Q f_a(r) for r <= 1, else P f_(1-a)(1/r)."""
     t = lp - lq
-    f = tl.where(t > 0.0, _alpha_side(lp, 1.0 - c0, -t), _alpha_side(lq, c0, t))
+    f = tl.where(t > 0.0, _alpha_side(lp, c1, -c0, -t), _alpha_side(lq, c0, -c1, t))
     at = c0 * t
     b = tl.where(tl.abs(at) > 1.0, (q - tl.exp(lq + at)) / c0, -q * _expm1(at) / c0)  # Q (1 - r^a) / a
-    return f, tl.where(lq == float("-inf"), tl.where((lp == float("-inf")) | (c0 < 1.0), 0.0, float("-inf")), b)
+    return f, tl.where(lq == float("-inf"), tl.where((lp == float("-inf")) | (c1 > 0.0), 0.0, float("-inf")), b)
 
 
 @triton.jit
@@ -210,7 +210,7 @@ def _alpha(div: Alpha) -> tuple[object, tuple[float, float, float]]:
         return forward_kl_terms, (0.0, 0.0, 0.0)
     if a == 0.0:
         return reverse_kl_terms, (0.0, 0.0, 0.0)
-    return alpha_terms, (a, 0.0, 0.0)
+    return alpha_terms, (a, 1.0 - a, 0.0)  # 1 - a in float64: the kernel never subtracts parameters
 
 
 _NONE = (0.0, 0.0, 0.0)
