@@ -26,25 +26,9 @@ from typing import Callable
 import triton
 import triton.language as tl
 
+from . import _family as fam
+from . import _parametric as par
 from ._base import Divergence
-from ._family import (
-    JS,
-    ForwardKL,
-    Jeffreys,
-    NeymanChi2,
-    PearsonChi2,
-    ReverseKL,
-    SquaredHellinger,
-    TotalVariation,
-)
-from ._parametric import (
-    Alpha,
-    GeneralizedJS,
-    SkewForwardKL,
-    SkewReverseKL,
-    SoftenedForwardKL,
-    SoftenedReverseKL,
-)
 
 __all__ = ["TRITON_TERMS", "triton_terms"]
 
@@ -204,7 +188,7 @@ def _mixture(beta: float, scale: float) -> tuple[float, float, float]:
     return _log(beta), _log(1.0 - beta), scale
 
 
-def _alpha(div: Alpha) -> tuple[object, tuple[float, float, float]]:
+def _alpha(div: par.Alpha) -> tuple[object, tuple[float, float, float]]:
     a = float(div.alpha)
     if a == 1.0:
         return forward_kl_terms, (0.0, 0.0, 0.0)
@@ -217,20 +201,20 @@ _NONE = (0.0, 0.0, 0.0)
 
 # exact type -> (member -> (device function, (c0, c1, c2))); a subclass that changes f is not listed
 TRITON_TERMS: dict[type, Callable[[Divergence], tuple[object, tuple[float, float, float]]]] = {
-    ForwardKL: lambda d: (forward_kl_terms, _NONE),
-    ReverseKL: lambda d: (reverse_kl_terms, _NONE),
-    JS: lambda d: (mixture_terms, _mixture(0.5, 2.0)),
-    GeneralizedJS: lambda d: (mixture_terms, _mixture(float(d.beta), 1.0)),
-    SkewForwardKL: lambda d: (skew_forward_kl_terms, (_log(float(d.skew)), _log(1.0 - float(d.skew)), 0.0)),
-    SkewReverseKL: lambda d: (skew_reverse_kl_terms, (_log(1.0 - float(d.skew)), _log(float(d.skew)), 0.0)),
-    TotalVariation: lambda d: (total_variation_terms, _NONE),
-    SquaredHellinger: lambda d: (squared_hellinger_terms, _NONE),
-    Jeffreys: lambda d: (jeffreys_terms, _NONE),
-    PearsonChi2: lambda d: (pearson_chi2_terms, _NONE),
-    NeymanChi2: lambda d: (neyman_chi2_terms, _NONE),
-    Alpha: _alpha,
-    SoftenedReverseKL: lambda d: (softened_reverse_kl_terms, _NONE),
-    SoftenedForwardKL: lambda d: (softened_forward_kl_terms, _NONE),
+    fam.ForwardKL: lambda d: (forward_kl_terms, _NONE),
+    fam.ReverseKL: lambda d: (reverse_kl_terms, _NONE),
+    fam.JS: lambda d: (mixture_terms, _mixture(0.5, 2.0)),
+    par.GeneralizedJS: lambda d: (mixture_terms, _mixture(float(d.beta), 1.0)),
+    par.SkewForwardKL: lambda d: (skew_forward_kl_terms, (_log(float(d.skew)), _log(1.0 - float(d.skew)), 0.0)),
+    par.SkewReverseKL: lambda d: (skew_reverse_kl_terms, (_log(1.0 - float(d.skew)), _log(float(d.skew)), 0.0)),
+    fam.TotalVariation: lambda d: (total_variation_terms, _NONE),
+    fam.SquaredHellinger: lambda d: (squared_hellinger_terms, _NONE),
+    fam.Jeffreys: lambda d: (jeffreys_terms, _NONE),
+    fam.PearsonChi2: lambda d: (pearson_chi2_terms, _NONE),
+    fam.NeymanChi2: lambda d: (neyman_chi2_terms, _NONE),
+    par.Alpha: _alpha,
+    par.SoftenedReverseKL: lambda d: (softened_reverse_kl_terms, _NONE),
+    par.SoftenedForwardKL: lambda d: (softened_forward_kl_terms, _NONE),
 }
 
 
