@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
+from ..divergences._checks import check_float_tensor
 from ..divergences._backend import BACKENDS, check_backend, triton_terms_for
 from ._token import VOCAB_POLICIES, check_temperature, label_mask, normalise_sum
 
@@ -155,15 +156,6 @@ class _ChunkedLinear(torch.autograd.Function):
         return (grad_h, grad_w) + (None,) * ctx.n_rest
 
 
-def _check(name: str, x: Any, ndim: int | None = None) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"`{name}` must have a floating dtype, got {x.dtype}")
-    if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"`{name}` must have {ndim} dims, got shape {tuple(x.shape)}")
-
-
 def _check_chunk(chunk_size: Any) -> None:
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"`chunk_size` must be None or an int >= 1, got {chunk_size!r}")
@@ -203,10 +195,10 @@ def fused_linear_kd_loss(
         A scalar in float32 (float64 for float64 inputs). Biases are not supported: fold a
         bias into the weight with a constant-1 hidden feature if a head has one.
     """
-    _check("student_hidden", student_hidden)
-    _check("teacher_hidden", teacher_hidden)
-    _check("student_head_weight", student_head_weight, 2)
-    _check("teacher_head_weight", teacher_head_weight, 2)
+    check_float_tensor("student_hidden", student_hidden)
+    check_float_tensor("teacher_hidden", teacher_hidden)
+    check_float_tensor("student_head_weight", student_head_weight, ndim=2)
+    check_float_tensor("teacher_head_weight", teacher_head_weight, ndim=2)
     if student_head_weight.shape[1] != student_hidden.shape[-1]:
         raise ValueError(f"`student_head_weight` {tuple(student_head_weight.shape)} does not match hidden size "
                          f"{student_hidden.shape[-1]}")
@@ -289,8 +281,8 @@ def fused_linear_cross_entropy(
     >>> torch.allclose(fused_linear_cross_entropy(h, w, y, chunk_size=4), F.cross_entropy(h @ w.T, y))
     True
     """
-    _check("hidden", hidden)
-    _check("head_weight", head_weight, 2)
+    check_float_tensor("hidden", hidden)
+    check_float_tensor("head_weight", head_weight, ndim=2)
     if labels is None:
         raise TypeError("`labels` must be an integer tensor, got None")
     if head_weight.shape[1] != hidden.shape[-1]:

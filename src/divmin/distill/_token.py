@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence, categorical_divergence
+from ..divergences._checks import check_float_tensor
 
 __all__ = ["TopKTeacher", "token_kd_loss", "align_vocab", "label_mask", "normalise_sum"]
 
@@ -69,15 +70,6 @@ class TopKTeacher(NamedTuple):
     log_probs: Tensor  # (..., k) float teacher log-probabilities at temperature T
     indices: Tensor  # (..., k) int64 vocabulary ids in [0, V_student)
     tail: str = "bucket"  # "bucket": teacher keeps 1 - sum(p) off its top k; "renormalize": 0 there
-
-
-def _check_logits(name: str, x: Any) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"`{name}` must have a floating dtype, got {x.dtype}")
-    if x.ndim < 1 or x.shape[-1] < 1:
-        raise ValueError(f"`{name}` needs a non-empty last (vocabulary) dim, got shape {tuple(x.shape)}")
 
 
 def align_vocab(teacher_logits: Tensor, student_logits: Tensor, policy: str) -> tuple[Tensor, Tensor]:
@@ -141,7 +133,7 @@ def _log1mexp(x: Tensor) -> Tensor:
 def _topk_pair(student_logits: Tensor, teacher: TopKTeacher, temperature: float) -> tuple[Tensor, Tensor]:
     """``(..., k + 1)`` teacher and student log-probabilities on the top-k ids plus the tail bucket."""
     lp, idx = teacher.log_probs, teacher.indices
-    _check_logits("teacher_logits.log_probs", lp)
+    check_float_tensor("teacher_logits.log_probs", lp, nonempty_last=True)
     if not isinstance(idx, Tensor) or idx.dtype not in (torch.int64, torch.int32):
         raise TypeError("`teacher_logits.indices` must be an int64 (or int32) tensor")
     if teacher.tail not in _TAILS:
@@ -203,7 +195,7 @@ def token_kd_loss(
     Returns:
         A scalar in float32 (float64 for float64 inputs).
     """
-    _check_logits("student_logits", student_logits)
+    check_float_tensor("student_logits", student_logits, nonempty_last=True)
     div = as_divergence(divergence)
     temperature = check_temperature(temperature)
     lead = student_logits.shape[:-1]
@@ -212,7 +204,7 @@ def token_kd_loss(
         t, s = _topk_pair(student_logits, teacher_logits, temperature)
         temp = 1.0
     else:
-        _check_logits("teacher_logits", teacher_logits)
+        check_float_tensor("teacher_logits", teacher_logits, nonempty_last=True)
         if teacher_logits.shape[:-1] != lead:
             raise ValueError(f"`teacher_logits` leading shape {tuple(teacher_logits.shape[:-1])} differs from "
                              f"`student_logits`' {tuple(lead)}")

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from ._backend import check_backend, triton_terms_for
 from ._base import Divergence, as_divergence
+from ._checks import check_float_tensor
 
 __all__ = ["categorical_divergence"]
 
@@ -143,13 +144,8 @@ class _TritonCategorical(torch.autograd.Function):
 
 def _validate(target_logits: Any, model_logits: Any, mask: Any, temperature: Any,
               reduction: Any, chunk_size: Any) -> Tensor | None:
-    for name, x in (("target_logits", target_logits), ("model_logits", model_logits)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"`{name}` must have a floating dtype, got {x.dtype}")
-        if x.ndim < 1 or x.shape[-1] < 1:
-            raise ValueError(f"`{name}` needs a non-empty last (class) dim, got shape {tuple(x.shape)}")
+    check_float_tensor("target_logits", target_logits, nonempty_last=True)
+    check_float_tensor("model_logits", model_logits, nonempty_last=True)
     if target_logits.shape != model_logits.shape:
         raise ValueError(
             "`target_logits` and `model_logits` must have the same shape, "

@@ -207,6 +207,12 @@ def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *,
     return result
 
 
+def check_num_threads(n: Any) -> None:
+    """The ``num_threads`` field of a recipe config: None (leave torch's setting) or an int >= 1."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"`num_threads` must be None or an int >= 1, got {n!r}")
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads (None: leave as is), then restore.

@@ -36,7 +36,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from ..distill import DistillConfig, DistillTrainer, LMCollator, token_kd_loss
 from ..divergences import divergence
 from ..engine import EngineConfig, Trainer
-from ._registry import RecipeResult, recipe, torch_threads
+from ._registry import RecipeResult, check_num_threads, recipe, torch_threads
 
 __all__ = ["KDLMConfig", "MarkovCorpus", "run_kd_lm"]
 
@@ -74,8 +74,7 @@ class KDLMConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
 
     def __post_init__(self) -> None:
-        if self.num_threads is not None and (isinstance(self.num_threads, bool) or self.num_threads < 1):
-            raise ValueError(f"`num_threads` must be None or an int >= 1, got {self.num_threads!r}")
+        check_num_threads(self.num_threads)
         if not self.methods or not self.seeds:
             raise ValueError("`methods` and `seeds` must be non-empty")
         for m in self.methods:
