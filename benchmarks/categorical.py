@@ -94,7 +94,7 @@ def _step(variant: str, student: torch.Tensor, teacher: torch.Tensor, chunk: int
         loss = LigerJSD(beta=0.5)(torch.log_softmax(student.float(), -1), torch.log_softmax(teacher.float(), -1))
     else:
         loss = divmin.categorical_divergence(
-            teacher, student, "generalized_js", chunk_size=chunk if variant == "chunked" else None,
+            student, teacher, divergence="generalized_js", chunk_size=chunk if variant == "chunked" else None,
             backend="triton" if variant == "triton" else "torch",
         )
     loss.backward()

@@ -1,9 +1,11 @@
 """divmin: training, aligning and distilling models by divergence minimization."""
 
 from .divergences import (
+    Discrepancy,
     Divergence,
     as_divergence,
     available_divergences,
+    available_kinds,
     categorical_divergence,
     divergence,
     SinkhornConvergenceWarning,
@@ -16,9 +18,11 @@ from .divergences import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Discrepancy",
     "Divergence",
     "as_divergence",
     "available_divergences",
+    "available_kinds",
     "categorical_divergence",
     "divergence",
     "register",

@@ -36,8 +36,12 @@ def _divergences(args: argparse.Namespace) -> int:
     for name in available_divergences():
         d = divergence(name)
         params = ", ".join(f"{k}={v}" for k, v in d.params.items()) or "-"
-        rows.append([name, params, "yes" if d.h_bounded else "no", d.behaviour])
-    print(_table(["name", "parameters (default)", "h bounded", "behaviour"], rows))
+        if d.kind == "f":  # the tails of f and h only mean something for f-divergences
+            rows.append([name, d.kind, params, "yes" if d.h_bounded else "no", d.behaviour])
+        else:
+            rows.append([name, d.kind, params, "-", "-"])
+    print(_table(["name", "kind", "parameters (default)", "h bounded", "behaviour"], rows))
+    print("\nA name takes parameters as a spec: alpha:0.3, sinkhorn:epsilon=0.05,cost=l1")
     return 0
 
 

@@ -50,7 +50,7 @@ def test_enumerated_surrogate_gradient_is_the_exact_gradient_of_d_f(div):
 def test_exact_gradient_also_matches_the_categorical_closed_form(name):
     seqs, _, target, policy = _toy(seed=1)
     s = target.log_score(seqs)
-    want = _grad(exact_divergence(s, policy.log_prob(seqs), name), policy)
+    want = _grad(exact_divergence(policy.log_prob(seqs), s, divergence=name), policy)
     uniform = torch.full((len(seqs),), -math.log(len(seqs)))
     got = _grad(fdpg_loss(policy.log_prob(seqs), s, divergence=name, proposal_logps=uniform).loss, policy)
     assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
@@ -176,13 +176,13 @@ def _train(policy, target, seqs, name, *, exact: bool, steps: int, seed: int = 0
         out.loss.backward()
         opt.step()
     with torch.no_grad():
-        return float(exact_divergence(s_all, policy.log_prob(seqs), name))
+        return float(exact_divergence(policy.log_prob(seqs), s_all, divergence=name))
 
 
 @pytest.mark.parametrize("name", ["js", "forward_kl", "reverse_kl"])
 def test_monte_carlo_training_reaches_the_exact_gradient_optimum(name):
     seqs, _, target, policy = _toy(seed=8)
-    start = float(exact_divergence(target.log_score(seqs), policy.log_prob(seqs).detach(), name))
+    start = float(exact_divergence(policy.log_prob(seqs).detach(), target.log_score(seqs), divergence=name))
     optimum = _train(BigramLM(V, L), target, seqs, name, exact=True, steps=400)
     mc = _train(policy, target, seqs, name, exact=False, steps=250)
     assert optimum < 0.5 * start  # the toy is not trivial: training matters ...

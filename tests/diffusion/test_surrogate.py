@@ -51,7 +51,7 @@ def _monte_carlo_grad(div) -> tuple[torch.Tensor, torch.Tensor]:
     xd = x_t.detach()
     s_p, s_q = -(xd - MU_P) / var_p, -(xd - MU_Q) / var_q
     log_r = (_gauss_logpdf(xd, MU_P, torch.tensor(var_p)) - _gauss_logpdf(xd, MU_Q, torch.tensor(var_q)))[:, 0]
-    loss = fdistill_surrogate(x_t, s_p, s_q, log_r, divergence=div, normalize=False)
+    loss = fdistill_surrogate(x_t, s_q, s_p, log_r, divergence=div, normalize=False)
     (grad,) = torch.autograd.grad(loss, theta)
     per_sample = div.h(log_r)[:, None] * (s_q - s_p) * torch.cat([torch.ones_like(z), S_Q * z], 1)
     return grad, per_sample.std(0) / math.sqrt(N_MC)
@@ -76,8 +76,8 @@ def test_normalised_gradient_divides_by_the_batch_mean_of_h():
     x = torch.randn(64, 3, generator=gen, requires_grad=True)
     s_p, s_q, log_r = torch.randn(64, 3, generator=gen), torch.randn(64, 3, generator=gen), torch.randn(64, generator=gen)
     div = divmin.divergence("forward_kl")
-    (g_raw,) = torch.autograd.grad(fdistill_surrogate(x, s_p, s_q, log_r, divergence=div, normalize=False), x)
-    (g_norm,) = torch.autograd.grad(fdistill_surrogate(x, s_p, s_q, log_r, divergence=div), x)
+    (g_raw,) = torch.autograd.grad(fdistill_surrogate(x, s_q, s_p, log_r, divergence=div, normalize=False), x)
+    (g_norm,) = torch.autograd.grad(fdistill_surrogate(x, s_q, s_p, log_r, divergence=div), x)
     torch.testing.assert_close(g_norm, g_raw / log_r.exp().mean())
     # per-sample direction h(r_b) (s_q - s_p)_b / B, written out by hand
     torch.testing.assert_close(g_raw, log_r.exp()[:, None] * (s_q - s_p) / 64)
@@ -89,14 +89,14 @@ def test_reverse_kl_is_dmd_whatever_the_log_ratio():
     s_p, s_q = torch.randn(8, 2), torch.randn(8, 2)
     for norm in (True, False):
         (g,) = torch.autograd.grad(
-            fdistill_surrogate(x, s_p, s_q, 30 * torch.randn(8), divergence="reverse_kl", normalize=norm), x)
+            fdistill_surrogate(x, s_q, s_p, 30 * torch.randn(8), divergence="reverse_kl", normalize=norm), x)
         torch.testing.assert_close(g, (s_q - s_p) / 8)
 
 
 def test_time_weight_scales_each_sample():
     x = torch.randn(4, 2, requires_grad=True)
     s_p, s_q, w = torch.randn(4, 2), torch.randn(4, 2), torch.tensor([0.0, 1.0, 2.0, 4.0])
-    (g,) = torch.autograd.grad(fdistill_surrogate(x, s_p, s_q, torch.zeros(4), divergence="reverse_kl",
+    (g,) = torch.autograd.grad(fdistill_surrogate(x, s_q, s_p, torch.zeros(4), divergence="reverse_kl",
                                                   time_weight=w), x)
     torch.testing.assert_close(g, w[:, None] * (s_q - s_p) / 4)
 
@@ -105,7 +105,7 @@ def test_bf16_inputs_accumulate_in_fp32():
     x = torch.randn(16, 5, dtype=torch.bfloat16, requires_grad=True)
     s_p, s_q = torch.randn(16, 5, dtype=torch.bfloat16), torch.randn(16, 5, dtype=torch.bfloat16)
     log_r = torch.full((16,), 60.0, dtype=torch.bfloat16)  # h = r = e^60: normalised in fp32
-    loss = fdistill_surrogate(x, s_p, s_q, log_r, divergence="forward_kl")
+    loss = fdistill_surrogate(x, s_q, s_p, log_r, divergence="forward_kl")
     (g,) = torch.autograd.grad(loss, x)
     assert loss.dtype == torch.bfloat16 and torch.isfinite(g).all()
     torch.testing.assert_close(g.float(), (s_q - s_p).float() / 16, atol=1e-2, rtol=1e-2)
@@ -116,9 +116,9 @@ def test_bad_inputs_are_refused_by_name():
     with pytest.raises(ValueError, match="total_variation"):
         fdistill_surrogate(x, s, s, lr, divergence="total_variation")
     with pytest.raises(ValueError, match="teacher_score"):
-        fdistill_surrogate(x, s[:, :1], s, lr, divergence="js")
+        fdistill_surrogate(x, s, s[:, :1], lr, divergence="js")
     with pytest.raises(ValueError, match="fake_score"):
-        fdistill_surrogate(x, s, s[:3], lr, divergence="js")
+        fdistill_surrogate(x, s[:3], s, lr, divergence="js")
     with pytest.raises(ValueError, match="log_ratio"):
         fdistill_surrogate(x, s, s, lr[:, None], divergence="js")
     with pytest.raises(ValueError, match="log_ratio"):

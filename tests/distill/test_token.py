@@ -32,7 +32,7 @@ def test_equals_masked_mean_of_categorical_divergence(div):
     s, t, lab = _logits(3, 5, 9, seed=1), _logits(3, 5, 9, seed=2), _labels((3, 5))
     mask = lab != -100
     got = token_kd_loss(s, t, divergence=div, labels=lab, temperature=1.7)
-    rows = divmin.categorical_divergence(t, s, div, temperature=1.7, reduction="none")
+    rows = divmin.categorical_divergence(s, t, divergence=div, temperature=1.7, reduction="none")
     torch.testing.assert_close(got, rows[mask].sum() / mask.sum(), rtol=1e-12, atol=1e-12)
 
 
@@ -121,7 +121,7 @@ def test_vocab_policies():
     s, t = _logits(3, 10, seed=15), _logits(3, 13, seed=16)  # the teacher has 3 extra (padding) ids
     sg = s.clone().requires_grad_()
     got = token_kd_loss(sg, t, divergence="js", vocab_policy="truncate")
-    torch.testing.assert_close(got, divmin.categorical_divergence(t[:, :10], s, "js"))
+    torch.testing.assert_close(got, divmin.categorical_divergence(s, t[:, :10], divergence="js"))
     got.backward()
     # the student's own extra ids: zero gradient under truncation
     s2, t2 = _logits(3, 13, seed=17).requires_grad_(), _logits(3, 10, seed=18)

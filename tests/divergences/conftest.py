@@ -16,7 +16,7 @@ PARAM_VARIANTS: dict[str, list[dict]] = {
 
 
 def all_members() -> list[divmin.Divergence]:
-    out = [divmin.divergence(name) for name in divmin.available_divergences()]
+    out = [divmin.divergence(name) for name in divmin.available_divergences("f")]
     for name, variants in PARAM_VARIANTS.items():
         out += [divmin.divergence(name, **kw) for kw in variants]
     return out

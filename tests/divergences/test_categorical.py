@@ -32,7 +32,7 @@ def _probs(x: torch.Tensor) -> np.ndarray:
 @members
 def test_matches_textbook_and_reference_sum(div):
     a, b = _logits(6, 11, seed=1), _logits(6, 11, seed=2)
-    got = cd(a, b, div, reduction="none")
+    got = cd(b, a, divergence=div, reduction="none")
     ref = textbook(div, _probs(a), _probs(b))
     # 1e-8: the textbook alpha formula itself loses ~eps/alpha near alpha = 0
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-8, atol=1e-12)
@@ -44,17 +44,17 @@ def test_matches_textbook_and_reference_sum(div):
 def test_kl_and_js_match_scipy():
     a, b = _logits(5, 13, seed=3), _logits(5, 13, seed=4)
     p, q = _probs(a), _probs(b)
-    np.testing.assert_allclose(cd(a, b, "forward_kl", reduction="none").numpy(), rel_entr(p, q).sum(-1), rtol=1e-12)
-    np.testing.assert_allclose(cd(a, b, "reverse_kl", reduction="none").numpy(), rel_entr(q, p).sum(-1), rtol=1e-12)
+    np.testing.assert_allclose(cd(b, a, divergence="forward_kl", reduction="none").numpy(), rel_entr(p, q).sum(-1), rtol=1e-12)
+    np.testing.assert_allclose(cd(b, a, divergence="reverse_kl", reduction="none").numpy(), rel_entr(q, p).sum(-1), rtol=1e-12)
     # our JS is unscaled: KL(P||M) + KL(Q||M) = 2 * scipy's jensenshannon^2 (natural log)
     js = 2 * jensenshannon(p, q, axis=-1) ** 2
-    np.testing.assert_allclose(cd(a, b, "js", reduction="none").numpy(), js, rtol=1e-10)
+    np.testing.assert_allclose(cd(b, a, divergence="js", reduction="none").numpy(), js, rtol=1e-10)
 
 
 @members
 def test_divergence_of_a_distribution_to_itself_is_zero(div):
     a = _logits(4, 9, seed=5)
-    assert cd(a, a.clone(), div, reduction="none").abs().max().item() < 1e-12
+    assert cd(a.clone(), a, divergence=div, reduction="none").abs().max().item() < 1e-12
 
 
 @members
@@ -62,7 +62,7 @@ def test_divergence_of_a_distribution_to_itself_is_zero(div):
 @given(seed=st.integers(0, 2**31 - 1), vocab=st.integers(1, 40), scale=st.floats(0.01, 30.0))
 def test_nonnegative(div, seed, vocab, scale):
     a, b = _logits(3, vocab, scale=scale, seed=seed), _logits(3, vocab, scale=scale, seed=seed + 1)
-    assert (cd(a, b, div, reduction="none") >= -1e-10).all()
+    assert (cd(b, a, divergence=div, reduction="none") >= -1e-10).all()
 
 
 @members
@@ -70,7 +70,7 @@ def test_gradcheck_float64(div):
     a = _logits(5, 7, seed=6).requires_grad_()
     b = _logits(5, 7, seed=7).requires_grad_()
     mask = torch.tensor([True, False, True, True, False])
-    fn = lambda x, y: cd(x, y, div, mask=mask, temperature=1.7, reduction="none", chunk_size=2)  # noqa: E731
+    fn = lambda x, y: cd(y, x, divergence=div, mask=mask, temperature=1.7, reduction="none", chunk_size=2)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (a, b), eps=1e-6, atol=1e-6)
 
 
@@ -81,7 +81,7 @@ def test_chunked_equals_unchunked_in_value_and_gradient(div):
     results = []
     for chunk in (None, 1, 4, 13, 100):
         a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
-        loss = cd(a, b, div, mask=mask, chunk_size=chunk, temperature=0.7)
+        loss = cd(b, a, divergence=div, mask=mask, chunk_size=chunk, temperature=0.7)
         loss.backward()
         results.append((loss.detach(), a.grad, b.grad))
     for loss, ga, gb in results[1:]:
@@ -95,9 +95,9 @@ def test_huge_logits_stay_exact_in_float32(div):
     """|logits| up to 1e4: float32 agrees with float64 wherever the float64 value fits in float32."""
     a, b = _logits(8, 10, scale=1e4, seed=10), _logits(8, 10, scale=1e4, seed=11)
     a[0], b[0] = a[1], b[1] * 0.5  # rows with shared argmax and large but finite ratios
-    ref = cd(a, b, div, reduction="none")
+    ref = cd(b, a, divergence=div, reduction="none")
     a32, b32 = a.float().requires_grad_(), b.float().requires_grad_()
-    got = cd(a32, b32, div, reduction="none")
+    got = cd(b32, a32, divergence=div, reduction="none")
     assert not torch.isnan(got).any()
     fits = ref.abs() < 1e30
     assert torch.isfinite(got[fits]).all()
@@ -113,8 +113,8 @@ def test_shared_padding_is_the_reduced_vocabulary(div):
     ap, bp = a.clone(), b.clone()
     ap[:, 9:], bp[:, 9:] = -math.inf, -math.inf
     ap, bp = ap.requires_grad_(), bp.requires_grad_()
-    got = cd(ap, bp, div, reduction="none")
-    torch.testing.assert_close(got, cd(a[:, :9], b[:, :9], div, reduction="none"), rtol=1e-10, atol=1e-12)
+    got = cd(bp, ap, divergence=div, reduction="none")
+    torch.testing.assert_close(got, cd(b[:, :9], a[:, :9], divergence=div, reduction="none"), rtol=1e-10, atol=1e-12)
     got.sum().backward()
     assert torch.isfinite(ap.grad).all() and (ap.grad[:, 9:] == 0).all() and (bp.grad[:, 9:] == 0).all()
 
@@ -125,7 +125,7 @@ def test_zero_in_one_argument_gives_the_limit(div):
     a, b = _logits(2, 8, seed=14), _logits(2, 8, seed=15)
     a[0, :3] = -math.inf  # P misses entries of Q
     b[1, :3] = -math.inf  # Q misses entries of P
-    got = cd(a, b, div, reduction="none")
+    got = cd(b, a, divergence=div, reduction="none")
     assert not torch.isnan(got).any()
     ref = textbook(div, _probs(a), _probs(b))
     assert bool(torch.isinf(got[0])) == (div.behaviour in ("mode-seeking", "both")) == bool(np.isinf(ref[0]))
@@ -139,10 +139,10 @@ def test_zero_in_one_argument_gives_the_limit(div):
 def test_half_precision_inputs_accumulate_in_float32(div, dtype):
     a, b = _logits(16, 50, scale=3.0, seed=16, dtype=dtype), _logits(16, 50, scale=3.0, seed=17, dtype=dtype)
     a, b = a.requires_grad_(), b.requires_grad_()
-    got = cd(a, b, div, chunk_size=5)
+    got = cd(b, a, divergence=div, chunk_size=5)
     assert got.dtype == torch.float32
     a32, b32 = a.detach().float().requires_grad_(), b.detach().float().requires_grad_()
-    ref = cd(a32, b32, div)
+    ref = cd(b32, a32, divergence=div)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     got.backward()
     ref.backward()
@@ -156,21 +156,21 @@ def test_half_precision_inputs_accumulate_in_float32(div, dtype):
 
 def test_temperature_divides_both_logits():
     a, b = _logits(3, 6, seed=18), _logits(3, 6, seed=19)
-    torch.testing.assert_close(cd(a, b, "js", temperature=2.5), cd(a / 2.5, b / 2.5, "js"))
+    torch.testing.assert_close(cd(b, a, divergence="js", temperature=2.5), cd(b / 2.5, a / 2.5, divergence="js"))
 
 
 def test_reductions_and_mask():
     a, b = _logits(2, 3, 5, seed=20), _logits(2, 3, 5, seed=21)
-    rows = cd(a, b, "forward_kl", reduction="none")
+    rows = cd(b, a, divergence="forward_kl", reduction="none")
     assert rows.shape == (2, 3)
     mask = torch.tensor([[True, False, True], [False, False, True]])
-    masked = cd(a, b, "forward_kl", mask=mask, reduction="none")
+    masked = cd(b, a, divergence="forward_kl", mask=mask, reduction="none")
     torch.testing.assert_close(masked, torch.where(mask, rows, torch.zeros_like(rows)))
-    torch.testing.assert_close(cd(a, b, "forward_kl", mask=mask), rows[mask].mean())
-    torch.testing.assert_close(cd(a, b, "forward_kl", mask=mask, reduction="sum"), rows[mask].sum())
-    torch.testing.assert_close(cd(a, b, "forward_kl", mask=mask.long()), rows[mask].mean())
+    torch.testing.assert_close(cd(b, a, divergence="forward_kl", mask=mask), rows[mask].mean())
+    torch.testing.assert_close(cd(b, a, divergence="forward_kl", mask=mask, reduction="sum"), rows[mask].sum())
+    torch.testing.assert_close(cd(b, a, divergence="forward_kl", mask=mask.long()), rows[mask].mean())
     none = torch.zeros(2, 3, dtype=torch.bool)
-    assert cd(a, b, "forward_kl", mask=none).item() == 0.0
+    assert cd(b, a, divergence="forward_kl", mask=none).item() == 0.0
 
 
 def test_masked_rows_may_hold_garbage():
@@ -178,7 +178,7 @@ def test_masked_rows_may_hold_garbage():
     with torch.no_grad():
         a[1] = math.nan
     mask = torch.tensor([True, False, True])
-    loss = cd(a, b, "reverse_kl", mask=mask)
+    loss = cd(b, a, divergence="reverse_kl", mask=mask)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(a.grad).all() and (a.grad[1] == 0).all()
 
@@ -186,14 +186,14 @@ def test_masked_rows_may_hold_garbage():
 def test_nan_logits_in_counted_rows_are_not_hidden():
     a, b = _logits(3, 4, seed=28), _logits(3, 4, seed=29)
     a[1, 2] = math.nan
-    out = cd(a, b, "forward_kl", reduction="none")
+    out = cd(b, a, divergence="forward_kl", reduction="none")
     assert torch.isnan(out[1]) and torch.isfinite(out[[0, 2]]).all()
 
 
 def test_gradients_match_autograd_of_the_textbook_formula():
     """An independent gradient oracle: autograd through explicit softmaxes (float64)."""
     a, b = _logits(4, 6, seed=24).requires_grad_(), _logits(4, 6, seed=25).requires_grad_()
-    cd(a, b, "generalized_js").backward()
+    cd(b, a, divergence="generalized_js").backward()
     a2, b2 = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
     p, q = torch.softmax(a2, -1), torch.softmax(b2, -1)
     m = 0.5 * p + 0.5 * q
@@ -226,7 +226,7 @@ def test_bad_inputs_name_the_argument(kwargs, err, word):
 def test_divergence_object_and_method_agree():
     a, b = _logits(3, 5, seed=26), _logits(3, 5, seed=27)
     d = divmin.divergence("alpha", alpha=0.3)
-    torch.testing.assert_close(d.categorical(a, b), cd(a, b, d))
+    torch.testing.assert_close(d.categorical(b, a), cd(b, a, divergence=d))
 
 
 @members

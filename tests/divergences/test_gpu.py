@@ -25,7 +25,7 @@ def test_cuda_matches_cpu_in_value_and_gradient(div, dtype):
     out = {}
     for device in ("cpu", "cuda"):
         bb = b.detach().to(device).clone().requires_grad_()
-        loss = divmin.categorical_divergence(a.to(device), bb, div, chunk_size=16, temperature=1.5)
+        loss = divmin.categorical_divergence(bb, a.to(device), divergence=div, chunk_size=16, temperature=1.5)
         loss.backward()
         out[device] = (loss.detach().cpu(), bb.grad.float().cpu())
     torch.testing.assert_close(out["cuda"][0], out["cpu"][0], rtol=1e-4, atol=1e-5)

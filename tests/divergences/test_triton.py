@@ -41,7 +41,7 @@ def _logits(n=7, v=45, seed=0, scale=2.0):
 
 def _rows_and_grad(backend, a, b, mask, div, dtype=torch.float32, **kw):
     b = b.detach().to(DEVICE, dtype).requires_grad_()
-    rows = divmin.categorical_divergence(a.to(DEVICE, dtype), b, div, mask=mask.to(DEVICE), reduction="none",
+    rows = divmin.categorical_divergence(b, a.to(DEVICE, dtype), divergence=div, mask=mask.to(DEVICE), reduction="none",
                                          backend=backend, **kw)
     weights = torch.linspace(0.5, 1.5, rows.numel(), device=DEVICE, dtype=rows.dtype)
     finite = torch.isfinite(rows)  # rows with an infinite loss have no meaningful gradient
@@ -88,8 +88,8 @@ def test_rows_without_a_finite_logit_or_with_nan_are_nan(div):
     y[0] = -torch.inf  # the model has no finite logit
     x[1, 2] = torch.nan
     y[2, 7] = torch.nan
-    ref = divmin.categorical_divergence(x, y, div, reduction="none", backend="torch")
-    got = divmin.categorical_divergence(x.float().to(DEVICE), y.float().to(DEVICE), div, reduction="none",
+    ref = divmin.categorical_divergence(y, x, divergence=div, reduction="none", backend="torch")
+    got = divmin.categorical_divergence(y.float().to(DEVICE), x.float().to(DEVICE), divergence=div, reduction="none",
                                         backend="triton").cpu()
     assert ref.isnan().all() and got.isnan().all()
 
@@ -106,7 +106,7 @@ def test_bf16_and_several_column_blocks():
 
 def _rows_reference(div, zs, zt, wts, temperature, dtype):
     zs = zs.to(dtype).requires_grad_()
-    per_row = divmin.categorical_divergence(zt.to(dtype) / temperature, zs / temperature, div, reduction="none",
+    per_row = divmin.categorical_divergence(zs / temperature, zt.to(dtype) / temperature, divergence=div, reduction="none",
                                             backend="torch")
     loss = (torch.where(wts > 0, per_row, 0.0) * wts.to(dtype)).sum()
     (grad,) = torch.autograd.grad(loss, zs)
@@ -147,23 +147,23 @@ def test_backend_choice_and_errors(monkeypatch):
     a, b, _ = _logits()
     a32, b32 = a.float().to(DEVICE), b.float().to(DEVICE)
     with pytest.raises(ValueError, match="backend"):
-        divmin.categorical_divergence(a32, b32, backend="cuda")
+        divmin.categorical_divergence(b32, a32, backend="cuda")
     with pytest.raises(ValueError, match="float64"):
-        divmin.categorical_divergence(a.to(DEVICE), b.to(DEVICE), backend="triton")
+        divmin.categorical_divergence(b.to(DEVICE), a.to(DEVICE), backend="triton")
     with pytest.raises(ValueError, match="no terms"):
-        divmin.categorical_divergence(a32, b32, _Custom(), backend="triton")
+        divmin.categorical_divergence(b32, a32, divergence=_Custom(), backend="triton")
     with pytest.raises(ValueError, match="target logits"):
-        divmin.categorical_divergence(a32.clone().requires_grad_(), b32, backend="triton")
+        divmin.categorical_divergence(b32, a32.clone().requires_grad_(), backend="triton")
     # "auto" falls back to torch for all of these, and a target gradient then flows
     a_leaf = a32.clone().requires_grad_()
-    divmin.categorical_divergence(a_leaf, b32, _Custom()).backward()
+    divmin.categorical_divergence(b32, a_leaf, divergence=_Custom()).backward()
     assert torch.isfinite(a_leaf.grad).all()
     if DEVICE == "cpu":
-        auto = divmin.categorical_divergence(a32, b32, "js")  # CPU: "auto" is the torch path
-        assert torch.equal(auto, divmin.categorical_divergence(a32, b32, "js", backend="torch"))
+        auto = divmin.categorical_divergence(b32, a32, divergence="js")  # CPU: "auto" is the torch path
+        assert torch.equal(auto, divmin.categorical_divergence(b32, a32, divergence="js", backend="torch"))
         monkeypatch.setenv("TRITON_INTERPRET", "0")
         with pytest.raises(ValueError, match="CUDA"):
-            divmin.categorical_divergence(a32, b32, backend="triton")
+            divmin.categorical_divergence(b32, a32, backend="triton")
 
 
 _COMPILE = textwrap.dedent("""
@@ -174,7 +174,7 @@ _COMPILE = textwrap.dedent("""
     from divmin.divergences._triton import divergence_rows_kernel, triton_terms
     import divmin
     fns = {}
-    for d in [divmin.divergence(n) for n in divmin.available_divergences()] + [divmin.divergence("alpha", alpha=0.3)]:
+    for d in [divmin.divergence(n) for n in divmin.available_divergences("f")] + [divmin.divergence("alpha", alpha=0.3)]:
         fns[triton_terms(d)[0].__name__] = triton_terms(d)[0]
     scalars = dict(s_stride="i64", t_stride="i64", g_stride="i64", n_s="i32", n_t="i32", n_cols="i32",
                    inv_temp="fp32", c0="fp32", c1="fp32", c2="fp32")

@@ -70,16 +70,16 @@ def _brute_precision_recall(real: np.ndarray, fake: np.ndarray, k: int) -> tuple
 def test_precision_recall_matches_brute_force_loops():
     gen = np.random.default_rng(1)
     real, fake = gen.normal(size=(60, 2)), gen.normal(size=(50, 2)) * 0.5 + 1.0
-    pr = precision_recall(torch.tensor(real), torch.tensor(fake), k=3, chunk=7)
+    pr = precision_recall(torch.tensor(fake), torch.tensor(real), k=3, chunk=7)
     assert (pr.precision, pr.recall) == pytest.approx(_brute_precision_recall(real, fake, 3), abs=1e-12)
 
 
 def test_precision_recall_extremes():
     x = torch.randn(100, 2)
-    assert precision_recall(x, x.clone()) == (1.0, 1.0)
-    assert precision_recall(x, x + 100.0) == (0.0, 0.0)
+    assert precision_recall(x.clone(), x) == (1.0, 1.0)
+    assert precision_recall(x + 100.0, x) == (0.0, 0.0)
     collapsed = 0.01 * torch.randn(100, 2)  # a mode-collapsed generator: precise, no recall
-    pr = precision_recall(torch.randn(2000, 2), collapsed)
+    pr = precision_recall(collapsed, torch.randn(2000, 2))
     assert pr.precision == 1.0 and pr.recall < 0.1
 
 

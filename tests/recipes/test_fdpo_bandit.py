@@ -8,7 +8,7 @@ import pytest
 
 import divmin.recipes.fdpo_bandit  # noqa: F401  (registers the recipe until recipes/__init__ imports it)
 from divmin.recipes import run_recipe
-from divmin.recipes.fdpo_bandit import FDPOBanditConfig, parse_divergence
+from divmin.recipes.fdpo_bandit import FDPOBanditConfig
 
 SPECS = ("reverse_kl", "js", "forward_kl", "alpha:0.3", "jeffreys")
 OVERRIDES = ["engine.progress=False", "engine.tensorboard=False", "responses=16", f"divergences={SPECS!r}",
@@ -68,9 +68,9 @@ def test_divergences_differ_as_reported(bandit_run):
 
 
 def test_divergence_specs_and_refusals():
-    assert parse_divergence("alpha:0.3").params == {"alpha": 0.3}
-    assert parse_divergence("js").name == "js"
+    assert divmin.divergence("alpha:0.3").params == {"alpha": 0.3}
+    assert divmin.divergence("js").name == "js"
     with pytest.raises(ValueError, match="cannot be used with f-DPO"):
         FDPOBanditConfig(divergences=("total_variation",))
     with pytest.raises(ValueError, match="exactly one"):
-        parse_divergence("js:0.5")
+        divmin.divergence("js:0.5")

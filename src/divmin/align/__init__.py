@@ -1,6 +1,7 @@
 """Alignment methods: f-DPO (preference optimisation under any admissible f) and f-DPG
 (distributional policy gradient toward an energy-based target under any f)."""
 
+from ._bandit import bandit_metrics, fdpo_optimum, implied_rewards, pair_weights, population_fdpo_loss
 from ._fdpg import FDPGOutput, LogZEstimator, MovingBaseline, fdpg_loss
 from ._fdpg_trainer import FDPGConfig, FDPGTrainer
 from ._fdpo import FDPOOutput, fdpo_admissible, fdpo_loss
@@ -26,11 +27,16 @@ __all__ = [
     "PointwiseConstraint",
     "PreferenceCollator",
     "RewardTilt",
+    "bandit_metrics",
     "fdpg_loss",
     "fdpo_admissible",
     "fdpo_loss",
+    "fdpo_optimum",
     "fit_moments",
+    "implied_rewards",
     "load_preference_rows",
+    "pair_weights",
+    "population_fdpo_loss",
     "sequence_logps",
     "tokenize_preferences",
     "vader_sentiment",

@@ -37,7 +37,7 @@ from torch.func import vmap
 
 from ..divergences import Divergence, as_divergence
 from ..eval import calibration_error
-from ._fdpo import fdpo_admissible, fdpo_loss
+from ._fdpo import fdpo_loss
 
 __all__ = [
     "bandit_metrics",
@@ -52,11 +52,7 @@ _LOG_R_SPAN = 745.0  # pi_ref * exp(-745) underflows to 0 in float64: no larger 
 
 
 def _admissible(divergence: "str | Divergence") -> Divergence:
-    div = as_divergence(divergence)
-    ok, why = fdpo_admissible(div)
-    if not ok:
-        raise ValueError(f"divergence {div} has no f-DPO optimum: {why}")
-    return div
+    return as_divergence(divergence).require("implicit_reward")
 
 
 def _check_problem(ref_probs: Tensor, reward: Tensor, beta: float) -> tuple[Tensor, Tensor]:
@@ -93,8 +89,8 @@ def _log_r_at(div: Divergence, lam: Tensor, log_ref: Tensor, reward: Tensor, bet
     return _invert_g(div, target, log_ref.expand_as(target), (log_ref + _LOG_R_SPAN).expand_as(target))
 
 
-def fdpo_optimum(ref_probs: Tensor, reward: Tensor, divergence: "str | Divergence", beta: float,
-                 *, rounds: int = 11, grid: int = 32) -> Tensor:
+def fdpo_optimum(ref_probs: Tensor, reward: Tensor, *, divergence: "str | Divergence", beta: float,
+                 rounds: int = 11, grid: int = 32) -> Tensor:
     """The policy maximising ``E_pi[R] - beta D_f(pi_ref || pi)``, as (K,) float64 probabilities.
 
     Solves ``g(pi_ref_y / pi_y) = (R_y - lambda) / beta`` with ``sum_y pi_y = 1``
@@ -127,7 +123,7 @@ def fdpo_optimum(ref_probs: Tensor, reward: Tensor, divergence: "str | Divergenc
     return pi / pi.sum()
 
 
-def implied_rewards(policy_logp: Tensor, ref_logp: Tensor, divergence: "str | Divergence", beta: float) -> Tensor:
+def implied_rewards(policy_logp: Tensor, ref_logp: Tensor, *, divergence: "str | Divergence", beta: float) -> Tensor:
     """The f-DPO implicit reward ``beta g(pi_ref / pi)`` of every response (up to the constant lambda)."""
     return beta * as_divergence(divergence).g(ref_logp.to(F64) - policy_logp.to(F64))
 
@@ -140,7 +136,7 @@ def pair_weights(ref_probs: Tensor) -> Tensor:
     return w / w.sum()
 
 
-def bandit_metrics(policy_probs: Tensor, ref_probs: Tensor, reward: Tensor, divergence: "str | Divergence",
+def bandit_metrics(policy_probs: Tensor, ref_probs: Tensor, reward: Tensor, *, divergence: "str | Divergence",
                    beta: float, optimum: Tensor | None = None) -> dict[str, float]:
     """Exact metrics of a tabular policy pi on a bandit.
 
@@ -155,8 +151,8 @@ def bandit_metrics(policy_probs: Tensor, ref_probs: Tensor, reward: Tensor, dive
     pi, ref, reward = policy_probs.detach().to(F64), ref_probs.detach().to(F64), reward.detach().to(F64)
     logpi, logref = pi.log(), ref.log()
     if optimum is None:
-        optimum = fdpo_optimum(ref, reward, divergence, beta)
-    implied = implied_rewards(logpi, logref, divergence, beta)
+        optimum = fdpo_optimum(ref, reward, divergence=divergence, beta=beta)
+    implied = implied_rewards(logpi, logref, divergence=divergence, beta=beta)
     pred = torch.sigmoid(implied[:, None] - implied[None, :])
     true = torch.sigmoid(reward[:, None] - reward[None, :])
     return {
@@ -168,7 +164,7 @@ def bandit_metrics(policy_probs: Tensor, ref_probs: Tensor, reward: Tensor, dive
     }
 
 
-def population_fdpo_loss(logits: Tensor, ref_logp: Tensor, true_reward: Tensor,
+def population_fdpo_loss(logits: Tensor, ref_logp: Tensor, true_reward: Tensor, *,
                          divergence: "str | Divergence", beta: float) -> Tensor:
     """The exact expectation of :func:`fdpo_loss` over Bradley-Terry preference data on a bandit.
 

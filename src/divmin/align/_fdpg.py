@@ -17,7 +17,7 @@ Special cases (tested): reverse KL, g = 1 - log r, is KL-regularised policy
 gradient with reward log P - log Q; forward KL, g = -r, gives
 -mean_i (P(x_i) / q(x_i)) grad log Q(x_i), DPG's importance-weighted maximum
 likelihood. Mapping to the f-DPG paper (Go et al. 2023): it minimises
-D_f(pi || p) = E_p[f~(pi/p)] with f~(u) = u f(1/u) our conjugate, and its
+D_f(pi || p) = E_p[f~(pi/p)] with f~(u) = u f(1/u) our perspective, and its
 gradient E_pi[f~'(pi/p) grad log pi] equals ours because f~'(1/r) = g(r).
 
 Z: when ``log_z`` is not given it is the batch's self-normalised importance

@@ -133,7 +133,7 @@ class _FDPGTask:
         return StepOutput(loss=total, metrics={k: sum(m[k] for m in logs) / len(logs) for k in logs[0]})
 
     def _metrics(self, comp: Completions, scores: Tensor, logq: Tensor, prop: Tensor, log_z: Tensor, out) -> dict:
-        tm = target_metrics(scores.cpu(), logq.cpu(), proposal_logps=prop.cpu(), log_z=log_z)
+        tm = target_metrics(logq.cpu(), scores.cpu(), proposal_logps=prop.cpu(), log_z=log_z)
         w = out.weights
         metrics = {"log_z": float(log_z), "pseudo_reward": float(out.pseudo_rewards.mean()),
                    "ess": float(w.sum() ** 2 / (w ** 2).sum().clamp_min(1e-30) / len(w)),

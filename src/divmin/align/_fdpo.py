@@ -12,7 +12,7 @@ and lambda(x) cancels in the Bradley-Terry difference, so the loss is
     -log sigmoid(beta * (g(r_chosen) - g(r_rejected))).
 
 Mapping to the f-DPO paper (Wang et al. 2023): its regulariser is
-E_pi_ref[f_paper(u)], u = pi / pi_ref, i.e. our conjugate, and its score
+E_pi_ref[f_paper(u)], u = pi / pi_ref, i.e. our perspective, and its score
 psi(u) = f_paper'(u) equals our g(1/u): reverse KL -> log u + 1 (DPO), forward KL
 -> -1/u, JS -> log(2u / (1 + u)), ``alpha(alpha=a)`` -> (1 - u^-a) / a. TRL's
 ``f_alpha_divergence_coef`` is 1 - a.
@@ -44,16 +44,15 @@ def fdpo_admissible(divergence: "str | Divergence") -> tuple[bool, str]:
     The optimum pi = pi_ref / g^{-1}((R - lambda) / beta) needs g strictly
     decreasing in r (h = r^2 f'' > 0) and unbounded below as r -> inf (the
     paper's "0 not in the domain of f'"), so that every reward maps to a policy.
+    The registry decides it once per member (capability ``"implicit_reward"``).
+
+    >>> fdpo_admissible("reverse_kl")
+    (True, '')
+    >>> fdpo_admissible("total_variation")[0]
+    False
     """
-    div = as_divergence(divergence)
-    t = torch.linspace(-30.0, 30.0, 601, dtype=torch.float64)
-    if not bool((div.h(t) > 0).all()):
-        return False, f"{div} has h = r^2 f''(r) = 0 somewhere: g is not invertible"
-    g_inf = float(div.g(torch.tensor([math.inf], dtype=torch.float64)))
-    if g_inf != -math.inf:
-        return False, (f"{div} has g(r) -> {g_inf:.4g} as pi -> 0 (r -> inf): rewards below that "
-                       "bound map to no policy")
-    return True, ""
+    why = as_divergence(divergence, kinds=None).why_not("implicit_reward")
+    return why is None, why or ""
 
 
 def _check_logps(**tensors: Tensor) -> torch.Size:
@@ -96,10 +95,7 @@ def fdpo_loss(
         raise ValueError(f"`beta` must be a finite number > 0, got {beta!r}")
     if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing < 0.5):
         raise ValueError(f"`label_smoothing` must lie in [0, 0.5), got {label_smoothing!r}")
-    div = as_divergence(divergence)
-    ok, why = fdpo_admissible(div)
-    if not ok:
-        raise ValueError(f"divergence {div} cannot be used with f-DPO: {why}")
+    div = as_divergence(divergence).require("implicit_reward")  # cached per member
     dtype = torch.promote_types(policy_chosen_logps.dtype, torch.float32)
     bound = math.log(torch.finfo(dtype).max) / 2 - 1.0  # keeps r and r^2 finite in `dtype`
 

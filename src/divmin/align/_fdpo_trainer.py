@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from ..divergences import Divergence, as_divergence
 from ..eval import top_label_calibration_error
 from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
-from ._fdpo import fdpo_admissible, fdpo_loss
+from ._fdpo import fdpo_loss
 from ._logps import sequence_logps
 from ._preference_data import PreferenceCollator, tokenize_preferences
 
@@ -64,10 +64,7 @@ class FDPOConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
     def __post_init__(self) -> None:
-        div = as_divergence(self.divergence)  # unknown names fail here, listing the valid ones
-        ok, why = fdpo_admissible(div)
-        if not ok:
-            raise ValueError(f"`divergence`: {div} cannot be used with f-DPO: {why}")
+        as_divergence(self.divergence).require("implicit_reward")  # unknown names and non-f-DPO members fail here
         if not (_is_number(self.beta) and math.isfinite(self.beta) and self.beta > 0):
             raise ValueError(f"`beta` must be a finite number > 0, got {self.beta!r}")
         if not (_is_number(self.label_smoothing) and 0 <= self.label_smoothing < 0.5):

@@ -207,9 +207,9 @@ class _FDistillTask:
             s_p = self._teacher(ctx).score(xd, sigma)
             s_q = ctx.unwrap("fake_score").score(xd, sigma)
             log_r = self._log_ratio(self._logit(ctx, xd, sigma, unwrap=True), sigma)
-        loss = fdistill_surrogate(x_t, s_p, s_q, log_r, divergence=c.divergence, normalize=c.normalize_h,
+        loss = fdistill_surrogate(x_t, s_q, s_p, log_r, divergence=c.divergence, normalize=c.normalize_h,
                                   time_weight=TIME_WEIGHTS[c.time_weight](sigma))
-        metrics = {"gen/log_r": log_r.mean(), "gen/h": fdistill_weight(log_r, c.divergence, normalize=False).mean()}
+        metrics = {"gen/log_r": log_r.mean(), "gen/h": fdistill_weight(log_r, divergence=c.divergence, normalize=False).mean()}
         if c.gan_weight > 0:
             with ctx.frozen("fake_score", "discriminator"):
                 gan = F.softplus(-self._logit(ctx, x_t, sigma, unwrap=True)).mean()

@@ -27,26 +27,18 @@ from ..divergences import Divergence, as_divergence
 
 __all__ = ["check_fdistill_divergence", "fdistill_surrogate", "fdistill_weight"]
 
-# log r values at which a member's h is probed to decide whether it gives any gradient.
-_PROBE = torch.linspace(-8.0, 8.0, 33, dtype=torch.float64)
-
-
 def check_fdistill_divergence(divergence: str | Divergence) -> Divergence:
-    """The registry member, or ValueError when its h = r^2 f'' is unusable (missing, 0, < 0, NaN)."""
-    div = as_divergence(divergence)
-    try:
-        h = div.h(_PROBE)
-    except NotImplementedError:
-        raise ValueError(f"`divergence`: {div} defines no h = r^2 f''; f-distill needs one") from None
-    if not bool(torch.isfinite(h).all()) or bool((h < 0).any()):
-        raise ValueError(f"`divergence`: {div} has a non-finite or negative h = r^2 f''")
-    if bool((h == 0).all()):
-        raise ValueError(f"`divergence`: {div} has h = r^2 f'' = 0 almost everywhere "
-                         "(f is piecewise linear), so f-distill gets no gradient from it")
-    return div
+    """The registry member, or ValueError when its h = r^2 f'' is unusable (missing, 0, < 0, NaN).
+
+    The registry decides it once per member (capability ``"score_weight"``).
+
+    >>> check_fdistill_divergence("js")
+    JS()
+    """
+    return as_divergence(divergence).require("score_weight")
 
 
-def fdistill_weight(log_ratio: Tensor, divergence: str | Divergence, *, normalize: bool = True) -> Tensor:
+def fdistill_weight(log_ratio: Tensor, *, divergence: str | Divergence, normalize: bool = True) -> Tensor:
     """h(r) per sample in fp32 or wider, (B,); divided by its batch mean when ``normalize``."""
     div = as_divergence(divergence)
     dtype = torch.promote_types(log_ratio.dtype, torch.float32)
@@ -58,8 +50,8 @@ def fdistill_weight(log_ratio: Tensor, divergence: str | Divergence, *, normaliz
 
 def fdistill_surrogate(
     x_t: Tensor,
-    teacher_score: Tensor,
     fake_score: Tensor,
+    teacher_score: Tensor,
     log_ratio: Tensor,
     *,
     divergence: str | Divergence,
@@ -74,9 +66,9 @@ def fdistill_surrogate(
 
     Args:
         x_t: (B, *shape) noised student samples, attached to the generator's graph.
-        teacher_score: (B, *shape) score of the noised teacher at x_t (s_P).
-        fake_score: (B, *shape) score of the noised student at x_t (s_Q), e.g. the
-            fake score network fitted to the student's samples.
+        fake_score: (B, *shape) score of the noised student (the model Q) at x_t (s_Q),
+            e.g. the fake score network fitted to the student's samples.
+        teacher_score: (B, *shape) score of the noised teacher (the target P) at x_t (s_P).
         log_ratio: (B,) estimates of log r = log p_sigma(x_t) - log q_sigma(x_t).
         divergence: registry name or member; must have a usable h (see
             :func:`check_fdistill_divergence`: total variation is refused).
@@ -86,11 +78,20 @@ def fdistill_surrogate(
             score differences into denoiser differences.
 
     Returns: a 0-d tensor in x_t's dtype (its value has no meaning; only its gradient).
+
+    As everywhere in divmin the model (fake score) comes before the target (teacher score).
+
+    >>> x = torch.zeros(2, 3, requires_grad=True)
+    >>> s_q, s_p = torch.ones(2, 3), torch.zeros(2, 3)
+    >>> fdistill_surrogate(x, s_q, s_p, torch.zeros(2), divergence="reverse_kl").backward()
+    >>> x.grad  # h = 1 for reverse KL (DMD): (s_Q - s_P) / B
+    tensor([[0.5000, 0.5000, 0.5000],
+            [0.5000, 0.5000, 0.5000]])
     """
     div = check_fdistill_divergence(divergence)
     if not isinstance(x_t, Tensor) or x_t.ndim < 1:
         raise TypeError("`x_t` must be a tensor of shape (B, ...)")
-    for name, t in (("teacher_score", teacher_score), ("fake_score", fake_score)):
+    for name, t in (("fake_score", fake_score), ("teacher_score", teacher_score)):
         if not isinstance(t, Tensor) or t.shape != x_t.shape:
             raise ValueError(f"`{name}` must be a tensor of x_t's shape {tuple(x_t.shape)}")
     b = x_t.shape[0]
@@ -98,7 +99,7 @@ def fdistill_surrogate(
         raise ValueError(f"`log_ratio` must be a tensor of shape ({b},)")
     if bool(torch.isnan(log_ratio).any()):
         raise ValueError("`log_ratio` contains NaN")
-    w = fdistill_weight(log_ratio, div, normalize=normalize)
+    w = fdistill_weight(log_ratio, divergence=div, normalize=normalize)
     if time_weight is not None:
         if not isinstance(time_weight, Tensor) or time_weight.shape != (b,):
             raise ValueError(f"`time_weight` must be a tensor of shape ({b},)")

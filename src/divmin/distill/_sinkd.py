@@ -1,8 +1,8 @@
 r"""SinKD: Sinkhorn distance between a batch of student and teacher predictions.
 
-With p_i = softmax(s_i / T) (student, i = 1..B) and q_j = softmax(t_j / T)
-(teacher), the cost between the two batches is the L1 distance
-C_ij = ||p_i - q_j||_1, and the loss is an entropic optimal-transport cost
+With q_i = softmax(s_i / T) (the student, DESIGN.md's model Q, i = 1..B) and
+p_j = softmax(t_j / T) (the teacher, the target P), the cost between the two
+batches is the L1 distance C_ij = ||q_i - p_j||_1, and the loss is an entropic optimal-transport cost
 between the uniform measures on {p_i} and {q_j}, epsilon-regularised.
 
 ``mode="reference"`` reproduces the SinKD research code's computation (Cui et al.):
@@ -20,7 +20,7 @@ iterations to tolerance with epsilon-scaling, uniform marginals 1/B, envelope
 gradients (no backpropagation through the loop), returning the entropic OT value
 OT_eps = <P, C> + eps KL(P || a x b) (:attr:`divmin.SinkhornResult.objective`);
 ``debias=True`` returns the Sinkhorn divergence
-S = OT_eps(p, q) - OT_eps(p, p)/2 - OT_eps(q, q)/2 (:func:`divmin.sinkhorn_divergence`),
+S = OT_eps(q, p) - OT_eps(q, q)/2 - OT_eps(p, p)/2 (:func:`divmin.sinkhorn_divergence`),
 which is 0 when the student's batch of predictions equals the teacher's.
 
 Reference: X. Cui, Y. Qin, Y. Gao, E. Zhang, Z. Xu, T. Wu, K. Li, X. Sun, W. Zhou,
@@ -102,13 +102,13 @@ def sinkd_loss(
     if debias and mode != "log":
         raise ValueError("`debias=True` needs mode='log'")
     dtype = torch.promote_types(torch.promote_types(student_logits.dtype, teacher_logits.dtype), torch.float32)
-    p = torch.softmax(student_logits.to(dtype) / temperature, dim=-1)
-    q = torch.softmax(teacher_logits.detach().to(dtype=dtype, device=p.device) / temperature, dim=-1)
+    q = torch.softmax(student_logits.to(dtype) / temperature, dim=-1)  # model Q's predictions, (B, C)
+    p = torch.softmax(teacher_logits.detach().to(dtype=dtype, device=q.device) / temperature, dim=-1)  # target P
+    cost = torch.cdist(q, p, p=1.0)  # (B_student, B_teacher)
     if mode == "reference":
-        return _reference(torch.cdist(p, q, p=1.0), float(epsilon), n_iters)
+        return _reference(cost, float(epsilon), n_iters)
     if debias:
-        return sinkhorn_divergence(p, q, cost="l1", epsilon=float(epsilon), max_iter=max_iter, tol=tol)
-    uniform_p = p.new_full((p.shape[0],), 1.0 / p.shape[0])
-    uniform_q = p.new_full((q.shape[0],), 1.0 / q.shape[0])
-    return sinkhorn(uniform_p, uniform_q, torch.cdist(p, q, p=1.0), epsilon=float(epsilon), max_iter=max_iter,
-                    tol=tol).objective
+        return sinkhorn_divergence(q, p, cost="l1", epsilon=float(epsilon), max_iter=max_iter, tol=tol)
+    uniform_q = q.new_full((q.shape[0],), 1.0 / q.shape[0])
+    uniform_p = q.new_full((p.shape[0],), 1.0 / p.shape[0])
+    return sinkhorn(uniform_q, uniform_p, cost, epsilon=float(epsilon), max_iter=max_iter, tol=tol).objective

@@ -210,6 +210,6 @@ def token_kd_loss(
                              f"`student_logits`' {tuple(lead)}")
         t, s = align_vocab(teacher_logits.detach(), student_logits, vocab_policy)
         temp = temperature
-    rows = categorical_divergence(t, s, div, mask=mask, temperature=temp, reduction="none", chunk_size=chunk_size,
+    rows = categorical_divergence(s, t, divergence=div, mask=mask, temperature=temp, reduction="none", chunk_size=chunk_size,
                                   backend=backend)
     return normalise_sum(rows.sum(), mask, rows.numel(), num_items)

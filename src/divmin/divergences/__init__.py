@@ -1,10 +1,13 @@
 """Divergences: the registry, categorical closed forms, Sinkhorn.
 
 Everything here follows one convention (DESIGN.md): ``D_f(P || Q) = E_Q[f(P/Q)]``
-with P the target and Q the model; elementwise inputs are log-ratios ``log(P/Q)``.
+with P the target and Q the model; elementwise inputs are log-ratios ``log(P/Q)``;
+functions of two distributions take the model first and the target second.
 """
 
-from ._base import Divergence, as_divergence, available_divergences, divergence, register
+from ._base import (Discrepancy, Divergence, as_divergence, available_divergences, available_kinds, divergence,
+                    register)
+from ._capabilities import available_capabilities, capability
 from ._categorical import categorical_divergence
 from ._family import (
     JS,
@@ -23,6 +26,7 @@ from ._sinkhorn import (
     sinkhorn,
     sinkhorn_divergence,
 )
+from ._transport import Sinkhorn
 from ._parametric import (
     Alpha,
     GeneralizedJS,
@@ -34,6 +38,7 @@ from ._parametric import (
 
 __all__ = [
     "Alpha",
+    "Discrepancy",
     "Divergence",
     "ForwardKL",
     "GeneralizedJS",
@@ -46,13 +51,17 @@ __all__ = [
     "SkewReverseKL",
     "SoftenedForwardKL",
     "SoftenedReverseKL",
+    "Sinkhorn",
     "SinkhornConvergenceWarning",
     "SinkhornResult",
     "SquaredHellinger",
     "TotalVariation",
     "as_divergence",
+    "available_capabilities",
     "available_costs",
     "available_divergences",
+    "available_kinds",
+    "capability",
     "categorical_divergence",
     "divergence",
     "register",

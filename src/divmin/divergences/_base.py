@@ -1,4 +1,4 @@
-"""The `Divergence` base class and the name registry.
+"""The registry of divergences: the `Discrepancy` protocol, the `Divergence` (f) base class.
 
 Convention (DESIGN.md), used everywhere in divmin::
 
@@ -7,28 +7,95 @@ Convention (DESIGN.md), used everywhere in divmin::
 P is the target (teacher, data, reference policy, energy-based target), Q the
 model. Every elementwise method takes ``log r`` (never ``r``) so that members can
 stay finite where ``exp(log r)`` would overflow.
+
+Members of other kinds (entropic optimal transport, the integral KL over a
+diffusion path) share the registry through the small :class:`Discrepancy`
+protocol: a name, a ``kind``, parameters. A method declares the kinds it takes
+(``as_divergence(x, kinds=("f",))``, the default) and refuses the others with
+an error naming them. Names may carry parameters as a spec string:
+``"alpha:0.3"`` (the member's one parameter) or ``"sinkhorn:epsilon=0.05,cost='l1'"``.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
 from ._terms import generic_categorical_terms
 
-__all__ = ["Divergence", "register", "divergence", "available_divergences", "as_divergence"]
+__all__ = ["Discrepancy", "Divergence", "register", "divergence", "available_divergences", "available_kinds",
+           "as_divergence"]
 
-_REGISTRY: dict[str, type["Divergence"]] = {}
+_REGISTRY: dict[str, type["Discrepancy"]] = {}
 
-_D = TypeVar("_D", bound=type["Divergence"])
+_D = TypeVar("_D", bound=type["Discrepancy"])
 
 
 @dataclasses.dataclass(frozen=True)
-class Divergence:
+class Discrepancy:
+    """What every registry member is: a ``name``, a ``kind`` and parameters (dataclass fields).
+
+    Kinds: ``"f"`` (:class:`Divergence`, the f-divergence family: closed forms, g, h),
+    ``"optimal_transport"`` (Sinkhorn), and the kinds later methods add. Instances are
+    immutable and hashable, so they compare by value and capability checks are cached.
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The member's parameters, e.g. ``{"alpha": 0.5}``."""
+        return {fld.name: getattr(self, fld.name) for fld in dataclasses.fields(self)}
+
+    @property
+    def spec(self) -> str:
+        """The spec string that :func:`divergence` parses back into this member.
+
+        >>> divergence("alpha", alpha=0.3).spec
+        'alpha:0.3'
+        >>> divergence(divergence("generalized_js", beta=0.2).spec)
+        GeneralizedJS(beta=0.2)
+        """
+        params = self.params
+        if not params:
+            return self.name
+        if len(params) == 1:
+            return f"{self.name}:{next(iter(params.values()))!r}"
+        return self.name + ":" + ",".join(f"{k}={v!r}" for k, v in params.items())
+
+    # --- capabilities (divmin.divergences._capabilities): what a method may ask of a member
+    def why_not(self, capability: str) -> str | None:
+        """None if the member has ``capability`` (see :func:`available_capabilities`), else the reason."""
+        from ._capabilities import why_not
+
+        return why_not(self, capability)
+
+    def supports(self, capability: str) -> bool:
+        """Whether the member has ``capability``, e.g. ``"implicit_reward"`` (f-DPO) or ``"score_weight"``."""
+        return self.why_not(capability) is None
+
+    def require(self, capability: str, argname: str = "divergence") -> "Discrepancy":
+        """``self``, or ValueError naming ``argname`` and saying why the member lacks ``capability``."""
+        from ._capabilities import describe
+
+        why = self.why_not(capability)
+        if why is not None:
+            raise ValueError(f"`{argname}`: {self} cannot be used with {describe(capability)}: {why}")
+        return self
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{self.name}({args})" if args else self.name
+
+
+@dataclasses.dataclass(frozen=True)
+class Divergence(Discrepancy):
     """An f-divergence ``D_f(P || Q) = E_Q[f(P/Q)]`` defined by its generator f.
 
     Subclasses define, elementwise on a tensor ``log_r`` of log density ratios
@@ -39,17 +106,17 @@ class Divergence:
       (f-DPG: grad D = E_Q[g(r) grad log Q]) and the f-DPO implicit reward link;
     * ``h(log_r)``: ``r^2 f''(r)``, the score-matching weight of f-distill;
 
-    and ``conjugate()``, the member with generator ``f*(u) = u f(1/u)``, so that
-    ``D_{f*}(P || Q) = D_f(Q || P)``. The closed form between categoricals
-    (:func:`divmin.categorical_divergence`) is built from f, g and the conjugate
-    alone: each term ``Q f(P/Q)`` is evaluated on whichever side keeps the ratio
-    at most 1, which is what keeps it finite for extreme logits.
+    and ``perspective()``, the member with generator ``f*(u) = u f(1/u)`` (the
+    perspective of f at 1), so that ``D_{f*}(P || Q) = D_f(Q || P)``. (Not the
+    Fenchel conjugate, which an f-GAN critic needs.) The closed form between
+    categoricals (:func:`divmin.categorical_divergence`) is built from f, g and the
+    perspective alone: each term ``Q f(P/Q)`` is evaluated on whichever side keeps
+    the ratio at most 1, which is what keeps it finite for extreme logits.
 
-    Parameters are dataclass fields, validated in ``__post_init__``; instances
-    are immutable and hashable, so they compare by value.
+    Parameters are dataclass fields, validated in ``__post_init__``.
     """
 
-    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "f"
 
     # --- elementwise, to be defined by every member --------------------------------------
     def f(self, log_r: Tensor) -> Tensor:
@@ -61,7 +128,7 @@ class Divergence:
     def h(self, log_r: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def conjugate(self) -> "Divergence":
+    def perspective(self) -> "Divergence":
         raise NotImplementedError
 
     # --- weighted forms used by the categorical closed form --------------------------------
@@ -90,11 +157,6 @@ class Divergence:
 
     # --- conveniences ------------------------------------------------------------------------
     @property
-    def params(self) -> dict[str, Any]:
-        """The member's parameters, e.g. ``{"alpha": 0.5}``."""
-        return {fld.name: getattr(self, fld.name) for fld in dataclasses.fields(self)}
-
-    @property
     def h_bounded(self) -> bool:
         """Whether h(r) = r^2 f''(r) stays bounded on (0, inf): f-distill's weight cannot blow up."""
         ends = self.h(torch.tensor([-math.inf, math.inf], dtype=torch.float64))
@@ -111,27 +173,25 @@ class Divergence:
         """
         zero = torch.tensor([-math.inf], dtype=torch.float64)
         forcing = bool(torch.isinf(self.f(zero)).item())
-        avoiding = bool(torch.isinf(self.conjugate().f(zero)).item())
+        avoiding = bool(torch.isinf(self.perspective().f(zero)).item())
         return {(True, False): "mode-seeking", (False, True): "mass-covering",
                 (True, True): "both", (False, False): "balanced"}[(forcing, avoiding)]
 
-    def categorical(self, target_logits: Tensor, model_logits: Tensor, **kwargs: Any) -> Tensor:
-        """``D(softmax(target) || softmax(model))``; see :func:`divmin.categorical_divergence`."""
+    def categorical(self, model_logits: Tensor, target_logits: Tensor, **kwargs: Any) -> Tensor:
+        """``D(softmax(target) || softmax(model))``, model first; see :func:`divmin.categorical_divergence`."""
         from ._categorical import categorical_divergence
 
-        return categorical_divergence(target_logits, model_logits, self, **kwargs)
-
-    def __str__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{self.name}({args})" if args else self.name
+        return categorical_divergence(model_logits, target_logits, divergence=self, **kwargs)
 
 
 def register(name: str) -> Callable[[_D], _D]:
-    """Class decorator adding a `Divergence` subclass to the registry under ``name``."""
+    """Class decorator adding a :class:`Discrepancy` subclass to the registry under ``name``."""
 
     def deco(cls: _D) -> _D:
-        if not (isinstance(cls, type) and issubclass(cls, Divergence)):
-            raise TypeError(f"register({name!r}) expects a Divergence subclass, got {cls!r}")
+        if not (isinstance(cls, type) and issubclass(cls, Discrepancy)) or not cls.kind:
+            raise TypeError(f"register({name!r}) expects a Discrepancy subclass with a kind, got {cls!r}")
+        if not name.isidentifier():
+            raise ValueError(f"register: {name!r} is not a valid name (letters, digits and _)")
         if name in _REGISTRY:
             raise ValueError(f"divergence {name!r} is already registered by {_REGISTRY[name].__name__}")
         cls.name = name
@@ -141,44 +201,100 @@ def register(name: str) -> Callable[[_D], _D]:
     return deco
 
 
-def available_divergences() -> list[str]:
-    """Names accepted by :func:`divergence`, sorted."""
-    return sorted(_REGISTRY)
+def available_divergences(kind: str | None = None) -> list[str]:
+    """Registered names, sorted; only those of ``kind`` (e.g. ``"f"``) when given.
+
+    >>> "js" in available_divergences("f") and "sinkhorn" not in available_divergences("f")
+    True
+    """
+    if kind is not None and kind not in available_kinds():
+        raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(available_kinds())}")
+    return sorted(n for n, cls in _REGISTRY.items() if kind is None or cls.kind == kind)
 
 
-def divergence(name: str, **params: Any) -> Divergence:
-    """The registry member ``name`` with its parameters, e.g. ``divergence("alpha", alpha=0.3)``.
+def available_kinds() -> list[str]:
+    """The kinds of the registered members, sorted."""
+    return sorted({cls.kind for cls in _REGISTRY.values()})
+
+
+def _parse_spec(spec: str, cls: type[Discrepancy]) -> dict[str, Any]:
+    """Parameters from the part of a spec after ':' (``"0.3"`` or ``"k=v,k2=v2"``, Python literals)."""
+    fields = [fld.name for fld in dataclasses.fields(cls)]
+    out: dict[str, Any] = {}
+    for item in spec.split(","):
+        key, eq, raw = item.partition("=")
+        if not eq:  # a bare value sets the member's only parameter
+            if len(fields) != 1 or len(spec.split(",")) != 1:
+                raise ValueError(f"divergence spec {cls.name}:{spec}: a bare value needs a member with exactly one "
+                                 f"parameter; {cls.name} has {fields or 'none'} (write key=value)")
+            key, raw = fields[0], item
+        try:
+            out[key.strip()] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = raw.strip()  # a bare word, e.g. cost=l1
+    return out
+
+
+def divergence(name: str, **params: Any) -> Discrepancy:
+    """The registry member ``name`` with its parameters; ``name`` may be a spec string.
 
     >>> divergence("js")
     JS()
     >>> divergence("alpha", alpha=0.3).params
     {'alpha': 0.3}
+    >>> divergence("alpha:0.3") == divergence("alpha", alpha=0.3)
+    True
     """
     if not isinstance(name, str):
         raise TypeError(f"divergence: `name` must be a str, got {type(name).__name__}")
+    base, colon, rest = name.partition(":")
     try:
-        cls = _REGISTRY[name]
+        cls = _REGISTRY[base.strip()]
     except KeyError:
         raise ValueError(
-            f"unknown divergence {name!r}; valid names: {', '.join(available_divergences())}"
+            f"unknown divergence {base!r}; valid names: {', '.join(available_divergences())}"
         ) from None
+    if colon:
+        parsed = _parse_spec(rest, cls)
+        both = sorted(set(parsed) & set(params))
+        if both:
+            raise TypeError(f"divergence {name!r}: parameter(s) {both} given both in the spec and as keywords")
+        params = {**parsed, **params}
     valid = [fld.name for fld in dataclasses.fields(cls)]
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise TypeError(
-            f"divergence {name!r} got unknown parameter(s) {unknown}; "
+            f"divergence {base!r} got unknown parameter(s) {unknown}; "
             f"its parameters are {valid or 'none'}"
         )
     return cls(**params)
 
 
-def as_divergence(divergence_or_name: "str | Divergence", argname: str = "divergence") -> Divergence:
-    """Accept a registry name or a `Divergence` instance, as every ``divergence=`` argument does."""
-    if isinstance(divergence_or_name, Divergence):
-        return divergence_or_name
+def as_divergence(divergence_or_name: "str | Discrepancy", argname: str = "divergence", *,
+                  kinds: Sequence[str] | None = ("f",)) -> Any:
+    """Accept a registry name, spec string or member, as every ``divergence=`` argument does.
+
+    ``kinds`` are the kinds the caller can use (default: f-divergences only; None: any);
+    a member of another kind is refused with a ValueError naming ``argname``.
+
+    >>> as_divergence("alpha:0.5")
+    Alpha(alpha=0.5)
+    >>> as_divergence("sinkhorn")
+    Traceback (most recent call last):
+    ...
+    ValueError: `divergence`: sinkhorn(epsilon=0.1, cost='sqeuclidean', debias=True) is of kind 'optimal_transport'; this takes kind(s) ['f'] (f members: alpha, forward_kl, ...)
+    """
     if isinstance(divergence_or_name, str):
-        return divergence(divergence_or_name)
-    raise TypeError(
-        f"`{argname}` must be a registry name (str) or a Divergence, "
-        f"got {type(divergence_or_name).__name__}"
-    )
+        member = divergence(divergence_or_name)
+    elif isinstance(divergence_or_name, Discrepancy):
+        member = divergence_or_name
+    else:
+        raise TypeError(
+            f"`{argname}` must be a registry name (str) or a Divergence, "
+            f"got {type(divergence_or_name).__name__}"
+        )
+    if kinds is not None and member.kind not in kinds:
+        examples = ", ".join(available_divergences(kinds[0])[:2]) if kinds[0] in available_kinds() else ""
+        raise ValueError(f"`{argname}`: {member} is of kind {member.kind!r}; this takes kind(s) {list(kinds)}"
+                         + (f" ({kinds[0]} members: {examples}, ...)" if examples else ""))
+    return member

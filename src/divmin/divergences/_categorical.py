@@ -1,12 +1,12 @@
 """Closed-form f-divergences between categorical distributions given by logits.
 
-For P = softmax(a / T) (target) and Q = softmax(b / T) (model) over the last dim,
+For Q = softmax(b / T) (model) and P = softmax(a / T) (target) over the last dim,
 
     D_f(P || Q) = sum_x Q(x) f(P(x) / Q(x)).
 
 Each term is evaluated on the side where the ratio is at most one: with
 t = log P - log Q, ``Q f(e^t)`` when t <= 0 and ``P f*(e^-t)`` when t > 0, where
-f*(u) = u f(1/u) is the conjugate generator. Both only see ``s = -|t| <= 0``, so
+f*(u) = u f(1/u) is the perspective generator. Both only see ``s = -|t| <= 0``, so
 no ratio is ever exponentiated above 1 and zero probabilities (``-inf`` logits)
 give the exact limits.
 
@@ -14,7 +14,7 @@ The gradient is analytic. With A = P f'(r) and B = Q g(r) (g = f - r f'),
 
     dD/da = (A - P sum(A)) / T,      dD/db = (B - Q sum(B)) / T,
 
-and A = F - B with F = Q f(r) the term itself, so f, g and the conjugate are all
+and A = F - B with F = Q f(r) the term itself, so f, g and the perspective are all
 a member needs. A custom autograd function computes it chunk by chunk in the
 backward pass from the saved row log-sum-exps: peak extra memory is
 O(chunk_size x V) besides the gradients themselves.
@@ -142,17 +142,17 @@ class _TritonCategorical(torch.autograd.Function):
         return None, grad_b, None, None, None
 
 
-def _validate(target_logits: Any, model_logits: Any, mask: Any, temperature: Any,
+def _validate(model_logits: Any, target_logits: Any, mask: Any, temperature: Any,
               reduction: Any, chunk_size: Any) -> Tensor | None:
-    check_float_tensor("target_logits", target_logits, nonempty_last=True)
     check_float_tensor("model_logits", model_logits, nonempty_last=True)
+    check_float_tensor("target_logits", target_logits, nonempty_last=True)
     if target_logits.shape != model_logits.shape:
         raise ValueError(
-            "`target_logits` and `model_logits` must have the same shape, "
-            f"got {tuple(target_logits.shape)} and {tuple(model_logits.shape)}"
+            "`model_logits` and `target_logits` must have the same shape, "
+            f"got {tuple(model_logits.shape)} and {tuple(target_logits.shape)}"
         )
     if target_logits.device != model_logits.device:
-        raise ValueError(f"`target_logits` is on {target_logits.device}, `model_logits` on {model_logits.device}")
+        raise ValueError(f"`model_logits` is on {model_logits.device}, `target_logits` on {target_logits.device}")
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
             or not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}")
@@ -174,25 +174,28 @@ def _validate(target_logits: Any, model_logits: Any, mask: Any, temperature: Any
 
 
 def categorical_divergence(
-    target_logits: Tensor,
     model_logits: Tensor,
-    divergence: "str | Divergence" = "forward_kl",
+    target_logits: Tensor,
     *,
+    divergence: "str | Divergence" = "forward_kl",
     mask: Tensor | None = None,
     temperature: float = 1.0,
     reduction: str = "mean",
     chunk_size: int | None = None,
     backend: str = "auto",
 ) -> Tensor:
-    """``D_f(P || Q)`` between ``P = softmax(target_logits / T)`` and ``Q = softmax(model_logits / T)``.
+    """``D_f(P || Q)`` between ``Q = softmax(model_logits / T)`` and ``P = softmax(target_logits / T)``.
 
     The sum runs over the last dim; every leading position (token, example) is a
-    row. ``D_f(P || Q) = sum_x Q(x) f(P(x)/Q(x))`` in DESIGN.md's convention.
+    row. ``D_f(P || Q) = sum_x Q(x) f(P(x)/Q(x))`` in DESIGN.md's convention. As in
+    ``torch.nn.functional.kl_div(input, target)``, the model comes first and the
+    target second; the value is D(target || model).
 
     Args:
-        target_logits: ``(..., V)`` logits of the target P (teacher, reference).
         model_logits: ``(..., V)`` logits of the model Q (student, policy).
-        divergence: a registry name or a :class:`Divergence`.
+        target_logits: ``(..., V)`` logits of the target P (teacher, reference).
+        divergence: keyword-only; a registry name, spec string (``"alpha:0.3"``) or
+            :class:`Divergence`.
         mask: ``(...)`` bool; rows where it is False do not count (and get zero gradient).
         temperature: T > 0 divides both logits (no ``T^2`` factor is applied).
         reduction: ``"mean"`` over counted rows (0 if none), ``"sum"``, or ``"none"``
@@ -210,11 +213,15 @@ def categorical_divergence(
         is, e.g. forward KL when Q misses support of P).
 
     >>> import torch
-    >>> p = torch.tensor([[0.0, 1.0, 2.0]]); q = torch.zeros(1, 3)
-    >>> round(categorical_divergence(p, q, "js").item(), 4)
+    >>> q = torch.zeros(1, 3); p = torch.tensor([[0.0, 1.0, 2.0]])
+    >>> round(categorical_divergence(q, p, divergence="js").item(), 4)
     0.1374
+    >>> # forward KL is KL(P || Q): P's log-probabilities weight the sum
+    >>> lp, lq = p.log_softmax(-1), q.log_softmax(-1)
+    >>> bool(torch.isclose(categorical_divergence(q, p, divergence="forward_kl"), (lp.exp() * (lp - lq)).sum()))
+    True
     """
-    mask = _validate(target_logits, model_logits, mask, temperature, reduction, chunk_size)
+    mask = _validate(model_logits, target_logits, mask, temperature, reduction, chunk_size)
     check_backend(backend)
     div = as_divergence(divergence)
     dtype = torch.promote_types(torch.promote_types(target_logits.dtype, model_logits.dtype), torch.float32)

@@ -50,7 +50,7 @@ class ForwardKL(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return torch.exp(log_r)
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return ReverseKL()
 
     def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
@@ -76,7 +76,7 @@ class ReverseKL(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return torch.ones_like(log_r)
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return ForwardKL()
 
     def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
@@ -115,7 +115,7 @@ class JS(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return torch.sigmoid(log_r)
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return self
 
 
@@ -137,7 +137,7 @@ class TotalVariation(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return torch.zeros_like(log_r)
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return self
 
 
@@ -158,7 +158,7 @@ class SquaredHellinger(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return 0.5 * torch.exp(0.5 * log_r)
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return self
 
 
@@ -179,7 +179,7 @@ class PearsonChi2(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return 2.0 * torch.exp(2.0 * log_r)
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return NeymanChi2()
 
 
@@ -210,7 +210,7 @@ class NeymanChi2(Divergence):
         far = 2.0 * (torch.exp(log_w - s) - torch.exp(log_w))
         return torch.where(s < -1.0, far, super().weighted_g(log_w, s))
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return PearsonChi2()
 
 
@@ -231,6 +231,6 @@ class Jeffreys(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return 1.0 + torch.exp(log_r)
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return self
 

@@ -10,7 +10,7 @@ Conventions of other sources, mapped to ours (P target, Q model, r = P/Q):
 * Amari's alpha-divergence ``(r^a - a r - (1-a)) / (a (a-1))`` is ``alpha(alpha=a)``;
   a -> 1 gives forward KL, a -> 0 reverse KL (f differs from theirs by c (r - 1),
   which leaves D unchanged and shifts g by a constant). The f-DPO paper's
-  alpha-divergence, a regulariser ``E_pi_ref[f(pi/pi_ref)]``, is our conjugate;
+  alpha-divergence, a regulariser ``E_pi_ref[f(pi/pi_ref)]``, is our perspective;
   its score ``(1 - u^-a)/a`` with u = pi/pi_ref is our ``g(pi_ref/pi)`` for
   ``alpha(alpha=a)``; TRL's ``f_alpha_divergence_coef`` is 1 - a (since 2025).
 """
@@ -81,7 +81,7 @@ class Alpha(Divergence):
 
     g(r) = (1 - r^a)/a, h(r) = r^a. Continuous in a: a = 1 is forward KL, a = 0
     reverse KL (both accepted), a = 1/2 is twice squared Hellinger; its
-    conjugate is ``alpha(1 - a)``. See the module docstring for the f-DPO / TRL
+    perspective is ``alpha(1 - a)``. See the module docstring for the f-DPO / TRL
     conventions.
     """
 
@@ -121,7 +121,7 @@ class Alpha(Divergence):
         far = -(torch.exp(log_w + a * s) - torch.exp(log_w)) / a
         return torch.where(a * s > 30.0, far, super().weighted_g(log_w, s))
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return Alpha(alpha=1.0 - float(self.alpha))
 
 
@@ -132,7 +132,7 @@ class GeneralizedJS(Divergence):
 
     ``f(r) = beta r log r - m(r) log m(r)`` with ``m(r) = beta r + 1 - beta``;
     g(r) = -(1 - beta) log m(r); h(r) = beta (1 - beta) r / m(r). beta = 1/2 is
-    half of ``js``; the conjugate is ``generalized_js(1 - beta)``.
+    half of ``js``; the perspective is ``generalized_js(1 - beta)``.
     """
 
     beta: float = 0.5
@@ -165,7 +165,7 @@ class GeneralizedJS(Divergence):
         b = float(self.beta)
         return b * (1.0 - b) * torch.exp(-log_mix(-log_r, 1.0 - b))
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return GeneralizedJS(beta=1.0 - float(self.beta))
 
 
@@ -186,7 +186,7 @@ class SoftenedReverseKL(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return torch.sigmoid(-log_r)
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return SoftenedForwardKL()
 
 
@@ -208,7 +208,7 @@ class SoftenedForwardKL(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return torch.exp(log_r + F.logsigmoid(log_r))
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return SoftenedReverseKL()
 
 
@@ -218,7 +218,7 @@ class SkewForwardKL(Divergence):
     """DistiLLM's skew KL, ``KL(P || skew P + (1 - skew) Q)``: ``f(r) = r log(r / m(r))``, ``m(r) = skew r + 1 - skew``.
 
     g(r) = -(1 - skew) r / m(r), h(r) = (1 - skew)^2 r / m(r)^2. skew = 0 is
-    forward KL; the conjugate is ``skew_reverse_kl`` with the same skew.
+    forward KL; the perspective is ``skew_reverse_kl`` with the same skew.
     """
 
     skew: float = 0.1
@@ -238,7 +238,7 @@ class SkewForwardKL(Divergence):
         lam = float(self.skew)
         return (1.0 - lam) ** 2 * torch.exp(-log_mix(-log_r, 1.0 - lam) - log_mix(log_r, lam))
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return SkewReverseKL(skew=self.skew)
 
 
@@ -267,5 +267,5 @@ class SkewReverseKL(Divergence):
         lam = float(self.skew)
         return (1.0 - lam) ** 2 * torch.exp(-2.0 * log_mix(-log_r, lam))
 
-    def conjugate(self) -> Divergence:
+    def perspective(self) -> Divergence:
         return SkewForwardKL(skew=self.skew)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def generic_categorical_terms(div: "Divergence", logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
     """Elementwise ``F = Q f(P/Q)`` and, if ``with_grad``, ``B = Q g(P/Q)``; shapes of ``logp``.
 
-    Works for any member from f, g and the conjugate: each term is evaluated on the
+    Works for any member from f, g and the perspective: each term is evaluated on the
     side where the ratio is at most 1 (``Q f(r)`` if r <= 1, ``P f*(1/r)`` otherwise).
     """
     # -inf - -inf (both probabilities 0) is the only NaN; call it t = 0, weight exp(-inf) = 0
@@ -28,17 +28,17 @@ def generic_categorical_terms(div: "Divergence", logp: Tensor, logq: Tensor, wit
     pos = t > 0
     s = -t.abs()
     log_w = torch.where(pos, logp, logq)  # log of the larger probability; -inf only if both are 0
-    conj = div.conjugate()
-    same = conj == div
+    persp = div.perspective()
+    same = persp == div
 
-    def side(fn_self: Tensor, fn_conj: Any) -> Tensor:
-        return fn_self if same else torch.where(pos, fn_conj(log_w, s), fn_self)
+    def side(fn_self: Tensor, fn_persp: Any) -> Tensor:
+        return fn_self if same else torch.where(pos, fn_persp(log_w, s), fn_self)
 
-    f_val = side(div.weighted_f(log_w, s), conj.weighted_f)
+    f_val = side(div.weighted_f(log_w, s), persp.weighted_f)
     if not with_grad:
         return f_val, None
-    g_val = side(div.weighted_g(log_w, s), conj.weighted_g)
-    # On the conjugate side the roles swap: Q g(r) = P (f*(u) - g*(u)) and P f'(r) = P g*(u).
+    g_val = side(div.weighted_g(log_w, s), persp.weighted_g)
+    # On the perspective side the roles swap: Q g(r) = P (f*(u) - g*(u)) and P f'(r) = P g*(u).
     b_val = torch.where(pos, f_val - g_val, g_val)
     return f_val, b_val
 

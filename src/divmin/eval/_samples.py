@@ -110,8 +110,8 @@ def _inside(points: Tensor, centres: Tensor, radii: Tensor, chunk: int) -> Tenso
                       for lo in range(0, points.shape[0], chunk)])
 
 
-def precision_recall(real: Tensor, fake: Tensor, *, k: int = 3, chunk: int = 1024) -> PrecisionRecall:
-    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls.
+def precision_recall(fake: Tensor, real: Tensor, *, k: int = 3, chunk: int = 1024) -> PrecisionRecall:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls; model samples first.
 
     The real manifold is the union of balls around each real sample with radius its
     distance to its k-th nearest real neighbour; precision is the fraction of fake

@@ -51,9 +51,22 @@ def is_expectation(values: Tensor, model_logps: Tensor, proposal_logps: Tensor |
 
 
 @torch.no_grad()
-def is_divergence(target_log_scores: Tensor, model_logps: Tensor, divergence: "str | Divergence", *,
+def is_divergence(model_logps: Tensor, target_log_scores: Tensor, *, divergence: "str | Divergence",
                   proposal_logps: Tensor | None = None, log_z: "float | Tensor | None" = None) -> float:
-    """Importance-sampled D_f(P || Q); ``log_z`` defaults to the samples' own estimate."""
+    """Importance-sampled D_f(P || Q) (model first, target second); ``log_z`` defaults to the samples' own estimate.
+
+    Args:
+        model_logps: (N,) log Q(x_i) of the samples under the model.
+        target_log_scores: (N,) unnormalised log P(x_i) (``-inf`` off the target's support).
+        divergence: keyword-only; registry name, spec string or member.
+        proposal_logps: (N,) log q(x_i) of the distribution the samples came from (None: Q itself).
+        log_z: log of P's normalising constant (None: self-normalised estimate).
+
+    >>> logq = torch.log(torch.tensor([0.5, 0.5]))
+    >>> logp = torch.log(torch.tensor([0.9, 0.1]))  # already normalised: log_z = 0
+    >>> round(is_divergence(logq, logp, divergence="forward_kl", log_z=0.0), 4)  # sum_x Q (P/Q) log(P/Q)
+    0.3681
+    """
     div = as_divergence(divergence)
     if target_log_scores.shape != model_logps.shape or model_logps.dim() != 1:
         raise ValueError("`target_log_scores` and `model_logps` must be 1-D tensors of equal shape")
@@ -64,24 +77,30 @@ def is_divergence(target_log_scores: Tensor, model_logps: Tensor, divergence: "s
     return float((w * terms).where(w > 0, torch.zeros_like(terms)).sum())
 
 
-def target_metrics(target_log_scores: Tensor, model_logps: Tensor, *, proposal_logps: Tensor | None = None,
+def target_metrics(model_logps: Tensor, target_log_scores: Tensor, *, proposal_logps: Tensor | None = None,
                    log_z: "float | Tensor | None" = None) -> TargetMetrics:
     """KL(P || Q), KL(Q || P), TV and JS between the target and the model, importance-sampled."""
     kw = dict(proposal_logps=proposal_logps, log_z=log_z)
-    return TargetMetrics(*(is_divergence(target_log_scores, model_logps, d, **kw)
+    return TargetMetrics(*(is_divergence(model_logps, target_log_scores, divergence=d, **kw)
                            for d in ("forward_kl", "reverse_kl", "total_variation", "js")))
 
 
-def exact_divergence(target_log_probs: Tensor, model_log_probs: Tensor, divergence: "str | Divergence") -> Tensor:
-    """Exact D_f(P || Q) over an enumerated space: (N,) log-probabilities (or unnormalised log
-    scores: both are normalised here) -> scalar; differentiable in both."""
+def exact_divergence(model_log_probs: Tensor, target_log_probs: Tensor, *,
+                     divergence: "str | Divergence") -> Tensor:
+    """Exact D_f(P || Q) over an enumerated space, model first: (N,) log-probabilities (or
+    unnormalised log scores: both are normalised here) -> scalar; differentiable in both.
+
+    >>> logq = torch.log(torch.tensor([0.5, 0.5])); logp = torch.log(torch.tensor([0.9, 0.1]))
+    >>> round(float(exact_divergence(logq, logp, divergence="forward_kl")), 4)  # KL(P || Q)
+    0.3681
+    """
     if target_log_probs.shape != model_log_probs.shape or target_log_probs.dim() != 1:
         raise ValueError("`target_log_probs` and `model_log_probs` must be 1-D tensors of equal shape")
-    return categorical_divergence(target_log_probs[None], model_log_probs[None], divergence, reduction="sum")
+    return categorical_divergence(model_log_probs[None], target_log_probs[None], divergence=divergence, reduction="sum")
 
 
 @torch.no_grad()
-def acceptance_rate(target_log_scores: Tensor, model_logps: Tensor, *, log_z: "float | Tensor | None" = None,
+def acceptance_rate(model_logps: Tensor, target_log_scores: Tensor, *, log_z: "float | Tensor | None" = None,
                     proposal_logps: Tensor | None = None) -> float:
     """Acceptance rate 1 / max_x P(x)/Q(x) of rejection sampling P with Q as the proposal.
 

@@ -93,7 +93,7 @@ def _score(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, x: torch.Tenso
     gen = torch.Generator().manual_seed(10_000 + seed)
     real = teacher.sample(c.eval_samples, generator=gen)
     ms = mode_stats(x, teacher.means, teacher.weights, c.mode_std, k_std=c.k_std, coverage=c.coverage)
-    pr = precision_recall(real, x, k=c.pr_k)
+    pr = precision_recall(x, real, k=c.pr_k)
     return {"modes covered": ms.covered, "TV weights": ms.tv, "quality": ms.quality,
             "precision": pr.precision, "recall": pr.recall,
             "SW": float(sliced_wasserstein(x, real, num_projections=256, generator=gen)),

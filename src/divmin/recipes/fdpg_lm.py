@@ -28,12 +28,12 @@ import torch
 
 from ..align import EnergyTarget, FDPGConfig, FDPGTrainer, PointwiseConstraint
 from ..align._sampling import completion_logps, sample_completions
+from ..divergences import divergence
 from ..engine import EngineConfig
 from ..eval import distinct_n, is_divergence, self_bleu
 from . import _tiny_lm as lm
 from ._plots import plt  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
-from .fdpo_bandit import parse_divergence
 
 __all__ = ["FDPGLMConfig", "run_fdpg_lm"]
 
@@ -74,7 +74,7 @@ class FDPGLMConfig:
         if not self.divergences:
             raise ValueError("`divergences` must be non-empty")
         for spec in self.divergences:
-            parse_divergence(spec)  # unknown names fail here, listing the valid ones
+            divergence(spec)  # unknown names fail here, listing the valid ones
         if not 0 < self.epsilon < 1 or not self.lr > 0:
             raise ValueError("`epsilon` must be in (0, 1) and `lr` > 0")
         lm.check_corpus_config(self)
@@ -99,7 +99,7 @@ def _train_one(spec: str, base: torch.nn.Module, tokenizer, contexts: list[str],
                out_dir: Path) -> torch.nn.Module:
     policy = copy.deepcopy(base).requires_grad_(True).train()
     engine = dataclasses.replace(config.engine, out_dir=str(out_dir / "fdpg" / re.sub(r"[^\w.-]", "_", spec)))
-    cfg = FDPGConfig(divergence=parse_divergence(spec), lr=config.lr, contexts_per_step=config.contexts_per_step,
+    cfg = FDPGConfig(divergence=divergence(spec), lr=config.lr, contexts_per_step=config.contexts_per_step,
                      samples_per_context=config.samples_per_context, max_new_tokens=config.max_new_tokens,
                      mode=config.mode, engine=engine)
     target = EnergyTarget() * _constraint(config)
@@ -126,7 +126,7 @@ def evaluate_policy(policy, base, tokenizer, prompts: list[torch.Tensor], config
         log_b = constraint(ztexts)
         log_z = float(torch.logsumexp(log_b.double(), 0) - math.log(len(log_b)))
         base_z = completion_logps(base, prompt, zc)
-        kl_p_pi = is_divergence(base_z + log_b, completion_logps(policy, prompt, zc), "forward_kl",
+        kl_p_pi = is_divergence(completion_logps(policy, prompt, zc), base_z + log_b, divergence="forward_kl",
                                 proposal_logps=base_z, log_z=log_z)
         comp, texts = _draw(policy, tokenizer, prompt, config.eval_samples, config, config.seed + k)
         logq, loga = completion_logps(policy, prompt, comp), completion_logps(base, prompt, comp)
@@ -176,7 +176,7 @@ def run_fdpg_lm(config: FDPGLMConfig, out_dir: Path) -> RecipeResult:
     for spec in c.divergences:
         policy = _train_one(spec, base, tokenizer, train_ctx, c, out_dir)
         m = evaluate_policy(policy, base, tokenizer, held, c)
-        rows.append({"divergence": spec, "behaviour": parse_divergence(spec).behaviour, **m})
+        rows.append({"divergence": spec, "behaviour": divergence(spec).behaviour, **m})
     plot = _plot(rows, base_row, out_dir / "alignment_vs_diversity.png")
     summary = {"base_alignment": base_row["alignment"], "target_alignment": base_row["target alignment"],
                "base_entropy": base_row["entropy"], "base_distinct2": base_row["distinct-2"],

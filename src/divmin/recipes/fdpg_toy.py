@@ -37,12 +37,11 @@ from torch import nn
 
 from ..align import EnergyTarget, LogZEstimator, MovingBaseline, PointwiseConstraint, fdpg_loss
 from ..data import BigramLM, PrefixTreeLM, all_sequences
-from ..divergences import Divergence, available_divergences
+from ..divergences import Divergence, available_divergences, divergence
 from ..engine import EngineConfig, StepOutput, Trainer
 from ..eval import acceptance_rate, exact_divergence
 from ._plots import plt  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
-from .fdpo_bandit import parse_divergence
 
 __all__ = ["FDPGToyConfig", "FDPGToyTask", "run_fdpg_toy", "toy_target", "train_exact"]
 
@@ -72,7 +71,7 @@ class FDPGToyConfig:
 
     def __post_init__(self) -> None:
         for spec in self.divergences:
-            parse_divergence(spec)  # unknown names fail here, listing the valid ones
+            divergence(spec)  # unknown names fail here, listing the valid ones
         if not self.base_seeds:
             raise ValueError("`base_seeds` must be non-empty")
         if self.vocab < 2 or self.length < 2 or self.vocab ** self.length > 20000:
@@ -88,7 +87,7 @@ class FDPGToyConfig:
             raise ValueError("`lr` must be > 0 and `coverage` in (0, 1]")
 
     def specs(self) -> tuple[str, ...]:
-        return self.divergences or tuple(available_divergences())
+        return self.divergences or tuple(available_divergences("f"))
 
 
 def toy_target(config: FDPGToyConfig, seed: int) -> tuple[EnergyTarget, PointwiseConstraint, PrefixTreeLM]:
@@ -109,7 +108,7 @@ class FDPGToyTask:
 
     def __init__(self, config: FDPGToyConfig) -> None:
         self.config = config
-        self.divs: dict[str, Divergence] = {s: parse_divergence(s) for s in config.specs()}
+        self.divs: dict[str, Divergence] = {s: divergence(s) for s in config.specs()}
         self.targets = {seed: toy_target(config, seed)[0] for seed in config.base_seeds}
         self.log_z = {seed: LogZEstimator() for seed in config.base_seeds}
         self.baselines = {_key(s, seed): MovingBaseline(config.baseline_decay)
@@ -156,7 +155,7 @@ def train_exact(config: FDPGToyConfig, target: EnergyTarget, div: Divergence) ->
     policy = BigramLM(config.vocab, config.length)
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
     for _ in range(config.exact_steps):
-        loss = exact_divergence(log_p, policy.log_prob(seqs), div)
+        loss = exact_divergence(policy.log_prob(seqs), log_p, divergence=div)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -182,12 +181,12 @@ def _exact_row(spec: str, div: Divergence, policy: BigramLM, ref: BigramLM, log_
                seqs: torch.Tensor, ok: torch.Tensor, modes: torch.Tensor, coverage: float) -> dict:
     logq = policy.log_prob(seqs)
     q = logq.exp()
-    objective, optimum = (float(exact_divergence(log_p, lq, div)) for lq in (logq, ref.log_prob(seqs)))
+    objective, optimum = (float(exact_divergence(lq, log_p, divergence=div)) for lq in (logq, ref.log_prob(seqs)))
     return {"divergence": spec, "behaviour": div.behaviour,
-            "KL(P||Q)": float(exact_divergence(log_p, logq, "forward_kl")),
-            "KL(Q||P)": float(exact_divergence(log_p, logq, "reverse_kl")),
+            "KL(P||Q)": float(exact_divergence(logq, log_p, divergence="forward_kl")),
+            "KL(Q||P)": float(exact_divergence(logq, log_p, divergence="reverse_kl")),
             "alignment": float(q[ok].sum()), "entropy": float(-(q * logq).sum()),
-            "acceptance": acceptance_rate(log_p, logq, log_z=0.0),
+            "acceptance": acceptance_rate(logq, log_p, log_z=0.0),
             "modes": int((logq[modes] >= math.log(coverage) + log_p[modes]).sum()),
             "D_f / optimum": objective / optimum if optimum > 0 else math.nan}
 

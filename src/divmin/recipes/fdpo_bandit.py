@@ -39,14 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..align import fdpo_admissible, fdpo_loss
-from ..align._bandit import bandit_metrics, fdpo_optimum, population_fdpo_loss
+from ..align import bandit_metrics, fdpo_admissible, fdpo_loss, fdpo_optimum, population_fdpo_loss
 from ..divergences import Divergence, divergence
 from ..engine import EngineConfig, StepOutput, Trainer
 from ._plots import plt  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
 
-__all__ = ["FDPOBanditConfig", "FDPOBanditTask", "make_bandit", "parse_divergence", "reward_vs_kl_plot",
+__all__ = ["FDPOBanditConfig", "FDPOBanditTask", "make_bandit", "reward_vs_kl_plot",
            "run_fdpo_bandit"]
 
 F64 = torch.float64
@@ -55,17 +54,6 @@ F64 = torch.float64
 def _default_engine() -> EngineConfig:
     # the policies are independent rows of one Adam: a global clip would couple them
     return EngineConfig(max_steps=600, log_every=100, max_grad_norm=None, lr_schedule="cosine", progress=True)
-
-
-def parse_divergence(spec: str) -> Divergence:
-    """``"name"`` -> ``divergence(name)``; ``"name:v"`` sets the member's one parameter to float v."""
-    name, _, value = spec.partition(":")
-    if not value:
-        return divergence(name)
-    fields = list(divergence(name).params)
-    if len(fields) != 1:
-        raise ValueError(f"divergence spec {spec!r}: {name} has parameters {fields}, not exactly one")
-    return divergence(name, **{fields[0]: float(value)})
 
 
 @dataclasses.dataclass
@@ -91,7 +79,7 @@ class FDPOBanditConfig:
         if not self.divergences or min(self.ref_scale, self.reward_scale, self.lr, self.tv_tolerance) <= 0:
             raise ValueError("`divergences` must be non-empty; scales, `lr`, `tv_tolerance` positive")
         for spec in self.divergences:
-            ok, why = fdpo_admissible(parse_divergence(spec))
+            ok, why = fdpo_admissible(divergence(spec))
             if not ok:
                 raise ValueError(f"divergence {spec!r} cannot be used with f-DPO: {why}")
 
@@ -118,7 +106,7 @@ class FDPOBanditTask:
     def __init__(self, config: FDPOBanditConfig) -> None:
         self.config = config
         self.ref, self.reward = make_bandit(config)
-        self.runs = [(spec, parse_divergence(spec), float(b)) for spec in config.divergences for b in config.betas]
+        self.runs = [(spec, divergence(spec), float(b)) for spec in config.divergences for b in config.betas]
 
     def models(self) -> dict[str, nn.Module]:
         return {"policies": _Logits(self.ref.log(), len(self.runs))}
@@ -155,10 +143,10 @@ def _evaluate(task: FDPOBanditTask, logits: torch.Tensor) -> list[dict]:
     rows = []
     for row, (spec, div, beta) in enumerate(task.runs):
         pi = torch.softmax(logits[row].detach().cpu().to(F64), 0)
-        opt = fdpo_optimum(task.ref, task.reward, div, beta)
-        m = bandit_metrics(pi, task.ref, task.reward, div, beta, opt)
-        m_opt = bandit_metrics(opt, task.ref, task.reward, div, beta, opt)
-        loss = [float(population_fdpo_loss(p.log(), task.ref.log(), task.reward, div, beta)) for p in (pi, opt)]
+        opt = fdpo_optimum(task.ref, task.reward, divergence=div, beta=beta)
+        m = bandit_metrics(pi, task.ref, task.reward, divergence=div, beta=beta, optimum=opt)
+        m_opt = bandit_metrics(opt, task.ref, task.reward, divergence=div, beta=beta, optimum=opt)
+        loss = [float(population_fdpo_loss(p.log(), task.ref.log(), task.reward, divergence=div, beta=beta)) for p in (pi, opt)]
         rows.append({"divergence": spec, "beta": beta, "reward": m["reward"], "entropy": m["entropy"],
                      "KL(pi||ref)": m["kl"], "ECE": m["ece"], "TV to opt": m["tv_to_optimum"],
                      "loss gap": loss[0] - loss[1],

@@ -21,7 +21,7 @@
    response tokens, EOS included) and the trainer's eval ECE / accuracy.
 
 Divergences are registry names; ``"alpha:0.5"`` sets a one-parameter member's
-parameter (parsed by :func:`divmin.recipes.fdpo_bandit.parse_divergence`).
+parameter (parsed by :func:`divmin.divergence`, which reads spec strings).
 Files: ``warmup/`` and ``fdpo/<divergence>/`` (engine logs per run) and
 ``reward_vs_kl.png``.
 """
@@ -37,12 +37,12 @@ from pathlib import Path
 import torch
 
 from ..align import FDPOConfig, FDPOTrainer, fdpo_admissible
+from ..divergences import divergence
 from ..engine import EngineConfig
 from ..eval import distinct_n
 from . import _tiny_lm as lm
 from ._plots import plt  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
-from .fdpo_bandit import parse_divergence
 
 __all__ = ["FDPOLMConfig", "run_fdpo_lm", "warm_up"]
 
@@ -83,7 +83,7 @@ class FDPOLMConfig:
         if not self.divergences:
             raise ValueError("`divergences` must be non-empty")
         for spec in self.divergences:
-            ok, why = fdpo_admissible(parse_divergence(spec))
+            ok, why = fdpo_admissible(divergence(spec))
             if not ok:
                 raise ValueError(f"divergence {spec!r} cannot be used with f-DPO: {why}")
         if min(self.beta, self.lr, self.sft_lr, self.reward_scale) <= 0:
@@ -158,7 +158,7 @@ def _train_one(spec: str, ref: torch.nn.Module, tokenizer, train_rows: list[dict
     """One f-DPO run from a copy of ``ref``; returns the trained policy and its last logged metrics."""
     policy = copy.deepcopy(ref).requires_grad_(True).train()
     engine = dataclasses.replace(config.engine, out_dir=str(out_dir / "fdpo" / re.sub(r"[^\w.-]", "_", spec)))
-    fcfg = FDPOConfig(divergence=parse_divergence(spec), beta=config.beta, lr=config.lr, batch_size=config.batch_size,
+    fcfg = FDPOConfig(divergence=divergence(spec), beta=config.beta, lr=config.lr, batch_size=config.batch_size,
                       max_length=8 + config.max_new_tokens + 1, max_prompt_length=8, eval_batch_size=128,
                       engine=engine)
     trainer = FDPOTrainer(policy, tokenizer, train_rows, eval_dataset=eval_rows, ref_model=ref, config=fcfg)

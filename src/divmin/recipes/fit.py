@@ -85,7 +85,7 @@ class FitTask:
 
     def __init__(self, config: FitConfig) -> None:
         self.config = config
-        names = config.divergences or tuple(available_divergences())
+        names = config.divergences or tuple(available_divergences("f"))
         self.divs = {name: divergence(name) for name in names}
         lo, hi, n = config.grid
         self.x = torch.linspace(lo, hi, int(n), dtype=torch.float64)
@@ -105,7 +105,7 @@ class FitTask:
         x, target = self.x.to(ctx.device), self.target.to(ctx.device)
         total, metrics = 0.0, {}
         for name, div in self.divs.items():
-            loss = categorical_divergence(target[None], fits[name](x)[None], div)
+            loss = categorical_divergence(fits[name](x)[None], target[None], divergence=div)
             total = total + loss
             metrics[f"D/{name}"] = loss.detach()
         return StepOutput(loss=total, metrics=metrics)
@@ -126,7 +126,7 @@ def _evaluate(task: FitTask, fits: nn.ModuleDict) -> list[dict]:
             covered = sum(
                 _window_mass(logq, x, m - 2 * s, m + 2 * s) >= c.coverage * _window_mass(target, x, m - 2 * s, m + 2 * s)
                 for m, s in zip(c.means, c.stds))
-            metric = lambda d: float(categorical_divergence(target, logq, d))  # noqa: E731
+            metric = lambda d: float(categorical_divergence(logq, target, divergence=d))  # noqa: E731
             rows.append({
                 "divergence": name, "behaviour": div.behaviour, "modes covered": int(covered),
                 "mean": ", ".join(f"{v:.2f}" for v in model.mu.tolist()),
