@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence, categorical_divergence
-from ..divergences._checks import check_float_tensor
+from ..divergences._checks import check_float_tensor, check_index_tensor
 
 __all__ = ["TopKTeacher", "token_kd_loss", "align_vocab", "label_mask", "normalise_sum"]
 
@@ -90,12 +90,7 @@ def label_mask(labels: Tensor | None, ignore_index: int, lead: torch.Size, devic
     """``(lead)`` bool mask of counted positions (``labels != ignore_index``), or None when no labels."""
     if labels is None:
         return None
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"`labels` must be a torch.Tensor or None, got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex():
-        raise TypeError(f"`labels` must be an integer tensor, got {labels.dtype}")
-    if labels.shape != lead:
-        raise ValueError(f"`labels` must have the logits' leading shape {tuple(lead)}, got {tuple(labels.shape)}")
+    check_index_tensor("labels", labels, lead)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"`ignore_index` must be an int, got {ignore_index!r}")
     return (labels != ignore_index).to(device)

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ._backend import check_backend, triton_terms_for
 from ._base import Divergence, as_divergence
-from ._checks import check_float_tensor
+from ._checks import check_float_tensor, check_index_tensor
 
 __all__ = ["categorical_divergence"]
 
@@ -162,14 +162,7 @@ def _validate(model_logits: Any, target_logits: Any, mask: Any, temperature: Any
         raise ValueError(f"`chunk_size` must be None or an int >= 1, got {chunk_size!r}")
     if mask is None:
         return None
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"`mask` must be a torch.Tensor or None, got {type(mask).__name__}")
-    if mask.is_floating_point() or mask.is_complex():
-        raise TypeError(f"`mask` must be a bool (or integer 0/1) tensor, got {mask.dtype}")
-    if mask.shape != target_logits.shape[:-1]:
-        raise ValueError(
-            f"`mask` must have the logits' leading shape {tuple(target_logits.shape[:-1])}, got {tuple(mask.shape)}"
-        )
+    check_index_tensor("mask", mask, target_logits.shape[:-1], what="a bool (or integer 0/1)")
     return mask.to(device=target_logits.device, dtype=torch.bool)
 
 
