@@ -1,7 +1,8 @@
 """Alignment methods: f-DPO (preference optimisation under any admissible f) and f-DPG
 (distributional policy gradient toward an energy-based target under any f)."""
 
-from ._fdpg import FDPGOutput, LogZEstimator, MovingBaseline, fdpg_loss
+from ..estimators import LogZEstimator, MovingBaseline  # moved to divmin.estimators; kept here for compatibility
+from ._fdpg import FDPGOutput, fdpg_loss
 from ._fdpg_trainer import FDPGConfig, FDPGTrainer
 from ._fdpo import FDPOOutput, fdpo_admissible, fdpo_loss
 from ._fdpo_trainer import FDPOConfig, FDPOTrainer
