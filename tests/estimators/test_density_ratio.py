@@ -22,7 +22,8 @@ def _bce_oracle(fake: torch.Tensor, real: torch.Tensor, eps: float) -> torch.Ten
 def test_loss_is_binary_cross_entropy_per_class(eps):
     g = torch.Generator().manual_seed(0)
     fake, real = 3 * torch.randn(7, generator=g), 3 * torch.randn(5, generator=g)  # unequal batch sizes
-    torch.testing.assert_close(logistic_discriminator_loss(fake, real, label_smoothing=eps), _bce_oracle(fake, real, eps))
+    got = logistic_discriminator_loss(fake, real, label_smoothing=eps)
+    torch.testing.assert_close(got, _bce_oracle(fake, real, eps))
 
 
 def test_unsmoothed_loss_is_the_softplus_gan_loss_exactly():
@@ -171,7 +172,8 @@ def test_constructor_names_the_bad_argument(kwargs, word):
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    (dict(), "`level` or `bins` is required"), (dict(level=torch.zeros(2), bins=torch.zeros(2, dtype=torch.long)), "not both"),
+    (dict(), "`level` or `bins` is required"),
+    (dict(level=torch.zeros(2), bins=torch.zeros(2, dtype=torch.long)), "not both"),
     (dict(bins=torch.tensor([0, 2])), "bins"), (dict(bins=torch.zeros(2)), "bins"),
     (dict(level=torch.zeros(3)), "level"), (dict(level=torch.tensor([0.0, math.nan])), "NaN"),
 ])

@@ -167,7 +167,7 @@ class LogRatioEstimator:
         if self.ratio_ema > 0:
             ids, mean = self._bins(logits.shape, level, bins), self.ratio_mean
             if update:
-                r, decay = log_r.detach().exp().cpu(), self.ratio_ema
+                r, decay = log_r.detach().exp().cpu(), self.ratio_ema  # exp is safe: the logit is clamped
                 for b in ids.unique().tolist():  # at most num_bins iterations
                     mean[b] = decay * mean[b] + (1 - decay) * r[ids == b].mean()
             log_r = log_r - mean[ids].to(log_r.device).log()

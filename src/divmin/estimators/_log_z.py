@@ -91,7 +91,7 @@ class LogZEstimator:
     def update(self, target_log_scores: Tensor, proposal_logps: Tensor,
                keys: Sequence[Hashable] | None = None) -> Tensor:
         """Fold in a batch (B,) of scores and proposal log-probs; returns (B,) float32, each sample's key's log Z."""
-        terms = _log_terms(target_log_scores.detach(), proposal_logps.detach()).cpu()
+        terms = _log_terms(target_log_scores, proposal_logps).detach().cpu()
         keys = [None] * len(terms) if keys is None else list(keys)
         if len(keys) != len(terms):
             raise ValueError(f"`keys` has {len(keys)} entries for {len(terms)} samples")
