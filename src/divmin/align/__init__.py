@@ -1,8 +1,9 @@
 """Alignment methods: f-DPO (preference optimisation under any admissible f) and f-DPG
 (distributional policy gradient toward an energy-based target under any f)."""
 
+from ..estimators import LogZEstimator, MovingBaseline  # moved to divmin.estimators; kept here for compatibility
 from ._bandit import bandit_metrics, fdpo_optimum, implied_rewards, pair_weights, population_fdpo_loss
-from ._fdpg import FDPGOutput, LogZEstimator, MovingBaseline, fdpg_loss
+from ._fdpg import FDPGOutput, fdpg_loss
 from ._fdpg_trainer import FDPGConfig, FDPGTrainer
 from ._fdpo import FDPOOutput, fdpo_admissible, fdpo_loss
 from ._fdpo_trainer import FDPOConfig, FDPOTrainer

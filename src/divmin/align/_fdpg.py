@@ -20,30 +20,28 @@ likelihood. Mapping to the f-DPG paper (Go et al. 2023): it minimises
 D_f(pi || p) = E_p[f~(pi/p)] with f~(u) = u f(1/u) our perspective, and its
 gradient E_pi[f~'(pi/p) grad log pi] equals ours because f~'(1/r) = g(r).
 
-Z: when ``log_z`` is not given it is the batch's self-normalised importance
-estimate log mean_i exp(s(x_i) - log q(x_i)) (exact when the batch enumerates
-the space under a uniform proposal); :class:`LogZEstimator` keeps a running
-estimate across batches, per context for conditional targets.
+The estimator itself, log r in, is :func:`divmin.estimators.score_function_surrogate`;
+this module forms log r = s - log Z - log Q from the target. Z: when ``log_z`` is
+not given it is the batch's self-normalised importance estimate
+(:func:`divmin.estimators.self_normalized_log_z`, exact when the batch enumerates
+the space under a uniform proposal); :class:`~divmin.estimators.LogZEstimator`
+keeps a running estimate across batches, per context for conditional targets.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Hashable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
+from ..estimators import ScoreFunctionOutput, score_function_surrogate, self_normalized_log_z
 
-__all__ = ["FDPGOutput", "LogZEstimator", "MovingBaseline", "fdpg_loss"]
+__all__ = ["FDPGOutput", "fdpg_loss"]
 
-
-class FDPGOutput(NamedTuple):
-    loss: Tensor  # scalar surrogate; its gradient is the f-DPG gradient estimate
-    pseudo_rewards: Tensor  # (B,) -g(r), detached (before the baseline)
-    weights: Tensor  # (B,) importance weights Q / q, detached (ones online)
-    log_ratio: Tensor  # (B,) log r = log P - log Q, detached
+# (loss, pseudo_rewards = -g(r), weights = Q / q, log_ratio = log P - log Q): the estimator's output
+FDPGOutput = ScoreFunctionOutput
 
 
 def _check(policy_logps: Tensor, target_log_scores: Tensor, **optional: Tensor | None) -> None:
@@ -90,87 +88,12 @@ def fdpg_loss(policy_logps: Tensor, target_log_scores: Tensor, *, divergence: "s
     with torch.no_grad():
         logq_pol = policy_logps.detach().float()
         s = target_log_scores.detach().float()
-        log_w = torch.zeros_like(logq_pol) if proposal_logps is None else logq_pol - proposal_logps.detach().float()
+        log_w = None if proposal_logps is None else logq_pol - proposal_logps.detach().float()
         if log_z is None:
-            logq_prop = logq_pol if proposal_logps is None else proposal_logps.detach().float()
-            log_z = torch.logsumexp(s - logq_prop, 0) - math.log(s.shape[0])
-            if not bool(torch.isfinite(log_z)):
-                raise ValueError("every sample has target score -inf (or +inf): cannot estimate Z; pass `log_z`")
+            try:
+                log_z = self_normalized_log_z(s, logq_pol if proposal_logps is None else proposal_logps.detach())
+            except ValueError as err:
+                raise ValueError(f"{err}; pass `log_z`") from None
         log_ratio = s - log_z.float() - logq_pol
-        g = div.g(log_ratio)
-        weights = log_w.exp()
-        bad = ~torch.isfinite(g) & (weights > 0)
-        if bool(bad.any()):
-            raise ValueError(f"{div}: g(r) is not finite on {int(bad.sum())} sample(s) (log r = "
-                             f"{float(log_ratio[bad][0]):.3g}); a target that gives zero mass to samples "
-                             "the policy produces makes this divergence infinite: smooth the constraint "
-                             "(e.g. PointwiseConstraint(..., epsilon=1e-3)) or use a divergence with "
-                             "finite f(0) (forward KL, JS, TV, Hellinger, alpha in (0, 1))")
-        coef = weights * (g if baseline is None else g - baseline.float())
-    loss = (coef.to(policy_logps.dtype) * policy_logps).mean()
-    return FDPGOutput(loss, -g, weights, log_ratio)
-
-
-class LogZEstimator:
-    """Running importance-sampling estimate of log Z = log E_q[exp(s(x)) / q(x)], per key.
-
-    Keeps log sum_i exp(s_i - log q_i) and the count per context key (one global
-    key for unconditional targets); the estimate is their log-mean, the
-    cumulative average of disco's running Z, computed in log space.
-    """
-
-    def __init__(self) -> None:
-        self._log_sum: dict[Hashable, float] = {}
-        self._count: dict[Hashable, int] = {}
-
-    def update(self, target_log_scores: Tensor, proposal_logps: Tensor,
-               keys: Sequence[Hashable] | None = None) -> Tensor:
-        """Fold in a batch; returns (B,) the current log Z of each sample's key."""
-        if target_log_scores.shape != proposal_logps.shape or target_log_scores.dim() != 1:
-            raise ValueError("`target_log_scores` and `proposal_logps` must be 1-D and of equal shape")
-        keys = [None] * len(target_log_scores) if keys is None else list(keys)
-        if len(keys) != len(target_log_scores):
-            raise ValueError(f"`keys` has {len(keys)} entries for {len(target_log_scores)} samples")
-        terms = (target_log_scores.detach().double() - proposal_logps.detach().double()).cpu()
-        for key in dict.fromkeys(keys):
-            mine = terms[[k == key for k in keys]]
-            prev = self._log_sum.get(key, -math.inf)
-            self._log_sum[key] = float(torch.logsumexp(torch.cat([mine, torch.tensor([prev], dtype=torch.float64)]),
-                                                       0))
-            self._count[key] = self._count.get(key, 0) + len(mine)
-        return torch.tensor([self.log_z(k) for k in keys], dtype=torch.float32)
-
-    def log_z(self, key: Hashable = None) -> float:
-        if key not in self._count:
-            raise KeyError(f"no sample seen yet for key {key!r}")
-        return self._log_sum[key] - math.log(self._count[key])
-
-    def state_dict(self) -> dict:
-        """JSON-able state (keys must be str, int or None, e.g. context texts)."""
-        for k in self._count:
-            if not (k is None or isinstance(k, (str, int))):
-                raise TypeError(f"cannot serialise context key of type {type(k).__name__}; use str keys")
-        return {"keys": list(self._count), "log_sum": list(self._log_sum.values()),
-                "count": list(self._count.values())}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._log_sum = dict(zip(state["keys"], state["log_sum"]))
-        self._count = dict(zip(state["keys"], state["count"]))
-
-
-class MovingBaseline:
-    """Exponential moving average of importance-weighted g values (the baseline b in fdpg_loss)."""
-
-    def __init__(self, decay: float = 0.9) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"`decay` must be in [0, 1), got {decay}")
-        self.decay, self.value = decay, None
-
-    def __call__(self) -> float | None:
-        return self.value
-
-    def update(self, output: FDPGOutput) -> float:
-        w = output.weights
-        batch = float((w * -output.pseudo_rewards).sum() / w.sum().clamp_min(1e-30))
-        self.value = batch if self.value is None else self.decay * self.value + (1 - self.decay) * batch
-        return self.value
+    return score_function_surrogate(policy_logps, log_ratio, divergence=div, log_weights=log_w,
+                                    baseline=baseline)

@@ -31,8 +31,9 @@ from torch import Tensor, nn
 
 from ..divergences import Divergence, as_divergence
 from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
+from ..estimators import LogZEstimator, MovingBaseline
 from ..eval import distinct_n, is_expectation, target_metrics
-from ._fdpg import LogZEstimator, MovingBaseline, fdpg_loss
+from ._fdpg import fdpg_loss
 from ._sampling import Completions, completion_logps, sample_completions
 from ._targets import EnergyTarget, PointwiseConstraint
 

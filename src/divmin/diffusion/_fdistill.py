@@ -5,13 +5,16 @@ One engine step = ``critic_steps`` critic updates, then one generator update:
 * critic (optimizer "critic"): the fake score network D_phi is fitted by denoising
   score matching to fresh generator samples, so its score approximates s_Q, the
   score of the noised student q_sigma; the discriminator c_psi is trained with the
-  softplus GAN loss on noised teacher samples (label 1) vs noised generator
-  samples (label 0), so at optimum its logit is log(p_sigma/q_sigma) = log r.
+  logistic loss (:func:`divmin.estimators.logistic_discriminator_loss`) on noised
+  teacher samples (label 1) vs noised generator samples (label 0), so at optimum
+  its logit is log(p_sigma/q_sigma) = log r.
 * generator (optimizer "generator"): x_t = G(z) + sigma eps and the surrogate
   :func:`fdistill_surrogate` with s_P from the teacher, s_Q from D_phi and
-  log r from the clamped logit, divided by a per-time-bin EMA of the mean of r
-  and clamped (FastGen), h normalised by its batch mean; plus, optionally, a
-  small GAN loss softplus(-c_psi(x_t)). An EMA copy of the generator follows.
+  log r from :class:`divmin.estimators.LogRatioEstimator`: the clamped logit,
+  divided by a per-noise-level-bin EMA of the mean of r and clamped (the level is
+  log sigma's position in [log sigma_min, log sigma_max]); h normalised by its
+  batch mean; plus, optionally, a small GAN loss softplus(-c_psi(x_t)). An EMA
+  copy of the generator follows.
 
 References: Xu, Nie & Vahdat, "One-step Diffusion Models with f-Divergence
 Distribution Matching" (2025); Yin et al., DMD / DMD2 (2024).
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine import StepContext, StepOutput, Trainer, TrainResult
+from ..estimators import LogRatioEstimator, logistic_discriminator_loss
 from ..eval._samples import sliced_wasserstein
 from ._config import SIGMA_SAMPLERS, TIME_WEIGHTS, FDistillConfig
 from ._nets import RatioHead
@@ -76,8 +80,15 @@ class FDistill:
         self.discriminator, self.real = discriminator, real
         if isinstance(teacher, nn.Module):
             teacher.requires_grad_(False)
-        self.ratio_mean = torch.ones(config.time_bins)  # per-bin EMA of E[r]; task state
+        # logit -> log r with the per-noise-level-bin EMA of E[r]: task state, kept across fits
+        self.ratio_estimator = LogRatioEstimator(logit_clamp=config.logit_clamp, ratio_clamp=config.ratio_clamp,
+                                                 num_bins=config.time_bins, ratio_ema=config.ratio_ema)
         self.trainer: Trainer | None = None
+
+    @property
+    def ratio_mean(self) -> Tensor:
+        """(time_bins,) running mean of r per noise-level bin (``ratio_estimator.ratio_mean``)."""
+        return self.ratio_estimator.ratio_mean
 
     # ------------------------------------------------------------------ public
     def fit(self, resume: bool | str = False) -> TrainResult:
@@ -127,10 +138,10 @@ class _FDistillTask:
                 "critic": torch.optim.Adam(critic, lr=c.lr_critic, betas=c.adam_betas, foreach=True)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ratio_mean": self.o.ratio_mean.clone()}
+        return self.o.ratio_estimator.state_dict()  # {"ratio_mean": (time_bins,)}, as before the estimator
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.o.ratio_mean = torch.as_tensor(state["ratio_mean"]).clone()
+        self.o.ratio_estimator.load_state_dict(state)
 
     # ----------------------------------------------------------------- helpers
     def _teacher(self, ctx: StepContext) -> Any:
@@ -158,23 +169,14 @@ class _FDistillTask:
             return disc(x_t, sigma, fake.features(x_t, sigma))
         return disc(x_t, sigma)
 
-    def _bins(self, sigma: Tensor) -> Tensor:
+    def _level(self, sigma: Tensor) -> Tensor:
+        """(B,) position of log sigma in [log sigma_min, log sigma_max]: the estimator's level in [0, 1]."""
         c = self.c
-        pos = (sigma.log() - math.log(c.sigma_min)) / (math.log(c.sigma_max) - math.log(c.sigma_min))
-        return (pos * c.time_bins).long().clamp(0, c.time_bins - 1).cpu()
+        return (sigma.log() - math.log(c.sigma_min)) / (math.log(c.sigma_max) - math.log(c.sigma_min))
 
     def _log_ratio(self, logit: Tensor, sigma: Tensor) -> Tensor:
-        """Clamped logit, divided by the per-bin running mean of r (updated here), clamped again."""
-        c = self.c
-        log_r = logit.float().clamp(-c.logit_clamp, c.logit_clamp)
-        if c.ratio_ema > 0:
-            bins, r = self._bins(sigma), log_r.exp().cpu()
-            mean = self.o.ratio_mean
-            for b in bins.unique().tolist():
-                mean[b] = c.ratio_ema * mean[b] + (1 - c.ratio_ema) * r[bins == b].mean()
-            log_r = log_r - mean[bins].to(log_r.device).log()
-        lo, hi = c.ratio_clamp
-        return log_r.clamp(math.log(lo), math.log(hi))
+        """Clamped logit, divided by the per-level-bin running mean of r (updated here), clamped again."""
+        return self.o.ratio_estimator(logit, level=self._level(sigma))
 
     # -------------------------------------------------------------------- steps
     def _critic_step(self, ctx: StepContext) -> dict[str, Tensor]:
@@ -191,7 +193,7 @@ class _FDistillTask:
         else:  # one forward of the discriminator's own encoder on both halves
             logits = self._logit(ctx, torch.cat([x_fake.detach(), x_real]), torch.cat([sigma, sig_r]))
             logit_fake, logit_real = logits[:n], logits[n:]
-        disc = F.softplus(-logit_real).mean() + F.softplus(logit_fake).mean()
+        disc = logistic_discriminator_loss(logit_fake, logit_real)
         ctx.update("critic", dsm + self.c.disc_weight * disc)
         acc = 0.5 * ((logit_real > 0).float().mean() + (logit_fake < 0).float().mean())
         return {"critic/dsm": dsm.detach(), "critic/disc": disc.detach(), "critic/disc_acc": acc}

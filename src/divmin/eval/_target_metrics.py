@@ -14,13 +14,13 @@ On an enumerable space, pass every point with its exact log-probabilities to
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence, categorical_divergence
+from ..estimators import self_normalized_log_z
 
 __all__ = ["TargetMetrics", "acceptance_rate", "exact_divergence", "is_divergence", "is_expectation", "target_metrics"]
 
@@ -38,8 +38,7 @@ def _log_weights(model_logps: Tensor, proposal_logps: Tensor | None) -> Tensor:
 
 
 def _log_z(target_log_scores: Tensor, model_logps: Tensor, proposal_logps: Tensor | None) -> Tensor:
-    prop = model_logps if proposal_logps is None else proposal_logps
-    return torch.logsumexp(target_log_scores.double() - prop.double(), 0) - math.log(len(prop))
+    return self_normalized_log_z(target_log_scores, model_logps if proposal_logps is None else proposal_logps)
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ from ..align import EnergyTarget, FDPGConfig, FDPGTrainer, PointwiseConstraint
 from ..align._sampling import completion_logps, sample_completions
 from ..divergences import divergence
 from ..engine import EngineConfig
+from ..estimators import self_normalized_log_z
 from ..eval import distinct_n, is_divergence, self_bleu
 from . import _tiny_lm as lm
 from ._plots import plt  # headless (Agg) matplotlib
@@ -124,7 +125,8 @@ def evaluate_policy(policy, base, tokenizer, prompts: list[torch.Tensor], config
         # the target's log Z(x) and KL(P || pi): samples from the base, weights P / a = (b + eps) / Z
         zc, ztexts = _draw(base, tokenizer, prompt, config.z_samples, config, config.seed + 100 + k)
         log_b = constraint(ztexts)
-        log_z = float(torch.logsumexp(log_b.double(), 0) - math.log(len(log_b)))
+        # the base is the proposal: s - log q = (log a + log b) - log a = log b, formed exactly
+        log_z = float(self_normalized_log_z(log_b, torch.zeros_like(log_b)))
         base_z = completion_logps(base, prompt, zc)
         kl_p_pi = is_divergence(completion_logps(policy, prompt, zc), base_z + log_b, divergence="forward_kl",
                                 proposal_logps=base_z, log_z=log_z)

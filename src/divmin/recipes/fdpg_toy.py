@@ -9,9 +9,9 @@ per-position bigram table (:class:`divmin.data.BigramLM`) that cannot
 represent P, so divergences must choose what to give up.
 
 Every divergence trains its own policy, all in one engine run, by Monte-Carlo
-f-DPG: ``batch`` samples of each policy per step, :func:`divmin.align.fdpg_loss`
-with a running importance-sampling estimate of log Z
-(:class:`divmin.align.LogZEstimator`) and a moving-average baseline. Then,
+f-DPG: ``batch`` samples of each policy per step, log r = s - log Z - log Q with a
+running importance-sampling estimate of log Z (:class:`divmin.estimators.LogZEstimator`),
+and :func:`divmin.estimators.score_function_surrogate` with a moving-average baseline. Then,
 EXACTLY by enumeration: KL(P || Q), KL(Q || P), the divergence's own objective
 D_f(P || Q) against that of the exact-gradient optimum (the same policy class
 trained on the full enumeration, ``exact_steps`` Adam steps), alignment
@@ -35,10 +35,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..align import EnergyTarget, LogZEstimator, MovingBaseline, PointwiseConstraint, fdpg_loss
+from ..align import EnergyTarget, PointwiseConstraint
 from ..data import BigramLM, PrefixTreeLM, all_sequences
 from ..divergences import Divergence, available_divergences, divergence
 from ..engine import EngineConfig, StepOutput, Trainer
+from ..estimators import LogZEstimator, MovingBaseline, score_function_surrogate
 from ..eval import acceptance_rate, exact_divergence
 from ._plots import plt  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
@@ -131,7 +132,8 @@ class FDPGToyTask:
                 log_z = self.log_z[seed].update(scores[s], logps[s].detach())[0]
             for s, div in self.divs.items():
                 base = self.baselines[_key(s, seed)]
-                out = fdpg_loss(logps[s], scores[s], divergence=div, log_z=log_z, baseline=base())
+                log_ratio = scores[s] - log_z - logps[s].detach()  # log P - log Q, P = exp(s) / Z
+                out = score_function_surrogate(logps[s], log_ratio, divergence=div, baseline=base())
                 base.update(out)
                 total = total + out.loss
         metrics["log_z/seed0"] = torch.tensor(self.log_z[self.config.base_seeds[0]].log_z())

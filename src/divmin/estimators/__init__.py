@@ -1,0 +1,27 @@
+"""divmin.estimators: what turns a divergence into a gradient, shared by the methods.
+
+* :func:`score_function_surrogate` (+ :class:`MovingBaseline`): the policy-gradient
+  estimate E_q[w (g(r) - b) grad log Q] of grad D_f(P || Q) from log r, with
+  importance weights w = Q / q of a proposal and a baseline b (f-DPG, DiDi-Instruct).
+* :func:`self_normalized_log_z` (+ :class:`LogZEstimator`, running and per context):
+  log Z of an energy-based target from proposal samples.
+* :func:`logistic_discriminator_loss` and :class:`LogRatioEstimator`: a logistic
+  critic whose optimal logit is log p / q, and its logits turned into a clamped,
+  per-level normalised log r (f-distill, DiDi-Instruct).
+
+Depends on :mod:`divmin.divergences` and torch only; methods build on it, never the reverse.
+"""
+
+from ._density_ratio import LogRatioEstimator, logistic_discriminator_loss
+from ._log_z import LogZEstimator, self_normalized_log_z
+from ._score_function import MovingBaseline, ScoreFunctionOutput, score_function_surrogate
+
+__all__ = [
+    "LogRatioEstimator",
+    "LogZEstimator",
+    "MovingBaseline",
+    "ScoreFunctionOutput",
+    "logistic_discriminator_loss",
+    "score_function_surrogate",
+    "self_normalized_log_z",
+]
