@@ -1,11 +1,11 @@
 """Alignment methods: f-DPO (preference optimisation under any admissible f) and f-DPG
 (distributional policy gradient toward an energy-based target under any f)."""
 
+from ..lm import sequence_logps  # re-exported: it moved to divmin.lm
 from ._fdpg import FDPGOutput, LogZEstimator, MovingBaseline, fdpg_loss
 from ._fdpg_trainer import FDPGConfig, FDPGTrainer
 from ._fdpo import FDPOOutput, fdpo_admissible, fdpo_loss
 from ._fdpo_trainer import FDPOConfig, FDPOTrainer
-from ._logps import sequence_logps
 from ._preference_data import PreferenceCollator, load_preference_rows, tokenize_preferences
 from ._text_scorers import vader_sentiment
 from ._targets import (DistributionalConstraint, EnergyTarget, MomentFit, PointwiseConstraint, RewardTilt,
