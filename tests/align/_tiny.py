@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import random
 
-import torch
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import Whitespace
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from divmin.lm import tiny_gpt2, word_tokenizer
 
 SPECIALS = ["[PAD]", "[EOS]", "[UNK]"]
 TOPICS = ["cats", "dogs", "birds", "fish", "trees", "rivers", "stars", "clouds"]
@@ -19,9 +17,7 @@ VOCAB = {w: i for i, w in enumerate(SPECIALS + WORDS + TOPICS + FILLER)}
 
 def tokenizer() -> PreTrainedTokenizerFast:
     """Word-level tokenizer over VOCAB (whitespace + punctuation split), no download."""
-    tok = Tokenizer(WordLevel(VOCAB, unk_token="[UNK]"))
-    tok.pre_tokenizer = Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]")
+    return word_tokenizer(VOCAB)
 
 
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
@@ -29,10 +25,9 @@ CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {%
 
 
 def model(seed: int = 0) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=len(VOCAB), n_positions=64,
-                     bos_token_id=VOCAB["[EOS]"], eos_token_id=VOCAB["[EOS]"], pad_token_id=VOCAB["[PAD]"])
-    return GPT2LMHeadModel(cfg)
+    """A 2-layer, 32-wide GPT-2 over VOCAB without dropout."""
+    return tiny_gpt2(VOCAB, seed=seed, n_layer=2, n_embd=32, n_head=2, n_positions=64,
+                     eos_id=VOCAB["[EOS]"], pad_id=VOCAB["[PAD]"])
 
 
 def preference_rows(n: int, seed: int = 0, conversational: bool = False) -> list[dict]:

@@ -1,69 +1,20 @@
-"""FDPGTrainer on a tiny GPT-2: exact completion probabilities, sampling, training, resume."""
+"""FDPGTrainer on a tiny GPT-2: training online and offline, resume, argument checks.
+
+The sampler and completion log-probabilities are tested in tests/lm."""
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
 import torch
 
 from divmin.align import EnergyTarget, FDPGConfig, FDPGTrainer, PointwiseConstraint
-from divmin.align._sampling import Completions, completion_logps, sample_completions
 from divmin.engine import EngineConfig
 from tests.align import _tiny
 
-EOS, PAD = _tiny.VOCAB["[EOS]"], _tiny.VOCAB["[PAD]"]
-
-
 def _model(seed=0):
     return _tiny.model(seed).eval()
-
-
-def test_completion_probabilities_sum_to_one_over_every_completion():
-    """Every completion of at most 2 tokens (stopping at EOS): their probabilities sum to 1."""
-    model, prompt = _model(), torch.tensor([EOS])
-    v = len(_tiny.VOCAB)
-    rows = [[EOS, PAD]] + [[a, b] for a, b in itertools.product(range(v), range(v)) if a != EOS]
-    tokens = torch.tensor(rows)
-    first = torch.cumsum((tokens == EOS).int(), 1)
-    mask = (first == 0) | ((first == 1) & (tokens == EOS))
-    with torch.no_grad():
-        logp = completion_logps(model, prompt, Completions(tokens, mask))
-    assert float(torch.logsumexp(logp.double(), 0).exp()) == pytest.approx(1.0, abs=1e-5)
-
-
-def test_sample_frequencies_match_completion_probabilities():
-    model, prompt = _model(1), torch.tensor([EOS, _tiny.VOCAB["cats"]])
-    comp = sample_completions(model, prompt, 4000, 1, eos_id=EOS, pad_id=PAD,
-                              generator=torch.Generator().manual_seed(0))
-    freq = torch.bincount(comp.tokens[:, 0], minlength=len(_tiny.VOCAB)).float() / 4000
-    all_tokens = torch.arange(len(_tiny.VOCAB))[:, None]
-    with torch.no_grad():
-        p = completion_logps(model, prompt, Completions(all_tokens, torch.ones_like(all_tokens, dtype=torch.bool)))
-    assert torch.allclose(freq, p.exp(), atol=0.03)
-
-
-class _NoCache(torch.nn.Module):
-    """The same model without KV cache: sampling must fall back to full forwards."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, input_ids, attention_mask=None, **_):
-        out = self.inner(input_ids=input_ids, attention_mask=attention_mask)
-        return type("Out", (), {"logits": out.logits})()
-
-
-def test_kv_cache_and_full_forward_sampling_agree():
-    model, prompt = _model(2), torch.tensor([EOS])
-    a = sample_completions(model, prompt, 16, 6, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(3))
-    b = sample_completions(_NoCache(model), prompt, 16, 6, eos_id=EOS, pad_id=PAD,
-                           generator=torch.Generator().manual_seed(3))
-    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.mask, b.mask)
-    after_eos = torch.cumsum((a.tokens == EOS).int(), 1) > (a.tokens == EOS).int()
-    assert bool((a.tokens[after_eos] == PAD).all()) and not bool(a.mask[after_eos].any())
 
 
 def _target():

@@ -1,4 +1,6 @@
-"""FDPOTrainer on a tiny GPT-2: log-probs, data pipeline, training, resume, LoRA, precomputed reference."""
+"""FDPOTrainer on a tiny GPT-2: data pipeline, training, resume, LoRA, precomputed reference.
+
+``sequence_logps`` itself is tested in tests/lm/test_logps.py."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import torch
 
 from divmin.align._fdpo_trainer import FDPOConfig, FDPOTrainer
 from divmin.eval import top_label_calibration_error as expected_calibration_error
-from divmin.align._logps import sequence_logps
 from divmin.align._preference_data import PreferenceCollator, tokenize_preferences
 from divmin.engine import EngineConfig
+from divmin.lm import sequence_logps
 
 from . import _tiny
 
@@ -41,30 +43,6 @@ def _trainer(config, model=None, n=96, **kw) -> FDPOTrainer:
                        _tiny.preference_rows(n), config=config, **kw)
 
 
-# ------------------------------------------------------------------ log-probs
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_sequence_logps_equals_a_per_token_loop(dtype):
-    g = torch.Generator().manual_seed(0)
-    logits = (3 * torch.randn(3, 7, 11, generator=g)).to(dtype).requires_grad_()
-    ids = torch.randint(0, 11, (3, 7), generator=g)
-    mask = torch.tensor([[0, 0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1, 0]])
-    expected = torch.zeros(3)
-    for b in range(3):
-        for t in range(1, 7):
-            if mask[b, t]:
-                expected[b] += torch.log_softmax(logits[b, t - 1].float(), -1)[ids[b, t]]
-    got = sequence_logps(logits, ids, mask)
-    assert got.dtype == torch.float32 and got.shape == (3,)
-    torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)
-    got.sum().backward()
-    assert logits.grad[0, 0].abs().sum() == 0 and logits.grad[0, 1].abs().sum() > 0  # only predictors of masked tokens
-
-
-def test_sequence_logps_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="loss_mask"):
-        sequence_logps(torch.zeros(2, 5, 4), torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 4))
-
-
 # ------------------------------------------------------------------- data
 def test_collate_concatenates_chosen_then_rejected_and_masks_prompts():
     examples = [{"index": 0, "prompt_ids": [5, 6], "chosen_ids": [7], "rejected_ids": [8, 9, 1]},
@@ -72,7 +50,9 @@ def test_collate_concatenates_chosen_then_rejected_and_masks_prompts():
     batch = PreferenceCollator(pad_token_id=0)(examples)
     assert batch["input_ids"].tolist() == [[5, 6, 7, 0, 0], [4, 7, 1, 0, 0], [5, 6, 8, 9, 1], [4, 2, 0, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
-    assert batch["loss_mask"].tolist() == [[0, 0, 1, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 1], [0, 1, 0, 0, 0]]
+    # aligned with the logits: labels[:, t] is the response token at column t + 1
+    assert batch["labels"].tolist() == [[-100, 7, -100, -100, -100], [7, 1, -100, -100, -100],
+                                        [-100, 8, 9, 1, -100], [2, -100, -100, -100, -100]]
     assert batch["index"].tolist() == [0, 3]
 
 
@@ -188,7 +168,7 @@ def test_lora_adapter_reference_is_the_base_model():
     batch = tr.collator(tr.train_examples[:6])
     pol, ref = tr.batch_logps(batch)
     base = sequence_logps(base_twin(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                          batch["input_ids"], batch["loss_mask"])
+                          batch["labels"])
     torch.testing.assert_close(ref, base.detach(), rtol=1e-5, atol=1e-5)
     assert (pol - ref).abs().max() > 0.1  # the adapter did learn something
 
@@ -212,7 +192,7 @@ def test_precomputed_reference_without_ref_model_uses_the_initial_policy():
     batch = tr.collator(tr.train_examples[:4])
     with torch.no_grad():
         lp = sequence_logps(initial(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                            batch["input_ids"], batch["loss_mask"])
+                            batch["labels"])
     torch.testing.assert_close(tr.batch_logps(batch)[1], lp, rtol=1e-5, atol=1e-5)
 
 

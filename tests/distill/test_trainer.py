@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from divmin.distill import DistillConfig, DistillTrainer, LMCollator, sample_completions
+from divmin.distill import DistillConfig, DistillTrainer
+from divmin.distill._trainer import _DistillTask
+from divmin.lm import LMCollator, tokenize_pairs
 from divmin.engine import EngineConfig
-from divmin.recipes._tiny_lm import EOS_ID, PAD_ID, build_model, build_tokenizer, corpus
+from divmin.recipes._tiny_lm import PAD_ID, build_model, build_tokenizer, corpus
 
 
 def _engine(steps):
@@ -59,32 +62,6 @@ def _lm_rows(n, seed):
     return [{"prompt": p, "completion": c + " [EOS]"} for p, c in corpus(n, seed, 0.2, 0.2, (2, 5))]
 
 
-def test_collator_aligns_labels_with_logits():
-    tok = build_tokenizer()
-    rows = [{"prompt_ids": [5, 6], "completion_ids": [7, 8, 9]}, {"prompt_ids": [4, 5, 6, 7], "completion_ids": [3]}]
-    b = LMCollator(PAD_ID)(rows)
-    assert b["input_ids"].shape == (2, 7)
-    for i, r in enumerate(rows):
-        keep = b["labels"][i] != -100
-        assert b["labels"][i][keep].tolist() == r["completion_ids"]
-        cols = keep.nonzero().flatten()
-        assert torch.equal(b["input_ids"][i, cols + 1], b["labels"][i, cols])  # logits at t predict t + 1
-        assert int(b["attention_mask"][i].sum()) == len(r["prompt_ids"]) + len(r["completion_ids"])
-    assert b["position_ids"][1, 0] == 0 and b["position_ids"][0, 2] == 0  # left padding restarts positions
-    assert tok.pad_token_id == PAD_ID
-
-
-def test_sampled_completions_stop_at_eos():
-    model = build_model(0, n_layer=1, n_embd=16)
-    batch = LMCollator(PAD_ID)([{"prompt_ids": [3, 4, 5, 6], "completion_ids": [7]}] * 6)
-    torch.manual_seed(0)
-    out = sample_completions(model, batch, max_new_tokens=12, temperature=1.0, eos_id=EOS_ID, pad_id=PAD_ID)
-    for i in range(6):
-        lab = out["labels"][i][out["labels"][i] != -100].tolist()
-        assert 1 <= len(lab) <= 12 and EOS_ID not in lab[:-1]
-        assert torch.equal(out["input_ids"][i, :4], batch["prompt_ids"][i])
-
-
 @pytest.mark.parametrize("mode", [dict(), dict(lmbda=1.0), dict(seq_kd=True, lmbda=0.5), dict(fused=True)])
 def test_causal_lm_modes_reduce_the_divergence(mode):
     tok = build_tokenizer()
@@ -99,6 +76,44 @@ def test_causal_lm_modes_reduce_the_divergence(mode):
     assert expected is None or result.metrics["on_policy"] == expected
     assert 0.0 <= result.metrics["on_policy"] <= 1.0
     assert after["ppl"] > 1.0
+
+
+def test_sampled_completions_come_from_the_step_generator_not_the_global_rng():
+    """seq-KD then on-policy samples (GKD): a function of ctx.generator's state, whatever the global RNG."""
+    tok = build_tokenizer()
+    teacher, student = build_model(0, n_layer=1, n_embd=16), build_model(1, n_layer=1, n_embd=16)
+    cfg = DistillConfig(lmbda=1.0, seq_kd=True, max_new_tokens=6)
+    task = _DistillTask(DistillTrainer(student, teacher, _lm_rows(8, 0), tokenizer=tok, config=cfg))
+    batch = LMCollator(PAD_ID)(tokenize_pairs(_lm_rows(8, 0), tok))
+
+    def draw(seed, global_seed):
+        torch.manual_seed(global_seed)
+        gen = torch.Generator().manual_seed(seed)
+        ctx = SimpleNamespace(generator=gen, cpu_generator=gen, models={"teacher": teacher},
+                              unwrap=lambda name: student)
+        return task._completions(batch, ctx)[0]
+
+    a, b, c = draw(0, 0), draw(0, 1), draw(1, 0)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["input_ids"], c["input_ids"])
+    assert torch.equal(a["prompt_ids"], batch["prompt_ids"]) and not torch.equal(a["labels"], batch["labels"])
+
+
+def test_on_policy_training_resumes_exactly(tmp_path):
+    def run(out, steps, resume=False):
+        engine = EngineConfig(max_steps=steps, log_every=1, progress=False, tensorboard=False, max_grad_norm=None,
+                              out_dir=str(out), checkpoint_every=2, seed=0)
+        cfg = DistillConfig(divergence="js", lr=1e-2, batch_size=8, max_new_tokens=6, lmbda=0.5, engine=engine)
+        tr = DistillTrainer(build_model(1, n_layer=1, n_embd=16), build_model(0, n_layer=1, n_embd=16),
+                            _lm_rows(32, 0), tokenizer=build_tokenizer(), config=cfg)
+        tr.train(resume=resume)
+        return tr.model
+
+    full = run(tmp_path / "full", 4)
+    run(tmp_path / "part", 2)
+    resumed = run(tmp_path / "part", 4, resume=True)
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
 def test_fused_losses_equal_unfused():

@@ -2,12 +2,12 @@
 (distributional policy gradient toward an energy-based target under any f)."""
 
 from ..estimators import LogZEstimator, MovingBaseline  # moved to divmin.estimators; kept here for compatibility
+from ..lm import sequence_logps  # re-exported: it moved to divmin.lm
 from ._bandit import bandit_metrics, fdpo_optimum, implied_rewards, pair_weights, population_fdpo_loss
 from ._fdpg import FDPGOutput, fdpg_loss
 from ._fdpg_trainer import FDPGConfig, FDPGTrainer
 from ._fdpo import FDPOOutput, fdpo_admissible, fdpo_loss
 from ._fdpo_trainer import FDPOConfig, FDPOTrainer
-from ._logps import sequence_logps
 from ._preference_data import PreferenceCollator, load_preference_rows, tokenize_preferences
 from ._text_scorers import vader_sentiment
 from ._targets import (DistributionalConstraint, EnergyTarget, MomentFit, PointwiseConstraint, RewardTilt,

@@ -33,8 +33,8 @@ from ..divergences import Divergence, as_divergence
 from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
 from ..estimators import LogZEstimator, MovingBaseline
 from ..eval import distinct_n, is_expectation, target_metrics
+from ..lm import Completions, completion_logps, sample_n
 from ._fdpg import fdpg_loss
-from ._sampling import Completions, completion_logps, sample_completions
 from ._targets import EnergyTarget, PointwiseConstraint
 
 __all__ = ["FDPGConfig", "FDPGTrainer"]
@@ -102,8 +102,8 @@ class _FDPGTask:
     def _draw(self, ctx: StepContext, model: nn.Module, context: str) -> tuple[Tensor, Completions]:
         prompt = self.t.prompt_ids(context).to(ctx.device)
         c = self.t.config
-        return prompt, sample_completions(model, prompt, c.samples_per_context, c.max_new_tokens,
-                                          eos_id=self.t.eos_id, pad_id=self.t.pad_id, generator=ctx.generator)
+        return prompt, sample_n(model, prompt, c.samples_per_context, max_new_tokens=c.max_new_tokens,
+                                eos_id=self.t.eos_id, pad_id=self.t.pad_id, generator=ctx.generator)
 
     def _score(self, ctx: StepContext, prompt: Tensor, comp: Completions) -> Tensor:
         with torch.no_grad():

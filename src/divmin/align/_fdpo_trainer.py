@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader
 from ..divergences import Divergence, as_divergence
 from ..eval import top_label_calibration_error
 from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
+from ..lm import sequence_logps
 from ._fdpo import fdpo_loss
-from ._logps import sequence_logps
 from ._preference_data import PreferenceCollator, tokenize_preferences
 
 __all__ = ["FDPOConfig", "FDPOTrainer"]
@@ -103,7 +103,7 @@ def _forward_logps(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
     logits = getattr(out, "logits", None)
     if logits is None:
         raise TypeError(f"the model's forward returned {type(out).__name__} without `.logits`")
-    return sequence_logps(logits, batch["input_ids"], batch["loss_mask"])
+    return sequence_logps(logits, batch["labels"])
 
 
 @torch.no_grad()

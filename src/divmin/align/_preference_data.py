@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..lm import IGNORE
+
 __all__ = ["PreferenceCollator", "load_preference_rows", "tokenize_preferences"]
 
 FIELDS = ("prompt", "chosen", "rejected")
@@ -172,9 +174,12 @@ class PreferenceCollator:
     For B examples returns (rows 0..B-1 are prompt+chosen, rows B..2B-1 prompt+rejected):
         input_ids: (2B, T) long, padded with ``pad_token_id``;
         attention_mask: (2B, T) long, 1 on real tokens;
-        loss_mask: (2B, T) long, 1 on response tokens only (0 on prompt and padding);
+        labels: (2B, T) long, aligned with the logits as in :mod:`divmin.lm`: ``labels[:, t]``
+            is the response token at column t + 1 (the one ``logits[:, t]`` predicts), -100
+            on prompt and padding (read by :func:`divmin.lm.sequence_logps`);
         index: (B,) long, the examples' ``index``.
-    T is the longest row of the batch.
+    T is the longest row of the batch. Rows start at column 0 (right padding only), so the
+    default positions 0, 1, ... are right and no ``position_ids`` are needed.
     """
 
     def __init__(self, pad_token_id: int) -> None:
@@ -189,11 +194,11 @@ class PreferenceCollator:
         length = max(len(p) + len(r) for p, r in rows)
         input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-        loss_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
         for k, (prompt, response) in enumerate(rows):
             n_p, n = len(prompt), len(prompt) + len(response)
             input_ids[k, :n] = torch.tensor(list(prompt) + list(response), dtype=torch.long)
             attention_mask[k, :n] = 1
-            loss_mask[k, n_p:n] = 1
+            labels[k, n_p - 1:n - 1] = input_ids[k, n_p:n]
         index = torch.tensor([int(e["index"]) for e in examples], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask, "index": index}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "index": index}

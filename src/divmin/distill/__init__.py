@@ -6,8 +6,8 @@ Q); ``sinkd_loss`` is the batch-level Sinkhorn loss of SinKD; ``DistillTrainer``
 runs off-policy, on-policy (GKD) and sequence-level KD on the shared engine.
 """
 
+from ..lm import LMCollator, assemble, tokenize_pairs  # re-exported: they moved to divmin.lm
 from ._fused import default_chunk_size, fused_linear_cross_entropy, fused_linear_kd_loss
-from ._lm_data import LMCollator, assemble, sample_completions, tokenize_pairs
 from ._sinkd import sinkd_loss
 from ._token import TopKTeacher, token_kd_loss
 from ._trainer import DistillConfig, DistillTrainer
@@ -21,7 +21,6 @@ __all__ = [
     "default_chunk_size",
     "fused_linear_cross_entropy",
     "fused_linear_kd_loss",
-    "sample_completions",
     "sinkd_loss",
     "token_kd_loss",
     "tokenize_pairs",

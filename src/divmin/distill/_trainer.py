@@ -18,6 +18,9 @@ Where the completions come from (as in GKD, Agarwal et al. 2024):
 * on-policy: with probability ``lmbda`` per micro-batch they are replaced by student
   samples (drawn after the teacher's when both are on).
 
+Samples come from :func:`divmin.lm.sample_completions` with the engine's ``ctx.generator``
+(re-seeded every micro-batch), so runs resume exactly and DDP processes draw differently.
+
 Everything else (devices, mixed precision, accumulation, clipping, schedules,
 logging, checkpoints, exact resume) is the engine's, set by ``DistillConfig.engine``.
 """
@@ -35,8 +38,8 @@ from torch.utils.data import DataLoader
 
 from ..divergences import Divergence, as_divergence
 from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
+from ..lm import IGNORE, LMCollator, assemble, sample_completions, tokenize_pairs
 from ._fused import BACKENDS, fused_linear_cross_entropy, fused_linear_kd_loss
-from ._lm_data import IGNORE, LMCollator, sample_completions, tokenize_pairs
 from ._sinkd import sinkd_loss
 from ._token import token_kd_loss
 
@@ -130,6 +133,12 @@ def _forward(model: nn.Module, batch: dict[str, Tensor], task: str) -> Tensor:
     return _logits(model(**{k: v for k, v in batch.items() if k != "labels"}))
 
 
+def _resample(model: nn.Module, batch: dict[str, Tensor], **sampling: Any) -> dict[str, Tensor]:
+    """The batch with its completions replaced by ``model``'s samples (drawn from ``sampling["generator"]``)."""
+    comp = sample_completions(model, batch["prompt_ids"], batch["prompt_mask"], **sampling)
+    return assemble(batch["prompt_ids"], batch["prompt_mask"], comp.tokens, comp.mask)
+
+
 def _head(model: nn.Module) -> tuple[nn.Module, Tensor]:
     """(backbone returning ``last_hidden_state``, output-projection weight) of a Hugging Face causal LM."""
     head = model.get_output_embeddings()
@@ -160,12 +169,12 @@ class _DistillTask:
     def _completions(self, batch: dict[str, Tensor], ctx: StepContext) -> tuple[dict[str, Tensor], float]:
         c, o = self.o.config, self.o
         kw = dict(max_new_tokens=c.max_new_tokens, temperature=c.generation_temperature, eos_id=o.eos_id,
-                  pad_id=o.pad_id)
+                  pad_id=o.pad_id, generator=ctx.generator)
         if c.seq_kd:
-            batch = sample_completions(ctx.models["teacher"], batch, **kw)
+            batch = _resample(ctx.models["teacher"], batch, **kw)
         on_policy = c.lmbda > 0 and float(torch.rand((), generator=ctx.cpu_generator)) < c.lmbda
         if on_policy:
-            batch = sample_completions(ctx.unwrap("student"), batch, **kw)
+            batch = _resample(ctx.unwrap("student"), batch, **kw)
         return batch, float(on_policy)
 
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> StepOutput:
@@ -190,8 +199,8 @@ class DistillTrainer:
 
     Args:
         model: the student, trained in place. causal_lm: a Hugging Face causal LM
-            (``forward(input_ids, attention_mask, position_ids)`` with ``.logits``, and
-            ``generate`` for on-policy / sequence-level KD). sequence_classification:
+            (``forward(input_ids, attention_mask, position_ids)`` with ``.logits``; a KV cache
+            speeds up on-policy / sequence-level KD sampling). sequence_classification:
             any module returning logits (B, C) or an object with ``.logits``, called as
             ``model(x)`` when rows have an ``x`` entry, else ``model(**inputs)``.
         teacher: the teacher, same calling convention; frozen here (``requires_grad`` off).

@@ -1,13 +1,13 @@
-"""A CPU-sized GPT-2, an offline word-level tokenizer and a synthetic corpus with a computable reward.
+"""The tiny-LM recipes' vocabulary, synthetic corpus with a computable reward, and warm-up.
 
-Everything here is built from code (no download). A prompt is ``"tell me about
+The model and tokenizer come from :mod:`divmin.lm` (built from code, no download). A prompt is ``"tell me about
 <topic> :"`` (always 4 tokens); a response is ``<topic>`` followed by a few
 words, each drawn from the GOOD, BAD or NEUTRAL pool, and then ``[EOS]``. The
 true reward of a response is its number of GOOD words minus its number of BAD
 words (:func:`true_reward`), so any sampled text can be scored exactly.
 
-Also here: batched ancestral sampling (:func:`sample_responses`) and summed
-response log-probabilities (:func:`response_logps`) for equal-length prompts.
+Also here: list-of-ids front ends to :mod:`divmin.lm`'s sampler and
+log-probabilities (:func:`sample_responses`, :func:`response_logps`).
 """
 
 from __future__ import annotations
@@ -17,15 +17,12 @@ import random
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import Whitespace
 from torch import Tensor
 from torch.utils.data import DataLoader
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from ..align._logps import sequence_logps
 from ..engine import EngineConfig, StepOutput, Trainer
+from ..lm import LMCollator, completion_logps, sample_completions, tiny_gpt2, word_tokenizer
 
 __all__ = ["BAD", "GOOD", "NEUTRAL", "TOPICS", "VOCAB", "build_model", "build_tokenizer", "check_corpus_config", "corpus",
            "prompt_text", "response_logps", "sample_responses", "true_reward", "warm_up"]
@@ -43,20 +40,15 @@ _GOOD, _BAD = frozenset(GOOD), frozenset(BAD)
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level tokenizer over VOCAB (whitespace + punctuation split); adds no special tokens."""
-    tok = Tokenizer(WordLevel(VOCAB, unk_token="[UNK]"))
-    tok.pre_tokenizer = Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]")
+    """:func:`divmin.lm.word_tokenizer` over VOCAB."""
+    return word_tokenizer(VOCAB)
 
 
 def build_model(seed: int, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, n_positions: int = 32
                 ) -> GPT2LMHeadModel:
-    """A freshly initialised GPT-2 over VOCAB, without dropout (deterministic forwards)."""
-    torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=len(VOCAB), n_positions=n_positions,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                     bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
-    return GPT2LMHeadModel(cfg)
+    """:func:`divmin.lm.tiny_gpt2` over VOCAB (no dropout)."""
+    return tiny_gpt2(VOCAB, seed=seed, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=n_positions,
+                     eos_id=EOS_ID, pad_id=PAD_ID)
 
 
 def check_corpus_config(config) -> None:
@@ -101,38 +93,23 @@ def true_reward(words: list[str]) -> float:
     return float(sum(w in _GOOD for w in words) - sum(w in _BAD for w in words))
 
 
-def _stack_prompts(prompts: list[list[int]], n: int) -> Tensor:
-    if len({len(p) for p in prompts}) != 1:
-        raise ValueError("sample_responses / response_logps need prompts of equal token length")
-    return torch.tensor(prompts, dtype=torch.long).repeat_interleave(n, dim=0)
+def _pairs(prompts: list[list[int]], responses: list[list[int]]) -> list[dict[str, list[int]]]:
+    """Prompt-major rows: ``len(responses) // len(prompts)`` responses per prompt."""
+    n = len(responses) // len(prompts)
+    return [{"prompt_ids": prompts[k // n], "completion_ids": r} for k, r in enumerate(responses)]
 
 
-@torch.no_grad()
 def sample_responses(model: torch.nn.Module, prompts: list[list[int]], n: int, max_new_tokens: int,
                      generator: torch.Generator) -> list[list[int]]:
     """``n`` ancestral samples (temperature 1) per prompt, prompt-major; each ends with EOS unless cut.
 
-    ``generator`` is a CPU generator; the model may live on any device.
+    :func:`divmin.lm.sample_completions` on the left-padded prompts; ``generator``
+    may be a CPU generator whatever the model's device.
     """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    ids = _stack_prompts(prompts, n)
-    done = torch.zeros(ids.shape[0], dtype=torch.bool)
-    out: list[list[int]] = [[] for _ in range(ids.shape[0])]
-    for _ in range(max_new_tokens):
-        logits = model(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device)).logits[:, -1]
-        logits = logits.float().cpu()
-        nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
-        nxt = torch.where(done, torch.full_like(nxt, PAD_ID), nxt)
-        for k in (~done).nonzero().flatten().tolist():
-            out[k].append(int(nxt[k]))
-        done |= nxt == EOS_ID
-        ids = torch.cat([ids, nxt[:, None]], dim=1)
-        if bool(done.all()):
-            break
-    model.train(was_training)
-    return out
+    batch = LMCollator(PAD_ID)(_pairs(prompts, [[]] * (n * len(prompts))))
+    comp = sample_completions(model, batch["prompt_ids"], batch["prompt_mask"], max_new_tokens=max_new_tokens,
+                              eos_id=EOS_ID, pad_id=PAD_ID, generator=generator)
+    return [t[m].tolist() for t, m in zip(comp.tokens.cpu(), comp.mask.cpu())]
 
 
 @torch.no_grad()
@@ -142,23 +119,12 @@ def response_logps(model: torch.nn.Module, prompts: list[list[int]], responses: 
 
     ``responses`` are prompt-major with ``len(responses) // len(prompts)`` per prompt.
     """
-    device = next(model.parameters()).device
-    n = len(responses) // len(prompts)
-    pids = _stack_prompts(prompts, n)
-    out = []
-    for s in range(0, len(responses), batch_size):
-        chunk, p = responses[s:s + batch_size], pids[s:s + batch_size]
-        length = p.shape[1] + max(len(r) for r in chunk)
-        ids = torch.full((len(chunk), length), PAD_ID, dtype=torch.long)
-        mask, att = torch.zeros_like(ids), torch.zeros_like(ids)
-        ids[:, :p.shape[1]] = p
-        for k, r in enumerate(chunk):
-            end = p.shape[1] + len(r)
-            ids[k, p.shape[1]:end] = torch.tensor(r, dtype=torch.long)
-            mask[k, p.shape[1]:end], att[k, :end] = 1, 1
-        ids, mask, att = ids.to(device), mask.to(device), att.to(device)
-        logits = model(input_ids=ids, attention_mask=att).logits
-        out.append(sequence_logps(logits.float(), ids, mask).cpu())
+    rows, out = _pairs(prompts, responses), []
+    for s in range(0, len(rows), batch_size):
+        b = LMCollator(PAD_ID)(rows[s:s + batch_size])
+        lp = b["prompt_ids"].shape[1]
+        comp = (b["input_ids"][:, lp:], b["attention_mask"][:, lp:].bool())
+        out.append(completion_logps(model, b["prompt_ids"], comp, prompt_mask=b["prompt_mask"]).cpu())
     return torch.cat(out)
 
 

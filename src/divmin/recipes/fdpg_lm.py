@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 
 from ..align import EnergyTarget, FDPGConfig, FDPGTrainer, PointwiseConstraint
-from ..align._sampling import completion_logps, sample_completions
 from ..divergences import divergence
 from ..engine import EngineConfig
 from ..estimators import self_normalized_log_z
 from ..eval import distinct_n, is_divergence, self_bleu
+from ..lm import completion_logps, sample_n
 from . import _tiny_lm as lm
 from ._plots import plt  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
@@ -111,8 +111,8 @@ def _train_one(spec: str, base: torch.nn.Module, tokenizer, contexts: list[str],
 
 @torch.no_grad()
 def _draw(model, tokenizer, prompt: torch.Tensor, n: int, config: FDPGLMConfig, seed: int):
-    comp = sample_completions(model, prompt, n, config.max_new_tokens, eos_id=lm.EOS_ID, pad_id=lm.PAD_ID,
-                              generator=torch.Generator().manual_seed(seed))
+    comp = sample_n(model, prompt, n, max_new_tokens=config.max_new_tokens, eos_id=lm.EOS_ID, pad_id=lm.PAD_ID,
+                    generator=torch.Generator().manual_seed(seed))
     rows = [t[m & (t != lm.EOS_ID)].tolist() for t, m in zip(comp.tokens, comp.mask)]
     return comp, tokenizer.batch_decode(rows, skip_special_tokens=True)
 

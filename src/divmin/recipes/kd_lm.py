@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from transformers import GPT2Config, GPT2LMHeadModel
 
-from ..distill import DistillConfig, DistillTrainer, LMCollator, token_kd_loss
+from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
 from ..engine import EngineConfig, Trainer
+from ..lm import LMCollator, tiny_gpt2
 from ._registry import RecipeResult, check_num_threads, recipe, torch_threads
 
 __all__ = ["KDLMConfig", "MarkovCorpus", "run_kd_lm"]
@@ -141,14 +141,6 @@ class MarkovCorpus:
         return total / count
 
 
-def gpt2(vocab: int, layers: int, embd: int, positions: int, seed: int) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=layers, n_head=2, n_embd=embd, vocab_size=vocab, n_positions=positions,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=EOS, eos_token_id=EOS,
-                     pad_token_id=PAD)
-    return GPT2LMHeadModel(cfg)
-
-
 def _inputs(b: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: b[k] for k in ("input_ids", "attention_mask", "position_ids")}
 
@@ -210,7 +202,8 @@ def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
     teach_rows, train_rows, test_rows = (corpus.sample(n) for n in
                                          (c.teacher_sequences, c.transfer_sequences, c.test_sequences))
     positions = c.max_words + 4
-    teacher = gpt2(corpus.vocab, c.teacher_layers, c.teacher_embd, positions, seed=c.data_seed)
+    teacher = tiny_gpt2(corpus.vocab, seed=c.data_seed, n_layer=c.teacher_layers, n_embd=c.teacher_embd,
+                        n_positions=positions, eos_id=EOS, pad_id=PAD)
     t_engine = dataclasses.replace(c.engine, max_steps=c.teacher_steps, seed=c.data_seed,
                                    out_dir=str(out_dir / "teacher"))
     Trainer(_LMCETask(teacher, teach_rows, c.lr, 32), t_engine).fit()
@@ -224,8 +217,8 @@ def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
     for method in c.methods:
         runs = []
         for seed in c.seeds:
-            torch.manual_seed(seed)  # on-policy sampling draws from the global RNG
-            student = gpt2(corpus.vocab, c.student_layers, c.student_embd, positions, seed=1000 + seed)
+            student = tiny_gpt2(corpus.vocab, seed=1000 + seed, n_layer=c.student_layers, n_embd=c.student_embd,
+                                n_positions=positions, eos_id=EOS, pad_id=PAD)
             cfg = _student_config(c, method, seed, out_dir / "students" / method.replace(":", "_") / f"seed{seed}")
             trainer = DistillTrainer(student, teacher, train_rows, config=cfg, pad_id=PAD, eos_id=EOS)
             trainer.train()

@@ -1,0 +1,35 @@
+"""Language-model utilities shared by every method: one sampler, one batch layout, one sequence log-prob.
+
+- Layout (:func:`assemble`, :class:`LMCollator`, :func:`tokenize_pairs`): rows are
+  ``[left-padded prompt][right-padded completion]`` with ``position_ids`` and
+  ``labels`` aligned to the logits (``labels[:, t]`` is the token ``logits[:, t]``
+  predicts, :data:`IGNORE` = -100 elsewhere).
+- Log-probabilities (:func:`sequence_logps`, :func:`completion_logps`): summed over
+  labelled tokens, without a (B, T, V) log-softmax.
+- Sampling (:func:`sample_completions`, :func:`sample_n`, :class:`Completions`):
+  ancestral, KV-cached, temperature, stop at EOS, from an explicit ``torch.Generator``.
+- Tiny models (:func:`tiny_gpt2`, :func:`word_tokenizer`): a CPU-sized GPT-2 and an
+  offline word-level tokenizer for tests, recipes and examples.
+
+``lm`` depends on torch, transformers and tokenizers only; the methods
+(``divmin.align``, ``divmin.distill``) build on it.
+"""
+
+from ._layout import IGNORE, LMCollator, assemble, tokenize_pairs
+from ._logps import completion_logps, sequence_logps
+from ._sampling import Completions, sample_completions, sample_n
+from ._tiny import tiny_gpt2, word_tokenizer
+
+__all__ = [
+    "IGNORE",
+    "Completions",
+    "LMCollator",
+    "assemble",
+    "completion_logps",
+    "sample_completions",
+    "sample_n",
+    "sequence_logps",
+    "tiny_gpt2",
+    "tokenize_pairs",
+    "word_tokenizer",
+]
