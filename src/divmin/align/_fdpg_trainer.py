@@ -96,7 +96,7 @@ class _FDPGTask:
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         c = self.t.config
-        return {"adamw": torch.optim.AdamW(models["policy"].parameters(), lr=c.lr, weight_decay=c.weight_decay)}
+        return {"policy": torch.optim.AdamW(models["policy"].parameters(), lr=c.lr, weight_decay=c.weight_decay)}
 
     def _draw(self, ctx: StepContext, model: nn.Module, context: str) -> tuple[Tensor, Completions]:
         prompt = self.t.prompt_ids(context).to(ctx.device)

@@ -100,7 +100,7 @@ class _DSMTask:
         return {"denoiser": self.denoiser}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(models["denoiser"].parameters(), lr=self.c.lr)}
+        return {"denoiser": torch.optim.Adam(models["denoiser"].parameters(), lr=self.c.lr)}
 
     def train_step(self, batch: Any, ctx: StepContext) -> Tensor:
         c = self.c

@@ -22,8 +22,9 @@ from ._logging import RunLogger
 from ._schedules import lr_multiplier
 from ._task import Task, TrainResult, as_step_output, static_model_names
 
-# Names become file names in checkpoints.
+# Names become file names in checkpoints; optimizer names also log keys (lr/<name>, grad_norm/<name>).
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_OPTIMIZER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass
@@ -107,7 +108,8 @@ class Trainer:
         raw = _check_named(self.task.models(), nn.Module, "models()")
         for model in raw.values():
             model.to(acc.device)
-        opts = _check_named(self.task.optimizers(raw), torch.optim.Optimizer, "optimizers(models)")
+        opts = _check_optimizer_names(_check_named(self.task.optimizers(raw), torch.optim.Optimizer,
+                                                   "optimizers(models)"))
         if not opts:
             raise ValueError("optimizers(models) returned no optimizer")
         for opt in opts.values():
@@ -269,6 +271,21 @@ def _check_named(value: Any, kind: type, where: str) -> dict[str, Any]:
         if not isinstance(obj, kind):
             raise TypeError(f"{where}[{name!r}] must be a {kind.__name__}, got {type(obj).__name__}")
     return value
+
+
+def _check_optimizer_names(opts: dict[str, torch.optim.Optimizer]) -> dict[str, torch.optim.Optimizer]:
+    """The naming rule of `Task.optimizers`: an identifier naming the model/role it updates, not the algorithm."""
+    optim = torch.optim
+    algorithms = {n.lower() for n, c in vars(optim).items() if isinstance(c, type) and issubclass(c, optim.Optimizer)}
+    for name, opt in opts.items():
+        algorithm = type(opt).__name__
+        if not _OPTIMIZER_NAME.match(name) or name.lower() in algorithms | {algorithm.lower()}:
+            raise ValueError(
+                f"optimizers(models): name {name!r} is not allowed; name an optimizer after the model or role it "
+                f"updates (an identifier such as 'policy', 'student', 'critic'), not after its algorithm "
+                f"({algorithm})"
+            )
+    return opts
 
 
 def _prepare(

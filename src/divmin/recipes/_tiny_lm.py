@@ -186,7 +186,7 @@ class _WarmUpTask:
         return {"lm": build_model(**self.model_kwargs)}
 
     def optimizers(self, models: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adamw": torch.optim.AdamW(models["lm"].parameters(), lr=self.lr)}
+        return {"lm": torch.optim.AdamW(models["lm"].parameters(), lr=self.lr)}
 
     def batches(self, ctx) -> DataLoader:
         return DataLoader(self.rows, batch_size=self.batch, shuffle=True, collate_fn=_collate_sft)

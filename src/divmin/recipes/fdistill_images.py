@@ -147,7 +147,7 @@ class _ClassifierTask:
         return {"classifier": self.model}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(models["classifier"].parameters(), lr=1e-3)}
+        return {"classifier": torch.optim.Adam(models["classifier"].parameters(), lr=1e-3)}
 
     def train_step(self, batch: Any, ctx: StepContext) -> Tensor:
         idx = torch.randint(len(self.y), (128,), generator=ctx.cpu_generator)

@@ -120,7 +120,7 @@ class FDPGToyTask:
         return {"policies": nn.ModuleDict({k: BigramLM(c.vocab, c.length) for k in self.baselines})}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(models["policies"].parameters(), lr=self.config.lr)}
+        return {"policies": torch.optim.Adam(models["policies"].parameters(), lr=self.config.lr)}
 
     def train_step(self, batch: object, ctx) -> StepOutput:
         policies, total, metrics = ctx.models["policies"], 0.0, {}

@@ -124,7 +124,7 @@ class FDPOBanditTask:
         return {"policies": _Logits(self.ref.log(), len(self.runs))}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(models["policies"].parameters(), lr=self.config.lr)}
+        return {"policies": torch.optim.Adam(models["policies"].parameters(), lr=self.config.lr)}
 
     def sample_pairs(self, ctx) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen, rejected) indices: i, j ~ pi_ref, i != j, chosen = i w.p. sigmoid(R_i - R_j)."""

@@ -98,7 +98,7 @@ class FitTask:
         return {"fits": nn.ModuleDict({n: GaussianMixture(c.components, c.init_std, c.init_std) for n in self.divs})}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(models["fits"].parameters(), lr=self.config.lr)}
+        return {"fits": torch.optim.Adam(models["fits"].parameters(), lr=self.config.lr)}
 
     def train_step(self, batch: object, ctx) -> StepOutput:
         fits = ctx.models["fits"]
