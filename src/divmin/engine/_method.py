@@ -29,6 +29,14 @@ class MethodTrainer:
     config: Any
     engine: Trainer | None = None
 
+    def use_config(self, config: Any, cls: type) -> Any:
+        """Set ``self.config`` to ``config`` (None: ``cls()``), refusing any other type; return it."""
+        config = cls() if config is None else config
+        if not isinstance(config, cls):
+            raise TypeError(f"`config` must be a {cls.__name__}, got {type(config).__name__}")
+        self.config = config
+        return config
+
     def make_task(self) -> Task:
         """The engine task; called once per ``train``."""
         raise NotImplementedError

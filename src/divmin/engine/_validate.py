@@ -232,8 +232,9 @@ class Tuple(Check):
 @dataclasses.dataclass(frozen=True)
 class IsDivergence(Check):
     """A divergence: by default a registry name or a ``Divergence`` (``as_divergence``);
-    ``parse`` replaces that (e.g. a recipe's "name:value" specs); ``require(div)`` refuses
-    members a method cannot use by raising ``ValueError``. Errors are prefixed by the field.
+    ``parse`` replaces that for specs given as strings (e.g. a recipe's "name:value");
+    ``require(div)`` refuses members a method cannot use by raising ``ValueError``.
+    Errors are prefixed by the field name.
 
     >>> IsDivergence()("divergence", "no_such")
     Traceback (most recent call last):
@@ -245,11 +246,13 @@ class IsDivergence(Check):
     require: Callable[[Any], Any] | None = None  # raises ValueError for an unusable member
 
     def what(self) -> str:
-        return "a divergence"
+        return "a registry name (str) or a Divergence" if self.parse is None else "a divergence spec (str)"
 
     def check(self, name: str, value: Any) -> None:
         from ..divergences import as_divergence  # divergences sit below the engine; imported when used
 
+        if self.parse is not None and not isinstance(value, str):
+            self.fail(name, value, ConfigTypeError)
         try:
             div = self.parse(value) if self.parse is not None else as_divergence(value, name)
             if self.require is not None:
@@ -296,8 +299,9 @@ def validate(config: Any) -> None:
     ...
     divmin.engine._validate.ConfigTypeError: `steps` must be an int >= 1, got 2.5
     """
-    for name, check in checks_of(type(config)).items():
-        check(name, getattr(config, name))
+    checks = checks_of(type(config))
+    for field in dataclasses.fields(config):  # in field order: the first bad field is reported
+        checks[field.name](field.name, getattr(config, field.name))
 
 
 def is_default(config: Any, name: str) -> bool:

@@ -39,10 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..align import fdpo_admissible, fdpo_loss
+from ..align import fdpo_loss
+from ..align._fdpo_trainer import check_fdpo_divergence
 from ..align._bandit import bandit_metrics, fdpo_optimum, population_fdpo_loss
 from ..divergences import Divergence, divergence
-from ..engine import EngineConfig, StepOutput, Trainer
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, validate
 from ._plots import plt  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
 
@@ -83,17 +84,15 @@ class FDPOBanditConfig:
     resume: bool = False  # resume from the latest checkpoint in the output directory
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        responses=Int(ge=2), seed=Int(ge=0), ref_scale=Number(gt=0), reward_scale=Number(gt=0),
+        divergences=Tuple(each=IsDivergence(parse=parse_divergence, require=check_fdpo_divergence), min_len=1),
+        betas=Tuple(each=Number(gt=0), min_len=1), batch_pairs=Int(ge=1), lr=Number(gt=0), tv_tolerance=Number(gt=0),
+        resume=Bool(), engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        if self.responses < 2 or self.batch_pairs < 1:
-            raise ValueError("`responses` must be >= 2 and `batch_pairs` >= 1")
-        if not self.betas or min(self.betas) <= 0:
-            raise ValueError("`betas` must be a non-empty tuple of positive numbers")
-        if not self.divergences or min(self.ref_scale, self.reward_scale, self.lr, self.tv_tolerance) <= 0:
-            raise ValueError("`divergences` must be non-empty; scales, `lr`, `tv_tolerance` positive")
-        for spec in self.divergences:
-            ok, why = fdpo_admissible(parse_divergence(spec))
-            if not ok:
-                raise ValueError(f"divergence {spec!r} cannot be used with f-DPO: {why}")
+        validate(self)
 
 
 def make_bandit(config: FDPOBanditConfig) -> tuple[torch.Tensor, torch.Tensor]:
