@@ -1,15 +1,15 @@
 """One declarative check for every config dataclass: `validate(config)`.
 
 A config class lists one check per field in a ``CHECKS`` class attribute (not
-annotated, so that it is no dataclass field), and
-its ``__post_init__`` is ``validate(self)`` followed by its cross-field rules::
+annotated, so that it is no dataclass field), and its ``__post_init__`` is
+``validate(self)`` followed by its cross-field rules::
 
     @dataclasses.dataclass
     class MyConfig:
         lr: float = 1e-3  # learning rate
         steps: int = 100  # optimizer steps
         mode: str = "online"  # "online" or "offline"
-        CHECKS = dict(lr=Number(gt=0), steps=Int(ge=1), mode=OneOf(_MODES))  # not annotated: no field
+        CHECKS = dict(lr=Number(gt=0), steps=Int(ge=1), mode=OneOf(("online", "offline")))
 
         def __post_init__(self) -> None:
             validate(self)

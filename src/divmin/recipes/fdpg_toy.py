@@ -84,6 +84,9 @@ class FDPGToyConfig:
         if self.token >= self.vocab or self.min_count > self.length:
             raise ValueError("`token` must be < `vocab` and `min_count` <= `length`")
 
+    def specs(self) -> tuple[str, ...]:
+        return self.divergences or tuple(available_divergences())
+
 
 def toy_target(config: FDPGToyConfig, seed: int) -> tuple[EnergyTarget, PointwiseConstraint, PrefixTreeLM]:
     """The base model, its constraint and the smoothed target a (b + epsilon) for one base seed."""
