@@ -24,8 +24,9 @@ def _target():
 def _trainer(tmp_path, steps, mode="online", divergence="js", **kw):
     engine = EngineConfig(max_steps=steps, log_every=1, out_dir=str(tmp_path), progress=False, tensorboard=False,
                           checkpoint_every=kw.pop("checkpoint_every", None), seed=0)
+    offline = {"proposal_update_every": 2} if mode == "offline" else {}  # refused online
     cfg = FDPGConfig(divergence=divergence, lr=1e-2, contexts_per_step=2, samples_per_context=16,
-                     max_new_tokens=5, mode=mode, proposal_update_every=2, engine=engine, **kw)
+                     max_new_tokens=5, mode=mode, engine=engine, **offline, **kw)
     return FDPGTrainer(_model(3).train(), _tiny.tokenizer(), _target(),
                        contexts=["question about cats", "question about dogs"], config=cfg)
 

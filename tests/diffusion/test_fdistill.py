@@ -36,7 +36,7 @@ def _setup(steps: int, **cfg):
 @pytest.mark.parametrize("feature_source,gan_weight", [("own", 1e-3), ("fake_score", 0.0)])
 def test_runs_on_cpu_and_logs_finite_metrics(feature_source, gan_weight):
     _, fd = _setup(3, divergence="jeffreys", feature_source=feature_source, gan_weight=gan_weight, critic_warmup=2)
-    result = fd.fit()
+    result = fd.train()
     assert result.step == 3 and result.optimizer_steps == {"generator": 3, "critic": 3 * 2 + 2}
     last = result.history[-1]
     for key in ("critic/dsm", "critic/disc", "gen/log_r", "gen/h", "eval/sliced_wasserstein"):
@@ -51,7 +51,7 @@ def test_generator_moves_toward_the_teacher():
     gen = torch.Generator().manual_seed(1)
     real = teacher.sample(2000, generator=gen)
     before = sliced_wasserstein(fd.sample(2000, ema=False, generator=gen), real, generator=gen)
-    fd.fit()
+    fd.train()
     after = sliced_wasserstein(fd.sample(2000, generator=gen), real, generator=gen)
     assert after < 0.5 * before, (float(before), float(after))
 
@@ -59,7 +59,7 @@ def test_generator_moves_toward_the_teacher():
 def test_ema_generator_lags_the_generator():
     _, fd = _setup(4, divergence="reverse_kl")
     start = [p.detach().clone() for p in fd.generator.parameters()]
-    fd.fit()
+    fd.train()
     # with decay d, after the first update ema = d * start + (1-d) * p1, and so on: never equal to p
     for p0, p, pe in zip(start, fd.generator.parameters(), fd.generator_ema.parameters()):
         if not torch.equal(p0, p.detach()):

@@ -124,12 +124,12 @@ def test_register_custom_schedule():
     ],
 )
 def test_config_errors_name_the_field(field, value):
-    with pytest.raises(ValueError, match=rf"^{field}:"):
+    with pytest.raises(ValueError, match=rf"^`{field}`"):
         EngineConfig(**{field: value})
 
 
 def test_checkpoints_need_out_dir():
-    with pytest.raises(ValueError, match="^checkpoint_every:"):
+    with pytest.raises(ValueError, match="^`checkpoint_every` needs `out_dir`"):
         EngineConfig(checkpoint_every=5)
     EngineConfig()  # the defaults are valid
 

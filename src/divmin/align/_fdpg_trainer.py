@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from ..divergences import Divergence, as_divergence
-from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
+from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext, StepOutput,
+                      is_default, validate)
 from ..estimators import LogZEstimator, MovingBaseline
 from ..eval import distinct_n, is_expectation, target_metrics
 from ..lm import Completions, completion_logps, sample_n
@@ -61,22 +62,17 @@ class FDPGConfig:
     baseline_decay: float | None = 0.9  # moving-average baseline of g; None: no baseline
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        divergence=IsDivergence(), lr=Number(gt=0), weight_decay=Number(ge=0), contexts_per_step=Int(ge=1),
+        # >= 2: log Z and the baseline are estimated per context
+        samples_per_context=Int(ge=2), max_new_tokens=Int(ge=1), mode=OneOf(_MODES), proposal_update_every=Int(ge=1),
+        baseline_decay=Number(ge=0, lt=1, optional=True), engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        as_divergence(self.divergence)  # unknown names fail here, listing the valid ones
-        if not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError(f"`lr` must be > 0 and `weight_decay` >= 0, got {self.lr!r}, {self.weight_decay!r}")
-        for name in ("contexts_per_step", "samples_per_context", "max_new_tokens", "proposal_update_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
-        if self.samples_per_context < 2:
-            raise ValueError("`samples_per_context` must be >= 2 (Z and the baseline are estimated per context)")
-        if self.mode not in _MODES:
-            raise ValueError(f"`mode` must be one of {_MODES}, got {self.mode!r}")
-        if self.baseline_decay is not None and not 0 <= self.baseline_decay < 1:
-            raise ValueError(f"`baseline_decay` must be in [0, 1) or None, got {self.baseline_decay!r}")
-        if not isinstance(self.engine, EngineConfig):
-            raise ValueError(f"`engine` must be an EngineConfig, got {type(self.engine).__name__}")
+        validate(self)
+        if self.mode != "offline" and not is_default(self, "proposal_update_every"):
+            raise ValueError(f"`proposal_update_every` applies to `mode`='offline' only, got mode={self.mode!r}")
 
 
 class _FDPGTask:
@@ -97,7 +93,7 @@ class _FDPGTask:
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         c = self.t.config
-        return {"adamw": torch.optim.AdamW(models["policy"].parameters(), lr=c.lr, weight_decay=c.weight_decay)}
+        return {"policy": torch.optim.AdamW(models["policy"].parameters(), lr=c.lr, weight_decay=c.weight_decay)}
 
     def _draw(self, ctx: StepContext, model: nn.Module, context: str) -> tuple[Tensor, Completions]:
         prompt = self.t.prompt_ids(context).to(ctx.device)
@@ -190,7 +186,7 @@ class _FDPGTask:
                 self.baselines[c].value = v
 
 
-class FDPGTrainer:
+class FDPGTrainer(MethodTrainer):
     """Align ``model`` to ``target`` by minimising D_f(P || pi) with f-DPG.
 
     Args:
@@ -203,7 +199,12 @@ class FDPGTrainer:
         contexts: prompts for a conditional target; ``None``: unconditional (every
             sample starts from the tokenizer's BOS, or EOS when it has none).
         config: an :class:`FDPGConfig`.
+
+    ``train(resume=False)`` runs the engine; the running log Z estimates carry over
+    from one ``train`` call to the next.
     """
+
+    trained_models = {"policy": "model"}  # the trained policy replaces `model`
 
     def __init__(self, model: nn.Module, tokenizer: Any, target: EnergyTarget, *,
                  base_model: nn.Module | None = None, contexts: Sequence[str] | None = None,
@@ -212,7 +213,7 @@ class FDPGTrainer:
             raise TypeError(f"`target` must be an EnergyTarget, got {type(target).__name__}")
         if contexts is not None and (isinstance(contexts, str) or not contexts):
             raise ValueError("`contexts` must be a non-empty sequence of strings (or None)")
-        self.config = config or FDPGConfig()
+        self.use_config(config, FDPGConfig)
         self.model, self.tokenizer, self.target = model, tokenizer, target
         self.divergence = as_divergence(self.config.divergence)
         self.base_model = (base_model if base_model is not None else copy.deepcopy(model)).requires_grad_(False)
@@ -225,7 +226,6 @@ class FDPGTrainer:
         self.contexts = list(contexts) if contexts is not None else [""]
         self._prompts: dict[str, Tensor] = {}
         self._task = _FDPGTask(self)
-        self.engine = Trainer(self._task, self.config.engine)
 
     def prompt_ids(self, context: str) -> Tensor:
         if context not in self._prompts:
@@ -241,10 +241,8 @@ class FDPGTrainer:
         rows = [t[m & (t != self.eos_id)].tolist() for t, m in zip(comp.tokens.cpu(), comp.mask.cpu())]
         return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
-    def train(self, resume: bool = False) -> TrainResult:
-        result = self.engine.fit(resume=resume)
-        self.model = self.engine.models["policy"]
-        return result
+    def make_task(self) -> _FDPGTask:
+        return self._task
 
     def log_z(self, context: str = "") -> float:
         """The running estimate of log Z for ``context`` ("" when unconditional)."""

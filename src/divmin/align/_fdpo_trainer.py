@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..divergences import Divergence, as_divergence
+from ..divergences import Divergence
 from ..eval import top_label_calibration_error
-from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
+from ..engine import (Bool, EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
+                      StepOutput, validate)
 from ..lm import sequence_logps
 from ._fdpo import fdpo_loss
 from ._preference_data import PreferenceCollator, tokenize_preferences
@@ -63,31 +63,18 @@ class FDPOConfig:
     ece_bins: int = 10  # equal-width confidence bins of eval/ece
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        divergence=IsDivergence(capability="implicit_reward"), beta=Number(gt=0), label_smoothing=Number(ge=0, lt=0.5),
+        lr=Number(gt=0), weight_decay=Number(ge=0), batch_size=Int(ge=1), max_length=Int(ge=1),
+        max_prompt_length=Int(ge=1), reference=OneOf(_REFERENCES), disable_dropout=Bool(), eval_batch_size=Int(ge=1),
+        ece_bins=Int(ge=1), engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        as_divergence(self.divergence).require("implicit_reward")  # unknown names and non-f-DPO members fail here
-        if not (_is_number(self.beta) and math.isfinite(self.beta) and self.beta > 0):
-            raise ValueError(f"`beta` must be a finite number > 0, got {self.beta!r}")
-        if not (_is_number(self.label_smoothing) and 0 <= self.label_smoothing < 0.5):
-            raise ValueError(f"`label_smoothing` must lie in [0, 0.5), got {self.label_smoothing!r}")
-        if not (_is_number(self.lr) and self.lr > 0) or not (_is_number(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"`lr` must be > 0 and `weight_decay` >= 0, got {self.lr!r}, {self.weight_decay!r}")
-        for name in ("batch_size", "max_length", "max_prompt_length", "eval_batch_size", "ece_bins"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
+        validate(self)
         if self.max_prompt_length >= self.max_length:
             raise ValueError(f"`max_prompt_length` ({self.max_prompt_length}) must be < `max_length` "
                              f"({self.max_length}) to leave room for the response")
-        if self.reference not in _REFERENCES:
-            raise ValueError(f"`reference` must be one of {_REFERENCES}, got {self.reference!r}")
-        if not isinstance(self.disable_dropout, bool):
-            raise ValueError(f"`disable_dropout` must be a bool, got {self.disable_dropout!r}")
-        if not isinstance(self.engine, EngineConfig):
-            raise ValueError(f"`engine` must be an EngineConfig, got {type(self.engine).__name__}")
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 # ----------------------------------------------------------------- helpers
@@ -197,7 +184,7 @@ class _FDPOTask:
         self.o.cache = {k: v.float().cpu() for k, v in state.items()}
 
 
-class FDPOTrainer:
+class FDPOTrainer(MethodTrainer):
     """f-DPO fine-tuning of ``model`` on preference pairs.
 
     Args:
@@ -219,11 +206,11 @@ class FDPOTrainer:
     log-probs; a "copy" reference is rebuilt, never checkpointed.
     """
 
+    trained_models = {"policy": "model"}  # the trained policy replaces `model`
+
     def __init__(self, model: nn.Module, tokenizer: Any, train_dataset: Any, *, eval_dataset: Any = None,
                  ref_model: nn.Module | None = None, config: FDPOConfig | None = None) -> None:
-        config = FDPOConfig() if config is None else config
-        if not isinstance(config, FDPOConfig):
-            raise TypeError(f"`config` must be an FDPOConfig, got {type(config).__name__}")
+        config = self.use_config(config, FDPOConfig)
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
         if ref_model is not None and (not isinstance(ref_model, nn.Module) or ref_model is model):
@@ -231,7 +218,7 @@ class FDPOTrainer:
         is_peft = callable(getattr(model, "disable_adapter", None))
         if config.reference == "adapter" and (not is_peft or ref_model is not None):
             raise ValueError("`reference`='adapter' needs a PEFT `model` (with disable_adapter()) and no `ref_model`")
-        self.model, self.config, self.tokenizer = model, config, tokenizer
+        self.model, self.tokenizer = model, tokenizer
         self.collator = PreferenceCollator(_pad_id(tokenizer))
         kw = dict(max_length=config.max_length, max_prompt_length=config.max_prompt_length)
         self.train_examples = tokenize_preferences(train_dataset, tokenizer, name="train_dataset", **kw)
@@ -244,7 +231,6 @@ class FDPOTrainer:
                 if m is not None:
                     _disable_dropout(m)
         self.cache: dict[str, Tensor] | None = None  # precomputed reference log-probs per split, (N, 2)
-        self.engine: Trainer | None = None
 
     def _build_reference(self, ref_model: nn.Module | None) -> nn.Module | None:
         """The frozen reference module; None means "the policy itself" (adapter disabled for PEFT)."""
@@ -282,15 +268,11 @@ class FDPOTrainer:
                 self.reference.to(home)
         return cache
 
-    def train(self, resume: bool | str = False) -> TrainResult:
-        """Run ``config.engine.max_steps`` steps (see ``divmin.engine.Trainer.fit`` for ``resume``)."""
-        engine = self.config.engine
-        if self.eval_examples and engine.eval_every is None:
-            engine = dataclasses.replace(engine, eval_every=engine.max_steps)
-        self.engine = Trainer(_FDPOTask(self), engine)
-        result = self.engine.fit(resume=resume)
-        self.model = self.engine.models["policy"]
-        return result
+    def make_task(self) -> _FDPOTask:
+        return _FDPOTask(self)
+
+    def evaluates(self) -> bool:
+        return bool(self.eval_examples)
 
     def batch_logps(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(policy, reference) summed response log-probs, each (2B,), of a collated batch; no grad.

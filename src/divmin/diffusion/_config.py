@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from ..divergences import Divergence
-from ..engine import EngineConfig
-from ._surrogate import check_fdistill_divergence
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, is_default, validate
 
 __all__ = ["FDistillConfig", "SIGMA_SAMPLERS", "TIME_WEIGHTS", "FEATURE_SOURCES"]
 
@@ -68,45 +67,23 @@ class FDistillConfig:
     eval_samples: int = 2000  # samples per evaluation (sliced Wasserstein to real samples)
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # max_steps = generator updates
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        divergence=IsDivergence(capability="score_weight"), batch_size=Int(ge=1), critic_steps=Int(ge=1),
+        critic_warmup=Int(ge=0), lr_generator=Number(gt=0), lr_critic=Number(gt=0),
+        adam_betas=Tuple((Number(ge=0, lt=1), Number(ge=0, lt=1))), sigma_min=Number(gt=0), sigma_max=Number(gt=0),
+        sigma_sampling=OneOf(SIGMA_SAMPLERS), time_weight=OneOf(TIME_WEIGHTS), normalize_h=Bool(),
+        logit_clamp=Number(gt=0), ratio_clamp=Tuple((Number(gt=0, lt=1), Number(gt=1))), time_bins=Int(ge=1),
+        ratio_ema=Number(ge=0, lt=1), disc_weight=Number(ge=0), gan_weight=Number(ge=0),
+        feature_source=OneOf(FEATURE_SOURCES), ema_decay=Number(ge=0, lt=1), eval_samples=Int(ge=1),
+        engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        check_fdistill_divergence(self.divergence)  # unknown names, h = 0 (TV) fail here
-        for name in ("batch_size", "critic_steps", "time_bins", "eval_samples"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("critic_warmup", self.critic_warmup, 0)
-        for name in ("lr_generator", "lr_critic", "sigma_min", "sigma_max", "logit_clamp"):
-            _check_positive(name, getattr(self, name))
-        for name in ("disc_weight", "gan_weight"):
-            if not (_number(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"`{name}` must be a number >= 0, got {getattr(self, name)!r}")
-        for name in ("ratio_ema", "ema_decay"):
-            if not (_number(getattr(self, name)) and 0 <= getattr(self, name) < 1):
-                raise ValueError(f"`{name}` must lie in [0, 1), got {getattr(self, name)!r}")
+        validate(self)
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"`sigma_min` ({self.sigma_min}) must be < `sigma_max` ({self.sigma_max})")
-        lo, hi = self.ratio_clamp
-        if not (_number(lo) and _number(hi) and 0 < lo < 1 < hi):
-            raise ValueError(f"`ratio_clamp` must be (lo, hi) with 0 < lo < 1 < hi, got {self.ratio_clamp!r}")
-        if len(self.adam_betas) != 2 or not all(_number(b) and 0 <= b < 1 for b in self.adam_betas):
-            raise ValueError(f"`adam_betas` must be two numbers in [0, 1), got {self.adam_betas!r}")
-        for name, valid in (("sigma_sampling", SIGMA_SAMPLERS), ("time_weight", TIME_WEIGHTS),
-                            ("feature_source", FEATURE_SOURCES)):
-            if getattr(self, name) not in valid:
-                raise ValueError(f"`{name}` must be one of {sorted(valid)}, got {getattr(self, name)!r}")
-        if not isinstance(self.normalize_h, bool):
-            raise ValueError(f"`normalize_h` must be a bool, got {self.normalize_h!r}")
-        if not isinstance(self.engine, EngineConfig):
-            raise ValueError(f"`engine` must be an EngineConfig, got {type(self.engine).__name__}")
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if not (_number(value) and value > 0):
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+        if self.ratio_ema == 0 and not is_default(self, "time_bins"):
+            raise ValueError("`time_bins` only applies with `ratio_ema` > 0 (the per-bin EMA normalisation of r)")
+        if self.disc_weight == 0 and self.gan_weight > 0:
+            raise ValueError("`gan_weight` > 0 needs `disc_weight` > 0: the GAN loss uses the discriminator, "
+                             "which is only trained with a positive disc_weight")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..engine import EngineConfig, StepContext, Trainer
+from ..engine import EngineConfig, Instance, Int, Number, OneOf, StepContext, Trainer, validate
 from ._config import SIGMA_SAMPLERS
 from ._teacher import score_from_denoiser
 
@@ -83,13 +83,15 @@ class DenoiserTrainingConfig:
     engine: EngineConfig = dataclasses.field(  # max_steps = training steps
         default_factory=lambda: EngineConfig(max_steps=2000, log_every=200, progress=False, tensorboard=False))
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        batch_size=Int(ge=1), lr=Number(gt=0), sigma_sampling=OneOf(SIGMA_SAMPLERS), sigma_min=Number(gt=0),
+        sigma_max=Number(gt=0), engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"`batch_size` must be an int >= 1, got {self.batch_size!r}")
-        if not (self.lr > 0 and 0 < self.sigma_min < self.sigma_max):
-            raise ValueError("`lr` must be > 0 and 0 < `sigma_min` < `sigma_max`")
-        if self.sigma_sampling not in SIGMA_SAMPLERS:
-            raise ValueError(f"`sigma_sampling` must be one of {sorted(SIGMA_SAMPLERS)}")
+        validate(self)
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"`sigma_min` ({self.sigma_min}) must be < `sigma_max` ({self.sigma_max})")
 
 
 class _DSMTask:
@@ -100,7 +102,7 @@ class _DSMTask:
         return {"denoiser": self.denoiser}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(models["denoiser"].parameters(), lr=self.c.lr)}
+        return {"denoiser": torch.optim.Adam(models["denoiser"].parameters(), lr=self.c.lr)}
 
     def train_step(self, batch: Any, ctx: StepContext) -> Tensor:
         c = self.c

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..engine import StepContext, StepOutput, Trainer, TrainResult
+from ..engine import MethodTrainer, StepContext, StepOutput, TrainResult
 from ..estimators import LogRatioEstimator, logistic_discriminator_loss
 from ..eval._samples import sliced_wasserstein
 from ._config import SIGMA_SAMPLERS, TIME_WEIGHTS, FDistillConfig
@@ -43,7 +44,7 @@ __all__ = ["FDistill"]
 Sampler = Callable[[int, torch.Generator], Tensor]
 
 
-class FDistill:
+class FDistill(MethodTrainer):
     """Distil ``teacher`` into the one-step ``generator`` (z ~ N(0, I) of ``sample_shape`` -> x_0).
 
     Args:
@@ -58,13 +59,18 @@ class FDistill:
             drawn from uniformly, or a callable (n, torch.Generator) -> (n, *sample_shape).
         discriminator: a :class:`RatioHead`; default: one with its own copy of ``fake_score`` as
             encoder (``feature_source="own"``) or none (``"fake_score"``: shares its trunk).
+
+    ``train(resume=False)`` runs the engine (``config.engine``); the trained modules replace the
+    inputs. A second ``train`` continues from the current modules with fresh optimizers and EMA.
     """
+
+    # the trained modules replace the inputs (and `generator_ema` appears)
+    trained_models = {n: n for n in ("generator", "fake_score", "discriminator", "generator_ema")}
 
     def __init__(self, teacher: DiffusionTeacher, generator: nn.Module, fake_score: nn.Module,
                  config: FDistillConfig, *, sample_shape: tuple[int, ...],
                  real: Tensor | Sampler | None = None, discriminator: nn.Module | None = None) -> None:
-        if not isinstance(config, FDistillConfig):
-            raise TypeError(f"`config` must be an FDistillConfig, got {type(config).__name__}")
+        config = self.use_config(config, FDistillConfig)
         if not callable(getattr(teacher, "score", None)):
             raise TypeError("`teacher` must have a score(x_t, sigma) method")
         for name, mod in (("generator", generator), ("fake_score", fake_score)):
@@ -72,7 +78,7 @@ class FDistill:
                 raise TypeError(f"`{name}` must be an nn.Module, got {type(mod).__name__}")
         if real is None and not callable(getattr(teacher, "sample", None)):
             raise ValueError("`real` is required when the teacher has no sample(n, generator=...) method")
-        self.config, self.teacher, self.sample_shape = config, teacher, tuple(sample_shape)
+        self.teacher, self.sample_shape = teacher, tuple(sample_shape)
         self.generator, self.fake_score = generator, fake_score
         if discriminator is None:
             encoder = copy.deepcopy(fake_score) if config.feature_source == "own" else None
@@ -83,7 +89,6 @@ class FDistill:
         # logit -> log r with the per-noise-level-bin EMA of E[r]: task state, kept across fits
         self.ratio_estimator = LogRatioEstimator(logit_clamp=config.logit_clamp, ratio_clamp=config.ratio_clamp,
                                                  num_bins=config.time_bins, ratio_ema=config.ratio_ema)
-        self.trainer: Trainer | None = None
 
     @property
     def ratio_mean(self) -> Tensor:
@@ -91,17 +96,13 @@ class FDistill:
         return self.ratio_estimator.ratio_mean
 
     # ------------------------------------------------------------------ public
-    def fit(self, resume: bool | str = False) -> TrainResult:
-        """Train with the shared engine (``config.engine``); the trained modules replace the inputs.
+    def make_task(self) -> _FDistillTask:
+        return _FDistillTask(self)
 
-        A second ``fit`` continues from the current modules with fresh optimizers and EMA.
-        """
-        self.trainer = Trainer(_FDistillTask(self), self.config.engine)
-        result = self.trainer.fit(resume=resume)
-        for name in ("generator", "fake_score", "discriminator"):
-            setattr(self, name, self.trainer.models[name])
-        self.generator_ema = self.trainer.models["generator_ema"]
-        return result
+    def fit(self, resume: bool | str = False) -> TrainResult:
+        """Deprecated alias of ``train`` (every method trainer has ``train(resume) -> TrainResult``)."""
+        warnings.warn("FDistill.fit() is deprecated; use FDistill.train()", DeprecationWarning, stacklevel=2)
+        return self.train(resume=resume)
 
     @torch.no_grad()
     def sample(self, n: int, *, ema: bool = True, generator: torch.Generator | None = None) -> Tensor:

@@ -9,11 +9,14 @@ runs off-policy, on-policy (GKD) and sequence-level KD on the shared engine.
 from ..lm import LMCollator, assemble, tokenize_pairs  # re-exported: they moved to divmin.lm
 from ._fused import default_chunk_size, fused_linear_cross_entropy, fused_linear_kd_loss
 from ._sinkd import sinkd_loss
+from ._tasks import DISTILL_TASKS, DistillTaskKind
 from ._token import TopKTeacher, token_kd_loss
 from ._trainer import DistillConfig, DistillTrainer
 
 __all__ = [
+    "DISTILL_TASKS",
     "DistillConfig",
+    "DistillTaskKind",
     "DistillTrainer",
     "LMCollator",
     "TopKTeacher",

@@ -28,7 +28,6 @@ logging, checkpoints, exact resume) is the engine's, set by ``DistillConfig.engi
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
@@ -37,30 +36,25 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..divergences import Divergence, as_divergence
-from ..engine import EngineConfig, StepContext, StepOutput, Trainer, TrainResult
-from ..lm import IGNORE, LMCollator, assemble, sample_completions, tokenize_pairs
+from ..engine import (Bool, EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
+                      StepOutput, is_default, validate)
+from ..lm import IGNORE, assemble, sample_completions
 from ._fused import BACKENDS, fused_linear_cross_entropy, fused_linear_kd_loss
 from ._sinkd import sinkd_loss
+from ._tasks import DISTILL_TASKS, lm_inputs
 from ._token import token_kd_loss
 
 __all__ = ["DistillConfig", "DistillTrainer"]
 
-_TASKS = ("causal_lm", "sequence_classification")
-
-
 def _default_engine() -> EngineConfig:
     return EngineConfig(max_steps=1000, log_every=10)
-
-
-def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclasses.dataclass
 class DistillConfig:
     """Settings of :class:`DistillTrainer`; every field is checked on construction."""
 
-    task: str = "causal_lm"  # "causal_lm" (token-level KD on completions) or "sequence_classification"
+    task: str = "causal_lm"  # a name in DISTILL_TASKS: "causal_lm" (KD on completions), "sequence_classification"
     divergence: str | Divergence = "forward_kl"  # D(teacher || student) of the soft loss
     temperature: float = 1.0  # softmax temperature T of the soft loss (> 0)
     temperature_squared: bool = False  # multiply the soft loss by T^2 (Hinton et al.'s gradient scale)
@@ -82,55 +76,25 @@ class DistillConfig:
     eval_batch_size: int = 64  # rows per forward in evaluate()
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        task=OneOf(DISTILL_TASKS), divergence=IsDivergence(), temperature=Number(gt=0), temperature_squared=Bool(),
+        alpha=Number(ge=0, le=1), sinkd_weight=Number(ge=0), sinkd_mode=OneOf(("reference", "log")),
+        sinkd_epsilon=Number(gt=0), sinkd_iters=Int(ge=1), sinkd_temperature=Number(gt=0), lmbda=Number(ge=0, le=1),
+        seq_kd=Bool(), max_new_tokens=Int(ge=1), generation_temperature=Number(gt=0), fused=Bool(),
+        fused_backend=OneOf(BACKENDS), lr=Number(gt=0), weight_decay=Number(ge=0), batch_size=Int(ge=1),
+        eval_batch_size=Int(ge=1), engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        if self.task not in _TASKS:
-            raise ValueError(f"`task` must be one of {_TASKS}, got {self.task!r}")
-        as_divergence(self.divergence)  # unknown names fail here, listing the valid ones
-        for name in ("temperature", "sinkd_epsilon", "generation_temperature", "lr"):
-            if not (_num(getattr(self, name)) and getattr(self, name) > 0):
-                raise ValueError(f"`{name}` must be a finite number > 0, got {getattr(self, name)!r}")
-        for name in ("alpha", "lmbda"):
-            if not (_num(getattr(self, name)) and 0 <= getattr(self, name) <= 1):
-                raise ValueError(f"`{name}` must lie in [0, 1], got {getattr(self, name)!r}")
-        for name in ("sinkd_weight", "weight_decay", "sinkd_temperature"):
-            if not (_num(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"`{name}` must be a finite number >= 0, got {getattr(self, name)!r}")
-        if self.sinkd_mode not in ("reference", "log"):
-            raise ValueError(f"`sinkd_mode` must be 'reference' or 'log', got {self.sinkd_mode!r}")
-        for name in ("sinkd_iters", "max_new_tokens", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
-        for name in ("temperature_squared", "seq_kd", "fused"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
-        if self.fused_backend not in BACKENDS:
-            raise ValueError(f"`fused_backend` must be one of {BACKENDS}, got {self.fused_backend!r}")
-        if self.task == "sequence_classification" and (self.lmbda > 0 or self.seq_kd or self.fused):
-            raise ValueError("`lmbda`, `seq_kd` and `fused` apply to task='causal_lm' only")
-        if not isinstance(self.engine, EngineConfig):
-            raise ValueError(f"`engine` must be an EngineConfig, got {type(self.engine).__name__}")
-
-
-def _logits(out: Any) -> Tensor:
-    logits = getattr(out, "logits", out)
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"the model returned {type(out).__name__}, neither a tensor nor an object with `.logits`")
-    return logits
-
-
-def _lm_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
-
-
-def _forward(model: nn.Module, batch: dict[str, Tensor], task: str) -> Tensor:
-    """Logits of a batch: causal LMs get ids, masks and positions; classifiers ``model(x)`` for rows
-    with an ``x`` entry, else ``model(**inputs)`` with every entry but ``labels``."""
-    if task == "causal_lm":
-        return _logits(model(**_lm_inputs(batch)))
-    if "x" in batch:
-        return _logits(model(batch["x"]))
-    return _logits(model(**{k: v for k, v in batch.items() if k != "labels"}))
+        validate(self)
+        DISTILL_TASKS[self.task].check_config(self)
+        if self.fused and self.sinkd_weight > 0:
+            raise ValueError("`sinkd_weight` > 0 is not supported with `fused=True` (SinKD needs the logits)")
+        if not self.fused and not is_default(self, "fused_backend"):
+            raise ValueError(f"`fused_backend` applies with `fused=True` only, got {self.fused_backend!r}")
+        for name in ("sinkd_mode", "sinkd_epsilon", "sinkd_iters", "sinkd_temperature"):
+            if self.sinkd_weight == 0 and not is_default(self, name):
+                raise ValueError(f"`{name}` applies with `sinkd_weight` > 0 only (SinKD is off)")
 
 
 def _resample(model: nn.Module, batch: dict[str, Tensor], **sampling: Any) -> dict[str, Tensor]:
@@ -179,7 +143,7 @@ class _DistillTask:
 
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> StepOutput:
         metrics: dict[str, Any] = {}
-        if self.o.config.task == "causal_lm":
+        if self.o.task.samples:
             batch, metrics["on_policy"] = self._completions(batch, ctx)
         with ctx.accelerator.autocast():
             parts = self.o.losses(ctx.models["student"], ctx.models["teacher"], batch)
@@ -194,7 +158,7 @@ class _DistillTask:
         return self.o.evaluate() if self.o.eval_rows else {}
 
 
-class DistillTrainer:
+class DistillTrainer(MethodTrainer):
     """Distil ``teacher`` into ``model`` (the student) on ``train_dataset``.
 
     Args:
@@ -217,33 +181,24 @@ class DistillTrainer:
     divergence ``divergence`` and ``teacher_agreement`` (argmax match rate).
     """
 
+    trained_models = {"student": "model"}  # the trained student replaces `model`
+
     def __init__(self, model: nn.Module, teacher: nn.Module, train_dataset: Any, *, eval_dataset: Any = None,
                  tokenizer: Any = None, config: DistillConfig | None = None, pad_id: int | None = None,
                  eos_id: int | None = None) -> None:
-        config = DistillConfig() if config is None else config
-        if not isinstance(config, DistillConfig):
-            raise TypeError(f"`config` must be a DistillConfig, got {type(config).__name__}")
+        config = self.use_config(config, DistillConfig)
         for name, m in (("model", model), ("teacher", teacher)):
             if not isinstance(m, nn.Module):
                 raise TypeError(f"`{name}` must be a torch.nn.Module, got {type(m).__name__}")
         if model is teacher:
             raise ValueError("`teacher` must be a module distinct from `model`")
-        self.model, self.teacher, self.config = model, teacher.requires_grad_(False).eval(), config
-        self.tokenizer = tokenizer
+        self.model, self.teacher, self.tokenizer = model, teacher.requires_grad_(False).eval(), tokenizer
         self.div = as_divergence(config.divergence)
-        if config.task == "causal_lm":
-            self.pad_id = _token_id(pad_id, tokenizer, ("pad_token_id", "eos_token_id"), "pad_id")
-            self.eos_id = _token_id(eos_id, tokenizer, ("eos_token_id",), "eos_id") \
-                if (config.lmbda > 0 or config.seq_kd or eos_id is not None) else None
-            self.collate = LMCollator(self.pad_id)
-            self.train_rows = tokenize_pairs(train_dataset, tokenizer, "train_dataset")
-            self.eval_rows = None if eval_dataset is None else tokenize_pairs(eval_dataset, tokenizer, "eval_dataset")
-        else:
-            self.collate = torch.utils.data.default_collate
-            self.train_rows, self.eval_rows = list(train_dataset), None if eval_dataset is None else list(eval_dataset)
-            if not self.train_rows:
-                raise ValueError("`train_dataset` is empty")
-        self.engine: Trainer | None = None
+        self.task = DISTILL_TASKS[config.task]
+        self.pad_id, self.eos_id = self.task.token_ids(config, tokenizer, pad_id, eos_id)
+        self.collate = self.task.collator(self.pad_id)
+        self.train_rows = self.task.rows(train_dataset, tokenizer, "train_dataset")
+        self.eval_rows = None if eval_dataset is None else self.task.rows(eval_dataset, tokenizer, "eval_dataset")
 
     # ------------------------------------------------------------------ losses
     def losses(self, student: nn.Module, teacher: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -251,25 +206,18 @@ class DistillTrainer:
         c = self.config
         scale = c.temperature ** 2 if c.temperature_squared else 1.0
         labels = batch["labels"]
-        kw = dict(divergence=self.div, temperature=c.temperature)
-        if c.task == "causal_lm" and c.fused:
+        if c.fused:  # causal_lm only (DistillConfig)
             return self._fused_losses(student, teacher, batch, scale)
-        s = _forward(student, batch, c.task)
+        s = self.task.forward(student, batch)
         with torch.no_grad():
-            t = _forward(teacher, batch, c.task)
-        out = {"hard": F.cross_entropy(s.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE)}
-        if c.task == "causal_lm":
-            out["soft"] = scale * token_kd_loss(s, t, labels=labels, **kw)
-            keep = labels != IGNORE
-            s_rows, t_rows = s[keep], t[keep]
-        else:
-            out["soft"] = scale * token_kd_loss(s, t, **kw)
-            s_rows, t_rows = s, t
-        if c.sinkd_weight > 0 and s_rows.shape[0] > 0:
-            out["sinkd"] = sinkd_loss(s_rows, t_rows, epsilon=c.sinkd_epsilon, n_iters=c.sinkd_iters,
-                                      temperature=c.sinkd_temperature, mode=c.sinkd_mode)
-        elif c.sinkd_weight > 0:
-            out["sinkd"] = s.sum() * 0.0
+            t = self.task.forward(teacher, batch)
+        out = {"hard": F.cross_entropy(s.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE),
+               "soft": scale * token_kd_loss(s, t, labels=labels, divergence=self.div, temperature=c.temperature)}
+        if c.sinkd_weight > 0:
+            s_rows, t_rows, _ = self.task.pick(s, t, labels)
+            out["sinkd"] = s.sum() * 0.0 if s_rows.shape[0] == 0 else sinkd_loss(
+                s_rows, t_rows, epsilon=c.sinkd_epsilon, n_iters=c.sinkd_iters, temperature=c.sinkd_temperature,
+                mode=c.sinkd_mode)
         return out
 
     def _fused_losses(self, student: nn.Module, teacher: nn.Module, batch: dict[str, Tensor],
@@ -277,35 +225,28 @@ class DistillTrainer:
         c, labels = self.config, batch["labels"]
         s_body, s_w = _head(student.module if hasattr(student, "module") else student)
         t_body, t_w = _head(teacher)
-        hs = s_body(**_lm_inputs(batch)).last_hidden_state
+        hs = s_body(**lm_inputs(batch)).last_hidden_state
         with torch.no_grad():
-            ht = t_body(**_lm_inputs(batch)).last_hidden_state
+            ht = t_body(**lm_inputs(batch)).last_hidden_state
         out = {"soft": scale * fused_linear_kd_loss(hs, s_w, ht, t_w, divergence=self.div, labels=labels,
                                                    temperature=c.temperature, backend=c.fused_backend)}
         # chunked too: neither loss holds (tokens x vocab) logits; with alpha = 1 CE is only reported
         with torch.set_grad_enabled(torch.is_grad_enabled() and c.alpha < 1):
             out["hard"] = fused_linear_cross_entropy(hs, s_w, labels, ignore_index=IGNORE)
-        if c.sinkd_weight > 0:
-            raise ValueError("`sinkd_weight` > 0 is not supported with `fused=True`")
         return out
 
     # -------------------------------------------------------------- running
-    def train(self, resume: bool | str = False) -> TrainResult:
-        """Run ``config.engine.max_steps`` steps (see ``divmin.engine.Trainer.fit`` for ``resume``)."""
-        engine = self.config.engine
-        if self.eval_rows and engine.eval_every is None:
-            engine = dataclasses.replace(engine, eval_every=engine.max_steps)
-        self.engine = Trainer(_DistillTask(self), engine)
-        result = self.engine.fit(resume=resume)
-        self.model = self.engine.models["student"]
-        return result
+    def make_task(self) -> _DistillTask:
+        return _DistillTask(self)
+
+    def evaluates(self) -> bool:
+        return bool(self.eval_rows)
 
     @torch.no_grad()
     def evaluate(self, dataset: Any = None) -> dict[str, float]:
         """Held-out metrics on ``dataset`` (rows as for training; default: the eval split)."""
         c = self.config
-        rows = self.eval_rows if dataset is None else (
-            tokenize_pairs(dataset, self.tokenizer, "dataset") if c.task == "causal_lm" else list(dataset))
+        rows = self.eval_rows if dataset is None else self.task.rows(dataset, self.tokenizer, "dataset")
         if not rows:
             raise ValueError("no evaluation rows: pass `dataset` or an `eval_dataset`")
         student = getattr(self.model, "module", self.model)
@@ -317,11 +258,9 @@ class DistillTrainer:
         try:
             for batch in DataLoader(rows, batch_size=c.eval_batch_size, collate_fn=self.collate):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                labels = batch["labels"]
-                s = _forward(student, batch, c.task).float()
-                t = _forward(self.teacher.to(device), batch, c.task).float()
-                keep = labels != IGNORE
-                s, t, y = s[keep], t[keep], labels[keep]
+                s = self.task.forward(student, batch).float()
+                t = self.task.forward(self.teacher.to(device), batch).float()
+                s, t, y = self.task.pick(s, t, batch["labels"])
                 n = y.numel()
                 sums += torch.tensor([
                     float(F.cross_entropy(s, y, reduction="sum")),
@@ -332,17 +271,6 @@ class DistillTrainer:
             student.train(was_training)
         mean = (sums / max(count, 1)).tolist()
         out = {"ce": mean[0], "divergence": mean[1], "teacher_agreement": mean[2]}
-        out.update({"ppl": math.exp(mean[0])} if c.task == "causal_lm" else {"accuracy": mean[3]})
+        out.update(self.task.report(mean[0], mean[3]))
         return out
 
-
-def _token_id(value: int | None, tokenizer: Any, attrs: tuple[str, ...], name: str) -> int:
-    if value is not None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"`{name}` must be an int, got {value!r}")
-        return value
-    for attr in attrs:
-        found = getattr(tokenizer, attr, None)
-        if isinstance(found, int):
-            return found
-    raise ValueError(f"`{name}`: give it explicitly or pass a `tokenizer` with {' / '.join(attrs)}")

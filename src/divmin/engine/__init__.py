@@ -6,27 +6,60 @@ Face Accelerate with mixed precision, gradient accumulation, clipping, LR
 schedules, DDP under ``accelerate launch``/``torchrun``, logging (console,
 ``metrics.jsonl``, TensorBoard, tqdm) and pickle-free checkpoints with exact
 resume. See `Task` for the protocol and `_checkpoint` for the file layout.
+
+Also here, for every method: `validate` and its field checks (`Number`, `Int`,
+`Bool`, `OneOf`, `Tuple`, `Instance`, `IsDivergence`), which every config
+dataclass runs on construction, and `MethodTrainer`, the base of the thin
+method trainers (``train(resume) -> TrainResult``, ``engine``).
 """
 
 from ._checkpoint import latest_checkpoint
 from ._config import EngineConfig
 from ._context import StepContext
+from ._method import MethodTrainer
 from ._schedules import available_schedules, lr_multiplier, register_schedule
 from ._serialize import load_tree, save_tree
 from ._task import StepOutput, Task, TrainResult
 from ._trainer import Trainer
+from ._validate import (
+    Bool,
+    Check,
+    ConfigTypeError,
+    Instance,
+    Int,
+    IsDivergence,
+    Number,
+    OneOf,
+    Tuple,
+    checks_of,
+    is_default,
+    validate,
+)
 
 __all__ = [
+    "Bool",
+    "Check",
+    "ConfigTypeError",
     "EngineConfig",
+    "Instance",
+    "Int",
+    "MethodTrainer",
+    "IsDivergence",
+    "Number",
+    "OneOf",
     "StepContext",
     "StepOutput",
     "Task",
     "TrainResult",
     "Trainer",
+    "Tuple",
     "available_schedules",
+    "checks_of",
+    "is_default",
     "latest_checkpoint",
     "load_tree",
     "lr_multiplier",
     "register_schedule",
     "save_tree",
+    "validate",
 ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ._schedules import available_schedules
+from ._validate import Bool, Instance, Int, Number, OneOf, validate
 
 _MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -19,8 +20,9 @@ class EngineConfig:
     ``train_step`` (one micro-batch each) followed by the optimizer update(s).
     All ``*_every`` counters and ``max_steps`` count engine steps.
 
-    Every field is checked in ``__post_init__``; a bad value raises
-    ``ValueError`` whose message starts with the field name.
+    Every field is checked on construction (`divmin.engine.validate`); a bad
+    value raises ``ValueError`` (a wrong type: `ConfigTypeError`, also a
+    ``ValueError``) whose message starts with the field name in backticks.
     """
 
     # Number of engine steps (optimizer updates) to run. Default 1000.
@@ -64,35 +66,18 @@ class EngineConfig:
     # Force CPU even when an accelerator is available. Default False.
     cpu: bool = False
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        max_steps=Int(ge=1), seed=Int(ge=0), mixed_precision=OneOf(_MIXED_PRECISION), grad_accum_steps=Int(ge=1),
+        max_grad_norm=Number(gt=0, optional=True), lr_schedule=OneOf(available_schedules), warmup_steps=Int(ge=0),
+        log_every=Int(ge=1), eval_every=Int(ge=1, optional=True), checkpoint_every=Int(ge=1, optional=True),
+        keep_checkpoints=Int(ge=1, optional=True), out_dir=Instance((str, Path), optional=True),
+        progress=Bool(), tensorboard=Bool(), cpu=Bool(),
+    )
+
     def __post_init__(self) -> None:
-        _check_int(self, "max_steps", minimum=1)
-        _check_int(self, "seed", minimum=0)
-        if self.mixed_precision not in _MIXED_PRECISION:
-            raise ValueError(
-                f"mixed_precision: must be one of {_MIXED_PRECISION}, got {self.mixed_precision!r}"
-            )
-        _check_int(self, "grad_accum_steps", minimum=1)
-        if self.max_grad_norm is not None:
-            if isinstance(self.max_grad_norm, bool) or not isinstance(self.max_grad_norm, (int, float)):
-                raise ValueError(f"max_grad_norm: must be a number or None, got {self.max_grad_norm!r}")
-            if not self.max_grad_norm > 0:
-                raise ValueError(f"max_grad_norm: must be > 0 or None, got {self.max_grad_norm!r}")
-        if self.lr_schedule not in available_schedules():
-            raise ValueError(
-                f"lr_schedule: unknown schedule {self.lr_schedule!r}; available: {available_schedules()}"
-            )
-        _check_int(self, "warmup_steps", minimum=0)
-        _check_int(self, "log_every", minimum=1)
-        _check_int(self, "eval_every", minimum=1, optional=True)
-        _check_int(self, "checkpoint_every", minimum=1, optional=True)
-        _check_int(self, "keep_checkpoints", minimum=1, optional=True)
+        validate(self)
         if self.checkpoint_every is not None and self.out_dir is None:
-            raise ValueError("checkpoint_every: checkpoints need out_dir to be set")
-        if self.out_dir is not None and not isinstance(self.out_dir, (str, Path)):
-            raise ValueError(f"out_dir: must be a path or None, got {self.out_dir!r}")
-        for name in ("progress", "tensorboard", "cpu"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}: must be a bool, got {getattr(self, name)!r}")
+            raise ValueError("`checkpoint_every` needs `out_dir`: checkpoints are written under out_dir/checkpoints")
 
     @property
     def run_dir(self) -> Path | None:
@@ -105,14 +90,3 @@ class EngineConfig:
         d["out_dir"] = None if self.out_dir is None else str(self.out_dir)
         return d
 
-
-def _check_int(cfg: EngineConfig, name: str, *, minimum: int, optional: bool = False) -> None:
-    value = getattr(cfg, name)
-    if value is None and optional:
-        return
-    # bool is an int subclass; True as a step count is almost surely a mistake.
-    if isinstance(value, bool) or not isinstance(value, int):
-        kind = "an int or None" if optional else "an int"
-        raise ValueError(f"{name}: must be {kind}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: must be >= {minimum}, got {value}")

@@ -66,6 +66,12 @@ class Task(Protocol):
         those named in the optional ``static_models`` attribute.
     ``optimizers(models) -> dict[str, Optimizer]``
         Optimizers over the (already device-placed, unwrapped) models' params.
+        Naming rule: an optimizer is named after the model or role it updates
+        ("student", "policy", "generator", "critic"), never after its
+        algorithm ("adam", "adamw"); the name is an identifier
+        (``[A-Za-z_][A-Za-z0-9_]*``). Names become checkpoint file names
+        (``optimizers/<name>``) and log keys (``lr/<name>``,
+        ``grad_norm/<name>``); the engine refuses any other name.
     ``train_step(batch, ctx) -> StepOutput | Tensor | None``
         One micro-batch of work. Either return a loss (simple case; a bare
         tensor means ``StepOutput(loss=tensor)``), or call

@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
@@ -22,8 +22,9 @@ from ._logging import RunLogger
 from ._schedules import lr_multiplier
 from ._task import Task, TrainResult, as_step_output, static_model_names
 
-# Names become file names in checkpoints.
+# Names become file names in checkpoints; optimizer names also log keys (lr/<name>, grad_norm/<name>).
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_OPTIMIZER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass
@@ -104,10 +105,11 @@ class Trainer:
         )
         self.accelerator = acc
         set_seed(cfg.seed)  # same initialisation on every process
-        raw = _check_named(self.task.models(), nn.Module, "models()")
+        raw = _check_named(self.task.models(), nn.Module, "models()", _model_name_error)
         for model in raw.values():
             model.to(acc.device)
-        opts = _check_named(self.task.optimizers(raw), torch.optim.Optimizer, "optimizers(models)")
+        opts = _check_named(self.task.optimizers(raw), torch.optim.Optimizer, "optimizers(models)",
+                            _optimizer_name_error)
         if not opts:
             raise ValueError("optimizers(models) returned no optimizer")
         for opt in opts.values():
@@ -260,15 +262,31 @@ class Trainer:
 
 
 # ---------------------------------------------------------------- helpers
-def _check_named(value: Any, kind: type, where: str) -> dict[str, Any]:
+def _check_named(value: Any, kind: type, where: str, name_error: Callable[[Any, Any], str | None]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"{where} must return a dict name -> {kind.__name__}, got {type(value).__name__}")
     for name, obj in value.items():
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ValueError(f"{where}: name {name!r} must match {_NAME.pattern}")
+        problem = name_error(name, obj)
+        if problem:
+            raise ValueError(f"{where}: name {name!r} {problem}")
         if not isinstance(obj, kind):
             raise TypeError(f"{where}[{name!r}] must be a {kind.__name__}, got {type(obj).__name__}")
     return value
+
+
+def _model_name_error(name: Any, model: Any) -> str | None:
+    return None if isinstance(name, str) and _NAME.match(name) else f"must match {_NAME.pattern}"
+
+
+def _optimizer_name_error(name: Any, opt: Any) -> str | None:
+    """The naming rule of `Task.optimizers`: an identifier naming the model/role it updates, not the algorithm."""
+    optim = torch.optim
+    algorithms = {n.lower() for n, c in vars(optim).items() if isinstance(c, type) and issubclass(c, optim.Optimizer)}
+    algorithms.add(type(opt).__name__.lower())  # a custom optimizer class too
+    if isinstance(name, str) and _OPTIMIZER_NAME.match(name) and name.lower() not in algorithms:
+        return None
+    return (f"is not allowed; name an optimizer after the model or role it updates (an identifier such as "
+            f"'policy', 'student', 'critic'), not after its algorithm ({type(opt).__name__})")
 
 
 def _prepare(

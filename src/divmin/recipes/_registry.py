@@ -106,6 +106,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             value = (value,)
+        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length: one hint per position
+            if len(value) != len(args):
+                raise ValueError(f"--set {key}: expected {len(args)} items, got {value!r}")
+            return tuple(_coerce(key, v, h) for v, h in zip(value, args))
         inner = args[0] if args else Any
         items = [_coerce(key, v, inner) for v in value]
         return tuple(items) if origin is tuple else items
@@ -205,12 +209,6 @@ def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *,
                "plots": result.plots, "summary": _jsonable(result.summary)}
     (out / "results.json").write_text(json.dumps(payload, indent=2))
     return result
-
-
-def check_num_threads(n: Any) -> None:
-    """The ``num_threads`` field of a recipe config: None (leave torch's setting) or an int >= 1."""
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"`num_threads` must be None or an int >= 1, got {n!r}")
 
 
 @contextlib.contextmanager

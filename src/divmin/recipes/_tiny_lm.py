@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from ..engine import EngineConfig, StepOutput, Trainer
+from ..engine import EngineConfig, Int, Number, StepOutput, Trainer, Tuple
 from ..lm import LMCollator, completion_logps, sample_completions, tiny_gpt2, word_tokenizer
 
 __all__ = ["BAD", "GOOD", "NEUTRAL", "TOPICS", "VOCAB", "build_model", "build_tokenizer", "check_corpus_config", "corpus",
@@ -51,20 +51,21 @@ def build_model(seed: int, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, 
                      eos_id=EOS_ID, pad_id=PAD_ID)
 
 
+# checks of the corpus / warm-up fields shared by the tiny-LM recipes' configs (divmin.engine.validate)
+CORPUS_CHECKS = dict(
+    n_layer=Int(ge=1), n_embd=Int(ge=2), corpus_size=Int(ge=1), p_good=Number(ge=0, le=1), p_bad=Number(ge=0, le=1),
+    response_words=Tuple((Int(ge=1), Int(ge=1))), heldout_topics=Int(ge=1, le=len(TOPICS) - 1), sft_steps=Int(ge=1),
+    sft_lr=Number(gt=0), sft_batch=Int(ge=1),
+)
+
+
 def check_corpus_config(config) -> None:
-    """Validate the corpus / warm-up fields shared by the tiny-LM recipes' configs."""
-    if min(config.p_good, config.p_bad) < 0 or config.p_good + config.p_bad > 1:
-        raise ValueError("`p_good` and `p_bad` must be >= 0 with p_good + p_bad <= 1")
+    """The cross-field rules of the corpus fields (each field is checked by CORPUS_CHECKS)."""
+    if config.p_good + config.p_bad > 1:
+        raise ValueError("`p_good` + `p_bad` must be <= 1")
     lo, hi = config.response_words
-    if not 1 <= lo <= hi or hi + 2 > config.max_new_tokens:
-        raise ValueError("`response_words` must be (min, max) with 1 <= min <= max <= max_new_tokens - 2")
-    if not 1 <= config.heldout_topics < len(TOPICS):
-        raise ValueError(f"`heldout_topics` must be in [1, {len(TOPICS) - 1}]")
-    for name in ("n_layer", "n_embd", "corpus_size", "sft_steps", "sft_batch"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"`{name}` must be >= 1")
-    if not config.sft_lr > 0:
-        raise ValueError("`sft_lr` must be > 0")
+    if lo > hi or hi + 2 > config.max_new_tokens:
+        raise ValueError("`response_words` must be (min, max) with min <= max <= `max_new_tokens` - 2")
     if config.n_embd % 2:
         raise ValueError("`n_embd` must be even (2 attention heads)")
 
@@ -152,7 +153,7 @@ class _WarmUpTask:
         return {"lm": build_model(**self.model_kwargs)}
 
     def optimizers(self, models: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adamw": torch.optim.AdamW(models["lm"].parameters(), lr=self.lr)}
+        return {"lm": torch.optim.AdamW(models["lm"].parameters(), lr=self.lr)}
 
     def batches(self, ctx) -> DataLoader:
         return DataLoader(self.rows, batch_size=self.batch, shuffle=True, collate_fn=_collate_sft)

@@ -26,7 +26,7 @@ import torch
 
 from ..diffusion import EDMDenoiser, FDistill, FDistillConfig, GaussianMixtureTeacher, MLPBackbone, MLPGenerator
 from ..divergences import divergence
-from ..engine import EngineConfig
+from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, Tuple, validate
 from ..eval._samples import mode_stats, precision_recall, sliced_wasserstein
 from ._registry import RecipeResult, recipe
 
@@ -55,18 +55,17 @@ class FDistillGMMConfig:
     pr_k: int = 5  # k of the k-NN precision / recall
     fdistill: FDistillConfig = dataclasses.field(default_factory=_default_fdistill)  # method settings (divergence overridden)
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        divergences=Tuple(each=IsDivergence(parse=divergence, capability="score_weight"), min_len=1),
+        seeds=Tuple(each=Int(ge=0), min_len=1), modes=Int(ge=2), spacing=Number(gt=0), mode_std=Number(gt=0),
+        zipf=Number(ge=0), init_scale=Number(gt=0), hidden=Int(ge=8), depth=Int(ge=1), eval_samples=Int(ge=1),
+        k_std=Number(gt=0), coverage=Number(gt=0, le=1), pr_k=Int(ge=1), fdistill=Instance(FDistillConfig),
+    )
+
     def __post_init__(self) -> None:
-        if not self.divergences or not self.seeds:
-            raise ValueError("`divergences` and `seeds` must be non-empty")
-        for name in self.divergences:
-            divergence(name)  # unknown names fail here
-        if self.modes < 2 or self.hidden < 8 or self.depth < 1:
-            raise ValueError("`modes` must be >= 2, `hidden` >= 8 and `depth` >= 1")
-        for name in ("spacing", "mode_std", "init_scale", "k_std"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"`{name}` must be > 0")
-        if not 0 < self.coverage <= 1 or self.zipf < 0 or self.eval_samples <= self.pr_k:
-            raise ValueError("`coverage` must be in (0, 1], `zipf` >= 0 and `eval_samples` > `pr_k`")
+        validate(self)
+        if self.eval_samples <= self.pr_k:
+            raise ValueError(f"`eval_samples` ({self.eval_samples}) must be > `pr_k` ({self.pr_k})")
 
 
 def make_teacher(c: FDistillGMMConfig) -> GaussianMixtureTeacher:
@@ -85,7 +84,7 @@ def _distill(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, name: str, s
     engine = dataclasses.replace(c.fdistill.engine, seed=seed, out_dir=str(out / f"{name}-seed{seed}"))
     cfg = dataclasses.replace(c.fdistill, divergence=name, engine=engine)
     fd = FDistill(teacher, gen, fake, cfg, sample_shape=(2,))
-    fd.fit()
+    fd.train()
     return fd
 
 

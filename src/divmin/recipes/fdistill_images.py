@@ -43,7 +43,7 @@ from ..diffusion import (
     train_denoiser,
 )
 from ..divergences import divergence
-from ..engine import EngineConfig, StepContext, Trainer
+from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, OneOf, StepContext, Trainer, Tuple, validate
 from ..eval._samples import class_coverage, frechet_distance
 from ._registry import RecipeResult, recipe
 
@@ -79,18 +79,19 @@ class FDistillImagesConfig:
     coverage: float = 0.5  # a class is covered when its share >= coverage x 1/10
     fdistill: FDistillConfig = dataclasses.field(default_factory=_default_fdistill)  # method settings
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        divergences=Tuple(each=IsDivergence(parse=divergence, capability="score_weight")), seed=Int(ge=0),
+        backbone=OneOf(lambda: _BACKBONES), width=Int(ge=1), depth=Int(ge=1), teacher_steps=Int(ge=1),
+        teacher_lr=Number(gt=0), sampler_steps=Int(ge=1), teacher_sigma_max=Number(gt=0), sigma_init=Number(gt=0),
+        classifier_steps=Int(ge=1), test_fraction=Number(gt=0, lt=1), eval_samples=Int(ge=1),
+        coverage=Number(gt=0, le=1), fdistill=Instance(FDistillConfig),
+    )
+
     def __post_init__(self) -> None:
-        if self.backbone not in _BACKBONES:
-            raise ValueError(f"`backbone` must be one of {sorted(_BACKBONES)}, got {self.backbone!r}")
-        for name in self.divergences:
-            divergence(name)
-        for name in ("width", "depth", "teacher_steps", "sampler_steps", "classifier_steps", "eval_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1")
-        if not 0 < self.test_fraction < 1 or not 0 < self.sigma_init <= self.teacher_sigma_max:
-            raise ValueError("`test_fraction` must be in (0, 1) and 0 < `sigma_init` <= `teacher_sigma_max`")
-        if not 0 < self.coverage <= 1:
-            raise ValueError("`coverage` must be in (0, 1]")
+        validate(self)
+        if self.sigma_init > self.teacher_sigma_max:
+            raise ValueError(f"`sigma_init` ({self.sigma_init}) must be <= `teacher_sigma_max` "
+                             f"({self.teacher_sigma_max})")
 
 
 class _FlatMLP(nn.Module):
@@ -147,7 +148,7 @@ class _ClassifierTask:
         return {"classifier": self.model}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(models["classifier"].parameters(), lr=1e-3)}
+        return {"classifier": torch.optim.Adam(models["classifier"].parameters(), lr=1e-3)}
 
     def train_step(self, batch: Any, ctx: StepContext) -> Tensor:
         idx = torch.randint(len(self.y), (128,), generator=ctx.cpu_generator)
@@ -171,7 +172,7 @@ def _student(c: FDistillImagesConfig, teacher: nn.Module, real: Tensor, name: st
     engine = dataclasses.replace(c.fdistill.engine, seed=c.seed, out_dir=str(out / f"student-{name}"))
     cfg = dataclasses.replace(c.fdistill, divergence=name, engine=engine)
     fd = FDistill(teacher, gen, fake, cfg, sample_shape=(1, 8, 8), real=real, discriminator=disc)
-    fd.fit()
+    fd.train()
     return fd
 
 

@@ -28,7 +28,7 @@ import torch
 
 from ..align import EnergyTarget, FDPGConfig, FDPGTrainer, PointwiseConstraint
 from ..divergences import divergence
-from ..engine import EngineConfig
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tuple, validate
 from ..estimators import self_normalized_log_z
 from ..eval import distinct_n, is_divergence, self_bleu
 from ..lm import completion_logps, sample_n
@@ -71,23 +71,18 @@ class FDPGLMConfig:
     resume: bool = False  # resume every engine run from the latest checkpoint in its directory
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # f-DPG training loop settings
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        **lm.CORPUS_CHECKS, divergences=Tuple(each=IsDivergence(parse=divergence), min_len=1), seed=Int(ge=0),
+        min_good=Int(ge=1), epsilon=Number(gt=0, lt=1), lr=Number(gt=0), mode=FDPGConfig.CHECKS["mode"],
+        contexts_per_step=Int(ge=1), samples_per_context=Int(ge=2), max_new_tokens=Int(ge=1), eval_samples=Int(ge=2),
+        z_samples=Int(ge=1), resume=Bool(), engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        if not self.divergences:
-            raise ValueError("`divergences` must be non-empty")
-        for spec in self.divergences:
-            divergence(spec)  # unknown names fail here, listing the valid ones
-        if not 0 < self.epsilon < 1 or not self.lr > 0:
-            raise ValueError("`epsilon` must be in (0, 1) and `lr` > 0")
+        validate(self)
         lm.check_corpus_config(self)
-        if not 1 <= self.min_good <= self.response_words[1]:
-            raise ValueError(f"`min_good` must be in [1, {self.response_words[1]}] (response_words max)")
-        for name in ("contexts_per_step", "eval_samples", "z_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1")
-        if self.mode not in ("online", "offline"):
-            raise ValueError(f"`mode` must be 'online' or 'offline', got {self.mode!r}")
-        if self.samples_per_context < 2 or self.eval_samples < 2:
-            raise ValueError("`samples_per_context` and `eval_samples` must be >= 2")
+        if self.min_good > self.response_words[1]:
+            raise ValueError(f"`min_good` must be <= {self.response_words[1]} (the max of `response_words`)")
 
 
 def _constraint(config: FDPGLMConfig) -> PointwiseConstraint:

@@ -38,7 +38,7 @@ from torch import nn
 from ..align import EnergyTarget, PointwiseConstraint
 from ..data import BigramLM, PrefixTreeLM, all_sequences
 from ..divergences import Divergence, available_divergences, divergence
-from ..engine import EngineConfig, StepOutput, Trainer
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, validate
 from ..estimators import LogZEstimator, MovingBaseline, score_function_surrogate
 from ..eval import acceptance_rate, exact_divergence
 from ._plots import plt  # headless (Agg) matplotlib
@@ -70,22 +70,19 @@ class FDPGToyConfig:
     resume: bool = False  # resume from the latest checkpoint in the output directory
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        divergences=Tuple(each=IsDivergence(parse=divergence)), base_seeds=Tuple(each=Int(ge=0), min_len=1),
+        vocab=Int(ge=2), length=Int(ge=2), base_scale=Number(ge=0), token=Int(ge=0), min_count=Int(ge=1),
+        epsilon=Number(gt=0, lt=1), batch=Int(ge=1), lr=Number(gt=0), baseline_decay=Number(ge=0, lt=1),
+        exact_steps=Int(ge=1), coverage=Number(gt=0, le=1), resume=Bool(), engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        for spec in self.divergences:
-            divergence(spec)  # unknown names fail here, listing the valid ones
-        if not self.base_seeds:
-            raise ValueError("`base_seeds` must be non-empty")
-        if self.vocab < 2 or self.length < 2 or self.vocab ** self.length > 20000:
-            raise ValueError("need vocab >= 2, length >= 2 and vocab ** length <= 20000 (enumerable)")
-        if not 0 <= self.token < self.vocab or not 1 <= self.min_count <= self.length:
-            raise ValueError("`token` must be in [0, vocab) and `min_count` in [1, length]")
-        if not 0 < self.epsilon < 1:
-            raise ValueError("`epsilon` must be in (0, 1)")
-        for name in ("batch", "exact_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1")
-        if not self.lr > 0 or not 0 < self.coverage <= 1:
-            raise ValueError("`lr` must be > 0 and `coverage` in (0, 1]")
+        validate(self)
+        if self.vocab ** self.length > 20000:
+            raise ValueError("`vocab` ** `length` must be <= 20000 (the space is enumerated)")
+        if self.token >= self.vocab or self.min_count > self.length:
+            raise ValueError("`token` must be < `vocab` and `min_count` <= `length`")
 
     def specs(self) -> tuple[str, ...]:
         return self.divergences or tuple(available_divergences("f"))
@@ -120,7 +117,7 @@ class FDPGToyTask:
         return {"policies": nn.ModuleDict({k: BigramLM(c.vocab, c.length) for k in self.baselines})}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(models["policies"].parameters(), lr=self.config.lr)}
+        return {"policies": torch.optim.Adam(models["policies"].parameters(), lr=self.config.lr)}
 
     def train_step(self, batch: object, ctx) -> StepOutput:
         policies, total, metrics = ctx.models["policies"], 0.0, {}

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..align import bandit_metrics, fdpo_admissible, fdpo_loss, fdpo_optimum, population_fdpo_loss
-from ..divergences import Divergence, divergence
-from ..engine import EngineConfig, StepOutput, Trainer
+from ..align import bandit_metrics, fdpo_loss, fdpo_optimum, population_fdpo_loss
+from ..divergences import divergence
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, validate
 from ._plots import plt  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
 
@@ -71,17 +71,15 @@ class FDPOBanditConfig:
     resume: bool = False  # resume from the latest checkpoint in the output directory
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        responses=Int(ge=2), seed=Int(ge=0), ref_scale=Number(gt=0), reward_scale=Number(gt=0),
+        divergences=Tuple(each=IsDivergence(parse=divergence, capability="implicit_reward"), min_len=1),
+        betas=Tuple(each=Number(gt=0), min_len=1), batch_pairs=Int(ge=1), lr=Number(gt=0), tv_tolerance=Number(gt=0),
+        resume=Bool(), engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        if self.responses < 2 or self.batch_pairs < 1:
-            raise ValueError("`responses` must be >= 2 and `batch_pairs` >= 1")
-        if not self.betas or min(self.betas) <= 0:
-            raise ValueError("`betas` must be a non-empty tuple of positive numbers")
-        if not self.divergences or min(self.ref_scale, self.reward_scale, self.lr, self.tv_tolerance) <= 0:
-            raise ValueError("`divergences` must be non-empty; scales, `lr`, `tv_tolerance` positive")
-        for spec in self.divergences:
-            ok, why = fdpo_admissible(divergence(spec))
-            if not ok:
-                raise ValueError(f"divergence {spec!r} cannot be used with f-DPO: {why}")
+        validate(self)
 
 
 def make_bandit(config: FDPOBanditConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +110,7 @@ class FDPOBanditTask:
         return {"policies": _Logits(self.ref.log(), len(self.runs))}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(models["policies"].parameters(), lr=self.config.lr)}
+        return {"policies": torch.optim.Adam(models["policies"].parameters(), lr=self.config.lr)}
 
     def sample_pairs(self, ctx) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen, rejected) indices: i, j ~ pi_ref, i != j, chosen = i w.p. sigmoid(R_i - R_j)."""

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import torch
 
-from ..align import FDPOConfig, FDPOTrainer, fdpo_admissible
+from ..align import FDPOConfig, FDPOTrainer
 from ..divergences import divergence
-from ..engine import EngineConfig
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tuple, validate
 from ..eval import distinct_n
 from . import _tiny_lm as lm
 from ._plots import plt  # headless (Agg) matplotlib
@@ -79,21 +79,17 @@ class FDPOLMConfig:
     resume: bool = False  # resume every engine run from the latest checkpoint in its directory
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # f-DPO training loop settings
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        **lm.CORPUS_CHECKS,
+        divergences=Tuple(each=IsDivergence(parse=divergence, capability="implicit_reward"), min_len=1),
+        beta=Number(gt=0), seed=Int(ge=0), train_pairs=Int(ge=1), eval_pairs=Int(ge=1), reward_scale=Number(gt=0),
+        length_penalty=Number(ge=0), lr=Number(gt=0), batch_size=Int(ge=1), samples_per_prompt=Int(ge=1),
+        max_new_tokens=Int(ge=1), resume=Bool(), engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        if not self.divergences:
-            raise ValueError("`divergences` must be non-empty")
-        for spec in self.divergences:
-            ok, why = fdpo_admissible(divergence(spec))
-            if not ok:
-                raise ValueError(f"divergence {spec!r} cannot be used with f-DPO: {why}")
-        if min(self.beta, self.lr, self.sft_lr, self.reward_scale) <= 0:
-            raise ValueError("`beta`, `lr`, `sft_lr` and `reward_scale` must be positive")
-        if self.length_penalty < 0:
-            raise ValueError("`length_penalty` must be >= 0")
+        validate(self)
         lm.check_corpus_config(self)
-        for name in ("train_pairs", "eval_pairs", "batch_size", "samples_per_prompt"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1")
 
 
 def warm_up(config: FDPOLMConfig, tokenizer, out_dir: Path) -> tuple[torch.nn.Module, float]:

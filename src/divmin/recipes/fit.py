@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..divergences import available_divergences, categorical_divergence, divergence
-from ..engine import EngineConfig, StepOutput, Trainer
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, validate
 from ._plots import density_grid_plot
 from ._registry import RecipeResult, recipe
 
@@ -45,18 +45,22 @@ class FitConfig:
     resume: bool = False  # resume from the latest checkpoint in the output directory
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        divergences=Tuple(each=IsDivergence(parse=divergence)), weights=Tuple(each=Number(gt=0), min_len=2),
+        means=Tuple(each=Number(), min_len=2), stds=Tuple(each=Number(gt=0), min_len=2), components=Int(ge=1),
+        init_std=Number(gt=0), grid=Tuple((Number(), Number(), Int(ge=16))), lr=Number(gt=0),
+        coverage=Number(gt=0, le=1), resume=Bool(), engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
+        validate(self)
         k = len(self.weights)
-        if not (len(self.means) == len(self.stds) == k) or k < 2:
-            raise ValueError("`weights`, `means` and `stds` must have the same length >= 2")
-        if min(self.weights) <= 0 or min(self.stds) <= 0:
-            raise ValueError("`weights` and `stds` must be positive")
-        if not 1 <= self.components < k:
-            raise ValueError(f"`components` must be in [1, {k - 1}] so the target is not representable")
-        if self.grid[2] < 16 or self.grid[0] >= self.grid[1]:
-            raise ValueError("`grid` must be (low, high, points) with low < high and points >= 16")
-        for name in self.divergences:
-            divergence(name)  # unknown names fail here, listing the valid ones
+        if not len(self.means) == len(self.stds) == k:
+            raise ValueError("`weights`, `means` and `stds` must have the same length")
+        if self.components >= k:
+            raise ValueError(f"`components` must be < {k} (the length of `weights`) so the target is not representable")
+        if self.grid[0] >= self.grid[1]:
+            raise ValueError("`grid` must be (low, high, points) with low < high")
 
 
 def _gmm_log_density(x: torch.Tensor, logw: torch.Tensor, mu: torch.Tensor, log_sd: torch.Tensor) -> torch.Tensor:
@@ -98,7 +102,7 @@ class FitTask:
         return {"fits": nn.ModuleDict({n: GaussianMixture(c.components, c.init_std, c.init_std) for n in self.divs})}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(models["fits"].parameters(), lr=self.config.lr)}
+        return {"fits": torch.optim.Adam(models["fits"].parameters(), lr=self.config.lr)}
 
     def train_step(self, batch: object, ctx) -> StepOutput:
         fits = ctx.models["fits"]

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
-from ..engine import EngineConfig, Trainer
-from ._registry import RecipeResult, check_num_threads, recipe, torch_threads
+from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
+from ._registry import RecipeResult, recipe, torch_threads
 
 __all__ = ["KDClsConfig", "run_kd_cls"]
 
@@ -69,23 +69,17 @@ class KDClsConfig:
     num_threads: int | None = 1  # torch intra-op threads during the run (tiny models: 1 is fastest); None = as is
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        methods=Tuple(each=IsDivergence(parse=lambda m: None if m in _SPECIAL else divergence(m)), min_len=1),
+        seeds=Tuple(each=Int(ge=0), min_len=1), data_seed=Int(ge=0), classes=Int(ge=2), dim=Int(ge=1),
+        modes_per_class=Int(ge=1), separation=Number(gt=0), teacher_examples=Int(ge=1), transfer_examples=Int(ge=1),
+        test_examples=Int(ge=1), teacher_width=Int(ge=1), student_width=Int(ge=1), teacher_steps=Int(ge=1),
+        lr=Number(gt=0), batch_size=Int(ge=1), temperature=Number(gt=0), alpha=Number(ge=0, le=1),
+        sinkd_weight=Number(ge=0), num_threads=Int(ge=1, optional=True), engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        check_num_threads(self.num_threads)
-        if not self.methods or not self.seeds:
-            raise ValueError("`methods` and `seeds` must be non-empty")
-        for m in self.methods:
-            if m not in _SPECIAL:
-                divergence(m)  # unknown names fail here, listing the valid ones
-        for name in ("classes", "dim", "modes_per_class", "teacher_examples", "transfer_examples", "test_examples",
-                     "teacher_width", "student_width", "teacher_steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "classes" else 1):
-                raise ValueError(f"`{name}` must be an int >= {2 if name == 'classes' else 1}, got {value!r}")
-        for name in ("separation", "lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)!r}")
-        if not 0 <= self.alpha <= 1 or self.sinkd_weight < 0:
-            raise ValueError("`alpha` must lie in [0, 1] and `sinkd_weight` be >= 0")
+        validate(self)
 
 
 class MixtureTask:

@@ -34,9 +34,9 @@ from torch.utils.data import DataLoader
 
 from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
-from ..engine import EngineConfig, Trainer
+from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
 from ..lm import LMCollator, tiny_gpt2
-from ._registry import RecipeResult, check_num_threads, recipe, torch_threads
+from ._registry import RecipeResult, recipe, torch_threads
 
 __all__ = ["KDLMConfig", "MarkovCorpus", "run_kd_lm"]
 
@@ -73,21 +73,19 @@ class KDLMConfig:
     num_threads: int | None = 1  # torch intra-op threads during the run (tiny models: 1 is fastest); None = as is
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
 
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        methods=Tuple(each=IsDivergence(parse=lambda m: None if m == "ce" else divergence(m.removesuffix(_ON))),
+                      min_len=1),
+        seeds=Tuple(each=Int(ge=0), min_len=1), data_seed=Int(ge=0), topics=Int(ge=1), words=Int(ge=1),
+        concentration=Number(gt=0), p_end=Number(gt=0, lt=1), max_words=Int(ge=2), teacher_sequences=Int(ge=1),
+        transfer_sequences=Int(ge=1), test_sequences=Int(ge=1), teacher_layers=Int(ge=1), teacher_embd=Int(ge=1),
+        student_layers=Int(ge=1), student_embd=Int(ge=1), teacher_steps=Int(ge=1), lr=Number(gt=0),
+        batch_size=Int(ge=1), lmbda=Number(ge=0, le=1), num_threads=Int(ge=1, optional=True),
+        engine=Instance(EngineConfig),
+    )
+
     def __post_init__(self) -> None:
-        check_num_threads(self.num_threads)
-        if not self.methods or not self.seeds:
-            raise ValueError("`methods` and `seeds` must be non-empty")
-        for m in self.methods:
-            if m != "ce":
-                divergence(m.removesuffix(_ON))  # unknown names fail here, listing the valid ones
-        for name in ("topics", "words", "max_words", "teacher_sequences", "transfer_sequences", "test_sequences",
-                     "teacher_layers", "teacher_embd", "student_layers", "student_embd", "teacher_steps",
-                     "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "max_words" else 1):
-                raise ValueError(f"`{name}` must be an int >= {2 if name == 'max_words' else 1}, got {value!r}")
-        if not self.concentration > 0 or not 0 < self.p_end < 1 or not self.lr > 0 or not 0 <= self.lmbda <= 1:
-            raise ValueError("need concentration > 0, 0 < p_end < 1, lr > 0 and 0 <= lmbda <= 1")
+        validate(self)
 
 
 class MarkovCorpus:

@@ -1,0 +1,58 @@
+"""`MethodTrainer`: what every thin method trainer shares (``train``, ``engine``, writing models back)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ._task import Task, TrainResult
+from ._trainer import Trainer
+
+
+class MethodTrainer:
+    """Base of the method trainers (``FDPOTrainer``, ``FDPGTrainer``, ``DistillTrainer``, ``FDistill``).
+
+    A subclass holds ``config`` (a config dataclass with an ``engine: EngineConfig``
+    field), implements ``make_task()`` (the engine `Task`) and lists in
+    ``trained_models`` which engine models are written back to which of its
+    attributes after training, e.g. ``{"policy": "model"}``. It may override
+    ``evaluates()``: when True and ``engine.eval_every`` is None, the engine
+    evaluates once, at the last step.
+
+    ``train(resume=False)`` runs the engine and returns its `TrainResult`;
+    ``engine`` is the `Trainer` of the last ``train`` call (None before).
+    """
+
+    trained_models: Mapping[str, str] = {}  # engine model name -> attribute set to the trained model
+    config: Any
+    engine: Trainer | None = None
+
+    def use_config(self, config: Any, cls: type) -> Any:
+        """Set ``self.config`` to ``config`` (None: ``cls()``), refusing any other type; return it."""
+        config = cls() if config is None else config
+        if not isinstance(config, cls):
+            raise TypeError(f"`config` must be a {cls.__name__}, got {type(config).__name__}")
+        self.config = config
+        return config
+
+    def make_task(self) -> Task:
+        """The engine task; called once per ``train``."""
+        raise NotImplementedError
+
+    def evaluates(self) -> bool:
+        """Whether the task has something to evaluate (held-out data); default False."""
+        return False
+
+    def train(self, resume: bool | str | Path = False) -> TrainResult:
+        """Run ``config.engine.max_steps`` engine steps (``resume`` as in `Trainer.fit`); the trained
+        (unwrapped) models replace the attributes named in ``trained_models``."""
+        engine = self.config.engine
+        if self.evaluates() and engine.eval_every is None:
+            engine = dataclasses.replace(engine, eval_every=engine.max_steps)
+        self.engine = Trainer(self.make_task(), engine)
+        result = self.engine.fit(resume=resume)
+        for model, attr in self.trained_models.items():
+            setattr(self, attr, self.engine.models[model])
+        return result
