@@ -12,6 +12,8 @@ import pytest
 
 from divmin.recipes import format_table, run_recipe
 
+from ._figures import check_figure
+
 _QUIET = ["fdistill.engine.progress=False"]
 
 
@@ -47,4 +49,7 @@ def test_fdistill_images_outputs(tmp_path):
     # the classifier's features separate real digits from undertrained samples
     assert by["training data"]["FD"] < min(r["FD"] for k, r in by.items() if k != "training data")
     assert result.summary["classifier_test_accuracy"] > 0.8
-    assert (tmp_path / "fdistill_images.png").stat().st_size > 0
+    figure = check_figure(tmp_path / "fdistill_images.png")
+    fd = {k.rsplit(" (", 1)[0]: v for k, v in figure["data"]["bars"].items()}
+    assert fd == pytest.approx({k: r["FD"] for k, r in by.items() if k != "training data"})
+    assert figure["data"]["references"]["training data"] == pytest.approx(by["training data"]["FD"])

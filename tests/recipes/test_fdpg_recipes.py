@@ -12,6 +12,8 @@ from divmin.recipes import run_recipe
 from divmin.recipes.fdpg_lm import FDPGLMConfig
 from divmin.recipes.fdpg_toy import FDPGToyConfig, _modes
 
+from ._figures import assert_close_lists, check_figure
+
 QUIET = ["engine.progress=False", "engine.tensorboard=False"]
 
 
@@ -45,6 +47,9 @@ def test_toy_outputs_and_exact_metrics(toy_run):
     assert rows["reverse_kl"]["KL(Q||P)"] == min(r["KL(Q||P)"] for r in rows.values())
     per_seed = json.loads((out / "per_seed.json").read_text())
     assert len(per_seed) == 3 and all(p["seed"] == 0 for p in per_seed)
+    figure = check_figure(out / "alignment_vs_entropy.png")
+    assert_close_lists(figure["data"]["entropy"], [p["entropy"] for p in per_seed])
+    assert_close_lists(figure["data"]["alignment"], [p["alignment"] for p in per_seed])
 
 
 def test_lm_recipe_runs_end_to_end(tmp_path):
@@ -54,7 +59,10 @@ def test_lm_recipe_runs_end_to_end(tmp_path):
     (row,) = result.rows
     assert 0 <= row["alignment"] <= 1 and 0 < row["distinct-2"] <= 1 and 0 <= row["self-BLEU"] <= 1
     assert row["KL(pi||base)"] > -0.5 and row["entropy"] > 0
-    assert (tmp_path / "alignment_vs_diversity.png").stat().st_size > 0
+    figure = check_figure(tmp_path / "alignment_vs_diversity.png")
+    assert_close_lists(figure["data"]["y"], [row["alignment"]])
+    assert_close_lists(figure["data"]["x"]["entropy"], [row["entropy"]])
+    assert figure["data"]["reference"]["alignment"] == pytest.approx(result.summary["base_alignment"])
     assert (tmp_path / "fdpg" / "js" / "metrics.jsonl").stat().st_size > 0
 
 

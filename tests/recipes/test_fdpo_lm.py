@@ -12,6 +12,8 @@ from divmin.recipes._tiny_lm import build_tokenizer, corpus, true_reward
 from divmin.eval import distinct_n
 from divmin.recipes.fdpo_lm import FDPOLMConfig, _reward
 
+from ._figures import assert_close_lists, check_figure
+
 SPECS = ("reverse_kl", "forward_kl", "js", "alpha:0.5")
 OVERRIDES = ["engine.progress=False", "engine.tensorboard=False", f"divergences={SPECS!r}", "sft_steps=200",
              "corpus_size=2000", "train_pairs=512", "eval_pairs=64", "engine.max_steps=80",
@@ -33,6 +35,11 @@ def test_outputs_are_written(lm_run):
     saved = json.loads((out / "results.json").read_text())
     assert saved["columns"] == result.columns and saved["summary"]["most_reward"] in SPECS
     assert saved["summary"]["most_diversity"] in SPECS
+    figure = check_figure(out / "reward_vs_kl.png")
+    assert figure["data"]["labels"] == list(SPECS) and set(SPECS) <= set(figure["legend"])
+    assert_close_lists(figure["data"]["y"], [r["reward"] for r in saved["rows"]])
+    assert_close_lists(figure["data"]["x"]["KL(pi||ref)"], [r["KL(pi||ref)"] for r in saved["rows"]])
+    assert figure["data"]["reference"]["reward"] == pytest.approx(saved["summary"]["ref_reward"])
 
 
 def test_every_trained_policy_beats_the_reference_on_true_reward(lm_run):

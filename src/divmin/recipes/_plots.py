@@ -2,9 +2,10 @@
 
 Every recipe figure has a title, labelled axes and a legend, and is written by
 :func:`save_figure`: only on the main process (under ``torchrun`` every process
-runs the recipe), with the plotted numbers embedded as JSON in the PNG's text
-chunk ``divmin-data`` (read back with :func:`plotted_data`), so a test can check
-that the figure shows what ``results.json`` says.
+runs the recipe), with a JSON record in the PNG's text chunk ``divmin`` (read
+back with :func:`figure_record`): the title, axis labels and legend entries the
+figure shows, and the plotted numbers, so that a test can check both against
+``results.json``.
 """
 
 from __future__ import annotations
@@ -22,26 +23,38 @@ import torch  # noqa: E402
 
 from ._registry import is_main_process  # noqa: E402
 
-DATA_KEY = "divmin-data"  # PNG text chunk holding the plotted numbers
+RECORD_KEY = "divmin"  # PNG text chunk holding the figure's record
 
 
 def save_figure(fig: Any, path: str | Path, *, data: Any = None, dpi: int = 110) -> Path:
-    """Lay out, write (main process only, ``data`` as JSON in the PNG) and close ``fig``; return ``path``."""
+    """Lay out, write (main process only, with its record) and close ``fig``; return ``path``.
+
+    ``data``: the plotted numbers (JSON-ready), stored in the record under "data".
+    """
     fig.tight_layout()
     if is_main_process():
-        meta = {DATA_KEY: json.dumps(data)} if data is not None else None
-        fig.savefig(path, dpi=dpi, metadata=meta)
+        record = {**_layout(fig), "data": data}
+        fig.savefig(path, dpi=dpi, metadata={RECORD_KEY: json.dumps(record)})
     plt.close(fig)
     return Path(path)
 
 
-def plotted_data(path: str | Path) -> Any:
-    """The numbers :func:`save_figure` embedded in the PNG at ``path`` (None when there are none)."""
+def figure_record(path: str | Path) -> dict:
+    """What :func:`save_figure` stored in the PNG at ``path``: title, xlabels, ylabels, legend, data."""
     from PIL import Image
 
     with Image.open(path) as img:
-        raw = img.text.get(DATA_KEY)
-    return None if raw is None else json.loads(raw)
+        return json.loads(img.text[RECORD_KEY])
+
+
+def _layout(fig: Any) -> dict:
+    axes = [ax for ax in fig.axes if ax.axison]
+    legends = [*fig.legends, *(ax.get_legend() for ax in axes)]
+    titles = [fig.get_suptitle(), *(ax.get_title() for ax in axes)]
+    return {"title": next((t for t in titles if t), ""),
+            "xlabels": [t for t in (fig.get_supxlabel(), *(ax.get_xlabel() for ax in axes)) if t],
+            "ylabels": [t for t in (fig.get_supylabel(), *(ax.get_ylabel() for ax in axes)) if t],
+            "legend": [t.get_text() for leg in legends if leg is not None for t in leg.get_texts()]}
 
 
 def figure_legend(fig: Any, axes: Any, **kw: Any) -> None:
