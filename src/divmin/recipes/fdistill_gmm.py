@@ -13,6 +13,9 @@ The paper's claim (Xu, Nie & Vahdat 2025): reverse KL (DMD) drops light modes;
 forward KL and JS cover them; JS is the best overall. With sigma_max below the
 mode spacing the divergences differ; with a large sigma_max they behave alike.
 
+Files: ``fdistill_gmm.png`` (samples per divergence), ``samples.safetensors`` (the
+scored samples, keyed ``"<divergence>/seed<k>"``) and ``<divergence>-seed<k>/`` (engine logs).
+
 Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-gmm --out runs/fdistill-gmm --full``,
 that is ``--set fdistill.engine.max_steps=4000 --set fdistill.critic_steps=4 --set "seeds=(0, 1, 2, 3)"``.
 """
@@ -25,13 +28,14 @@ from pathlib import Path
 from statistics import mean
 
 import torch
+from safetensors.torch import save_file
 
 from ..diffusion import EDMDenoiser, FDistill, FDistillConfig, GaussianMixtureTeacher, MLPBackbone, MLPGenerator
 from ..divergences import divergence
 from ..engine import EngineConfig
 from ..eval._samples import mode_stats, precision_recall, sliced_wasserstein
 from ._plots import figure_legend, plt, save_figure
-from ._registry import RecipeResult, recipe
+from ._registry import RecipeResult, is_main_process, recipe
 
 
 def _default_fdistill() -> FDistillConfig:
@@ -108,11 +112,13 @@ def _score(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, x: torch.Tenso
 def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
     c, teacher = config, make_teacher(config)
     rows, panels = [], {"teacher": teacher.sample(c.eval_samples, generator=torch.Generator().manual_seed(0))}
+    samples = {}  # every scored sample set, saved for re-scoring
     for name in c.divergences:
         for seed in c.seeds:
             fd = _distill(c, teacher, name, seed, out_dir)
             x = fd.sample(c.eval_samples, generator=torch.Generator().manual_seed(20_000 + seed)).cpu()
             rows.append({"divergence": name, "seed": seed, **_score(c, teacher, x, seed)})
+            samples[f"{name}/seed{seed}"] = x.float().contiguous()
             if seed == c.seeds[0]:
                 panels[f"{name} (seed {seed}): {rows[-1]['modes covered']}/{c.modes} modes"] = x
     metrics = ["modes covered", "TV weights", "quality", "precision", "recall", "SW", "lightest share"]
@@ -122,6 +128,8 @@ def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
                           title=f"fdistill-gmm: one-step samples, sigma_max={c.fdistill.sigma_max}")
     summary = _claims(means, c.modes)
     summary["weights"] = [round(float(w), 4) for w in teacher.weights]
+    if is_main_process():
+        save_file(samples, str(out_dir / "samples.safetensors"))
     table = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows] + means
     return RecipeResult(["divergence", "seed"] + metrics, table, [str(plot)], summary)
 
