@@ -51,7 +51,7 @@ def _assert_same(two: Path, one: Path, rtol: float, atol: float) -> None:
     assert (a["processes"], b["processes"]) == (2, 1)
     assert a["columns"] == b["columns"] and len(a["rows"]) == len(b["rows"]) > 0
     assert [r[a["columns"][0]] for r in a["rows"]] == [r[b["columns"][0]] for r in b["rows"]]
-    na, nb = _numbers({"rows": a["rows"], "summary": a["summary"]}), _numbers({"rows": b["rows"], "summary": b["summary"]})
+    na, nb = (_numbers({"rows": r["rows"], "summary": r["summary"]}) for r in (a, b))
     assert na.keys() == nb.keys()
     for key in na:
         assert math.isclose(na[key], nb[key], rel_tol=rtol, abs_tol=atol), (key, na[key], nb[key])

@@ -4,13 +4,14 @@ A recipe is a function ``run(config, out_dir) -> RecipeResult`` registered with
 its config dataclass::
 
     @recipe("fit", FitConfig, "Fit a Gaussian mixture with every divergence",
-        full_size=(
+            full_size=("engine.max_steps=1500",))
     def run_fit(config: FitConfig, out_dir: Path) -> RecipeResult: ...
 
 :func:`run_recipe` writes ``config.json``, calls the recipe (which trains through
 the engine, writing ``metrics.jsonl`` and plots), then writes ``results.json``
-and returns the result, whose table the CLI prints. ``full_size`` is the
-recipe's named preset for the full-size run (``divmin run NAME --full``).
+and returns the result, whose table the CLI prints; ``results.json`` also says
+how many processes trained (``processes``). ``full_size`` is the recipe's named
+preset for the full-size run (``divmin run NAME --full``).
 
 Under ``torchrun``/``accelerate launch`` every process runs the recipe (the
 engine averages gradients); only the main process writes files (``config.json``,

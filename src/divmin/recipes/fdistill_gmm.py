@@ -16,8 +16,8 @@ mode spacing the divergences differ; with a large sigma_max they behave alike.
 Files: ``fdistill_gmm.png`` (samples per divergence), ``samples.safetensors`` (the
 scored samples, keyed ``"<divergence>/seed<k>"``) and ``<divergence>-seed<k>/`` (engine logs).
 
-Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-gmm --out runs/fdistill-gmm --full``,
-that is ``--set fdistill.engine.max_steps=4000 --set fdistill.critic_steps=4 --set "seeds=(0, 1, 2, 3)"``.
+Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-gmm --out runs/fdistill-gmm --full``, that is
+``--set fdistill.engine.max_steps=4000 --set fdistill.critic_steps=4 --set "seeds=(0, 1, 2, 3)"``.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ Reported: FD to the held-out split and class coverage of the held-out data, the
 teacher's multi-step sampler, the one-step teacher (the generator before
 distillation) and each student.
 
-Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-images --out runs/fdistill-images --full``,
-that is ``--set teacher_steps=2000 --set classifier_steps=600 --set fdistill.engine.max_steps=300 --set eval_samples=1000``.
+Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-images --out runs/fdistill-images --full``, that is
+``--set teacher_steps=2000 --set classifier_steps=600 --set fdistill.engine.max_steps=300
+--set eval_samples=1000``.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def _image_grids(grids: dict[str, Tensor], rows: list[dict], path: Path) -> Path
         ax.set(xticks=[], yticks=[], title=name, xlabel="64 samples")
     fd = {f"{r['sampler']} ({r['NFE']} NFE)": r["FD"] for r in rows if r["sampler"] != "training data"}
     real = {"training data": r["FD"] for r in rows if r["sampler"] == "training data"}
-    data = bar_panel(axes[0, -1], fd, references=real, xlabel="sampler", ylabel="FD to held-out digits (lower is better)",
-                     label="generated samples")
+    data = bar_panel(axes[0, -1], fd, references=real, xlabel="sampler",
+                     ylabel="FD to held-out digits (lower is better)", label="generated samples")
     fig.suptitle("fdistill-images: the teacher's multi-step sampler vs one-step f-distill students", fontsize=10)
     return save_figure(fig, path, data=data, dpi=100)

@@ -15,8 +15,9 @@
    with log Z(x) from ``z_samples`` base samples per prompt; entropy
    -E_pi[log pi]; distinct-2 and self-BLEU of the samples (diversity); mean length.
 
-Full-size run (``divmin recipes`` shows it): ``divmin run fdpg-lm --out runs/fdpg-lm --full``,
-that is ``--set corpus_size=3000 --set sft_steps=300 --set engine.max_steps=150 --set eval_samples=256 --set z_samples=4096``.
+Full-size run (``divmin recipes`` shows it): ``divmin run fdpg-lm --out runs/fdpg-lm --full``, that is
+``--set corpus_size=3000 --set sft_steps=300 --set engine.max_steps=150 --set eval_samples=256
+--set z_samples=4096``.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ The table averages over base seeds; ``per_seed.json`` has every run, and the
 summary counts on how many seeds each part of the paper's claim holds, comparing
 the paper's members (forward KL, reverse KL, JS, TV) among those trained.
 
-Full-size run (``divmin recipes`` shows it): ``divmin run fdpg-toy --out runs/fdpg-toy --full``,
-that is ``--set "base_seeds=(0, 1, 2, 3, 4)" --set batch=256 --set engine.max_steps=250 --set exact_steps=400``.
+Full-size run (``divmin recipes`` shows it): ``divmin run fdpg-toy --out runs/fdpg-toy --full``, that is
+``--set "base_seeds=(0, 1, 2, 3, 4)" --set batch=256 --set engine.max_steps=250 --set exact_steps=400``.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ policy minus that of the optimum) makes this visible.
 Divergences are given as registry names; a one-parameter member takes its
 parameter after a colon: ``"alpha:0.3"`` is ``divergence("alpha", alpha=0.3)``.
 
-Full-size run (``divmin recipes`` shows it): ``divmin run fdpo-bandit --out runs/fdpo-bandit --full``,
-that is ``--set responses=64 --set batch_pairs=4096 --set engine.max_steps=600``.
+Full-size run (``divmin recipes`` shows it): ``divmin run fdpo-bandit --out runs/fdpo-bandit --full``, that is
+``--set responses=64 --set batch_pairs=4096 --set engine.max_steps=600``.
 """
 
 from __future__ import annotations

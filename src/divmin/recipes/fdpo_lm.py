@@ -25,8 +25,9 @@ parameter (parsed by :func:`divmin.recipes.fdpo_bandit.parse_divergence`).
 Files: ``warmup/`` and ``fdpo/<divergence>/`` (engine logs per run) and
 ``reward_vs_kl.png``.
 
-Full-size run (``divmin recipes`` shows it): ``divmin run fdpo-lm --out runs/fdpo-lm --full``,
-that is ``--set corpus_size=3000 --set sft_steps=300 --set train_pairs=1024 --set engine.max_steps=120 --set samples_per_prompt=128``.
+Full-size run (``divmin recipes`` shows it): ``divmin run fdpo-lm --out runs/fdpo-lm --full``, that is
+``--set corpus_size=3000 --set sft_steps=300 --set train_pairs=1024 --set engine.max_steps=120
+--set samples_per_prompt=128``.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ members at once in one engine run (independent parameters, one Adam).
 Expected: reverse KL (mode-seeking) locks onto one mode; forward KL
 (mass-covering) spreads over all of them.
 
-Full-size run (``divmin recipes`` shows it): ``divmin run fit --out runs/fit --full``,
-that is ``--set engine.max_steps=1500 --set "grid=(-12.0, 12.0, 2048)"``.
+Full-size run (``divmin recipes`` shows it): ``divmin run fit --out runs/fit --full``, that is
+``--set engine.max_steps=1500 --set "grid=(-12.0, 12.0, 2048)"``.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ Hinton et al.'s claim to check (``summary["claim_holds"]``): a student taught th
 teacher's soft targets (forward KL) beats the same student trained on the labels
 alone; ``kd_beats_ce`` says it for every method.
 
-Full-size run (``divmin recipes`` shows it): ``divmin run kd-cls --out runs/kd-cls --full``,
-that is ``--set teacher_examples=20000 --set teacher_steps=1500 --set engine.max_steps=400 --set "seeds=(0, 1, 2)"``.
+Full-size run (``divmin recipes`` shows it): ``divmin run kd-cls --out runs/kd-cls --full``, that is
+``--set teacher_examples=20000 --set teacher_steps=1500 --set engine.max_steps=400 --set "seeds=(0, 1, 2)"``.
 """
 
 from __future__ import annotations

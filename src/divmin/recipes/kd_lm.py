@@ -19,8 +19,8 @@ Reported on held-out sequences (teacher forcing on completion tokens): student
 perplexity, KL(teacher || student) and KL(student || teacher) per token; the
 teacher's and the true law's perplexities as reference rows.
 
-Full-size run (``divmin recipes`` shows it): ``divmin run kd-lm --out runs/kd-lm --full``,
-that is ``--set teacher_sequences=4000 --set teacher_steps=600 --set engine.max_steps=300 --set "seeds=(0, 1)"``.
+Full-size run (``divmin recipes`` shows it): ``divmin run kd-lm --out runs/kd-lm --full``, that is
+``--set teacher_sequences=4000 --set teacher_steps=600 --set engine.max_steps=300 --set "seeds=(0, 1)"``.
 """
 
 from __future__ import annotations
