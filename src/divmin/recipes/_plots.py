@@ -57,13 +57,13 @@ def _layout(fig: Any) -> dict:
             "legend": [t.get_text() for leg in legends if leg is not None for t in leg.get_texts()]}
 
 
-def figure_legend(fig: Any, axes: Any, **kw: Any) -> None:
-    """One legend for the figure: every distinct label of the panels ``axes``, once."""
+def figure_legend(fig: Any, axes: Any, *, on: Any = None, **kw: Any) -> None:
+    """One legend for the figure (or drawn on the panel ``on``): every distinct label of ``axes``, once."""
     seen: dict[str, Any] = {}
     for ax in getattr(axes, "flat", axes):
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
-    fig.legend(list(seen.values()), list(seen), **kw)
+    (fig if on is None else on).legend(list(seen.values()), list(seen), **kw)
 
 
 def density_grid_plot(x: torch.Tensor, target: torch.Tensor, fits: Mapping[str, torch.Tensor],

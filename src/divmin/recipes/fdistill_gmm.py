@@ -151,7 +151,7 @@ def _scatter_panels(panels: dict[str, torch.Tensor], path: Path, *, centres: tor
         ax.axis("off")
     fig.supxlabel("x1", fontsize=9)
     fig.supylabel("x2", fontsize=9)
-    figure_legend(fig, axes, loc="lower right", fontsize=7, markerscale=4)
+    figure_legend(fig, axes, on=axes.flat[0], loc="center", fontsize=6, markerscale=2, handletextpad=0.2)
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, path, dpi=100, data={"panels": list(panels)})
 

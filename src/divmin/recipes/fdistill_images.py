@@ -221,15 +221,17 @@ def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeRe
 
 def _image_grids(grids: dict[str, Tensor], rows: list[dict], path: Path) -> Path:
     """64 samples per sampler (8 x 8 grids of 8 x 8 digits), then FD per sampler as bars."""
-    fig, axes = plt.subplots(1, len(grids) + 1, figsize=(2.6 * len(grids) + 4.0, 3.2), squeeze=False,
-                             gridspec_kw={"width_ratios": [1] * len(grids) + [1.6]})
+    fig, axes = plt.subplots(1, len(grids) + 1, figsize=(2.6 * len(grids) + 4.5, 4.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * len(grids) + [1.8]})
     for ax, (name, x) in zip(axes.flat, grids.items()):
         x = x[:64].float().clamp(-1, 1).cpu().reshape(8, 8, 8, 8).permute(0, 2, 1, 3).reshape(64, 64)
         ax.imshow(x.numpy(), cmap="gray_r", vmin=-1, vmax=1)
-        ax.set(xticks=[], yticks=[], title=name, xlabel="64 samples")
+        ax.set(xticks=[], yticks=[], xlabel="64 samples")
+        ax.set_title(name, fontsize=9)
     fd = {f"{r['sampler']} ({r['NFE']} NFE)": r["FD"] for r in rows if r["sampler"] != "training data"}
     real = {"training data": r["FD"] for r in rows if r["sampler"] == "training data"}
-    data = bar_panel(axes[0, -1], fd, references=real, xlabel="sampler",
-                     ylabel="FD to held-out digits (lower is better)", label="generated samples")
+    data = bar_panel(axes[0, -1], fd, references=real, xlabel="sampler", ylabel="FD to held-out digits",
+                     label="generated samples")
+    axes[0, -1].set_title("Frechet distance (lower is better)", fontsize=9)
     fig.suptitle("fdistill-images: the teacher's multi-step sampler vs one-step f-distill students", fontsize=10)
     return save_figure(fig, path, data=data, dpi=100)
