@@ -1,8 +1,8 @@
 """divmin command line.
 
     divmin divergences                       the divergence registry as a table
-    divmin recipes                           the recipes, one line each
-    divmin run RECIPE --out DIR [--set key=value ...] [--resume]
+    divmin recipes                           the recipes, one line each (and their full-size preset)
+    divmin run RECIPE --out DIR [--set key=value ...] [--full] [--resume]
 """
 
 from __future__ import annotations
@@ -52,15 +52,21 @@ def _recipes(args: argparse.Namespace) -> int:
     names = available_recipes()
     width = max(map(len, names))
     for name in names:
-        print(f"{name.ljust(width)}  {get_recipe(name).summary}")
+        rec = get_recipe(name)
+        print(f"{name.ljust(width)}  {rec.summary}")
+        if rec.full_size:
+            sets = " ".join(f"--set \"{o}\"" if " " in o or "(" in o else f"--set {o}" for o in rec.full_size)
+            print(f"{'':{width}}  full run: --full ({sets})")
     return 0
 
 
 @_command("run")
 def _run(args: argparse.Namespace) -> int:
-    from .recipes import format_table, run_recipe
+    from .recipes import format_table, is_main_process, run_recipe
 
-    result = run_recipe(args.recipe, args.out, args.set, resume=args.resume)
+    result = run_recipe(args.recipe, args.out, args.set, resume=args.resume, full=args.full)
+    if not is_main_process():  # under torchrun: one table, from rank 0
+        return 0
     print(format_table(result))
     for key, value in result.summary.items():
         print(f"{key}: {value}")
@@ -79,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value (Python literal; dotted keys reach nested configs)")
+    run.add_argument("--full", action="store_true",
+                     help="apply the recipe's full-size preset (see `divmin recipes`); --set values still win")
     run.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --out")
     return parser
 

@@ -15,7 +15,7 @@ from divmin.diffusion import (
     train_denoiser,
 )
 from divmin.engine import EngineConfig
-from divmin.eval._samples import mode_stats
+from divmin.eval import mode_stats
 
 
 def test_edm_sigmas_endpoints_and_monotone():

@@ -16,7 +16,7 @@ from divmin.diffusion import (
     MLPGenerator,
 )
 from divmin.engine import EngineConfig
-from divmin.eval._samples import sliced_wasserstein
+from divmin.eval import sliced_wasserstein
 
 
 def _engine(steps: int, **kw) -> EngineConfig:
@@ -56,14 +56,29 @@ def test_generator_moves_toward_the_teacher():
     assert after < 0.5 * before, (float(before), float(after))
 
 
-def test_ema_generator_lags_the_generator():
+def test_ema_generator_is_the_exponential_average_of_the_generator_trajectory(monkeypatch):
+    from divmin.diffusion._fdistill import _FDistillTask
+
     _, fd = _setup(4, divergence="reverse_kl")
     start = [p.detach().clone() for p in fd.generator.parameters()]
+    trajectory = []  # generator weights right after each generator update, when the EMA takes them
+    update_ema = _FDistillTask._update_ema
+
+    def spy(self, ctx):
+        trajectory.append([p.detach().clone() for p in ctx.unwrap("generator").parameters()])
+        update_ema(self, ctx)
+
+    monkeypatch.setattr(_FDistillTask, "_update_ema", spy)
     fd.train()
-    # with decay d, after the first update ema = d * start + (1-d) * p1, and so on: never equal to p
-    for p0, p, pe in zip(start, fd.generator.parameters(), fd.generator_ema.parameters()):
-        if not torch.equal(p0, p.detach()):
-            assert not torch.allclose(pe, p.detach()) and not torch.allclose(pe, p0)
+    assert len(trajectory) == 4
+    d = fd.config.ema_decay
+    expected = start
+    for weights in trajectory:  # ema <- d * ema + (1 - d) * p, from the initial weights
+        expected = [d * e + (1 - d) * p for e, p in zip(expected, weights)]
+    for p0, p, pe, want in zip(start, fd.generator.parameters(), fd.generator_ema.parameters(), expected):
+        assert not torch.equal(p0, p.detach())  # Adam moved every tensor (all of them get gradients)
+        torch.testing.assert_close(pe.detach(), want, rtol=1e-5, atol=1e-7)
+        assert (pe.detach() - p.detach()).abs().max() > 1e-4 * p0.abs().max()  # the EMA lags the generator
 
 
 def test_log_ratio_normalisation_uses_the_per_bin_ema_and_clamps():

@@ -20,8 +20,8 @@ def _fdistill(steps: int, out_dir) -> FDistill:
 
 def test_resume_continues_the_ratio_ema_and_the_generator_exactly(tmp_path):
     straight = _fdistill(4, tmp_path / "straight")
-    straight.fit()
-    _fdistill(2, tmp_path / "split").fit()
+    straight.train()
+    _fdistill(2, tmp_path / "split").train()
     resumed = _fdistill(4, tmp_path / "split")
     resumed.fit(resume=True)
     assert not torch.equal(straight.ratio_mean, torch.ones(10))

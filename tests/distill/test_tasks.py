@@ -10,7 +10,7 @@ from torch import nn
 
 from divmin.distill import DISTILL_TASKS, DistillConfig, DistillTaskKind, DistillTrainer
 from divmin.lm import IGNORE
-from divmin.recipes._tiny_lm import PAD_ID, build_model, build_tokenizer
+from divmin.recipes.tiny_lm import PAD_ID, build_model, build_tokenizer
 
 
 def test_the_registry_holds_both_tasks_and_an_unknown_name_lists_them():

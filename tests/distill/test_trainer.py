@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+import divmin
+import divmin.distill._trainer as trainer_module
 from divmin.distill import DistillConfig, DistillTrainer
 from divmin.distill._trainer import _DistillTask
 from divmin.lm import LMCollator, tokenize_pairs
 from divmin.engine import EngineConfig
-from divmin.recipes._tiny_lm import PAD_ID, build_model, build_tokenizer, corpus
+from divmin.recipes.tiny_lm import PAD_ID, build_model, build_tokenizer, corpus
 
 
 def _engine(steps):
@@ -62,20 +66,48 @@ def _lm_rows(n, seed):
     return [{"prompt": p, "completion": c + " [EOS]"} for p, c in corpus(n, seed, 0.2, 0.2, (2, 5))]
 
 
+@torch.no_grad()
+def _evaluate_by_hand(student, teacher, rows, divergence):
+    """evaluate()'s metrics, one unpadded row at a time: CE by F.cross_entropy, the divergence as
+    sum_v Q(v) f(P(v)/Q(v)) with the registry's f, agreement by argmax."""
+    f = divmin.divergence(divergence).f
+    ce, div, agree, n = 0.0, 0.0, 0.0, 0
+    for r in rows:
+        ids = torch.tensor([r["prompt_ids"] + r["completion_ids"]])
+        lo, hi = len(r["prompt_ids"]) - 1, ids.shape[1] - 1  # logits at t predict token t + 1
+        s, t = student(input_ids=ids).logits[0, lo:hi], teacher(input_ids=ids).logits[0, lo:hi]
+        y = ids[0, lo + 1:hi + 1]
+        log_q, log_p = torch.log_softmax(s.double(), -1), torch.log_softmax(t.double(), -1)
+        ce += float(F.cross_entropy(s.double(), y, reduction="sum"))
+        div += float((log_q.exp() * f(log_p - log_q)).sum())
+        agree += float((s.argmax(-1) == t.argmax(-1)).sum())
+        n += len(y)
+    return {"ce": ce / n, "ppl": math.exp(ce / n), "divergence": div / n, "teacher_agreement": agree / n}
+
+
 @pytest.mark.parametrize("mode", [dict(), dict(lmbda=1.0), dict(seq_kd=True, lmbda=0.5), dict(fused=True)])
-def test_causal_lm_modes_reduce_the_divergence(mode):
+def test_causal_lm_modes_reduce_the_divergence(mode, monkeypatch):
     tok = build_tokenizer()
     teacher, student = build_model(0, n_layer=2, n_embd=32), build_model(1, n_layer=1, n_embd=16)
     cfg = DistillConfig(divergence="js", lr=1e-2, batch_size=16, max_new_tokens=8, engine=_engine(30), **mode)
     tr = DistillTrainer(student, teacher, _lm_rows(128, 0), eval_dataset=_lm_rows(32, 1), tokenizer=tok, config=cfg)
+    sampled_by = []  # which model sampled each batch of completions: the oracle of the on-policy fraction
+    real = trainer_module.sample_completions
+    monkeypatch.setattr(trainer_module, "sample_completions",
+                        lambda model, *args, **kw: sampled_by.append(model is student) or real(model, *args, **kw))
     before = tr.evaluate()
     result = tr.train()
     after = tr.evaluate()
     assert after["divergence"] < 0.7 * before["divergence"], (before, after)
-    expected = {None: 0.0, 1.0: 1.0}.get(mode.get("lmbda"))
-    assert expected is None or result.metrics["on_policy"] == expected
-    assert 0.0 <= result.metrics["on_policy"] <= 1.0
-    assert after["ppl"] > 1.0
+    on_policy = sum(sampled_by)  # one micro-batch per step, 30 steps, one log at the end
+    assert result.metrics["on_policy"] == pytest.approx(on_policy / 30)
+    assert len(sampled_by) - on_policy == (30 if mode.get("seq_kd") else 0)  # teacher samples
+    expected = {None: 0, 1.0: 30}.get(mode.get("lmbda"))
+    assert (on_policy == expected) if expected is not None else (5 < on_policy < 25)  # lmbda = 0.5: about half
+    for got in (before, after):
+        want = _evaluate_by_hand(tr.model if got is after else build_model(1, n_layer=1, n_embd=16), teacher,
+                                 tr.eval_rows, "js")
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
 
 
 def test_sampled_completions_come_from_the_step_generator_not_the_global_rng():

@@ -45,7 +45,7 @@ def test_method_and_recipe_optimizers_follow_the_rule():
     import divmin.diffusion._denoiser_teacher as denoiser
     import divmin.diffusion._fdistill as fdistill
     import divmin.distill._trainer as distill
-    import divmin.recipes._tiny_lm as tiny
+    import divmin.recipes.tiny_lm as tiny
     import divmin.recipes.fdistill_images as images
     import divmin.recipes.fdpg_toy as fdpg_toy
     import divmin.recipes.fdpo_bandit as bandit

@@ -259,7 +259,7 @@ def test_recipe_cli_sets_every_field_back_to_its_default():
 
 
 def test_recipe_cli_fixed_length_tuples_keep_their_item_types():
-    from divmin.recipes._registry import parse_overrides
+    from divmin.recipes import parse_overrides
     from divmin.recipes.fit import FitConfig
 
     assert parse_overrides(FitConfig(), ["grid=(-10, 10, 100)"]).grid == (-10.0, 10.0, 100)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from divmin.engine._serialize import load_tree, save_tree
+from divmin.engine import load_tree, save_tree
 from divmin.estimators import LogRatioEstimator, logistic_discriminator_loss
 
 

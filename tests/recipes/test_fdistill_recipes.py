@@ -8,11 +8,28 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from divmin.eval import precision_recall, sliced_wasserstein
 from divmin.recipes import format_table, run_recipe
+from divmin.recipes.fdistill_gmm import FDistillGMMConfig, make_teacher
+
+from ._figures import check_figure
 
 _QUIET = ["fdistill.engine.progress=False"]
+
+
+def _mode_stats_by_hand(x: np.ndarray, means: np.ndarray, weights: np.ndarray, std: float) -> dict:
+    """Nearest mode within 3 std, shares of the assigned samples, modes with share >= 0.25 x weight."""
+    dist = np.linalg.norm(x[:, None, :] - means[None], axis=-1)
+    near, assigned = dist.argmin(1), dist.min(1) <= 3.0 * std
+    share = np.bincount(near[assigned], minlength=len(means)) / assigned.sum()
+    w = weights / weights.sum()
+    return {"modes covered": int((share >= 0.25 * w).sum()), "TV weights": 0.5 * np.abs(share - w).sum(),
+            "quality": assigned.mean(), "lightest share": share[-1]}
 
 
 def test_fdistill_gmm_outputs(tmp_path):
@@ -22,15 +39,33 @@ def test_fdistill_gmm_outputs(tmp_path):
     rows = [r for r in result.rows if r["seed"] != "mean"]
     means = {r["divergence"]: r for r in result.rows if r["seed"] == "mean"}
     assert len(rows) == 4 and set(means) == {"reverse_kl", "js"}
+    # the table's mode metrics, recomputed by hand from the saved samples and the teacher's exact modes
+    teacher = make_teacher(FDistillGMMConfig())
+    samples = load_file(tmp_path / "samples.safetensors")
+    assert set(samples) == {f"{n}/seed{s}" for n in ("reverse_kl", "js") for s in (0, 1)}
     for r in rows:
-        assert 0 <= r["modes covered"] <= 8 and 0 <= r["TV weights"] <= 1
-        assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 and r["SW"] > 0
-    js = [r["SW"] for r in rows if r["divergence"] == "js"]
-    assert means["js"]["SW"] == pytest.approx(sum(js) / 2)
-    assert result.summary["mean_modes_covered"]["js"] == means["js"]["modes covered"]
-    assert result.summary["best_tv"] in ("reverse_kl", "js")
+        x = samples[f"{r['divergence']}/seed{r['seed']}"]
+        assert x.shape == (400, 2)
+        want = _mode_stats_by_hand(x.double().numpy(), teacher.means.double().numpy(),
+                                   teacher.weights.double().numpy(), 0.2)
+        assert {k: r[k] for k in want} == pytest.approx(want, abs=1e-9), r
+        gen = torch.Generator().manual_seed(10_000 + r["seed"])
+        real = teacher.sample(400, generator=gen)
+        pr = precision_recall(real, x, k=5)
+        assert (r["precision"], r["recall"]) == pytest.approx((pr.precision, pr.recall))
+        assert r["SW"] == pytest.approx(float(sliced_wasserstein(x, real, num_projections=256, generator=gen)))
+    for name, m in means.items():
+        mine = [r for r in rows if r["divergence"] == name]
+        assert m["SW"] == pytest.approx(sum(r["SW"] for r in mine) / 2)
+        assert m["modes covered"] == pytest.approx(sum(r["modes covered"] for r in mine) / 2)
+        assert result.summary["mean_modes_covered"][name] == m["modes covered"]
+    assert result.summary["best_tv"] == min(means, key=lambda n: means[n]["TV weights"])
+    assert result.summary["best_sw"] == min(means, key=lambda n: means[n]["SW"])
     for name in ("config.json", "results.json", "fdistill_gmm.png", "js-seed1/metrics.jsonl"):
         assert (tmp_path / name).stat().st_size > 0, name
+    figure = check_figure(tmp_path / "fdistill_gmm.png")
+    assert figure["data"]["panels"] == ["teacher"] + [
+        f"{r['divergence']} (seed 0): {r['modes covered']}/8 modes" for r in rows if r["seed"] == 0]
     assert "reverse_kl" in format_table(result)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["rows"]) == 6
@@ -47,4 +82,7 @@ def test_fdistill_images_outputs(tmp_path):
     # the classifier's features separate real digits from undertrained samples
     assert by["training data"]["FD"] < min(r["FD"] for k, r in by.items() if k != "training data")
     assert result.summary["classifier_test_accuracy"] > 0.8
-    assert (tmp_path / "fdistill_images.png").stat().st_size > 0
+    figure = check_figure(tmp_path / "fdistill_images.png")
+    fd = {k.rsplit(" (", 1)[0]: v for k, v in figure["data"]["bars"].items()}
+    assert fd == pytest.approx({k: r["FD"] for k, r in by.items() if k != "training data"})
+    assert figure["data"]["references"]["training data"] == pytest.approx(by["training data"]["FD"])

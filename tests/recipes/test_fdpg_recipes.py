@@ -10,7 +10,9 @@ import torch
 from divmin.data import all_sequences
 from divmin.recipes import run_recipe
 from divmin.recipes.fdpg_lm import FDPGLMConfig
-from divmin.recipes.fdpg_toy import FDPGToyConfig, _modes
+from divmin.recipes.fdpg_toy import FDPGToyConfig, _modes, toy_target
+
+from ._figures import assert_close_lists, check_figure
 
 QUIET = ["engine.progress=False", "engine.tensorboard=False"]
 
@@ -45,6 +47,15 @@ def test_toy_outputs_and_exact_metrics(toy_run):
     assert rows["reverse_kl"]["KL(Q||P)"] == min(r["KL(Q||P)"] for r in rows.values())
     per_seed = json.loads((out / "per_seed.json").read_text())
     assert len(per_seed) == 3 and all(p["seed"] == 0 for p in per_seed)
+    # the target by hand: P proportional to a(x) (b(x) + 1e-3), b = "token 3 at least twice", over all 5^4 sequences
+    seqs = all_sequences(5, 4)
+    b = ((seqs == 3).sum(1) >= 2).double()
+    log_p = torch.log_softmax(toy_target(FDPGToyConfig(), 0)[2].log_prob(seqs).double() + torch.log(b + 1e-3), 0)
+    assert result.summary["target_alignment"] == pytest.approx(float((log_p.exp() * b).sum()), rel=1e-6)
+    assert result.summary["target_entropy"] == pytest.approx(float(-(log_p.exp() * log_p).sum()), rel=1e-6)
+    figure = check_figure(out / "alignment_vs_entropy.png")
+    assert_close_lists(figure["data"]["entropy"], [p["entropy"] for p in per_seed])
+    assert_close_lists(figure["data"]["alignment"], [p["alignment"] for p in per_seed])
 
 
 def test_lm_recipe_runs_end_to_end(tmp_path):
@@ -52,9 +63,13 @@ def test_lm_recipe_runs_end_to_end(tmp_path):
                          "contexts_per_step=2", "samples_per_context=4", "eval_samples=16", "z_samples=64"]
     result = run_recipe("fdpg-lm", tmp_path, overrides)
     (row,) = result.rows
-    assert 0 <= row["alignment"] <= 1 and 0 < row["distinct-2"] <= 1 and 0 <= row["self-BLEU"] <= 1
+    # alignment is the share of the 2 held-out prompts x 16 samples that meet the constraint
+    assert row["alignment"] * 32 == pytest.approx(round(row["alignment"] * 32), abs=1e-9)
     assert row["KL(pi||base)"] > -0.5 and row["entropy"] > 0
-    assert (tmp_path / "alignment_vs_diversity.png").stat().st_size > 0
+    figure = check_figure(tmp_path / "alignment_vs_diversity.png")
+    assert_close_lists(figure["data"]["y"], [row["alignment"]])
+    assert_close_lists(figure["data"]["x"]["entropy"], [row["entropy"]])
+    assert figure["data"]["reference"]["alignment"] == pytest.approx(result.summary["base_alignment"])
     assert (tmp_path / "fdpg" / "js" / "metrics.jsonl").stat().st_size > 0
 
 

@@ -10,6 +10,8 @@ import divmin.recipes.fdpo_bandit  # noqa: F401  (registers the recipe until rec
 from divmin.recipes import run_recipe
 from divmin.recipes.fdpo_bandit import FDPOBanditConfig
 
+from ._figures import assert_close_lists, check_figure
+
 SPECS = ("reverse_kl", "js", "forward_kl", "alpha:0.3", "jeffreys")
 OVERRIDES = ["engine.progress=False", "engine.tensorboard=False", "responses=16", f"divergences={SPECS!r}",
              "betas=(0.3, 1.0)", "engine.max_steps=300", "batch_pairs=1024"]
@@ -34,6 +36,10 @@ def test_outputs_are_written(bandit_run):
     assert saved["columns"] == result.columns and saved["summary"]["reached_optimum"]
     last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["step"] == 300 and "loss/alpha:0.3" in last and 512 < last["pairs"] < 1024  # i == j dropped
+    figure = check_figure(out / "reward_vs_kl.png")
+    assert_close_lists(figure["data"]["kl"], [r["KL(pi||ref)"] for r in saved["rows"]])
+    assert_close_lists(figure["data"]["reward"], [r["reward"] for r in saved["rows"]])
+    assert set(SPECS) <= set(figure["legend"])
 
 
 def test_trained_policies_reach_their_closed_form_optimum_where_it_is_near_the_reference(bandit_run):

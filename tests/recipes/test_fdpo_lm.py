@@ -8,9 +8,11 @@ import pytest
 
 import divmin.recipes.fdpo_lm  # noqa: F401  (registers the recipe until recipes/__init__ imports it)
 from divmin.recipes import run_recipe
-from divmin.recipes._tiny_lm import build_tokenizer, corpus, true_reward
+from divmin.recipes.tiny_lm import build_tokenizer, corpus, true_reward
 from divmin.eval import distinct_n
 from divmin.recipes.fdpo_lm import FDPOLMConfig, _reward
+
+from ._figures import assert_close_lists, check_figure
 
 SPECS = ("reverse_kl", "forward_kl", "js", "alpha:0.5")
 OVERRIDES = ["engine.progress=False", "engine.tensorboard=False", f"divergences={SPECS!r}", "sft_steps=200",
@@ -31,8 +33,15 @@ def test_outputs_are_written(lm_run):
         assert (out / name).stat().st_size > 0, name
     assert [r["divergence"] for r in result.rows] == list(SPECS)
     saved = json.loads((out / "results.json").read_text())
-    assert saved["columns"] == result.columns and saved["summary"]["most_reward"] in SPECS
-    assert saved["summary"]["most_diversity"] in SPECS
+    assert saved["columns"] == result.columns
+    # the summary's picks are the table's argmaxes
+    assert saved["summary"]["most_reward"] == max(saved["rows"], key=lambda r: r["reward"])["divergence"]
+    assert saved["summary"]["most_diversity"] == max(saved["rows"], key=lambda r: r["distinct-2"])["divergence"]
+    figure = check_figure(out / "reward_vs_kl.png")
+    assert figure["data"]["labels"] == list(SPECS) and set(SPECS) <= set(figure["legend"])
+    assert_close_lists(figure["data"]["y"], [r["reward"] for r in saved["rows"]])
+    assert_close_lists(figure["data"]["x"]["KL(pi||ref)"], [r["KL(pi||ref)"] for r in saved["rows"]])
+    assert figure["data"]["reference"]["reward"] == pytest.approx(saved["summary"]["ref_reward"])
 
 
 def test_every_trained_policy_beats_the_reference_on_true_reward(lm_run):
@@ -42,8 +51,18 @@ def test_every_trained_policy_beats_the_reference_on_true_reward(lm_run):
     for r in result.rows:
         assert r["reward"] > ref + 0.5, r
         assert r["KL(pi||ref)"] > 0, r  # the policy moved away from pi_ref
-        assert 0.0 <= r["ECE"] <= 1.0 and 0.0 < r["distinct-2"] <= 1.0, r
+        assert r["reward gain"] == pytest.approx(r["reward"] - ref)
     assert result.summary["all_beat_reference"]
+
+
+def test_calibration_columns_are_the_trainers_held_out_evaluation(lm_run):
+    out, result = lm_run
+    for r in result.rows:
+        spec = r["divergence"].replace(":", "_")
+        last = json.loads((out / "fdpo" / spec / "metrics.jsonl").read_text().splitlines()[-1])
+        assert (r["ECE"], r["eval acc"]) == pytest.approx((last["eval/ece"], last["eval/accuracy"]))
+        # accuracy is a count over the 64 held-out pairs
+        assert r["eval acc"] * 64 == pytest.approx(round(r["eval acc"] * 64), abs=1e-6)
 
 
 def test_helpers():

@@ -8,6 +8,8 @@ import pytest
 
 from divmin.recipes import run_recipe
 
+from ._figures import check_figure
+
 
 @pytest.fixture(scope="module")
 def fit_run(tmp_path_factory):
@@ -54,3 +56,6 @@ def test_outputs_are_written(fit_run):
     assert json.loads((out / "config.json").read_text())["config"]["engine"]["max_steps"] == 800
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 800 and "D/reverse_kl" in records[-1]
+    figure = check_figure(out / "fit.png")
+    assert figure["data"]["panels"] == [r["divergence"] for r in result.rows]
+    assert set(figure["legend"]) == {"target P", "fit Q"}

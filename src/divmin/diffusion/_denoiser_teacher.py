@@ -110,7 +110,7 @@ class _DSMTask:
         x0 = self.data[idx].to(ctx.device)
         sigma = SIGMA_SAMPLERS[c.sigma_sampling](c.batch_size, c.sigma_min, c.sigma_max, ctx.generator, ctx.device)
         eps = torch.randn(x0.shape, generator=ctx.generator, device=ctx.device)
-        return ctx.models["denoiser"].dsm_loss(x0, sigma, eps)
+        return ctx.call("denoiser", "dsm_loss", x0, sigma, eps)  # a method: through the DDP wrapper
 
 
 def train_denoiser(denoiser: nn.Module, data: Tensor, config: DenoiserTrainingConfig) -> DenoiserTeacher:

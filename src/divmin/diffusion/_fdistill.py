@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..engine import MethodTrainer, StepContext, StepOutput, TrainResult
 from ..estimators import LogRatioEstimator, logistic_discriminator_loss
-from ..eval._samples import sliced_wasserstein
+from ..eval import sliced_wasserstein
 from ._config import SIGMA_SAMPLERS, TIME_WEIGHTS, FDistillConfig
 from ._nets import RatioHead
 from ._surrogate import fdistill_surrogate, fdistill_weight
@@ -121,6 +121,8 @@ class _FDistillTask:
     def __init__(self, owner: FDistill) -> None:
         self.o, self.c = owner, owner.config
         self.static_models = ("teacher",) if isinstance(owner.teacher, nn.Module) else ()
+        # a discriminator with its own denoiser uses only its trunk: DDP must expect unused parameters
+        self.find_unused_parameters = getattr(owner.discriminator, "encoder", None) is not None
 
     def models(self) -> dict[str, nn.Module]:
         o = self.o
@@ -166,8 +168,9 @@ class _FDistillTask:
     def _logit(self, ctx: StepContext, x_t: Tensor, sigma: Tensor, *, unwrap: bool = False) -> Tensor:
         disc = ctx.unwrap("discriminator") if unwrap else ctx.models["discriminator"]
         if self.c.feature_source == "fake_score":
-            fake = ctx.unwrap("fake_score") if unwrap else ctx.models["fake_score"]
-            return disc(x_t, sigma, fake.features(x_t, sigma))
+            feat = ctx.unwrap("fake_score").features(x_t, sigma) if unwrap else \
+                ctx.call("fake_score", "features", x_t, sigma)  # a method: through the DDP wrapper
+            return disc(x_t, sigma, feat)
         return disc(x_t, sigma)
 
     def _level(self, sigma: Tensor) -> Tensor:
@@ -185,7 +188,7 @@ class _FDistillTask:
         with torch.no_grad():
             x0 = ctx.unwrap("generator")(torch.randn(n, *self.o.sample_shape, generator=ctx.generator, device=ctx.device))
         sigma, eps = self._noise(n, ctx)
-        dsm, x_fake, feat_fake = ctx.models["fake_score"].dsm_terms(x0, sigma, eps)
+        dsm, x_fake, feat_fake = ctx.call("fake_score", "dsm_terms", x0, sigma, eps)
         sig_r, eps_r = self._noise(n, ctx)
         x_real = self._real(n, ctx) + sig_r.view((-1,) + (1,) * (x0.ndim - 1)) * eps_r
         if shared:  # the fake samples' features come from the DSM forward

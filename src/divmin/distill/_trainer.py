@@ -68,7 +68,7 @@ class DistillConfig:
     seq_kd: bool = False  # causal_lm: train on teacher samples instead of dataset completions
     max_new_tokens: int = 32  # causal_lm: completion length cap when sampling
     generation_temperature: float = 1.0  # causal_lm: sampling temperature (> 0)
-    fused: bool = False  # causal_lm: soft loss by fused_linear_kd_loss on base_model hidden states (bypasses DDP)
+    fused: bool = False  # causal_lm: soft loss by fused_linear_kd_loss on base_model hidden states
     fused_backend: str = "auto"  # fused: "auto" (Triton on CUDA when installed), "torch" or "triton"
     lr: float = 1e-4  # AdamW learning rate (the engine's schedule multiplies it)
     weight_decay: float = 0.0  # AdamW weight decay
@@ -145,8 +145,8 @@ class _DistillTask:
         metrics: dict[str, Any] = {}
         if self.o.task.samples:
             batch, metrics["on_policy"] = self._completions(batch, ctx)
-        with ctx.accelerator.autocast():
-            parts = self.o.losses(ctx.models["student"], ctx.models["teacher"], batch)
+        # as the student's forward, so that DDP averages the gradients of the fused path too
+        parts = ctx.call("student", self.o.losses, ctx.models["teacher"], batch)
         c = self.o.config
         loss = c.alpha * parts["soft"] + (1 - c.alpha) * parts["hard"]
         if c.sinkd_weight > 0:

@@ -127,9 +127,12 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+MAX_BLOCK = 4096  # columns per block at most; tests lower it to stream rows in several blocks
+
+
 def triton_block_size(vocab: int) -> int:
-    """Columns per block: the vocabulary's next power of two, at most 4096 (at least 16)."""
-    return max(16, min(4096, triton.next_power_of_2(vocab)))
+    """Columns per block: the vocabulary's next power of two, at most ``MAX_BLOCK`` (at least 16)."""
+    return max(16, min(MAX_BLOCK, triton.next_power_of_2(vocab)))
 
 
 def _num_warps(block: int) -> int:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,7 +32,10 @@ class StepContext:
         max_steps: total engine steps of the run.
         accelerator: the ``accelerate.Accelerator``.
         models: prepared models by name (DDP-wrapped when trainable and
-            distributed; call ``unwrap(name)`` for the bare module).
+            distributed). Call ``models[name](...)`` for a forward; anything
+            else that needs gradients (a method, a submodule, a parameter) goes
+            through ``call(name, fn, ...)``; ``unwrap(name)`` gives the bare
+            module for work without gradients (sampling, EMA, evaluation).
         optimizers: prepared optimizers by name.
         generator: ``torch.Generator`` on ``device``, re-seeded from
             (seed, process, step, micro_step) before every micro-batch: a
@@ -41,7 +45,7 @@ class StepContext:
         optimizer_steps: ``optimizer.step()`` calls so far, per name.
 
     Methods: ``update(name, loss)`` (backward + accumulation + clip + step),
-    ``log(**metrics)``, ``unwrap(name)``, ``frozen(*names)``, ``mean(value)``
+    ``log(**metrics)``, ``call(name, fn, ...)``, ``unwrap(name)``, ``frozen(*names)``, ``mean(value)``
     (cross-process average), ``request_stop()``.
     """
 
@@ -96,6 +100,45 @@ class StepContext:
     def unwrap(self, name: str) -> nn.Module:
         """The bare module behind ``models[name]`` (no DDP/compile wrapper)."""
         return self.accelerator.unwrap_model(self.models[name])
+
+    def call(self, name: str, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(module, *args, **kwargs)`` run as a forward of ``models[name]``.
+
+        ``fn`` is a function of the bare module or the name of one of its
+        methods. Under DDP a gradient reaches the other processes only from
+        work done inside the wrapper's forward; this runs ``fn`` there (the
+        module's ``forward`` is swapped for the call), so a method
+        (``ctx.call("score", "dsm_loss", x, sigma, eps)``), a submodule of a
+        ``ModuleDict`` (``ctx.call("fits", lambda m, x: m["a"](x), x)``) or a
+        bare parameter (``ctx.call("policy", lambda m: m.logits)``) trains in
+        sync. Autocast applies as for ``models[name](...)``. Without a wrapper
+        it is the plain call.
+        """
+        wrapped, bare = self.models[name], self.unwrap(name)
+        method = getattr(bare, fn) if isinstance(fn, str) else functools.partial(fn, bare)
+        if wrapped is bare:
+            with self.accelerator.autocast():
+                return method(*args, **kwargs)
+        inner = getattr(wrapped, "module", None)
+        inner = inner if isinstance(inner, nn.Module) else bare  # what the wrapper's forward calls
+        saved = inner.__dict__.get("forward")  # Accelerate's autocast forward, if any
+
+        def restore() -> None:
+            if saved is not None:
+                inner.forward = saved
+            elif "forward" in inner.__dict__:
+                del inner.forward
+
+        def once(*a: Any, **kw: Any) -> Any:
+            restore()  # inside fn the module's own forward is the real one again
+            return method(*a, **kw)
+
+        inner.forward = once
+        try:
+            with self.accelerator.autocast():
+                return wrapped(*args, **kwargs)
+        finally:
+            restore()
 
     # --------------------------------------------------------------- actions
     def log(self, metrics: Mapping[str, float | torch.Tensor] | None = None, **kw: float | torch.Tensor) -> None:

@@ -96,6 +96,10 @@ class Task(Protocol):
         Extra method state (running normaliser estimates, baselines, counters):
         nested dicts/lists/tuples of tensors, numpy arrays and JSON scalars.
         Saved per process in every checkpoint and restored on resume.
+    ``find_unused_parameters: bool``
+        True when some trainable parameters get no gradient from a step's
+        losses (e.g. a network used only through part of its layers): DDP then
+        looks for them after each forward (slower; see PyTorch's DDP docs).
     ``static_models: Collection[str]``
         Names of models that never change (teacher, reference policy): they are
         not written to checkpoints, since ``models()`` rebuilds them.

@@ -11,12 +11,12 @@ from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch import nn
 
 from ._checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, load_rng, save_checkpoint
 from ._config import EngineConfig
-from ._context import StepContext
+from ._context import _SHARDED, StepContext
 from ._data import BatchStream
 from ._logging import RunLogger
 from ._schedules import lr_multiplier
@@ -102,6 +102,8 @@ class Trainer:
             # Shuffling re-seeded from (seed, epoch): same order on every process
             # and after a resume.
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+            kwargs_handlers=[DistributedDataParallelKwargs(
+                find_unused_parameters=bool(getattr(self.task, "find_unused_parameters", False)))],
         )
         self.accelerator = acc
         set_seed(cfg.seed)  # same initialisation on every process
@@ -162,6 +164,8 @@ class Trainer:
         while step < cfg.max_steps:
             self._train_step(run, step)
             step += 1
+            if step == start + 1:
+                _check_replicas(run, step)  # fail fast on a task that trains outside the DDP wrapper
             logger.advance()
             last = step == cfg.max_steps or ctx._stop
             record: dict[str, float] = {}
@@ -181,6 +185,8 @@ class Trainer:
                 self._save(run, step)
             if ctx._stop:
                 break
+        if step > start + 1:
+            _check_replicas(run, step)
         return history, step
 
     def _train_step(self, run: _Run, step: int) -> None:
@@ -287,6 +293,34 @@ def _optimizer_name_error(name: Any, opt: Any) -> str | None:
         return None
     return (f"is not allowed; name an optimizer after the model or role it updates (an identifier such as "
             f"'policy', 'student', 'critic'), not after its algorithm ({type(opt).__name__})")
+
+
+def _check_replicas(run: _Run, step: int) -> None:
+    """Raise unless every process holds the same weights of each DDP-wrapped model.
+
+    DDP averages only gradients computed inside the wrapper's forward; a task
+    that trains through ``ctx.unwrap(name)``, a method or a parameter of
+    ``ctx.models[name]`` gets per-process gradients and replicas that drift
+    apart silently. One all-gather of two float64 sums per parameter tensor.
+    """
+    acc = run.accelerator
+    if acc.num_processes == 1 or acc.distributed_type in _SHARDED or not run.trainable:
+        return
+    owners, stats = [], []
+    for name in run.trainable:
+        for p in acc.unwrap_model(run.ctx.models[name]).parameters():
+            x = p.detach().double()
+            owners.append(name)
+            stats.append(torch.stack([x.sum(), x.abs().sum()]))
+    every = acc.gather(torch.stack(stats)[None])  # (processes, tensors, 2)
+    gap = (every[..., 0] - every[0, :, 0]).abs().amax(0)
+    bad = sorted({owners[i] for i in (gap > 1e-6 * every[0, :, 1]).nonzero().flatten().tolist()})
+    if bad:
+        raise RuntimeError(
+            f"after step {step} the DDP replicas of model(s) {bad} differ across processes: their gradients were "
+            "computed outside the wrapper's forward and never averaged. Run them as ctx.models[name](...) or "
+            "ctx.call(name, fn, ...) (methods, submodules, parameters); keep ctx.unwrap(name) for work without "
+            "gradients.")
 
 
 def _prepare(

@@ -3,12 +3,21 @@
 A recipe is a function ``run(config, out_dir) -> RecipeResult`` registered with
 its config dataclass::
 
-    @recipe("fit", FitConfig, "Fit a Gaussian mixture with every divergence")
+    @recipe("fit", FitConfig, "Fit a Gaussian mixture with every divergence",
+            full_size=("engine.max_steps=1500",))
     def run_fit(config: FitConfig, out_dir: Path) -> RecipeResult: ...
 
 :func:`run_recipe` writes ``config.json``, calls the recipe (which trains through
 the engine, writing ``metrics.jsonl`` and plots), then writes ``results.json``
-and returns the result, whose table the CLI prints.
+and returns the result, whose table the CLI prints; ``results.json`` also says
+how many processes trained (``processes``). ``full_size`` is the recipe's named
+preset for the full-size run (``divmin run NAME --full``).
+
+Under ``torchrun``/``accelerate launch`` every process runs the recipe (the
+engine averages gradients); only the main process writes files (``config.json``,
+``results.json``, figures through :mod:`._plots`, see :func:`is_main_process`).
+Torch intra-op threads are bounded for the run (``threads``, or the config's
+``num_threads`` field), and to one share of the cores per local process.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import ast
 import contextlib
 import dataclasses
 import json
+import os
 import types
 import typing
 from pathlib import Path
@@ -30,6 +40,7 @@ __all__ = [
     "available_recipes",
     "format_table",
     "get_recipe",
+    "is_main_process",
     "parse_overrides",
     "recipe",
     "run_recipe",
@@ -52,20 +63,31 @@ class Recipe:
     config_cls: type  # the recipe's config dataclass
     run: Callable[[Any, Path], RecipeResult]  # (config, out_dir) -> result
     summary: str  # one line for `divmin recipes`
+    full_size: tuple[str, ...] = ()  # --set overrides of the full-size run (`divmin run NAME --full`)
+    threads: int = 1  # torch intra-op threads of a run (unless the config has a `num_threads` field)
 
 
 _RECIPES: dict[str, Recipe] = {}
 
 
-def recipe(name: str, config_cls: type, summary: str) -> Callable[[Callable], Callable]:
-    """Register ``run(config, out_dir) -> RecipeResult`` under ``name``."""
+def recipe(name: str, config_cls: type, summary: str, *, full_size: Sequence[str] = (),
+           threads: int = 1) -> Callable[[Callable], Callable]:
+    """Register ``run(config, out_dir) -> RecipeResult`` under ``name``.
+
+    ``full_size``: ``key=value`` overrides of the full-size run (checked here against
+    ``config_cls``); ``threads``: torch intra-op threads a run uses (1 suits tiny models).
+    """
     if not dataclasses.is_dataclass(config_cls):
         raise TypeError(f"recipe {name!r}: `config_cls` must be a dataclass")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"recipe {name!r}: `threads` must be an int >= 1, got {threads!r}")
+    full_size = tuple(full_size)
+    parse_overrides(config_cls(), full_size)  # a bad preset fails at import, not at the end of a long run
 
     def deco(fn: Callable[[Any, Path], RecipeResult]) -> Callable[[Any, Path], RecipeResult]:
         if name in _RECIPES:
             raise ValueError(f"recipe {name!r} is already registered")
-        _RECIPES[name] = Recipe(name, config_cls, fn, summary)
+        _RECIPES[name] = Recipe(name, config_cls, fn, summary, full_size, threads)
         return fn
 
     return deco
@@ -193,33 +215,61 @@ def format_table(result: RecipeResult) -> str:
     return "\n".join([line(result.columns), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *, resume: bool = False) -> RecipeResult:
-    """Run recipe ``name`` into ``out_dir``; see the module docstring for what is written."""
+def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *, resume: bool = False,
+               full: bool = False) -> RecipeResult:
+    """Run recipe ``name`` into ``out_dir``; see the module docstring for what is written.
+
+    ``full``: apply the recipe's ``full_size`` preset first (``overrides`` still win).
+    """
     rec = get_recipe(name)
-    config = parse_overrides(rec.config_cls(), overrides)
+    config = parse_overrides(rec.config_cls(), (*(rec.full_size if full else ()), *overrides))
     if resume and not hasattr(config, "resume"):
         raise ValueError(f"recipe {name!r} does not resume (its runs are short and restart); run it without --resume")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(config, "resume"):
         config = dataclasses.replace(config, resume=resume)
-    (out / "config.json").write_text(json.dumps({"recipe": name, "config": _jsonable(config)}, indent=2))
-    result = rec.run(config, out)
-    payload = {"recipe": name, "columns": result.columns, "rows": _jsonable(result.rows),
-               "plots": result.plots, "summary": _jsonable(result.summary)}
-    (out / "results.json").write_text(json.dumps(payload, indent=2))
+    main = is_main_process()
+    if main:
+        (out / "config.json").write_text(json.dumps({"recipe": name, "config": _jsonable(config)}, indent=2))
+    with torch_threads(getattr(config, "num_threads", rec.threads)):
+        result = rec.run(config, out)
+    if main:
+        payload = {"recipe": name, "processes": int(os.environ.get("WORLD_SIZE", "1")), "columns": result.columns,
+                   "rows": _jsonable(result.rows), "plots": result.plots, "summary": _jsonable(result.summary)}
+        (out / "results.json").write_text(json.dumps(payload, indent=2))
     return result
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a ``torchrun`` / ``accelerate launch`` job (which sets RANK)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _cores_per_process() -> int:
+    """This process's share of the cores it may run on: all of them, or 1/k of them under k local processes."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, cores // max(local, 1))
+
+
+def check_num_threads(n: Any) -> None:
+    """The ``num_threads`` field of a recipe config: None (leave torch's setting) or an int >= 1."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"`num_threads` must be None or an int >= 1, got {n!r}")
 
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads (None: leave as is), then restore.
 
-    Tiny models run fastest on one thread, and do not fight other processes for cores.
+    ``n`` is capped at this process's share of the cores (one core each for two
+    processes on two cores), so that no run oversubscribes the machine. Tiny
+    models run fastest on one thread, and do not fight other processes for cores.
     """
     before = torch.get_num_threads()
     if n is not None:
-        torch.set_num_threads(n)
+        torch.set_num_threads(min(n, _cores_per_process()))
     try:
         yield
     finally:

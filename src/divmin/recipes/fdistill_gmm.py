@@ -12,6 +12,12 @@ recall, and sliced Wasserstein distance to teacher samples.
 The paper's claim (Xu, Nie & Vahdat 2025): reverse KL (DMD) drops light modes;
 forward KL and JS cover them; JS is the best overall. With sigma_max below the
 mode spacing the divergences differ; with a large sigma_max they behave alike.
+
+Files: ``fdistill_gmm.png`` (samples per divergence), ``samples.safetensors`` (the
+scored samples, keyed ``"<divergence>/seed<k>"``) and ``<divergence>-seed<k>/`` (engine logs).
+
+Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-gmm --out runs/fdistill-gmm --full``, that is
+``--set fdistill.engine.max_steps=4000 --set fdistill.critic_steps=4 --set "seeds=(0, 1, 2, 3)"``.
 """
 
 from __future__ import annotations
@@ -21,14 +27,15 @@ import math
 from pathlib import Path
 from statistics import mean
 
-import matplotlib
 import torch
+from safetensors.torch import save_file
 
 from ..diffusion import EDMDenoiser, FDistill, FDistillConfig, GaussianMixtureTeacher, MLPBackbone, MLPGenerator
 from ..divergences import divergence
 from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, Tuple, validate
-from ..eval._samples import mode_stats, precision_recall, sliced_wasserstein
-from ._registry import RecipeResult, recipe
+from ..eval import mode_stats, precision_recall, sliced_wasserstein
+from ._plots import figure_legend, plt, save_figure
+from ._registry import RecipeResult, is_main_process, recipe
 
 
 def _default_fdistill() -> FDistillConfig:
@@ -99,17 +106,20 @@ def _score(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, x: torch.Tenso
             "lightest share": float(ms.shares[-1]), "_shares": ms.shares}
 
 
-@recipe("fdistill-gmm", FDistillGMMConfig, "one-step f-distill of an 8-mode Zipf mixture: which divergence keeps light modes")
+@recipe("fdistill-gmm", FDistillGMMConfig, "one-step f-distill of an 8-mode Zipf mixture: which divergence keeps light modes",
+        full_size=("fdistill.engine.max_steps=4000", "fdistill.critic_steps=4", "seeds=(0, 1, 2, 3)"))
 def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
     c, teacher = config, make_teacher(config)
     rows, panels = [], {"teacher": teacher.sample(c.eval_samples, generator=torch.Generator().manual_seed(0))}
+    samples = {}  # every scored sample set, saved for re-scoring
     for name in c.divergences:
         for seed in c.seeds:
             fd = _distill(c, teacher, name, seed, out_dir)
             x = fd.sample(c.eval_samples, generator=torch.Generator().manual_seed(20_000 + seed)).cpu()
             rows.append({"divergence": name, "seed": seed, **_score(c, teacher, x, seed)})
+            samples[f"{name}/seed{seed}"] = x.float().contiguous()
             if seed == c.seeds[0]:
-                panels[f"{name} (seed {seed})"] = x
+                panels[f"{name} (seed {seed}): {rows[-1]['modes covered']}/{c.modes} modes"] = x
     metrics = ["modes covered", "TV weights", "quality", "precision", "recall", "SW", "lightest share"]
     means = [{"divergence": n, "seed": "mean", **{m: mean(r[m] for r in rows if r["divergence"] == n) for m in metrics}}
              for n in c.divergences]
@@ -117,31 +127,32 @@ def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
                           title=f"fdistill-gmm: one-step samples, sigma_max={c.fdistill.sigma_max}")
     summary = _claims(means, c.modes)
     summary["weights"] = [round(float(w), 4) for w in teacher.weights]
+    if is_main_process():
+        save_file(samples, str(out_dir / "samples.safetensors"))
     table = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows] + means
     return RecipeResult(["divergence", "seed"] + metrics, table, [str(plot)], summary)
 
 
 def _scatter_panels(panels: dict[str, torch.Tensor], path: Path, *, centres: torch.Tensor, title: str) -> Path:
     """One 2-D scatter per entry (samples (N, 2)), mode centres marked."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False)
     lim = float(centres.abs().max()) * 1.6
     for ax, (name, x) in zip(axes.flat, panels.items()):
-        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=1, alpha=0.3, color="C0" if name != "teacher" else "0.4")
-        ax.scatter(centres[:, 0].numpy(), centres[:, 1].numpy(), s=12, marker="x", color="C3")
+        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=1, alpha=0.3, color="C0" if name != "teacher" else "0.4",
+                   label="teacher samples" if name == "teacher" else "one-step samples")
+        ax.scatter(centres[:, 0].numpy(), centres[:, 1].numpy(), s=12, marker="x", color="C3",
+                   label="mode centres")
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xticks=[], yticks=[], aspect="equal")
         ax.set_title(name, fontsize=9)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
+    fig.supxlabel("x1", fontsize=9)
+    fig.supylabel("x2", fontsize=9)
+    figure_legend(fig, axes, on=axes.flat[0], loc="center", fontsize=6, markerscale=2, handletextpad=0.2)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=100, data={"panels": list(panels)})
 
 
 def _claims(means: list[dict], modes: int) -> dict:

@@ -16,6 +16,10 @@ to [-1, 1]. Steps, all on the shared engine:
 Reported: FD to the held-out split and class coverage of the held-out data, the
 teacher's multi-step sampler, the one-step teacher (the generator before
 distillation) and each student.
+
+Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-images --out runs/fdistill-images --full``, that is
+``--set teacher_steps=2000 --set classifier_steps=600 --set fdistill.engine.max_steps=300
+--set eval_samples=1000``.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ from ..diffusion import (
 )
 from ..divergences import divergence
 from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, OneOf, StepContext, Trainer, Tuple, validate
-from ..eval._samples import class_coverage, frechet_distance
+from ..eval import class_coverage, frechet_distance
+from ._plots import bar_panel, plt, save_figure
 from ._registry import RecipeResult, recipe
 
 
@@ -176,7 +181,9 @@ def _student(c: FDistillImagesConfig, teacher: nn.Module, real: Tensor, name: st
     return fd
 
 
-@recipe("fdistill-images", FDistillImagesConfig, "digits diffusion teacher vs one-step f-distill students (FD, classes)")
+@recipe("fdistill-images", FDistillImagesConfig, "digits diffusion teacher vs one-step f-distill students (FD, classes)",
+        full_size=("teacher_steps=2000", "classifier_steps=600", "fdistill.engine.max_steps=300",
+                   "eval_samples=1000"), threads=2)
 def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeResult:
     c = config
     x_tr, y_tr, x_te, y_te = load_digits_images(c.seed, c.test_fraction)
@@ -207,24 +214,25 @@ def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeRe
         x = fd.sample(c.eval_samples, generator=gen)
         rows.append({"sampler": f"student {name}", "NFE": 1, **_metrics(clf, x, ref, c.coverage)})
         grids[name] = x[:64]
-    plot = _image_grids(grids, out_dir / "fdistill_images.png")
+    plot = _image_grids(grids, rows, out_dir / "fdistill_images.png")
     summary = {"classifier_test_accuracy": test_acc,
                "best_student_fd": min((r for r in rows if r["sampler"].startswith("student")), key=lambda r: r["FD"])["sampler"]}
     return RecipeResult(["sampler", "NFE", "FD", "classes covered", "class TV"], rows, [str(plot)], summary)
 
 
-def _image_grids(grids: dict[str, Tensor], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(grids), figsize=(2.6 * len(grids), 2.8), squeeze=False)
+def _image_grids(grids: dict[str, Tensor], rows: list[dict], path: Path) -> Path:
+    """64 samples per sampler (8 x 8 grids of 8 x 8 digits), then FD per sampler as bars."""
+    fig, axes = plt.subplots(1, len(grids) + 1, figsize=(2.6 * len(grids) + 4.5, 4.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * len(grids) + [1.8]})
     for ax, (name, x) in zip(axes.flat, grids.items()):
         x = x[:64].float().clamp(-1, 1).cpu().reshape(8, 8, 8, 8).permute(0, 2, 1, 3).reshape(64, 64)
         ax.imshow(x.numpy(), cmap="gray_r", vmin=-1, vmax=1)
-        ax.set(xticks=[], yticks=[], title=name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+        ax.set(xticks=[], yticks=[], xlabel="64 samples")
+        ax.set_title(name, fontsize=9)
+    fd = {f"{r['sampler']} ({r['NFE']} NFE)": r["FD"] for r in rows if r["sampler"] != "training data"}
+    real = {"training data": r["FD"] for r in rows if r["sampler"] == "training data"}
+    data = bar_panel(axes[0, -1], fd, references=real, xlabel="sampler", ylabel="FD to held-out digits",
+                     label="generated samples")
+    axes[0, -1].set_title("Frechet distance (lower is better)", fontsize=9)
+    fig.suptitle("fdistill-images: the teacher's multi-step sampler vs one-step f-distill students", fontsize=10)
+    return save_figure(fig, path, data=data, dpi=100)

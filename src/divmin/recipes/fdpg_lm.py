@@ -1,6 +1,6 @@
 """Recipe ``fdpg-lm``: f-DPG on a tiny GPT-2 toward a pointwise-constrained target.
 
-1. Warm-up: a tiny GPT-2 learns the synthetic answer corpus of :mod:`._tiny_lm`
+1. Warm-up: a tiny GPT-2 learns the synthetic answer corpus of :mod:`.tiny_lm`
    (``"tell me about <topic> :" -> "<topic> w1 ... wk [EOS]"``, words from a
    GOOD, BAD or NEUTRAL pool). It is the base model a(y | x).
 2. Target (GDC): P(y | x) proportional to a(y | x) (b(y) + epsilon), with b(y) = 1 when
@@ -14,6 +14,10 @@
    importance sampling from the base (weights P / a proportional to b + epsilon),
    with log Z(x) from ``z_samples`` base samples per prompt; entropy
    -E_pi[log pi]; distinct-2 and self-BLEU of the samples (diversity); mean length.
+
+Full-size run (``divmin recipes`` shows it): ``divmin run fdpg-lm --out runs/fdpg-lm --full``, that is
+``--set corpus_size=3000 --set sft_steps=300 --set engine.max_steps=150 --set eval_samples=256
+--set z_samples=4096``.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tu
 from ..estimators import self_normalized_log_z
 from ..eval import distinct_n, is_divergence, self_bleu
 from ..lm import completion_logps, sample_n
-from . import _tiny_lm as lm
-from ._plots import plt  # headless (Agg) matplotlib
+from . import tiny_lm as lm
+from ._plots import points_panels
 from ._registry import RecipeResult, recipe
 
 __all__ = ["FDPGLMConfig", "run_fdpg_lm"]
@@ -140,23 +144,16 @@ def evaluate_policy(policy, base, tokenizer, prompts: list[torch.Tensor], config
 
 
 def _plot(rows: list[dict], base_row: dict, path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.8), sharey=True)
-    for ax, key in zip(axes, ("entropy", "distinct-2")):
-        ax.plot([base_row[key]], [base_row["alignment"]], "k*", ms=11, label="base a")
-        for c, r in enumerate(rows):
-            ax.plot([r[key]], [r["alignment"]], "o", color=f"C{c}", ms=8, label=r["divergence"])
-        ax.set_xlabel(key + (" (nats, Monte Carlo)" if key == "entropy" else ""))
-    axes[0].set_ylabel("alignment E_pi[b]")
-    axes[1].legend(fontsize=7)
-    fig.suptitle("f-DPG on a tiny GPT-2 (held-out prompts): one point per divergence", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return points_panels(rows, base_row, path, x_keys={"entropy": "entropy (nats, Monte Carlo)",
+                                                       "distinct-2": "distinct-2"},
+                         y_key="alignment", ylabel="alignment E_pi[b]", label_key="divergence",
+                         reference_label="base a",
+                         title="f-DPG on a tiny GPT-2 (held-out prompts): one point per divergence")
 
 
 @recipe("fdpg-lm", FDPGLMConfig,
-        "f-DPG on a warmed-up tiny GPT-2 toward a GDC constraint: alignment, KL both ways and diversity per divergence")
+        "f-DPG on a warmed-up tiny GPT-2 toward a GDC constraint: alignment, KL both ways and diversity per divergence",
+        full_size=("corpus_size=3000", "sft_steps=300", "engine.max_steps=150", "eval_samples=256", "z_samples=4096"))
 def run_fdpg_lm(config: FDPGLMConfig, out_dir: Path) -> RecipeResult:
     tokenizer = lm.build_tokenizer()
     c = config

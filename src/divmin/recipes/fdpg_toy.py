@@ -23,6 +23,9 @@ neighbours; Q covers it when Q(x) >= ``coverage`` * P(x)).
 The table averages over base seeds; ``per_seed.json`` has every run, and the
 summary counts on how many seeds each part of the paper's claim holds, comparing
 the paper's members (forward KL, reverse KL, JS, TV) among those trained.
+
+Full-size run (``divmin recipes`` shows it): ``divmin run fdpg-toy --out runs/fdpg-toy --full``, that is
+``--set "base_seeds=(0, 1, 2, 3, 4)" --set batch=256 --set engine.max_steps=250 --set exact_steps=400``.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ from ..divergences import Divergence, available_divergences, divergence
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, validate
 from ..estimators import LogZEstimator, MovingBaseline, score_function_surrogate
 from ..eval import acceptance_rate, exact_divergence
-from ._plots import plt  # headless (Agg) matplotlib
-from ._registry import RecipeResult, recipe
+from ._plots import plt, save_figure  # headless (Agg) matplotlib
+from ._registry import RecipeResult, is_main_process, recipe
 
 __all__ = ["FDPGToyConfig", "FDPGToyTask", "run_fdpg_toy", "toy_target", "train_exact"]
 
@@ -120,10 +123,10 @@ class FDPGToyTask:
         return {"policies": torch.optim.Adam(models["policies"].parameters(), lr=self.config.lr)}
 
     def train_step(self, batch: object, ctx) -> StepOutput:
-        policies, total, metrics = ctx.models["policies"], 0.0, {}
+        policies, total, metrics = ctx.unwrap("policies"), 0.0, {}  # sampling needs no gradient
         for seed, target in self.targets.items():
             draws = {s: policies[_key(s, seed)].sample(self.config.batch, ctx.generator) for s in self.divs}
-            logps = {s: policies[_key(s, seed)].log_prob(x) for s, x in draws.items()}
+            logps = ctx.call("policies", lambda m: {s: m[_key(s, seed)].log_prob(x) for s, x in draws.items()})
             scores = {s: target.log_score(x) for s, x in draws.items()}
             for s in self.divs:  # every policy's samples are unbiased evidence about the same Z
                 log_z = self.log_z[seed].update(scores[s], logps[s].detach())[0]
@@ -215,10 +218,8 @@ def _plot(per_seed: list[dict], targets: list[dict], path: Path) -> Path:
     ax.set_ylabel("alignment E_Q[b] (exact)")
     ax.set_title("f-DPG on an enumerable toy: one point per divergence and base seed", fontsize=9)
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, data={"entropy": [r["entropy"] for r in per_seed],
+                                        "alignment": [r["alignment"] for r in per_seed]})
 
 
 PAPER_MEMBERS = ("forward_kl", "reverse_kl", "js", "total_variation")  # the f-DPG paper's four
@@ -248,7 +249,8 @@ def _claims(per_seed: list[dict], seeds: tuple[int, ...]) -> dict:
 
 
 @recipe("fdpg-toy", FDPGToyConfig,
-        "f-DPG on an enumerable sequence space: exact KL both ways, alignment, entropy and modes per divergence")
+        "f-DPG on an enumerable sequence space: exact KL both ways, alignment, entropy and modes per divergence",
+        full_size=("base_seeds=(0, 1, 2, 3, 4)", "batch=256", "engine.max_steps=250", "exact_steps=400"))
 def run_fdpg_toy(config: FDPGToyConfig, out_dir: Path) -> RecipeResult:
     task = FDPGToyTask(config)
     trainer = Trainer(task, dataclasses.replace(config.engine, out_dir=str(out_dir)))
@@ -272,7 +274,8 @@ def run_fdpg_toy(config: FDPGToyConfig, out_dir: Path) -> RecipeResult:
     summary = {"seeds": len(config.base_seeds), "target_entropy": sum(t["entropy"] for t in targets) / len(targets),
                "target_alignment": sum(t["alignment"] for t in targets) / len(targets),
                **_claims(per_seed, config.base_seeds)}
-    (out_dir / "per_seed.json").write_text(json.dumps(per_seed, indent=1))
+    if is_main_process():
+        (out_dir / "per_seed.json").write_text(json.dumps(per_seed, indent=1))
     cols = ["divergence", "behaviour", "KL(P||Q)", "KL(Q||P)", "alignment", "entropy", "entropy sd", "acceptance",
             "modes",
             "D_f / optimum"]

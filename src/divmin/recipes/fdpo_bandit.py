@@ -28,6 +28,9 @@ policy minus that of the optimum) makes this visible.
 
 Divergences are given as registry names; a one-parameter member takes its
 parameter after a colon: ``"alpha:0.3"`` is ``divergence("alpha", alpha=0.3)``.
+
+Full-size run (``divmin recipes`` shows it): ``divmin run fdpo-bandit --out runs/fdpo-bandit --full``, that is
+``--set responses=64 --set batch_pairs=4096 --set engine.max_steps=600``.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from torch import nn
 from ..align import bandit_metrics, fdpo_loss, fdpo_optimum, population_fdpo_loss
 from ..divergences import divergence
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, validate
-from ._plots import plt  # headless (Agg) matplotlib
+from ._plots import plt, save_figure  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
 
 __all__ = ["FDPOBanditConfig", "FDPOBanditTask", "make_bandit", "reward_vs_kl_plot",
@@ -125,7 +128,7 @@ class FDPOBanditTask:
 
     def train_step(self, batch: object, ctx) -> StepOutput:
         chosen, rejected = self.sample_pairs(ctx)
-        logp = F.log_softmax(ctx.models["policies"].logits, dim=-1)
+        logp = F.log_softmax(ctx.call("policies", lambda m: m.logits), dim=-1)  # through the DDP wrapper
         logref = self.ref.log().to(ctx.device)
         total, per_div = 0.0, {}
         for row, (spec, div, beta) in enumerate(self.runs):
@@ -165,10 +168,7 @@ def reward_vs_kl_plot(rows: list[dict], ref_reward: float, path: Path) -> Path:
     ax.set_ylabel("expected true reward")
     ax.set_title("f-DPO bandit: trained (o, solid) vs closed-form optimum (x, dashed)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, data={"kl": [r["KL(pi||ref)"] for r in rows], "reward": [r["reward"] for r in rows]})
 
 
 def _summary(rows: list[dict], config: FDPOBanditConfig) -> dict:
@@ -192,7 +192,8 @@ def _summary(rows: list[dict], config: FDPOBanditConfig) -> dict:
 
 
 @recipe("fdpo-bandit", FDPOBanditConfig,
-        "f-DPO on a K-armed preference bandit: trained policies vs each divergence's closed-form optimum")
+        "f-DPO on a K-armed preference bandit: trained policies vs each divergence's closed-form optimum",
+        full_size=("responses=64", "batch_pairs=4096", "engine.max_steps=600"))
 def run_fdpo_bandit(config: FDPOBanditConfig, out_dir: Path) -> RecipeResult:
     task = FDPOBanditTask(config)
     engine = dataclasses.replace(config.engine, out_dir=str(out_dir))

@@ -1,6 +1,6 @@
 """Recipe ``fdpo-lm``: f-DPO on a real (tiny) causal LM, scored by a reward we can compute exactly.
 
-1. Warm-up: a tiny GPT-2 (built from config, see :mod:`._tiny_lm`) is trained by
+1. Warm-up: a tiny GPT-2 (built from config, see :mod:`.tiny_lm`) is trained by
    supervised next-token prediction on a synthetic corpus of short answers
    ``"tell me about <topic> :" -> "<topic> w1 ... wk [EOS]"``, each word drawn
    from a GOOD, BAD or NEUTRAL pool. The result is the reference policy pi_ref.
@@ -24,6 +24,10 @@ Divergences are registry names; ``"alpha:0.5"`` sets a one-parameter member's
 parameter (parsed by :func:`divmin.divergence`, which reads spec strings).
 Files: ``warmup/`` and ``fdpo/<divergence>/`` (engine logs per run) and
 ``reward_vs_kl.png``.
+
+Full-size run (``divmin recipes`` shows it): ``divmin run fdpo-lm --out runs/fdpo-lm --full``, that is
+``--set corpus_size=3000 --set sft_steps=300 --set train_pairs=1024 --set engine.max_steps=120
+--set samples_per_prompt=128``.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ from ..align import FDPOConfig, FDPOTrainer
 from ..divergences import divergence
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tuple, validate
 from ..eval import distinct_n
-from . import _tiny_lm as lm
-from ._plots import plt  # headless (Agg) matplotlib
+from . import tiny_lm as lm
+from ._plots import points_panels
 from ._registry import RecipeResult, recipe
 
 __all__ = ["FDPOLMConfig", "run_fdpo_lm", "warm_up"]
@@ -164,19 +168,11 @@ def _train_one(spec: str, ref: torch.nn.Module, tokenizer, train_rows: list[dict
 
 def reward_plot(rows: list[dict], ref: dict[str, float], path: Path) -> Path:
     """True reward against MC KL(pi || pi_ref) and against distinct-2: one point per divergence."""
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.8), sharey=True)
-    for ax, key in zip(axes, ("KL(pi||ref)", "distinct-2")):
-        ax.plot([ref[key]], [ref["reward"]], "k*", ms=11, label="pi_ref")
-        for c, r in enumerate(rows):
-            ax.plot([r[key]], [r["reward"]], "o", color=f"C{c}", ms=8, label=r["divergence"])
-        ax.set_xlabel(key if key == "distinct-2" else "KL(pi || pi_ref) (Monte-Carlo)")
-    axes[0].set_ylabel("mean true reward (#good - #bad - penalty * #words)")
-    axes[1].legend(fontsize=7)
-    fig.suptitle("f-DPO on a tiny GPT-2: held-out prompts, one point per divergence", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return points_panels(rows, ref, path, x_keys={"KL(pi||ref)": "KL(pi || pi_ref) (Monte-Carlo)",
+                                                  "distinct-2": "distinct-2"},
+                         y_key="reward", ylabel="mean true reward (#good - #bad - penalty * #words)",
+                         label_key="divergence", reference_label="pi_ref",
+                         title="f-DPO on a tiny GPT-2: held-out prompts, one point per divergence")
 
 
 def _summary(rows: list[dict], ref: dict[str, float], sft_loss: float) -> dict:
@@ -191,7 +187,9 @@ def _summary(rows: list[dict], ref: dict[str, float], sft_loss: float) -> dict:
 
 
 @recipe("fdpo-lm", FDPOLMConfig,
-        "f-DPO on a warmed-up tiny GPT-2 with a computable reward: reward, diversity and KL per divergence")
+        "f-DPO on a warmed-up tiny GPT-2 with a computable reward: reward, diversity and KL per divergence",
+        full_size=("corpus_size=3000", "sft_steps=300", "train_pairs=1024", "engine.max_steps=120",
+                   "samples_per_prompt=128"))
 def run_fdpo_lm(config: FDPOLMConfig, out_dir: Path) -> RecipeResult:
     tokenizer = lm.build_tokenizer()
     ref, sft_loss = warm_up(config, tokenizer, out_dir)

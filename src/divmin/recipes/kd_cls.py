@@ -19,6 +19,9 @@ Reported per method over ``seeds`` (student init and data order): test accuracy
 Hinton et al.'s claim to check (``summary["claim_holds"]``): a student taught the
 teacher's soft targets (forward KL) beats the same student trained on the labels
 alone; ``kd_beats_ce`` says it for every method.
+
+Full-size run (``divmin recipes`` shows it): ``divmin run kd-cls --out runs/kd-cls --full``, that is
+``--set teacher_examples=20000 --set teacher_steps=1500 --set engine.max_steps=400 --set "seeds=(0, 1, 2)"``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch import Tensor, nn
 from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
 from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
+from ._plots import bar_panel, plt, save_figure
 from ._registry import RecipeResult, recipe, torch_threads
 
 __all__ = ["KDClsConfig", "run_kd_cls"]
@@ -150,7 +154,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-@recipe("kd-cls", KDClsConfig, "distil a classifier into a smaller student with each divergence and SinKD")
+@recipe("kd-cls", KDClsConfig, "distil a classifier into a smaller student with each divergence and SinKD",
+        full_size=("teacher_examples=20000", "teacher_steps=1500", "engine.max_steps=400", "seeds=(0, 1, 2)"))
 def run_kd_cls(config: KDClsConfig, out_dir: Path) -> RecipeResult:
     with torch_threads(config.num_threads):
         return _run(config, out_dir)
@@ -174,7 +179,7 @@ def _run(config: KDClsConfig, out_dir: Path) -> RecipeResult:
     rows = [{"model": "Bayes classifier", "accuracy": bayes, "std": 0.0},
             {"model": f"teacher (width {c.teacher_width}, {c.teacher_examples} labels)", "accuracy": t_acc,
              "std": 0.0, "agreement": 1.0, "KL(T||S)": 0.0}]
-    per_method = {}
+    per_method, spread = {}, {}
     for method in c.methods:
         runs = []
         for seed in c.seeds:
@@ -184,7 +189,7 @@ def _run(config: KDClsConfig, out_dir: Path) -> RecipeResult:
             trainer.train()
             runs.append(_metrics(trainer.model.cpu().eval(), t_test, x_te, y_te))
         acc, sd = _mean_std([r["accuracy"] for r in runs])
-        per_method[method] = acc
+        per_method[method], spread[method] = acc, sd
         rows.append({"model": f"student: {method}", "accuracy": acc, "std": sd,
                      "agreement": statistics.fmean(r["agreement"] for r in runs),
                      "KL(T||S)": statistics.fmean(r["kl"] for r in runs)})
@@ -195,5 +200,19 @@ def _run(config: KDClsConfig, out_dir: Path) -> RecipeResult:
         summary["kd_beats_ce"] = {m: a > per_method["ce"] for m, a in kd.items()}
         if "forward_kl" in kd:  # Hinton et al.'s claim is about forward-KL KD
             summary["claim_holds"] = kd["forward_kl"] > per_method["ce"]
+    plot = _plot(per_method, spread, {"Bayes classifier": bayes, "teacher": t_acc}, out_dir / "kd_cls.png")
     cols = ["model", "accuracy", "std", "agreement", "KL(T||S)"]
-    return RecipeResult(cols, rows, [], summary)
+    return RecipeResult(cols, rows, [str(plot)], summary)
+
+
+def _plot(accuracy: dict[str, float], std: dict[str, float], refs: dict[str, float], path: Path) -> Path:
+    """Student test accuracy per method (+- std over seeds) against the Bayes, teacher and CE-student levels."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if "ce" in accuracy:
+        refs = {**refs, "student trained on labels (ce)": accuracy["ce"]}
+    data = bar_panel(ax, accuracy, errors=std, references=refs, xlabel="student training method",
+                     ylabel="test accuracy")
+    low = min([*accuracy.values(), *refs.values()])
+    ax.set_ylim(max(0.0, low - 0.1), min(1.0, max([*accuracy.values(), *refs.values()]) + 0.05))
+    ax.set_title("kd-cls: a student taught the teacher's soft targets vs one taught the labels", fontsize=9)
+    return save_figure(fig, path, data=data)

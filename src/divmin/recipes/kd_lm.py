@@ -18,6 +18,9 @@ micro-batch's completions are the student's own samples).
 Reported on held-out sequences (teacher forcing on completion tokens): student
 perplexity, KL(teacher || student) and KL(student || teacher) per token; the
 teacher's and the true law's perplexities as reference rows.
+
+Full-size run (``divmin recipes`` shows it): ``divmin run kd-lm --out runs/kd-lm --full``, that is
+``--set teacher_sequences=4000 --set teacher_steps=600 --set engine.max_steps=300 --set "seeds=(0, 1)"``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
 from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
 from ..lm import LMCollator, tiny_gpt2
+from ._plots import bar_panel, plt, save_figure
 from ._registry import RecipeResult, recipe, torch_threads
 
 __all__ = ["KDLMConfig", "MarkovCorpus", "run_kd_lm"]
@@ -188,7 +192,8 @@ def _student_config(c: KDLMConfig, method: str, seed: int, out: Path) -> Distill
     return DistillConfig(divergence=method.removesuffix(_ON), alpha=1.0, lmbda=c.lmbda if on else 0.0, **common)
 
 
-@recipe("kd-lm", KDLMConfig, "distil a tiny GPT-2 into a smaller one with several divergences, on/off-policy")
+@recipe("kd-lm", KDLMConfig, "distil a tiny GPT-2 into a smaller one with several divergences, on/off-policy",
+        full_size=("teacher_sequences=4000", "teacher_steps=600", "engine.max_steps=300", "seeds=(0, 1)"))
 def run_kd_lm(config: KDLMConfig, out_dir: Path) -> RecipeResult:
     with torch_threads(config.num_threads):
         return _run(config, out_dir)
@@ -211,7 +216,7 @@ def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
     rows = [{"model": "true law", "ppl": true_ppl},
             {"model": f"teacher ({c.teacher_layers}x{c.teacher_embd}, {c.teacher_sequences} seqs)",
              "ppl": t_eval["ppl"], "KL(T||S)": 0.0, "KL(S||T)": 0.0}]
-    per_method = {}
+    per_method, spread = {}, {}
     for method in c.methods:
         runs = []
         for seed in c.seeds:
@@ -223,6 +228,7 @@ def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
             runs.append(_evaluate(trainer.model.cpu().eval(), teacher, test_rows))
         ppl = [r["ppl"] for r in runs]
         per_method[method] = statistics.fmean(ppl)
+        spread[method] = statistics.stdev(ppl) if len(ppl) > 1 else 0.0
         rows.append({"model": f"student: {method}", "ppl": statistics.fmean(ppl),
                      "std": statistics.stdev(ppl) if len(ppl) > 1 else 0.0,
                      "KL(T||S)": statistics.fmean(r["kl_ts"] for r in runs),
@@ -232,5 +238,18 @@ def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
         kd = {m: p for m, p in per_method.items() if m != "ce"}
         summary["best_method"] = min(kd, key=kd.get)
         summary["kd_beats_ce"] = {m: p < per_method["ce"] for m, p in kd.items()}
+    plot = _plot(per_method, spread, {"true law": true_ppl, "teacher": t_eval["ppl"]}, out_dir / "kd_lm.png")
     cols = ["model", "ppl", "std", "KL(T||S)", "KL(S||T)"]
-    return RecipeResult(cols, rows, [], summary)
+    return RecipeResult(cols, rows, [str(plot)], summary)
+
+
+def _plot(ppl: dict[str, float], std: dict[str, float], refs: dict[str, float], path: Path) -> Path:
+    """Held-out student perplexity per method (+- std over seeds) against the true law and the teacher."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if "ce" in ppl:
+        refs = {**refs, "student trained on data (ce)": ppl["ce"]}
+    data = bar_panel(ax, ppl, errors=std, references=refs, xlabel="student training method",
+                     ylabel="held-out perplexity (completion tokens)")
+    ax.set_ylim(0.9 * min([*ppl.values(), *refs.values()]), None)
+    ax.set_title("kd-lm: students distilled with each divergence, on/off-policy", fontsize=9)
+    return save_figure(fig, path, data=data)

@@ -1,0 +1,26 @@
+"""Checks shared by the recipe tests: a recipe's PNG is a real figure that shows its numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from divmin.recipes._plots import figure_record
+
+
+def check_figure(path: Path) -> dict:
+    """matplotlib reads ``path`` as a non-blank image of plot size with a title, axis labels and a legend;
+    returns the figure's record (see :func:`divmin.recipes._plots.figure_record`)."""
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[0] >= 250 and img.shape[1] >= 350, img.shape
+    assert float(img[..., :3].std()) > 0.05  # not a blank canvas
+    record = figure_record(path)
+    for key in ("title", "xlabels", "ylabels", "legend"):
+        assert record[key], (key, record)
+    return record
+
+
+def assert_close_lists(got: list, expected: list) -> None:
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
