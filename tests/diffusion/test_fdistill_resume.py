@@ -23,7 +23,7 @@ def test_resume_continues_the_ratio_ema_and_the_generator_exactly(tmp_path):
     straight.train()
     _fdistill(2, tmp_path / "split").train()
     resumed = _fdistill(4, tmp_path / "split")
-    resumed.fit(resume=True)
+    resumed.train(resume=True)
     assert not torch.equal(straight.ratio_mean, torch.ones(10))
     assert torch.equal(resumed.ratio_mean, straight.ratio_mean)
     for a, b in zip(resumed.generator.parameters(), straight.generator.parameters()):
