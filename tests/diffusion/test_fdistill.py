@@ -30,7 +30,7 @@ def _setup(steps: int, **cfg):
     gen, fake = MLPGenerator(2, 32, 2, init_scale=3.0), EDMDenoiser(MLPBackbone(2, 32, 2), sigma_data=2.0)
     config = FDistillConfig(batch_size=128, critic_steps=2, lr_generator=1e-3, lr_critic=2e-3, sigma_max=2.0,
                             ema_decay=0.9, engine=_engine(steps, eval_every=steps), **cfg)
-    return teacher, FDistill(teacher, gen, fake, config, sample_shape=(2,))
+    return teacher, FDistill(gen, teacher, fake, config, sample_shape=(2,))
 
 
 @pytest.mark.parametrize("feature_source,gan_weight", [("own", 1e-3), ("fake_score", 0.0)])
@@ -123,9 +123,9 @@ def test_config_validation_names_the_field():
             FDistillConfig(**kw)
     teacher = GaussianMixtureTeacher(torch.zeros(1, 2), 1.0)
     with pytest.raises(TypeError, match="config"):
-        FDistill(teacher, MLPGenerator(2), EDMDenoiser(MLPBackbone(2)), {}, sample_shape=(2,))
+        FDistill(MLPGenerator(2), teacher, EDMDenoiser(MLPBackbone(2)), {}, sample_shape=(2,))
     with pytest.raises(ValueError, match="real"):
-        FDistill(object.__new__(_ScoreOnly), MLPGenerator(2), EDMDenoiser(MLPBackbone(2)), FDistillConfig(),
+        FDistill(MLPGenerator(2), object.__new__(_ScoreOnly), EDMDenoiser(MLPBackbone(2)), FDistillConfig(),
                  sample_shape=(2,))
 
 

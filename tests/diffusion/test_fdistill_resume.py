@@ -15,7 +15,7 @@ def _fdistill(steps: int, out_dir) -> FDistill:
                           out_dir=str(out_dir))
     config = FDistillConfig(batch_size=64, critic_steps=1, sigma_max=2.0, ratio_ema=0.5, divergence="js",
                             engine=engine)
-    return FDistill(teacher, MLPGenerator(2, 16, 2), EDMDenoiser(MLPBackbone(2, 16, 2)), config, sample_shape=(2,))
+    return FDistill(MLPGenerator(2, 16, 2), teacher, EDMDenoiser(MLPBackbone(2, 16, 2)), config, sample_shape=(2,))
 
 
 def test_resume_continues_the_ratio_ema_and_the_generator_exactly(tmp_path):

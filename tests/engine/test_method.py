@@ -74,7 +74,7 @@ def test_use_config_defaults_and_refuses_another_type():
 
 def _fdistill() -> FDistill:
     teacher = GaussianMixtureTeacher(torch.zeros(1, 2), 1.0)
-    return FDistill(teacher, MLPGenerator(2, 8, 1), EDMDenoiser(MLPBackbone(2, 8, 1)),
+    return FDistill(MLPGenerator(2, 8, 1), teacher, EDMDenoiser(MLPBackbone(2, 8, 1)),
                     FDistillConfig(engine=quiet_config(max_steps=1)), sample_shape=(2,))
 
 

@@ -47,10 +47,10 @@ Sampler = Callable[[int, torch.Generator], Tensor]
 class FDistill(MethodTrainer):
     """Distil ``teacher`` into the one-step ``generator`` (z ~ N(0, I) of ``sample_shape`` -> x_0).
 
-    Args:
+    Args (the model first, the target second, as everywhere in divmin):
+        generator: nn.Module, z (B, *sample_shape) -> x_0 (B, *sample_shape).
         teacher: a :class:`DiffusionTeacher` (``score(x_t, sigma)``); an ``nn.Module`` teacher is
             frozen and moved by the engine.
-        generator: nn.Module, z (B, *sample_shape) -> x_0 (B, *sample_shape).
         fake_score: an :class:`EDMDenoiser`-like module with ``score``, ``features``, ``dsm_loss``.
         config: :class:`FDistillConfig`.
         sample_shape: shape of one sample, e.g. (2,) or (1, 8, 8).
@@ -67,7 +67,7 @@ class FDistill(MethodTrainer):
     # the trained modules replace the inputs (and `generator_ema` appears)
     trained_models = {n: n for n in ("generator", "fake_score", "discriminator", "generator_ema")}
 
-    def __init__(self, teacher: DiffusionTeacher, generator: nn.Module, fake_score: nn.Module,
+    def __init__(self, generator: nn.Module, teacher: DiffusionTeacher, fake_score: nn.Module,
                  config: FDistillConfig, *, sample_shape: tuple[int, ...],
                  real: Tensor | Sampler | None = None, discriminator: nn.Module | None = None) -> None:
         config = self.use_config(config, FDistillConfig)

@@ -90,7 +90,7 @@ def _distill(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, name: str, s
     fake = EDMDenoiser(MLPBackbone(2, c.hidden, c.depth), sigma_data=radius)
     engine = dataclasses.replace(c.fdistill.engine, seed=seed, out_dir=str(out / f"{name}-seed{seed}"))
     cfg = dataclasses.replace(c.fdistill, divergence=name, engine=engine)
-    fd = FDistill(teacher, gen, fake, cfg, sample_shape=(2,))
+    fd = FDistill(gen, teacher, fake, cfg, sample_shape=(2,))
     fd.train()
     return fd
 

@@ -176,7 +176,7 @@ def _student(c: FDistillImagesConfig, teacher: nn.Module, real: Tensor, name: st
     disc = RatioHead(fake.width)
     engine = dataclasses.replace(c.fdistill.engine, seed=c.seed, out_dir=str(out / f"student-{name}"))
     cfg = dataclasses.replace(c.fdistill, divergence=name, engine=engine)
-    fd = FDistill(teacher, gen, fake, cfg, sample_shape=(1, 8, 8), real=real, discriminator=disc)
+    fd = FDistill(gen, teacher, fake, cfg, sample_shape=(1, 8, 8), real=real, discriminator=disc)
     fd.train()
     return fd
 
