@@ -100,6 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"divmin: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Under torchrun, tear the process group down before exit (left to interpreter shutdown,
+    gloo's threads can abort the process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _is_config_error(err: Exception) -> bool:

@@ -32,4 +32,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:  # tear the gloo group down before exit: left to interpreter shutdown it can abort (SIGABRT) under load
+        import torch.distributed as _dist
+
+        if _dist.is_initialized():
+            _dist.destroy_process_group()

@@ -51,7 +51,7 @@ def test_fdistill_gmm_outputs(tmp_path):
         assert {k: r[k] for k in want} == pytest.approx(want, abs=1e-9), r
         gen = torch.Generator().manual_seed(10_000 + r["seed"])
         real = teacher.sample(400, generator=gen)
-        pr = precision_recall(real, x, k=5)
+        pr = precision_recall(x, real, k=5)
         assert (r["precision"], r["recall"]) == pytest.approx((pr.precision, pr.recall))
         assert r["SW"] == pytest.approx(float(sliced_wasserstein(x, real, num_projections=256, generator=gen)))
     for name, m in means.items():
