@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for ddp_main
+
+from ddp_main import run_worker  # noqa: E402
 
 import torch.distributed as dist  # noqa: E402
 
@@ -33,10 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:  # tear the gloo group down before exit: left to interpreter shutdown it can abort (SIGABRT) under load
-        import torch.distributed as _dist
-
-        if _dist.is_initialized():
-            _dist.destroy_process_group()
+    run_worker(main)

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for ddp_main
+
+from ddp_main import run_worker  # noqa: E402
 
 import torch  # noqa: E402
 from call_toys import CallTask  # noqa: E402
@@ -32,10 +35,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:  # tear the gloo group down before exit: left to interpreter shutdown it can abort (SIGABRT) under load
-        import torch.distributed as _dist
-
-        if _dist.is_initialized():
-            _dist.destroy_process_group()
+    run_worker(main)

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from ..divergences import Divergence, as_divergence
-from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext, StepOutput,
-                      is_default, validate)
+from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
+                      StepOutput, is_default, trainable_adamw, validate)
 from ..estimators import LogZEstimator, MovingBaseline
 from ..eval import distinct_n, is_expectation, target_metrics
 from ..lm import Completions, completion_logps, sample_n
@@ -93,7 +93,7 @@ class _FDPGTask:
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         c = self.t.config
-        return {"policy": torch.optim.AdamW(models["policy"].parameters(), lr=c.lr, weight_decay=c.weight_decay)}
+        return {"policy": trainable_adamw(models["policy"], lr=c.lr, weight_decay=c.weight_decay)}
 
     def _draw(self, ctx: StepContext, model: nn.Module, context: str) -> tuple[Tensor, Completions]:
         prompt = self.t.prompt_ids(context).to(ctx.device)

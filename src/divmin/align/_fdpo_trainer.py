@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from ..divergences import Divergence
 from ..eval import top_label_calibration_error
 from ..engine import (Bool, EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
-                      StepOutput, validate)
+                      StepOutput, trainable_adamw, validate)
 from ..lm import sequence_logps
 from ._fdpo import fdpo_loss
 from ._preference_data import PreferenceCollator, tokenize_preferences
@@ -122,11 +122,8 @@ class _FDPOTask:
         return {"policy": o.model, "reference": o.reference} if o.config.reference == "copy" else {"policy": o.model}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        params = [p for p in models["policy"].parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("`model` has no parameter with requires_grad=True")
         c = self.o.config
-        return {"policy": torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)}
+        return {"policy": trainable_adamw(models["policy"], lr=c.lr, weight_decay=c.weight_decay)}
 
     def batches(self, ctx: StepContext) -> DataLoader:
         o = self.o

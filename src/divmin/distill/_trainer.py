@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from ..divergences import Divergence, as_divergence
 from ..engine import (Bool, EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
-                      StepOutput, is_default, validate)
+                      StepOutput, is_default, trainable_adamw, validate)
 from ..lm import IGNORE, assemble, sample_completions
 from ._fused import BACKENDS, fused_linear_cross_entropy, fused_linear_kd_loss
 from ._sinkd import sinkd_loss
@@ -120,11 +120,8 @@ class _DistillTask:
         return {"student": self.o.model, "teacher": self.o.teacher}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        params = [p for p in models["student"].parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("`model` has no parameter with requires_grad=True")
         c = self.o.config
-        return {"student": torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)}
+        return {"student": trainable_adamw(models["student"], lr=c.lr, weight_decay=c.weight_decay)}
 
     def batches(self, ctx: StepContext) -> DataLoader:
         return DataLoader(self.o.train_rows, batch_size=self.o.config.batch_size, shuffle=True,

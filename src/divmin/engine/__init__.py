@@ -16,7 +16,7 @@ method trainers (``train(resume) -> TrainResult``, ``engine``).
 from ._checkpoint import latest_checkpoint
 from ._config import EngineConfig
 from ._context import StepContext
-from ._method import MethodTrainer
+from ._method import MethodTrainer, trainable_adamw
 from ._schedules import available_schedules, lr_multiplier, register_schedule
 from ._serialize import load_tree, save_tree
 from ._task import StepOutput, Task, TrainResult
@@ -61,5 +61,6 @@ __all__ = [
     "lr_multiplier",
     "register_schedule",
     "save_tree",
+    "trainable_adamw",
     "validate",
 ]

@@ -7,8 +7,29 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from ._task import Task, TrainResult
 from ._trainer import Trainer
+
+__all__ = ["MethodTrainer", "trainable_adamw"]
+
+
+def trainable_adamw(model: nn.Module, *, lr: float, weight_decay: float = 0.0,
+                    argname: str = "model") -> torch.optim.AdamW:
+    """AdamW over the parameters of ``model`` that require a gradient (frozen ones, e.g. a
+    LoRA base, stay out); ValueError naming ``argname`` when there is none.
+
+    >>> opt = trainable_adamw(nn.Linear(2, 1).requires_grad_(False), lr=1e-3)
+    Traceback (most recent call last):
+    ...
+    ValueError: `model` has no parameter with requires_grad=True
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"`{argname}` has no parameter with requires_grad=True")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 class MethodTrainer:
