@@ -126,3 +126,16 @@ def points_panels(rows: Sequence[Mapping[str, Any]], reference: Mapping[str, flo
     data = {"x": {k: [r[k] for r in rows] for k in x_keys}, "y": [r[y_key] for r in rows],
             "labels": [r[label_key] for r in rows], "reference": {k: reference[k] for k in (*x_keys, y_key)}}
     return save_figure(fig, path, data=data)
+
+
+def students_plot(values: Mapping[str, float], std: Mapping[str, float], refs: Mapping[str, float], path: Path, *,
+                  ce_label: str, ylabel: str, title: str, ylim: tuple[float | None, float | None]) -> Path:
+    """One bar per student training method (mean +- std over seeds) against reference levels; the
+    "ce" student (trained on the hard targets) becomes the reference line ``ce_label``."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if "ce" in values:
+        refs = {**refs, ce_label: values["ce"]}
+    data = bar_panel(ax, values, errors=std, references=refs, xlabel="student training method", ylabel=ylabel)
+    ax.set_ylim(*ylim)
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path, data=data)

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
 from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
-from ._plots import bar_panel, plt, save_figure
+from ._plots import students_plot
 from ._registry import RecipeResult, recipe, torch_threads
 
 __all__ = ["KDClsConfig", "run_kd_cls"]
@@ -207,12 +207,7 @@ def _run(config: KDClsConfig, out_dir: Path) -> RecipeResult:
 
 def _plot(accuracy: dict[str, float], std: dict[str, float], refs: dict[str, float], path: Path) -> Path:
     """Student test accuracy per method (+- std over seeds) against the Bayes, teacher and CE-student levels."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    if "ce" in accuracy:
-        refs = {**refs, "student trained on labels (ce)": accuracy["ce"]}
-    data = bar_panel(ax, accuracy, errors=std, references=refs, xlabel="student training method",
-                     ylabel="test accuracy")
-    low = min([*accuracy.values(), *refs.values()])
-    ax.set_ylim(max(0.0, low - 0.1), min(1.0, max([*accuracy.values(), *refs.values()]) + 0.05))
-    ax.set_title("kd-cls: a student taught the teacher's soft targets vs one taught the labels", fontsize=9)
-    return save_figure(fig, path, data=data)
+    levels = [*accuracy.values(), *refs.values()]
+    return students_plot(accuracy, std, refs, path, ce_label="student trained on labels (ce)", ylabel="test accuracy",
+                         title="kd-cls: a student taught the teacher's soft targets vs one taught the labels",
+                         ylim=(max(0.0, min(levels) - 0.1), min(1.0, max(levels) + 0.05)))

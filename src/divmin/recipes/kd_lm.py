@@ -39,7 +39,7 @@ from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
 from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
 from ..lm import LMCollator, tiny_gpt2
-from ._plots import bar_panel, plt, save_figure
+from ._plots import students_plot
 from ._registry import RecipeResult, recipe, torch_threads
 
 __all__ = ["KDLMConfig", "MarkovCorpus", "run_kd_lm"]
@@ -245,11 +245,7 @@ def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
 
 def _plot(ppl: dict[str, float], std: dict[str, float], refs: dict[str, float], path: Path) -> Path:
     """Held-out student perplexity per method (+- std over seeds) against the true law and the teacher."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    if "ce" in ppl:
-        refs = {**refs, "student trained on data (ce)": ppl["ce"]}
-    data = bar_panel(ax, ppl, errors=std, references=refs, xlabel="student training method",
-                     ylabel="held-out perplexity (completion tokens)")
-    ax.set_ylim(0.9 * min([*ppl.values(), *refs.values()]), None)
-    ax.set_title("kd-lm: students distilled with each divergence, on/off-policy", fontsize=9)
-    return save_figure(fig, path, data=data)
+    return students_plot(ppl, std, refs, path, ce_label="student trained on data (ce)",
+                         ylabel="held-out perplexity (completion tokens)",
+                         title="kd-lm: students distilled with each divergence, on/off-policy",
+                         ylim=(0.9 * min([*ppl.values(), *refs.values()]), None))
