@@ -44,8 +44,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
-from ..divergences._checks import check_float_tensor
-from ..divergences._backend import BACKENDS, check_backend, triton_terms_for
+from ..divergences.kernels import BACKENDS, check_backend, check_float_tensor, triton_terms_for
 from ._token import VOCAB_POLICIES, check_temperature, label_mask, normalise_sum
 
 __all__ = ["fused_linear_kd_loss", "fused_linear_cross_entropy", "default_chunk_size", "BACKENDS"]
@@ -86,7 +85,7 @@ def _chunk(div: Divergence, hs: Tensor, ws: Tensor, wts: Tensor, ht: Tensor, *, 
 def _triton_chunk(terms: Any, hs: Tensor, ws: Tensor, wts: Tensor, ht: Tensor, *, wt: Tensor, temperature: float,
                   need_grad: bool) -> tuple[Tensor, Tensor | None]:
     """:func:`_chunk` on the Triton kernel: the logits by matmul, then dL/db written over them in place."""
-    from ..divergences._triton import triton_rows
+    from ..divergences.kernels import triton_rows
 
     zs = hs @ ws.T  # (rows, V_s) in the input dtype; becomes the gradient
     loss = triton_rows(terms, zs, ht @ wt.T, wts, temperature, grad_out=zs if need_grad else None)

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence, categorical_divergence
-from ..divergences._checks import check_float_tensor, check_index_tensor
+from ..divergences.kernels import check_float_tensor, check_index_tensor
 
 __all__ = ["TopKTeacher", "token_kd_loss", "align_vocab", "label_mask", "normalise_sum"]
 

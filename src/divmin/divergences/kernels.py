@@ -1,0 +1,23 @@
+"""Building blocks for losses that fuse a divergence into other work (``divmin.distill``'s fused
+LM-head losses): the shared argument checks, the backend choice and the Triton row kernel.
+
+These are the pieces :func:`divmin.categorical_divergence` is made of, exported so that a
+method package can reuse them without reaching into private modules. ``triton_rows`` needs
+Triton (``pip install "divmin[triton]"``) and is imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._backend import BACKENDS, check_backend, triton_terms_for
+from ._checks import check_float_tensor, check_index_tensor
+
+__all__ = ["BACKENDS", "check_backend", "check_float_tensor", "check_index_tensor", "triton_rows", "triton_terms_for"]
+
+
+def triton_rows(*args: Any, **kwargs: Any) -> Any:
+    """The Triton row kernel (see ``divmin.divergences._triton.triton_rows``), imported on first use."""
+    from ._triton import triton_rows as rows
+
+    return rows(*args, **kwargs)
