@@ -14,7 +14,7 @@ triton = pytest.importorskip("triton")  # tests/conftest.py sets TRITON_INTERPRE
 
 import divmin  # noqa: E402
 from divmin.distill import fused_linear_kd_loss  # noqa: E402
-from divmin.divergences import _triton  # noqa: E402  (the kernel's block size, lowered below)
+from divmin.divergences import kernels  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F64 = torch.float64
@@ -69,8 +69,8 @@ def test_vocab_policies_num_items_and_infinite_losses(name, policy, v, vt):
 
 
 def test_several_column_blocks_and_bf16(monkeypatch):
-    monkeypatch.setattr(_triton, "MAX_BLOCK", 128)  # 389 columns: 4 blocks, the last one partial
-    assert _triton.triton_block_size(389) == 128
+    monkeypatch.setattr(kernels, "MAX_BLOCK", 128)  # 389 columns: 4 blocks, the last one partial
+    assert kernels.triton_block_size(389) == 128
     big = _problem(n=(4,), v=389, vt=389, seed=3)
     _compare("generalized_js", problem=big, chunk_size=3)  # several blocks per row, a partial last block
     _compare("js", problem=big, dtype=torch.bfloat16, rtol=3e-2)

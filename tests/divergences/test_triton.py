@@ -20,8 +20,8 @@ import torch
 triton = pytest.importorskip("triton")
 
 import divmin  # noqa: E402
-from divmin.divergences import _triton  # noqa: E402
-from divmin.divergences._triton import triton_rows, triton_terms  # noqa: E402
+from divmin.divergences import kernels  # noqa: E402
+from divmin.divergences._triton import triton_block_size, triton_rows, triton_terms  # noqa: E402
 from divmin.divergences._triton_terms import TRITON_TERMS  # noqa: E402
 
 from .conftest import MEMBERS, members  # noqa: E402
@@ -96,8 +96,8 @@ def test_rows_without_a_finite_logit_or_with_nan_are_nan(div):
 
 
 def test_bf16_and_several_column_blocks(monkeypatch):
-    monkeypatch.setattr(_triton, "MAX_BLOCK", 256)  # 3000 columns: 12 blocks, the last one partial
-    assert _triton.triton_block_size(3000) == 256
+    monkeypatch.setattr(kernels, "MAX_BLOCK", 256)  # 3000 columns: 12 blocks, the last one partial
+    assert triton_block_size(3000) == 256
     a, b, mask = _logits(n=6, v=3000, seed=1)
     for dtype, rtol in ((torch.float32, 2e-4), (torch.bfloat16, 3e-2)):
         a_d, b_d = a.to(dtype).double(), b.to(dtype).double()  # same rounded inputs for the oracle

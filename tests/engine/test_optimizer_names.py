@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 
 import pytest
 import torch
@@ -40,19 +41,19 @@ def test_a_role_name_is_accepted(name):
 
 def test_method_and_recipe_optimizers_follow_the_rule():
     """Every optimizer the package builds is named after a model or role (checked by name here)."""
-    import divmin.align._fdpg_trainer as fdpg
-    import divmin.align._fdpo_trainer as fdpo
-    import divmin.diffusion._denoiser_teacher as denoiser
-    import divmin.diffusion._fdistill as fdistill
-    import divmin.distill._trainer as distill
-    import divmin.recipes.tiny_lm as tiny
     import divmin.recipes.fdistill_images as images
     import divmin.recipes.fdpg_toy as fdpg_toy
     import divmin.recipes.fdpo_bandit as bandit
     import divmin.recipes.fit as fit
+    import divmin.recipes.tiny_lm as tiny
+    from divmin.align import FDPGTrainer, FDPOTrainer
+    from divmin.diffusion import FDistill, train_denoiser
+    from divmin.distill import DistillTrainer
 
-    for module in (fdpg, fdpo, denoiser, fdistill, distill, tiny, images, fdpg_toy, bandit, fit):
-        names = re.findall(r'"(\w+)": torch\.optim\.\w+\(', inspect.getsource(module))
+    methods = [sys.modules[obj.__module__] for obj in (FDPGTrainer, FDPOTrainer, train_denoiser, FDistill,
+                                                       DistillTrainer)]
+    for module in (*methods, tiny, images, fdpg_toy, bandit, fit):
+        names = re.findall(r'"(\w+)": (?:torch\.optim\.\w+|trainable_adamw)\(', inspect.getsource(module))
         assert names, module.__name__
         assert not {n.lower() for n in names} & {"adam", "adamw", "sgd", "opt", "optimizer"}, (module.__name__, names)
 

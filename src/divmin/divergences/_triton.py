@@ -127,12 +127,11 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-MAX_BLOCK = 4096  # columns per block at most; tests lower it to stream rows in several blocks
-
-
 def triton_block_size(vocab: int) -> int:
-    """Columns per block: the vocabulary's next power of two, at most ``MAX_BLOCK`` (at least 16)."""
-    return max(16, min(MAX_BLOCK, triton.next_power_of_2(vocab)))
+    """Columns per block: the vocabulary's next power of two, at most ``kernels.MAX_BLOCK`` (at least 16)."""
+    from . import kernels  # read at call time: the cap is a public knob
+
+    return max(16, min(kernels.MAX_BLOCK, triton.next_power_of_2(vocab)))
 
 
 def _num_warps(block: int) -> int:

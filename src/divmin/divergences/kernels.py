@@ -13,7 +13,13 @@ from typing import Any
 from ._backend import BACKENDS, check_backend, triton_terms_for
 from ._checks import check_float_tensor, check_index_tensor
 
-__all__ = ["BACKENDS", "check_backend", "check_float_tensor", "check_index_tensor", "triton_rows", "triton_terms_for"]
+# Columns per Triton block at most: a row longer than this is streamed in several blocks
+# with an online log-sum-exp. 4096 keeps every member's kernel within registers on sm_80/90;
+# tests lower it to exercise the multi-block path on small vocabularies.
+MAX_BLOCK = 4096
+
+__all__ = ["BACKENDS", "MAX_BLOCK", "check_backend", "check_float_tensor", "check_index_tensor", "triton_block_size", "triton_rows",
+           "triton_terms_for"]
 
 
 def triton_rows(*args: Any, **kwargs: Any) -> Any:
@@ -21,3 +27,10 @@ def triton_rows(*args: Any, **kwargs: Any) -> Any:
     from ._triton import triton_rows as rows
 
     return rows(*args, **kwargs)
+
+
+def triton_block_size(vocab: int) -> int:
+    """Columns per block the Triton kernel uses for rows of ``vocab`` entries (at most ``MAX_BLOCK``)."""
+    from ._triton import triton_block_size as size
+
+    return size(vocab)
