@@ -1,21 +1,26 @@
-"""Metrics shared by the methods."""
+"""Metrics shared by the methods (including glottal-instant detection and Naylor's GCI measures)."""
 
 from ._calibration import calibration_error, top_label_calibration_error
 from ._diversity import distinct_n, self_bleu
+from ._glottal import GCIMetrics, GlottalInstants, detect_egg_instants, gci_metrics
 from ._samples import (ModeStats, PrecisionRecall, class_coverage, frechet_distance, gaussian_frechet_distance,
                        mode_stats, precision_recall, sliced_wasserstein)
 from ._target_metrics import TargetMetrics, acceptance_rate, exact_divergence, is_divergence, is_expectation, target_metrics
 
 __all__ = [
+    "GCIMetrics",
+    "GlottalInstants",
     "ModeStats",
     "PrecisionRecall",
     "TargetMetrics",
     "acceptance_rate",
     "calibration_error",
+    "detect_egg_instants",
     "class_coverage",
     "distinct_n",
     "exact_divergence",
     "frechet_distance",
+    "gci_metrics",
     "gaussian_frechet_distance",
     "is_divergence",
     "is_expectation",
