@@ -1,0 +1,24 @@
+"""Speech to EGG (Prathosh et al., 2019): paired synthetic speech / EGG data with exact
+glottal instants, WAV I/O, and the zero-frequency-filtering (ZFF) GCI baseline.
+
+Data lives here, not in ``divmin.data``: it is specific to this method (source-filter
+speech, EGG contact), while ``divmin.data`` holds the generic toys shared by methods.
+"""
+
+from ._lf import VOICE_QUALITIES, LFParams, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
+from ._synth import VOWELS, SpeechEGG, add_noise, egg_from_instants, synthesize, vocal_tract
+
+__all__ = [
+    "LFParams",
+    "SpeechEGG",
+    "VOICE_QUALITIES",
+    "VOWELS",
+    "VoiceQuality",
+    "add_noise",
+    "egg_from_instants",
+    "lf_params_from_rd",
+    "lf_waveform",
+    "pitch_marks",
+    "synthesize",
+    "vocal_tract",
+]
