@@ -77,7 +77,7 @@ def add_noise(signal, snr_db: float, rng: np.random.Generator) -> np.ndarray:
 
     >>> x = np.sin(np.arange(1000) / 5)
     >>> y = add_noise(x, 10.0, np.random.default_rng(0))
-    >>> round(10 * np.log10(np.sum(x ** 2) / np.sum((y - x) ** 2)), 9)
+    >>> round(float(10 * np.log10(np.sum(x ** 2) / np.sum((y - x) ** 2))), 9)
     10.0
     """
     x = np.asarray(signal, dtype=np.float64)
