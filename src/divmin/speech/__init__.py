@@ -7,6 +7,8 @@ speech, EGG contact), while ``divmin.data`` holds the generic toys shared by met
 
 from ._lf import VOICE_QUALITIES, LFParams, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
 from ._synth import VOWELS, SpeechEGG, add_noise, egg_from_instants, synthesize, vocal_tract
+from ._wav import read_wav, write_wav
+from ._zff import average_pitch_period, zff_gci, zff_signal
 
 __all__ = [
     "LFParams",
@@ -15,10 +17,15 @@ __all__ = [
     "VOWELS",
     "VoiceQuality",
     "add_noise",
+    "average_pitch_period",
     "egg_from_instants",
     "lf_params_from_rd",
     "lf_waveform",
     "pitch_marks",
+    "read_wav",
     "synthesize",
     "vocal_tract",
+    "write_wav",
+    "zff_gci",
+    "zff_signal",
 ]
