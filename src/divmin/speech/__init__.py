@@ -1,26 +1,37 @@
 """Speech to EGG (Prathosh et al., 2019): paired synthetic speech / EGG data with exact
-glottal instants, WAV I/O, and the zero-frequency-filtering (ZFF) GCI baseline.
+glottal instants, WAV I/O, the zero-frequency-filtering (ZFF) GCI baseline, and the
+model: an EGG autoencoder prior, a speech encoder, a decoder, trained with an adversarial
+latent term on the shared engine (:class:`SpeechToEGG`).
 
 Data lives here, not in ``divmin.data``: it is specific to this method (source-filter
 speech, EGG contact), while ``divmin.data`` holds the generic toys shared by methods.
 """
 
+from ._model import FrameDecoder, FrameEncoder, LatentCritic, frame_signal, overlap_add
 from ._lf import VOICE_QUALITIES, LFParams, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
 from ._synth import VOWELS, SpeechEGG, add_noise, egg_from_instants, synthesize, vocal_tract
+from ._train import SpeechToEGG, SpeechToEGGConfig
 from ._wav import read_wav, write_wav
 from ._zff import average_pitch_period, zff_gci, zff_signal
 
 __all__ = [
+    "FrameDecoder",
+    "FrameEncoder",
+    "LatentCritic",
     "LFParams",
     "SpeechEGG",
+    "SpeechToEGG",
+    "SpeechToEGGConfig",
     "VOICE_QUALITIES",
     "VOWELS",
     "VoiceQuality",
     "add_noise",
     "average_pitch_period",
     "egg_from_instants",
+    "frame_signal",
     "lf_params_from_rd",
     "lf_waveform",
+    "overlap_add",
     "pitch_marks",
     "read_wav",
     "synthesize",

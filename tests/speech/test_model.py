@@ -1,0 +1,74 @@
+"""SpeechToEGG on the engine: the two phases, frozen prior, optimizer counts, config checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from divmin.engine import EngineConfig
+from divmin.speech import SpeechToEGG, SpeechToEGGConfig, frame_signal, overlap_add, synthesize
+
+
+def _engine(steps: int) -> EngineConfig:
+    return EngineConfig(max_steps=steps, log_every=5, progress=False, tensorboard=False, cpu=True, seed=1)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    u = synthesize(0.15, sample_rate=8000.0, voice="modal", seed=0)
+    return u.speech, u.egg
+
+
+def _config(**kw) -> SpeechToEGGConfig:
+    base = dict(frame_len=32, hop=8, latent_dim=4, hidden=16, batch_size=16, ae_steps=10, engine=_engine(20))
+    return SpeechToEGGConfig(**{**base, **kw})
+
+
+def test_phases_optimizer_counts_and_frozen_prior(pair):
+    m = SpeechToEGG(*pair, _config(critic_steps=2, adv_weight=0.5))
+    result = m.train()
+    assert result.optimizer_steps == {"autoencoder": 10, "speech_encoder": 10, "critic": 20}
+    first = [h for h in result.history if "ae_recon" in h]
+    assert first and all(np.isfinite(h["ae_recon"]) for h in first)
+    second = [h for h in result.history if "recon" in h]
+    assert second and all(np.isfinite(h["latent_divergence"]) for h in second)
+    # phase 2 leaves the prior alone: rerun phase 1 only and compare the autoencoder's weights
+    m1 = SpeechToEGG(*pair, _config(critic_steps=2, adv_weight=0.5, engine=_engine(11)))
+    m1.train()
+    for a, b in zip(m.decoder.state_dict().values(), m1.decoder.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(m.egg_encoder.state_dict().values(), m1.egg_encoder.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(m.speech_encoder.state_dict().values(),
+                                                    m1.speech_encoder.state_dict().values()))
+
+
+def test_no_adversary_baseline_never_trains_the_critic(pair):
+    m = SpeechToEGG(*pair, _config(adv_weight=0.0))
+    before = [p.clone() for p in m.critic.parameters()]
+    result = m.train()
+    assert result.optimizer_steps["critic"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, m.critic.parameters()))
+    assert all("latent_divergence" not in h for h in result.history)
+
+
+def test_predict_shape_and_framing_round_trip(pair):
+    m = SpeechToEGG(*pair, _config(engine=_engine(11)))
+    m.train()
+    assert m.predict(pair[0]).shape == (len(pair[0]),)
+    x = torch.randn(103)
+    assert torch.allclose(overlap_add(frame_signal(x, 16, 5), 5, 103), x)
+
+
+def test_bad_input(pair):
+    with pytest.raises(ValueError, match="ae_steps"):
+        _config(ae_steps=20)
+    with pytest.raises(ValueError, match="hop"):
+        _config(hop=64)
+    with pytest.raises(ValueError, match="divergence"):
+        _config(divergence="no_such")
+    with pytest.raises(ValueError, match="speech"):
+        SpeechToEGG(pair[0], pair[1][:-1], _config())
+    with pytest.raises(ValueError, match="x"):
+        frame_signal(torch.zeros(2, 8), 4, 2)
