@@ -56,6 +56,20 @@ def test_snr_is_exact(snr):
     assert measured == pytest.approx(snr, abs=1e-9)
 
 
+@pytest.mark.parametrize("color", ["pink", "brown"])
+def test_colored_noise_has_exact_snr_and_its_slope(color):
+    rng = np.random.default_rng(0)
+    x = np.sin(np.arange(8000) / 3.0)
+    noise = add_noise(x, 3.0, rng, color=color) - x
+    assert 10 * np.log10(np.sum(x ** 2) / np.sum(noise ** 2)) == pytest.approx(3.0, abs=1e-9)
+    power = np.abs(np.fft.rfft(noise)) ** 2
+    low, high = power[1:400].mean(), power[2000:4000].mean()
+    assert low / high > (20 if color == "pink" else 200)  # white would give ~1
+    assert abs(noise.mean()) < 1e-9  # no DC
+    with pytest.raises(ValueError, match="color"):
+        add_noise(x, 3.0, rng, color="blue")
+
+
 def test_pitch_follows_f0_and_creaky_is_lower():
     marks = pitch_marks(1.0, 16000, f0=200.0, vibrato=0.0)
     assert np.allclose(np.diff(marks), 1 / 200.0) and len(marks) == 201

@@ -9,7 +9,7 @@ speech, EGG contact), while ``divmin.data`` holds the generic toys shared by met
 
 from ._model import FrameDecoder, FrameEncoder, LatentCritic, frame_signal, overlap_add
 from ._lf import VOICE_QUALITIES, LFParams, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
-from ._synth import VOWELS, SpeechEGG, add_noise, egg_from_instants, synthesize, vocal_tract
+from ._synth import NOISE_COLORS, VOWELS, SpeechEGG, add_noise, egg_from_instants, synthesize, vocal_tract
 from ._train import SpeechToEGG, SpeechToEGGConfig
 from ._wav import read_wav, write_wav
 from ._zff import average_pitch_period, zff_gci, zff_signal
@@ -19,6 +19,7 @@ __all__ = [
     "FrameEncoder",
     "LatentCritic",
     "LFParams",
+    "NOISE_COLORS",
     "SpeechEGG",
     "SpeechToEGG",
     "SpeechToEGGConfig",

@@ -23,7 +23,7 @@ import numpy as np
 
 from ._lf import VOICE_QUALITIES, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
 
-__all__ = ["SpeechEGG", "VOWELS", "add_noise", "egg_from_instants", "synthesize", "vocal_tract"]
+__all__ = ["NOISE_COLORS", "SpeechEGG", "VOWELS", "add_noise", "egg_from_instants", "synthesize", "vocal_tract"]
 
 VOWELS = {  # (formants Hz, bandwidths Hz)
     "a": ((730.0, 1090.0, 2440.0, 3400.0), (80.0, 90.0, 120.0, 150.0)),
@@ -72,8 +72,14 @@ def vocal_tract(formants, bandwidths, sample_rate: float) -> np.ndarray:
     return a
 
 
-def add_noise(signal, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """``signal`` plus white Gaussian noise at exactly ``snr_db`` (sample powers), mono (T,).
+NOISE_COLORS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectrum ~ 1 / f^exponent
+
+
+def add_noise(signal, snr_db: float, rng: np.random.Generator, *, color: str = "white") -> np.ndarray:
+    """``signal`` plus Gaussian noise at exactly ``snr_db`` (sample powers), mono (T,).
+
+    ``color``: "white", "pink" (1/f power) or "brown" (1/f^2 power),
+    shaped in the DFT domain with no DC component.
 
     >>> x = np.sin(np.arange(1000) / 5)
     >>> y = add_noise(x, 10.0, np.random.default_rng(0))
@@ -88,7 +94,15 @@ def add_noise(signal, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     power = np.sum(x * x)
     if power == 0:
         raise ValueError("`signal` is silent: the SNR is undefined")
+    if color not in NOISE_COLORS:
+        raise ValueError(f"`color` must be one of {sorted(NOISE_COLORS)}, got {color!r}")
     noise = rng.standard_normal(x.size)
+    if NOISE_COLORS[color] > 0:
+        spec = np.fft.rfft(noise)
+        f = np.arange(spec.size, dtype=np.float64)
+        spec[1:] *= f[1:] ** (-NOISE_COLORS[color] / 2)
+        spec[0] = 0
+        noise = np.fft.irfft(spec, x.size)
     noise *= np.sqrt(power / (np.sum(noise * noise) * 10 ** (snr_db / 10)))
     return x + noise
 
@@ -125,12 +139,14 @@ def _source(marks, fs: float, n: int, vq: VoiceQuality, rng: np.random.Generator
 
 
 def synthesize(duration: float = 0.5, *, sample_rate: float = 16000.0, voice: str = "modal", vowel: str = "a",
-               snr_db: float | None = None, f0: float | None = None, seed: int = 0) -> SpeechEGG:
+               snr_db: float | None = None, noise: str = "white", f0: float | None = None,
+               seed: int = 0) -> SpeechEGG:
     """Paired speech / EGG with exact GCIs (LF excitation t = te) and GOIs (start of the next
     cycle, t = 0, after each GCI), so ``gci[k] < goi[k] < gci[k + 1]``.
 
     Speech is normalised to peak 0.9 before the noise; the EGG peaks near 1. Deterministic
-    given ``seed``. ``f0`` overrides the voice quality's mean f0.
+    given ``seed``. ``f0`` overrides the voice quality's mean f0; ``noise`` is the noise
+    color of :func:`add_noise`.
 
     >>> u = synthesize(0.1, voice="modal", seed=0)
     >>> u.speech.shape, len(u.gci) == len(u.goi), bool(np.all(u.gci < u.goi))
@@ -152,5 +168,5 @@ def synthesize(duration: float = 0.5, *, sample_rate: float = 16000.0, voice: st
     clean *= 0.9 / np.max(np.abs(clean))
     gci = marks[:-1] + params.te * np.diff(marks)
     egg = egg_from_instants(gci, marks[1:], vq.contact * amps / amps.max(), n, fs)
-    speech = clean.copy() if snr_db is None else add_noise(clean, snr_db, rng)
+    speech = clean.copy() if snr_db is None else add_noise(clean, snr_db, rng, color=noise)
     return SpeechEGG(speech, clean, egg, gci, marks[1:], fs, voice, vowel, snr_db)
