@@ -129,10 +129,8 @@ def gci_metrics(reference_instants, estimated_instants, *, sample_rate: float | 
     counts = np.bincount(cycle, minlength=ref.size)
     hit = counts == 1
     n = ref.size
-    errors = np.zeros(0)
-    if hit.any():
-        first = {c: e for c, e in zip(cycle[::-1], est[::-1])}  # one estimate in each hit cycle
-        errors = np.array([first[i] - ref[i] for i in np.flatnonzero(hit)]) * 1e3
+    sole = hit[cycle]  # estimates alone in their cycle
+    errors = (est[sole] - ref[cycle[sole]]) * 1e3
     ida = float(errors.std()) if errors.size else float("nan")
     bias = float(errors.mean()) if errors.size else float("nan")
     return GCIMetrics(float(hit.sum() / n), float((counts == 0).sum() / n), float((counts > 1).sum() / n),
