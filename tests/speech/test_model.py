@@ -54,7 +54,9 @@ def test_no_adversary_baseline_never_trains_the_critic(pair):
 
 
 def test_predict_shape_and_framing_round_trip(pair):
+    state = torch.random.get_rng_state()
     m = SpeechToEGG(*pair, _config(engine=_engine(11)))
+    assert torch.equal(state, torch.random.get_rng_state())  # construction leaves the global RNG alone
     m.train()
     assert m.predict(pair[0]).shape == (len(pair[0]),)
     x = torch.randn(103)

@@ -95,11 +95,12 @@ class SpeechToEGG(MethodTrainer):
     def __init__(self, speech, egg, config: SpeechToEGGConfig | None = None) -> None:
         c = self.use_config(config, SpeechToEGGConfig)
         self.speech_frames, self.egg_frames = _paired_frames(speech, egg, c.frame_len, c.frame_len // 4 or 1)
-        torch.manual_seed(c.engine.seed)
-        self.egg_encoder = FrameEncoder(c.frame_len, c.latent_dim, c.hidden)
-        self.speech_encoder = FrameEncoder(c.frame_len, c.latent_dim, c.hidden)
-        self.decoder = FrameDecoder(c.frame_len, c.latent_dim, c.hidden)
-        self.critic = LatentCritic(c.latent_dim, c.hidden)
+        with torch.random.fork_rng(devices=[]):  # initialise from engine.seed, leave the global RNG alone
+            torch.manual_seed(c.engine.seed)
+            self.egg_encoder = FrameEncoder(c.frame_len, c.latent_dim, c.hidden)
+            self.speech_encoder = FrameEncoder(c.frame_len, c.latent_dim, c.hidden)
+            self.decoder = FrameDecoder(c.frame_len, c.latent_dim, c.hidden)
+            self.critic = LatentCritic(c.latent_dim, c.hidden)
         self.divergence = as_divergence(c.divergence)
         self.ratio_estimator = LogRatioEstimator(logit_clamp=c.logit_clamp, ratio_clamp=None, ratio_ema=0.0)
 
