@@ -2,6 +2,7 @@
 
 from ._calibration import calibration_error, top_label_calibration_error
 from ._diversity import distinct_n, self_bleu
+from ._generative import generative_perplexity, unigram_entropy
 from ._samples import (ModeStats, PrecisionRecall, class_coverage, frechet_distance, gaussian_frechet_distance,
                        mode_stats, precision_recall, sliced_wasserstein)
 from ._target_metrics import TargetMetrics, acceptance_rate, exact_divergence, is_divergence, is_expectation, target_metrics
@@ -17,6 +18,7 @@ __all__ = [
     "exact_divergence",
     "frechet_distance",
     "gaussian_frechet_distance",
+    "generative_perplexity",
     "is_divergence",
     "is_expectation",
     "mode_stats",
@@ -25,4 +27,5 @@ __all__ = [
     "sliced_wasserstein",
     "target_metrics",
     "top_label_calibration_error",
+    "unigram_entropy",
 ]
