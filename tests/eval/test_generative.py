@@ -38,3 +38,9 @@ def test_unigram_entropy():
         unigram_entropy(torch.zeros(2, 2))
     with pytest.raises(ValueError, match="`samples`"):
         generative_perplexity(torch.zeros(3, dtype=torch.long), MarkovLanguage(4, 3))
+
+
+def test_per_sequence_unigram_entropy_is_the_mean_of_each_rows_entropy():
+    x = torch.tensor([[0, 0, 0, 0], [0, 1, 2, 3], [1, 1, 2, 2]])
+    assert unigram_entropy(x, per_sequence=True) == pytest.approx((0 + math.log(4) + math.log(2)) / 3)
+    assert unigram_entropy(x, 5, per_sequence=True) == pytest.approx(unigram_entropy(x, per_sequence=True))

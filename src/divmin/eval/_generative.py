@@ -10,7 +10,8 @@ reported beside the unigram entropy of the samples' tokens,
 
     H_1 = -sum_v f_v log f_v,   f_v = frequency of token v over all samples' positions,
 
-which collapses when the samples lose diversity). The paper DiDi-Instruct
+which collapses when the samples lose diversity; ``per_sequence=True`` averages each
+sample's own H_1 instead, which also drops when a sample repeats itself). The paper DiDi-Instruct
 (Zheng et al. 2025) reports both, with GPT-2 Large as judge.
 """
 
@@ -57,13 +58,16 @@ def generative_perplexity(samples: Tensor, judge: _Judge) -> float:
     return math.exp(-float(log_p.double().sum()) / samples.numel())
 
 
-def unigram_entropy(samples: Tensor, vocab_size: int | None = None) -> float:
+def unigram_entropy(samples: Tensor, vocab_size: int | None = None, *, per_sequence: bool = False) -> float:
     """Entropy (nats) of the token frequencies over every position of ``samples`` (N, L).
 
     ``vocab_size``: the id range (default: max id + 1); ids outside it raise ValueError.
+    ``per_sequence``: instead, the mean over samples of the entropy of each sample's own token
+    frequencies (the "entropy" column of MDLM-family papers, e.g. DiDi-Instruct's, on long samples).
 
-    >>> round(unigram_entropy(torch.tensor([[0, 1], [2, 3]])), 6) == round(math.log(4), 6)
-    True
+    >>> x = torch.tensor([[0, 1], [2, 3]])
+    >>> round(unigram_entropy(x), 4), round(unigram_entropy(x, per_sequence=True), 4)
+    (1.3863, 0.6931)
     """
     samples = _check_samples(samples)
     if vocab_size is None:
@@ -72,5 +76,9 @@ def unigram_entropy(samples: Tensor, vocab_size: int | None = None) -> float:
         raise ValueError(f"`vocab_size` must be an int >= 1, got {vocab_size!r}")
     if bool((samples < 0).any() | (samples >= vocab_size).any()):
         raise ValueError(f"`samples` holds token ids outside [0, {vocab_size})")
+    if per_sequence:
+        counts = torch.zeros(samples.shape[0], vocab_size, dtype=torch.float64, device=samples.device)
+        freq = counts.scatter_add_(1, samples, torch.ones_like(samples, dtype=torch.float64)) / samples.shape[1]
+        return float(-torch.special.xlogy(freq, freq).sum(-1).mean())
     freq = torch.bincount(samples.flatten(), minlength=vocab_size).double() / samples.numel()
     return float(-torch.special.xlogy(freq, freq).sum())
