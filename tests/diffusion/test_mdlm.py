@@ -238,3 +238,23 @@ def test_a_trained_mdlm_generates_the_markov_language_well_below_uniform():
     finally:
         torch.set_num_threads(threads)
     assert ppl[16] < 0.7 * 16 and ppl[16] < 0.5 * ppl[1]
+
+
+def _mdlm_run(steps: int, out_dir) -> MDLMTrainer:
+    torch.manual_seed(0)
+    lang = MarkovLanguage(5, 4, order=2, seed=0)
+    lm = MaskedDiffusionLM(MDLMTransformer(5, 4, width=16, depth=1, heads=2), 5, 4)
+    engine = EngineConfig(max_steps=steps, log_every=1, progress=False, tensorboard=False, checkpoint_every=2,
+                          out_dir=str(out_dir))
+    return MDLMTrainer(lm, lang.sample, MDLMConfig(batch_size=8, engine=engine))
+
+
+def test_resume_is_exact(tmp_path):
+    straight = _mdlm_run(4, tmp_path / "straight")
+    straight.train()
+    _mdlm_run(2, tmp_path / "split").train()
+    resumed = _mdlm_run(4, tmp_path / "split")
+    result = resumed.train(resume=True)
+    assert [r["step"] for r in result.history] == [3, 4]  # it continued from the step-2 checkpoint
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
+        assert torch.equal(a, b)
