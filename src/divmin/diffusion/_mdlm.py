@@ -184,7 +184,8 @@ class MaskedDiffusionLM(nn.Module):
         length = self.length if length is None else length
         if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= self.length:
             raise ValueError(f"`length` must be an int in [1, {self.length}] (the model's), got {length!r}")
-        device = next(self.parameters()).device
+        param = next(self.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
         return mdlm_sample(self, n, length, nfe=nfe, mask_id=self.mask_id, generator=generator, device=device,
                            cache=cache)[0]
 
