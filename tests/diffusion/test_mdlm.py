@@ -216,7 +216,7 @@ def test_trainer_runs_on_the_engine_and_reports_exact_metrics():
     trainer = MDLMTrainer(lm, lang.sample, cfg, judge=lang)
     result = trainer.train()
     assert result.optimizer_steps == {"denoiser": 3}
-    assert {"eval/gen_ppl", "eval/entropy", "loss"} <= set(result.metrics)
+    assert {"eval/gen_ppl", "eval/entropy", "eval/nelbo_per_token", "loss"} <= set(result.metrics)
     assert 1.0 <= result.metrics["eval/gen_ppl"] and 0.0 <= result.metrics["eval/entropy"] <= math.log(4) + 1e-6
     assert trainer.model is trainer.engine.models["denoiser"]
 
@@ -258,3 +258,11 @@ def test_resume_is_exact(tmp_path):
     assert [r["step"] for r in result.history] == [3, 4]  # it continued from the step-2 checkpoint
     for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_transformer_features_feed_its_head():
+    net = MDLMTransformer(V, L, width=16, depth=1, heads=2, time_conditioning=True)
+    z, t = torch.tensor([[0, V, 2]]), torch.tensor([0.3])
+    assert net.features(z, t).shape == (1, L, 16)
+    assert torch.equal(net(z, t), net.head(net.features(z, t)))
+    assert not torch.equal(net(z, t), net(z, torch.tensor([0.9])))  # time enters when asked for

@@ -58,9 +58,14 @@ class MDLMTransformer(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab_size + 1)
 
-    def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
-        """(B, L') ids in [0, V], (B,) times -> (B, L', V + 1) logits (float32 or the autocast dtype)."""
+    def features(self, z_t: Tensor, t: Tensor) -> Tensor:
+        """(B, L') ids in [0, V], (B,) times -> (B, L', width) final hidden states (after the last norm),
+        e.g. the trunk of a discriminator initialised from a trained denoiser (DiDi-Instruct)."""
         h = self.token(z_t) + self.position[: z_t.shape[1]]
         if self.time is not None:
             h = h + self.time(_noise_embedding(t.float(), self.width))[:, None, :]
-        return self.head(self.norm(self.encoder(h)))
+        return self.norm(self.encoder(h))
+
+    def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
+        """(B, L') ids in [0, V], (B,) times -> (B, L', V + 1) logits (float32 or the autocast dtype)."""
+        return self.head(self.features(z_t, t))

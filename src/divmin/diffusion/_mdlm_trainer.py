@@ -5,7 +5,8 @@ masking each token with probability t, and minimise the mean per-token MDLM loss
 (:func:`divmin.diffusion.mdlm_loss`, the continuous-time NELBO divided by L) with the
 optimizer "denoiser". With a ``judge`` (anything with an exact ``log_prob(seqs)``, e.g.
 :class:`divmin.data.MarkovLanguage`) the evaluation samples with ``eval_nfe`` steps and
-logs the exact generative perplexity and the unigram entropy.
+logs the exact generative perplexity, the unigram entropy and a one-sample NELBO per token
+of a fresh data batch.
 
 Reference: Sahoo et al., "Simple and Effective Masked Diffusion Language Models" (2024).
 """
@@ -137,6 +138,8 @@ class _MDLMTask:
         model, c = ctx.unwrap("denoiser"), self.c
         x, _ = mdlm_sample(model, c.eval_samples, model.length, nfe=c.eval_nfe, mask_id=model.mask_id,
                            generator=ctx.generator, device=ctx.device)
+        x0 = self._batch(ctx)
+        nelbo = model.loss(x0, generator=ctx.generator, t_min=c.t_min, antithetic=c.antithetic).mean() / x0.shape[1]
         x = x.cpu()
         return {"gen_ppl": torch.tensor(generative_perplexity(x, self.o.judge)),
-                "entropy": torch.tensor(unigram_entropy(x, model.vocab_size))}
+                "entropy": torch.tensor(unigram_entropy(x, model.vocab_size)), "nelbo_per_token": nelbo}
