@@ -181,8 +181,8 @@ def test_cache_skips_calls_without_changing_samples():
         calls.append(1)
         return subs_log_probs(torch.zeros(*z.shape, V + 1), z, mask_id=V)
 
-    a, used = mdlm_sample(den, 2, 2, nfe=64, mask_id=V, generator=torch.Generator().manual_seed(0))
-    b, used_nc = mdlm_sample(den, 2, 2, nfe=64, mask_id=V, generator=torch.Generator().manual_seed(0), cache=False)
+    a, used, _ = mdlm_sample(den, 2, 2, nfe=64, mask_id=V, generator=torch.Generator().manual_seed(0))
+    b, used_nc, _ = mdlm_sample(den, 2, 2, nfe=64, mask_id=V, generator=torch.Generator().manual_seed(0), cache=False)
     assert torch.equal(a, b) and used_nc == 64 and used <= 5 and len(calls) == used + used_nc
 
 
@@ -200,6 +200,10 @@ def test_bad_inputs_name_the_argument():
         lm.loss(torch.tensor([[0, V, 1]]))
     with pytest.raises(ValueError, match="`length`"):
         lm.sample(2, nfe=2, length=4)
+    with pytest.raises(ValueError, match="`times` must decrease strictly from 1 to 0"):
+        lm.sample(2, times=[1.0, 0.5, 0.5, 0.0])
+    with pytest.raises(ValueError, match="exactly one of `nfe` and `times`"):
+        lm.sample(2, nfe=2, times=[1.0, 0.0])
     with pytest.raises(ValueError, match="`eval_nfe`"):
         MDLMConfig(eval_nfe=0)
     with pytest.raises(ValueError, match="`data`.*longer than the model's"):
@@ -266,3 +270,20 @@ def test_transformer_features_feed_its_head():
     assert net.features(z, t).shape == (1, L, 16)
     assert torch.equal(net(z, t), net.head(net.features(z, t)))
     assert not torch.equal(net(z, t), net(z, torch.tensor([0.9])))  # time enters when asked for
+
+
+def test_a_custom_time_grid_and_the_path():
+    """times = (1, tau, 0) follows the forward marginals at tau; the uniform grid equals nfe steps."""
+    pi = torch.softmax(torch.randn(1, V + 1, generator=torch.Generator().manual_seed(5)), -1)
+    den = MaskedDiffusionLM(Factorised(pi.log()), V, 1)
+    n, tau = 40000, 0.3
+    out = mdlm_sample(den, n, 1, mask_id=V, times=torch.tensor([1.0, tau, 0.0]), keep_path=True,
+                      generator=torch.Generator().manual_seed(0))
+    (s0, z_tau), (s1, z_0) = out.path
+    assert (s0, s1) == (pytest.approx(tau), 0.0) and torch.equal(z_0, out.tokens)
+    target = torch.cat([(1 - tau) * torch.softmax(pi[0, :V].double().log(), 0), torch.tensor([tau]).double()])
+    assert _binomial_ok(torch.bincount(z_tau[:, 0], minlength=V + 1).double() / n, target, n)
+    assert torch.equal(z_0[z_tau != V], z_tau[z_tau != V])  # unmasked tokens stay
+    a = den.sample(50, nfe=4, generator=torch.Generator().manual_seed(2))
+    b = den.sample(50, times=[1.0, 0.75, 0.5, 0.25, 0.0], generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)

@@ -10,7 +10,7 @@ log-ratio estimate into the f-distill generator gradient E[h(r) (s_Q - s_P) dx_t
 from ._denoiser_teacher import DenoiserTeacher, DenoiserTrainingConfig, edm_sampler, edm_sigmas, train_denoiser
 from ._config import FEATURE_SOURCES, SIGMA_SAMPLERS, TIME_WEIGHTS, FDistillConfig
 from ._fdistill import FDistill
-from ._mdlm import MaskedDiffusionLM, mdlm_loss, mdlm_reverse_step, mdlm_sample, sample_times, subs_log_probs
+from ._mdlm import MDLMSample, MaskedDiffusionLM, mdlm_loss, mdlm_reverse_step, mdlm_sample, sample_times, subs_log_probs
 from ._mdlm_nets import MDLMTransformer
 from ._mdlm_trainer import MDLMConfig, MDLMTrainer
 from ._nets import ConvBackbone, DenoiserGenerator, EDMDenoiser, MLPBackbone, MLPGenerator, RatioHead
@@ -31,6 +31,7 @@ __all__ = [
     "FDistillConfig",
     "GaussianMixtureTeacher",
     "MDLMConfig",
+    "MDLMSample",
     "MDLMTrainer",
     "MDLMTransformer",
     "MLPBackbone",

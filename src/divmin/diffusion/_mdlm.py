@@ -18,7 +18,7 @@ Ancestral sampling from t to s < t: a masked position becomes token v with proba
 ((t - s)/t) x_theta[v] and stays masked with probability s/t; unmasked positions stay.
 The draw is a Gumbel-max in float64 (float32 Gumbel noise lowers the entropy of the
 samples and flatters their perplexity, as noted by Zheng et al. for MDLM's sampler).
-With NFEs = n the times are 1, (n-1)/n, ..., 0; when a step unmasks nothing, z is
+With NFEs = n the times are 1, (n-1)/n, ..., 0 (or any decreasing grid from 1 to 0); when a step unmasks nothing, z is
 unchanged and the denoiser's output is reused (no network call: exact for a
 time-independent denoiser, MDLM's caching otherwise).
 
@@ -29,14 +29,14 @@ Zheng et al., "Ultra-Fast Language Generation via Discrete Diffusion Divergence 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..data import check_token_ids
 
-__all__ = ["MaskedDiffusionLM", "mdlm_loss", "mdlm_reverse_step", "mdlm_sample", "sample_times", "subs_log_probs"]
+__all__ = ["MDLMSample", "MaskedDiffusionLM", "mdlm_loss", "mdlm_reverse_step", "mdlm_sample", "sample_times", "subs_log_probs"]
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # (z_t (B, L), t (B,)) -> SUBS log-probs (B, L, V + 1)
 
@@ -101,36 +101,59 @@ def mdlm_reverse_step(log_probs: Tensor, z_t: Tensor, t: float, s: float, *, mas
     return torch.where(z_t == mask_id, draw, z_t)
 
 
-def mdlm_sample(denoiser: Denoiser, n: int, length: int, *, nfe: int, mask_id: int,
-                generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                cache: bool = True) -> tuple[Tensor, int]:
-    """Ancestral sampling from all-mask with ``nfe`` steps; returns ((n, length) ids, network calls made).
+class MDLMSample(NamedTuple):
+    """What :func:`mdlm_sample` returns."""
+
+    tokens: Tensor  # (n, length) final ids
+    calls: int  # network evaluations made (<= steps with the cache)
+    path: tuple[tuple[float, Tensor], ...]  # (s, z_s) after every step when keep_path, else ()
+
+
+def _time_grid(nfe: int | None, times: Sequence[float] | Tensor | None) -> list[float]:
+    """The decreasing times 1 = t_0 > ... > t_K = 0 of the sampler."""
+    if (nfe is None) == (times is None):
+        raise ValueError("give exactly one of `nfe` and `times`")
+    if times is None:
+        if isinstance(nfe, bool) or not isinstance(nfe, int):
+            raise TypeError(f"`nfe` must be an int, got {type(nfe).__name__}")
+        if nfe < 1:
+            raise ValueError(f"`nfe` must be >= 1, got {nfe}")
+        return [i / nfe for i in range(nfe, -1, -1)]
+    grid = [float(v) for v in (times.tolist() if isinstance(times, Tensor) else times)]
+    if len(grid) < 2 or grid[0] != 1.0 or grid[-1] != 0.0 or any(a <= b for a, b in zip(grid, grid[1:])):
+        raise ValueError(f"`times` must decrease strictly from 1 to 0, got {grid}")
+    return grid
+
+
+def mdlm_sample(denoiser: Denoiser, n: int, length: int, *, mask_id: int, nfe: int | None = None,
+                times: Sequence[float] | Tensor | None = None, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu", cache: bool = True, keep_path: bool = False) -> MDLMSample:
+    """Ancestral sampling from all-mask, on the uniform grid of ``nfe`` steps or on ``times`` (1, ..., 0).
 
     ``denoiser(z_t (n, length), t (n,))`` gives SUBS log-probs (n, length, mask_id + 1).
-    ``cache``: reuse the last output when the previous step unmasked nothing.
+    ``cache``: reuse the last output when the previous step unmasked nothing. ``keep_path``:
+    also return every intermediate state (e.g. DiDi-Instruct's 2-step paths 1 -> tau -> 0).
 
     >>> uniform = lambda z, t: subs_log_probs(torch.zeros(*z.shape, 4), z, mask_id=3)
-    >>> x, calls = mdlm_sample(uniform, 2, 5, nfe=4, mask_id=3, generator=torch.Generator().manual_seed(0))
-    >>> x.shape, bool((x < 3).all()), 1 <= calls <= 4
+    >>> out = mdlm_sample(uniform, 2, 5, mask_id=3, nfe=4, generator=torch.Generator().manual_seed(0))
+    >>> out.tokens.shape, bool((out.tokens < 3).all()), 1 <= out.calls <= 4
     (torch.Size([2, 5]), True, True)
     """
-    if isinstance(nfe, bool) or not isinstance(nfe, int):
-        raise TypeError(f"`nfe` must be an int, got {type(nfe).__name__}")
-    if nfe < 1:
-        raise ValueError(f"`nfe` must be >= 1, got {nfe}")
+    grid = _time_grid(nfe, times)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"`n` must be an int >= 1, got {n!r}")
     z = torch.full((n, length), mask_id, dtype=torch.long, device=device)
-    log_probs, calls = None, 0
-    for i in range(nfe, 0, -1):
-        t, s = i / nfe, (i - 1) / nfe
+    log_probs, calls, path = None, 0, []
+    for t, s in zip(grid, grid[1:]):
         if log_probs is None:
             log_probs, calls = denoiser(z, torch.full((n,), t, device=z.device)), calls + 1
         z_next = mdlm_reverse_step(log_probs, z, t, s, mask_id=mask_id, generator=generator)
         if not cache or not torch.equal(z_next, z):
             log_probs = None
         z = z_next
-    return z, calls
+        if keep_path:
+            path.append((s, z))
+    return MDLMSample(z, calls, tuple(path))
 
 
 class MaskedDiffusionLM(nn.Module):
@@ -178,16 +201,16 @@ class MaskedDiffusionLM(nn.Module):
         return mdlm_loss(self(z_t, t), x0, z_t, t, mask_id=self.mask_id)
 
     @torch.no_grad()
-    def sample(self, n: int, *, nfe: int, generator: torch.Generator | None = None, length: int | None = None,
-               cache: bool = True) -> Tensor:
-        """(n, length) ancestral samples with ``nfe`` steps, on the model's device."""
+    def sample(self, n: int, *, nfe: int | None = None, times: Sequence[float] | Tensor | None = None,
+               generator: torch.Generator | None = None, length: int | None = None, cache: bool = True) -> Tensor:
+        """(n, length) ancestral samples with ``nfe`` uniform steps or on ``times``, on the model's device."""
         length = self.length if length is None else length
         if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= self.length:
             raise ValueError(f"`length` must be an int in [1, {self.length}] (the model's), got {length!r}")
         param = next(self.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        return mdlm_sample(self, n, length, nfe=nfe, mask_id=self.mask_id, generator=generator, device=device,
-                           cache=cache)[0]
+        return mdlm_sample(self, n, length, mask_id=self.mask_id, nfe=nfe, times=times, generator=generator,
+                           device=device, cache=cache).tokens
 
 
 def sample_times(n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu",

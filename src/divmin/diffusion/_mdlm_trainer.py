@@ -136,8 +136,8 @@ class _MDLMTask:
     @torch.no_grad()
     def evaluate(self, ctx: StepContext) -> dict[str, Tensor]:
         model, c = ctx.unwrap("denoiser"), self.c
-        x, _ = mdlm_sample(model, c.eval_samples, model.length, nfe=c.eval_nfe, mask_id=model.mask_id,
-                           generator=ctx.generator, device=ctx.device)
+        x = mdlm_sample(model, c.eval_samples, model.length, mask_id=model.mask_id, nfe=c.eval_nfe,
+                        generator=ctx.generator, device=ctx.device).tokens
         x0 = self._batch(ctx)
         nelbo = model.loss(x0, generator=ctx.generator, t_min=c.t_min, antithetic=c.antithetic).mean() / x0.shape[1]
         x = x.cpu()
