@@ -1,4 +1,5 @@
-"""divmin.diffusion: one-step generators distilled from diffusion teachers with any f-divergence.
+"""divmin.diffusion: one-step generators distilled from diffusion teachers with any f-divergence,
+and masked diffusion language models (MDLM: :class:`MaskedDiffusionLM`, :class:`MDLMTrainer`).
 
 Noise schedule (VE / EDM): x_t = x_0 + sigma eps. A teacher gives ``score(x_t, sigma)``
 (and/or ``denoise``); :func:`fdistill_surrogate` turns teacher score, fake score and a
@@ -9,6 +10,9 @@ log-ratio estimate into the f-distill generator gradient E[h(r) (s_Q - s_P) dx_t
 from ._denoiser_teacher import DenoiserTeacher, DenoiserTrainingConfig, edm_sampler, edm_sigmas, train_denoiser
 from ._config import FEATURE_SOURCES, SIGMA_SAMPLERS, TIME_WEIGHTS, FDistillConfig
 from ._fdistill import FDistill
+from ._mdlm import MDLMSample, MaskedDiffusionLM, mdlm_loss, mdlm_reverse_step, mdlm_sample, sample_times, subs_log_probs
+from ._mdlm_nets import MDLMTransformer
+from ._mdlm_trainer import MDLMConfig, MDLMTrainer
 from ._nets import ConvBackbone, DenoiserGenerator, EDMDenoiser, MLPBackbone, MLPGenerator, RatioHead
 from ._surrogate import check_fdistill_divergence, fdistill_surrogate, fdistill_weight
 from ._teacher import DiffusionTeacher, GaussianMixtureTeacher, expand_sigma, score_from_denoiser
@@ -26,8 +30,13 @@ __all__ = [
     "FDistill",
     "FDistillConfig",
     "GaussianMixtureTeacher",
+    "MDLMConfig",
+    "MDLMSample",
+    "MDLMTrainer",
+    "MDLMTransformer",
     "MLPBackbone",
     "MLPGenerator",
+    "MaskedDiffusionLM",
     "RatioHead",
     "check_fdistill_divergence",
     "edm_sampler",
@@ -35,6 +44,11 @@ __all__ = [
     "expand_sigma",
     "fdistill_surrogate",
     "fdistill_weight",
+    "mdlm_loss",
+    "mdlm_reverse_step",
+    "mdlm_sample",
+    "sample_times",
     "score_from_denoiser",
+    "subs_log_probs",
     "train_denoiser",
 ]

@@ -1,7 +1,9 @@
-"""Metrics shared by the methods (including glottal-instant detection and Naylor's GCI measures)."""
+"""Metrics shared by the methods: divergences to targets, sample quality, diversity, calibration,
+generative perplexity under an exact-likelihood judge, glottal-instant detection and Naylor's GCI measures."""
 
 from ._calibration import calibration_error, top_label_calibration_error
 from ._diversity import distinct_n, self_bleu
+from ._generative import generative_perplexity, unigram_entropy
 from ._glottal import GCIMetrics, GlottalInstants, detect_egg_instants, gci_metrics
 from ._samples import (ModeStats, PrecisionRecall, class_coverage, frechet_distance, gaussian_frechet_distance,
                        mode_stats, precision_recall, sliced_wasserstein)
@@ -22,6 +24,7 @@ __all__ = [
     "frechet_distance",
     "gci_metrics",
     "gaussian_frechet_distance",
+    "generative_perplexity",
     "is_divergence",
     "is_expectation",
     "mode_stats",
@@ -30,4 +33,5 @@ __all__ = [
     "sliced_wasserstein",
     "target_metrics",
     "top_label_calibration_error",
+    "unigram_entropy",
 ]
