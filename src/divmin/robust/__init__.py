@@ -1,0 +1,27 @@
+"""The energy view of robust classifiers (Mirza et al. 2024, WEAT), adversarial training and SGLD.
+
+``energy`` / ``joint_energy`` read a classifier as an energy-based model (JEM,
+Grathwohl et al. 2020); ``pgd_attack`` (Madry et al. 2018) and ``trades_attack``
+(Zhang et al. 2019) are the inner maximisations; ``robust_loss`` holds the
+objectives ``standard``, ``pgd-at``, ``trades`` and ``weat`` (TRADES' and WEAT's
+divergence term is any registry member, D(p(x) ‖ p(x'))).
+"""
+
+from ._attacks import NORMS, pgd_attack, trades_attack
+from ._energy import check_labels, energy, joint_energy, weat_weights
+from ._objectives import OBJECTIVES, AttackSettings, available_objectives, register_objective, robust_loss
+
+__all__ = [
+    "NORMS",
+    "OBJECTIVES",
+    "AttackSettings",
+    "available_objectives",
+    "check_labels",
+    "energy",
+    "joint_energy",
+    "pgd_attack",
+    "register_objective",
+    "robust_loss",
+    "trades_attack",
+    "weat_weights",
+]
