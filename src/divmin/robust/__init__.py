@@ -9,12 +9,16 @@ divergence term is any registry member, D(p(x) ‖ p(x'))).
 
 from ._attacks import NORMS, pgd_attack, trades_attack
 from ._energy import check_labels, energy, joint_energy, weat_weights
+from ._evaluate import robustness_metrics
 from ._objectives import OBJECTIVES, AttackSettings, available_objectives, register_objective, robust_loss
+from ._trainer import RobustConfig, RobustTrainer
 
 __all__ = [
     "NORMS",
     "OBJECTIVES",
     "AttackSettings",
+    "RobustConfig",
+    "RobustTrainer",
     "available_objectives",
     "check_labels",
     "energy",
@@ -22,6 +26,7 @@ __all__ = [
     "pgd_attack",
     "register_objective",
     "robust_loss",
+    "robustness_metrics",
     "trades_attack",
     "weat_weights",
 ]
