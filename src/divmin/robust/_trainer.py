@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..divergences import Divergence
 from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
                       StepOutput, Tuple, trainable_adamw, validate)
 from ._attacks import NORMS
@@ -44,7 +45,7 @@ class RobustConfig:
     step_size: float | None = None  # per-step alpha (None: 2.5 eps / steps)
     norm: str = "linf"  # "linf" or "l2"
     beta: float = 6.0  # weight of TRADES' / WEAT's divergence term
-    divergence: Any = "forward_kl"  # D(p(x) || p(x')) of TRADES and WEAT: any f member
+    divergence: str | Divergence = "forward_kl"  # D(p(x) || p(x')) of TRADES and WEAT: any f member
     bounds: tuple[float, float] | None = (0.0, 1.0)  # input range
     eval_steps: int = 20  # PGD steps of evaluate()
     lr: float = 1e-3  # AdamW learning rate
