@@ -133,3 +133,19 @@ def test_objectives_registry_and_their_values():
     reg = categorical_divergence(net(x_adv), net(x), reduction="none")
     torch.testing.assert_close(wt["loss"], (w * ce).mean() + 2.0 * (w * reg).mean())
     assert not torch.allclose(wt["loss"], ce.mean() + 2.0 * reg.mean())
+
+
+def test_kl_energy_terms_sum_to_the_kl_and_match_energies():
+    from divmin.robust import kl_energy_terms
+
+    g = torch.Generator().manual_seed(5)
+    nat, adv = torch.randn(7, 4, generator=g, dtype=torch.float64) * 3, torch.randn(7, 4, generator=g, dtype=torch.float64)
+    t = kl_energy_terms(adv, nat)
+    torch.testing.assert_close(t["marginal"] + t["joint"], categorical_divergence(adv, nat, reduction="none").double())
+    torch.testing.assert_close(t["marginal"], energy(nat) - energy(adv))
+    p = nat.softmax(-1)
+    by_class = torch.stack([joint_energy(adv, torch.full((7,), k)) - joint_energy(nat, torch.full((7,), k))
+                            for k in range(4)], 1)
+    torch.testing.assert_close(t["joint"], (p * by_class).sum(1))
+    with pytest.raises(ValueError, match="`adv_logits`"):
+        kl_energy_terms(torch.zeros(2, 3), torch.zeros(2, 4))

@@ -10,7 +10,7 @@ E(x, y) from ``class_gaussian_init``'s class-wise Gaussians.
 """
 
 from ._attacks import NORMS, pgd_attack, trades_attack
-from ._energy import check_labels, energy, joint_energy, weat_weights
+from ._energy import check_labels, energy, joint_energy, kl_energy_terms, weat_weights
 from ._evaluate import robustness_metrics
 from ._objectives import OBJECTIVES, AttackSettings, available_objectives, register_objective, robust_loss
 from ._sgld import class_gaussian_init, sgld_sample
@@ -27,6 +27,7 @@ __all__ = [
     "class_gaussian_init",
     "energy",
     "joint_energy",
+    "kl_energy_terms",
     "pgd_attack",
     "register_objective",
     "robust_loss",

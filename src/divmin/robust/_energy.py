@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["check_labels", "energy", "joint_energy", "weat_weights"]
+__all__ = ["check_labels", "energy", "joint_energy", "kl_energy_terms", "weat_weights"]
 
 
 def _check_logits(logits: Tensor, name: str = "logits") -> None:
@@ -93,3 +93,31 @@ def weat_weights(natural_logits: Tensor, *, normalize: bool = False) -> Tensor:
         raise TypeError(f"`normalize` must be a bool, got {normalize!r}")
     w = 1.0 / F.softplus(energy(natural_logits.detach().float()).abs())
     return w / w.mean() if normalize else w
+
+
+def kl_energy_terms(adv_logits: Tensor, natural_logits: Tensor) -> dict[str, Tensor]:
+    """TRADES' KL(p(· | x) ‖ p(· | x')) split into energies (Mirza et al. 2024), per example.
+
+    With log p(y | x) = E(x) - E(x, y):
+
+        KL = [E(x) - E(x')] + sum_y p(y | x) [E(x', y) - E(x, y)]
+           =    marginal    +              joint
+
+    Args:
+        adv_logits: ``(B, C)`` logits of x' (the model side); natural_logits: ``(B, C)`` of x (the target).
+
+    Returns:
+        ``{"marginal": (B,), "joint": (B,)}``; their sum is the KL.
+
+    >>> t = kl_energy_terms(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 1.0]]))
+    >>> float(t["marginal"] + t["joint"])
+    0.0
+    """
+    _check_logits(adv_logits, "adv_logits")
+    _check_logits(natural_logits, "natural_logits")
+    if adv_logits.shape != natural_logits.shape:
+        raise ValueError(f"`adv_logits` {tuple(adv_logits.shape)} and `natural_logits` "
+                         f"{tuple(natural_logits.shape)} must have the same shape")
+    p = natural_logits.softmax(-1)
+    return {"marginal": energy(natural_logits) - energy(adv_logits),
+            "joint": (p * (natural_logits - adv_logits)).sum(-1)}  # E(x', y) - E(x, y) = f(x)[y] - f(x')[y]
