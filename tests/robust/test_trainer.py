@@ -53,3 +53,22 @@ def test_trainer_refuses_bad_arguments():
         RobustTrainer(lambda x: x, _blobs())
     with pytest.raises(ValueError, match="`train_dataset`"):
         RobustTrainer(_net(), [])
+
+
+def test_weat_training_resumes_exactly_and_seeds_the_attacks(tmp_path):
+    def run(out, steps, resume=False, seed=0):
+        engine = EngineConfig(max_steps=steps, log_every=1, progress=False, tensorboard=False, max_grad_norm=None,
+                              out_dir=str(out), checkpoint_every=2, seed=seed)
+        cfg = RobustConfig(objective="weat", eps=0.1, steps=2, lr=1e-2, batch_size=32, engine=engine)
+        torch.manual_seed(0)
+        tr = RobustTrainer(_net(), _blobs(64), config=cfg)
+        tr.train(resume=resume)
+        return tr.model
+
+    full = run(tmp_path / "full", 4)
+    run(tmp_path / "part", 2)
+    resumed = run(tmp_path / "part", 4, resume=True)
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    other = run(tmp_path / "other", 4, seed=1)  # another seed: other data order and attack starts
+    assert not torch.allclose(other[0].weight, full[0].weight)
