@@ -7,6 +7,7 @@ import json
 import pytest
 
 from divmin.recipes import run_recipe
+from divmin.recipes._plots import figure_record
 from divmin.recipes.weat import digits
 
 from ._figures import check_figure
@@ -23,14 +24,19 @@ def test_digits_split_is_disjoint_and_in_range():
 
 def test_weat_recipe_smoke(tmp_path):
     over = QUIET + ['methods=("standard", "weat")', "width=32", "engine.max_steps=60", "eval_every=30",
-                    "attack_steps=3", "pgd_steps=5"]
+                    "attack_steps=3", "pgd_steps=5", "sgld_per_class=4", "sgld_steps=5"]
     result = run_recipe("weat", tmp_path, over)
     assert [r["method"] for r in result.rows] == ["standard", "weat"]
     for r in result.rows:
         assert 0.5 < r["clean_acc"] <= 1 and 0 <= r["pgd_acc"] <= r["clean_acc"]
         assert r["energy_gap"] == pytest.approx(r["energy_adv"] - r["energy_natural"])
+        assert 0 <= r["sgld_acc"] <= 1 and r["sgld_fd"] > 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["summary"]["pgd_acc"].keys() == {"standard", "weat"}
     figure = check_figure(tmp_path / "weat.png")
     assert [p[0] for p in figure["data"]["weat"]] == [30, 60]
     assert len(figure["data"]["standard"]) == 2
+    grid = figure_record(tmp_path / "weat_samples.png")
+    assert grid["title"] and len(grid["data"]["weat"]) == 10 and len(grid["data"]["weat"][0]) == 64
+    assert saved["plots"] == [str(tmp_path / "weat.png"), str(tmp_path / "weat_samples.png")]
+    assert set(saved["summary"]["init"]) == {"sgld_acc", "sgld_fd"}

@@ -8,8 +8,18 @@ the same MLP with :class:`divmin.robust.RobustTrainer` (L∞ ball of radius ``ep
 accuracy under PGD-``pgd_steps`` (random start), and the energy gap
 mean E(x') - mean E(x) between PGD examples and natural ones (Mirza et al. 2024:
 attacks raise the energy of a standard classifier's inputs much more than a robust
-one's). The figure traces the natural and adversarial energies over training per
-method. AutoAttack (torchattacks) is not run here.
+one's). The figure ``weat.png`` traces the natural and adversarial energies over
+training per method.
+
+Generation (the paper's claim that robust classifiers are better generative models):
+each trained classifier draws ``sgld_per_class`` samples per class by SGLD on
+E(x, y) (:func:`divmin.robust.sgld_sample`) from class-wise Gaussians fitted to the
+training digits (:func:`divmin.robust.class_gaussian_init`). A separately trained
+standard "judge" MLP (seed + 1000) scores them: ``sgld_acc`` is the share it labels
+as the class they were drawn for, ``sgld_fd`` the Fréchet distance to the test digits
+in its hidden features; ``summary["init"]`` gives both for the Gaussian starts.
+``weat_samples.png`` shows one sample per class and method. AutoAttack
+(torchattacks) is not run here.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run weat --out runs/weat --full``, that is
 ``--set engine.max_steps=3000 --set eval_every=300``.
@@ -25,7 +35,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
-from ..robust import OBJECTIVES, RobustConfig, RobustTrainer
+from ..eval import frechet_distance
+from ..robust import OBJECTIVES, RobustConfig, RobustTrainer, class_gaussian_init, sgld_sample
 from ._plots import plt, save_figure
 from ._registry import RecipeResult, recipe, torch_threads
 
@@ -51,6 +62,10 @@ class WEATConfig:
     lr: float = 1e-3  # AdamW learning rate
     batch_size: int = 128  # examples per step
     eval_every: int = 100  # steps between the energy-trace evaluations
+    sgld_per_class: int = 50  # SGLD samples per class and method
+    sgld_steps: int = 100  # SGLD steps
+    sgld_step_size: float = 0.01  # SGLD step alpha on E(x, y)
+    sgld_noise: float = 0.01  # SGLD noise sigma
     num_threads: int | None = 1  # torch intra-op threads during the run; None = as is
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop (max_steps etc.)
 
@@ -58,7 +73,8 @@ class WEATConfig:
         methods=Tuple(each=OneOf(OBJECTIVES), min_len=1), seed=Int(ge=0), split_seed=Int(ge=0),
         test_fraction=Number(gt=0, lt=1), width=Int(ge=1), eps=Number(ge=0), attack_steps=Int(ge=1),
         pgd_steps=Int(ge=1), beta=Number(ge=0), divergence=IsDivergence(), lr=Number(gt=0), batch_size=Int(ge=1),
-        eval_every=Int(ge=1), num_threads=Int(ge=1, optional=True), engine=Instance(EngineConfig),
+        eval_every=Int(ge=1), sgld_per_class=Int(ge=1), sgld_steps=Int(ge=1), sgld_step_size=Number(ge=0),
+        sgld_noise=Number(ge=0), num_threads=Int(ge=1, optional=True), engine=Instance(EngineConfig),
     )
 
     def __post_init__(self) -> None:
@@ -90,28 +106,50 @@ def run_weat(config: WEATConfig, out_dir: Path) -> RecipeResult:
         return _run(config, out_dir)
 
 
+def _train(c: WEATConfig, method: str, seed: int, train: TensorDataset, test: TensorDataset,
+           out: Path) -> tuple[RobustTrainer, list[dict[str, float]]]:
+    engine = dataclasses.replace(c.engine, seed=seed, out_dir=str(out), eval_every=c.eval_every)
+    cfg = RobustConfig(objective=method, eps=c.eps, steps=c.attack_steps, beta=c.beta, divergence=c.divergence,
+                       eval_steps=c.pgd_steps, lr=c.lr, batch_size=c.batch_size, engine=engine)
+    trainer = RobustTrainer(_mlp(c.width, seed), train, eval_dataset=test, config=cfg)
+    return trainer, trainer.train().history
+
+
+def _judge(judge: nn.Module, x: torch.Tensor, y: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """Share of ``x`` the judge labels ``y``, and the Fréchet distance to ``reference`` in its hidden features."""
+    with torch.no_grad():
+        feats, ref = judge[:-1](x), judge[:-1](reference)
+        return {"sgld_acc": float((judge(x).argmax(1) == y).float().mean()), "sgld_fd": frechet_distance(feats, ref)}
+
+
 def _run(c: WEATConfig, out_dir: Path) -> RecipeResult:
     train, test = digits(c.test_fraction, c.split_seed)
-    rows, traces = [], {}
+    judge = _train(c, "standard", c.seed + 1000, train, test, out_dir / "judge")[0].model.eval()
+    gen = torch.Generator().manual_seed(c.seed)
+    draw_y = torch.arange(10).repeat_interleave(c.sgld_per_class)
+    x0 = class_gaussian_init(*train.tensors, draw_y, generator=gen)
+    rows, traces, samples = [], {}, {}
     for method in c.methods:
-        engine = dataclasses.replace(c.engine, seed=c.seed, out_dir=str(out_dir / method), eval_every=c.eval_every)
-        cfg = RobustConfig(objective=method, eps=c.eps, steps=c.attack_steps, beta=c.beta, divergence=c.divergence,
-                           eval_steps=c.pgd_steps, lr=c.lr, batch_size=c.batch_size, engine=engine)
-        trainer = RobustTrainer(_mlp(c.width, c.seed), train, eval_dataset=test, config=cfg)
-        result = trainer.train()
+        trainer, history = _train(c, method, c.seed, train, test, out_dir / method)
         final = trainer.evaluate(generator=torch.Generator().manual_seed(c.seed))
+        model = trainer.model.eval()
+        x = sgld_sample(model, x0, draw_y, step_size=c.sgld_step_size, noise=c.sgld_noise, steps=c.sgld_steps,
+                        generator=gen)
+        samples[method] = x[::c.sgld_per_class]
         rows.append({"method": method, **{k: final[k] for k in ("clean_acc", "pgd_acc", "energy_gap")},
+                     **_judge(judge, x, draw_y, test.tensors[0]),
                      "energy_natural": final["energy_natural"], "energy_adv": final["energy_adv"]})
         traces[method] = [(r["step"], r["eval/energy_natural"], r["eval/energy_adv"])
-                          for r in result.history if "eval/energy_natural" in r]
-    cols = ["method", "clean_acc", "pgd_acc", "energy_gap", "energy_natural", "energy_adv"]
-    acc = {r["method"]: r["pgd_acc"] for r in rows}
-    summary = {"pgd_acc": acc, "clean_acc": {r["method"]: r["clean_acc"] for r in rows},
-               "energy_gap": {r["method"]: r["energy_gap"] for r in rows}}
+                          for r in history if "eval/energy_natural" in r]
+    cols = ["method", "clean_acc", "pgd_acc", "energy_gap", "sgld_acc", "sgld_fd", "energy_natural", "energy_adv"]
+    summary = {k: {r["method"]: r[k] for r in rows} for k in ("clean_acc", "pgd_acc", "energy_gap", "sgld_acc",
+                                                              "sgld_fd")}
+    summary["init"] = _judge(judge, x0, draw_y, test.tensors[0])
+    acc = summary["pgd_acc"]
     if "weat" in acc and "trades" in acc:
         summary["weat_matches_trades"] = acc["weat"] >= acc["trades"] - 0.01
-    plot = _plot(traces, out_dir / "weat.png")
-    return RecipeResult(cols, rows, [str(plot)], summary)
+    plots = [_plot(traces, out_dir / "weat.png"), _grid(samples, out_dir / "weat_samples.png")]
+    return RecipeResult(cols, rows, [str(p) for p in plots], summary)
 
 
 def _plot(traces: dict[str, list[tuple[int, float, float]]], path: Path) -> Path:
@@ -124,3 +162,20 @@ def _plot(traces: dict[str, list[tuple[int, float, float]]], path: Path) -> Path
            ylabel="mean energy E = -logsumexp f")
     ax.legend(fontsize=7, ncol=2)
     return save_figure(fig, path, data={m: [list(p) for p in pts] for m, pts in traces.items()})
+
+
+def _grid(samples: dict[str, torch.Tensor], path: Path) -> Path:
+    fig, axes = plt.subplots(len(samples), 10, figsize=(8, 0.9 * len(samples) + 0.8), squeeze=False)
+    for i, (method, x) in enumerate(samples.items()):
+        for k in range(10):
+            ax = axes[i, k]
+            ax.imshow(x[k].view(8, 8).numpy(), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if k == 0:
+                ax.set_ylabel(method, fontsize=8)
+            if i == len(samples) - 1:
+                ax.set_xlabel(str(k), fontsize=8)
+    fig.suptitle("SGLD samples on E(x, y), one per class (columns) and method (rows)")
+    fig.supxlabel("class y")
+    fig.supylabel("training objective")
+    return save_figure(fig, path, data={m: x.view(len(x), -1).tolist() for m, x in samples.items()})
