@@ -9,25 +9,27 @@ accuracy under PGD-``pgd_steps`` (random start), and the energy gap
 mean E(x') - mean E(x) between PGD examples and natural ones (Mirza et al. 2024:
 attacks raise the energy of a standard classifier's inputs much more than a robust
 one's). The figure ``weat.png`` traces the natural and adversarial energies over
-training per method.
+training per method (first seed).
 
 Generation (the paper's claim that robust classifiers are better generative models):
 each trained classifier draws ``sgld_per_class`` samples per class by SGLD on
 E(x, y) (:func:`divmin.robust.sgld_sample`) from class-wise Gaussians fitted to the
 training digits (:func:`divmin.robust.class_gaussian_init`). A separately trained
-standard "judge" MLP (seed + 1000) scores them: ``sgld_acc`` is the share it labels
+standard "judge" MLP (seed 1000 + the first seed) scores them: ``sgld_acc`` is the share it labels
 as the class they were drawn for, ``sgld_fd`` the Fréchet distance to the test digits
 in its hidden features; ``summary["init"]`` gives both for the Gaussian starts.
-``weat_samples.png`` shows one sample per class and method. AutoAttack
+``weat_samples.png`` shows one sample per class and method (first seed).
+Rows average over ``seeds``; ``pgd_acc_std`` is the spread of PGD accuracy over them. AutoAttack
 (torchattacks) is not run here.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run weat --out runs/weat --full``, that is
-``--set engine.max_steps=3000 --set eval_every=300``.
+``--set engine.max_steps=3000 --set eval_every=300 --set "seeds=(0, 1, 2)"``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from pathlib import Path
 
 import torch
@@ -50,7 +52,7 @@ def _default_engine() -> EngineConfig:
 @dataclasses.dataclass
 class WEATConfig:
     methods: tuple[str, ...] = ("standard", "pgd-at", "trades", "weat")  # names in divmin.robust.OBJECTIVES
-    seed: int = 0  # model init, data order and attacks
+    seeds: tuple[int, ...] = (0,)  # model init, data order and attacks; rows average over them
     split_seed: int = 0  # train/test split
     test_fraction: float = 0.25  # share of the digits held out
     width: int = 256  # hidden width of the MLP (2 hidden layers)
@@ -70,7 +72,7 @@ class WEATConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop (max_steps etc.)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        methods=Tuple(each=OneOf(OBJECTIVES), min_len=1), seed=Int(ge=0), split_seed=Int(ge=0),
+        methods=Tuple(each=OneOf(OBJECTIVES), min_len=1), seeds=Tuple(each=Int(ge=0), min_len=1), split_seed=Int(ge=0),
         test_fraction=Number(gt=0, lt=1), width=Int(ge=1), eps=Number(ge=0), attack_steps=Int(ge=1),
         pgd_steps=Int(ge=1), beta=Number(ge=0), divergence=IsDivergence(), lr=Number(gt=0), batch_size=Int(ge=1),
         eval_every=Int(ge=1), sgld_per_class=Int(ge=1), sgld_steps=Int(ge=1), sgld_step_size=Number(ge=0),
@@ -100,7 +102,7 @@ def _mlp(width: int, seed: int) -> nn.Module:
 
 
 @recipe("weat", WEATConfig, "standard, PGD-AT, TRADES and WEAT on digits: clean/PGD accuracy and energies",
-        full_size=("engine.max_steps=3000", "eval_every=300"))
+        full_size=("engine.max_steps=3000", "eval_every=300", "seeds=(0, 1, 2)"))
 def run_weat(config: WEATConfig, out_dir: Path) -> RecipeResult:
     with torch_threads(config.num_threads):
         return _run(config, out_dir)
@@ -122,29 +124,41 @@ def _judge(judge: nn.Module, x: torch.Tensor, y: torch.Tensor, reference: torch.
         return {"sgld_acc": float((judge(x).argmax(1) == y).float().mean()), "sgld_fd": frechet_distance(feats, ref)}
 
 
-def _run(c: WEATConfig, out_dir: Path) -> RecipeResult:
-    train, test = digits(c.test_fraction, c.split_seed)
-    judge = _train(c, "standard", c.seed + 1000, train, test, out_dir / "judge")[0].model.eval()
-    gen = torch.Generator().manual_seed(c.seed)
+_COLS = ("clean_acc", "pgd_acc", "energy_gap", "sgld_acc", "sgld_fd", "energy_natural", "energy_adv")
+
+
+def _one(c: WEATConfig, method: str, seed: int, data: tuple[TensorDataset, TensorDataset], judge: nn.Module,
+         out: Path) -> tuple[dict[str, float], list[tuple[int, float, float]], torch.Tensor]:
+    """(metrics, energy trace, one SGLD sample per class) of ``method`` trained from ``seed``."""
+    train, test = data
+    trainer, history = _train(c, method, seed, train, test, out)
+    final = trainer.evaluate(generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed)
     draw_y = torch.arange(10).repeat_interleave(c.sgld_per_class)
     x0 = class_gaussian_init(*train.tensors, draw_y, generator=gen)
+    x = sgld_sample(trainer.model.eval(), x0, draw_y, step_size=c.sgld_step_size, noise=c.sgld_noise,
+                    steps=c.sgld_steps, generator=gen)
+    trace = [(r["step"], r["eval/energy_natural"], r["eval/energy_adv"]) for r in history if "eval/energy_natural" in r]
+    return {**final, **_judge(judge, x, draw_y, test.tensors[0])}, trace, x[::c.sgld_per_class]
+
+
+def _run(c: WEATConfig, out_dir: Path) -> RecipeResult:
+    data = digits(c.test_fraction, c.split_seed)
+    judge = _train(c, "standard", 1000 + c.seeds[0], *data, out_dir / "judge")[0].model.eval()
     rows, traces, samples = [], {}, {}
     for method in c.methods:
-        trainer, history = _train(c, method, c.seed, train, test, out_dir / method)
-        final = trainer.evaluate(generator=torch.Generator().manual_seed(c.seed))
-        model = trainer.model.eval()
-        x = sgld_sample(model, x0, draw_y, step_size=c.sgld_step_size, noise=c.sgld_noise, steps=c.sgld_steps,
-                        generator=gen)
-        samples[method] = x[::c.sgld_per_class]
-        rows.append({"method": method, **{k: final[k] for k in ("clean_acc", "pgd_acc", "energy_gap")},
-                     **_judge(judge, x, draw_y, test.tensors[0]),
-                     "energy_natural": final["energy_natural"], "energy_adv": final["energy_adv"]})
-        traces[method] = [(r["step"], r["eval/energy_natural"], r["eval/energy_adv"])
-                          for r in history if "eval/energy_natural" in r]
-    cols = ["method", "clean_acc", "pgd_acc", "energy_gap", "sgld_acc", "sgld_fd", "energy_natural", "energy_adv"]
-    summary = {k: {r["method"]: r[k] for r in rows} for k in ("clean_acc", "pgd_acc", "energy_gap", "sgld_acc",
-                                                              "sgld_fd")}
-    summary["init"] = _judge(judge, x0, draw_y, test.tensors[0])
+        runs = [_one(c, method, s, data, judge, out_dir / method / f"seed{s}") for s in c.seeds]
+        row = {"method": method, **{k: statistics.fmean(r[0][k] for r in runs) for k in _COLS}}
+        row["pgd_acc_std"] = statistics.stdev(r[0]["pgd_acc"] for r in runs) if len(runs) > 1 else 0.0
+        rows.append(row)
+        traces[method], samples[method] = runs[0][1], runs[0][2]
+    cols = ["method", "clean_acc", "pgd_acc", "pgd_acc_std", "energy_gap", "sgld_acc", "sgld_fd", "energy_natural",
+            "energy_adv"]
+    summary = {k: {r["method"]: r[k] for r in rows} for k in _COLS[:5]}
+    gen = torch.Generator().manual_seed(c.seeds[0])
+    draw_y = torch.arange(10).repeat_interleave(c.sgld_per_class)
+    summary["init"] = _judge(judge, class_gaussian_init(*data[0].tensors, draw_y, generator=gen), draw_y,
+                             data[1].tensors[0])
     acc = summary["pgd_acc"]
     if "weat" in acc and "trades" in acc:
         summary["weat_matches_trades"] = acc["weat"] >= acc["trades"] - 0.01
