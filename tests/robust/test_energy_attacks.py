@@ -149,3 +149,17 @@ def test_kl_energy_terms_sum_to_the_kl_and_match_energies():
     torch.testing.assert_close(t["joint"], (p * by_class).sum(1))
     with pytest.raises(ValueError, match="`adv_logits`"):
         kl_energy_terms(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_attacks_run_in_eval_mode_and_restore_the_mode():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).train()
+    x, y = torch.rand(16, 6), torch.arange(16) % 3
+    s = AttackSettings(eps=0.1, steps=4, generator=torch.Generator().manual_seed(0))
+    robust_loss(net, x, y, objective="trades", settings=s)
+    assert net.training
+    # only the two training forwards (natural and adversarial) update the batch-norm statistics:
+    # the label probe and the 4 attack steps ran in eval mode
+    assert int(net[1].num_batches_tracked) == 2
+    robust_loss(net, x, y, objective="pgd-at", settings=s)
+    assert int(net[1].num_batches_tracked) == 3 and net.training

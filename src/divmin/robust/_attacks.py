@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..divergences import categorical_divergence
+from ._energy import _num_classes, check_labels
 
 __all__ = ["NORMS", "pgd_attack", "trades_attack"]
 
@@ -117,10 +118,7 @@ def pgd_attack(model: nn.Module | Callable[[Tensor], Tensor], x: Tensor, target:
     if loss is None:
         if not isinstance(target, Tensor):
             raise TypeError("`target` must be a tensor of labels for the default cross-entropy loss")
-        from ._energy import check_labels  # local: one check of labels for the package
-        with torch.no_grad():
-            num_classes = model(x[:1]).shape[-1]
-        check_labels(target, num_classes, x.shape[:1], "target")
+        check_labels(target, _num_classes(model, x), x.shape[:1], "target")
         loss = _ce_sum
     geom, x = NORMS[norm], x.detach()
     shape = tuple(x.shape)

@@ -18,9 +18,12 @@ which down-weights examples of large |energy| (already confidently modelled).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = ["check_labels", "energy", "joint_energy", "kl_energy_terms", "weat_weights"]
 
@@ -30,6 +33,25 @@ def _check_logits(logits: Tensor, name: str = "logits") -> None:
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(logits).__name__}")
     if logits.dim() < 1 or logits.shape[-1] < 1:
         raise ValueError(f"`{name}` must have shape (..., C) with C >= 1, got {tuple(logits.shape)}")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Callable[[Tensor], Tensor]) -> Iterator[None]:
+    """Put an ``nn.Module`` in eval mode for the block, then restore its mode (other callables: no-op)."""
+    was = getattr(model, "training", False)
+    if isinstance(model, nn.Module):
+        model.eval()
+    try:
+        yield
+    finally:
+        if isinstance(model, nn.Module):
+            model.train(was)
+
+
+def _num_classes(model: Callable[[Tensor], Tensor], x: Tensor) -> int:
+    """C of ``model``'s ``(B, C)`` logits, from one example in eval mode (no batch-norm update)."""
+    with torch.no_grad(), _eval_mode(model):
+        return int(model(x[:1]).shape[-1])
 
 
 def check_labels(labels: Tensor, num_classes: int, shape: torch.Size | tuple[int, ...], name: str = "labels") -> None:

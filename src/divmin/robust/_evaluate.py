@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ._attacks import pgd_attack
-from ._energy import check_labels, energy
+from ._energy import _num_classes, check_labels, energy
 
 __all__ = ["robustness_metrics"]
 
@@ -38,8 +38,7 @@ def robustness_metrics(model: nn.Module, x: Tensor, labels: Tensor, *, eps: floa
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64)
     try:
-        with torch.no_grad():
-            check_labels(labels, model(x[:1]).shape[-1], x.shape[:1])
+        check_labels(labels, _num_classes(model, x), x.shape[:1])
         for i in range(0, x.shape[0], batch_size):
             xb, yb = x[i:i + batch_size], labels[i:i + batch_size]
             x_adv = pgd_attack(model, xb, yb, eps=eps, steps=steps, step_size=step_size, norm=norm,

@@ -16,9 +16,8 @@ The attacks run with the model in eval mode (its mode is restored after).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,7 +26,7 @@ from torch import Tensor, nn
 
 from ..divergences import categorical_divergence
 from ._attacks import pgd_attack, trades_attack
-from ._energy import check_labels, energy, weat_weights
+from ._energy import _eval_mode, _num_classes, check_labels, energy, weat_weights
 
 __all__ = ["OBJECTIVES", "AttackSettings", "available_objectives", "register_objective", "robust_loss"]
 
@@ -71,18 +70,6 @@ def available_objectives() -> list[str]:
     ['standard', 'pgd-at', 'trades', 'weat']
     """
     return list(OBJECTIVES)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was = getattr(model, "training", False)
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        yield
-    finally:
-        if isinstance(model, nn.Module):
-            model.train(was)
 
 
 def _energies(natural: Tensor, adv: Tensor | None) -> dict[str, Tensor]:
@@ -163,7 +150,5 @@ def robust_loss(model: nn.Module, x: Tensor, labels: Tensor, *, objective: str =
         raise TypeError(f"`settings` must be an AttackSettings, got {type(settings).__name__}")
     if not isinstance(x, Tensor) or not x.dtype.is_floating_point or x.dim() < 1:
         raise TypeError("`x` must be a floating torch.Tensor of shape (B, ...)")
-    with torch.no_grad():
-        num_classes = model(x[:1]).shape[-1]
-    check_labels(labels, num_classes, x.shape[:1])
+    check_labels(labels, _num_classes(model, x), x.shape[:1])
     return OBJECTIVES[objective](model, x, labels, settings)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ._attacks import _rand
-from ._energy import check_labels, joint_energy
+from ._energy import _num_classes, check_labels, joint_energy
 
 __all__ = ["class_gaussian_init", "sgld_sample"]
 
@@ -89,8 +89,7 @@ def sgld_sample(model: nn.Module, x0: Tensor, labels: Tensor, *, step_size: floa
             raise ValueError(f"`{name}` must be a finite number >= 0, got {v!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be an int >= 1, got {steps!r}")
-    with torch.no_grad():
-        check_labels(labels, model(x0[:1]).shape[-1], x0.shape[:1])
+    check_labels(labels, _num_classes(model, x0), x0.shape[:1])
     x = x0.detach()
     for _ in range(steps):
         x.requires_grad_(True)
