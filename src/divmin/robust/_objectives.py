@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..divergences import categorical_divergence
-from ._attacks import pgd_attack, trades_attack
+from ..divergences import Divergence, categorical_divergence
+from ..engine import Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
+from ._attacks import NORMS, pgd_attack, trades_attack
 from ._energy import _eval_mode, _num_classes, check_labels, energy, weat_weights
 
 __all__ = ["OBJECTIVES", "AttackSettings", "available_objectives", "register_objective", "robust_loss"]
@@ -33,16 +34,31 @@ __all__ = ["OBJECTIVES", "AttackSettings", "available_objectives", "register_obj
 
 @dataclasses.dataclass(frozen=True)
 class AttackSettings:
-    """The inner maximisation and the regulariser of an objective (see :func:`pgd_attack`)."""
+    """The inner maximisation and the regulariser of an objective (see :func:`pgd_attack`); checked on construction.
+
+    >>> AttackSettings(beta=-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `beta` must be a finite number >= 0, got -1.0
+    """
 
     eps: float = 8 / 255  # radius of the threat ball
     steps: int = 10  # attack steps
     step_size: float | None = None  # per-step alpha (default 2.5 eps / steps)
     norm: str = "linf"  # "linf" or "l2"
     beta: float = 6.0  # weight of the divergence term (TRADES, WEAT)
-    divergence: Any = "forward_kl"  # D(p(x) || p(x')) of TRADES and WEAT: any registry member
+    divergence: str | Divergence = "forward_kl"  # D(p(x) || p(x')) of TRADES and WEAT: any f member
     bounds: tuple[float, float] | None = (0.0, 1.0)  # input range
     generator: torch.Generator | None = None  # the attacks' random starts
+
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        eps=Number(ge=0), steps=Int(ge=1), step_size=Number(ge=0, optional=True), norm=OneOf(NORMS),
+        beta=Number(ge=0), divergence=IsDivergence(), bounds=Tuple((Number(), Number()), optional=True),
+        generator=Instance(torch.Generator, optional=True),
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def attack_kw(self) -> dict[str, Any]:
         return dict(eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm,
