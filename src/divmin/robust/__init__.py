@@ -1,0 +1,38 @@
+"""The energy view of robust classifiers (Mirza et al. 2024, WEAT), adversarial training and SGLD.
+
+``energy`` / ``joint_energy`` read a classifier as an energy-based model (JEM,
+Grathwohl et al. 2020); ``pgd_attack`` (Madry et al. 2018) and ``trades_attack``
+(Zhang et al. 2019) are the inner maximisations; ``robust_loss`` holds the
+objectives ``standard``, ``pgd-at``, ``trades`` and ``weat`` (TRADES' and WEAT's
+divergence term is any registry member, D(p(x) ‖ p(x')));
+``RobustTrainer`` trains them on the engine; ``sgld_sample`` generates by SGLD on
+E(x, y) from ``class_gaussian_init``'s class-wise Gaussians.
+"""
+
+from ._attacks import NORMS, pgd_attack, trades_attack
+from ._energy import check_labels, energy, joint_energy, kl_energy_terms, weat_weights
+from ._evaluate import robustness_metrics
+from ._objectives import OBJECTIVES, AttackSettings, available_objectives, register_objective, robust_loss
+from ._sgld import class_gaussian_init, sgld_sample
+from ._trainer import RobustConfig, RobustTrainer
+
+__all__ = [
+    "NORMS",
+    "OBJECTIVES",
+    "AttackSettings",
+    "RobustConfig",
+    "RobustTrainer",
+    "available_objectives",
+    "check_labels",
+    "class_gaussian_init",
+    "energy",
+    "joint_energy",
+    "kl_energy_terms",
+    "pgd_attack",
+    "register_objective",
+    "robust_loss",
+    "robustness_metrics",
+    "sgld_sample",
+    "trades_attack",
+    "weat_weights",
+]
