@@ -1,6 +1,7 @@
 """Metrics shared by the methods."""
 
 from ._calibration import calibration_error, top_label_calibration_error
+from ._clustering import ari, clustering_accuracy, nmi
 from ._diversity import distinct_n, self_bleu
 from ._samples import (ModeStats, PrecisionRecall, class_coverage, frechet_distance, gaussian_frechet_distance,
                        mode_stats, precision_recall, sliced_wasserstein)
@@ -11,8 +12,10 @@ __all__ = [
     "PrecisionRecall",
     "TargetMetrics",
     "acceptance_rate",
+    "ari",
     "calibration_error",
     "class_coverage",
+    "clustering_accuracy",
     "distinct_n",
     "exact_divergence",
     "frechet_distance",
@@ -20,6 +23,7 @@ __all__ = [
     "is_divergence",
     "is_expectation",
     "mode_stats",
+    "nmi",
     "precision_recall",
     "self_bleu",
     "sliced_wasserstein",
