@@ -48,10 +48,11 @@ def test_method_and_recipe_optimizers_follow_the_rule():
     import divmin.recipes.tiny_lm as tiny
     from divmin.align import FDPGTrainer, FDPOTrainer
     from divmin.diffusion import FDistill, train_denoiser
+    from divmin.cluster import DepictTrainer
     from divmin.distill import DistillTrainer
 
     methods = [sys.modules[obj.__module__] for obj in (FDPGTrainer, FDPOTrainer, train_denoiser, FDistill,
-                                                       DistillTrainer)]
+                                                       DistillTrainer, DepictTrainer)]
     for module in (*methods, tiny, images, fdpg_toy, bandit, fit):
         names = re.findall(r'"(\w+)": (?:torch\.optim\.\w+|trainable_adamw)\(', inspect.getsource(module))
         assert names, module.__name__
