@@ -117,7 +117,8 @@ class _DepictTask:
         net = ctx.unwrap("clusterer")
         if self.target is None:
             z, _ = self.o.embed(net, ctx.device)
-            kmeans_init_head(net.head, z, seed=ctx.config.seed, n_init=self.o.config.kmeans_n_init)
+            self.o.kmeans_labels = kmeans_init_head(net.head, z, seed=ctx.config.seed,
+                                                    n_init=self.o.config.kmeans_n_init)
         q = self.o.soft_assignments(net, ctx.device)
         labels = q.argmax(1)
         self.target = auxiliary_target(q, rule=self.o.config.target)
@@ -158,7 +159,8 @@ class DepictTrainer(MethodTrainer):
 
     ``train(resume=False)`` runs the engine (the trained `DepictNet` is then ``model``);
     ``predict(x=None)`` gives cluster ids (N,) and ``soft_assignments(...)`` Q (N, K),
-    both from the clean path, on the training images by default.
+    both from the clean path, on the training images by default. ``kmeans_labels`` (N,) are the
+    k-means clusters of the pretrained embedding that initialised the head (None before).
     """
 
     trained_models = {"clusterer": "model"}
@@ -171,6 +173,7 @@ class DepictTrainer(MethodTrainer):
             raise ValueError(f"`n_clusters` ({config.n_clusters}) exceeds the number of samples ({x.shape[0]})")
         self.x, self.div = x, as_divergence(config.divergence)
         self.model: DepictNet | None = None
+        self.kmeans_labels: Tensor | None = None
 
     def make_task(self) -> _DepictTask:
         return _DepictTask(self)
