@@ -82,6 +82,10 @@ def test_bad_input_names_the_field():
         auxiliary_target(torch.full((2, 2), 0.5), rule="nope")
     with pytest.raises(ValueError, match="in_shape"):
         DepictNet((1, 6, 6), n_clusters=2)
+    with pytest.raises(ValueError, match="divergence"):
+        depict_loss(torch.zeros(2, 2), torch.full((2, 2), 0.5), divergence="sinkhorn")
+    with pytest.raises(ValueError, match="divergence"):
+        DepictConfig(divergence="sinkhorn")
     with pytest.raises(ValueError, match="model_logits"):
         depict_loss(torch.zeros(2, 3), torch.full((2, 2), 0.5))
 

@@ -86,7 +86,7 @@ def depict_loss(model_logits: Tensor, target: Tensor, *, divergence: str | Diver
     if not isinstance(model_logits, Tensor) or model_logits.shape != target.shape:
         raise ValueError(f"`model_logits` must have the shape of `target` {tuple(target.shape)}, "
                          f"got {tuple(getattr(model_logits, 'shape', ()))}")
-    div = as_divergence(divergence)
+    div = as_divergence(divergence, "divergence", kinds=("f",))
     target = target.detach().to(model_logits.dtype)
     loss = categorical_divergence(model_logits, target.log(), divergence=div, reduction="mean")
     if prior:
