@@ -56,7 +56,7 @@ class DepictRecipeConfig:
     update_interval: int = 20  # steps between target updates
     tol: float = 0.001  # stop rule: fraction of changed assignments between updates
     batch_size: int = 128  # images per step
-    num_threads: int | None = 2  # torch intra-op threads during the run; None = as is
+    num_threads: int | None = 1  # torch intra-op threads during the run (tiny nets: 1 is fastest); None = as is
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # DEPICT loop (max_steps etc.)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
