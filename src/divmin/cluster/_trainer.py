@@ -75,7 +75,8 @@ def kmeans_init_head(head: nn.Linear, z: Tensor, *, seed: int = 0, n_init: int =
     weight_k = 2 mu_k / s and bias_k = -|mu_k|^2 / s, so logit_k = -(|z - mu_k|^2 - |z|^2) / s.
 
     >>> head = nn.Linear(1, 2)
-    >>> kmeans_init_head(head, torch.tensor([[0.0], [0.1], [5.0], [5.1]]), n_init=1).tolist() in ([0, 0, 1, 1], [1, 1, 0, 0])
+    >>> labels = kmeans_init_head(head, torch.tensor([[0.0], [0.1], [5.0], [5.1]]), n_init=1)
+    >>> labels.tolist() in ([0, 0, 1, 1], [1, 1, 0, 0])
     True
     """
     try:

@@ -52,6 +52,7 @@ class DepictRecipeConfig:
     divergence: str = "forward_kl"  # D(P || Q) of DEPICT's clustering loss
     channels: tuple[int, ...] = (16, 32)  # encoder conv widths
     embed_dim: int = 10  # embedding size
+    noise: float = 0.1  # dropout rate of DEPICT's noisy encoder path
     pretrain_steps: int = 200  # reconstruction-only steps before the k-means initialisation
     update_interval: int = 20  # steps between target updates
     tol: float = 0.001  # stop rule: fraction of changed assignments between updates
@@ -62,8 +63,8 @@ class DepictRecipeConfig:
     CHECKS = dict(  # one per field: divmin.engine.validate
         dataset=OneOf(_DATASETS), max_samples=Int(ge=10), seeds=Tuple(each=Int(ge=0), min_len=1),
         divergence=IsDivergence(), channels=Tuple(each=Int(ge=1), min_len=1), embed_dim=Int(ge=1),
-        pretrain_steps=Int(ge=0), update_interval=Int(ge=1), tol=Number(ge=0, le=1), batch_size=Int(ge=1),
-        num_threads=Int(ge=1, optional=True), engine=Instance(EngineConfig),
+        noise=Number(ge=0, lt=1), pretrain_steps=Int(ge=0), update_interval=Int(ge=1), tol=Number(ge=0, le=1),
+        batch_size=Int(ge=1), num_threads=Int(ge=1, optional=True), engine=Instance(EngineConfig),
     )
 
     def __post_init__(self) -> None:
@@ -86,8 +87,8 @@ def _scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 def _depict(c: DepictRecipeConfig, x: torch.Tensor, rule: str, seed: int, out: Path) -> DepictTrainer:
     engine = dataclasses.replace(c.engine, seed=seed, out_dir=str(out))
     cfg = DepictConfig(n_clusters=10, target=rule, divergence=c.divergence, channels=c.channels,
-                       embed_dim=c.embed_dim, pretrain_steps=c.pretrain_steps, update_interval=c.update_interval,
-                       tol=c.tol, batch_size=c.batch_size, engine=engine)
+                       embed_dim=c.embed_dim, noise=c.noise, pretrain_steps=c.pretrain_steps,
+                       update_interval=c.update_interval, tol=c.tol, batch_size=c.batch_size, engine=engine)
     trainer = DepictTrainer(x, config=cfg)
     trainer.train()
     return trainer
