@@ -15,6 +15,7 @@ import torch
 
 import divmin
 from divmin.align import fdpg_loss, fdpo_loss
+from divmin.cluster import depict_loss
 from divmin.diffusion import fdistill_surrogate
 from divmin.distill import fused_linear_kd_loss, sinkd_loss, token_kd_loss
 from divmin.eval import acceptance_rate, exact_divergence, is_divergence, precision_recall, target_metrics
@@ -64,6 +65,11 @@ def test_distillation_losses():
     eye = torch.eye(3)
     got = fused_linear_kd_loss(student, eye, teacher, eye, divergence="forward_kl")
     assert float(got) == pytest.approx(KL_PQ, rel=1e-6)
+
+
+def test_depict_loss_takes_the_model_logits_first():
+    got = depict_loss(Q.log()[None], P[None], divergence="forward_kl", prior=False)
+    assert float(got) == pytest.approx(KL_PQ, rel=1e-12)
 
 
 def test_sinkd_puts_the_student_on_the_rows_of_the_cost():

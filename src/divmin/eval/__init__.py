@@ -2,6 +2,7 @@
 generative perplexity under an exact-likelihood judge, glottal-instant detection and Naylor's GCI measures."""
 
 from ._calibration import calibration_error, top_label_calibration_error
+from ._clustering import ari, clustering_accuracy, nmi
 from ._diversity import distinct_n, self_bleu
 from ._generative import generative_perplexity, unigram_entropy
 from ._glottal import GCIMetrics, GlottalInstants, detect_egg_instants, gci_metrics
@@ -16,9 +17,11 @@ __all__ = [
     "PrecisionRecall",
     "TargetMetrics",
     "acceptance_rate",
+    "ari",
     "calibration_error",
     "detect_egg_instants",
     "class_coverage",
+    "clustering_accuracy",
     "distinct_n",
     "exact_divergence",
     "frechet_distance",
@@ -28,6 +31,7 @@ __all__ = [
     "is_divergence",
     "is_expectation",
     "mode_stats",
+    "nmi",
     "precision_recall",
     "self_bleu",
     "sliced_wasserstein",

@@ -1,0 +1,200 @@
+"""`DepictTrainer`: DEPICT deep clustering (Ghasedi Dizaji et al. 2017) on the shared engine.
+
+Schedule (engine steps, one optimizer "clusterer" over the whole `DepictNet`):
+
+1. ``pretrain_steps`` steps of reconstruction only (noisy/clean autoencoder);
+2. k-means on the clean embeddings initialises the head as the nearest-centroid
+   softmax (logit_k = -|z - mu_k|^2 / s up to a per-row constant);
+3. then, every ``update_interval`` steps, the target P is recomputed from the clean
+   soft assignments Q over the whole data set (rule ``target``), and between updates
+   the network minimises ``depict_loss(noisy logits, P) + reconstruction_weight * L_rec``.
+   Training stops (``ctx.request_stop()``) when the fraction of samples whose
+   argmax assignment changed between two target updates is below ``tol`` (the
+   paper's and DEC's stop rule), or after ``engine.max_steps``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..divergences import Divergence, as_divergence
+from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
+                      StepOutput, Tuple, trainable_adamw, validate)
+from ._nets import DepictNet
+from ._objective import TARGET_RULES, auxiliary_target, depict_loss
+
+__all__ = ["DepictConfig", "DepictTrainer", "kmeans_init_head"]
+
+
+def _default_engine() -> EngineConfig:
+    return EngineConfig(max_steps=2000, log_every=50, progress=False, tensorboard=False)
+
+
+@dataclasses.dataclass
+class DepictConfig:
+    """Settings of :class:`DepictTrainer`; every field is checked on construction."""
+
+    n_clusters: int = 10  # K, number of clusters (>= 2, <= number of samples)
+    target: str = "dec"  # auxiliary target rule, a name in TARGET_RULES ("dec": the authors' code; "paper")
+    divergence: str | Divergence = "forward_kl"  # D(P || Q) of the clustering loss; KL is the paper's
+    reconstruction_weight: float = 1.0  # weight of the layer-wise reconstruction loss in the joint phase
+    channels: tuple = (32, 64)  # conv widths of the encoder (each halves H and W)
+    embed_dim: int = 10  # embedding size
+    noise: float = 0.1  # dropout rate of the noisy encoder path
+    pretrain_steps: int = 300  # reconstruction-only steps before the k-means initialisation
+    update_interval: int = 20  # steps between target updates
+    tol: float = 0.001  # stop when fewer than this fraction of assignments change between updates
+    kmeans_n_init: int = 10  # k-means restarts for the head initialisation
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    batch_size: int = 128  # samples per micro-batch
+    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
+
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        n_clusters=Int(ge=2), target=OneOf(TARGET_RULES), divergence=IsDivergence(),
+        reconstruction_weight=Number(ge=0), channels=Tuple(each=Int(ge=1), min_len=1), embed_dim=Int(ge=1),
+        noise=Number(ge=0, lt=1), pretrain_steps=Int(ge=0), update_interval=Int(ge=1), tol=Number(ge=0, le=1),
+        kmeans_n_init=Int(ge=1), lr=Number(gt=0), weight_decay=Number(ge=0), batch_size=Int(ge=1),
+        engine=Instance(EngineConfig),
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@torch.no_grad()
+def kmeans_init_head(head: nn.Linear, z: Tensor, *, seed: int = 0, n_init: int = 10) -> Tensor:
+    """Set ``head`` (Linear(d, K)) to the nearest-centroid softmax of k-means on ``z`` (N, d); return its labels (N,).
+
+    With centroids mu_k and s the mean squared distance to the nearest centroid,
+    weight_k = 2 mu_k / s and bias_k = -|mu_k|^2 / s, so logit_k = -(|z - mu_k|^2 - |z|^2) / s.
+
+    >>> head = nn.Linear(1, 2)
+    >>> labels = kmeans_init_head(head, torch.tensor([[0.0], [0.1], [5.0], [5.1]]), n_init=1)
+    >>> labels.tolist() in ([0, 0, 1, 1], [1, 1, 0, 0])
+    True
+    """
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError('DEPICT\'s k-means initialisation needs scikit-learn: pip install "divmin[data]"') from err
+    k = head.out_features
+    km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(z.detach().double().cpu().numpy())
+    mu = torch.as_tensor(km.cluster_centers_, dtype=head.weight.dtype, device=head.weight.device)
+    scale = max(float(km.inertia_) / z.shape[0], 1e-8)
+    head.weight.copy_(2 * mu / scale)
+    head.bias.copy_(-(mu * mu).sum(1) / scale)
+    return torch.as_tensor(km.labels_, dtype=torch.long)
+
+
+class _DepictTask:
+    find_unused_parameters = True  # the head gets no gradient while pretraining
+
+    def __init__(self, owner: "DepictTrainer") -> None:
+        self.o = owner
+        self.target: Tensor | None = None  # (N, K) on the data device
+        self.labels: Tensor | None = None  # (N,) argmax of Q at the last target update
+
+    def models(self) -> dict[str, nn.Module]:
+        c = self.o.config
+        return {"clusterer": DepictNet(self.o.x.shape[1:], n_clusters=c.n_clusters, channels=c.channels,
+                                       embed_dim=c.embed_dim, noise=c.noise)}
+
+    def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        c = self.o.config
+        return {"clusterer": trainable_adamw(models["clusterer"], lr=c.lr, weight_decay=c.weight_decay)}
+
+    def batches(self, ctx: StepContext) -> DataLoader:
+        data = TensorDataset(self.o.x, torch.arange(self.o.x.shape[0]))
+        return DataLoader(data, batch_size=self.o.config.batch_size, shuffle=True)
+
+    def _refresh(self, ctx: StepContext) -> dict[str, float]:
+        """(Re)compute the target P; at the first call initialise the head by k-means."""
+        net = ctx.unwrap("clusterer")
+        if self.target is None:
+            z, _ = self.o.embed(net, ctx.device)
+            self.o.kmeans_labels = kmeans_init_head(net.head, z, seed=ctx.config.seed,
+                                                    n_init=self.o.config.kmeans_n_init)
+        q = self.o.soft_assignments(net, ctx.device)
+        labels = q.argmax(1)
+        self.target = auxiliary_target(q, rule=self.o.config.target)
+        out = {} if self.labels is None else {"changed": float((labels != self.labels).float().mean())}
+        self.labels = labels
+        if out and out["changed"] < self.o.config.tol:
+            ctx.request_stop()
+        return out
+
+    def train_step(self, batch: tuple[Tensor, Tensor], ctx: StepContext) -> StepOutput:
+        c = self.o.config
+        metrics: dict[str, Any] = {}
+        since = ctx.step - c.pretrain_steps
+        if since >= 0 and since % c.update_interval == 0 and ctx.micro_step == 0:
+            metrics.update(self._refresh(ctx))
+        x, idx = batch
+        logits, recon = ctx.models["clusterer"](x)
+        metrics["reconstruction"] = recon.detach()
+        if self.target is None:
+            return StepOutput(loss=recon, metrics=metrics)
+        cl = depict_loss(logits.float(), self.target[idx.to(self.target.device)].to(logits.device),
+                         divergence=self.o.div)
+        metrics["clustering"] = cl.detach()
+        return StepOutput(loss=cl + c.reconstruction_weight * recon, metrics=metrics)
+
+    def state_dict(self) -> dict[str, Any]:
+        empty = torch.empty(0)
+        return {"target": empty if self.target is None else self.target.cpu(),
+                "labels": empty if self.labels is None else self.labels.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.target = state["target"] if state["target"].numel() else None
+        self.labels = state["labels"] if state["labels"].numel() else None
+
+
+class DepictTrainer(MethodTrainer):
+    """Cluster images ``x`` (N, C, H, W) into ``config.n_clusters`` groups with DEPICT.
+
+    ``train(resume=False)`` runs the engine (the trained `DepictNet` is then ``model``);
+    ``predict(x=None)`` gives cluster ids (N,) and ``soft_assignments(...)`` Q (N, K),
+    both from the clean path, on the training images by default. ``kmeans_labels`` (N,) are the
+    k-means clusters of the pretrained embedding that initialised the head (None before).
+    """
+
+    trained_models = {"clusterer": "model"}
+
+    def __init__(self, x: Tensor, *, config: DepictConfig | None = None) -> None:
+        config = self.use_config(config, DepictConfig)
+        if not isinstance(x, Tensor) or x.ndim != 4 or not x.is_floating_point():
+            raise ValueError(f"`x` must be a float tensor (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+        if config.n_clusters > x.shape[0]:
+            raise ValueError(f"`n_clusters` ({config.n_clusters}) exceeds the number of samples ({x.shape[0]})")
+        self.x, self.div = x, as_divergence(config.divergence)
+        self.model: DepictNet | None = None
+        self.kmeans_labels: Tensor | None = None
+
+    def make_task(self) -> _DepictTask:
+        return _DepictTask(self)
+
+    @torch.no_grad()
+    def embed(self, net: DepictNet | None = None, device: Any = None, x: Tensor | None = None,
+              chunk: int = 1024) -> tuple[Tensor, Tensor]:
+        """Clean embeddings (N, embed_dim) and head logits (N, K) of ``x`` (default: the training images)."""
+        net = self.model if net is None else net
+        if net is None:
+            raise ValueError("no model yet: call `train()` first")
+        x = self.x if x is None else x
+        device = next(net.parameters()).device if device is None else device
+        parts = [net.clean(x[i:i + chunk].to(device)) for i in range(0, x.shape[0], chunk)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def soft_assignments(self, net: DepictNet | None = None, device: Any = None, x: Tensor | None = None) -> Tensor:
+        """Q = softmax of the clean head logits, (N, K)."""
+        return torch.softmax(self.embed(net, device, x)[1].float(), dim=-1)
+
+    def predict(self, x: Tensor | None = None) -> Tensor:
+        """Cluster ids (N,): argmax of the clean soft assignments."""
+        return self.soft_assignments(x=x).argmax(1).cpu()
