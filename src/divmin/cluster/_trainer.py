@@ -43,7 +43,7 @@ class DepictConfig:
     target: str = "dec"  # auxiliary target rule, a name in TARGET_RULES ("dec": the authors' code; "paper")
     divergence: str | Divergence = "forward_kl"  # D(P || Q) of the clustering loss; KL is the paper's
     reconstruction_weight: float = 1.0  # weight of the layer-wise reconstruction loss in the joint phase
-    channels: tuple = (32, 64)  # conv widths of the encoder (each halves H and W)
+    channels: tuple[int, ...] = (32, 64)  # conv widths of the encoder (each halves H and W)
     embed_dim: int = 10  # embedding size
     noise: float = 0.1  # dropout rate of the noisy encoder path
     pretrain_steps: int = 300  # reconstruction-only steps before the k-means initialisation
