@@ -19,6 +19,8 @@ from divmin.lm import LMCollator, tokenize_pairs
 from divmin.engine import EngineConfig
 from divmin.recipes.tiny_lm import PAD_ID, build_model, build_tokenizer, corpus
 
+from .._resume import assert_resumes_exactly
+
 
 def _engine(steps):
     return EngineConfig(max_steps=steps, log_every=steps, progress=False, tensorboard=False, max_grad_norm=None)
@@ -138,14 +140,10 @@ def test_on_policy_training_resumes_exactly(tmp_path):
         cfg = DistillConfig(divergence="js", lr=1e-2, batch_size=8, max_new_tokens=6, lmbda=0.5, engine=engine)
         tr = DistillTrainer(build_model(1, n_layer=1, n_embd=16), build_model(0, n_layer=1, n_embd=16),
                             _lm_rows(32, 0), tokenizer=build_tokenizer(), config=cfg)
-        tr.train(resume=resume)
-        return tr.model
+        result = tr.train(resume=resume)
+        return tr.model, result
 
-    full = run(tmp_path / "full", 4)
-    run(tmp_path / "part", 2)
-    resumed = run(tmp_path / "part", 4, resume=True)
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert_resumes_exactly(run, tmp_path)
 
 
 def test_fused_losses_equal_unfused():

@@ -10,6 +10,8 @@ from torch.utils.data import TensorDataset
 from divmin.engine import EngineConfig
 from divmin.robust import RobustConfig, RobustTrainer
 
+from .._resume import assert_resumes_exactly
+
 
 def _blobs(n: int = 256, seed: int = 0) -> TensorDataset:
     g = torch.Generator().manual_seed(seed)
@@ -62,13 +64,9 @@ def test_weat_training_resumes_exactly_and_seeds_the_attacks(tmp_path):
         cfg = RobustConfig(objective="weat", eps=0.1, steps=2, lr=1e-2, batch_size=32, engine=engine)
         torch.manual_seed(0)
         tr = RobustTrainer(_net(), _blobs(64), config=cfg)
-        tr.train(resume=resume)
-        return tr.model
+        result = tr.train(resume=resume)
+        return tr.model, result
 
-    full = run(tmp_path / "full", 4)
-    run(tmp_path / "part", 2)
-    resumed = run(tmp_path / "part", 4, resume=True)
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-    other = run(tmp_path / "other", 4, seed=1)  # another seed: other data order and attack starts
+    full = assert_resumes_exactly(run, tmp_path)
+    other, _ = run(tmp_path / "other", 4, seed=1)  # another seed: other data order and attack starts
     assert not torch.allclose(other[0].weight, full[0].weight)

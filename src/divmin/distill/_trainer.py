@@ -46,6 +46,7 @@ from ._token import token_kd_loss
 
 __all__ = ["DistillConfig", "DistillTrainer"]
 
+
 def _default_engine() -> EngineConfig:
     return EngineConfig(max_steps=1000, log_every=10)
 
