@@ -1,0 +1,58 @@
+"""Worker of test_methods_ddp.py under ``torchrun --nproc_per_node 2`` (CPU, gloo): trains one of the
+newer method trainers a few steps and prints a checksum of its weights per rank.
+
+Usage: methods_ddp_worker.py OUT_DIR METHOD, METHOD in {robust, mdlm}.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from ddp_main import run_worker  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import TensorDataset  # noqa: E402
+
+from divmin.data import MarkovLanguage  # noqa: E402
+from divmin.diffusion import MaskedDiffusionLM, MDLMConfig, MDLMTrainer, MDLMTransformer  # noqa: E402
+from divmin.engine import EngineConfig  # noqa: E402
+from divmin.robust import RobustConfig, RobustTrainer  # noqa: E402
+
+
+def _robust(engine: EngineConfig) -> RobustTrainer:
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(128) % 3
+    x = (torch.rand(3, 4, generator=g)[y] + 0.05 * torch.randn(128, 4, generator=g)).clamp(0, 1)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    return RobustTrainer(net, TensorDataset(x, y), config=RobustConfig(objective="weat", eps=0.1, steps=2, lr=1e-2,
+                                                                        batch_size=16, engine=engine))
+
+
+def _mdlm(engine: EngineConfig) -> MDLMTrainer:
+    torch.manual_seed(0)
+    lang = MarkovLanguage(5, 4, order=1, seed=0)
+    lm = MaskedDiffusionLM(MDLMTransformer(5, 4, width=16, depth=1, heads=2), 5, 4)
+    return MDLMTrainer(lm, lang.sample, MDLMConfig(batch_size=8, engine=engine))
+
+
+BUILDERS = {"robust": _robust, "mdlm": _mdlm}
+
+
+def main() -> None:
+    out, method = Path(sys.argv[1]), sys.argv[2]
+    engine = EngineConfig(max_steps=4, log_every=1, progress=False, tensorboard=False, out_dir=str(out), seed=0)
+    trainer = BUILDERS[method](engine)
+    result = trainer.train()
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    total = float(sum(p.detach().double().sum() for p in trainer.model.parameters()))
+    print(f"rank={rank} processes={world} step={result.step} checksum={total:.10f}", flush=True)
+
+
+if __name__ == "__main__":
+    run_worker(main)
