@@ -4,8 +4,9 @@ A method implements the `Task` protocol (models, optimizers, a step, and
 optionally data, evaluation and extra state); `Trainer` runs it on Hugging
 Face Accelerate with mixed precision, gradient accumulation, clipping, LR
 schedules, DDP under ``accelerate launch``/``torchrun``, logging (console,
-``metrics.jsonl``, TensorBoard, tqdm) and pickle-free checkpoints with exact
-resume. See `Task` for the protocol and `_checkpoint` for the file layout.
+``metrics.jsonl``, TensorBoard, tqdm), pickle-free checksummed checkpoints with
+exact resume, a guard against NaN/inf updates (`NonFiniteError`) and one run
+per output directory (`run_lock`). See `Task` for the protocol and `_checkpoint` for the file layout.
 
 Also here, for every method: `validate` and its field checks (`Number`, `Int`,
 `Bool`, `OneOf`, `Tuple`, `Instance`, `IsDivergence`), which every config
@@ -13,7 +14,9 @@ dataclass runs on construction, and `MethodTrainer`, the base of the thin
 method trainers (``train(resume) -> TrainResult``, ``engine``).
 """
 
-from ._checkpoint import latest_checkpoint
+from ._checkpoint import latest_checkpoint, verify_checkpoint
+from ._lock import RunLockedError, run_lock
+from ._nonfinite import NONFINITE_POLICIES, NonFiniteError
 from ._config import EngineConfig
 from ._context import StepContext
 from ._method import MethodTrainer, trainable_adamw
@@ -44,6 +47,9 @@ __all__ = [
     "Instance",
     "Int",
     "MethodTrainer",
+    "NONFINITE_POLICIES",
+    "NonFiniteError",
+    "RunLockedError",
     "IsDivergence",
     "Number",
     "OneOf",
@@ -60,7 +66,9 @@ __all__ = [
     "load_tree",
     "lr_multiplier",
     "register_schedule",
+    "run_lock",
     "save_tree",
     "trainable_adamw",
     "validate",
+    "verify_checkpoint",
 ]

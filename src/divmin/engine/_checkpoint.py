@@ -14,10 +14,14 @@ Layout of ``out_dir/checkpoints/step_XXXXXXX/`` (7-digit zero-padded step)::
 ``safetensors`` (see `_serialize`). A checkpoint is written to a hidden
 ``.tmp_step_XXXXXXX`` directory and renamed when complete, so a crash while
 saving never leaves a half checkpoint that looks like the latest.
+``engine.json``, written last, lists every other file with its size and
+SHA-256 (``files``): a resume verifies them and falls back, with a warning
+naming the damaged one, to the newest intact checkpoint (`latest_checkpoint`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -35,7 +39,8 @@ from torch import nn
 
 from ._serialize import load_tree, save_tree
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: engine.json lists every file's size and SHA-256
+_READABLE_VERSIONS = (1, 2)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -55,10 +60,63 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """Most recent complete checkpoint of the run in ``out_dir`` (None if none)."""
+def latest_checkpoint(out_dir: str | Path, *, verify: bool = True) -> Path | None:
+    """Most recent intact checkpoint of the run in ``out_dir`` (None if there is none).
+
+    With ``verify`` (default) each candidate, newest first, is checked against the
+    sizes and SHA-256 sums its ``engine.json`` records (`verify_checkpoint`); a
+    damaged one (a kill during a copy, a truncated file) is skipped with a warning
+    that names it. Raises ``ValueError`` when checkpoints exist but none is intact.
+    """
     found = list_checkpoints(Path(out_dir) / "checkpoints")
-    return found[-1][1] if found else None
+    if not verify:
+        return found[-1][1] if found else None
+    damaged = []
+    for _, path in reversed(found):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            if damaged:
+                warnings.warn(f"damaged checkpoint(s) skipped: {'; '.join(damaged)}; resuming from {path}",
+                              RuntimeWarning, stacklevel=2)
+            return path
+        damaged.append(f"{path}: {problem}")
+    if damaged:
+        raise ValueError(f"no intact checkpoint in {Path(out_dir) / 'checkpoints'}: {'; '.join(damaged)}")
+    return None
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """What is wrong with checkpoint ``path`` (a short text), or None when every recorded file matches."""
+    try:
+        with open(path / "engine.json") as fh:
+            state = json.load(fh)
+    except (OSError, ValueError) as err:
+        return f"engine.json unreadable ({type(err).__name__}: {err})"
+    if not isinstance(state, dict) or state.get("format_version") not in _READABLE_VERSIONS:
+        return f"engine.json has an unknown format {state.get('format_version') if isinstance(state, dict) else state!r}"
+    for rel, (size, digest) in state.get("files", {}).items():
+        file = path / rel
+        if not file.is_file():
+            return f"{rel} is missing"
+        if file.stat().st_size != size:
+            return f"{rel} has {file.stat().st_size} bytes, {size} were written"
+        if _sha256(file) != digest:
+            return f"{rel} does not match its SHA-256"
+    return None
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _manifest(folder: Path) -> dict[str, list]:
+    """{relative path: [bytes, sha256]} of every file under ``folder``."""
+    return {f.relative_to(folder).as_posix(): [f.stat().st_size, _sha256(f)]
+            for f in sorted(folder.rglob("*")) if f.is_file()}
 
 
 # ----------------------------------------------------------------- RNG state
@@ -108,12 +166,13 @@ def save_checkpoint(
         (tmp / "optimizers").mkdir()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _save_replicated(tmp, accelerator, models, optimizers, engine_state)
+        _save_replicated(tmp, models, optimizers)
     save_tree(capture_rng_state(), tmp / "rng" / f"rank_{rank}")
     if task_state is not None:
         save_tree(task_state, tmp / "task" / f"rank_{rank}")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        _save_engine_state(tmp, accelerator, engine_state)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         _prune(root, keep)
@@ -122,25 +181,25 @@ def save_checkpoint(
 
 
 def _save_replicated(
-    tmp: Path,
-    accelerator: Accelerator,
-    models: Mapping[str, nn.Module],
-    optimizers: Mapping[str, torch.optim.Optimizer],
-    engine_state: dict[str, Any],
+    tmp: Path, models: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer]
 ) -> None:
     for name, model in models.items():
         # save_model (not save_file) handles tied weights.
         save_model(model, str(tmp / "models" / f"{name}.safetensors"))
     for name, opt in optimizers.items():
         save_tree(opt.state_dict(), tmp / "optimizers" / name)
+
+
+def _save_engine_state(tmp: Path, accelerator: Accelerator, engine_state: dict[str, Any]) -> None:
+    """engine.json, last (its presence marks the directory complete), with the manifest of every other file."""
     scaler = getattr(accelerator, "scaler", None)
     state = {
         "format_version": FORMAT_VERSION,
         **engine_state,
         "num_processes": accelerator.num_processes,
         "scaler": scaler.state_dict() if scaler is not None else None,
+        "files": _manifest(tmp),
     }
-    # engine.json last: its presence marks the directory as complete.
     with open(tmp / "engine.json", "w") as fh:
         json.dump(state, fh, indent=1)
 
@@ -167,7 +226,7 @@ def load_checkpoint(
     """
     with open(path / "engine.json") as fh:
         engine_state = json.load(fh)
-    if engine_state.get("format_version") != FORMAT_VERSION:
+    if engine_state.get("format_version") not in _READABLE_VERSIONS:
         raise ValueError(f"{path}: unsupported checkpoint format {engine_state.get('format_version')!r}")
     for name, model in models.items():
         # Read on CPU; load_state_dict copies into the params wherever they live

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ._nonfinite import NONFINITE_POLICIES
 from ._schedules import available_schedules
 from ._validate import Bool, Instance, Int, Number, OneOf, validate
 
@@ -65,13 +66,18 @@ class EngineConfig:
     tensorboard: bool = True
     # Force CPU even when an accelerator is available. Default False.
     cpu: bool = False
+    # What a NaN/inf loss or gradient norm does: "raise" stops the run with an
+    # error naming the step and the last good checkpoint (the update is not
+    # applied); "skip" drops the update with a warning and counts it (as AMP's
+    # grad scaler does). Default "raise".
+    on_nonfinite: str = "raise"
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         max_steps=Int(ge=1), seed=Int(ge=0), mixed_precision=OneOf(_MIXED_PRECISION), grad_accum_steps=Int(ge=1),
         max_grad_norm=Number(gt=0, optional=True), lr_schedule=OneOf(available_schedules), warmup_steps=Int(ge=0),
         log_every=Int(ge=1), eval_every=Int(ge=1, optional=True), checkpoint_every=Int(ge=1, optional=True),
         keep_checkpoints=Int(ge=1, optional=True), out_dir=Instance((str, Path), optional=True),
-        progress=Bool(), tensorboard=Bool(), cpu=Bool(),
+        progress=Bool(), tensorboard=Bool(), cpu=Bool(), on_nonfinite=OneOf(NONFINITE_POLICIES),
     )
 
     def __post_init__(self) -> None:

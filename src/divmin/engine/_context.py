@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import nn
+
+from ._nonfinite import MAX_CONSECUTIVE_SKIPS, NonFiniteError, describe_bad_update, grad_norm, is_finite
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ._config import EngineConfig
@@ -43,6 +46,7 @@ class StepContext:
             different on each process.
         cpu_generator: same seed, on CPU (for index sampling on CPU).
         optimizer_steps: ``optimizer.step()`` calls so far, per name.
+        skipped_updates: updates dropped as non-finite (``on_nonfinite="skip"``), per name.
 
     Methods: ``update(name, loss)`` (backward + accumulation + clip + step),
     ``log(**metrics)``, ``call(name, fn, ...)``, ``unwrap(name)``, ``frozen(*names)``, ``mean(value)``
@@ -71,6 +75,10 @@ class StepContext:
         self._params = {
             name: [p for g in opt.param_groups for p in g["params"]] for name, opt in self.optimizers.items()
         }
+        self.skipped_updates = {name: 0 for name in self.optimizers}
+        self._consecutive_skips = {name: 0 for name in self.optimizers}
+        self._loss_bad: set[str] = set()  # optimizers whose accumulated loss this step was NaN/inf
+        self._last_checkpoint = None  # set by the Trainer: named by a non-finite error
         self._metrics: dict[str, list] = {}
         self._updated_in_micro: set[str] = set()
         self._stop = False
@@ -179,16 +187,18 @@ class StepContext:
         if self.micro_step == 0:
             for n in names:
                 self.optimizers[n].zero_grad(set_to_none=True)
+        if not is_finite(loss):
+            self._loss_bad.update(names)
         self.accelerator.backward(loss / self.grad_accum_steps)
         if not self.sync_gradients:
             return False
-        self._clip_and_step(names)
-        return True
+        return self._clip_and_step(names, loss)
 
-    def _clip_and_step(self, names: list[str]) -> None:
+    def _clip_and_step(self, names: list[str], loss: torch.Tensor) -> bool:
         max_norm = self.config.max_grad_norm
+        params = [p for n in names for p in self._params[n]]
+        key = "grad_norm" if set(names) == set(self.optimizers) else "grad_norm/" + "+".join(names)
         if max_norm is not None:
-            params = [p for n in names for p in self._params[n]]
             if self.accelerator.distributed_type in _SHARDED:
                 norm = self.accelerator.clip_grad_norm_(params, max_norm)
             else:
@@ -197,13 +207,51 @@ class StepContext:
                 for n in names:
                     self.accelerator.unscale_gradients(self.optimizers[n])
                 norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            key = "grad_norm" if set(names) == set(self.optimizers) else "grad_norm/" + "+".join(names)
-            if norm is not None:
-                self.log({key: norm})
+        else:
+            norm = None if self.accelerator.distributed_type in _SHARDED else grad_norm(params)
+        if self._update_is_bad(names, norm):
+            self._drop_update(names, loss, norm)
+            return False
+        if norm is not None and max_norm is not None:
+            self.log({key: norm})
         for n in names:
             self.optimizers[n].step()
             self.optimizers[n].zero_grad(set_to_none=True)
             self.optimizer_steps[n] += 1
+            self._consecutive_skips[n] = 0
+        return True
+
+    def _update_is_bad(self, names: list[str], norm: torch.Tensor | None) -> bool:
+        """A NaN/inf loss on any process, or a NaN/inf gradient norm (decided alike on every process)."""
+        bad = bool(self._loss_bad.intersection(names))
+        self._loss_bad.difference_update(names)
+        # Under fp16 an overflowing gradient is the grad scaler's to skip (it lowers its scale); not an error.
+        if getattr(self.accelerator, "scaler", None) is None:
+            bad = bad or not is_finite(norm)
+        if self.accelerator.num_processes > 1:  # one process's NaN loss must stop every process
+            flag = torch.tensor(float(bad), device=self.device)
+            bad = bool(self.accelerator.reduce(flag, reduction="sum") > 0)
+        return bad
+
+    def _drop_update(self, names: list[str], loss: torch.Tensor, norm: torch.Tensor | None) -> None:
+        """Apply ``config.on_nonfinite`` to a bad update: raise, or skip it and count."""
+        for n in names:
+            self.optimizers[n].zero_grad(set_to_none=True)
+        text = describe_bad_update(self.step, names, loss, norm, self._pop_metrics_view(), self._last_checkpoint)
+        if self.config.on_nonfinite == "raise":
+            raise NonFiniteError(text)
+        for n in names:
+            self.skipped_updates[n] += 1
+            self._consecutive_skips[n] += 1
+            if self._consecutive_skips[n] >= MAX_CONSECUTIVE_SKIPS:
+                raise NonFiniteError(f"{MAX_CONSECUTIVE_SKIPS} non-finite updates of {n!r} in a row, the last: {text}")
+        self.log(skipped_updates=float(sum(self.skipped_updates.values())))
+        warnings.warn(f"skipped {text.split('; the update')[0]} ({sum(self.skipped_updates.values())} skipped so far)",
+                      RuntimeWarning, stacklevel=3)
+
+    def _pop_metrics_view(self) -> dict[str, float]:
+        """The metrics logged since the last record (means), without consuming them."""
+        return {k: s / n for k, (s, n) in self._metrics.items()}
 
     @contextlib.contextmanager
     def frozen(self, *names: str) -> Iterator[None]:
@@ -245,7 +293,7 @@ class StepContext:
             self.cpu_generator.manual_seed(seed)
 
     def _pop_metrics(self) -> dict[str, float | torch.Tensor]:
-        out = {k: s / n for k, (s, n) in self._metrics.items()}
+        out = self._pop_metrics_view()
         self._metrics = {}
         return out
 

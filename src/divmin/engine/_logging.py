@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +89,21 @@ def _fmt(value: float) -> str:
 
 
 def _truncate_jsonl(path: Path, last_step: int) -> None:
+    """Keep the records up to ``last_step``; drop, with a warning, lines a kill left half-written."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
+    kept, broken = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:
+            broken += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= last_step:
+            kept.append(line)
+    if broken:
+        warnings.warn(f"{path}: dropped {broken} unreadable line(s) (a write interrupted by a kill)",
+                      RuntimeWarning, stacklevel=3)
     path.write_text("".join(line + "\n" for line in kept))
 
 

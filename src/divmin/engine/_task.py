@@ -41,6 +41,8 @@ class TrainResult:
     optimizer_steps: number of ``optimizer.step()`` calls per optimizer name,
         counted over the whole run including before a resume.
     stopped_early: True when a ``ctx.request_stop()`` ended the run.
+    skipped_updates: updates dropped as non-finite per optimizer name
+        (``EngineConfig.on_nonfinite="skip"``), over the whole run.
     """
 
     metrics: dict[str, float]
@@ -49,6 +51,7 @@ class TrainResult:
     step: int
     optimizer_steps: dict[str, int]
     stopped_early: bool = False
+    skipped_updates: dict[str, int] = field(default_factory=dict)
 
 
 @runtime_checkable

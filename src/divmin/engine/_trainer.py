@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +19,9 @@ from ._checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, l
 from ._config import EngineConfig
 from ._context import _SHARDED, StepContext
 from ._data import BatchStream
+from ._lock import run_lock
 from ._logging import RunLogger
+from ._nonfinite import check_finite_weights
 from ._schedules import lr_multiplier
 from ._task import Task, TrainResult, as_step_output, static_model_names
 
@@ -70,12 +73,15 @@ class Trainer:
             that checkpoint directory.
         """
         run = self._setup()
-        start = self._restore(run, resume)
-        logger = RunLogger(self.config, run.accelerator.is_main_process, start, resumed=start > 0)
-        try:
-            history, step = self._loop(run, start, logger)
-        finally:
-            logger.close()
+        # One run per directory: the main process locks out_dir (see `run_lock`).
+        locked = self.config.run_dir is not None and run.accelerator.is_main_process
+        with run_lock(self.config.run_dir) if locked else contextlib.nullcontext():
+            start = self._restore(run, resume)
+            logger = RunLogger(self.config, run.accelerator.is_main_process, start, resumed=start > 0)
+            try:
+                history, step = self._loop(run, start, logger)
+            finally:
+                logger.close()
         self.models = {n: run.accelerator.unwrap_model(m) for n, m in run.ctx.models.items()}
         last = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
         return TrainResult(
@@ -85,6 +91,7 @@ class Trainer:
             step=step,
             optimizer_steps=dict(run.ctx.optimizer_steps),
             stopped_early=run.ctx._stop,
+            skipped_updates=dict(run.ctx.skipped_updates),
         )
 
     # ---------------------------------------------------------------- setup
@@ -135,13 +142,15 @@ class Trainer:
         root = None if self.config.run_dir is None else self.config.run_dir / "checkpoints"
         if resume is False:
             if root is not None and list_checkpoints(root):
-                raise FileExistsError(f"{root} already holds checkpoints; use fit(resume=True) or another out_dir")
+                raise FileExistsError(f"{root} already holds checkpoints: resume them (fit(resume=True); on the "
+                                      "command line --resume) or choose another output directory")
             return 0
         if resume is True:
             if self.config.run_dir is None:
                 raise ValueError("fit(resume=True) needs EngineConfig.out_dir")
             path = latest_checkpoint(self.config.run_dir)
             if path is None:
+                warnings.warn(f"resume: no checkpoint in {root}; starting from step 0", RuntimeWarning, stacklevel=3)
                 return 0
         else:
             path = Path(resume)
@@ -151,6 +160,8 @@ class Trainer:
         if task_state is not None:
             self.task.load_state_dict(task_state)  # type: ignore[attr-defined]
         ctx.optimizer_steps.update(state["optimizer_steps"])
+        ctx.skipped_updates.update(state.get("skipped_updates", {}))
+        ctx._last_checkpoint = path
         if run.stream is not None and state["data"] is not None:
             run.stream.load_state(state["data"])
         load_rng(path, acc)  # last: nothing may draw random numbers after it
@@ -202,14 +213,15 @@ class Trainer:
             batch = run.stream.next() if run.stream is not None else None
             with self._sync_context(run):
                 out = as_step_output(self.task.train_step(batch, ctx))
+                metrics = dict(out.metrics)
+                if out.loss is not None:
+                    metrics.setdefault("loss", out.loss.detach())
+                # logged before the update, so that a non-finite error can name the loss terms
+                ctx.log(metrics)
                 if out.loss is not None:
                     if ctx._updated_in_micro:
                         raise RuntimeError("train_step called ctx.update(...) and returned a loss; return loss=None")
                     ctx.update(list(ctx.optimizers), out.loss)
-            metrics = dict(out.metrics)
-            if out.loss is not None:
-                metrics.setdefault("loss", out.loss)
-            ctx.log(metrics)
 
     def _sync_context(self, run: _Run) -> contextlib.AbstractContextManager:
         """Skip DDP's gradient all-reduce on all but the last micro-batch."""
@@ -250,16 +262,19 @@ class Trainer:
     def _save(self, run: _Run, step: int) -> None:
         acc, ctx, cfg = run.accelerator, run.ctx, self.config
         state_dict = getattr(self.task, "state_dict", None)
-        save_checkpoint(
+        models = {n: acc.unwrap_model(ctx.models[n]) for n in run.saved}
+        check_finite_weights(models, step)  # replicas are identical: every process decides alike
+        ctx._last_checkpoint = save_checkpoint(
             cfg.run_dir / "checkpoints",
             step,
             acc,
-            models={n: acc.unwrap_model(ctx.models[n]) for n in run.saved},
+            models=models,
             optimizers=ctx.optimizers,
             engine_state={
                 "step": step,
                 "data": run.stream.state() if run.stream is not None else None,
                 "optimizer_steps": dict(ctx.optimizer_steps),
+                "skipped_updates": dict(ctx.skipped_updates),
                 "config": cfg.to_dict(),
             },
             task_state=state_dict() if callable(state_dict) else None,
