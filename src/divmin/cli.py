@@ -92,9 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; user mistakes get one line on stderr and exit 2, never a traceback."""
+    from .engine import NonFiniteError, RunLockedError
+
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print(f"divmin: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130
+    except NonFiniteError as err:  # the run diverged: say where, and where to restart from
+        print(f"divmin: training stopped: {err}", file=sys.stderr)
+        return 1
+    except (RunLockedError, NotADirectoryError, FileExistsError) as err:  # the --out directory
+        print(f"divmin: error: {err}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError) as err:  # bad names, keys and values: one clear line, no traceback
         if args.command != "run" or not _is_config_error(err):
             raise
@@ -102,6 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         _close_process_group()
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    if args.command != "run":
+        return ""
+    from .recipes import get_recipe
+
+    try:
+        resumes = hasattr(get_recipe(args.recipe).config_cls(), "resume")
+    except ValueError:
+        return ""
+    if not resumes:
+        return f"; recipe {args.recipe!r} restarts from the beginning when run again"
+    return f"; continue with: divmin run {args.recipe} --out {args.out} --resume"
 
 
 def _close_process_group() -> None:

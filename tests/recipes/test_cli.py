@@ -65,3 +65,70 @@ def test_resume_is_refused_by_recipes_that_cannot_resume(tmp_path, capsys):
     assert not (tmp_path / "config.json").exists()
     assert main(["run", "fdistill-gmm", "--out", str(tmp_path), "--resume"]) == 2
     assert "does not resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--set", "engine.lr_schedule=cosin"], "`lr_schedule` must be one of"),
+        (["--set", "lr=-1"], "`lr` must be a finite number > 0"),
+        (["--set", "divergences=reverse_kl"], "expected a tuple, got 'reverse_kl'; write divergences=('reverse_kl',)"),
+    ],
+)
+def test_config_mistakes_are_one_line_and_exit_2(extra, expected, capsys, tmp_path):
+    assert main(["run", "fit", "--out", str(tmp_path / "run"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err and "Traceback" not in err
+
+
+def test_out_naming_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert main(["run", "fit", "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file" in err
+
+
+QUICK = ["--set", "engine.max_steps=4", "--set", "engine.progress=False", "--set", "engine.tensorboard=False",
+         "--set", "divergences=('reverse_kl',)"]
+
+
+def test_rerun_into_a_checkpointed_directory_says_use_resume(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["run", "fit", "--out", out, *QUICK, "--set", "engine.checkpoint_every=2"]) == 0
+    capsys.readouterr()
+    assert main(["run", "fit", "--out", out, *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume" in err
+
+
+def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path, capsys):
+    from divmin.engine import run_lock
+
+    with run_lock(tmp_path):  # held by "another run" (this process's lock is re-entrant, so fake the holder)
+        from divmin.engine import _lock
+
+        held = _lock._HELD.pop(tmp_path.resolve())
+        try:
+            assert main(["run", "fit", "--out", str(tmp_path), *QUICK]) == 2
+        finally:
+            _lock._HELD[tmp_path.resolve()] = held
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in use by another divmin run (PID" in err
+
+
+def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("divmin.engine._trainer.Trainer._loop", interrupted)
+    out = str(tmp_path / "run")
+    assert main(["run", "fit", "--out", out, *QUICK]) == 130
+    assert capsys.readouterr().err == f"divmin: interrupted; continue with: divmin run fit --out {out} --resume\n"
+
+
+def test_a_diverging_run_exits_non_zero_naming_the_step(tmp_path, capsys):
+    # a learning rate this large overflows the fit's parameters within a few steps
+    assert main(["run", "fit", "--out", str(tmp_path / "run"), *QUICK, "--set", "lr=1e30",
+                 "--set", "engine.max_grad_norm=None"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("divmin: training stopped: non-finite update at step ") and err.count("\n") == 1

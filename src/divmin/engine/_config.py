@@ -52,7 +52,7 @@ class EngineConfig:
     # Call `task.evaluate(ctx)` every this many steps; None = never. Default None.
     eval_every: int | None = None
     # Save a checkpoint every this many steps (and at the end); None = never.
-    # Needs `out_dir`. Default None.
+    # Needs `out_dir` (recipes set it to their --out). Default None.
     checkpoint_every: int | None = None
     # How many most recent checkpoints to keep on disk; None = all. Default 3.
     keep_checkpoints: int | None = 3
@@ -81,9 +81,9 @@ class EngineConfig:
     )
 
     def __post_init__(self) -> None:
+        # (`checkpoint_every` without `out_dir` is refused by the Trainer, not here: a recipe fills
+        # `out_dir` in from its --out after the user's --set engine.checkpoint_every=...)
         validate(self)
-        if self.checkpoint_every is not None and self.out_dir is None:
-            raise ValueError("`checkpoint_every` needs `out_dir`: checkpoints are written under out_dir/checkpoints")
 
     @property
     def run_dir(self) -> Path | None:

@@ -59,6 +59,8 @@ class Trainer:
             raise TypeError(f"task {type(task).__name__} lacks required method(s) {missing}")
         self.task = task
         self.config = config if config is not None else EngineConfig()
+        if self.config.checkpoint_every is not None and self.config.out_dir is None:
+            raise ValueError("`checkpoint_every` needs `out_dir`: checkpoints are written under out_dir/checkpoints")
         self.accelerator: Accelerator | None = None
         self.models: dict[str, nn.Module] = {}
 

@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 
+from ..engine import run_lock
+
 __all__ = [
     "Recipe",
     "RecipeResult",
@@ -127,7 +129,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         raise ValueError(f"--set {key}: expected None")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            value = (value,)
+            raise ValueError(f"--set {key}: expected a tuple, got {value!r}; write {key}=({value!r},)")
         if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length: one hint per position
             if len(value) != len(args):
                 raise ValueError(f"--set {key}: expected {len(args)} items, got {value!r}")
@@ -226,18 +228,22 @@ def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *,
     if resume and not hasattr(config, "resume"):
         raise ValueError(f"recipe {name!r} does not resume (its runs are short and restart); run it without --resume")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; name a directory")
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(config, "resume"):
         config = dataclasses.replace(config, resume=resume)
     main = is_main_process()
-    if main:
-        (out / "config.json").write_text(json.dumps({"recipe": name, "config": _jsonable(config)}, indent=2))
-    with torch_threads(getattr(config, "num_threads", rec.threads)):
-        result = rec.run(config, out)
-    if main:
-        payload = {"recipe": name, "processes": int(os.environ.get("WORLD_SIZE", "1")), "columns": result.columns,
-                   "rows": _jsonable(result.rows), "plots": result.plots, "summary": _jsonable(result.summary)}
-        (out / "results.json").write_text(json.dumps(payload, indent=2))
+    # one run per directory: a second run into a directory in use is refused (engine.run_lock)
+    with run_lock(out) if main else contextlib.nullcontext():
+        if main:
+            (out / "config.json").write_text(json.dumps({"recipe": name, "config": _jsonable(config)}, indent=2))
+        with torch_threads(getattr(config, "num_threads", rec.threads)):
+            result = rec.run(config, out)
+        if main:
+            payload = {"recipe": name, "processes": int(os.environ.get("WORLD_SIZE", "1")), "columns": result.columns,
+                       "rows": _jsonable(result.rows), "plots": result.plots, "summary": _jsonable(result.summary)}
+            (out / "results.json").write_text(json.dumps(payload, indent=2))
     return result
 
 
