@@ -246,3 +246,10 @@ def test_an_output_path_that_is_a_file_is_refused(tmp_path):
 def test_loss_metric_is_finite_in_a_clean_run():
     result = Trainer(_PoisonedTask(), quiet_config(max_steps=3)).fit()
     assert math.isfinite(result.metrics["loss"]) and result.skipped_updates == {"opt": 0}
+
+
+def test_resuming_a_finished_run_reports_its_last_metrics(tmp_path):
+    _, first = _run(tmp_path, 4)
+    _, again = _run(tmp_path, 4, resume=True)
+    assert again.history == [] and again.step == 4
+    assert again.metrics == first.metrics and "loss" in again.metrics

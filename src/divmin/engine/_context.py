@@ -79,6 +79,7 @@ class StepContext:
         self._consecutive_skips = {name: 0 for name in self.optimizers}
         self._loss_bad: set[str] = set()  # optimizers whose accumulated loss this step was NaN/inf
         self._last_checkpoint = None  # set by the Trainer: named by a non-finite error
+        self._last_record: dict | None = None  # the last logged record (checkpointed, for a finished run's result)
         self._metrics: dict[str, list] = {}
         self._updated_in_micro: set[str] = set()
         self._stop = False

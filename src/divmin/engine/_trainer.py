@@ -85,7 +85,9 @@ class Trainer:
             finally:
                 logger.close()
         self.models = {n: run.accelerator.unwrap_model(m) for n, m in run.ctx.models.items()}
-        last = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
+        # a resumed run that had already finished logs nothing new: report its last record
+        record = history[-1] if history else run.ctx._last_record
+        last = {k: v for k, v in (record or {}).items() if k != "step"}
         return TrainResult(
             metrics=last,
             history=history,
@@ -163,6 +165,7 @@ class Trainer:
             self.task.load_state_dict(task_state)  # type: ignore[attr-defined]
         ctx.optimizer_steps.update(state["optimizer_steps"])
         ctx.skipped_updates.update(state.get("skipped_updates", {}))
+        ctx._last_record = state.get("last_record")
         ctx._last_checkpoint = path
         if run.stream is not None and state["data"] is not None:
             run.stream.load_state(state["data"])
@@ -194,6 +197,7 @@ class Trainer:
                 record = {"step": step, **record}
                 logger.log(record)
                 history.append(record)
+                ctx._last_record = record
             if cfg.checkpoint_every is not None and (step % cfg.checkpoint_every == 0 or last):
                 self._save(run, step)
             if ctx._stop:
@@ -277,6 +281,7 @@ class Trainer:
                 "data": run.stream.state() if run.stream is not None else None,
                 "optimizer_steps": dict(ctx.optimizer_steps),
                 "skipped_updates": dict(ctx.skipped_updates),
+                "last_record": ctx._last_record,
                 "config": cfg.to_dict(),
             },
             task_state=state_dict() if callable(state_dict) else None,
