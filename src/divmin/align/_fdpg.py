@@ -31,11 +31,13 @@ keeps a running estimate across batches, per context for conditional targets.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
+from ..divergences.kernels import check_float_tensor, check_log_probs
 from ..estimators import ScoreFunctionOutput, score_function_surrogate, self_normalized_log_z
 
 __all__ = ["FDPGOutput", "fdpg_loss"]
@@ -45,19 +47,24 @@ FDPGOutput = ScoreFunctionOutput
 
 
 def _check(policy_logps: Tensor, target_log_scores: Tensor, **optional: Tensor | None) -> None:
-    if not isinstance(policy_logps, Tensor) or policy_logps.dim() != 1:
-        raise ValueError("`policy_logps` must be a 1-D tensor (one log Q(x) per sample)")
+    check_log_probs("policy_logps", policy_logps)
     for name, t in {"target_log_scores": target_log_scores, **optional}.items():
         if t is None:
             continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"`{name}` must be a tensor, got {type(t).__name__}")
+        check_float_tensor(name, t)
         if t.dim() > 1 or (t.dim() == 1 and t.shape != policy_logps.shape) or (t.dim() == 0 and name not in
                                                                                 ("log_z", "baseline")):
             raise ValueError(f"`{name}` must have the shape of `policy_logps` {tuple(policy_logps.shape)}"
                              f"{' or be a scalar' if name in ('log_z', 'baseline') else ''}, got {tuple(t.shape)}")
-    if bool(torch.isnan(policy_logps).any()) or bool((policy_logps == math.inf).any()):
-        raise ValueError("`policy_logps` contains NaN or +inf")
+        if bool(torch.isnan(t).any()):
+            raise ValueError(f"`{name}` contains NaN")
+    if bool((target_log_scores == math.inf).any()):
+        raise ValueError("`target_log_scores` contains +inf (an unnormalised log-score is finite, or -inf where "
+                         "a hard constraint fails)")
+    for name in ("log_z", "baseline"):
+        value = optional.get(name)
+        if value is not None and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"`{name}` must be finite")
 
 
 def fdpg_loss(policy_logps: Tensor, target_log_scores: Tensor, *, divergence: "str | Divergence" = "js",
@@ -82,8 +89,9 @@ def fdpg_loss(policy_logps: Tensor, target_log_scores: Tensor, *, divergence: "s
     4.0
     """
     div = as_divergence(divergence)
-    log_z = torch.as_tensor(log_z, dtype=torch.float32) if isinstance(log_z, (int, float)) else log_z
-    baseline = torch.as_tensor(baseline, dtype=torch.float32) if isinstance(baseline, (int, float)) else baseline
+    log_z = torch.as_tensor(float(log_z)) if isinstance(log_z, numbers.Real) and not isinstance(log_z, bool) else log_z
+    baseline = (torch.as_tensor(float(baseline)) if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool)
+                else baseline)
     _check(policy_logps, target_log_scores, proposal_logps=proposal_logps, log_z=log_z, baseline=baseline)
     with torch.no_grad():
         logq_pol = policy_logps.detach().float()

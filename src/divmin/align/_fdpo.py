@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
+from ..divergences.kernels import check_log_probs, check_real
 
 __all__ = ["FDPOOutput", "fdpo_loss", "fdpo_admissible"]
 
@@ -58,12 +59,7 @@ def fdpo_admissible(divergence: "str | Divergence") -> tuple[bool, str]:
 def _check_logps(**tensors: Tensor) -> torch.Size:
     shape = None
     for name, x in tensors.items():
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"`{name}` must be a floating torch.Tensor of sequence log-probabilities")
-        if x.ndim != 1:
-            raise ValueError(f"`{name}` must have shape (batch,), got {tuple(x.shape)}")
-        if shape is not None and x.shape != shape:
-            raise ValueError(f"`{name}` has shape {tuple(x.shape)}, expected {tuple(shape)} like the others")
+        check_log_probs(name, x, shape=shape)
         shape = x.shape
     return shape
 
@@ -91,9 +87,9 @@ def fdpo_loss(
     """
     _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
                  ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-        raise ValueError(f"`beta` must be a finite number > 0, got {beta!r}")
-    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing < 0.5):
+    beta = check_real("beta", beta, gt=0)
+    label_smoothing = check_real("label_smoothing", label_smoothing, ge=0)
+    if not label_smoothing < 0.5:
         raise ValueError(f"`label_smoothing` must lie in [0, 0.5), got {label_smoothing!r}")
     div = as_divergence(divergence).require("implicit_reward")  # cached per member
     dtype = torch.promote_types(policy_chosen_logps.dtype, torch.float32)

@@ -27,6 +27,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from ..divergences.kernels import check_real
+
 __all__ = ["DistributionalConstraint", "EnergyTarget", "MomentFit", "PointwiseConstraint", "RewardTilt",
            "fit_moments"]
 
@@ -48,8 +50,7 @@ class PointwiseConstraint:
     epsilon: float = 0.0  # smoothing: b + epsilon keeps failed samples at finite log score
 
     def __post_init__(self) -> None:
-        if self.epsilon < 0:
-            raise ValueError(f"`epsilon` must be >= 0, got {self.epsilon}")
+        check_real("epsilon", self.epsilon, ge=0)
 
     def satisfied(self, samples: Samples) -> Tensor:
         return _as_vector(self.fn(samples), None, "PointwiseConstraint.fn") > 0
@@ -67,8 +68,7 @@ class RewardTilt:
     beta: float = 1.0  # temperature of the tilt (the KL coefficient of RLHF)
 
     def __post_init__(self) -> None:
-        if not self.beta > 0:
-            raise ValueError(f"`beta` must be > 0, got {self.beta}")
+        check_real("beta", self.beta, gt=0)
 
     def __call__(self, samples: Samples) -> Tensor:
         return _as_vector(self.fn(samples), None, "RewardTilt.fn") / self.beta
@@ -167,11 +167,13 @@ class EnergyTarget:
 
     def log_factors(self, samples: Samples) -> Tensor:
         """(B,) sum of the factors' log values (0 when there is none)."""
+        n = len(samples)
         out = None
         for fac in self.factors:
-            v = fac(samples)
+            # one value per sample: a factor returning fewer would broadcast silently
+            v = _as_vector(fac(samples), n, f"factor {type(fac).__name__}")
             out = v if out is None else out + v
-        return out if out is not None else torch.zeros(len(samples))
+        return out if out is not None else torch.zeros(n)
 
     def log_score(self, samples: Samples, base_logps: Tensor | None = None) -> Tensor:
         """(B,) unnormalised log P(x) = log a(x) + sum of log factors."""

@@ -20,6 +20,8 @@ that estimator; tests check it against a quadrature of D_f in 1-D.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -39,13 +41,22 @@ def check_fdistill_divergence(divergence: str | Divergence) -> Divergence:
 
 
 def fdistill_weight(log_ratio: Tensor, *, divergence: str | Divergence, normalize: bool = True) -> Tensor:
-    """h(r) per sample in fp32 or wider, (B,); divided by its batch mean when ``normalize``."""
+    """h(r) per sample in fp32 or wider, (B,); divided by its batch mean when ``normalize``.
+
+    The normalised weights h_b / mean(h) = exp(log h_b - logmeanexp(log h)) are formed in log
+    space (the registry's ``log_h``), so they stay finite where h itself overflows (forward KL
+    or Pearson at log r = 100 in float32); when every h is 0 they are all 0.
+    """
     div = as_divergence(divergence)
     dtype = torch.promote_types(log_ratio.dtype, torch.float32)
-    h = div.h(log_ratio.detach().to(dtype))
-    if normalize:
-        h = h / h.mean().clamp_min(torch.finfo(dtype).tiny)
-    return h
+    log_r = log_ratio.detach().to(dtype)
+    if not normalize:
+        return div.h(log_r)
+    log_h = div.log_h(log_r)
+    log_mean = torch.logsumexp(log_h, 0) - math.log(log_h.numel())
+    if not bool(torch.isfinite(log_mean)):
+        return torch.zeros_like(log_h)
+    return torch.exp(log_h - log_mean)
 
 
 def fdistill_surrogate(
@@ -95,6 +106,8 @@ def fdistill_surrogate(
         if not isinstance(t, Tensor) or t.shape != x_t.shape:
             raise ValueError(f"`{name}` must be a tensor of x_t's shape {tuple(x_t.shape)}")
     b = x_t.shape[0]
+    if b == 0:
+        raise ValueError("`x_t` holds no sample (batch size 0)")
     if not isinstance(log_ratio, Tensor) or log_ratio.shape != (b,):
         raise ValueError(f"`log_ratio` must be a tensor of shape ({b},)")
     if bool(torch.isnan(log_ratio).any()):
@@ -103,6 +116,8 @@ def fdistill_surrogate(
     if time_weight is not None:
         if not isinstance(time_weight, Tensor) or time_weight.shape != (b,):
             raise ValueError(f"`time_weight` must be a tensor of shape ({b},)")
+        if not bool(torch.isfinite(time_weight).all() & (time_weight >= 0).all()):
+            raise ValueError("`time_weight` must be finite and >= 0 (a weight w(sigma) of the loss over noise levels)")
         w = w * time_weight.detach().to(w.dtype)
     diff = (fake_score.detach() - teacher_score.detach()).to(w.dtype)
     direction = w.reshape(-1, *([1] * (x_t.ndim - 1))) * diff

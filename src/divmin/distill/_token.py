@@ -138,6 +138,13 @@ def _topk_pair(student_logits: Tensor, teacher: TopKTeacher, temperature: float)
                          f"and match the student's leading shape {tuple(student_logits.shape[:-1])}")
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= student_logits.shape[-1]):
         raise ValueError(f"`teacher_logits.indices` must lie in [0, {student_logits.shape[-1]})")
+    if idx.shape[-1] > 1:
+        ordered = idx.sort(dim=-1).values
+        repeats = (ordered[..., 1:] == ordered[..., :-1]).any(-1)
+        if bool(repeats.any()):
+            raise ValueError(f"`teacher_logits.indices` repeat an id within {int(repeats.sum())} row(s): the "
+                             "student's mass on it would count twice; ids must be distinct per row (pad short rows "
+                             "with unused ids and log_probs -inf)")
     dtype = torch.promote_types(torch.promote_types(lp.dtype, student_logits.dtype), torch.float32)
     s = student_logits.to(dtype) / temperature
     s_k = torch.gather(s, -1, idx.long()) - torch.logsumexp(s, dim=-1, keepdim=True)

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import math
+import numbers
 from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import torch
@@ -94,6 +96,24 @@ class Discrepancy:
         return f"{self.name}({args})" if args else self.name
 
 
+_ELEMENTWISE = ("f", "g", "h", "log_h")
+
+
+def _takes_numbers(fn: Callable[[Any, Tensor], Tensor]) -> Callable[[Any, Tensor], Tensor]:
+    """Let an elementwise method take a real number as well as a tensor of ``log r``."""
+    @functools.wraps(fn)
+    def method(self: Any, log_r: Any) -> Tensor:
+        if isinstance(log_r, Tensor):
+            return fn(self, log_r)
+        if isinstance(log_r, numbers.Real) and not isinstance(log_r, bool):
+            return fn(self, torch.tensor(float(log_r), dtype=torch.float64))
+        raise TypeError(f"`log_r` must be a tensor or a real number (the log of the density ratio r = P/Q), "
+                        f"got {type(log_r).__name__}")
+
+    method._takes_numbers = True  # type: ignore[attr-defined]
+    return method
+
+
 @dataclasses.dataclass(frozen=True)
 class Divergence(Discrepancy):
     """An f-divergence ``D_f(P || Q) = E_Q[f(P/Q)]`` defined by its generator f.
@@ -128,8 +148,26 @@ class Divergence(Discrepancy):
     def h(self, log_r: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @_takes_numbers
+    def log_h(self, log_r: Tensor) -> Tensor:
+        """``log h(r)``, for weights normalised in log space (f-distill): finite where h overflows.
+
+        This default takes the log of h evaluated in float64 (exact up to |log r| of a few
+        hundred); members whose h grows like a power of r override it with the closed form.
+        """
+        dtype = torch.promote_types(log_r.dtype, torch.float32)
+        return torch.log(self.h(log_r.to(torch.float64))).to(dtype)
+
     def perspective(self) -> "Divergence":
         raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # f, g, h and log_h also take a Python number (0-d float64 tensor out), as torch functions do
+        super().__init_subclass__(**kwargs)
+        for name in _ELEMENTWISE:
+            fn = cls.__dict__.get(name)
+            if fn is not None and not getattr(fn, "_takes_numbers", False):
+                setattr(cls, name, _takes_numbers(fn))
 
     # --- weighted forms used by the categorical closed form --------------------------------
     # Categorical terms are w * f(s) with s = -|log r| <= 0 and log_w the log of the larger

@@ -97,19 +97,64 @@ class _CategoricalDivergence(torch.autograd.Function):
                 continue
             logp = _log_probs(a[lo:hi], lse_a[lo:hi], ctx.temperature, ctx.dtype)
             logq = _log_probs(b[lo:hi], lse_b[lo:hi], ctx.temperature, ctx.dtype)
-            f_val, b_val = ctx.div.categorical_terms(logp, logq, with_grad=True)
             s = scale[lo:hi, None]
+            ga, gb = _row_grads(ctx.div, logp, logq, s, need_a, need_b)
             # rows with zero upstream gradient (masked, or dropped by the caller) get exactly
             # zero, even where their own local gradient is infinite
             keep = s != 0
+            _refine_overflow(ctx, a[lo:hi], b[lo:hi], s, keep, ga, gb)
             if need_a:
-                a_val = f_val - b_val  # P f'(r)
-                ga = (a_val - torch.exp(logp) * a_val.sum(-1, keepdim=True)) * s
                 grad_a[lo:hi] = torch.where(keep, ga, 0.0)
             if need_b:
-                gb = (b_val - torch.exp(logq) * b_val.sum(-1, keepdim=True)) * s
                 grad_b[lo:hi] = torch.where(keep, gb, 0.0)
         return grad_a, grad_b, None, None, None, None, None
+
+
+def _row_grads(div: Divergence, logp: Tensor, logq: Tensor, s: Tensor, need_a: bool,
+               need_b: bool) -> tuple[Tensor | None, Tensor | None]:
+    """dD/da = (A - P sum A) s and dD/db = (B - Q sum B) s for a chunk of rows (module docstring)."""
+    f_val, b_val = div.categorical_terms(logp, logq, with_grad=True)
+    ga = gb = None
+    if need_a:
+        a_val = f_val - b_val  # P f'(r)
+        ga = (a_val - torch.exp(logp) * a_val.sum(-1, keepdim=True)) * s
+    if need_b:
+        gb = (b_val - torch.exp(logq) * b_val.sum(-1, keepdim=True)) * s
+    return ga, gb
+
+
+def _refine_overflow(ctx: Any, a: Tensor, b: Tensor, s: Tensor, keep: Tensor, ga: Tensor | None,
+                     gb: Tensor | None) -> None:
+    """Recompute in float64, in place, the rows whose gradient is NaN in the working dtype.
+
+    Members whose f grows like a power of r (Pearson, Neyman, alpha outside [0, 1]) overflow
+    float32 at |log r| of about 45 to 90: their terms become inf and ``inf - inf`` gives NaN,
+    although the true gradient is finite or a signed infinity. float64 holds them up to
+    |log r| of about 350; beyond that the gradient cannot be formed and a ValueError says so.
+    """
+    grads = [g for g in (ga, gb) if g is not None]
+    bad = torch.zeros(a.shape[0], dtype=torch.bool, device=a.device)
+    for g in grads:
+        bad |= torch.isnan(g).any(-1) & keep[:, 0]
+    if ctx.dtype == torch.float64 or not bool(bad.any()):
+        if bool(bad.any()):
+            raise ValueError(f"categorical_divergence: the gradient of {ctx.div} overflows float64 on "
+                             f"{int(bad.sum())} row(s) (log-ratios of several hundred): it cannot be represented; "
+                             "raise the temperature or use a member with bounded growth (JS, Hellinger, alpha in [0, 1])")
+        return
+    wide = torch.float64
+    a64, b64 = _scaled(a[bad], ctx.temperature, wide), _scaled(b[bad], ctx.temperature, wide)
+    logp = a64 - torch.logsumexp(a64, -1, keepdim=True)
+    logq = b64 - torch.logsumexp(b64, -1, keepdim=True)
+    ga64, gb64 = _row_grads(ctx.div, logp, logq, s[bad].to(wide), ga is not None, gb is not None)
+    for g, g64 in ((ga, ga64), (gb, gb64)):
+        if g is None:
+            continue
+        if bool(torch.isnan(g64).any()):
+            raise ValueError(f"categorical_divergence: the gradient of {ctx.div} overflows float64 on some rows "
+                             "(log-ratios of several hundred): it cannot be represented; raise the temperature or "
+                             "use a member with bounded growth (JS, Hellinger, alpha in [0, 1])")
+        g[bad] = g64.to(g.dtype)  # values beyond the working dtype's range become signed infinities
 
 
 class _TritonCategorical(torch.autograd.Function):
@@ -203,7 +248,11 @@ def categorical_divergence(
         A scalar (or ``(...)`` for ``"none"``) in float32, or float64 for float64
         inputs; half-precision inputs are accumulated in float32. Exact in log
         space: ``-inf`` logits give the true limits (infinite where the divergence
-        is, e.g. forward KL when Q misses support of P).
+        is, e.g. forward KL when Q misses support of P). Members whose f grows like a
+        power of r (Pearson, Neyman, alpha outside [0, 1]) overflow the working dtype for
+        log-ratios beyond about 45 to 90 (float32): the value is then ``inf`` and the
+        gradient is recomputed in float64 (cast back: finite where representable, a
+        signed ``inf`` where not); past float64's range a ValueError says so, never NaN.
 
     >>> import torch
     >>> q = torch.zeros(1, 3); p = torch.tensor([[0.0, 1.0, 2.0]])

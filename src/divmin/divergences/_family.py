@@ -50,6 +50,9 @@ class ForwardKL(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return torch.exp(log_r)
 
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return log_r.clone()
+
     def perspective(self) -> Divergence:
         return ReverseKL()
 
@@ -75,6 +78,9 @@ class ReverseKL(Divergence):
 
     def h(self, log_r: Tensor) -> Tensor:
         return torch.ones_like(log_r)
+
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return torch.zeros_like(log_r)
 
     def perspective(self) -> Divergence:
         return ForwardKL()
@@ -114,6 +120,9 @@ class JS(Divergence):
 
     def h(self, log_r: Tensor) -> Tensor:
         return torch.sigmoid(log_r)
+
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return F.logsigmoid(log_r)
 
     def perspective(self) -> Divergence:
         return self
@@ -158,6 +167,9 @@ class SquaredHellinger(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return 0.5 * torch.exp(0.5 * log_r)
 
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return 0.5 * log_r - LOG2
+
     def perspective(self) -> Divergence:
         return self
 
@@ -179,6 +191,9 @@ class PearsonChi2(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return 2.0 * torch.exp(2.0 * log_r)
 
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return 2.0 * log_r + LOG2
+
     def perspective(self) -> Divergence:
         return NeymanChi2()
 
@@ -199,6 +214,9 @@ class NeymanChi2(Divergence):
 
     def h(self, log_r: Tensor) -> Tensor:
         return 2.0 * torch.exp(-log_r)
+
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return LOG2 - log_r
 
     # w (1-r)^2/r = w/r - 2w + w r: in log space, so a weight that underflows never
     # meets an f that overflows (0 * inf) when the product itself is representable.
@@ -230,6 +248,9 @@ class Jeffreys(Divergence):
 
     def h(self, log_r: Tensor) -> Tensor:
         return 1.0 + torch.exp(log_r)
+
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return F.softplus(log_r)
 
     def perspective(self) -> Divergence:
         return self

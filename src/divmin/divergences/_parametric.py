@@ -104,6 +104,9 @@ class Alpha(Divergence):
         a = float(self.alpha)
         return torch.ones_like(log_r) if a == 0.0 else torch.exp(a * log_r)
 
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return float(self.alpha) * log_r
+
     # For a < 0, f(e^s) ~ e^{a s} blows up as s -> -inf: form the weighted term in log
     # space there so a weight underflowing to 0 never multiplies an overflowed f.
     def weighted_f(self, log_w: Tensor, s: Tensor) -> Tensor:
@@ -165,6 +168,9 @@ class GeneralizedJS(Divergence):
         b = float(self.beta)
         return b * (1.0 - b) * torch.exp(-log_mix(-log_r, 1.0 - b))
 
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return math.log(float(self.beta) * (1.0 - float(self.beta))) - log_mix(-log_r, 1.0 - float(self.beta))
+
     def perspective(self) -> Divergence:
         return GeneralizedJS(beta=1.0 - float(self.beta))
 
@@ -185,6 +191,9 @@ class SoftenedReverseKL(Divergence):
 
     def h(self, log_r: Tensor) -> Tensor:
         return torch.sigmoid(-log_r)
+
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return F.logsigmoid(-log_r)
 
     def perspective(self) -> Divergence:
         return SoftenedForwardKL()
@@ -207,6 +216,9 @@ class SoftenedForwardKL(Divergence):
 
     def h(self, log_r: Tensor) -> Tensor:
         return torch.exp(log_r + F.logsigmoid(log_r))
+
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return log_r + F.logsigmoid(log_r)
 
     def perspective(self) -> Divergence:
         return SoftenedReverseKL()
@@ -238,6 +250,9 @@ class SkewForwardKL(Divergence):
         lam = float(self.skew)
         return (1.0 - lam) ** 2 * torch.exp(-log_mix(-log_r, 1.0 - lam) - log_mix(log_r, lam))
 
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return 2.0 * math.log(1.0 - float(self.skew)) - log_mix(-log_r, 1.0 - float(self.skew)) - log_mix(log_r, float(self.skew))
+
     def perspective(self) -> Divergence:
         return SkewReverseKL(skew=self.skew)
 
@@ -266,6 +281,9 @@ class SkewReverseKL(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         lam = float(self.skew)
         return (1.0 - lam) ** 2 * torch.exp(-2.0 * log_mix(-log_r, lam))
+
+    def log_h(self, log_r: Tensor) -> Tensor:
+        return 2.0 * math.log(1.0 - float(self.skew)) - 2.0 * log_mix(-log_r, float(self.skew))
 
     def perspective(self) -> Divergence:
         return SkewForwardKL(skew=self.skew)

@@ -1,5 +1,5 @@
 """Building blocks for losses that fuse a divergence into other work (``divmin.distill``'s fused
-LM-head losses): the shared argument checks, the backend choice and the Triton row kernel.
+LM-head losses, the estimators' inputs): the shared argument checks, the backend choice and the Triton row kernel.
 
 These are the pieces :func:`divmin.categorical_divergence` is made of, exported so that a
 method package can reuse them without reaching into private modules. ``triton_rows`` needs
@@ -11,15 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from ._backend import BACKENDS, check_backend, triton_terms_for
-from ._checks import check_float_tensor, check_index_tensor
+from ._checks import check_float_tensor, check_index_tensor, check_log_probs, check_real
 
 # Columns per Triton block at most: a row longer than this is streamed in several blocks
 # with an online log-sum-exp. 4096 keeps every member's kernel within registers on sm_80/90;
 # tests lower it to exercise the multi-block path on small vocabularies.
 MAX_BLOCK = 4096
 
-__all__ = ["BACKENDS", "MAX_BLOCK", "check_backend", "check_float_tensor", "check_index_tensor", "triton_block_size", "triton_rows",
-           "triton_terms_for"]
+__all__ = ["BACKENDS", "MAX_BLOCK", "check_backend", "check_float_tensor", "check_index_tensor", "check_log_probs",
+           "check_real", "triton_block_size", "triton_rows", "triton_terms_for"]
 
 
 def triton_rows(*args: Any, **kwargs: Any) -> Any:

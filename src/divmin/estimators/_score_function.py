@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
+from ..divergences.kernels import check_float_tensor, check_log_probs, check_real
 
 __all__ = ["MovingBaseline", "ScoreFunctionOutput", "score_function_surrogate"]
 
@@ -46,25 +47,30 @@ class ScoreFunctionOutput(NamedTuple):
 
 
 def _check(model_logps: Tensor, log_ratio: Tensor, log_weights: Tensor | None, baseline: object) -> None:
-    if not isinstance(model_logps, Tensor) or model_logps.dim() != 1:
-        raise ValueError("`model_logps` must be a 1-D tensor (one log Q(x) per sample)")
-    if bool(torch.isnan(model_logps).any()) or bool((model_logps == math.inf).any()):
-        raise ValueError("`model_logps` contains NaN or +inf")
+    check_log_probs("model_logps", model_logps)
     for name, t in (("log_ratio", log_ratio), ("log_weights", log_weights)):
         if name == "log_weights" and t is None:
             continue
-        if not isinstance(t, Tensor):
-            raise TypeError(f"`{name}` must be a tensor, got {type(t).__name__}")
+        check_float_tensor(name, t)
         if t.shape != model_logps.shape:
             raise ValueError(f"`{name}` must have the shape of `model_logps` {tuple(model_logps.shape)}, "
                              f"got {tuple(t.shape)}")
-    if baseline is None or isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        if bool(torch.isnan(t).any()):
+            raise ValueError(f"`{name}` contains NaN")
+    if log_weights is not None and bool((log_weights == math.inf).any()):
+        raise ValueError("`log_weights` contains +inf (an infinite importance weight: the proposal gives "
+                         "probability 0 to a sample it produced)")
+    if baseline is None:
         return
-    if not isinstance(baseline, Tensor):
-        raise TypeError(f"`baseline` must be a number, a tensor or None, got {type(baseline).__name__}")
+    if not isinstance(baseline, Tensor) or baseline.numel() == 1 and baseline.dim() == 0:
+        check_real("baseline", baseline)
+        return
+    check_float_tensor("baseline", baseline)
     if baseline.dim() > 1 or (baseline.dim() == 1 and baseline.shape != model_logps.shape):
         raise ValueError(f"`baseline` must be a scalar or have the shape of `model_logps` "
                          f"{tuple(model_logps.shape)}, got {tuple(baseline.shape)}")
+    if not bool(torch.isfinite(baseline).all()):
+        raise ValueError("`baseline` must be finite")
 
 
 def score_function_surrogate(model_logps: Tensor, log_ratio: Tensor, *, divergence: "str | Divergence",
@@ -104,6 +110,10 @@ def score_function_surrogate(model_logps: Tensor, log_ratio: Tensor, *, divergen
         g = div.g(log_r)
         weights = torch.ones_like(log_r) if log_weights is None else log_weights.detach().to(dtype).exp()
         bad = ~torch.isfinite(g) & (weights > 0)
+        if bool((bad & (log_r == math.inf)).any()):
+            raise ValueError(f"{div}: log r = +inf on a sample of positive weight: the model gives it probability 0 "
+                             "(`model_logps` = -inf) while the target does not; such a sample cannot come from the "
+                             "model: pass the proposal it came from (`log_weights`)")
         if bool(bad.any()):
             raise ValueError(f"{div}: g(r) is not finite on {int(bad.sum())} sample(s) (log r = "
                              f"{float(log_r[bad][0]):.3g}): a target that gives zero mass to samples "
