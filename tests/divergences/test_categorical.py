@@ -183,11 +183,17 @@ def test_masked_rows_may_hold_garbage():
     assert torch.isfinite(loss) and torch.isfinite(a.grad).all() and (a.grad[1] == 0).all()
 
 
-def test_nan_logits_in_counted_rows_are_not_hidden():
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_plus_inf_logits_in_counted_rows_are_refused_by_name(bad):
     a, b = _logits(3, 4, seed=28), _logits(3, 4, seed=29)
-    a[1, 2] = math.nan
-    out = cd(b, a, divergence="forward_kl", reduction="none")
-    assert torch.isnan(out[1]) and torch.isfinite(out[[0, 2]]).all()
+    a[1, 2] = bad
+    with pytest.raises(ValueError, match="`target_logits`: 1 counted row"):
+        cd(b, a, divergence="forward_kl", reduction="none")
+    with pytest.raises(ValueError, match="`model_logits`: 1 counted row"):
+        cd(a, b, divergence="forward_kl")
+    b[0] = -math.inf  # a row with no finite logit
+    with pytest.raises(ValueError, match="`model_logits`: 1 counted row"):
+        cd(b, _logits(3, 4, seed=30), divergence="forward_kl")
 
 
 def test_gradients_match_autograd_of_the_textbook_formula():

@@ -70,9 +70,14 @@ class _CategoricalDivergence(torch.autograd.Function):
             lse_a[lo:hi] = torch.logsumexp(ac, dim=-1)
             lse_b[lo:hi] = torch.logsumexp(bc, dim=-1)
             f_val, _ = div.categorical_terms(ac - lse_a[lo:hi, None], bc - lse_b[lo:hi, None], with_grad=False)
-            # NaN logits (or a row with no finite logit) make the row NaN rather than silently 0
-            poison = (lse_a[lo:hi] + lse_b[lo:hi]) * 0.0
-            out[lo:hi] = f_val.sum(dim=-1) + poison
+            out[lo:hi] = f_val.sum(dim=-1)
+        # a NaN or +inf logit, or a row with no finite logit, leaves softmax undefined: its
+        # log-sum-exp is not finite. One check on (rows,) values, not on the logits themselves.
+        for name, lse in (("target_logits", lse_a), ("model_logits", lse_b)):
+            bad = ~torch.isfinite(lse) if mask is None else ~torch.isfinite(lse) & mask
+            if bool(bad.any()):
+                raise ValueError(f"`{name}`: {int(bad.sum())} counted row(s) hold a NaN or +inf logit, or no finite "
+                                 "logit, so their softmax is undefined; fix them or leave them out with `mask`")
         if mask is not None:
             out = torch.where(mask, out, torch.zeros((), dtype=dtype, device=out.device))
         ctx.save_for_backward(a, b, lse_a, lse_b, mask)

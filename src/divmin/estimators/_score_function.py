@@ -130,7 +130,9 @@ def score_function_surrogate(model_logps: Tensor, log_ratio: Tensor, *, divergen
         live = weights > 0
         coef = coef.where(live, torch.zeros_like(coef))
     logq = model_logps if bool(live.all()) else model_logps.where(live, torch.zeros_like(model_logps))
-    loss = (coef.to(model_logps.dtype) * logq).mean()
+    # in fp32 or wider: large importance weights overflow half precision (the gradient reaching
+    # half-precision log-probs may still be inf, which the engine's non-finite guard reports)
+    loss = (coef * logq.to(dtype)).mean()
     return ScoreFunctionOutput(loss, -g, weights, log_r)
 
 
