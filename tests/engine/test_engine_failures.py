@@ -253,3 +253,15 @@ def test_resuming_a_finished_run_reports_its_last_metrics(tmp_path):
     _, again = _run(tmp_path, 4, resume=True)
     assert again.history == [] and again.step == 4
     assert again.metrics == first.metrics and "loss" in again.metrics
+
+
+def test_a_checkpoint_between_two_log_steps_changes_no_logged_mean(tmp_path):
+    def run(out, crash_at=None, resume=False):
+        cfg = quiet_config(max_steps=6, log_every=2, checkpoint_every=3, keep_checkpoints=None, out_dir=out)
+        return Trainer(RegressionTask(crash_at=crash_at), cfg).fit(resume=resume)
+
+    run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", crash_at=4)  # killed after the checkpoint at step 3, between the log steps 2 and 4
+    run(tmp_path / "b", resume=True)
+    assert read_jsonl(tmp_path / "b" / "metrics.jsonl") == read_jsonl(tmp_path / "a" / "metrics.jsonl")

@@ -166,6 +166,8 @@ class Trainer:
         ctx.optimizer_steps.update(state["optimizer_steps"])
         ctx.skipped_updates.update(state.get("skipped_updates", {}))
         ctx._last_record = state.get("last_record")
+        # metric sums since the last log, so a checkpoint between two log steps changes no logged mean
+        ctx._metrics = {k: [float(v[0]), int(v[1])] for k, v in state.get("pending_metrics", {}).items()}
         ctx._last_checkpoint = path
         if run.stream is not None and state["data"] is not None:
             run.stream.load_state(state["data"])
@@ -282,6 +284,7 @@ class Trainer:
                 "optimizer_steps": dict(ctx.optimizer_steps),
                 "skipped_updates": dict(ctx.skipped_updates),
                 "last_record": ctx._last_record,
+                "pending_metrics": {k: [float(v[0]), int(v[1])] for k, v in ctx._metrics.items()},
                 "config": cfg.to_dict(),
             },
             task_state=state_dict() if callable(state_dict) else None,
