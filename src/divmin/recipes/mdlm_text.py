@@ -25,7 +25,8 @@ perplexity of the validation blocks under the true chain (EOS costs nothing: it 
 which the judge's should approach. ``mdlm_text.png`` plots gen_ppl and entropy against NFE;
 ``samples.txt`` holds a few decoded samples per NFE.
 
-Full-size run (``divmin run mdlm-text --full``): ``mdlm_steps=3000``, ``judge_steps=1500``, ``samples=1024``.
+Full-size run (``divmin recipes`` shows it): ``divmin run mdlm-text --out runs/mdlm-text --full``, that is
+``--set mdlm_steps=3000 --set judge_steps=1500 --set samples=1024``.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ def _default_engine() -> EngineConfig:
 
 @dataclasses.dataclass
 class MDLMTextConfig:
-    text_file: str | None = None  # a UTF-8 text file; None: the built-in synthetic text (offline)
-    tokenizer: str | None = None  # a Hub name / local dir for AutoTokenizer; None: a word tokenizer fitted to the text
+    text_file: str | Path | None = None  # a UTF-8 text file; None: the built-in synthetic text (offline)
+    tokenizer: str | Path | None = None  # a Hub name / local dir for AutoTokenizer; None: a word tokenizer fitted to the text
     max_words: int | None = 5000  # vocabulary cap of the fitted word tokenizer (the rest is [UNK])
     split: str = "lines"  # documents of the text: a divmin.data.TEXT_SPLITS name
     block_length: int = 18  # ids per block (the models' sequence length)
@@ -85,7 +86,7 @@ class MDLMTextConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # seed, device, logging (steps above)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        text_file=Instance(str, optional=True), tokenizer=Instance(str, optional=True),
+        text_file=Instance((str, Path), optional=True), tokenizer=Instance((str, Path), optional=True),
         max_words=Int(ge=1, optional=True), split=OneOf(TEXT_SPLITS), block_length=Int(ge=2),
         valid_fraction=Number(gt=0, lt=1), words=Int(ge=2, le=len(_WORDS)), sentence_length=Int(ge=3),
         sentences=Int(ge=2), order=Int(ge=1, le=2), sharpness=Number(ge=0), data_seed=Int(ge=0), width=Int(ge=2),
@@ -110,7 +111,7 @@ def synthetic_text(c: MDLMTextConfig) -> tuple[list[str], MarkovLanguage]:
     return [" ".join(_WORDS[i] for i in row) for row in ids.tolist()], lang
 
 
-def _tokenizer(c: MDLMTextConfig, source: str | list[str]):
+def _tokenizer(c: MDLMTextConfig, source: str | Path | list[str]):
     if c.tokenizer is None:
         return word_tokenizer(word_vocab(source, max_words=c.max_words, split=c.split))
     from transformers import AutoTokenizer  # a user's tokenizer (may download; never in the tests)
@@ -201,6 +202,7 @@ def _plot(rows: list[dict], path: Path) -> Path:
         ax.plot(nfe, [r[key] for r in runs], "o-", color="C0", label="MDLM samples")
         ax.axhline(ref[key], color="C1", ls="--", label="held-out text")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(nfe, [str(n) for n in nfe])
         ax.set_xlabel("sampling steps (NFE)")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
