@@ -23,7 +23,8 @@ the same way. ``summary``: the judge's and the MDLM's (NELBO bound) validation p
 for the built-in text with ``block_length`` a multiple of ``sentence_length + 1``, the exact
 perplexity of the validation blocks under the true chain (EOS costs nothing: it is certain),
 which the judge's should approach. ``mdlm_text.png`` plots gen_ppl and entropy against NFE;
-``samples.txt`` holds a few decoded samples per NFE.
+``samples.txt`` holds a few decoded samples per NFE; ``mdlm/model`` and ``judge/model``
+(``.json`` + ``.safetensors``, read with :func:`divmin.engine.load_tree`) the trained state dicts.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run mdlm-text --out runs/mdlm-text --full``, that is
 ``--set mdlm_steps=3000 --set judge_steps=1500 --set samples=1024``.
@@ -40,11 +41,11 @@ from torch import Tensor
 
 from ..data import TEXT_SPLITS, MarkovLanguage, TextBlocks, text_blocks, word_vocab
 from ..diffusion import MaskedDiffusionLM, MDLMConfig, MDLMTrainer, MDLMTransformer
-from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, save_tree, validate
 from ..eval import generative_perplexity, unigram_entropy
 from ..lm import ARJudge, JudgeConfig, JudgeTrainer, tiny_judge, word_tokenizer
 from ._plots import plt, save_figure
-from ._registry import RecipeResult, recipe
+from ._registry import RecipeResult, is_main_process, recipe
 
 __all__ = ["MDLMTextConfig", "run_mdlm_text", "synthetic_text"]
 
@@ -169,6 +170,9 @@ def run_mdlm_text(config: MDLMTextConfig, out_dir: Path) -> RecipeResult:
     blocks = text_blocks(source, _tokenizer(c, source), block_length=c.block_length, valid_fraction=c.valid_fraction,
                          split=c.split, seed=c.data_seed)
     mdlm, judge = _train(c, blocks, out_dir)
+    if is_main_process():  # the trained weights (a DiDi-Instruct teacher, a reusable judge), no pickle
+        for name, model in (("mdlm", mdlm), ("judge", judge)):
+            save_tree({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, out_dir / name / "model")
     v = blocks.vocab_size
     rows = [{"model": "held-out text", "nfe": None, **_quality(blocks.valid, judge, c, v)}]
     texts = []
