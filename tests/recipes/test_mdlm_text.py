@@ -94,3 +94,9 @@ def test_missing_text_file_is_a_clear_error(tmp_path):
 def test_bad_configs(bad):
     with pytest.raises(ValueError):
         MDLMTextConfig(**bad)
+
+
+def test_separator_is_a_checked_config_field():
+    assert MDLMTextConfig(separator="sep_token").separator == "sep_token" and MDLMTextConfig(separator="none")
+    with pytest.raises(ValueError, match="`separator` must be one of 'eos_token'"):
+        MDLMTextConfig(separator="eos")

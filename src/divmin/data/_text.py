@@ -40,10 +40,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-__all__ = ["TEXT_SPLITS", "TextBlocks", "pack_blocks", "read_documents", "text_blocks", "word_vocab"]
+__all__ = ["SEPARATORS", "TEXT_SPLITS", "TextBlocks", "pack_blocks", "read_documents", "text_blocks", "word_vocab"]
 
 # the special-token attributes a Hugging Face tokenizer may carry (PreTrainedTokenizerBase.SPECIAL_TOKENS_ATTRIBUTES)
-_SEPARATORS = ("eos_token", "sep_token", "bos_token", "cls_token", "pad_token", "unk_token", "mask_token")
+SEPARATORS = ("eos_token", "sep_token", "bos_token", "cls_token", "pad_token", "unk_token", "mask_token")
 
 TEXT_SPLITS: dict[str, Callable[[str], list[str]]] = {}  # name -> text -> documents
 
@@ -146,13 +146,13 @@ def word_vocab(source: str | os.PathLike | Sequence[str], *, max_words: int | No
 def _separator_id(tokenizer: Any, separator: str | None) -> int | None:
     if separator is None:
         return None
-    if separator not in _SEPARATORS:
-        raise ValueError(f"unknown `separator` {separator!r}; valid: {', '.join(_SEPARATORS)} or None")
+    if separator not in SEPARATORS:
+        raise ValueError(f"unknown `separator` {separator!r}; valid: {', '.join(SEPARATORS)} or None")
     token_id = getattr(tokenizer, f"{separator}_id", None)
     if token_id is None:
         raise ValueError(f"`tokenizer` has no {separator} to separate documents: add one, e.g. "
                          f"tokenizer.add_special_tokens({{'{separator}': '[EOS]'}}) (then build the models with "
-                         f"vocab_size=len(tokenizer)), choose another `separator` ({', '.join(_SEPARATORS)}), "
+                         f"vocab_size=len(tokenizer)), choose another `separator` ({', '.join(SEPARATORS)}), "
                          f"or pass separator=None")
     return int(token_id)
 

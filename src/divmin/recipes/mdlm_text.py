@@ -8,7 +8,7 @@ by default, a built-in synthetic text that needs nothing offline: ``sentences`` 
 ``AutoTokenizer.from_pretrained``) or, by default, a word tokenizer fitted to the text
 (:func:`divmin.data.word_vocab` + :func:`divmin.lm.word_tokenizer`, at most ``max_words`` words).
 :func:`divmin.data.text_blocks` packs the text into blocks of ``block_length`` ids (documents
-ended by EOS) and holds out ``valid_fraction`` of the documents.
+ended by the ``separator`` token, EOS by default) and holds out ``valid_fraction`` of the documents.
 
 Models, both trained on the engine on the same training blocks: the MDLM teacher
 (:class:`divmin.diffusion.MDLMTransformer`, ``width`` x ``depth``, :class:`~divmin.diffusion.MDLMTrainer`,
@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..data import TEXT_SPLITS, MarkovLanguage, TextBlocks, text_blocks, word_vocab
+from ..data import SEPARATORS, TEXT_SPLITS, MarkovLanguage, TextBlocks, text_blocks, word_vocab
 from ..diffusion import MaskedDiffusionLM, MDLMConfig, MDLMTrainer, MDLMTransformer
 from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, save_tree, validate
 from ..eval import generative_perplexity, unigram_entropy
@@ -59,9 +59,10 @@ def _default_engine() -> EngineConfig:
 @dataclasses.dataclass
 class MDLMTextConfig:
     text_file: str | Path | None = None  # a UTF-8 text file; None: the built-in synthetic text (offline)
-    tokenizer: str | Path | None = None  # a Hub name / local dir for AutoTokenizer; None: a word tokenizer fitted to the text
+    tokenizer: str | Path | None = None  # Hub name / local dir (AutoTokenizer); None: word tokenizer fitted to the text
     max_words: int | None = 5000  # vocabulary cap of the fitted word tokenizer (the rest is [UNK])
     split: str = "lines"  # documents of the text: a divmin.data.TEXT_SPLITS name
+    separator: str = "eos_token"  # special token ending each document (e.g. "sep_token" for BERT), or "none"
     block_length: int = 18  # ids per block (the models' sequence length)
     valid_fraction: float = 0.1  # documents held out for the validation blocks
     words: int = 16  # built-in text: vocabulary of the Markov chain (<= 65)
@@ -88,7 +89,8 @@ class MDLMTextConfig:
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         text_file=Instance((str, Path), optional=True), tokenizer=Instance((str, Path), optional=True),
-        max_words=Int(ge=1, optional=True), split=OneOf(TEXT_SPLITS), block_length=Int(ge=2),
+        max_words=Int(ge=1, optional=True), split=OneOf(TEXT_SPLITS), separator=OneOf((*SEPARATORS, "none")),
+        block_length=Int(ge=2),
         valid_fraction=Number(gt=0, lt=1), words=Int(ge=2, le=len(_WORDS)), sentence_length=Int(ge=3),
         sentences=Int(ge=2), order=Int(ge=1, le=2), sharpness=Number(ge=0), data_seed=Int(ge=0), width=Int(ge=2),
         depth=Int(ge=1), heads=Int(ge=1), mdlm_steps=Int(ge=1), mdlm_lr=Number(gt=0), judge_layers=Int(ge=1),
@@ -123,7 +125,7 @@ def _tokenizer(c: MDLMTextConfig, source: str | Path | list[str]):
 def _exact_ppl(blocks: TextBlocks, lang: MarkovLanguage, c: MDLMTextConfig) -> float | None:
     """exp of the exact NLL per token of the validation blocks under the chain, when blocks are whole lines."""
     line = c.sentence_length + 1
-    if c.block_length % line:
+    if c.block_length % line or blocks.separator_id is None:
         return None
     rows = blocks.valid.reshape(-1, line)
     lut = torch.full((blocks.vocab_size,), -1, dtype=torch.long)
@@ -168,7 +170,7 @@ def run_mdlm_text(config: MDLMTextConfig, out_dir: Path) -> RecipeResult:
     else:
         source = c.text_file
     blocks = text_blocks(source, _tokenizer(c, source), block_length=c.block_length, valid_fraction=c.valid_fraction,
-                         split=c.split, seed=c.data_seed)
+                         separator=None if c.separator == "none" else c.separator, split=c.split, seed=c.data_seed)
     mdlm, judge = _train(c, blocks, out_dir)
     if is_main_process():  # the trained weights (a DiDi-Instruct teacher, a reusable judge), no pickle
         for name, model in (("mdlm", mdlm), ("judge", judge)):
