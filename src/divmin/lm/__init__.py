@@ -10,18 +10,24 @@
   ancestral, KV-cached, temperature, stop at EOS, from an explicit ``torch.Generator``.
 - Tiny models (:func:`tiny_gpt2`, :func:`word_tokenizer`): a CPU-sized GPT-2 and an
   offline word-level tokenizer for tests, recipes and examples.
+- Judge (:class:`ARJudge`, :func:`tiny_judge`, :class:`JudgeTrainer`): a causal LM that scores whole
+  token blocks, trained on the engine, for the generative perplexity of diffusion LMs' samples.
 
-``lm`` depends on torch, transformers and tokenizers only; the methods
+``lm`` depends on torch, transformers, tokenizers and the engine; the methods
 (``divmin.align``, ``divmin.distill``) build on it.
 """
 
+from ._judge import ARJudge, JudgeConfig, JudgeTrainer, tiny_judge
 from ._layout import IGNORE, LMCollator, assemble, tokenize_pairs
 from ._logps import completion_logps, sequence_logps
 from ._sampling import Completions, sample_completions, sample_n
 from ._tiny import tiny_gpt2, word_tokenizer
 
 __all__ = [
+    "ARJudge",
     "IGNORE",
+    "JudgeConfig",
+    "JudgeTrainer",
     "Completions",
     "LMCollator",
     "assemble",
@@ -30,6 +36,7 @@ __all__ = [
     "sample_n",
     "sequence_logps",
     "tiny_gpt2",
+    "tiny_judge",
     "tokenize_pairs",
     "word_tokenizer",
 ]
