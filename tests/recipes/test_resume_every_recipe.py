@@ -49,7 +49,7 @@ CASES = {
     # classifier 6 steps, teacher 6, one student of 4 steps per divergence: cut in the teacher
     "fdistill-images": ([*_FD_QUIET, "divergences=('reverse_kl',)", "classifier_steps=6", "teacher_steps=6",
                          "width=16", "depth=1", "fdistill.engine.max_steps=4", "fdistill.batch_size=16",
-                         "eval_samples=80", "sampler_steps=2"], 9, 16),
+                         "eval_samples=80", "sampler_steps=2", "fdistill.critic_steps=1"], 9, 16),
 }
 
 # Recipes this test does not cover (yet): weat and depict are being rewritten elsewhere and do not
