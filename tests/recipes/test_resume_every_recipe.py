@@ -51,6 +51,12 @@ CASES = {
                          "width=16", "depth=1", "fdistill.engine.max_steps=4", "fdistill.batch_size=16",
                          "eval_samples=80", "sampler_steps=2", "fdistill.critic_steps=1"], 9, 16),
 }
+# more cuts, keyed "recipe/where": in the warm-up, between two log steps (log_every=2: checkpoints on
+# steps 2, 4, 6; cut after 5, so the resumed warm-up's last logged loss, the summary's warmup_loss,
+# must still be the mean over steps 5-6)
+EXTRA = {
+    "fdpo-lm/warm-up": ([*CASES["fdpo-lm"][0], "engine.log_every=2"], 5, 14),
+}
 
 # Recipes this test does not cover (yet): weat and depict are being rewritten elsewhere and do not
 # declare a `resume` field. A recipe registered without an entry in CASES or here fails
@@ -60,6 +66,7 @@ NOT_COVERED = {"weat", "depict"}
 
 def test_every_recipe_is_covered():
     assert set(available_recipes()) - NOT_COVERED == set(CASES)
+    assert {case.split("/")[0] for case in EXTRA} <= set(CASES)
 
 
 class _Interrupt:
@@ -90,10 +97,10 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted(out.glob("**/checkpoints/step_*"))
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_interrupted_recipe_resumes_to_the_uninterrupted_table(name, tmp_path, monkeypatch):
-    overrides, k, total = CASES[name]
+@pytest.mark.parametrize("case", [*sorted(CASES), *EXTRA])
+def test_interrupted_recipe_resumes_to_the_uninterrupted_table(case, tmp_path, monkeypatch, recwarn):
+    overrides, k, total = {**CASES, **EXTRA}[case]
+    name = case.split("/")[0]
     full = _counting(monkeypatch, None)
     run_recipe(name, tmp_path / "a", overrides)
     assert full.steps == total  # the cases' step counts are what the recipe runs
@@ -108,9 +115,22 @@ def test_interrupted_recipe_resumes_to_the_uninterrupted_table(name, tmp_path, m
     monkeypatch.undo()
 
     rest = _counting(monkeypatch, None)
+    recwarn.clear()
     run_recipe(name, tmp_path / "b", overrides, resume=True)
+    # runs the interrupted recipe never reached start fresh without a "no checkpoint" warning each
+    assert not [w for w in recwarn if "no checkpoint" in str(w.message)]
     # only the steps after the in-progress run's last checkpoint were trained again
     assert rest.steps < total
+    assert _table(tmp_path / "b") == _table(tmp_path / "a")
+
+
+def test_resume_into_a_directory_without_checkpoints_warns_once_and_runs_from_the_start(tmp_path, recwarn):
+    overrides = CASES["kd-cls"][0]
+    run_recipe("kd-cls", tmp_path / "a", overrides)
+    recwarn.clear()
+    run_recipe("kd-cls", tmp_path / "b", overrides, resume=True)
+    assert [str(w.message) for w in recwarn if "no checkpoint" in str(w.message)] == [
+        f"resume: no checkpoint under {tmp_path / 'b'}; running 'kd-cls' from the beginning"]
     assert _table(tmp_path / "b") == _table(tmp_path / "a")
 
 
