@@ -22,12 +22,14 @@ Torch intra-op threads are bounded for the run (``threads``, or the config's
 Checkpoints and resume: a recipe that trains has a ``resume: bool = False``
 config field and builds every run's engine with :func:`._runs.run_engine`, so
 each training run (teacher, warm-up, one per method and seed...) writes
-``checkpoints/`` in its own directory under ``out_dir``, every
-``max(1, max_steps // 4)`` steps and at its end unless ``engine.checkpoint_every``
-is set. ``run_recipe(..., resume=True)`` (``divmin run NAME --out DIR --resume``)
-resumes every run from its latest checkpoint, finished runs included, and so
-reproduces the uninterrupted run's table exactly; without ``resume``, a
-directory that already holds checkpoints is refused (``FileExistsError``).
+``checkpoints/`` in its own directory under ``out_dir``, every quarter of its
+steps rounded down to a multiple of ``log_every`` (at least ``log_every``;
+:func:`._runs.default_checkpoint_every`) and at its last step, unless
+``engine.checkpoint_every`` is set. ``run_recipe(..., resume=True)``
+(``divmin run NAME --out DIR --resume``) resumes every run from its latest
+checkpoint, finished runs included, and so reproduces the uninterrupted run's
+table exactly; without ``resume``, a directory that already holds checkpoints
+is refused (``FileExistsError``).
 """
 
 from __future__ import annotations
