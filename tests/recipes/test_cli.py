@@ -59,11 +59,26 @@ def test_overrides_reach_nested_configs_and_coerce_types():
     assert dataclasses.is_dataclass(cfg.engine)
 
 
-def test_resume_is_refused_by_recipes_that_cannot_resume(tmp_path, capsys):
+@dataclasses.dataclass
+class _NoResumeConfig:
+    width: int = 4
+
+
+@pytest.fixture
+def no_resume():
+    """A recipe without a `resume` field (every recipe that trains has one), registered for one test."""
+    from divmin.recipes import RecipeResult, _registry, recipe
+
+    recipe("no-resume", _NoResumeConfig, "a recipe that does not train")(lambda c, out: RecipeResult([], [], []))
+    yield "no-resume"
+    _registry._RECIPES.pop("no-resume", None)
+
+
+def test_resume_is_refused_by_recipes_that_cannot_resume(no_resume, tmp_path, capsys):
     with pytest.raises(ValueError, match="does not resume"):
-        run_recipe("kd-cls", tmp_path, [], resume=True)
+        run_recipe(no_resume, tmp_path, [], resume=True)
     assert not (tmp_path / "config.json").exists()
-    assert main(["run", "fdistill-gmm", "--out", str(tmp_path), "--resume"]) == 2
+    assert main(["run", no_resume, "--out", str(tmp_path), "--resume"]) == 2
     assert "does not resume" in capsys.readouterr().err
 
 

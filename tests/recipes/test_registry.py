@@ -70,6 +70,7 @@ def test_a_non_main_process_runs_but_writes_and_prints_nothing(toy, tmp_path, mo
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["run", "toy", "--out", str(tmp_path), "--full", "--set", "note='cli'"]) == 0
     assert "threads" in capsys.readouterr().out
+    # the main process also holds the run lock of --out (engine.run_lock), in a hidden file
     assert sorted(p.name for p in tmp_path.iterdir()) == [".divmin.lock", "config.json", "results.json", "toy.png"]
     config = json.loads((tmp_path / "config.json").read_text())["config"]
     assert (config["steps"], config["width"], config["note"]) == (1000, 64, "cli")

@@ -10,6 +10,7 @@ dx/dsigma = (x - D(x, sigma))/sigma on the time steps (Karras et al. 2022, eq. 5
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -113,12 +114,14 @@ class _DSMTask:
         return ctx.call("denoiser", "dsm_loss", x0, sigma, eps)  # a method: through the DDP wrapper
 
 
-def train_denoiser(denoiser: nn.Module, data: Tensor, config: DenoiserTrainingConfig) -> DenoiserTeacher:
-    """Fit ``denoiser`` (with a ``dsm_loss``) to clean ``data`` (N, *shape); return it as a frozen teacher."""
+def train_denoiser(denoiser: nn.Module, data: Tensor, config: DenoiserTrainingConfig, *,
+                   resume: bool | str | Path = False) -> DenoiserTeacher:
+    """Fit ``denoiser`` (with a ``dsm_loss``) to clean ``data`` (N, *shape); return it as a frozen teacher.
+    ``resume`` as in `Trainer.fit`."""
     if not isinstance(data, Tensor) or data.ndim < 2:
         raise ValueError("`data` must be a tensor of shape (N, *shape)")
     trainer = Trainer(_DSMTask(denoiser, data, config), config.engine)
-    trainer.fit()
+    trainer.fit(resume=resume)
     trained = trainer.models["denoiser"]
     return DenoiserTeacher(trained, sample_shape=tuple(data.shape[1:]), sigma_min=config.sigma_min,
                            sigma_max=config.sigma_max)

@@ -18,6 +18,18 @@ engine averages gradients); only the main process writes files (``config.json``,
 ``results.json``, figures through :mod:`._plots`, see :func:`is_main_process`).
 Torch intra-op threads are bounded for the run (``threads``, or the config's
 ``num_threads`` field), and to one share of the cores per local process.
+
+Checkpoints and resume: a recipe that trains has a ``resume: bool = False``
+config field and builds every run's engine with :func:`._runs.run_engine`, so
+each training run (teacher, warm-up, one per method and seed...) writes
+``checkpoints/`` in its own directory under ``out_dir``, every quarter of its
+steps rounded down to a multiple of ``log_every`` (at least ``log_every``;
+:func:`._runs.default_checkpoint_every`) and at its last step, unless
+``engine.checkpoint_every`` is set. ``run_recipe(..., resume=True)``
+(``divmin run NAME --out DIR --resume``) resumes every run from its latest
+checkpoint, finished runs included, and so reproduces the uninterrupted run's
+table exactly; without ``resume``, a directory that already holds checkpoints
+is refused (``FileExistsError``).
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import json
 import os
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
@@ -233,6 +246,9 @@ def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *,
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(config, "resume"):
         config = dataclasses.replace(config, resume=resume)
+        if resume and not any(out.glob("**/checkpoints/step_*")):
+            warnings.warn(f"resume: no checkpoint under {out}; running {name!r} from the beginning",
+                          RuntimeWarning, stacklevel=2)
     main = is_main_process()
     # one run per directory: a second run into a directory in use is refused (engine.run_lock)
     with run_lock(out) if main else contextlib.nullcontext():

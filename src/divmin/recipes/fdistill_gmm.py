@@ -32,10 +32,11 @@ from safetensors.torch import save_file
 
 from ..diffusion import EDMDenoiser, FDistill, FDistillConfig, GaussianMixtureTeacher, MLPBackbone, MLPGenerator
 from ..divergences import divergence
-from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tuple, validate
 from ..eval import mode_stats, precision_recall, sliced_wasserstein
 from ._plots import figure_legend, plt, save_figure
 from ._registry import RecipeResult, is_main_process, recipe
+from ._runs import resumable, run_engine
 
 
 def _default_fdistill() -> FDistillConfig:
@@ -60,13 +61,15 @@ class FDistillGMMConfig:
     k_std: float = 3.0  # a sample belongs to a mode within k_std of its std
     coverage: float = 0.25  # a mode is covered when its share >= coverage x its weight
     pr_k: int = 5  # k of the k-NN precision / recall
+    resume: bool = False  # resume every training run from its latest checkpoint
     fdistill: FDistillConfig = dataclasses.field(default_factory=_default_fdistill)  # method settings (divergence overridden)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         divergences=Tuple(each=IsDivergence(parse=divergence, capability="score_weight"), min_len=1),
         seeds=Tuple(each=Int(ge=0), min_len=1), modes=Int(ge=2), spacing=Number(gt=0), mode_std=Number(gt=0),
         zipf=Number(ge=0), init_scale=Number(gt=0), hidden=Int(ge=8), depth=Int(ge=1), eval_samples=Int(ge=1),
-        k_std=Number(gt=0), coverage=Number(gt=0, le=1), pr_k=Int(ge=1), fdistill=Instance(FDistillConfig),
+        k_std=Number(gt=0), coverage=Number(gt=0, le=1), pr_k=Int(ge=1), resume=Bool(),
+        fdistill=Instance(FDistillConfig),
     )
 
     def __post_init__(self) -> None:
@@ -88,10 +91,10 @@ def _distill(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, name: str, s
     radius = float(teacher.means.norm(dim=1).max())
     gen = MLPGenerator(2, c.hidden, c.depth + 1, init_scale=c.init_scale)
     fake = EDMDenoiser(MLPBackbone(2, c.hidden, c.depth), sigma_data=radius)
-    engine = dataclasses.replace(c.fdistill.engine, seed=seed, out_dir=str(out / f"{name}-seed{seed}"))
+    engine = run_engine(c.fdistill.engine, out / f"{name}-seed{seed}", seed=seed)
     cfg = dataclasses.replace(c.fdistill, divergence=name, engine=engine)
     fd = FDistill(gen, teacher, fake, cfg, sample_shape=(2,))
-    fd.train()
+    fd.train(resume=resumable(engine, c.resume))
     return fd
 
 

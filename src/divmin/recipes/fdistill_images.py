@@ -47,10 +47,11 @@ from ..diffusion import (
     train_denoiser,
 )
 from ..divergences import divergence
-from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, OneOf, StepContext, Trainer, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, StepContext, Trainer, Tuple, validate
 from ..eval import class_coverage, frechet_distance
 from ._plots import bar_panel, plt, save_figure
 from ._registry import RecipeResult, recipe
+from ._runs import resumable, run_engine
 
 
 def _engine(steps: int) -> EngineConfig:
@@ -82,6 +83,7 @@ class FDistillImagesConfig:
     test_fraction: float = 0.3  # held-out share of the digits (FD reference)
     eval_samples: int = 1000  # generated samples per metric
     coverage: float = 0.5  # a class is covered when its share >= coverage x 1/10
+    resume: bool = False  # resume every training run from its latest checkpoint
     fdistill: FDistillConfig = dataclasses.field(default_factory=_default_fdistill)  # method settings
 
     CHECKS = dict(  # one per field: divmin.engine.validate
@@ -89,7 +91,7 @@ class FDistillImagesConfig:
         backbone=OneOf(lambda: _BACKBONES), width=Int(ge=1), depth=Int(ge=1), teacher_steps=Int(ge=1),
         teacher_lr=Number(gt=0), sampler_steps=Int(ge=1), teacher_sigma_max=Number(gt=0), sigma_init=Number(gt=0),
         classifier_steps=Int(ge=1), test_fraction=Number(gt=0, lt=1), eval_samples=Int(ge=1),
-        coverage=Number(gt=0, le=1), fdistill=Instance(FDistillConfig),
+        coverage=Number(gt=0, le=1), resume=Bool(), fdistill=Instance(FDistillConfig),
     )
 
     def __post_init__(self) -> None:
@@ -174,10 +176,10 @@ def _student(c: FDistillImagesConfig, teacher: nn.Module, real: Tensor, name: st
     gen = DenoiserGenerator(teacher.denoiser, c.sigma_init)
     fake = copy.deepcopy(teacher.denoiser).requires_grad_(True)
     disc = RatioHead(fake.width)
-    engine = dataclasses.replace(c.fdistill.engine, seed=c.seed, out_dir=str(out / f"student-{name}"))
+    engine = run_engine(c.fdistill.engine, out / f"student-{name}", seed=c.seed)
     cfg = dataclasses.replace(c.fdistill, divergence=name, engine=engine)
     fd = FDistill(gen, teacher, fake, cfg, sample_shape=(1, 8, 8), real=real, discriminator=disc)
-    fd.train()
+    fd.train(resume=resumable(engine, c.resume))
     return fd
 
 
@@ -188,18 +190,19 @@ def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeRe
     c = config
     x_tr, y_tr, x_te, y_te = load_digits_images(c.seed, c.test_fraction)
     torch.manual_seed(c.seed)
-    clf_trainer = Trainer(_ClassifierTask(DigitClassifier(), x_tr, y_tr),
-                          dataclasses.replace(_engine(c.classifier_steps), seed=c.seed, out_dir=str(out_dir / "classifier")))
-    clf_trainer.fit()
+    clf_engine = run_engine(_engine(c.classifier_steps), out_dir / "classifier", seed=c.seed)
+    clf_trainer = Trainer(_ClassifierTask(DigitClassifier(), x_tr, y_tr), clf_engine)
+    clf_trainer.fit(resume=resumable(clf_engine, c.resume))
     clf = clf_trainer.models["classifier"].cpu().eval()
     with torch.no_grad():
         ref = clf.features(x_te)
         test_acc = float((clf(x_te).argmax(-1) == y_te).float().mean())
     torch.manual_seed(c.seed)
     denoiser = EDMDenoiser(_BACKBONES[c.backbone](c), sigma_data=float(x_tr.std()))
-    teacher = train_denoiser(denoiser, x_tr, DenoiserTrainingConfig(
-        lr=c.teacher_lr, sigma_max=c.teacher_sigma_max,
-        engine=dataclasses.replace(_engine(c.teacher_steps), seed=c.seed, out_dir=str(out_dir / "teacher"))))
+    t_engine = run_engine(_engine(c.teacher_steps), out_dir / "teacher", seed=c.seed)
+    teacher = train_denoiser(denoiser, x_tr, DenoiserTrainingConfig(lr=c.teacher_lr, sigma_max=c.teacher_sigma_max,
+                                                                     engine=t_engine),
+                             resume=resumable(t_engine, c.resume))
     teacher.sampler_steps = c.sampler_steps
     gen = torch.Generator(device=next(teacher.parameters()).device).manual_seed(c.seed + 1)
     rows = [{"sampler": "training data", "NFE": 0, **_metrics(clf, x_tr[: c.eval_samples], ref, c.coverage)},

@@ -39,6 +39,7 @@ from ..lm import completion_logps, sample_n
 from . import tiny_lm as lm
 from ._plots import points_panels
 from ._registry import RecipeResult, recipe
+from ._runs import resumable, run_engine
 
 __all__ = ["FDPGLMConfig", "run_fdpg_lm"]
 
@@ -72,7 +73,7 @@ class FDPGLMConfig:
     max_new_tokens: int = 10  # sampling cap (corpus answers have at most response_words[1] + 2 tokens)
     eval_samples: int = 256  # evaluation samples per held-out prompt and policy
     z_samples: int = 4096  # base samples per held-out prompt for log Z and KL(P || pi)
-    resume: bool = False  # resume every engine run from the latest checkpoint in its directory
+    resume: bool = False  # resume every training run from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # f-DPG training loop settings
 
     CHECKS = dict(  # one per field: divmin.engine.validate
@@ -98,13 +99,13 @@ def _constraint(config: FDPGLMConfig) -> PointwiseConstraint:
 def _train_one(spec: str, base: torch.nn.Module, tokenizer, contexts: list[str], config: FDPGLMConfig,
                out_dir: Path) -> torch.nn.Module:
     policy = copy.deepcopy(base).requires_grad_(True).train()
-    engine = dataclasses.replace(config.engine, out_dir=str(out_dir / "fdpg" / re.sub(r"[^\w.-]", "_", spec)))
+    engine = run_engine(config.engine, out_dir / "fdpg" / re.sub(r"[^\w.-]", "_", spec))
     cfg = FDPGConfig(divergence=divergence(spec), lr=config.lr, contexts_per_step=config.contexts_per_step,
                      samples_per_context=config.samples_per_context, max_new_tokens=config.max_new_tokens,
                      mode=config.mode, engine=engine)
     target = EnergyTarget() * _constraint(config)
     trainer = FDPGTrainer(policy, tokenizer, target, base_model=base, contexts=contexts, config=cfg)
-    trainer.train(resume=config.resume)
+    trainer.train(resume=resumable(engine, config.resume))
     return trainer.model.cpu().eval()
 
 

@@ -46,6 +46,7 @@ from ..estimators import LogZEstimator, MovingBaseline, score_function_surrogate
 from ..eval import acceptance_rate, exact_divergence
 from ._plots import plt, save_figure  # headless (Agg) matplotlib
 from ._registry import RecipeResult, is_main_process, recipe
+from ._runs import resumable, run_engine
 
 __all__ = ["FDPGToyConfig", "FDPGToyTask", "run_fdpg_toy", "toy_target", "train_exact"]
 
@@ -70,7 +71,7 @@ class FDPGToyConfig:
     baseline_decay: float = 0.9  # moving-average baseline
     exact_steps: int = 400  # Adam steps of the exact-gradient reference optimum
     coverage: float = 0.25  # a mode is covered when Q(x) >= coverage * P(x)
-    resume: bool = False  # resume from the latest checkpoint in the output directory
+    resume: bool = False  # resume every training run from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
     CHECKS = dict(  # one per field: divmin.engine.validate
@@ -253,8 +254,9 @@ def _claims(per_seed: list[dict], seeds: tuple[int, ...]) -> dict:
         full_size=("base_seeds=(0, 1, 2, 3, 4)", "batch=256", "engine.max_steps=250", "exact_steps=400"))
 def run_fdpg_toy(config: FDPGToyConfig, out_dir: Path) -> RecipeResult:
     task = FDPGToyTask(config)
-    trainer = Trainer(task, dataclasses.replace(config.engine, out_dir=str(out_dir)))
-    trainer.fit(resume=config.resume)
+    engine = run_engine(config.engine, out_dir)
+    trainer = Trainer(task, engine)
+    trainer.fit(resume=resumable(engine, config.resume))
     policies = trainer.models["policies"].cpu()
     seqs = all_sequences(config.vocab, config.length)
     per_seed, targets, n_modes = [], [], 0

@@ -47,6 +47,7 @@ from ..divergences import divergence
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, validate
 from ._plots import plt, save_figure  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
+from ._runs import resumable, run_engine
 
 __all__ = ["FDPOBanditConfig", "FDPOBanditTask", "make_bandit", "reward_vs_kl_plot",
            "run_fdpo_bandit"]
@@ -71,7 +72,7 @@ class FDPOBanditConfig:
     batch_pairs: int = 4096  # preference pairs drawn per step (pairs with i == j are dropped)
     lr: float = 0.2  # Adam learning rate on the logits (decayed by engine.lr_schedule)
     tv_tolerance: float = 0.05  # a trained policy "reaches its optimum" when TV(pi, pi*) is below this
-    resume: bool = False  # resume from the latest checkpoint in the output directory
+    resume: bool = False  # resume every training run from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
     CHECKS = dict(  # one per field: divmin.engine.validate
@@ -196,9 +197,9 @@ def _summary(rows: list[dict], config: FDPOBanditConfig) -> dict:
         full_size=("responses=64", "batch_pairs=4096", "engine.max_steps=600"))
 def run_fdpo_bandit(config: FDPOBanditConfig, out_dir: Path) -> RecipeResult:
     task = FDPOBanditTask(config)
-    engine = dataclasses.replace(config.engine, out_dir=str(out_dir))
+    engine = run_engine(config.engine, out_dir)
     trainer = Trainer(task, engine)
-    trainer.fit(resume=config.resume)
+    trainer.fit(resume=resumable(engine, config.resume))
     rows = _evaluate(task, trainer.models["policies"].logits)
     ref_reward = float((task.ref * task.reward).sum())
     plot = reward_vs_kl_plot(rows, ref_reward, out_dir / "reward_vs_kl.png")

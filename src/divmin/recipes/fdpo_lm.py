@@ -47,6 +47,7 @@ from ..eval import distinct_n
 from . import tiny_lm as lm
 from ._plots import points_panels
 from ._registry import RecipeResult, recipe
+from ._runs import resumable, run_engine
 
 __all__ = ["FDPOLMConfig", "run_fdpo_lm", "warm_up"]
 
@@ -80,7 +81,7 @@ class FDPOLMConfig:
     batch_size: int = 32  # f-DPO preference pairs per step
     samples_per_prompt: int = 128  # evaluation samples per held-out prompt and policy
     max_new_tokens: int = 10  # sampling cap (corpus responses have at most response_words[1] + 2 tokens)
-    resume: bool = False  # resume every engine run from the latest checkpoint in its directory
+    resume: bool = False  # resume every training run from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # f-DPO training loop settings
 
     CHECKS = dict(  # one per field: divmin.engine.validate
@@ -157,12 +158,12 @@ def _train_one(spec: str, ref: torch.nn.Module, tokenizer, train_rows: list[dict
                config: FDPOLMConfig, out_dir: Path) -> tuple[torch.nn.Module, dict[str, float]]:
     """One f-DPO run from a copy of ``ref``; returns the trained policy and its last logged metrics."""
     policy = copy.deepcopy(ref).requires_grad_(True).train()
-    engine = dataclasses.replace(config.engine, out_dir=str(out_dir / "fdpo" / re.sub(r"[^\w.-]", "_", spec)))
+    engine = run_engine(config.engine, out_dir / "fdpo" / re.sub(r"[^\w.-]", "_", spec))
     fcfg = FDPOConfig(divergence=divergence(spec), beta=config.beta, lr=config.lr, batch_size=config.batch_size,
                       max_length=8 + config.max_new_tokens + 1, max_prompt_length=8, eval_batch_size=128,
                       engine=engine)
     trainer = FDPOTrainer(policy, tokenizer, train_rows, eval_dataset=eval_rows, ref_model=ref, config=fcfg)
-    result = trainer.train(resume=config.resume)
+    result = trainer.train(resume=resumable(engine, config.resume))
     return trainer.model.cpu().eval(), result.metrics
 
 

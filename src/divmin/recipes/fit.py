@@ -27,6 +27,7 @@ from ..divergences import available_divergences, categorical_divergence, diverge
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, validate
 from ._plots import density_grid_plot
 from ._registry import RecipeResult, recipe
+from ._runs import resumable, run_engine
 
 
 def _default_engine() -> EngineConfig:
@@ -45,7 +46,7 @@ class FitConfig:
     grid: tuple[float, float, int] = (-12.0, 12.0, 2048)  # (low, high, points) of the discretisation
     lr: float = 0.05  # Adam learning rate
     coverage: float = 0.25  # a mode counts as covered if Q puts >= coverage x P's mass in its +-2 std window
-    resume: bool = False  # resume from the latest checkpoint in the output directory
+    resume: bool = False  # resume every training run from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
     CHECKS = dict(  # one per field: divmin.engine.validate
@@ -147,9 +148,9 @@ def _evaluate(task: FitTask, fits: nn.ModuleDict) -> list[dict]:
         full_size=("engine.max_steps=1500", "grid=(-12.0, 12.0, 2048)"))
 def run_fit(config: FitConfig, out_dir: Path) -> RecipeResult:
     task = FitTask(config)
-    engine = dataclasses.replace(config.engine, out_dir=str(out_dir))
+    engine = run_engine(config.engine, out_dir)
     trainer = Trainer(task, engine)
-    trainer.fit(resume=config.resume)
+    trainer.fit(resume=resumable(engine, config.resume))
     fits = trainer.models["fits"]
     rows = _evaluate(task, fits)
     with torch.no_grad():

@@ -36,9 +36,10 @@ from torch import Tensor, nn
 
 from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
-from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
 from ._plots import students_plot
 from ._registry import RecipeResult, recipe, torch_threads
+from ._runs import resumable, run_engine
 
 __all__ = ["KDClsConfig", "run_kd_cls"]
 
@@ -71,6 +72,7 @@ class KDClsConfig:
     alpha: float = 0.9  # weight of the soft loss; CE gets 1 - alpha
     sinkd_weight: float = 0.0008  # SinKD term weight (research code 0.001 x 0.8)
     num_threads: int | None = 1  # torch intra-op threads during the run (tiny models: 1 is fastest); None = as is
+    resume: bool = False  # resume every training run from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
@@ -79,7 +81,8 @@ class KDClsConfig:
         modes_per_class=Int(ge=1), separation=Number(gt=0), teacher_examples=Int(ge=1), transfer_examples=Int(ge=1),
         test_examples=Int(ge=1), teacher_width=Int(ge=1), student_width=Int(ge=1), teacher_steps=Int(ge=1),
         lr=Number(gt=0), batch_size=Int(ge=1), temperature=Number(gt=0), alpha=Number(ge=0, le=1),
-        sinkd_weight=Number(ge=0), num_threads=Int(ge=1, optional=True), engine=Instance(EngineConfig),
+        sinkd_weight=Number(ge=0), num_threads=Int(ge=1, optional=True), resume=Bool(),
+        engine=Instance(EngineConfig),
     )
 
     def __post_init__(self) -> None:
@@ -132,7 +135,7 @@ class _CETask:
 
 
 def _student_config(c: KDClsConfig, method: str, seed: int, out: Path) -> DistillConfig:
-    engine = dataclasses.replace(c.engine, seed=seed, out_dir=str(out))
+    engine = run_engine(c.engine, out, seed=seed)
     common = dict(task="sequence_classification", lr=c.lr, batch_size=c.batch_size, engine=engine,
                   temperature=c.temperature, temperature_squared=True)
     if method == "ce":
@@ -169,9 +172,10 @@ def _run(config: KDClsConfig, out_dir: Path) -> RecipeResult:
     x_te, y_te = data.sample(c.test_examples)
     bayes = float((data.bayes_log_posterior(x_te).argmax(-1) == y_te).float().mean())
     teacher = mlp(c.dim, c.teacher_width, c.classes, 2, seed=c.data_seed)
-    t_engine = dataclasses.replace(c.engine, max_steps=c.teacher_steps, seed=c.data_seed, out_dir=str(out_dir / "teacher"))
-    Trainer(_CETask(teacher, x_teach, y_teach, c.lr, 256), t_engine).fit()
-    teacher = teacher.cpu().eval()
+    t_engine = run_engine(c.engine, out_dir / "teacher", max_steps=c.teacher_steps, seed=c.data_seed)
+    t_trainer = Trainer(_CETask(teacher, x_teach, y_teach, c.lr, 256), t_engine)
+    t_trainer.fit(resume=resumable(t_engine, c.resume))
+    teacher = t_trainer.models["model"].cpu().eval()
     with torch.no_grad():
         t_test = teacher(x_te)
     t_acc = float((t_test.argmax(-1) == y_te).float().mean())
@@ -186,7 +190,7 @@ def _run(config: KDClsConfig, out_dir: Path) -> RecipeResult:
             student = mlp(c.dim, c.student_width, c.classes, 1, seed=1000 + seed)
             cfg = _student_config(c, method, seed, out_dir / "students" / method / f"seed{seed}")
             trainer = DistillTrainer(student, teacher, train_rows, config=cfg)
-            trainer.train()
+            trainer.train(resume=resumable(cfg.engine, c.resume))
             runs.append(_metrics(trainer.model.cpu().eval(), t_test, x_te, y_te))
         acc, sd = _mean_std([r["accuracy"] for r in runs])
         per_method[method], spread[method] = acc, sd

@@ -37,10 +37,11 @@ from torch.utils.data import DataLoader
 
 from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
-from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
 from ..lm import LMCollator, tiny_gpt2
 from ._plots import students_plot
 from ._registry import RecipeResult, recipe, torch_threads
+from ._runs import resumable, run_engine
 
 __all__ = ["KDLMConfig", "MarkovCorpus", "run_kd_lm"]
 
@@ -75,6 +76,7 @@ class KDLMConfig:
     batch_size: int = 32  # student micro-batch size
     lmbda: float = 0.5  # on-policy fraction of the ":on-policy" methods
     num_threads: int | None = 1  # torch intra-op threads during the run (tiny models: 1 is fastest); None = as is
+    resume: bool = False  # resume every training run from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
@@ -84,7 +86,7 @@ class KDLMConfig:
         concentration=Number(gt=0), p_end=Number(gt=0, lt=1), max_words=Int(ge=2), teacher_sequences=Int(ge=1),
         transfer_sequences=Int(ge=1), test_sequences=Int(ge=1), teacher_layers=Int(ge=1), teacher_embd=Int(ge=1),
         student_layers=Int(ge=1), student_embd=Int(ge=1), teacher_steps=Int(ge=1), lr=Number(gt=0),
-        batch_size=Int(ge=1), lmbda=Number(ge=0, le=1), num_threads=Int(ge=1, optional=True),
+        batch_size=Int(ge=1), lmbda=Number(ge=0, le=1), num_threads=Int(ge=1, optional=True), resume=Bool(),
         engine=Instance(EngineConfig),
     )
 
@@ -184,7 +186,7 @@ def _evaluate(student: nn.Module, teacher: nn.Module, rows: list) -> dict[str, f
 
 
 def _student_config(c: KDLMConfig, method: str, seed: int, out: Path) -> DistillConfig:
-    engine = dataclasses.replace(c.engine, seed=seed, out_dir=str(out))
+    engine = run_engine(c.engine, out, seed=seed)
     common = dict(lr=c.lr, batch_size=c.batch_size, engine=engine, max_new_tokens=c.max_words)
     if method == "ce":
         return DistillConfig(alpha=0.0, **common)
@@ -207,10 +209,10 @@ def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
     positions = c.max_words + 4
     teacher = tiny_gpt2(corpus.vocab, seed=c.data_seed, n_layer=c.teacher_layers, n_embd=c.teacher_embd,
                         n_positions=positions, eos_id=EOS, pad_id=PAD)
-    t_engine = dataclasses.replace(c.engine, max_steps=c.teacher_steps, seed=c.data_seed,
-                                   out_dir=str(out_dir / "teacher"))
-    Trainer(_LMCETask(teacher, teach_rows, c.lr, 32), t_engine).fit()
-    teacher = teacher.cpu().eval()
+    t_engine = run_engine(c.engine, out_dir / "teacher", max_steps=c.teacher_steps, seed=c.data_seed)
+    t_trainer = Trainer(_LMCETask(teacher, teach_rows, c.lr, 32), t_engine)
+    t_trainer.fit(resume=resumable(t_engine, c.resume))
+    teacher = t_trainer.models["model"].cpu().eval()
     true_ppl = math.exp(corpus.true_nll(test_rows))
     t_eval = _evaluate(teacher, teacher, test_rows)
     rows = [{"model": "true law", "ppl": true_ppl},
@@ -224,7 +226,7 @@ def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
                                 n_positions=positions, eos_id=EOS, pad_id=PAD)
             cfg = _student_config(c, method, seed, out_dir / "students" / method.replace(":", "_") / f"seed{seed}")
             trainer = DistillTrainer(student, teacher, train_rows, config=cfg, pad_id=PAD, eos_id=EOS)
-            trainer.train()
+            trainer.train(resume=resumable(cfg.engine, c.resume))
             runs.append(_evaluate(trainer.model.cpu().eval(), teacher, test_rows))
         ppl = [r["ppl"] for r in runs]
         per_method[method] = statistics.fmean(ppl)

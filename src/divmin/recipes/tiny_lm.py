@@ -12,7 +12,6 @@ log-probabilities (:func:`sample_responses`, :func:`response_logps`).
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from ..engine import EngineConfig, Int, Number, StepOutput, Trainer, Tuple
 from ..lm import LMCollator, completion_logps, sample_completions, tiny_gpt2, word_tokenizer
+from ._runs import resumable, run_engine
 
 __all__ = ["BAD", "GOOD", "NEUTRAL", "TOPICS", "VOCAB", "build_model", "build_tokenizer", "check_corpus_config", "corpus",
            "prompt_text", "response_logps", "sample_responses", "true_reward", "warm_up"]
@@ -169,9 +169,8 @@ def warm_up(tokenizer, out_dir: Path, engine: EngineConfig, *, seed: int, n_laye
     enc = lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     rows = [(enc(p), enc(r) + [EOS_ID]) for p, r in corpus(corpus_size, seed, p_good, p_bad, response_words)]
     task = _WarmUpTask(rows, dict(seed=seed, n_layer=n_layer, n_embd=n_embd), lr, batch)
-    engine = dataclasses.replace(engine, max_steps=steps, out_dir=str(out_dir), lr_schedule="cosine",
-                                 warmup_steps=0, eval_every=None)
+    engine = run_engine(engine, out_dir, max_steps=steps, lr_schedule="cosine", warmup_steps=0, eval_every=None)
     trainer = Trainer(task, engine)
-    result = trainer.fit(resume=resume)
+    result = trainer.fit(resume=resumable(engine, resume))
     model = trainer.models["lm"].cpu().requires_grad_(False)
     return model.eval(), float(result.metrics["loss"])

@@ -1,0 +1,50 @@
+"""The engine settings of a recipe's training runs: each in its own directory, checkpointed, resumable.
+
+Every training run of a recipe (a teacher, a warm-up, one student per method and
+seed...) writes ``metrics.jsonl`` and ``checkpoints/`` under its own directory
+of ``--out`` (see :func:`run_engine`), so that ``divmin run NAME --out DIR
+--resume`` after an interruption continues every run from its latest checkpoint:
+finished runs restore their final weights and RNG state instantly, the
+interrupted one replays exactly what it would have done, and the recipe prints
+the table of the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..engine import EngineConfig, latest_checkpoint
+
+__all__ = ["default_checkpoint_every", "resumable", "run_engine"]
+
+
+def default_checkpoint_every(max_steps: int, log_every: int = 1) -> int:
+    """Checkpoint interval of a recipe run whose config leaves ``checkpoint_every`` unset: a quarter
+    of the run, rounded down to a multiple of ``log_every`` (at least ``log_every``); the engine also
+    checkpoints at the last step. An interruption loses at most a quarter of the run in progress.
+
+    On a log step, as the engine logs means since the previous log and checkpoints do not hold the
+    running sums: a checkpoint between two logs would make the resumed run's next logged means
+    cover fewer steps than the uninterrupted run's.
+    """
+    quarter = max(1, max_steps // 4)
+    return max(log_every, quarter // log_every * log_every)
+
+
+def run_engine(engine: EngineConfig, out_dir: str | Path, **changes) -> EngineConfig:
+    """``engine`` for one training run writing into ``out_dir``, with ``changes`` (``seed``, ``max_steps``...)
+    applied; ``checkpoint_every`` = :func:`default_checkpoint_every` unless the user set it."""
+    engine = dataclasses.replace(engine, out_dir=str(out_dir), **changes)
+    if engine.checkpoint_every is None:
+        every = default_checkpoint_every(engine.max_steps, engine.log_every)
+        engine = dataclasses.replace(engine, checkpoint_every=every)
+    return engine
+
+
+def resumable(engine: EngineConfig, resume: bool) -> bool:
+    """The ``resume`` argument of a run's ``fit``/``train``: ``resume`` when the run's directory holds a
+    checkpoint; False for a run the interrupted recipe never reached (it starts at step 0 either way,
+    and the engine's "no checkpoint" warning would be noise: :func:`run_recipe` warns once instead)."""
+    run_dir = engine.run_dir
+    return bool(resume and run_dir is not None and latest_checkpoint(run_dir, verify=False) is not None)

@@ -1,0 +1,161 @@
+"""Every recipe that trains checkpoints into its --out by default, and an interrupted run resumed with
+``resume=True`` (``divmin run NAME --out DIR --resume``) reproduces the uninterrupted run's table exactly.
+
+Each recipe runs three times on tiny settings: uninterrupted into A; into B with a KeyboardInterrupt
+after ``K`` engine steps in total (counted over all of the recipe's training runs, so that some runs
+have finished, one is cut mid-way and others have not started); then resumed into B. The table
+(results.json rows and summary) of B must equal A's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from divmin.cli import main
+from divmin.engine import _trainer
+from divmin.recipes import available_recipes, default_checkpoint_every, run_recipe
+
+# log_every=1: the default checkpoint interval is a multiple of log_every (a quarter of the run here)
+_QUIET = ["engine.progress=False", "engine.tensorboard=False", "engine.log_every=1"]
+_FD_QUIET = ["fdistill.engine.progress=False", "fdistill.engine.tensorboard=False", "fdistill.engine.log_every=1"]
+_LM = ["n_layer=1", "n_embd=16", "corpus_size=60", "sft_steps=6", "sft_batch=8", "response_words=(1, 2)", "max_new_tokens=4",
+       "heldout_topics=2"]
+
+# recipe -> (tiny overrides, K = engine steps before the interrupt (all runs together), total engine steps)
+CASES = {
+    "fit": ([*_QUIET, "divergences=('reverse_kl', 'forward_kl')", "engine.max_steps=8", "grid=(-8.0, 8.0, 64)"],
+            5, 8),
+    "fdpo-bandit": ([*_QUIET, "responses=8", "divergences=('reverse_kl', 'js')", "betas=(1.0,)",
+                     "engine.max_steps=8", "batch_pairs=64"], 5, 8),
+    "fdpg-toy": ([*_QUIET, "divergences=('reverse_kl', 'js')", "base_seeds=(0, 1)", "engine.max_steps=8",
+                  "batch=32", "exact_steps=10"], 5, 8),
+    # warm-up 6 steps, then one f-DPO run of 4 steps per divergence: cut in the second f-DPO run
+    "fdpo-lm": ([*_QUIET, *_LM, "divergences=('reverse_kl', 'js')", "train_pairs=16", "eval_pairs=8",
+                 "batch_size=4", "engine.max_steps=4", "samples_per_prompt=4"], 12, 14),
+    "fdpg-lm": ([*_QUIET, *_LM, "divergences=('js', 'reverse_kl')", "engine.max_steps=3", "contexts_per_step=2",
+                 "samples_per_context=2", "eval_samples=4", "z_samples=8"], 10, 12),
+    # teacher 6 steps, then one student of 4 steps per method and seed: cut in the last student
+    "kd-cls": ([*_QUIET, "methods=('ce', 'forward_kl')", "seeds=(0, 1)", "teacher_examples=200",
+                "transfer_examples=40", "test_examples=100", "teacher_width=16", "student_width=8",
+                "teacher_steps=6", "engine.max_steps=4", "batch_size=8"], 20, 22),
+    "kd-lm": ([*_QUIET, "methods=('ce', 'js:on-policy')", "seeds=(0,)", "teacher_sequences=40",
+               "transfer_sequences=16", "test_sequences=20", "teacher_steps=6", "engine.max_steps=4",
+               "max_words=6", "batch_size=8", "teacher_embd=16", "student_embd=8"], 12, 14),
+    "fdistill-gmm": ([*_FD_QUIET, "divergences=('reverse_kl', 'js')", "seeds=(0,)", "fdistill.engine.max_steps=4",
+                      "fdistill.batch_size=32", "eval_samples=60", "hidden=16"], 6, 8),
+    # classifier 6 steps, teacher 6, one student of 4 steps per divergence: cut in the teacher
+    "fdistill-images": ([*_FD_QUIET, "divergences=('reverse_kl',)", "classifier_steps=6", "teacher_steps=6",
+                         "width=16", "depth=1", "fdistill.engine.max_steps=4", "fdistill.batch_size=16",
+                         "eval_samples=80", "sampler_steps=2", "fdistill.critic_steps=1"], 9, 16),
+}
+# more cuts, keyed "recipe/where": in the warm-up, between two log steps (log_every=2: checkpoints on
+# steps 2, 4, 6; cut after 5, so the resumed warm-up's last logged loss, the summary's warmup_loss,
+# must still be the mean over steps 5-6)
+EXTRA = {
+    "fdpo-lm/warm-up": ([*CASES["fdpo-lm"][0], "engine.log_every=2"], 5, 14),
+}
+
+# Recipes this test does not cover (yet): weat and depict are being rewritten elsewhere and do not
+# declare a `resume` field. A recipe registered without an entry in CASES or here fails
+# test_every_recipe_is_covered.
+NOT_COVERED = {"weat", "depict"}
+
+
+def test_every_recipe_is_covered():
+    assert set(available_recipes()) - NOT_COVERED == set(CASES)
+    assert {case.split("/")[0] for case in EXTRA} <= set(CASES)
+
+
+class _Interrupt:
+    """Replaces Trainer._train_step: counts engine steps of every trainer; Ctrl-C once ``after`` have run."""
+
+    def __init__(self, original, after: int | None) -> None:
+        self.original, self.after, self.steps = original, after, 0
+
+    def __call__(self, trainer, run, step):
+        if self.after is not None and self.steps == self.after:
+            raise KeyboardInterrupt
+        self.steps += 1
+        return self.original(trainer, run, step)
+
+
+def _counting(monkeypatch, after: int | None) -> _Interrupt:
+    wrapper = _Interrupt(_trainer.Trainer._train_step, after)
+    monkeypatch.setattr(_trainer.Trainer, "_train_step", lambda self, run, step: wrapper(self, run, step))
+    return wrapper
+
+
+def _table(out: Path) -> dict:
+    saved = json.loads((out / "results.json").read_text())
+    return {"columns": saved["columns"], "rows": saved["rows"], "summary": saved["summary"]}
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted(out.glob("**/checkpoints/step_*"))
+
+
+@pytest.mark.parametrize("case", [*sorted(CASES), *EXTRA])
+def test_interrupted_recipe_resumes_to_the_uninterrupted_table(case, tmp_path, monkeypatch, recwarn):
+    overrides, k, total = {**CASES, **EXTRA}[case]
+    name = case.split("/")[0]
+    full = _counting(monkeypatch, None)
+    run_recipe(name, tmp_path / "a", overrides)
+    assert full.steps == total  # the cases' step counts are what the recipe runs
+    assert _checkpoints(tmp_path / "a")  # checkpoints by default
+    monkeypatch.undo()
+
+    cut = _counting(monkeypatch, k)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(name, tmp_path / "b", overrides)
+    assert cut.steps == k and not (tmp_path / "b" / "results.json").exists()
+    assert _checkpoints(tmp_path / "b")
+    monkeypatch.undo()
+
+    rest = _counting(monkeypatch, None)
+    recwarn.clear()
+    run_recipe(name, tmp_path / "b", overrides, resume=True)
+    # runs the interrupted recipe never reached start fresh without a "no checkpoint" warning each
+    assert not [w for w in recwarn if "no checkpoint" in str(w.message)]
+    # only the steps after the in-progress run's last checkpoint were trained again
+    assert rest.steps < total
+    assert _table(tmp_path / "b") == _table(tmp_path / "a")
+
+
+def test_resume_into_a_directory_without_checkpoints_warns_once_and_runs_from_the_start(tmp_path, recwarn):
+    overrides = CASES["kd-cls"][0]
+    run_recipe("kd-cls", tmp_path / "a", overrides)
+    recwarn.clear()
+    run_recipe("kd-cls", tmp_path / "b", overrides, resume=True)
+    assert [str(w.message) for w in recwarn if "no checkpoint" in str(w.message)] == [
+        f"resume: no checkpoint under {tmp_path / 'b'}; running 'kd-cls' from the beginning"]
+    assert _table(tmp_path / "b") == _table(tmp_path / "a")
+
+
+def test_the_checkpoint_interval_is_a_quarter_of_the_run_on_a_log_step():
+    assert [default_checkpoint_every(n) for n in (1, 3, 4, 8, 1500)] == [1, 1, 1, 2, 375]
+    assert [default_checkpoint_every(n, 50) for n in (8, 200, 1500)] == [50, 50, 350]
+
+
+def test_ctrl_c_on_the_command_line_then_resume_prints_the_uninterrupted_table(tmp_path, monkeypatch, capsys):
+    overrides, k, _ = CASES["fit"]
+    argv = [arg for o in overrides for arg in ("--set", o)]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert main(["run", "fit", "--out", a, *argv]) == 0
+    table = _printed_table(capsys.readouterr().out)
+
+    _counting(monkeypatch, k)
+    assert main(["run", "fit", "--out", b, *argv]) == 130
+    assert capsys.readouterr().err == f"divmin: interrupted; continue with: divmin run fit --out {b} --resume\n"
+    monkeypatch.undo()
+    assert main(["run", "fit", "--out", b, *argv]) == 2  # a plain rerun would overwrite the checkpoints
+    assert "--resume" in capsys.readouterr().err
+    assert main(["run", "fit", "--out", b, *argv, "--resume"]) == 0
+    assert _printed_table(capsys.readouterr().out) == table
+
+
+def _printed_table(stdout: str) -> str:
+    """The table and summary lines the CLI prints (after the engine's log lines, before "wrote ...")."""
+    return stdout[stdout.index("divergence "):stdout.index("wrote ")]
