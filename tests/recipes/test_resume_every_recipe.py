@@ -50,6 +50,9 @@ CASES = {
     "fdistill-images": ([*_FD_QUIET, "divergences=('reverse_kl',)", "classifier_steps=6", "teacher_steps=6",
                          "width=16", "depth=1", "fdistill.engine.max_steps=4", "fdistill.batch_size=16",
                          "eval_samples=80", "sampler_steps=2", "fdistill.critic_steps=1"], 9, 16),
+    # judge 6 steps, then the MDLM 6 steps: cut in the MDLM
+    "mdlm-text": ([*_QUIET, "sentences=60", "mdlm_steps=6", "judge_steps=6", "samples=16", "width=16",
+                   "judge_embd=16", "nfes=(1, 4)", "block_length=8"], 9, 12),
 }
 # more cuts, keyed "recipe/where": in the warm-up, between two log steps (log_every=2: checkpoints on
 # steps 2, 4, 6; cut after 5, so the resumed warm-up's last logged loss, the summary's warmup_loss,

@@ -24,9 +24,8 @@ def default_checkpoint_every(max_steps: int, log_every: int = 1) -> int:
     of the run, rounded down to a multiple of ``log_every`` (at least ``log_every``); the engine also
     checkpoints at the last step. An interruption loses at most a quarter of the run in progress.
 
-    On a log step, as the engine logs means since the previous log and checkpoints do not hold the
-    running sums: a checkpoint between two logs would make the resumed run's next logged means
-    cover fewer steps than the uninterrupted run's.
+    On a log step, so that every checkpoint sits where metrics.jsonl has a record (a checkpoint
+    between two logs also resumes exactly: the engine saves the metric sums since the last log).
     """
     quarter = max(1, max_steps // 4)
     return max(log_every, quarter // log_every * log_every)

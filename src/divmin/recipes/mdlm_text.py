@@ -46,6 +46,7 @@ from ..eval import generative_perplexity, unigram_entropy
 from ..lm import ARJudge, JudgeConfig, JudgeTrainer, tiny_judge, word_tokenizer
 from ._plots import plt, save_figure
 from ._registry import RecipeResult, is_main_process, recipe
+from ._runs import resumable, run_engine
 
 __all__ = ["MDLMTextConfig", "run_mdlm_text", "synthetic_text"]
 
@@ -85,6 +86,7 @@ class MDLMTextConfig:
     samples: int = 256  # MDLM samples per NFE
     entropy_per_sequence: bool = False  # entropy per sample (long real-text blocks) instead of over all tokens
     num_threads: int | None = 1  # torch intra-op threads (tiny models: 1 is fastest); None = as is
+    resume: bool = False  # resume every training run (judge, MDLM) from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # seed, device, logging (steps above)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
@@ -96,7 +98,7 @@ class MDLMTextConfig:
         depth=Int(ge=1), heads=Int(ge=1), mdlm_steps=Int(ge=1), mdlm_lr=Number(gt=0), judge_layers=Int(ge=1),
         judge_embd=Int(ge=2), judge_steps=Int(ge=1), judge_lr=Number(gt=0), batch_size=Int(ge=1),
         nfes=Tuple(each=Int(ge=1), min_len=1), samples=Int(ge=1), entropy_per_sequence=Bool(),
-        num_threads=Int(ge=1, optional=True), engine=Instance(EngineConfig),
+        num_threads=Int(ge=1, optional=True), resume=Bool(), engine=Instance(EngineConfig),
     )
 
     def __post_init__(self) -> None:
@@ -138,7 +140,7 @@ def _exact_ppl(blocks: TextBlocks, lang: MarkovLanguage, c: MDLMTextConfig) -> f
 
 
 def _engine(c: MDLMTextConfig, steps: int, out: Path) -> EngineConfig:
-    return dataclasses.replace(c.engine, max_steps=steps, out_dir=str(out), eval_every=None)
+    return run_engine(c.engine, out, max_steps=steps, eval_every=None)
 
 
 def _train(c: MDLMTextConfig, blocks: TextBlocks, out_dir: Path) -> tuple[MaskedDiffusionLM, ARJudge]:
@@ -146,13 +148,13 @@ def _train(c: MDLMTextConfig, blocks: TextBlocks, out_dir: Path) -> tuple[Masked
     judge_cfg = JudgeConfig(batch_size=c.batch_size, lr=c.judge_lr, engine=_engine(c, c.judge_steps, out_dir / "judge"))
     trainer = JudgeTrainer(tiny_judge(v, length, seed=c.engine.seed, n_layer=c.judge_layers, n_embd=c.judge_embd),
                            blocks.train, judge_cfg, valid=blocks.valid)
-    trainer.train()
+    trainer.train(resume=resumable(judge_cfg.engine, c.resume))
     judge = trainer.judge.eval().requires_grad_(False)
     net = MDLMTransformer(v, length, width=c.width, depth=c.depth, heads=c.heads)
     mdlm_cfg = MDLMConfig(batch_size=c.batch_size, lr=c.mdlm_lr, eval_samples=c.samples, eval_nfe=max(c.nfes),
                           engine=_engine(c, c.mdlm_steps, out_dir / "mdlm"))
     mdlm = MDLMTrainer(MaskedDiffusionLM(net, v, length), blocks.train, mdlm_cfg, judge=judge)
-    mdlm.train()  # its evaluation logs eval/gen_ppl under the judge at the last step (metrics.jsonl)
+    mdlm.train(resume=resumable(mdlm_cfg.engine, c.resume))  # its evaluation logs eval/gen_ppl under the judge at the last step (metrics.jsonl)
     return mdlm.model.eval(), judge
 
 
