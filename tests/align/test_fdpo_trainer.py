@@ -235,3 +235,15 @@ def test_bad_trainer_arguments_name_the_argument():
     with pytest.raises(ValueError, match="ref_model"):
         m = _tiny.model()
         FDPOTrainer(m, tok, rows, ref_model=m, config=cfg)
+
+
+def test_a_policy_with_one_nan_weight_stops_the_run_instead_of_saving_nan(tmp_path):
+    from divmin.engine import NonFiniteError
+
+    model = _tiny.model()
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    cfg = _config(steps=3, engine=dict(out_dir=str(tmp_path), checkpoint_every=1))
+    with pytest.raises(NonFiniteError, match="step 0 .*\\['policy'\\]"):
+        _trainer(cfg, model=model).train()
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())

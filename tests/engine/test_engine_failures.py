@@ -265,3 +265,16 @@ def test_a_checkpoint_between_two_log_steps_changes_no_logged_mean(tmp_path):
         run(tmp_path / "b", crash_at=4)  # killed after the checkpoint at step 3, between the log steps 2 and 4
     run(tmp_path / "b", resume=True)
     assert read_jsonl(tmp_path / "b" / "metrics.jsonl") == read_jsonl(tmp_path / "a" / "metrics.jsonl")
+
+
+def test_a_loss_refusing_non_finite_outputs_mid_run_is_reported_as_divergence_with_the_step():
+    from divmin.divergences.kernels import NonFiniteInputError
+
+    class Refusing(_PoisonedTask):
+        def train_step(self, batch, ctx):
+            if ctx.step == 2:
+                raise NonFiniteInputError("`model_logits`: 1 counted row(s) hold a NaN or +inf logit")
+            return super().train_step(batch, ctx)
+
+    with pytest.raises(NonFiniteError, match=r"step 2: the model's outputs became non-finite \(`model_logits`"):
+        Trainer(Refusing(), quiet_config(max_steps=4)).fit()

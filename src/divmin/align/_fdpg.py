@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
-from ..divergences.kernels import check_float_tensor, check_log_probs
+from ..divergences.kernels import NonFiniteInputError, check_float_tensor, check_log_probs
 from ..estimators import ScoreFunctionOutput, score_function_surrogate, self_normalized_log_z
 
 __all__ = ["FDPGOutput", "fdpg_loss"]
@@ -57,7 +57,7 @@ def _check(policy_logps: Tensor, target_log_scores: Tensor, **optional: Tensor |
             raise ValueError(f"`{name}` must have the shape of `policy_logps` {tuple(policy_logps.shape)}"
                              f"{' or be a scalar' if name in ('log_z', 'baseline') else ''}, got {tuple(t.shape)}")
         if bool(torch.isnan(t).any()):
-            raise ValueError(f"`{name}` contains NaN")
+            raise NonFiniteInputError(f"`{name}` contains NaN")
     if bool((target_log_scores == math.inf).any()):
         raise ValueError("`target_log_scores` contains +inf (an unnormalised log-score is finite, or -inf where "
                          "a hard constraint fails)")

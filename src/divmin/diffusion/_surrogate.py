@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
+from ..divergences.kernels import NonFiniteInputError
 
 __all__ = ["check_fdistill_divergence", "fdistill_surrogate", "fdistill_weight"]
 
@@ -111,7 +112,7 @@ def fdistill_surrogate(
     if not isinstance(log_ratio, Tensor) or log_ratio.shape != (b,):
         raise ValueError(f"`log_ratio` must be a tensor of shape ({b},)")
     if not bool(torch.isfinite(log_ratio).all()):
-        raise ValueError("`log_ratio` must be finite (both noised densities are positive everywhere)")
+        raise NonFiniteInputError("`log_ratio` must be finite (both noised densities are positive everywhere)")
     w = fdistill_weight(log_ratio, divergence=div, normalize=normalize)
     if time_weight is not None:
         if not isinstance(time_weight, Tensor) or time_weight.shape != (b,):
@@ -121,6 +122,6 @@ def fdistill_surrogate(
         w = w * time_weight.detach().to(w.dtype)
     diff = (fake_score.detach() - teacher_score.detach()).to(w.dtype)
     if not bool(torch.isfinite(diff).all()):
-        raise ValueError("`fake_score` and `teacher_score` must be finite (a NaN/inf score: check the score networks)")
+        raise NonFiniteInputError("`fake_score` and `teacher_score` must be finite (a NaN/inf score: check the score networks)")
     direction = w.reshape(-1, *([1] * (x_t.ndim - 1))) * diff
     return (direction * x_t.to(w.dtype)).flatten(1).sum(1).mean().to(x_t.dtype)

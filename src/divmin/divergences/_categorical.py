@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ._backend import check_backend, triton_terms_for
 from ._base import Divergence, as_divergence
-from ._checks import check_float_tensor, check_index_tensor
+from ._checks import NonFiniteInputError, check_float_tensor, check_index_tensor
 
 __all__ = ["categorical_divergence"]
 
@@ -76,7 +76,7 @@ class _CategoricalDivergence(torch.autograd.Function):
         for name, lse in (("target_logits", lse_a), ("model_logits", lse_b)):
             bad = ~torch.isfinite(lse) if mask is None else ~torch.isfinite(lse) & mask
             if bool(bad.any()):
-                raise ValueError(f"`{name}`: {int(bad.sum())} counted row(s) hold a NaN or +inf logit, or no finite "
+                raise NonFiniteInputError(f"`{name}`: {int(bad.sum())} counted row(s) hold a NaN or +inf logit, or no finite "
                                  "logit, so their softmax is undefined; fix them or leave them out with `mask`")
         if mask is not None:
             out = torch.where(mask, out, torch.zeros((), dtype=dtype, device=out.device))

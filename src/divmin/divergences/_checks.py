@@ -9,7 +9,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_float_tensor", "check_index_tensor", "check_log_probs", "check_real"]
+__all__ = ["NonFiniteInputError", "check_float_tensor", "check_index_tensor", "check_log_probs", "check_real"]
+
+
+class NonFiniteInputError(ValueError):
+    """A loss received NaN/inf values where it needs finite ones (logits, log-probabilities, scores).
+
+    A ``ValueError`` naming the argument; inside a training run it usually means the model's
+    outputs went non-finite, and the engine reports it as a ``NonFiniteError`` naming the step.
+    """
 
 
 def check_float_tensor(name: str, x: Any, *, ndim: int | None = None, nonempty_last: bool = False) -> None:
@@ -46,7 +54,8 @@ def check_log_probs(name: str, x: Any, *, shape: tuple[int, ...] | None = None) 
         raise ValueError(f"`{name}` is empty: the batch holds no sample")
     # under vmap / grad transforms values cannot be inspected (the call is checked without them)
     if not torch._C._are_functorch_transforms_active() and (bool(torch.isnan(x).any()) or bool((x == math.inf).any())):
-        raise ValueError(f"`{name}` contains NaN or +inf (a log-probability is at most 0, -inf for probability 0)")
+        raise NonFiniteInputError(f"`{name}` contains NaN or +inf (a log-probability is at most 0, -inf for "
+                                  "probability 0)")
 
 
 def check_real(name: str, x: Any, *, gt: float | None = None, ge: float | None = None, finite: bool = True) -> float:

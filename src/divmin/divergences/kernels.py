@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from ._backend import BACKENDS, check_backend, triton_terms_for
-from ._checks import check_float_tensor, check_index_tensor, check_log_probs, check_real
+from ._checks import NonFiniteInputError, check_float_tensor, check_index_tensor, check_log_probs, check_real
 
 # Columns per Triton block at most: a row longer than this is streamed in several blocks
 # with an online log-sum-exp. 4096 keeps every member's kernel within registers on sm_80/90;
 # tests lower it to exercise the multi-block path on small vocabularies.
 MAX_BLOCK = 4096
 
-__all__ = ["BACKENDS", "MAX_BLOCK", "check_backend", "check_float_tensor", "check_index_tensor", "check_log_probs",
+__all__ = ["BACKENDS", "MAX_BLOCK", "NonFiniteInputError", "check_backend", "check_float_tensor", "check_index_tensor", "check_log_probs",
            "check_real", "triton_block_size", "triton_rows", "triton_terms_for"]
 
 

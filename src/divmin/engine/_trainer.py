@@ -21,7 +21,7 @@ from ._context import _SHARDED, StepContext
 from ._data import BatchStream
 from ._lock import run_lock
 from ._logging import RunLogger
-from ._nonfinite import check_finite_weights
+from ._nonfinite import NonFiniteError, check_finite_weights
 from ._schedules import lr_multiplier
 from ._task import Task, TrainResult, as_step_output, static_model_names
 
@@ -220,7 +220,7 @@ class Trainer:
             ctx._begin_micro(micro)
             batch = run.stream.next() if run.stream is not None else None
             with self._sync_context(run):
-                out = as_step_output(self.task.train_step(batch, ctx))
+                out = as_step_output(self._call_step(run, batch, step))
                 metrics = dict(out.metrics)
                 if out.loss is not None:
                     metrics.setdefault("loss", out.loss.detach())
@@ -230,6 +230,18 @@ class Trainer:
                     if ctx._updated_in_micro:
                         raise RuntimeError("train_step called ctx.update(...) and returned a loss; return loss=None")
                     ctx.update(list(ctx.optimizers), out.loss)
+
+    def _call_step(self, run: _Run, batch: Any, step: int) -> Any:
+        """``task.train_step``; a loss refusing NaN/inf inputs mid-run is reported as the run diverging."""
+        from ..divergences.kernels import NonFiniteInputError
+
+        try:
+            return self.task.train_step(batch, run.ctx)
+        except NonFiniteInputError as err:
+            where = run.ctx._last_checkpoint or "none (no checkpoint written yet)"
+            raise NonFiniteError(f"step {step}: the model's outputs became non-finite ({err}); the weights "
+                                 f"diverged at an earlier update. Last good checkpoint: {where}. Lower the "
+                                 "learning rate or find the NaN source.") from err
 
     def _sync_context(self, run: _Run) -> contextlib.AbstractContextManager:
         """Skip DDP's gradient all-reduce on all but the last micro-batch."""

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
-from ..divergences.kernels import check_float_tensor, check_log_probs, check_real
+from ..divergences.kernels import NonFiniteInputError, check_float_tensor, check_log_probs, check_real
 
 __all__ = ["MovingBaseline", "ScoreFunctionOutput", "score_function_surrogate"]
 
@@ -56,7 +56,7 @@ def _check(model_logps: Tensor, log_ratio: Tensor, log_weights: Tensor | None, b
             raise ValueError(f"`{name}` must have the shape of `model_logps` {tuple(model_logps.shape)}, "
                              f"got {tuple(t.shape)}")
         if bool(torch.isnan(t).any()):
-            raise ValueError(f"`{name}` contains NaN")
+            raise NonFiniteInputError(f"`{name}` contains NaN")
     if log_weights is not None and bool((log_weights == math.inf).any()):
         raise ValueError("`log_weights` contains +inf (an infinite importance weight: the proposal gives "
                          "probability 0 to a sample it produced)")
