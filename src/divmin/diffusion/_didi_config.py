@@ -35,9 +35,11 @@ class DiDiConfig:
     disc_trainable_blocks: int = 1  # last teacher blocks trained in the discriminator's trunk
     disc_hidden: int = 64  # width of the discriminator's head
     disc_steps: int = 1  # discriminator updates per student update
+    disc_warmup: int = 0  # extra discriminator updates (fresh student samples each) before the first student update
     label_smoothing: float = 0.1  # of the discriminator's logistic loss (authors: 0.1)
     logit_clamp: float = 10.0  # the discriminator's logit is clamped to +-this before it becomes a reward
-    t_min: float = 1e-3  # noise times t ~ U(t_min, 1) for the discriminator and the reward
+    t_min: float = 1e-3  # noise times t ~ U(t_min, t_max) for the discriminator and the reward
+    t_max: float = 1.0  # (the integral over [t_min, t_max]: near t = 1 everything is masked and nothing differs)
     baseline_decay: float = 0.9  # moving-average baseline (without grouped normalisation)
     teacher_nfe: int = 64  # sampling steps of the teacher's samples (the target P)
     teacher_pool: int = 4096  # teacher samples drawn once before training, reused as the target
@@ -54,8 +56,8 @@ class DiDiConfig:
         grouped_normalization=Bool(), reward_clip=Number(gt=0), intermediate_matching=Bool(),
         tau_beta=Tuple((Number(gt=0), Number(gt=0))), lr_student=Number(gt=0), lr_discriminator=Number(gt=0),
         adam_betas=Tuple((Number(ge=0, lt=1), Number(ge=0, lt=1))), disc_trainable_blocks=Int(ge=0),
-        disc_hidden=Int(ge=1), disc_steps=Int(ge=0), label_smoothing=Number(ge=0, lt=0.5),
-        logit_clamp=Number(gt=0), t_min=Number(ge=0, lt=1), baseline_decay=Number(ge=0, lt=1),
+        disc_hidden=Int(ge=1), disc_steps=Int(ge=0), disc_warmup=Int(ge=0), label_smoothing=Number(ge=0, lt=0.5),
+        logit_clamp=Number(gt=0), t_min=Number(ge=0, lt=1), t_max=Number(gt=0, le=1), baseline_decay=Number(ge=0, lt=1),
         teacher_nfe=Int(ge=1), teacher_pool=Int(ge=1), ema_decay=Number(ge=0, lt=1), guidance_scale=Number(ge=0),
         guide_switch=Number(ge=0, le=1), best_of=Int(ge=1), eval_samples=Int(ge=1), eval_nfe=Int(ge=1),
         engine=Instance(EngineConfig),
@@ -63,6 +65,8 @@ class DiDiConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.t_max <= self.t_min:
+            raise ValueError(f"`t_max` ({self.t_max}) must be > `t_min` ({self.t_min})")
         if self.batch_size % self.group_size:
             raise ValueError(f"`batch_size` ({self.batch_size}) must be a multiple of `group_size` "
                              f"({self.group_size})")

@@ -26,6 +26,7 @@ import torch
 from scipy.special import betaincinv
 from torch import Tensor
 
+from ..data import check_token_ids
 from ..engine import MethodTrainer, StepContext, StepOutput
 from ..estimators import LogRatioEstimator, MovingBaseline, logistic_discriminator_loss
 from ..eval import generative_perplexity, unigram_entropy
@@ -47,6 +48,8 @@ class DiDiTrainer(MethodTrainer):
             evaluation's generative perplexity.
         student, discriminator: start points (default: a copy of the teacher; a
             :class:`MaskedDiscriminator` on a copy of the teacher's network).
+        target: (N, L) teacher samples to use as the target P (default: ``teacher_pool`` samples
+            drawn with ``teacher_nfe`` steps when training starts), e.g. shared by several runs.
 
     After ``train()``: ``student``, ``student_ema`` and ``discriminator`` are the trained modules;
     ``sample(n, nfe=..., guided=...)`` draws from the EMA student.
@@ -55,7 +58,8 @@ class DiDiTrainer(MethodTrainer):
     trained_models = {"student": "student", "student_ema": "student_ema", "discriminator": "discriminator"}
 
     def __init__(self, teacher: MaskedDiffusionLM, config: DiDiConfig | None = None, *, judge: Any = None,
-                 student: MaskedDiffusionLM | None = None, discriminator: torch.nn.Module | None = None) -> None:
+                 student: MaskedDiffusionLM | None = None, discriminator: torch.nn.Module | None = None,
+                 target: Tensor | None = None) -> None:
         c = self.use_config(config, DiDiConfig)
         if not isinstance(teacher, MaskedDiffusionLM):
             raise TypeError(f"`teacher` must be a MaskedDiffusionLM, got {type(teacher).__name__}")
@@ -70,6 +74,8 @@ class DiDiTrainer(MethodTrainer):
         self.discriminator = discriminator if discriminator is not None else MaskedDiscriminator(
             teacher.net, trainable_blocks=c.disc_trainable_blocks, hidden=c.disc_hidden)
         self.judge = judge
+        self.target = None if target is None else check_token_ids(target, "target", vocab_size=teacher.vocab_size,
+                                                                  length=teacher.length)
         self.ratio_estimator = LogRatioEstimator(logit_clamp=c.logit_clamp, ratio_clamp=None, ratio_ema=0.0)
         self.baseline = MovingBaseline(c.baseline_decay)
 
@@ -101,7 +107,7 @@ class DiDiInstruct:
 
     def __init__(self, owner: DiDiTrainer) -> None:
         self.o, self.c = owner, owner.config
-        self.pool: Tensor | None = None
+        self.pool: Tensor | None = owner.target
 
     def models(self) -> dict[str, torch.nn.Module]:
         o = self.o
@@ -128,7 +134,7 @@ class DiDiInstruct:
             gen = torch.Generator(ctx.device).manual_seed(ctx.config.seed + 7919)
             self.pool = mdlm_sample(teacher, c.teacher_pool, teacher.length, mask_id=teacher.mask_id,
                                     nfe=c.teacher_nfe, generator=gen, device=ctx.device).tokens
-        return self.pool
+        return self.pool.to(ctx.device)
 
     def _times(self, ctx: StepContext) -> list[float]:
         if not self.c.intermediate_matching:
@@ -136,6 +142,11 @@ class DiDiInstruct:
         u = float(torch.rand((), generator=ctx.cpu_generator))
         tau = float(betaincinv(*self.c.tau_beta, u))
         return [1.0, min(max(tau, 1e-3), 1.0 - 1e-3), 0.0]
+
+    def _noise_times(self, n: int, ctx: StepContext) -> Tensor:
+        """(n,) stratified times in [t_min, t_max): where the integral is taken."""
+        c = self.c
+        return c.t_min + (c.t_max - c.t_min) * sample_times(n, generator=ctx.generator, device=ctx.device, t_min=0.0)
 
     def _paths(self, ctx: StepContext, times: list[float]) -> list[Tensor]:
         student = ctx.unwrap("student")
@@ -150,7 +161,7 @@ class DiDiInstruct:
         pool = self._teacher_pool(ctx)
         real_x0 = pool[torch.randint(pool.shape[0], (fake_x0.shape[0],), generator=ctx.cpu_generator).to(pool.device)]
         x0 = torch.cat([fake_x0, real_x0])
-        t = sample_times(x0.shape[0], generator=ctx.generator, device=ctx.device, t_min=c.t_min)
+        t = self._noise_times(x0.shape[0], ctx)
         logits = ctx.models["discriminator"](student.noise(x0, t, ctx.generator), t)
         n = fake_x0.shape[0]
         loss = logistic_discriminator_loss(logits[:n], logits[n:], label_smoothing=c.label_smoothing)
@@ -161,8 +172,7 @@ class DiDiInstruct:
     def _student_step(self, ctx: StepContext, states: list[Tensor], times: list[float]) -> dict[str, Tensor]:
         c, o, student = self.c, self.o, ctx.unwrap("student")
         x0, g = states[-1], c.group_size
-        t = sample_times(x0.shape[0] // g, generator=ctx.generator, device=ctx.device,
-                         t_min=c.t_min).repeat_interleave(g)
+        t = self._noise_times(x0.shape[0] // g, ctx).repeat_interleave(g)
         with torch.no_grad():
             logit = ctx.unwrap("discriminator")(student.noise(x0, t, ctx.generator), t)
             log_r = o.ratio_estimator(logit)
@@ -184,9 +194,11 @@ class DiDiInstruct:
             p_ema.lerp_(p.detach(), 1.0 - d)
 
     def train_step(self, batch: Any, ctx: StepContext) -> StepOutput:
+        metrics: dict[str, Tensor] = {}
+        for _ in range(self.c.disc_warmup if ctx.step == 0 else 0):  # a discriminator worth listening to first
+            metrics = self._disc_step(ctx, self._paths(ctx, self._times(ctx))[-1])
         times = self._times(ctx)
         states = self._paths(ctx, times)
-        metrics: dict[str, Tensor] = {}
         for _ in range(self.c.disc_steps):
             metrics = self._disc_step(ctx, states[-1])
         return StepOutput(loss=None, metrics={**metrics, **self._student_step(ctx, states, times)})

@@ -5,6 +5,7 @@ from . import fdistill_gmm, fdistill_images  # noqa: F401  (f-distill recipes)
 from . import kd_cls, kd_lm  # noqa: F401  (knowledge-distillation recipes)
 from . import weat  # noqa: F401  (robust classification: WEAT)
 from . import depict  # noqa: F401  (deep clustering recipe)
+from . import didi_synthetic  # noqa: F401  (DiDi-Instruct recipe)
 from ._registry import (
     Recipe,
     RecipeResult,
