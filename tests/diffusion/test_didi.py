@@ -4,6 +4,7 @@ exact log ratio, and the sampler / normalisation / trainer behave as documented.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -18,6 +19,8 @@ from divmin.diffusion import (DiDiConfig, DiDiTrainer, MaskedDiffusionLM, Masked
 from divmin.divergences import divergence
 from divmin.engine import EngineConfig
 from divmin.estimators import logistic_discriminator_loss
+
+from .._resume import assert_resumes_exactly
 
 V, L = 2, 2
 SEQS = all_sequences(V, L)  # (4, 2)
@@ -236,3 +239,14 @@ def test_bad_inputs_give_clear_errors():
         MaskedDiscriminator(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="kind"):
         integral_policy_loss(torch.zeros(2), torch.zeros(2), divergence="js")
+
+
+def test_resume_is_exact(tmp_path):
+    def run(out_dir, steps, resume=False):
+        trainer, _ = _tiny(steps, grouped_normalization=False)
+        trainer.config.engine = dataclasses.replace(trainer.config.engine, out_dir=str(out_dir), log_every=1,
+                                                    checkpoint_every=2)
+        result = trainer.train(resume=resume)
+        return trainer.student_ema, result
+
+    assert_resumes_exactly(run, tmp_path)

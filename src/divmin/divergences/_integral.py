@@ -73,8 +73,8 @@ class IntegralReverseKL(IntegralDivergence):
 
     >>> import torch
     >>> from divmin import divergence
-    >>> divergence("integral_reverse_kl").reward(torch.tensor([0.0, 1.0]))
-    tensor([-1.,  0.])
+    >>> divergence("integral_reverse_kl").reward(torch.tensor([0.0, 2.0]))  # log r - 1
+    tensor([-1.,  1.])
     """
 
     base_name: ClassVar[str] = "reverse_kl"
