@@ -32,7 +32,8 @@ def test_didi_synthetic_tiny(tmp_path):
         assert s[f"unguided_student_beats_teacher_at_{nfe}"] == (plain["gen_ppl"] < t["gen_ppl"])
         assert s[f"entropy_loss_pct_at_{nfe}"] == pytest.approx(100 * (t["entropy"] - st["entropy"]) / t["entropy"])
     record = check_figure(result.plots[0])
-    assert [p[1] for p in record["data"]["teacher"]] == pytest.approx([get[("teacher", n)]["gen_ppl"] for n in (1, 4, 8)])
+    teacher_ppl = [get[("teacher", n)]["gen_ppl"] for n in (1, 4, 8)]
+    assert [p[1] for p in record["data"]["teacher"]] == pytest.approx(teacher_ppl)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["rows"][0]["model"] == "teacher"
 

@@ -21,8 +21,11 @@ NFEs (the paper's claim, Zheng et al. 2025) and how much unigram entropy it lose
 (whose discriminator calls the NFE count leaves out); ``true_ppl`` is exp(entropy rate) of the chain,
 the best possible, ``target`` the scores of the teacher samples the student is matched to.
 
-CPU default: ~3 minutes on 2 idle cores. Full-size run (GPU setting; ``divmin recipes`` shows
-it): ``divmin run didi-synthetic --out runs/didi --full``.
+CPU default: ~2.5 minutes of CPU time (one thread). Full-size run (a GPU setting, not measured yet;
+``divmin recipes`` shows it): ``divmin run didi-synthetic --out runs/didi-synthetic --full``, that is
+``--set width=256 --set depth=4 --set length=32 --set teacher.engine.max_steps=20000
+--set didi.engine.max_steps=3000 --set didi.teacher_pool=16384 --set didi.lr_student=5e-5
+--set didi.lr_discriminator=1e-4 --set eval_samples=5000``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from pathlib import Path
 import torch
 
 from ..data import MarkovLanguage
-from ..diffusion import DiDiConfig, DiDiTrainer, MaskedDiffusionLM, MDLMConfig, MDLMTrainer, MDLMTransformer, mdlm_sample
+from ..diffusion import (DiDiConfig, DiDiTrainer, MaskedDiffusionLM, MDLMConfig, MDLMTrainer, MDLMTransformer,
+                         mdlm_sample)
 from ..engine import Bool, EngineConfig, Instance, Int, Number, Tuple, validate
 from ..eval import generative_perplexity, unigram_entropy
 from ._plots import plt, save_figure
