@@ -51,7 +51,7 @@ def test_spec_and_keyword_for_the_same_parameter_is_refused():
 
 
 def test_kinds_partition_the_registry():
-    assert available_kinds() == ["f", "optimal_transport"]
+    assert available_kinds() == ["f", "integral", "optimal_transport"]
     by_kind = [set(divmin.available_divergences(k)) for k in available_kinds()]
     assert set.union(*by_kind) == set(divmin.available_divergences())
     assert sum(map(len, by_kind)) == len(divmin.available_divergences())

@@ -1,5 +1,6 @@
 """divmin.diffusion: one-step generators distilled from diffusion teachers with any f-divergence,
-and masked diffusion language models (MDLM: :class:`MaskedDiffusionLM`, :class:`MDLMTrainer`).
+masked diffusion language models (MDLM: :class:`MaskedDiffusionLM`, :class:`MDLMTrainer`), and
+DiDi-Instruct (:class:`DiDiTrainer`): few-step MDLM students distilled by integral-KL policy gradients.
 
 Noise schedule (VE / EDM): x_t = x_0 + sigma eps. A teacher gives ``score(x_t, sigma)``
 (and/or ``denoise``); :func:`fdistill_surrogate` turns teacher score, fake score and a
@@ -8,6 +9,10 @@ log-ratio estimate into the f-distill generator gradient E[h(r) (s_Q - s_P) dx_t
 """
 
 from ._denoiser_teacher import DenoiserTeacher, DenoiserTrainingConfig, edm_sampler, edm_sigmas, train_denoiser
+from ._didi import MaskedDiscriminator, group_normalize, integral_policy_loss, path_log_prob
+from ._didi_config import DiDiConfig
+from ._didi_sampler import GuidedSample, guided_sample
+from ._didi_trainer import DiDiInstruct, DiDiTrainer
 from ._config import FEATURE_SOURCES, SIGMA_SAMPLERS, TIME_WEIGHTS, FDistillConfig
 from ._fdistill import FDistill
 from ._mdlm import MDLMSample, MaskedDiffusionLM, mdlm_loss, mdlm_reverse_step, mdlm_sample, sample_times, subs_log_probs
@@ -24,12 +29,16 @@ __all__ = [
     "ConvBackbone",
     "DenoiserGenerator",
     "DenoiserTeacher",
+    "DiDiConfig",
+    "DiDiInstruct",
+    "DiDiTrainer",
     "DenoiserTrainingConfig",
     "DiffusionTeacher",
     "EDMDenoiser",
     "FDistill",
     "FDistillConfig",
     "GaussianMixtureTeacher",
+    "GuidedSample",
     "MDLMConfig",
     "MDLMSample",
     "MDLMTrainer",
@@ -37,6 +46,7 @@ __all__ = [
     "MLPBackbone",
     "MLPGenerator",
     "MaskedDiffusionLM",
+    "MaskedDiscriminator",
     "RatioHead",
     "check_fdistill_divergence",
     "edm_sampler",
@@ -44,9 +54,13 @@ __all__ = [
     "expand_sigma",
     "fdistill_surrogate",
     "fdistill_weight",
+    "group_normalize",
+    "guided_sample",
+    "integral_policy_loss",
     "mdlm_loss",
     "mdlm_reverse_step",
     "mdlm_sample",
+    "path_log_prob",
     "sample_times",
     "score_from_denoiser",
     "subs_log_probs",

@@ -61,7 +61,12 @@ class MDLMTransformer(nn.Module):
     def features(self, z_t: Tensor, t: Tensor) -> Tensor:
         """(B, L') ids in [0, V], (B,) times -> (B, L', width) final hidden states (after the last norm),
         e.g. the trunk of a discriminator initialised from a trained denoiser (DiDi-Instruct)."""
-        h = self.token(z_t) + self.position[: z_t.shape[1]]
+        return self.features_from_embeddings(self.token(z_t), t)
+
+    def features_from_embeddings(self, tokens: Tensor, t: Tensor) -> Tensor:
+        """(B, L', width) token embeddings (e.g. a soft mixture ``probs @ token.weight``), (B,) times ->
+        (B, L', width) features: :meth:`features` for inputs that need a gradient (guided sampling)."""
+        h = tokens + self.position[: tokens.shape[1]]
         if self.time is not None:
             h = h + self.time(_noise_embedding(t.float(), self.width))[:, None, :]
         return self.norm(self.encoder(h))

@@ -27,6 +27,7 @@ from ._sinkhorn import (
     sinkhorn_divergence,
 )
 from ._transport import Sinkhorn
+from ._integral import IntegralDivergence, IntegralF, IntegralForwardKL, IntegralReverseKL
 from ._parametric import (
     Alpha,
     GeneralizedJS,
@@ -42,6 +43,10 @@ __all__ = [
     "Divergence",
     "ForwardKL",
     "GeneralizedJS",
+    "IntegralDivergence",
+    "IntegralF",
+    "IntegralForwardKL",
+    "IntegralReverseKL",
     "JS",
     "Jeffreys",
     "NeymanChi2",

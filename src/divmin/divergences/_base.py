@@ -332,7 +332,8 @@ def as_divergence(divergence_or_name: "str | Discrepancy", argname: str = "diver
             f"got {type(divergence_or_name).__name__}"
         )
     if kinds is not None and member.kind not in kinds:
-        examples = ", ".join(available_divergences(kinds[0])[:2]) if kinds[0] in available_kinds() else ""
+        names = available_divergences(kinds[0]) if kinds[0] in available_kinds() else []
+        examples = ", ".join(names) if len(names) <= 4 else ", ".join(names[:2]) + ", ..."  # a short kind: all
         raise ValueError(f"`{argname}`: {member} is of kind {member.kind!r}; this takes kind(s) {list(kinds)}"
-                         + (f" ({kinds[0]} members: {examples}, ...)" if examples else ""))
+                         + (f" ({kinds[0]} members: {examples})" if names else ""))
     return member
