@@ -53,6 +53,13 @@ CASES = {
     # judge 6 steps, then the MDLM 6 steps: cut in the MDLM
     "mdlm-text": ([*_QUIET, "sentences=60", "mdlm_steps=6", "judge_steps=6", "samples=16", "width=16",
                    "judge_embd=16", "nfes=(1, 4)", "block_length=8"], 9, 12),
+    # teacher 4 steps, then 3 students of 2 steps (full, no grouped norm, no intermediate matching; the
+    # no-guided-sampler row samples the full student): cut in the third student
+    "didi-synthetic": (["teacher.engine.progress=False", "didi.engine.progress=False", "vocab_size=4", "length=5",
+                        "width=16", "depth=1", "heads=2", "nfes=(1, 4)", "eval_samples=20", "teacher.batch_size=16",
+                        "teacher.engine.max_steps=4", "teacher.engine.log_every=1", "didi.engine.max_steps=2",
+                        "didi.engine.log_every=1", "didi.batch_size=8", "didi.teacher_pool=8", "didi.teacher_nfe=2",
+                        "didi.eval_samples=8", "didi.disc_warmup=0"], 9, 10),
 }
 # more cuts, keyed "recipe/where": in the warm-up, between two log steps (log_every=2: checkpoints on
 # steps 2, 4, 6; cut after 5, so the resumed warm-up's last logged loss, the summary's warmup_loss,

@@ -43,6 +43,7 @@ from ..engine import Bool, EngineConfig, Instance, Int, Number, Tuple, validate
 from ..eval import generative_perplexity, unigram_entropy
 from ._plots import plt, save_figure
 from ._registry import RecipeResult, recipe
+from ._runs import resumable, run_engine
 
 ABLATIONS = {  # model row -> DiDiConfig fields changed
     "student-no-grouped-norm": {"grouped_normalization": False},
@@ -78,6 +79,7 @@ class DiDiSyntheticConfig:
     eval_samples: int = 1000  # samples per (model, nfe)
     ablations: bool = True  # also train and score the ablated students
     seed: int = 0  # torch seed of the models and the runs
+    resume: bool = False  # resume every training run (teacher, students) from its latest checkpoint
     teacher: MDLMConfig = dataclasses.field(default_factory=_default_teacher)  # teacher training
     didi: DiDiConfig = dataclasses.field(default_factory=_default_didi)  # distillation (ablations override fields)
 
@@ -85,7 +87,7 @@ class DiDiSyntheticConfig:
         vocab_size=Int(ge=2), length=Int(ge=2), order=Int(ge=1, le=2), sharpness=Number(ge=0),
         language_seed=Int(ge=0), width=Int(ge=2), depth=Int(ge=1), heads=Int(ge=1),
         nfes=Tuple(each=Int(ge=1), min_len=1), eval_samples=Int(ge=1), ablations=Bool(), seed=Int(ge=0),
-        teacher=Instance(MDLMConfig), didi=Instance(DiDiConfig),
+        resume=Bool(), teacher=Instance(MDLMConfig), didi=Instance(DiDiConfig),
     )
 
     def __post_init__(self) -> None:
@@ -99,9 +101,9 @@ def _score(x: torch.Tensor, lang: MarkovLanguage) -> dict[str, float]:
 def _distill(c: DiDiSyntheticConfig, teacher: MaskedDiffusionLM, lang: MarkovLanguage, target: torch.Tensor,
              name: str, out_dir: Path, **changes) -> DiDiTrainer:
     torch.manual_seed(c.seed)
-    engine = dataclasses.replace(c.didi.engine, seed=c.seed, out_dir=str(out_dir / name))
+    engine = run_engine(c.didi.engine, out_dir / name, seed=c.seed)
     trainer = DiDiTrainer(teacher, dataclasses.replace(c.didi, engine=engine, **changes), judge=lang, target=target)
-    trainer.train()
+    trainer.train(resume=resumable(engine, c.resume))
     return trainer
 
 
@@ -116,9 +118,9 @@ def run_didi_synthetic(config: DiDiSyntheticConfig, out_dir: Path) -> RecipeResu
     torch.manual_seed(c.seed)
     teacher = MaskedDiffusionLM(MDLMTransformer(c.vocab_size, c.length, width=c.width, depth=c.depth, heads=c.heads),
                                 c.vocab_size, c.length)
-    engine = dataclasses.replace(c.teacher.engine, seed=c.seed, out_dir=str(out_dir / "teacher"))
+    engine = run_engine(c.teacher.engine, out_dir / "teacher", seed=c.seed)
     trainer = MDLMTrainer(teacher, lang.sample, dataclasses.replace(c.teacher, engine=engine))
-    trainer.train()
+    trainer.train(resume=resumable(engine, c.resume))
     teacher = trainer.model.eval().requires_grad_(False)
     target = mdlm_sample(teacher, c.didi.teacher_pool, c.length, mask_id=teacher.mask_id, nfe=c.didi.teacher_nfe,
                          generator=torch.Generator().manual_seed(c.seed + 1)).tokens
