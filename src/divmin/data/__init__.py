@@ -2,10 +2,10 @@
 with no download, and real text as fixed-length token blocks (:func:`text_blocks`)."""
 
 from ._images import FASHION_MNIST_DIRS, fashion_mnist, find_fashion_mnist, load_digits_images, read_idx
-from ._markov import MarkovLanguage, check_token_ids
+from ._markov import MarkovLanguage, check_token_ids, check_token_source
 from ._sequences import BigramLM, PrefixTreeLM, all_sequences
 from ._text import SEPARATORS, TEXT_SPLITS, TextBlocks, pack_blocks, read_documents, text_blocks, word_vocab
 
 __all__ = ["BigramLM", "FASHION_MNIST_DIRS", "MarkovLanguage", "PrefixTreeLM", "SEPARATORS", "TEXT_SPLITS",
-           "TextBlocks", "all_sequences", "check_token_ids", "fashion_mnist", "find_fashion_mnist", "load_digits_images",
+           "TextBlocks", "all_sequences", "check_token_ids", "check_token_source", "fashion_mnist", "find_fashion_mnist", "load_digits_images",
            "pack_blocks", "read_documents", "read_idx", "text_blocks", "word_vocab"]

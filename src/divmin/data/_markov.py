@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["MarkovLanguage", "check_token_ids"]
+__all__ = ["MarkovLanguage", "check_token_ids", "check_token_source"]
 
 
 def check_token_ids(seqs: object, name: str, *, vocab_size: int, length: int | None = None,
@@ -55,6 +55,18 @@ def check_token_ids(seqs: object, name: str, *, vocab_size: int, length: int | N
         raise ValueError(f"`{name}` holds unknown token ids (valid: 0..{vocab_size - 1}), "
                          f"e.g. {int(seqs[bad][0])}")
     return seqs.long()
+
+
+def check_token_source(data: object, name: str, *, vocab_size: int, length: int) -> None:
+    """Training data of a sequence model: a non-empty (N, <= length) tensor of ids in [0, vocab_size),
+    or a callable ``(n, generator) -> (n, length)`` ids (a sampler such as ``MarkovLanguage.sample``)."""
+    if isinstance(data, Tensor):
+        check_token_ids(data, name, vocab_size=vocab_size, length=length, exact_length=False)
+        if data.shape[0] == 0:
+            raise ValueError(f"`{name}` holds no sequence")
+    elif not callable(data):
+        raise TypeError(f"`{name}` must be a tensor of token ids or a callable (n, generator), "
+                        f"got {type(data).__name__}")
 
 
 class MarkovLanguage:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..data import check_token_ids
+from ..data import check_token_ids, check_token_source
 from ..engine import Bool, EngineConfig, Instance, Int, MethodTrainer, Number, StepContext, Tuple, validate
 from ..eval import generative_perplexity, unigram_entropy
 from ._mdlm import MaskedDiffusionLM, mdlm_loss, mdlm_sample, sample_times
@@ -86,11 +86,7 @@ class MDLMTrainer(MethodTrainer):
         self.use_config(config, MDLMConfig)
         if not isinstance(model, MaskedDiffusionLM):
             raise TypeError(f"`model` must be a MaskedDiffusionLM, got {type(model).__name__}")
-        if isinstance(data, Tensor):
-            check_token_ids(data, "data", vocab_size=model.vocab_size, length=model.length, exact_length=False)
-        elif not callable(data):
-            raise TypeError(f"`data` must be a tensor of token ids or a callable (n, generator), "
-                            f"got {type(data).__name__}")
+        check_token_source(data, "data", vocab_size=model.vocab_size, length=model.length)
         if judge is not None and not callable(getattr(judge, "log_prob", None)):
             raise TypeError("`judge` must have a log_prob(seqs) method")
         self.model, self.data, self.judge = model, data, judge

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..data import check_token_ids
+from ..data import check_token_ids, check_token_source
 from ..engine import EngineConfig, Instance, Int, MethodTrainer, Number, StepContext, Tuple, validate
 from ._logps import sequence_logps
 from ._tiny import tiny_gpt2
@@ -183,13 +183,7 @@ class JudgeTrainer(MethodTrainer):
         self.use_config(config, JudgeConfig)
         if not isinstance(judge, ARJudge):
             raise TypeError(f"`judge` must be an ARJudge (e.g. tiny_judge(...)), got {type(judge).__name__}")
-        if isinstance(data, Tensor):
-            check_token_ids(data, "data", vocab_size=judge.vocab_size, length=judge.length, exact_length=False)
-            if data.shape[0] == 0:
-                raise ValueError("`data` has no blocks")
-        elif not callable(data):
-            raise TypeError(f"`data` must be a tensor of token ids or a callable (n, generator), "
-                            f"got {type(data).__name__}")
+        check_token_source(data, "data", vocab_size=judge.vocab_size, length=judge.length)
         if valid is not None:
             check_token_ids(valid, "valid", vocab_size=judge.vocab_size, length=judge.length, exact_length=False)
             if valid.shape[0] == 0:
