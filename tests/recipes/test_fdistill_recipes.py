@@ -86,3 +86,15 @@ def test_fdistill_images_outputs(tmp_path):
     fd = {k.rsplit(" (", 1)[0]: v for k, v in figure["data"]["bars"].items()}
     assert fd == pytest.approx({k: r["FD"] for k, r in by.items() if k != "training data"})
     assert figure["data"]["references"]["training data"] == pytest.approx(by["training data"]["FD"])
+
+
+def test_image_grid_separates_the_digits_with_blank_gaps():
+    import torch
+
+    from divmin.recipes.fdistill_images import _tile
+
+    x = torch.arange(64, dtype=torch.float32).reshape(64, 1, 1, 1).expand(64, 1, 8, 8) / 64  # digit i = i/64
+    grid = _tile(x, gap=2)
+    assert grid.shape == (78, 78)
+    assert torch.equal(grid[8:10], torch.full((2, 78), -1.0)) and torch.equal(grid[:, 8:10], torch.full((78, 2), -1.0))
+    assert torch.equal(grid[10:18, 20:28], torch.full((8, 8), 10 / 64))  # row 1, column 2: digit 10

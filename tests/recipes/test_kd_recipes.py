@@ -70,7 +70,7 @@ def test_kd_cls_smoke(tmp_path):
 
 
 def test_kd_lm_smoke(tmp_path):
-    over = QUIET + ['methods=("ce", "forward_kl", "js:on-policy")', "seeds=(0,)", "teacher_sequences=400",
+    over = QUIET + ['methods=("ce", "forward_kl", "js:on-policy", "sinkd")', "seeds=(0,)", "teacher_sequences=400",
                     "transfer_sequences=64", "test_sequences=100", "teacher_steps=150", "engine.max_steps=40",
                     "max_words=8", "batch_size=16"]
     result = run_recipe("kd-lm", tmp_path, over)
@@ -81,7 +81,11 @@ def test_kd_lm_smoke(tmp_path):
         r = rows[f"student: {m}"]
         assert r["ppl"] > 0.95 * true_ppl and r["KL(T||S)"] != r["KL(S||T)"]  # KL is not symmetric
     assert rows["student: forward_kl"]["KL(T||S)"] < rows["student: ce"]["KL(T||S)"]
-    assert result.summary["best_method"] in ("forward_kl", "js:on-policy")
+    assert result.summary["best_method"] in ("forward_kl", "js:on-policy", "sinkd")
+    # the SinKD row is forward-KL KD plus the Sinkhorn term: the term is logged and changes the student
+    sinkd_log = (tmp_path / "students" / "sinkd" / "seed0" / "metrics.jsonl").read_text()
+    assert '"sinkd"' in sinkd_log
+    assert rows["student: sinkd"]["KL(T||S)"] != rows["student: forward_kl"]["KL(T||S)"]
     figure = check_figure(tmp_path / "kd_lm.png")
     assert figure["data"]["bars"] == pytest.approx(result.summary["student_ppl"])
     assert figure["data"]["references"]["true law"] == pytest.approx(true_ppl)

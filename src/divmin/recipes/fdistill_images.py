@@ -67,7 +67,9 @@ def _default_fdistill() -> FDistillConfig:
 
 @dataclasses.dataclass
 class FDistillImagesConfig:
-    divergences: tuple[str, ...] = ("reverse_kl", "js")  # one student per registry name
+    # one student per registry name: mode-seeking (reverse KL = DMD), mass-covering (forward KL, h = r
+    # unbounded), and two with a bounded weight h (JS: sigmoid(log r); softened reverse KL: sigmoid(-log r))
+    divergences: tuple[str, ...] = ("reverse_kl", "forward_kl", "js", "softened_reverse_kl")
     seed: int = 0  # seed of every stage
     backbone: str = "mlp"  # "mlp" (CPU-sized) or "conv" (for a GPU)
     width: int = 256  # MLP hidden size, or conv channels
@@ -223,13 +225,25 @@ def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeRe
     return RecipeResult(["sampler", "NFE", "FD", "classes covered", "class TV"], rows, [str(plot)], summary)
 
 
+def _tile(x: Tensor, gap: int = 2) -> Tensor:
+    """(64, 1, 8, 8) images in [-1, 1] -> one (8 * (8 + gap) - gap)^2 picture, digits separated by
+    ``gap`` blank (value -1, white under gray_r) pixels so that neighbours do not run together."""
+    x = x.float().clamp(-1, 1).cpu().reshape(-1, 8, 8)
+    n = 8
+    side = n * (8 + gap) - gap
+    out = torch.full((side, side), -1.0)
+    for i in range(min(len(x), n * n)):
+        r, col = divmod(i, n)
+        out[r * (8 + gap):r * (8 + gap) + 8, col * (8 + gap):col * (8 + gap) + 8] = x[i]
+    return out
+
+
 def _image_grids(grids: dict[str, Tensor], rows: list[dict], path: Path) -> Path:
     """64 samples per sampler (8 x 8 grids of 8 x 8 digits), then FD per sampler as bars."""
     fig, axes = plt.subplots(1, len(grids) + 1, figsize=(2.6 * len(grids) + 4.5, 4.4), squeeze=False,
                              gridspec_kw={"width_ratios": [1] * len(grids) + [1.8]})
     for ax, (name, x) in zip(axes.flat, grids.items()):
-        x = x[:64].float().clamp(-1, 1).cpu().reshape(8, 8, 8, 8).permute(0, 2, 1, 3).reshape(64, 64)
-        ax.imshow(x.numpy(), cmap="gray_r", vmin=-1, vmax=1)
+        ax.imshow(_tile(x[:64]).numpy(), cmap="gray_r", vmin=-1, vmax=1)
         ax.set(xticks=[], yticks=[], xlabel="64 samples")
         ax.set_title(name, fontsize=9)
     fd = {f"{r['sampler']} ({r['NFE']} NFE)": r["FD"] for r in rows if r["sampler"] != "training data"}

@@ -12,8 +12,11 @@ with cross-entropy on ``teacher_sequences`` sequences; each student
 (``student_layers`` x ``student_embd``) gets ``transfer_sequences`` sequences and
 is trained with :class:`divmin.distill.DistillTrainer` by a method spec:
 ``"ce"`` (labels only), a registry name (off-policy KD with that divergence,
-pure soft loss) or ``"<name>:on-policy"`` (GKD: with probability ``lmbda`` a
-micro-batch's completions are the student's own samples).
+pure soft loss), ``"<name>:on-policy"`` (GKD: with probability ``lmbda`` a
+micro-batch's completions are the student's own samples) or ``"sinkd"`` (SinKD:
+forward-KL KD plus ``sinkd_weight`` x the research code's Sinkhorn loss between
+the student's and the teacher's next-token distributions over a batch's
+completion tokens).
 
 Reported on held-out sequences (teacher forcing on completion tokens): student
 perplexity, KL(teacher || student) and KL(student || teacher) per token; the
@@ -47,6 +50,7 @@ __all__ = ["KDLMConfig", "MarkovCorpus", "run_kd_lm"]
 
 PAD, EOS = 0, 1
 _ON = ":on-policy"
+_SPECIAL = ("ce", "sinkd")  # methods that are not a registry name
 
 
 def _default_engine() -> EngineConfig:
@@ -56,7 +60,7 @@ def _default_engine() -> EngineConfig:
 @dataclasses.dataclass
 class KDLMConfig:
     methods: tuple[str, ...] = ("ce", "forward_kl", "reverse_kl", "js", "total_variation", "skew_forward_kl",
-                                "forward_kl:on-policy", "reverse_kl:on-policy")  # see the module docstring
+                                "forward_kl:on-policy", "reverse_kl:on-policy", "sinkd")  # see the module docstring
     seeds: tuple[int, ...] = (0, 1)  # student seeds (init, data order, samples)
     data_seed: int = 0  # seed of the Markov chain and the sequences
     topics: int = 8  # topic tokens (each has its own transition matrix)
@@ -75,18 +79,19 @@ class KDLMConfig:
     lr: float = 3e-3  # AdamW learning rate of teacher and students
     batch_size: int = 32  # student micro-batch size
     lmbda: float = 0.5  # on-policy fraction of the ":on-policy" methods
+    sinkd_weight: float = 0.0008  # SinKD term weight of the "sinkd" method (research code 0.001 x beta 0.8)
     num_threads: int | None = 1  # torch intra-op threads during the run (tiny models: 1 is fastest); None = as is
     resume: bool = False  # resume every training run from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        methods=Tuple(each=IsDivergence(parse=lambda m: None if m == "ce" else divergence(m.removesuffix(_ON))),
+        methods=Tuple(each=IsDivergence(parse=lambda m: None if m in _SPECIAL else divergence(m.removesuffix(_ON))),
                       min_len=1),
         seeds=Tuple(each=Int(ge=0), min_len=1), data_seed=Int(ge=0), topics=Int(ge=1), words=Int(ge=1),
         concentration=Number(gt=0), p_end=Number(gt=0, lt=1), max_words=Int(ge=2), teacher_sequences=Int(ge=1),
         transfer_sequences=Int(ge=1), test_sequences=Int(ge=1), teacher_layers=Int(ge=1), teacher_embd=Int(ge=1),
         student_layers=Int(ge=1), student_embd=Int(ge=1), teacher_steps=Int(ge=1), lr=Number(gt=0),
-        batch_size=Int(ge=1), lmbda=Number(ge=0, le=1), num_threads=Int(ge=1, optional=True), resume=Bool(),
+        batch_size=Int(ge=1), lmbda=Number(ge=0, le=1), sinkd_weight=Number(ge=0), num_threads=Int(ge=1, optional=True), resume=Bool(),
         engine=Instance(EngineConfig),
     )
 
@@ -190,6 +195,8 @@ def _student_config(c: KDLMConfig, method: str, seed: int, out: Path) -> Distill
     common = dict(lr=c.lr, batch_size=c.batch_size, engine=engine, max_new_tokens=c.max_words)
     if method == "ce":
         return DistillConfig(alpha=0.0, **common)
+    if method == "sinkd":
+        return DistillConfig(divergence="forward_kl", alpha=1.0, sinkd_weight=c.sinkd_weight, **common)
     on = method.endswith(_ON)
     return DistillConfig(divergence=method.removesuffix(_ON), alpha=1.0, lmbda=c.lmbda if on else 0.0, **common)
 
