@@ -52,7 +52,7 @@ def test_outputs_are_written(fit_run):
     for name in ("config.json", "metrics.jsonl", "results.json", "fit.png"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "results.json").read_text())
-    assert saved["columns"] == result.columns and len(saved["rows"]) == 3 and "restart" in saved["columns"]
+    assert saved["columns"] == result.columns and len(saved["rows"]) == 3 and "start" in saved["columns"]
     assert json.loads((out / "config.json").read_text())["config"]["engine"]["max_steps"] == 800
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 800 and "D/reverse_kl" in records[-1]

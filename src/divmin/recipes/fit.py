@@ -10,11 +10,14 @@ members at once in one engine run (independent parameters, one Adam).
 Expected: reverse KL (mode-seeking) locks onto one mode; forward KL
 (mass-covering) spreads over all of them.
 
-Mode-seeking members have one local optimum per mode, so each member is fitted
-from ``restarts`` starting points (centres spread over the target's modes) in
-the same run, and the table shows the fit with the lowest value of the member's
-own divergence (column ``restart``): the best single Gaussian among them, not
-whichever mode the one start happened to fall into.
+Mode-seeking members have one local optimum per mode, so where a fit starts
+decides which it finds. With ``mode_starts`` each member starts from the best of
+several candidates by its own divergence: the default start (centred at 0, std
+``init_std``) and one on each target component (its mean and std); column
+``start`` says which (0: the default, k: the k-th component). The candidates are
+only scored, not trained, so the recipe costs one fit per member, and a candidate
+whose divergence is astronomically large (Neyman chi^2 for a start wider than the
+target's support) is simply never chosen.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run fit --out runs/fit --full``, that is
 ``--set engine.max_steps=1500 --set "grid=(-12.0, 12.0, 2048)"``.
@@ -52,7 +55,7 @@ class FitConfig:
     grid: tuple[float, float, int] = (-12.0, 12.0, 2048)  # (low, high, points) of the discretisation
     lr: float = 0.05  # Adam learning rate
     coverage: float = 0.25  # a mode counts as covered if Q puts >= coverage x P's mass in its +-2 std window
-    restarts: int = 3  # fits per member, centred at evenly spaced points from the lowest to the highest target mean
+    mode_starts: bool = True  # start each fit from the best of: the default start, one on each target component
     resume: bool = False  # resume every training run from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
@@ -60,7 +63,7 @@ class FitConfig:
         divergences=Tuple(each=IsDivergence(parse=divergence)), weights=Tuple(each=Number(gt=0), min_len=2),
         means=Tuple(each=Number(), min_len=2), stds=Tuple(each=Number(gt=0), min_len=2), components=Int(ge=1),
         init_std=Number(gt=0), grid=Tuple((Number(), Number(), Int(ge=16))), lr=Number(gt=0),
-        coverage=Number(gt=0, le=1), restarts=Int(ge=1), resume=Bool(), engine=Instance(EngineConfig),
+        coverage=Number(gt=0, le=1), mode_starts=Bool(), resume=Bool(), engine=Instance(EngineConfig),
     )
 
     def __post_init__(self) -> None:
@@ -108,50 +111,41 @@ class FitTask:
             self.x, torch.tensor(config.weights, dtype=torch.float64).log(),
             torch.tensor(config.means, dtype=torch.float64), torch.tensor(config.stds, dtype=torch.float64).log())
 
-    def centres(self) -> list[float]:
-        """Starting centres of the restarts: from the lowest to the highest target mean (their midpoint for one)."""
-        lo, hi, r = min(self.config.means), max(self.config.means), self.config.restarts
-        return [(lo + hi) / 2] if r == 1 else torch.linspace(lo, hi, r, dtype=torch.float64).tolist()
+    def candidates(self) -> list[tuple[float, float]]:
+        """(centre, std) of each candidate start: the default one, then one per target component."""
+        c = self.config
+        return [(0.0, c.init_std)] + (list(zip(c.means, c.stds)) if c.mode_starts else [])
+
+    def start(self, name: str) -> int:
+        """Index of the candidate start with the lowest value of member ``name``'s divergence."""
+        c, scores = self.config, []
+        with torch.no_grad():
+            for i, (centre, sd) in enumerate(self.candidates()):
+                logq = GaussianMixture(c.components, sd, c.init_std, centre)(self.x)
+                value = float(categorical_divergence(logq, self.target, divergence=self.divs[name]))
+                scores.append((value if math.isfinite(value) else math.inf, i))
+        return min(scores)[1]
 
     def models(self) -> dict[str, nn.Module]:
         c = self.config
-        return {"fits": nn.ModuleDict({_key(n, i): GaussianMixture(c.components, c.init_std, c.init_std, centre)
-                                       for n in self.divs for i, centre in enumerate(self.centres())})}
+        fits = {}
+        for name in self.divs:
+            centre, sd = self.candidates()[self.start(name)]
+            fits[name] = GaussianMixture(c.components, sd, c.init_std, centre)
+        return {"fits": nn.ModuleDict(fits)}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         return {"fits": torch.optim.Adam(models["fits"].parameters(), lr=self.config.lr)}
 
     def train_step(self, batch: object, ctx) -> StepOutput:
         x, target = self.x.to(ctx.device), self.target.to(ctx.device)
-        logq = ctx.call("fits", lambda fits, x: {key: fits[key](x) for key in fits}, x)  # one DDP forward
+        logq = ctx.call("fits", lambda fits, x: {name: fits[name](x) for name in self.divs}, x)  # one DDP forward
         total, metrics = 0.0, {}
-        for key, lq in logq.items():
-            name = _name(key)
-            loss = categorical_divergence(lq[None], target[None], divergence=self.divs[name])
+        for name, div in self.divs.items():
+            loss = categorical_divergence(logq[name][None], target[None], divergence=div)
             total = total + loss
-            best = metrics.get(f"D/{name}")
-            metrics[f"D/{name}"] = loss.detach() if best is None else torch.minimum(best, loss.detach())
+            metrics[f"D/{name}"] = loss.detach()
         return StepOutput(loss=total, metrics=metrics)
-
-
-def _key(name: str, restart: int) -> str:
-    return f"{name}#{restart}"  # ModuleDict keys: no dots, so a spec such as "alpha:0.5" must not reach them
-
-
-def _name(key: str) -> str:
-    return key.rsplit("#", 1)[0]
-
-
-def best_fits(task: FitTask, fits: nn.ModuleDict) -> dict[str, tuple[int, nn.Module]]:
-    """Per member, (restart index, fit) with the lowest value of the member's own divergence."""
-    out = {}
-    with torch.no_grad():
-        for name, div in task.divs.items():
-            scores = [(float(categorical_divergence(fits[_key(name, i)](task.x), task.target, divergence=div)), i)
-                      for i in range(task.config.restarts)]
-            i = min(scores)[1]
-            out[name] = (i, fits[_key(name, i)])
-    return out
 
 
 def _window_mass(logp: torch.Tensor, x: torch.Tensor, lo: float, hi: float) -> float:
@@ -162,17 +156,16 @@ def _window_mass(logp: torch.Tensor, x: torch.Tensor, lo: float, hi: float) -> f
 def _evaluate(task: FitTask, fits: nn.ModuleDict) -> list[dict]:
     c, x, target = task.config, task.x, task.target
     rows = []
-    best = best_fits(task, fits.cpu())
     with torch.no_grad():
         for name, div in task.divs.items():
-            restart, model = best[name]
+            model = fits[name].cpu()
             logq = model(x)
             covered = sum(
                 _window_mass(logq, x, m - 2 * s, m + 2 * s) >= c.coverage * _window_mass(target, x, m - 2 * s, m + 2 * s)
                 for m, s in zip(c.means, c.stds))
             metric = lambda d: float(categorical_divergence(logq, target, divergence=d))  # noqa: E731
             rows.append({
-                "divergence": name, "behaviour": div.behaviour, "restart": restart, "modes covered": int(covered),
+                "divergence": name, "behaviour": div.behaviour, "start": task.start(name), "modes covered": int(covered),
                 "mean": ", ".join(f"{v:.2f}" for v in model.mu.tolist()),
                 "std": ", ".join(f"{v:.2f}" for v in model.log_sd.exp().tolist()),
                 "KL(P||Q)": metric("forward_kl"), "KL(Q||P)": metric("reverse_kl"), "JS": metric("js"),
@@ -190,14 +183,14 @@ def run_fit(config: FitConfig, out_dir: Path) -> RecipeResult:
     fits = trainer.models["fits"]
     rows = _evaluate(task, fits)
     with torch.no_grad():
-        curves = {r["divergence"]: fits[_key(r["divergence"], r["restart"])](task.x).exp() for r in rows}
+        curves = {r["divergence"]: fits[r["divergence"]](task.x).exp() for r in rows}
     plot = density_grid_plot(task.x, task.target.exp(), curves, out_dir / "fit.png",
                              title=f"fit: target (grey) and the best single Gaussian per divergence "
-                                   f"(of {config.restarts} starts)")
+                                   f"(best of {len(task.candidates())} starts)")
     k = len(config.weights)
     modes = {r["divergence"]: r["modes covered"] for r in rows}
     summary = {"modes_in_target": k, "modes_covered": modes}
     if "reverse_kl" in modes and "forward_kl" in modes:
         summary["claim_holds"] = modes["reverse_kl"] == 1 and modes["forward_kl"] == k
-    cols = ["divergence", "behaviour", "restart", "modes covered", "mean", "std", "KL(P||Q)", "KL(Q||P)", "JS"]
+    cols = ["divergence", "behaviour", "start", "modes covered", "mean", "std", "KL(P||Q)", "KL(Q||P)", "JS"]
     return RecipeResult(cols, rows, [str(plot)], summary)
