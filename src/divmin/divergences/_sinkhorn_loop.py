@@ -1,0 +1,216 @@
+r"""The Sinkhorn iterations behind :func:`divmin.sinkhorn`: scaling form with absorption.
+
+A log-domain Sinkhorn step costs two log-sum-exps over the (n, m) cost, i.e. an
+``exp`` per entry and several full-size temporaries. Writing the potentials as
+``f = f0 + eps log u`` and ``g = g0 + eps log v`` around an *absorbed* pair
+``(f0, g0)`` turns the step into two matrix-vector products with the fixed kernel
+
+.. math::
+
+    \tilde K_{ij} = e^{(f0_i + g0_j - C_{ij})/\varepsilon}, \qquad
+    u \leftarrow 1 / \tilde K (b \odot v), \qquad v \leftarrow 1 / \tilde K^\top (a \odot u),
+
+the same iterates in exact arithmetic. Because ``f0, g0`` are close to the optimum,
+``K~`` holds numbers of order one where the plan has mass (no underflow of
+``exp(-C/eps)``, unlike the plain kernel); ``(u, v)`` are folded back into
+``(f0, g0)`` ("absorption", Schmitzer 2019) at each epsilon level and whenever they
+drift out of a safe range. A non-finite scaling (e.g. a kernel row that underflowed)
+sends the level back to exact log-domain steps from the last good state. The row
+marginal ``a u K~(b v)`` needed for the stopping test is the next step's product, so
+checking costs no extra pass. On CPU the batch is solved in chunks whose kernel fits
+in the L2 cache, each stopping on its own (the batch's ``n_iter`` is the largest).
+
+Epsilon-scaling: ``eps`` goes from ``max|C|`` down to ``epsilon`` by the factor
+``scaling``; each intermediate level runs until its marginal error is below
+``_LEVEL_TOL`` (at most ``_LEVEL_CAP`` steps) so the final level starts warm.
+
+References
+----------
+* B. Schmitzer. Stabilized Sparse Scaling Algorithms for Entropy Regularized Transport
+  Problems. SIAM J. Sci. Comput. 41(3), 2019.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_LEVEL_TOL = 1e-2  # intermediate epsilon levels: loose marginal error, then move on
+_LEVEL_CAP = 100  # ... or this many steps
+_CACHE_BYTES = 2 << 20  # CPU: kernel bytes per chunk (about half of an L2 cache)
+
+
+def c_transform(pot: Tensor, log_w: Tensor, cost: Tensor, eps: Tensor) -> Tensor:
+    """``-eps * LSE_j(log w_j + (pot_j - cost_ij)/eps)``; pot, log_w (B, m), cost (B, n, m), eps (B, 1)."""
+    z = (pot.unsqueeze(-2) - cost) / eps.unsqueeze(-1)
+    z = z.add_(log_w.unsqueeze(-2)) if not z.requires_grad else z + log_w.unsqueeze(-2)
+    return -eps * torch.logsumexp(z, dim=-1)
+
+
+class _Problem:
+    """One chunk: weights, their logs, the cost (and its transpose view), the mask of unused pairs."""
+
+    def __init__(self, a, b, log_a, log_b, cost, symmetric):
+        self.a, self.b, self.log_a, self.log_b, self.cost, self.symmetric = a, b, log_a, log_b, cost, symmetric
+        # Pairs with a_i = b_j = 0 carry no mass and no constraint: their exponent is
+        # unbounded (it would overflow K~ and make inf * 0), so they are pinned to 0.
+        za, zb = a == 0, b == 0
+        self.dead = (za.unsqueeze(-1) & zb.unsqueeze(-2)) if bool(za.any() & zb.any()) else None
+
+    def kernel(self, f: Tensor, g: Tensor, eps: Tensor) -> Tensor:
+        x = f.unsqueeze(-1) + g.unsqueeze(-2) - self.cost
+        grad = x.requires_grad
+        x = x / eps.unsqueeze(-1) if grad else x.div_(eps.unsqueeze(-1))
+        if self.dead is not None:
+            x = x.masked_fill(self.dead, -math.inf)
+        return x.exp() if grad else x.exp_()
+
+    def log_step(self, f: Tensor, g: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """One exact log-domain Sinkhorn step (or the averaged step when symmetric)."""
+        if self.symmetric:
+            f = 0.5 * (f + c_transform(f, self.log_a, self.cost, eps))
+            return f, f
+        f = c_transform(g, self.log_b, self.cost, eps)
+        return f, c_transform(f, self.log_a, self.cost.transpose(-1, -2), eps)
+
+
+def _rows(K: Tensor, w: Tensor) -> Tensor:
+    return torch.matmul(K, w.unsqueeze(-1)).squeeze(-1)
+
+
+def _cols(K: Tensor, w: Tensor) -> Tensor:
+    return torch.matmul(w.unsqueeze(-2), K).squeeze(-2)
+
+
+def _level(p: _Problem, f, g, eps, budget: int, tol: float, check_every: int, cold: bool):
+    """Iterate at one epsilon for at most ``budget`` steps; returns f, g, steps, error (B,).
+
+    ``cold``: (f, g) are not near-optimal (no annealing before), so ``exp(-C/eps)`` may
+    underflow whole rows: the first step is then an exact log-domain one.
+    """
+    steps = 0
+    if cold:
+        f, g = p.log_step(f, g, eps)
+        steps = 1
+    f0, g0, K, u, v, s = _absorb(p, f, g, eps)
+    err = torch.full_like(f[..., 0], math.inf)
+    limit = 0.25 * math.log(torch.finfo(f.dtype).max)  # |log u| beyond this: absorb
+    log_mode = False
+    while steps < budget:
+        steps += 1
+        if log_mode:
+            f, g = p.log_step(f, g, eps)
+        elif p.symmetric:  # f <- (f + T(f))/2 is u <- sqrt(u / K~(a u))
+            u = v = (u / s).sqrt()
+            s = _rows(K, p.a * u)
+        else:
+            u = 1 / s
+            v = 1 / _cols(K, p.a * u)
+            s = _rows(K, p.b * v)
+        if steps % check_every and steps < budget:
+            continue
+        # One host sync per check: stop, fall back to log steps, or absorb.
+        with torch.no_grad():
+            if log_mode:
+                row = torch.exp(p.log_a + (f - c_transform(g, p.log_b, p.cost, eps)) / eps)
+                drift = f.new_zeros(())
+            else:
+                row = p.a * u * s
+                drift = torch.cat([u, v], -1).log().abs().amax()
+            err = (row - p.a).abs().sum(-1)
+            state = torch.stack([err.max(), drift]).tolist()
+        if not all(math.isfinite(x) for x in state):
+            # K~ lost a row (underflow) or a scaling overflowed: redo with exact log steps.
+            f, g, log_mode = f0, g0, True
+            err = torch.full_like(err, math.inf)
+            continue
+        if state[0] < tol:
+            break
+        if not log_mode and state[1] > limit:
+            f0, g0, K, u, v, s = _absorb(p, f0 + eps * u.log(), g0 + eps * v.log(), eps)
+    if not log_mode:
+        f, g = f0 + eps * u.log(), g0 + eps * v.log()
+    return f, g, steps, err
+
+
+def _absorb(p: _Problem, f: Tensor, g: Tensor, eps: Tensor):
+    """Kernel K~ at (f, g), unit scalings and the first row sums."""
+    K = p.kernel(f, g, eps)
+    u, v = torch.ones_like(f), torch.ones_like(g)
+    return f, g, K, u, v, _rows(K, p.a * u if p.symmetric else p.b * v)
+
+
+def _levels(cmax: Tensor, epsilon: float, scaling: float | None) -> list[Tensor]:
+    """The epsilon schedule, each level (B, 1): ``max|C|`` (per item, finite entries;
+    ``cmax`` (B,)) times ``scaling^k``, floored at ``epsilon``."""
+    final = cmax.new_full((cmax.shape[0], 1), epsilon)
+    if scaling is None or scaling == 1:
+        return [final]
+    eps0 = cmax.clamp_min(epsilon).unsqueeze(-1)
+    ratio = float(eps0.max()) / epsilon
+    n = math.ceil(math.log(ratio) / -math.log(scaling) - 1e-9) if ratio > 1 else 0
+    return [(eps0 * scaling**k).clamp_min(epsilon) for k in range(n)] + [final]
+
+
+def _chunk(cost: Tensor) -> int:
+    if cost.device.type != "cpu":
+        return cost.shape[0]
+    return max(1, _CACHE_BYTES // (cost.shape[-1] * cost.shape[-2] * cost.element_size()))
+
+
+def iterate(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol, check_every, symmetric):
+    """Sinkhorn potentials for a (B, n, m) problem: f (B, n), g (B, m), n_iter, error (B,).
+
+    ``error`` is the L1 error of the plan's row marginal at the last check (column
+    marginals are exact after each step).
+    """
+    size = _chunk(cost)
+    outs = [_solve_chunk(*(t[i:i + size] for t in (a, b, log_a, log_b, cost, cmax)), epsilon, scaling,
+                         max_iter, tol, check_every, symmetric) for i in range(0, cost.shape[0], size)]
+    f, g, n_iter, err = zip(*outs)
+    return torch.cat(f), torch.cat(g), max(n_iter), torch.cat(err)
+
+
+def _solve_chunk(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol, check_every, symmetric):
+    p = _Problem(a, b, log_a, log_b, cost, symmetric)
+    levels = _levels(cmax, epsilon, scaling)
+    f, g = cost.new_zeros(cost.shape[:-1]), cost.new_zeros(cost.shape[:-2] + cost.shape[-1:])
+    n_iter = 0
+    for k, eps in enumerate(levels):
+        last = k == len(levels) - 1
+        # Every later level keeps at least one step of the budget.
+        budget = max_iter - n_iter if last else min(_LEVEL_CAP, max_iter - n_iter - (len(levels) - 1 - k))
+        if budget <= 0:
+            continue
+        f, g, steps, err = _level(p, f, g, eps, budget, tol if last else max(tol, _LEVEL_TOL),
+                                  check_every if last else 1, cold=last and n_iter == 0)
+        n_iter += steps
+    return f, g, n_iter, err
+
+
+def plan_outputs(f, g, a, b, cost, epsilon: float, has_inf: bool):
+    """Without autograd: transport cost, dual objective (B,), plan (B, n, m) and its
+    marginal error ``max(|P 1 - a|_1, |P^T 1 - b|_1)`` (B,), chunk by chunk in cache.
+
+    ``P = exp(((f + eps log a) ⊕ (g + eps log b) - C) / eps)``: folding the weights into
+    the exponent keeps pairs with a zero weight at exactly 0 (``-inf`` exponent) without
+    the ``inf * 0`` their unconstrained potentials could produce.
+    """
+    plan = torch.empty_like(cost)
+    out = torch.empty(3, cost.shape[0], dtype=cost.dtype, device=cost.device)
+    size = _chunk(cost)
+    fa, gb = f + epsilon * a.log(), g + epsilon * b.log()
+    for i in range(0, cost.shape[0], size):
+        sl = slice(i, i + size)
+        P, C = plan[sl], cost[sl]
+        torch.add(fa[sl].unsqueeze(-1), gb[sl].unsqueeze(-2), out=P)
+        P.sub_(C).div_(epsilon).exp_()
+        C = C.masked_fill(torch.isinf(C), 0) if has_inf else C  # 0 * inf: forbidden pairs cost nothing
+        out[0, sl] = torch.matmul(P.flatten(-2).unsqueeze(-2), C.flatten(-2).unsqueeze(-1)).flatten()
+        rows, cols = P.sum(-1), P.sum(-2)
+        out[1, sl] = rows.sum(-1)
+        out[2, sl] = torch.maximum((rows - a[sl]).abs().sum(-1), (cols - b[sl]).abs().sum(-1))
+    objective = (f * a).sum(-1) + (g * b).sum(-1) - epsilon * (out[1] - 1)
+    return out[0], objective, plan, out[2]
