@@ -39,7 +39,7 @@ from torch import Tensor
 
 _LEVEL_TOL = 1e-2  # intermediate epsilon levels: loose marginal error, then move on
 _LEVEL_CAP = 100  # ... or this many steps
-_CACHE_BYTES = 2 << 20  # CPU: kernel bytes per chunk (about half of an L2 cache)
+_CACHE_BYTES = 1 << 20  # CPU: bytes of K~ per chunk (with K~^T, half of a 4 MiB L2 cache)
 
 
 def c_transform(pot: Tensor, log_w: Tensor, cost: Tensor, eps: Tensor) -> Tensor:
@@ -52,20 +52,29 @@ def c_transform(pot: Tensor, log_w: Tensor, cost: Tensor, eps: Tensor) -> Tensor
 class _Problem:
     """One chunk: weights, their logs, the cost (and its transpose view), the mask of unused pairs."""
 
-    def __init__(self, a, b, log_a, log_b, cost, symmetric):
+    def __init__(self, a, b, log_a, log_b, cost, symmetric, buf: Tensor | None):
         self.a, self.b, self.log_a, self.log_b, self.cost, self.symmetric = a, b, log_a, log_b, cost, symmetric
+        # K~ and its transpose, stored contiguous and reused (CPU gemv is fastest on w @ K).
+        self.buf = None if buf is None else tuple(t if t is None else t[: cost.shape[0]] for t in buf)
         # Pairs with a_i = b_j = 0 carry no mass and no constraint: their exponent is
         # unbounded (it would overflow K~ and make inf * 0), so they are pinned to 0.
         za, zb = a == 0, b == 0
         self.dead = (za.unsqueeze(-1) & zb.unsqueeze(-2)) if bool(za.any() & zb.any()) else None
 
     def kernel(self, f: Tensor, g: Tensor, eps: Tensor) -> Tensor:
-        x = f.unsqueeze(-1) + g.unsqueeze(-2) - self.cost
-        grad = x.requires_grad
-        x = x / eps.unsqueeze(-1) if grad else x.div_(eps.unsqueeze(-1))
-        if self.dead is not None:
-            x = x.masked_fill(self.dead, -math.inf)
-        return x.exp() if grad else x.exp_()
+        if self.buf is None:  # autodiff: out of place
+            x = (f.unsqueeze(-1) + g.unsqueeze(-2) - self.cost) / eps.unsqueeze(-1)
+            K = (x if self.dead is None else x.masked_fill(self.dead, -math.inf)).exp()
+            return K, K.mT
+        # In place in a reused buffer: a fresh multi-MB tensor costs more (page faults) than the exp.
+        # (f/eps ⊕ g/eps) - C/eps in two passes (a broadcast division is a slow third).
+        inv = eps.reciprocal()
+        x = torch.add((f * inv).unsqueeze(-1), (g * inv).unsqueeze(-2), out=self.buf[0])
+        x = x.addcmul_(self.cost, inv.unsqueeze(-1), value=-1)
+        K = (x if self.dead is None else x.masked_fill_(self.dead, -math.inf)).exp_()
+        # K~^T contiguous only while it fits in cache: there a transposed gemv is 2-3x
+        # slower than the copy; out of cache both are memory bound.
+        return K, (self.buf[1].copy_(K.mT) if self.buf[1] is not None else K.mT)
 
     def log_step(self, f: Tensor, g: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         """One exact log-domain Sinkhorn step (or the averaged step when symmetric)."""
@@ -74,14 +83,6 @@ class _Problem:
             return f, f
         f = c_transform(g, self.log_b, self.cost, eps)
         return f, c_transform(f, self.log_a, self.cost.transpose(-1, -2), eps)
-
-
-def _rows(K: Tensor, w: Tensor) -> Tensor:
-    return torch.matmul(K, w.unsqueeze(-1)).squeeze(-1)
-
-
-def _cols(K: Tensor, w: Tensor) -> Tensor:
-    return torch.matmul(w.unsqueeze(-2), K).squeeze(-2)
 
 
 def _level(p: _Problem, f, g, eps, budget: int, tol: float, check_every: int, cold: bool):
@@ -94,7 +95,7 @@ def _level(p: _Problem, f, g, eps, budget: int, tol: float, check_every: int, co
     if cold:
         f, g = p.log_step(f, g, eps)
         steps = 1
-    f0, g0, K, u, v, s = _absorb(p, f, g, eps)
+    it = _Scalings(p, f, g, eps)
     err = torch.full_like(f[..., 0], math.inf)
     limit = 0.25 * math.log(torch.finfo(f.dtype).max)  # |log u| beyond this: absorb
     log_mode = False
@@ -102,44 +103,69 @@ def _level(p: _Problem, f, g, eps, budget: int, tol: float, check_every: int, co
         steps += 1
         if log_mode:
             f, g = p.log_step(f, g, eps)
-        elif p.symmetric:  # f <- (f + T(f))/2 is u <- sqrt(u / K~(a u))
-            u = v = (u / s).sqrt()
-            s = _rows(K, p.a * u)
         else:
-            u = 1 / s
-            v = 1 / _cols(K, p.a * u)
-            s = _rows(K, p.b * v)
+            it.step()
         if steps % check_every and steps < budget:
             continue
         # One host sync per check: stop, fall back to log steps, or absorb.
         with torch.no_grad():
             if log_mode:
                 row = torch.exp(p.log_a + (f - c_transform(g, p.log_b, p.cost, eps)) / eps)
-                drift = f.new_zeros(())
+                err, drift = (row - p.a).abs().sum(-1), f.new_zeros(())
             else:
-                row = p.a * u * s
-                drift = torch.cat([u, v], -1).log().abs().amax()
-            err = (row - p.a).abs().sum(-1)
+                err, drift = it.error()
             state = torch.stack([err.max(), drift]).tolist()
         if not all(math.isfinite(x) for x in state):
             # K~ lost a row (underflow) or a scaling overflowed: redo with exact log steps.
-            f, g, log_mode = f0, g0, True
+            f, g, log_mode = it.f0, it.g0, True
             err = torch.full_like(err, math.inf)
             continue
         if state[0] < tol:
             break
         if not log_mode and state[1] > limit:
-            f0, g0, K, u, v, s = _absorb(p, f0 + eps * u.log(), g0 + eps * v.log(), eps)
-    if not log_mode:
-        f, g = f0 + eps * u.log(), g0 + eps * v.log()
-    return f, g, steps, err
+            it = _Scalings(p, *it.potentials(), eps)
+    return (f, g, steps, err) if log_mode else (*it.potentials(), steps, err)
 
 
-def _absorb(p: _Problem, f: Tensor, g: Tensor, eps: Tensor):
-    """Kernel K~ at (f, g), unit scalings and the first row sums."""
-    K = p.kernel(f, g, eps)
-    u, v = torch.ones_like(f), torch.ones_like(g)
-    return f, g, K, u, v, _rows(K, p.a * u if p.symmetric else p.b * v)
+class _Scalings:
+    """Sinkhorn in scaling form around absorbed potentials (f0, g0): vectors kept as
+    (B, 1, k) rows so each half step is one division and one batched gemv.
+
+    State: ``s = K~ (b v)`` and ``t = K~^T (a u)`` from the last products, ``u = 1/s_old``,
+    ``v = 1/t``; the row marginal is ``a u s``.
+    """
+
+    def __init__(self, p: _Problem, f0: Tensor, g0: Tensor, eps: Tensor):
+        self.p, self.f0, self.g0, self.eps = p, f0, g0, eps
+        self.K, self.KT = p.kernel(f0, g0, eps)
+        self.a, self.b = p.a.unsqueeze(-2), p.b.unsqueeze(-2)
+        self.inv_u = self.inv_v = None  # 1/u and 1/v; None: u = v = 1
+        self.s = torch.matmul(self.a if p.symmetric else self.b, self.KT)
+        self.au = self.a
+
+    def step(self) -> None:
+        if self.p.symmetric:  # f <- (f + T(f))/2 is u <- sqrt(u / K~(a u))
+            self.inv_u = self.inv_v = (self.s if self.inv_u is None else self.s * self.inv_u).sqrt()
+            self.au = self.a / self.inv_u
+            self.s = torch.matmul(self.au, self.KT)
+            return
+        self.inv_u = self.s
+        self.au = self.a / self.s
+        self.inv_v = torch.matmul(self.au, self.K)
+        self.s = torch.matmul(self.b / self.inv_v, self.KT)
+
+    def error(self) -> tuple[Tensor, Tensor]:
+        """L1 row-marginal error (B,) and the largest ``|log u|, |log v|``."""
+        err = (self.au * self.s - self.a).abs().sum(-1).squeeze(-1)
+        if self.inv_u is None:
+            return err, err.new_zeros(())
+        return err, torch.cat([self.inv_u, self.inv_v], -1).log().abs().amax()
+
+    def potentials(self) -> tuple[Tensor, Tensor]:
+        if self.inv_u is None:
+            return self.f0, self.g0
+        return (self.f0 - self.eps * self.inv_u.squeeze(-2).log(),
+                self.g0 - self.eps * self.inv_v.squeeze(-2).log())
 
 
 def _levels(cmax: Tensor, epsilon: float, scaling: float | None) -> list[Tensor]:
@@ -167,14 +193,18 @@ def iterate(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol, che
     marginals are exact after each step).
     """
     size = _chunk(cost)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, cost))
+    shape = (min(size, cost.shape[0]),) + cost.shape[1:]
+    fits = math.prod(shape) * cost.element_size() <= _CACHE_BYTES
+    buf = None if grad else (cost.new_empty(shape), cost.new_empty(shape[:1] + shape[:0:-1]) if fits else None)
     outs = [_solve_chunk(*(t[i:i + size] for t in (a, b, log_a, log_b, cost, cmax)), epsilon, scaling,
-                         max_iter, tol, check_every, symmetric) for i in range(0, cost.shape[0], size)]
+                         max_iter, tol, check_every, symmetric, buf) for i in range(0, cost.shape[0], size)]
     f, g, n_iter, err = zip(*outs)
     return torch.cat(f), torch.cat(g), max(n_iter), torch.cat(err)
 
 
-def _solve_chunk(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol, check_every, symmetric):
-    p = _Problem(a, b, log_a, log_b, cost, symmetric)
+def _solve_chunk(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol, check_every, symmetric, buf):
+    p = _Problem(a, b, log_a, log_b, cost, symmetric, buf)
     levels = _levels(cmax, epsilon, scaling)
     f, g = cost.new_zeros(cost.shape[:-1]), cost.new_zeros(cost.shape[:-2] + cost.shape[-1:])
     n_iter = 0
@@ -201,12 +231,11 @@ def plan_outputs(f, g, a, b, cost, epsilon: float, has_inf: bool):
     plan = torch.empty_like(cost)
     out = torch.empty(3, cost.shape[0], dtype=cost.dtype, device=cost.device)
     size = _chunk(cost)
-    fa, gb = f + epsilon * a.log(), g + epsilon * b.log()
+    fa, gb = f / epsilon + a.log(), g / epsilon + b.log()
     for i in range(0, cost.shape[0], size):
         sl = slice(i, i + size)
         P, C = plan[sl], cost[sl]
-        torch.add(fa[sl].unsqueeze(-1), gb[sl].unsqueeze(-2), out=P)
-        P.sub_(C).div_(epsilon).exp_()
+        torch.add(fa[sl].unsqueeze(-1), gb[sl].unsqueeze(-2), out=P).add_(C, alpha=-1 / epsilon).exp_()
         C = C.masked_fill(torch.isinf(C), 0) if has_inf else C  # 0 * inf: forbidden pairs cost nothing
         out[0, sl] = torch.matmul(P.flatten(-2).unsqueeze(-2), C.flatten(-2).unsqueeze(-1)).flatten()
         rows, cols = P.sum(-1), P.sum(-2)
