@@ -42,7 +42,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from ._sinkhorn_loop import iterate, plan_outputs
+from ._sinkhorn_loop import iterate
 
 __all__ = [
     "SinkhornConvergenceWarning",
@@ -173,15 +173,12 @@ def _safe_log(w: Tensor) -> Tensor:
 
 def _outputs(f, g, a, b, cost, epsilon: float, has_inf: bool):
     """Transport cost, dual objective, plan and its marginal error, differentiable in
-    a, b, cost (and f, g); :func:`plan_outputs` is the same without autograd.
+    a, b, cost (and f, g).
 
     With f, g detached these are the envelope-theorem gradients of OT_eps: the
     objective's derivative is ``P`` in ``cost``, ``f + eps (1 - rowsum(P)/a)`` ≈ ``f``
     in ``a`` and ``g + eps (1 - colsum(P)/b)`` ≈ ``g`` in ``b``, equal at convergence.
     """
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (f, g, a, b, cost))):
-        with torch.no_grad():
-            return plan_outputs(f, g, a, b, cost, epsilon, has_inf)
     ab = a.unsqueeze(-1) * b.unsqueeze(-2)
     x = (f.unsqueeze(-1) + g.unsqueeze(-2) - cost) / epsilon
     # Where a_i b_j = 0 the exponent is unconstrained by the marginals and may overflow
@@ -294,10 +291,12 @@ def _solve(a, b, cost, epsilon, opts: dict, symmetric: bool, stacklevel: int) ->
     epsilon = float(epsilon)
     cmax, has_inf = _scan_cost(a, b, cost)
     _warn_precision(cmax, epsilon, work, stacklevel + 2)
-    args = (cmax, epsilon, scaling, max_iter, tol, check_every, symmetric)
+    graph = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, cost))
+    args = (cmax, epsilon, scaling, max_iter, tol, check_every, symmetric, None if graph else has_inf)
     with torch.set_grad_enabled(gradient == "autodiff" and torch.is_grad_enabled()):
-        f, g, n_iter, err = iterate(a, b, _safe_log(a), _safe_log(b), cost, *args)
-    transport, objective, plan, plan_err = _outputs(f, g, a, b, cost, epsilon, has_inf)
+        f, g, n_iter, err, outs = iterate(a, b, _safe_log(a), _safe_log(b), cost, *args)
+    # Without autograd the loop already formed the plan, chunk by chunk in cache.
+    transport, objective, plan, plan_err = outs if outs is not None else _outputs(f, g, a, b, cost, epsilon, has_inf)
     # The loop's test and the returned plan must agree: in too low a precision the
     # potentials can stop moving while the plan is far off its marginals.
     converged = (err < tol) & (plan_err <= max(tol, math.sqrt(torch.finfo(work).eps)))

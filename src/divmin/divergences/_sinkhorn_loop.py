@@ -39,6 +39,7 @@ from torch import Tensor
 
 _LEVEL_TOL = 1e-2  # intermediate epsilon levels: loose marginal error, then move on
 _LEVEL_CAP = 100  # ... or this many steps
+_START = 1 / 16  # annealing starts at max|C| / 16: from there a cold start is as quick
 _CACHE_BYTES = 1 << 20  # CPU: bytes of K~ per chunk (with K~^T, half of a 4 MiB L2 cache)
 
 
@@ -124,7 +125,7 @@ def _level(p: _Problem, f, g, eps, budget: int, tol: float, check_every: int, co
             break
         if not log_mode and state[1] > limit:
             it = _Scalings(p, *it.potentials(), eps)
-    return (f, g, steps, err) if log_mode else (*it.potentials(), steps, err)
+    return (f, g, steps, err, None) if log_mode else (*it.potentials(), steps, err, it)
 
 
 class _Scalings:
@@ -174,7 +175,7 @@ def _levels(cmax: Tensor, epsilon: float, scaling: float | None) -> list[Tensor]
     final = cmax.new_full((cmax.shape[0], 1), epsilon)
     if scaling is None or scaling == 1:
         return [final]
-    eps0 = cmax.clamp_min(epsilon).unsqueeze(-1)
+    eps0 = (cmax * _START).clamp_min(epsilon).unsqueeze(-1)
     ratio = float(eps0.max()) / epsilon
     n = math.ceil(math.log(ratio) / -math.log(scaling) - 1e-9) if ratio > 1 else 0
     return [(eps0 * scaling**k).clamp_min(epsilon) for k in range(n)] + [final]
@@ -186,8 +187,10 @@ def _chunk(cost: Tensor) -> int:
     return max(1, _CACHE_BYTES // (cost.shape[-1] * cost.shape[-2] * cost.element_size()))
 
 
-def iterate(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol, check_every, symmetric):
-    """Sinkhorn potentials for a (B, n, m) problem: f (B, n), g (B, m), n_iter, error (B,).
+def iterate(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol, check_every, symmetric, has_inf):
+    """Sinkhorn potentials for a (B, n, m) problem: f (B, n), g (B, m), n_iter, error (B,)
+    and, unless ``has_inf`` is None (the caller builds them with autograd), the outputs
+    (transport, objective, plan, plan error) of :func:`_fill_plan`.
 
     ``error`` is the L1 error of the plan's row marginal at the last check (column
     marginals are exact after each step).
@@ -197,49 +200,56 @@ def iterate(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol, che
     shape = (min(size, cost.shape[0]),) + cost.shape[1:]
     fits = math.prod(shape) * cost.element_size() <= _CACHE_BYTES
     buf = None if grad else (cost.new_empty(shape), cost.new_empty(shape[:1] + shape[:0:-1]) if fits else None)
-    outs = [_solve_chunk(*(t[i:i + size] for t in (a, b, log_a, log_b, cost, cmax)), epsilon, scaling,
-                         max_iter, tol, check_every, symmetric, buf) for i in range(0, cost.shape[0], size)]
-    f, g, n_iter, err = zip(*outs)
-    return torch.cat(f), torch.cat(g), max(n_iter), torch.cat(err)
+    plan = None if has_inf is None else torch.empty_like(cost)
+    stats = cost.new_empty(3, cost.shape[0])
+    outs = []
+    for i in range(0, cost.shape[0], size):
+        sl = slice(i, i + size)
+        outs.append(_solve_chunk(*(t[sl] for t in (a, b, log_a, log_b, cost, cmax)), epsilon, scaling,
+                                 max_iter, tol, check_every, symmetric, buf))
+        if plan is not None:  # while K~ is still in cache
+            _fill_plan(plan[sl], stats[:, sl], *outs[-1][:2], outs[-1][-1], a[sl], b[sl], cost[sl], epsilon, has_inf)
+    f, g, n_iter, err, _ = zip(*outs)
+    f, g = torch.cat(f), torch.cat(g)
+    if plan is None:
+        return f, g, max(n_iter), torch.cat(err), None
+    objective = (f * a).sum(-1) + (g * b).sum(-1) - epsilon * (stats[1] - 1)
+    return f, g, max(n_iter), torch.cat(err), (stats[0], objective, plan, stats[2])
 
 
 def _solve_chunk(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol, check_every, symmetric, buf):
     p = _Problem(a, b, log_a, log_b, cost, symmetric, buf)
     levels = _levels(cmax, epsilon, scaling)
     f, g = cost.new_zeros(cost.shape[:-1]), cost.new_zeros(cost.shape[:-2] + cost.shape[-1:])
-    n_iter = 0
+    n_iter, it = 0, None
     for k, eps in enumerate(levels):
         last = k == len(levels) - 1
         # Every later level keeps at least one step of the budget.
         budget = max_iter - n_iter if last else min(_LEVEL_CAP, max_iter - n_iter - (len(levels) - 1 - k))
         if budget <= 0:
             continue
-        f, g, steps, err = _level(p, f, g, eps, budget, tol if last else max(tol, _LEVEL_TOL),
-                                  check_every if last else 1, cold=last and n_iter == 0)
+        f, g, steps, err, it = _level(p, f, g, eps, budget, tol if last else max(tol, _LEVEL_TOL),
+                                  check_every if last else 1, cold=n_iter == 0 and (last or _START < 1))
         n_iter += steps
-    return f, g, n_iter, err
+    return f, g, n_iter, err, it
 
 
-def plan_outputs(f, g, a, b, cost, epsilon: float, has_inf: bool):
-    """Without autograd: transport cost, dual objective (B,), plan (B, n, m) and its
-    marginal error ``max(|P 1 - a|_1, |P^T 1 - b|_1)`` (B,), chunk by chunk in cache.
+def _fill_plan(P, stats, f, g, it: _Scalings | None, a, b, C, epsilon: float, has_inf: bool) -> None:
+    """Write the plan into ``P`` and its transport cost, mass and marginal error
+    ``max(|P 1 - a|_1, |P^T 1 - b|_1)`` into ``stats`` (3, B), without autograd.
 
-    ``P = exp(((f + eps log a) ⊕ (g + eps log b) - C) / eps)``: folding the weights into
-    the exponent keeps pairs with a zero weight at exactly 0 (``-inf`` exponent) without
-    the ``inf * 0`` their unconstrained potentials could produce.
+    From the final scalings ``P = (a u) ⊙ K~ ⊙ (b v)``: two products, no ``exp``. After a
+    log-domain fallback ``P = exp(((f + eps log a) ⊕ (g + eps log b) - C) / eps)``, the
+    weights folded into the exponent keeping pairs with a zero weight at exactly 0.
     """
-    plan = torch.empty_like(cost)
-    out = torch.empty(3, cost.shape[0], dtype=cost.dtype, device=cost.device)
-    size = _chunk(cost)
-    fa, gb = f / epsilon + a.log(), g / epsilon + b.log()
-    for i in range(0, cost.shape[0], size):
-        sl = slice(i, i + size)
-        P, C = plan[sl], cost[sl]
-        torch.add(fa[sl].unsqueeze(-1), gb[sl].unsqueeze(-2), out=P).add_(C, alpha=-1 / epsilon).exp_()
-        C = C.masked_fill(torch.isinf(C), 0) if has_inf else C  # 0 * inf: forbidden pairs cost nothing
-        out[0, sl] = torch.matmul(P.flatten(-2).unsqueeze(-2), C.flatten(-2).unsqueeze(-1)).flatten()
-        rows, cols = P.sum(-1), P.sum(-2)
-        out[1, sl] = rows.sum(-1)
-        out[2, sl] = torch.maximum((rows - a[sl]).abs().sum(-1), (cols - b[sl]).abs().sum(-1))
-    objective = (f * a).sum(-1) + (g * b).sum(-1) - epsilon * (out[1] - 1)
-    return out[0], objective, plan, out[2]
+    if it is not None:
+        bv = it.b if it.inv_v is None else it.b / it.inv_v
+        torch.mul(it.K, it.au.mT, out=P).mul_(bv)
+    else:
+        fa, gb = f / epsilon + a.log(), g / epsilon + b.log()
+        torch.add(fa.unsqueeze(-1), gb.unsqueeze(-2), out=P).add_(C, alpha=-1 / epsilon).exp_()
+    C = C.masked_fill(torch.isinf(C), 0) if has_inf else C  # 0 * inf: forbidden pairs cost nothing
+    stats[0] = torch.matmul(P.flatten(-2).unsqueeze(-2), C.flatten(-2).unsqueeze(-1)).flatten()
+    rows, cols = P.sum(-1), P.sum(-2)
+    stats[1] = rows.sum(-1)
+    stats[2] = torch.maximum((rows - a).abs().sum(-1), (cols - b).abs().sum(-1))
