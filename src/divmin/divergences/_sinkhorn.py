@@ -19,9 +19,10 @@ log domain read
     f_i = -\varepsilon \log \sum_j b_j\, e^{(g_j - C_{ij})/\varepsilon}, \qquad
     g_j = -\varepsilon \log \sum_i a_i\, e^{(f_i - C_{ij})/\varepsilon}.
 
-Working with the potentials (never with ``exp(-C/eps)``) is what keeps small
-``epsilon`` finite. Epsilon-scaling (annealing from ``max|C|`` down to ``epsilon``)
-and the debiased divergence ``S = OT(a,b) - OT(a,a)/2 - OT(b,b)/2`` follow
+Working around the potentials (never with the bare ``exp(-C/eps)``) is what keeps
+small ``epsilon`` finite; the iterations themselves run in scaling form around absorbed
+potentials (matrix-vector products, no ``exp`` per step; :mod:`._sinkhorn_loop`).
+Epsilon-scaling (annealing down to ``epsilon``) and the debiased divergence ``S = OT(a,b) - OT(a,a)/2 - OT(b,b)/2`` follow
 Feydy et al. (2019).
 
 References
@@ -72,7 +73,8 @@ class SinkhornResult(NamedTuple):
         g: (B, m) dual potential on the ``b`` side.
         plan: (B, n, m) transport plan ``P``.
         n_iter: number of Sinkhorn iterations run (epsilon-scaling steps included).
-        converged: (B,) bool, L1 row-marginal error below ``tol``.
+        converged: (B,) bool: the L1 row-marginal error fell below ``tol`` and the returned
+            plan's row and column sums are within ``max(tol, sqrt(dtype eps))`` of ``a``, ``b``.
     """
 
     cost: Tensor
@@ -238,28 +240,34 @@ def sinkhorn(
         a: (B, n) or (n,) nonnegative weights summing to 1; zeros are allowed.
         b: (B, m) or (m,) likewise.
         cost: (B, n, m) or (n, m) cost matrix. Unbatched inputs give unbatched outputs.
+            ``+inf`` marks a forbidden pair (the plan puts no mass there; every row and
+            column needs a finite entry against a positive weight); NaN and ``-inf`` are refused.
         epsilon: entropic regularization > 0, in the units of ``cost``.
         max_iter: cap on iterations, epsilon-scaling steps included.
         tol: stop when the L1 error of the plan's row marginal is below ``tol``
             (column marginals are exact after each update).
-        scaling: epsilon-scaling factor in (0, 1): eps starts at ``max|C|`` (per batch
-            item) and is multiplied by ``scaling`` each iteration down to ``epsilon``.
-            ``None`` or 1 disables it.
+        scaling: epsilon-scaling factor in (0, 1): eps starts at ``max|C| / 16`` (finite
+            entries, per batch item) and is multiplied by ``scaling`` down to ``epsilon``,
+            each level iterated until its marginal error is below 1e-2 (at most 100
+            steps). ``None`` or 1 disables it.
         gradient: ``"envelope"`` (default): iterate under ``no_grad`` (memory flat in the
             number of iterations) and differentiate the outputs at the detached
             potentials; ``objective`` then has the exact envelope gradients
             (``P``, ``f``, ``g``) while ``cost``/``plan`` only get their partial
             derivatives. ``"autodiff"``: backpropagate through every iteration (memory
             linear in ``n_iter``); use it for exact gradients of ``cost`` or ``plan``.
-        check_every: iterations between convergence checks (each one is a host sync).
+        check_every: iterations between convergence checks at the final ``epsilon`` (each
+            one is a host sync).
             When ``epsilon`` is far below the cost gaps between points the plan is
             nearly a permutation and the marginal error decays very slowly, though
             ``objective`` is accurate long before: expect the warning there.
 
     Returns:
         :class:`SinkhornResult`, in the promoted input dtype; bf16/fp16 inputs are
-        computed in float32 (bf16/fp16 weights renormalized there). Warns :class:`SinkhornConvergenceWarning` when any batch
-        item misses ``tol``.
+        computed in float32 (bf16/fp16 weights renormalized there). Warns
+        :class:`SinkhornConvergenceWarning` when any batch item misses ``tol``, and when
+        ``epsilon`` is below what the working dtype resolves for these costs
+        (``max|C| * finfo.eps / epsilon > 1e-2``).
 
     Example:
         >>> a = b = torch.full((3,), 1 / 3, dtype=torch.float64)

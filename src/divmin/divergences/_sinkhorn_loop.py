@@ -20,9 +20,12 @@ marginal ``a u K~(b v)`` needed for the stopping test is the next step's product
 checking costs no extra pass. On CPU the batch is solved in chunks whose kernel fits
 in the L2 cache, each stopping on its own (the batch's ``n_iter`` is the largest).
 
-Epsilon-scaling: ``eps`` goes from ``max|C|`` down to ``epsilon`` by the factor
+Epsilon-scaling: ``eps`` goes from ``max|C| * _START`` down to ``epsilon`` by the factor
 ``scaling``; each intermediate level runs until its marginal error is below
-``_LEVEL_TOL`` (at most ``_LEVEL_CAP`` steps) so the final level starts warm.
+``_LEVEL_TOL`` (at most ``_LEVEL_CAP`` steps) so the final level starts warm. One
+iteration per level (the earlier schedule) left small-``epsilon`` problems 2-5% below
+the exact cost after 1000 iterations; above ``max|C| / 16`` a cold start converges
+as fast as annealing, and each level costs a kernel rebuild.
 
 References
 ----------
