@@ -92,8 +92,8 @@ class _Problem:
 def _level(p: _Problem, f, g, eps, budget: int, tol: float, check_every: int, cold: bool):
     """Iterate at one epsilon for at most ``budget`` steps; returns f, g, steps, error (B,).
 
-    ``cold``: (f, g) are not near-optimal (no annealing before), so ``exp(-C/eps)`` may
-    underflow whole rows: the first step is then an exact log-domain one.
+    ``cold``: (f, g) = 0 and no annealing, so ``exp(-C/eps)`` may underflow whole rows:
+    the first step is then an exact log-domain one.
     """
     steps = 0
     if cold:
@@ -180,7 +180,8 @@ def _levels(cmax: Tensor, epsilon: float, scaling: float | None) -> list[Tensor]
         return [final]
     eps0 = (cmax * _START).clamp_min(epsilon).unsqueeze(-1)
     ratio = float(eps0.max()) / epsilon
-    n = math.ceil(math.log(ratio) / -math.log(scaling) - 1e-9) if ratio > 1 else 0
+    # floor: a start within one factor of ``epsilon`` is no start at all (one more kernel).
+    n = math.floor(math.log(ratio) / -math.log(scaling) + 1e-9) if ratio > 1 else 0
     return [(eps0 * scaling**k).clamp_min(epsilon) for k in range(n)] + [final]
 
 
@@ -223,6 +224,7 @@ def iterate(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol, che
 def _solve_chunk(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol, check_every, symmetric, buf):
     p = _Problem(a, b, log_a, log_b, cost, symmetric, buf)
     levels = _levels(cmax, epsilon, scaling)
+    scaled = scaling is not None and scaling != 1  # then |C| / eps <= 1 / _START on the first level
     f, g = cost.new_zeros(cost.shape[:-1]), cost.new_zeros(cost.shape[:-2] + cost.shape[-1:])
     n_iter, it = 0, None
     for k, eps in enumerate(levels):
@@ -232,7 +234,7 @@ def _solve_chunk(a, b, log_a, log_b, cost, cmax, epsilon, scaling, max_iter, tol
         if budget <= 0:
             continue
         f, g, steps, err, it = _level(p, f, g, eps, budget, tol if last else max(tol, _LEVEL_TOL),
-                                  check_every if last else 1, cold=n_iter == 0 and (last or _START < 1))
+                                  check_every if last else 1, cold=n_iter == 0 and len(levels) == 1 and not scaled)
         n_iter += steps
     return f, g, n_iter, err, it
 
