@@ -29,7 +29,6 @@ import statistics
 import time
 import warnings
 
-import numpy as np
 import ot
 import torch
 
@@ -42,10 +41,12 @@ def _problem(spec: str, device: str, seed: int = 0):
     shape, dtype = spec.split(":")
     B, n, m = (int(s) for s in shape.split("x"))
     gen = torch.Generator().manual_seed(seed)
-    x, y = torch.rand(B, n, 2, generator=gen, dtype=torch.float64), torch.rand(B, m, 2, generator=gen, dtype=torch.float64)
+    x = torch.rand(B, n, 2, generator=gen, dtype=torch.float64)
+    y = torch.rand(B, m, 2, generator=gen, dtype=torch.float64)
     cost = torch.cdist(x, y) ** 2
     cost = cost / cost.amax((-2, -1), keepdim=True)
-    a, b = torch.rand(B, n, generator=gen, dtype=torch.float64) + 0.5, torch.rand(B, m, generator=gen, dtype=torch.float64) + 0.5
+    a = torch.rand(B, n, generator=gen, dtype=torch.float64) + 0.5
+    b = torch.rand(B, m, generator=gen, dtype=torch.float64) + 0.5
     dt = getattr(torch, dtype)
     return [t.to(device=device, dtype=dt) for t in (a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True), cost)]
 

@@ -22,7 +22,8 @@ log domain read
 Working around the potentials (never with the bare ``exp(-C/eps)``) is what keeps
 small ``epsilon`` finite; the iterations themselves run in scaling form around absorbed
 potentials (matrix-vector products, no ``exp`` per step; :mod:`._sinkhorn_loop`).
-Epsilon-scaling (annealing down to ``epsilon``) and the debiased divergence ``S = OT(a,b) - OT(a,a)/2 - OT(b,b)/2`` follow
+Epsilon-scaling (annealing down to ``epsilon``) and the debiased divergence
+``S = OT(a,b) - OT(a,a)/2 - OT(b,b)/2`` follow
 Feydy et al. (2019).
 
 References
@@ -154,7 +155,8 @@ def _scan_cost(a: Tensor, b: Tensor, cost: Tensor) -> tuple[Tensor, bool]:
         if hi_all < math.inf:
             return torch.maximum(lo.abs(), hi.abs()), False
         allowed = cost.detach() < math.inf
-        for name, ok in (("row", (allowed & (b.unsqueeze(-2) > 0)).any(-1)), ("column", (allowed & (a.unsqueeze(-1) > 0)).any(-2))):
+        rows_ok = (allowed & (b.unsqueeze(-2) > 0)).any(-1)
+        for name, ok in (("row", rows_ok), ("column", (allowed & (a.unsqueeze(-1) > 0)).any(-2))):
             if not bool(ok.all()):
                 idx = tuple(int(i) for i in (~ok).nonzero()[0])
                 raise ValueError(f"`cost` is +inf at every pair of {name} {idx[-1]}"
