@@ -19,9 +19,11 @@ log domain read
     f_i = -\varepsilon \log \sum_j b_j\, e^{(g_j - C_{ij})/\varepsilon}, \qquad
     g_j = -\varepsilon \log \sum_i a_i\, e^{(f_i - C_{ij})/\varepsilon}.
 
-Working with the potentials (never with ``exp(-C/eps)``) is what keeps small
-``epsilon`` finite. Epsilon-scaling (annealing from ``max|C|`` down to ``epsilon``)
-and the debiased divergence ``S = OT(a,b) - OT(a,a)/2 - OT(b,b)/2`` follow
+Working around the potentials (never with the bare ``exp(-C/eps)``) is what keeps
+small ``epsilon`` finite; the iterations themselves run in scaling form around absorbed
+potentials (matrix-vector products, no ``exp`` per step; :mod:`._sinkhorn_loop`).
+Epsilon-scaling (annealing down to ``epsilon``) and the debiased divergence
+``S = OT(a,b) - OT(a,a)/2 - OT(b,b)/2`` follow
 Feydy et al. (2019).
 
 References
@@ -41,6 +43,8 @@ from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
+
+from ._sinkhorn_loop import iterate
 
 __all__ = [
     "SinkhornConvergenceWarning",
@@ -70,7 +74,8 @@ class SinkhornResult(NamedTuple):
         g: (B, m) dual potential on the ``b`` side.
         plan: (B, n, m) transport plan ``P``.
         n_iter: number of Sinkhorn iterations run (epsilon-scaling steps included).
-        converged: (B,) bool, L1 row-marginal error below ``tol``.
+        converged: (B,) bool: the L1 row-marginal error fell below ``tol`` and the returned
+            plan's row and column sums are within ``max(tol, sqrt(dtype eps))`` of ``a``, ``b``.
     """
 
     cost: Tensor
@@ -105,7 +110,15 @@ def _check_weights(name: str, w: Tensor, ndim: int, size: int, batch: int | None
         raise ValueError(f"`{name}` must sum to 1 along its last dim (tolerance {tol:.1e})")
 
 
-def _validate(a, b, cost, epsilon, scaling, gradient, max_iter, check_every) -> None:
+def _check_number(name: str, x, lo: float, integer: bool = False, above: bool = True) -> None:
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(x, bool) or not isinstance(x, kind):
+        raise TypeError(f"`{name}` must be {'an int' if integer else 'a real number'}, got {x!r}")
+    if not (math.isfinite(x) and (x > lo if above else x >= lo)):
+        raise ValueError(f"`{name}` must be finite and {'>' if above else '>='} {lo}, got {x!r}")
+
+
+def _validate(a, b, cost, epsilon, scaling, gradient, max_iter, check_every, tol=1e-6) -> None:
     for name, t in (("a", a), ("b", b), ("cost", cost)):
         _check_float(name, t)
     if cost.ndim not in (2, 3):
@@ -113,14 +126,43 @@ def _validate(a, b, cost, epsilon, scaling, gradient, max_iter, check_every) -> 
     batch = cost.shape[0] if cost.ndim == 3 else None
     _check_weights("a", a, cost.ndim - 1, cost.shape[-2], batch)
     _check_weights("b", b, cost.ndim - 1, cost.shape[-1], batch)
-    if not (isinstance(epsilon, numbers.Real) and epsilon > 0 and math.isfinite(epsilon)):
-        raise ValueError(f"`epsilon` must be a finite float > 0, got {epsilon!r}")
-    if scaling is not None and not 0 < scaling <= 1:
-        raise ValueError(f"`scaling` must be in (0, 1] or None, got {scaling!r}")
-    if gradient not in _GRADIENTS:
+    _check_number("epsilon", epsilon, 0.0)
+    _check_number("tol", tol, 0.0, above=False)
+    _check_number("max_iter", max_iter, 0, integer=True)
+    _check_number("check_every", check_every, 0, integer=True)
+    if scaling is not None:
+        _check_number("scaling", scaling, 0.0)
+        if scaling > 1:
+            raise ValueError(f"`scaling` must be in (0, 1] or None, got {scaling!r}")
+    if not isinstance(gradient, str) or gradient not in _GRADIENTS:
         raise ValueError(f"`gradient` must be one of {_GRADIENTS}, got {gradient!r}")
-    if max_iter < 1 or check_every < 1:
-        raise ValueError(f"`max_iter` and `check_every` must be >= 1, got {max_iter}, {check_every}")
+
+
+def _scan_cost(a: Tensor, b: Tensor, cost: Tensor) -> tuple[Tensor, bool]:
+    """Largest finite ``|C|`` per item (B,) and whether ``cost`` has +inf entries.
+
+    +inf marks a forbidden pair (the plan puts no mass there); NaN and -inf are refused,
+    as is a row or column with no finite entry against a positive weight: no plan
+    with these marginals exists then. One pass over ``cost`` when it is finite.
+    """
+    with torch.no_grad():
+        lo, hi = cost.detach().flatten(-2).aminmax(dim=-1)
+        lo_all, hi_all = torch.stack([lo.min(), hi.max()]).tolist()
+        if math.isnan(lo_all) or math.isnan(hi_all):
+            raise ValueError("`cost` contains NaN")
+        if lo_all == -math.inf:
+            raise ValueError("`cost` contains -inf (a pair cannot be infinitely attractive)")
+        if hi_all < math.inf:
+            return torch.maximum(lo.abs(), hi.abs()), False
+        allowed = cost.detach() < math.inf
+        rows_ok = (allowed & (b.unsqueeze(-2) > 0)).any(-1)
+        for name, ok in (("row", rows_ok), ("column", (allowed & (a.unsqueeze(-1) > 0)).any(-2))):
+            if not bool(ok.all()):
+                idx = tuple(int(i) for i in (~ok).nonzero()[0])
+                raise ValueError(f"`cost` is +inf at every pair of {name} {idx[-1]}"
+                                 f"{f' (batch item {idx[0]})' if len(idx) > 1 else ''} that has a positive weight "
+                                 "on the other side: no plan with these marginals exists")
+        return cost.detach().abs().masked_fill(~allowed, 0).flatten(-2).amax(-1), True
 
 
 # --- the iterations -----------------------------------------------------------------------
@@ -133,63 +175,9 @@ def _safe_log(w: Tensor) -> Tensor:
     return torch.where(pos, w, torch.ones_like(w)).log().masked_fill(~pos, -math.inf)
 
 
-def _c_transform(pot: Tensor, log_w: Tensor, cost: Tensor, eps: Tensor) -> Tensor:
-    """``-eps * LSE_j(log w_j + (pot_j - cost_ij)/eps)``; pot, log_w (B, m), cost (B, n, m)."""
-    z = log_w.unsqueeze(-2) + (pot.unsqueeze(-2) - cost) / eps.unsqueeze(-1)
-    return -eps * torch.logsumexp(z, dim=-1)
-
-
-def _marginal_error(f, g, log_a, log_b, cost, eps) -> Tensor:
-    """L1 error of the plan's row marginal vs ``a``, (B,).
-
-    The row sums are ``a_i exp((f_i - T(g)_i)/eps)`` with T the f-update, so one
-    c-transform gives them; adding ``log a`` before ``exp`` keeps zero weights at 0.
-    """
-    row = torch.exp(log_a + (f - _c_transform(g, log_b, cost, eps)) / eps)
-    return (row - log_a.exp()).abs().sum(-1)
-
-
-def _eps_schedule(cost: Tensor, epsilon: float, scaling: float | None) -> tuple[Tensor, int]:
-    """Per-batch starting eps (B, 1) and the number of annealing steps to reach ``epsilon``."""
-    if scaling is None or scaling == 1:
-        return cost.new_full((cost.shape[0], 1), epsilon), 0
-    eps0 = cost.detach().abs().amax(dim=(-2, -1)).clamp_min(epsilon).unsqueeze(-1)
-    ratio = float(eps0.max()) / epsilon  # the only host sync before the loop
-    return eps0, (math.ceil(math.log(ratio) / -math.log(scaling)) if ratio > 1 else 0)
-
-
-def _iterate(log_a, log_b, cost, epsilon, scaling, max_iter, tol, check_every, symmetric):
-    """Run Sinkhorn; returns f, g, n_iter and the final marginal error (B,).
-
-    ``symmetric`` (a = b, C = C^T) iterates the averaged map ``f <- (f + T(f))/2``
-    of Feydy et al.: plain alternation converges very slowly on OT(a, a) problems.
-    """
-    cost_t = cost.transpose(-1, -2).contiguous()
-    eps0, n_anneal = _eps_schedule(cost, epsilon, scaling)
-    f = cost.new_zeros(cost.shape[:-1])
-    g = cost.new_zeros(cost.shape[:-2] + cost.shape[-1:])
-    final = torch.full_like(eps0, epsilon)
-    for it in range(max_iter):
-        # Warm-started annealing: each eps reuses the previous potentials.
-        eps = (eps0 * scaling**it).clamp_min(epsilon) if it < n_anneal else final
-        if symmetric:
-            f = g = 0.5 * (f + _c_transform(f, log_a, cost, eps))
-        else:
-            f = _c_transform(g, log_b, cost, eps)
-            g = _c_transform(f, log_a, cost_t, eps)
-        done = it + 1 - n_anneal
-        if done > 0 and done % check_every == 0:
-            # Checked every `check_every` steps only: each check is a host sync.
-            with torch.no_grad():
-                if bool((_marginal_error(f, g, log_a, log_b, cost, final) < tol).all()):
-                    break
-    with torch.no_grad():
-        err = _marginal_error(f.detach(), g.detach(), log_a, log_b, cost.detach(), final)
-    return f, g, it + 1, err
-
-
-def _outputs(f, g, a, b, cost, epsilon: float):
-    """Transport cost, dual objective and plan, differentiable in a, b, cost (and f, g).
+def _outputs(f, g, a, b, cost, epsilon: float, has_inf: bool):
+    """Transport cost, dual objective, plan and its marginal error, differentiable in
+    a, b, cost (and f, g).
 
     With f, g detached these are the envelope-theorem gradients of OT_eps: the
     objective's derivative is ``P`` in ``cost``, ``f + eps (1 - rowsum(P)/a)`` ≈ ``f``
@@ -200,10 +188,27 @@ def _outputs(f, g, a, b, cost, epsilon: float):
     # Where a_i b_j = 0 the exponent is unconstrained by the marginals and may overflow
     # (inf * 0 = NaN); those entries of P are 0 whatever the exponent, so pin it to 0.
     plan = torch.exp(torch.where(ab > 0, x, torch.zeros_like(x))) * ab
-    transport = (plan * cost).sum((-2, -1))
+    finite_cost = torch.where(torch.isinf(cost), 0, cost) if has_inf else cost  # forbidden: 0 * inf
+    transport = (plan * finite_cost).sum((-2, -1))
     mass = plan.sum((-2, -1)) - a.sum(-1) * b.sum(-1)
     objective = (f * a).sum(-1) + (g * b).sum(-1) - epsilon * mass
-    return transport, objective, plan
+    with torch.no_grad():
+        err = torch.maximum((plan.sum(-1) - a).abs().sum(-1), (plan.sum(-2) - b).abs().sum(-1))
+    return transport, objective, plan, err
+
+
+def _warn_precision(cmax: Tensor, epsilon: float, dtype: torch.dtype, stacklevel: int) -> None:
+    """Warn when rounding of ``(f + g - C) / epsilon`` alone distorts the plan by > 1%."""
+    c = float(cmax.max())
+    blur = c * torch.finfo(dtype).eps / epsilon
+    if blur > 1e-2:
+        warnings.warn(
+            f"`epsilon`={epsilon:.1e} is below what {str(dtype).removeprefix('torch.')} resolves for costs up to "
+            f"{c:.3g}: rounding alone moves (f + g - C)/epsilon by {blur:.2g}, so the plan is unreliable. "
+            "Use float64 inputs or a larger `epsilon`.",
+            SinkhornConvergenceWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _warn_not_converged(err: Tensor, n_iter: int, tol: float, stacklevel: int) -> None:
@@ -237,28 +242,34 @@ def sinkhorn(
         a: (B, n) or (n,) nonnegative weights summing to 1; zeros are allowed.
         b: (B, m) or (m,) likewise.
         cost: (B, n, m) or (n, m) cost matrix. Unbatched inputs give unbatched outputs.
+            ``+inf`` marks a forbidden pair (the plan puts no mass there; every row and
+            column needs a finite entry against a positive weight); NaN and ``-inf`` are refused.
         epsilon: entropic regularization > 0, in the units of ``cost``.
         max_iter: cap on iterations, epsilon-scaling steps included.
         tol: stop when the L1 error of the plan's row marginal is below ``tol``
             (column marginals are exact after each update).
-        scaling: epsilon-scaling factor in (0, 1): eps starts at ``max|C|`` (per batch
-            item) and is multiplied by ``scaling`` each iteration down to ``epsilon``.
-            ``None`` or 1 disables it.
+        scaling: epsilon-scaling factor in (0, 1): eps starts at ``max|C| / 16`` (finite
+            entries, per batch item) and is multiplied by ``scaling`` down to ``epsilon``,
+            each level iterated until its marginal error is below 1e-2 (at most 100
+            steps). ``None`` or 1 disables it.
         gradient: ``"envelope"`` (default): iterate under ``no_grad`` (memory flat in the
             number of iterations) and differentiate the outputs at the detached
             potentials; ``objective`` then has the exact envelope gradients
             (``P``, ``f``, ``g``) while ``cost``/``plan`` only get their partial
             derivatives. ``"autodiff"``: backpropagate through every iteration (memory
             linear in ``n_iter``); use it for exact gradients of ``cost`` or ``plan``.
-        check_every: iterations between convergence checks (each one is a host sync).
+        check_every: iterations between convergence checks at the final ``epsilon`` (each
+            one is a host sync).
             When ``epsilon`` is far below the cost gaps between points the plan is
             nearly a permutation and the marginal error decays very slowly, though
             ``objective`` is accurate long before: expect the warning there.
 
     Returns:
         :class:`SinkhornResult`, in the promoted input dtype; bf16/fp16 inputs are
-        computed in float32 (bf16/fp16 weights renormalized there). Warns :class:`SinkhornConvergenceWarning` when any batch
-        item misses ``tol``.
+        computed in float32 (bf16/fp16 weights renormalized there). Warns
+        :class:`SinkhornConvergenceWarning` when any batch item misses ``tol``, and when
+        ``epsilon`` is below what the working dtype resolves for these costs
+        (``max|C| * finfo.eps / epsilon > 1e-2``).
 
     Example:
         >>> a = b = torch.full((3,), 1 / 3, dtype=torch.float64)
@@ -267,7 +278,7 @@ def sinkhorn(
         >>> round(float(res.cost), 6), bool(res.converged)
         (0.0, True)
     """
-    _validate(a, b, cost, epsilon, scaling, gradient, max_iter, check_every)
+    _validate(a, b, cost, epsilon, scaling, gradient, max_iter, check_every, tol)
     opts = dict(max_iter=max_iter, tol=tol, scaling=scaling, gradient=gradient, check_every=check_every)
     return _solve(a, b, cost, epsilon, opts, symmetric=False, stacklevel=2)
 
@@ -288,13 +299,20 @@ def _solve(a, b, cost, epsilon, opts: dict, symmetric: bool, stacklevel: int) ->
     if unbatched:
         a, b, cost = a.unsqueeze(0), b.unsqueeze(0), cost.unsqueeze(0)
     epsilon = float(epsilon)
-    args = (epsilon, scaling, max_iter, tol, check_every, symmetric)
+    cmax, has_inf = _scan_cost(a, b, cost)
+    _warn_precision(cmax, epsilon, work, stacklevel + 2)
+    graph = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, cost))
+    args = (cmax, epsilon, scaling, max_iter, tol, check_every, symmetric, None if graph else has_inf)
     with torch.set_grad_enabled(gradient == "autodiff" and torch.is_grad_enabled()):
-        f, g, n_iter, err = _iterate(_safe_log(a), _safe_log(b), cost, *args)
-    converged = err < tol
+        f, g, n_iter, err, outs = iterate(a, b, _safe_log(a), _safe_log(b), cost, *args)
+    # Without autograd the loop already formed the plan, chunk by chunk in cache.
+    transport, objective, plan, plan_err = outs if outs is not None else _outputs(f, g, a, b, cost, epsilon, has_inf)
+    # The loop's test and the returned plan must agree: in too low a precision the
+    # potentials can stop moving while the plan is far off its marginals.
+    converged = (err < tol) & (plan_err <= max(tol, math.sqrt(torch.finfo(work).eps)))
     if not bool(converged.all()):
-        _warn_not_converged(err, n_iter, tol, stacklevel + 2)
-    outs = [t.to(out_dtype) for t in (*_outputs(f, g, a, b, cost, epsilon), f, g)]
+        _warn_not_converged(torch.maximum(err, plan_err), n_iter, tol, stacklevel + 2)
+    outs = [t.to(out_dtype) for t in (transport, objective, plan, f, g)]
     transport, objective, plan, f, g = (t.squeeze(0) if unbatched else t for t in outs)
     converged = converged.squeeze(0) if unbatched else converged
     return SinkhornResult(transport, objective, f, g, plan, n_iter, converged)
@@ -391,7 +409,7 @@ def sinkhorn_divergence(
         raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; valid: {list(_DEFAULTS)}")
     opts = {**_DEFAULTS, **sinkhorn_kwargs}
     c_xy = c(x, y)
-    _validate(a, b, c_xy, epsilon, opts["scaling"], opts["gradient"], opts["max_iter"], opts["check_every"])
+    _validate(a, b, c_xy, epsilon, *(opts[k] for k in ("scaling", "gradient", "max_iter", "check_every", "tol")))
     ot_xx, ot_yy = _ot_value(a, a, c(x, x), epsilon, opts), _ot_value(b, b, c(y, y), epsilon, opts)
     return (_ot_value(a, b, c_xy, epsilon, opts) - 0.5 * (ot_xx + ot_yy)).to(out_dtype)
 
