@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..divergences import Divergence, categorical_divergence
 from ..engine import Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
 from ._attacks import NORMS, pgd_attack, trades_attack
-from ._energy import _eval_mode, _num_classes, check_labels, energy, weat_weights
+from ._energy import _eval_mode, _num_classes, check_labels, energy, kl_energy_terms, weat_weights
 
 __all__ = ["OBJECTIVES", "AttackSettings", "available_objectives", "register_objective", "robust_loss"]
 
@@ -89,9 +89,14 @@ def available_objectives() -> list[str]:
 
 
 def _energies(natural: Tensor, adv: Tensor | None) -> dict[str, Tensor]:
-    out = {"energy_natural": energy(natural.detach().float()).mean()}
+    """Batch means of E(x), and of E(x') and KL(p(x) ‖ p(x'))'s two energy terms when attacked."""
+    natural = natural.detach().float()
+    out = {"energy_natural": energy(natural).mean()}
     if adv is not None:
-        out["energy_adv"] = energy(adv.detach().float()).mean()
+        adv = adv.detach().float()
+        terms = kl_energy_terms(adv, natural)
+        out.update(energy_adv=energy(adv).mean(), kl_marginal=terms["marginal"].mean(),
+                   kl_joint=terms["joint"].mean())
     return out
 
 
@@ -146,14 +151,16 @@ def robust_loss(model: nn.Module, x: Tensor, labels: Tensor, *, objective: str =
         settings: an :class:`AttackSettings` (default: eps 8/255, 10 L∞ steps, beta 6, KL).
 
     Returns:
-        ``{"loss": scalar to minimise, "energy_natural": mean E(x), ...}`` plus ``energy_adv``
-        (attacked objectives) and ``ce``/``reg`` (TRADES, WEAT); all but ``loss`` detached.
+        ``{"loss": scalar to minimise, "energy_natural": mean E(x), ...}`` plus ``energy_adv`` and
+        ``kl_marginal``/``kl_joint`` (attacked objectives: the means of :func:`kl_energy_terms` of
+        KL(p(x) ‖ p(x')), whatever the divergence trained) and ``ce``/``reg`` (TRADES, WEAT);
+        all but ``loss`` detached.
 
     >>> torch.manual_seed(0); net = nn.Linear(2, 2)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> out = robust_loss(net, torch.rand(4, 2), torch.tensor([0, 1, 1, 0]), objective="weat")
     >>> sorted(out)
-    ['ce', 'energy_adv', 'energy_natural', 'loss', 'reg']
+    ['ce', 'energy_adv', 'energy_natural', 'kl_joint', 'kl_marginal', 'loss', 'reg']
     >>> robust_loss(net, torch.rand(4, 2), torch.tensor([0, 1, 1, 0]), objective="fgsm")
     Traceback (most recent call last):
     ...
