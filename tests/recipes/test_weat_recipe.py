@@ -50,6 +50,10 @@ def test_weat_recipe_smoke(tmp_path):
     assert grid["title"] and len(grid["data"]["weat"]) == 10 and len(grid["data"]["weat"][0]) == 64
     assert saved["plots"] == [str(tmp_path / "weat.png"), str(tmp_path / "weat_samples.png")]
     assert set(saved["summary"]["init"]) == {"sgld_acc", "sgld_fd"}
+    course = saved["summary"]["train_energy_gap"]
+    assert set(course) == {"weat"}  # standard training has no adversary
+    gaps = [p[2] - p[1] for p in weat_trace["train"]]
+    assert course["weat"] == pytest.approx({"first": gaps[0], "min": min(gaps), "max": max(gaps), "last": gaps[-1]})
 
 
 def test_weat_recipe_claims_and_autoattack_column(tmp_path):

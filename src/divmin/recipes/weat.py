@@ -17,7 +17,8 @@ at TRADES' adversary with its two energy terms (``kl_marginal`` = E(x) - E(x'),
 Energy traces (the paper's phases of adversarial training): ``weat.png`` plots, per
 method (first seed), the training batches' mean E(x) and E(x') of the training attack
 every ``trace_every`` steps (default: once an epoch) and the test split's E(x) and E(x')
-under PGD every ``eval_every`` steps.
+under PGD every ``eval_every`` steps; ``summary["train_energy_gap"]`` condenses the training
+gap E(x') - E(x) of each attacked method (first, min, max, last).
 
 Generation: each trained classifier draws ``sgld_per_class`` samples per class by SGLD on
 E(x, y) (:func:`divmin.robust.sgld_sample`) from class-wise starts fitted to the training
@@ -223,10 +224,18 @@ def _run(c: WEATConfig, out_dir: Path) -> RecipeResult:
     x0, draw_y, _ = _starts(c, data[0], c.seeds[0])
     summary["init"] = _judge(judge, x0, draw_y, data[1].tensors[0])
     summary.update(_claims(per_seed, run_aa))
+    summary["train_energy_gap"] = {m: _gap_course(t["train"]) for m, t in traces.items()
+                                   if t["train"][0][2] is not None}
     side = math.isqrt(data[0].tensors[0].shape[1])
     plots = [_plot(traces, c.dataset, out_dir / "weat.png"), _grid(samples, side, out_dir / "weat_samples.png")]
     cols = ["method", *cols[:2], "pgd_acc_std", *cols[2:]]
     return RecipeResult(cols, rows, [str(p) for p in plots], summary)
+
+
+def _gap_course(rows: list[list[float]]) -> dict[str, float]:
+    """E(x') - E(x) of the training attack along training (first seed): first, smallest, largest and last."""
+    gaps = [r[2] - r[1] for r in rows]
+    return {"first": gaps[0], "min": min(gaps), "max": max(gaps), "last": gaps[-1]}
 
 
 def _claims(per_seed: dict[str, list[dict[str, float]]], run_aa: bool) -> dict[str, bool]:
@@ -252,7 +261,7 @@ def _plot(traces: dict[str, dict[str, list[list[float]]]], dataset: str, path: P
                 ax.plot(steps, [p[2] for p in pts], color=f"C{i}", ls="--", marker="x", ms=3,
                         label=f"{method}: adversarial E(x')")
         ax.set(title=f"{what} ({dataset})", xlabel="training step", ylabel="mean energy E = -logsumexp f")
-    figure_legend(fig, axes, on=axes[1], fontsize=7, ncol=2)
+    figure_legend(fig, axes[::-1], on=axes[1], fontsize=7, ncol=2)  # the test panel holds every label
     fig.suptitle("Energies of natural and adversarial inputs during training")
     return save_figure(fig, path, data=traces)
 

@@ -30,8 +30,8 @@ def robustness_metrics(model: nn.Module, x: Tensor, labels: Tensor, *, eps: floa
 
     Returns:
         ``clean_acc``, ``pgd_acc``, ``energy_natural`` (mean E(x)), ``energy_adv`` (mean E(x')) and
-        ``energy_gap`` = energy_adv - energy_natural (the paper's observation: attacks move
-        inputs to higher energy for standard training, much less for robust training).
+        ``energy_gap`` = energy_adv - energy_natural (Mirza et al. 2024 study its sign and size per
+        training method: TRADES-like objectives keep natural and adversarial energies close).
 
     >>> torch.manual_seed(0); net = nn.Linear(2, 2)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
