@@ -75,6 +75,7 @@ class WEATConfig:
     pgd_steps: int = 20  # evaluation PGD steps
     beta: float = 6.0  # TRADES / WEAT divergence weight
     divergence: str = "forward_kl"  # D(p(x) || p(x')) of TRADES and WEAT
+    weat_normalize: bool = False  # WEAT's weights divided by their batch mean (the paper: raw weights)
     lr: float = 1e-3  # AdamW learning rate
     batch_size: int = 128  # examples per step
     eval_every: int = 100  # steps between the test-energy evaluations
@@ -94,7 +95,8 @@ class WEATConfig:
         methods=Tuple(each=OneOf(OBJECTIVES), min_len=1), seeds=Tuple(each=Int(ge=0), min_len=1),
         dataset=OneOf(lambda: list(DATASETS)), split_seed=Int(ge=0), test_fraction=Number(gt=0, lt=1),
         train_size=Int(ge=10), test_size=Int(ge=10), width=Int(ge=1), eps=Number(ge=0), attack_steps=Int(ge=1),
-        pgd_steps=Int(ge=1), beta=Number(ge=0), divergence=IsDivergence(), lr=Number(gt=0), batch_size=Int(ge=1),
+        pgd_steps=Int(ge=1), beta=Number(ge=0), divergence=IsDivergence(), weat_normalize=Bool(), lr=Number(gt=0),
+        batch_size=Int(ge=1),
         eval_every=Int(ge=1), trace_every=Int(ge=1, optional=True), autoattack=Bool(), autoattack_size=Int(ge=1),
         sgld_init=OneOf(SGLD_INITS), pca_components=Int(ge=1), sgld_per_class=Int(ge=1), sgld_steps=Int(ge=1),
         sgld_step_size=Number(ge=0), sgld_noise=Number(ge=0), num_threads=Int(ge=1, optional=True),
@@ -158,6 +160,7 @@ def _train(c: WEATConfig, method: str, seed: int, train: TensorDataset, test: Te
     engine = dataclasses.replace(c.engine, seed=seed, out_dir=str(out), eval_every=c.eval_every,
                                  log_every=c.trace_every or epoch)
     cfg = RobustConfig(objective=method, eps=c.eps, steps=c.attack_steps, beta=c.beta, divergence=c.divergence,
+                       weat_normalize=c.weat_normalize,
                        eval_steps=c.pgd_steps, lr=c.lr, batch_size=c.batch_size, engine=engine)
     trainer = RobustTrainer(_mlp(train.tensors[0].shape[1], c.width, seed), train, eval_dataset=test, config=cfg)
     return trainer, trainer.train().history

@@ -5,12 +5,13 @@ With natural logits f(x), adversarial logits f(x') and CE the cross-entropy:
     standard   CE(f(x), y)                                     (no attack)
     pgd-at     CE(f(x'_PGD), y)                                Madry et al. 2018
     trades     CE(f(x), y) + beta · mean D(p(x) ‖ p(x'))       Zhang et al. 2019
-    weat       mean(w · CE(f(x), y)) + beta · mean(w · D(p(x) ‖ p(x')))   Mirza et al. 2024
+    weat       mean(w · CE(f(x), y)) + beta · mean(w · D(p(x) ‖ p(x')))   Mirza et al. 2024 (WEAT_nat)
 
 with x'_PGD from :func:`pgd_attack` on CE, x' of TRADES and WEAT from
 :func:`trades_attack`, D any registry member (KL by default) through
 :func:`divmin.categorical_divergence` (adversarial logits as the model, natural
-ones as the target), and w = :func:`weat_weights` (normalised to mean one, detached).
+ones as the target), and w = :func:`weat_weights` (detached; as the paper and its code, raw
+weights, or with ``weat_normalize`` divided by their batch mean, which only rescales each batch's loss).
 The attacks run with the model in eval mode (its mode is restored after).
 """
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..divergences import Divergence, categorical_divergence
-from ..engine import Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
+from ..engine import Bool, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
 from ._attacks import NORMS, pgd_attack, trades_attack
 from ._energy import _eval_mode, _num_classes, check_labels, energy, kl_energy_terms, weat_weights
 
@@ -50,11 +51,12 @@ class AttackSettings:
     divergence: str | Divergence = "forward_kl"  # D(p(x) || p(x')) of TRADES and WEAT: any f member
     bounds: tuple[float, float] | None = (0.0, 1.0)  # input range
     generator: torch.Generator | None = None  # the attacks' random starts
+    weat_normalize: bool = False  # WEAT: divide the weights by their batch mean (the paper: raw weights)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         eps=Number(ge=0), steps=Int(ge=1), step_size=Number(ge=0, optional=True), norm=OneOf(NORMS),
         beta=Number(ge=0), divergence=IsDivergence(), bounds=Tuple((Number(), Number()), optional=True),
-        generator=Instance(torch.Generator, optional=True),
+        generator=Instance(torch.Generator, optional=True), weat_normalize=Bool(),
     )
 
     def __post_init__(self) -> None:
@@ -136,7 +138,7 @@ def _trades(model: nn.Module, x: Tensor, y: Tensor, s: AttackSettings) -> dict[s
 @register_objective("weat")
 def _weat(model: nn.Module, x: Tensor, y: Tensor, s: AttackSettings) -> dict[str, Tensor]:
     natural, adv, ce, reg = _trades_parts(model, x, y, s)
-    w = weat_weights(natural, normalize=True)
+    w = weat_weights(natural, normalize=s.weat_normalize)
     return {"loss": (w * ce).mean() + s.beta * (w * reg).mean(), "ce": ce.detach().mean(),
             "reg": reg.detach().mean(), **_energies(natural, adv)}
 
