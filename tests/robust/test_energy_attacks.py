@@ -125,14 +125,17 @@ def test_objectives_registry_and_their_values():
     torch.testing.assert_close(t["loss"], t["ce"] + 2.0 * t["reg"])
     assert float(t["reg"]) > 0 and float(t["energy_adv"]) != float(t["energy_natural"])
     s0 = AttackSettings(eps=0.1, steps=3, beta=2.0, generator=torch.Generator().manual_seed(0))
-    w = weat_weights(net(x), normalize=True)
+    w = weat_weights(net(x))
     wt = robust_loss(net, x, y, objective="weat", settings=s0)
-    # same attack (same seed): WEAT's loss is the weighted version of TRADES' terms
+    # same attack (same seed): WEAT's loss is the weighted version of TRADES' terms, with the paper's raw weights
     x_adv = trades_attack(net, x, eps=0.1, steps=3, generator=torch.Generator().manual_seed(0))
     ce = F.cross_entropy(net(x), y, reduction="none")
     reg = categorical_divergence(net(x_adv), net(x), reduction="none")
     torch.testing.assert_close(wt["loss"], (w * ce).mean() + 2.0 * (w * reg).mean())
     assert not torch.allclose(wt["loss"], ce.mean() + 2.0 * reg.mean())
+    s1 = AttackSettings(eps=0.1, steps=3, beta=2.0, generator=torch.Generator().manual_seed(0), weat_normalize=True)
+    wn = robust_loss(net, x, y, objective="weat", settings=s1)  # weights of batch mean one: the loss rescaled
+    torch.testing.assert_close(wn["loss"], wt["loss"] / w.mean())
 
 
 def test_kl_energy_terms_sum_to_the_kl_and_match_energies():

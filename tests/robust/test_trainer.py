@@ -44,7 +44,8 @@ def test_each_objective_trains_on_the_engine(objective):
 
 @pytest.mark.parametrize("kw, name", [(dict(eps=-1.0), "eps"), (dict(steps=0), "steps"),
                                       (dict(objective="mart"), "objective"), (dict(divergence="nope"), "divergence"),
-                                      (dict(bounds=(1.0, 0.0)), "bounds"), (dict(norm="l1"), "norm")])
+                                      (dict(bounds=(1.0, 0.0)), "bounds"), (dict(norm="l1"), "norm"),
+                                      (dict(weat_normalize=1), "weat_normalize")])
 def test_config_errors_name_the_field(kw, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         RobustConfig(**kw)

@@ -1,45 +1,56 @@
-"""Recipe ``weat``: standard training, PGD-AT, TRADES and WEAT on scikit-learn's digits.
+"""Recipe ``weat``: standard training, PGD-AT, TRADES and WEAT on digits or Fashion-MNIST.
 
-Data need no download: ``sklearn.datasets.load_digits`` (1797 8x8 images, pixels
-scaled to [0, 1]), split into train and test by ``split_seed``. Each method trains
-the same MLP with :class:`divmin.robust.RobustTrainer` (L∞ ball of radius ``eps``,
-``attack_steps``-step attacks, beta for TRADES and WEAT), evaluated every
-``eval_every`` steps on the test split. Reported per method: clean accuracy,
-accuracy under PGD-``pgd_steps`` (random start), and the energy gap
-mean E(x') - mean E(x) between PGD examples and natural ones (Mirza et al. 2024:
-attacks raise the energy of a standard classifier's inputs much more than a robust
-one's). The figure ``weat.png`` traces the natural and adversarial energies over
-training per method (first seed).
+Data (``dataset``): ``"digits"`` (default, no download: scikit-learn's 1797 8x8 images,
+split into train and test by ``split_seed``) or ``"fashion-mnist"`` (the 28x28 IDX files
+of Debian's ``dataset-fashion-mnist``, read by :func:`divmin.data.fashion_mnist`; its
+train and t10k splits, subsampled to ``train_size`` / ``test_size`` by ``split_seed``).
+Pixels are in [0, 1]. Each method trains the same MLP with
+:class:`divmin.robust.RobustTrainer` (L∞ ball of radius ``eps``, ``attack_steps``-step
+attacks, beta for TRADES and WEAT). Reported per method (means over ``seeds``): clean
+accuracy, accuracy under PGD-``pgd_steps`` (random start), under AutoAttack
+(``autoattack_acc``, on the first ``autoattack_size`` test examples, only when the optional
+``torchattacks`` package is importable, or never with ``autoattack=False``), the energy gap
+mean E(x') - mean E(x) between PGD examples and natural ones, and TRADES' KL(p(x) ‖ p(x'))
+at TRADES' adversary with its two energy terms (``kl_marginal`` = E(x) - E(x'),
+``kl_joint``; Mirza et al. 2024). ``summary["seeds"]`` keeps every seed's figures.
 
-Generation (the paper's claim that robust classifiers are better generative models):
-each trained classifier draws ``sgld_per_class`` samples per class by SGLD on
-E(x, y) (:func:`divmin.robust.sgld_sample`) from class-wise Gaussians fitted to the
-training digits (:func:`divmin.robust.class_gaussian_init`). A separately trained
-standard "judge" MLP (seed 1000 + the first seed) scores them: ``sgld_acc`` is the share it labels
-as the class they were drawn for, ``sgld_fd`` the Fréchet distance to the test digits
-in its hidden features; ``summary["init"]`` gives both for the Gaussian starts.
+Energy traces (the paper's phases of adversarial training): ``weat.png`` plots, per
+method (first seed), the training batches' mean E(x) and E(x') of the training attack
+every ``trace_every`` steps (default: once an epoch) and the test split's E(x) and E(x')
+under PGD every ``eval_every`` steps; ``summary["train_energy_gap"]`` condenses the training
+gap E(x') - E(x) of each attacked method (first, min, max, last).
+
+Generation: each trained classifier draws ``sgld_per_class`` samples per class by SGLD on
+E(x, y) (:func:`divmin.robust.sgld_sample`) from class-wise starts fitted to the training
+images (``sgld_init``: ``"pca"``, the paper's, or ``"gaussian"``; see
+:data:`divmin.robust.SGLD_INITS`). A separately trained standard "judge" MLP (seed 1000 +
+the first seed) scores them: ``sgld_acc`` is the share it labels as the class they were
+drawn for, ``sgld_fd`` the Fréchet distance to the test images in its penultimate-layer
+features; ``summary["init"]`` gives both for the starts themselves.
 ``weat_samples.png`` shows one sample per class and method (first seed).
-Rows average over ``seeds``; ``pgd_acc_std`` is the spread of PGD accuracy over them. AutoAttack
-(torchattacks) is not run here.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run weat --out runs/weat --full``, that is
-``--set engine.max_steps=3000 --set eval_every=300 --set "seeds=(0, 1, 2)"``.
+``--set engine.max_steps=3000 --set eval_every=300 --set "seeds=(0, 1, 2)"``; Fashion-MNIST:
+add ``--set dataset=fashion-mnist`` (10000 training and 2000 test images by default).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
 from ..eval import frechet_distance
-from ..robust import OBJECTIVES, RobustConfig, RobustTrainer, class_gaussian_init, sgld_sample
-from ._plots import plt, save_figure
+from ..robust import (OBJECTIVES, SGLD_INITS, RobustConfig, RobustTrainer, autoattack_accuracy, autoattack_available,
+                      robustness_metrics, sgld_sample)
+from ._plots import figure_legend, plt, save_figure
 from ._registry import RecipeResult, recipe, torch_threads
 
 __all__ = ["WEATConfig", "run_weat"]
@@ -53,17 +64,26 @@ def _default_engine() -> EngineConfig:
 class WEATConfig:
     methods: tuple[str, ...] = ("standard", "pgd-at", "trades", "weat")  # names in divmin.robust.OBJECTIVES
     seeds: tuple[int, ...] = (0,)  # model init, data order and attacks; rows average over them
-    split_seed: int = 0  # train/test split
+    dataset: str = "digits"  # a name in DATASETS: "digits" or "fashion-mnist"
+    split_seed: int = 0  # train/test split (digits) or subsample (Fashion-MNIST)
     test_fraction: float = 0.25  # share of the digits held out
+    train_size: int = 10000  # Fashion-MNIST training images used (of 60000)
+    test_size: int = 2000  # Fashion-MNIST test images used (of 10000)
     width: int = 256  # hidden width of the MLP (2 hidden layers)
     eps: float = 0.1  # L∞ radius (pixels in [0, 1])
     attack_steps: int = 10  # training attack steps
     pgd_steps: int = 20  # evaluation PGD steps
     beta: float = 6.0  # TRADES / WEAT divergence weight
     divergence: str = "forward_kl"  # D(p(x) || p(x')) of TRADES and WEAT
+    weat_normalize: bool = False  # WEAT's weights divided by their batch mean (the paper: raw weights)
     lr: float = 1e-3  # AdamW learning rate
     batch_size: int = 128  # examples per step
-    eval_every: int = 100  # steps between the energy-trace evaluations
+    eval_every: int = 100  # steps between the test-energy evaluations
+    trace_every: int | None = None  # steps between training-energy records (None: one epoch)
+    autoattack: bool = True  # run AutoAttack when torchattacks is importable (False: never)
+    autoattack_size: int = 1000  # test examples AutoAttack sees (the first ones)
+    sgld_init: str = "pca"  # SGLD starts: a name in divmin.robust.SGLD_INITS
+    pca_components: int = 16  # principal components of the "pca" start
     sgld_per_class: int = 50  # SGLD samples per class and method
     sgld_steps: int = 100  # SGLD steps
     sgld_step_size: float = 0.01  # SGLD step alpha on E(x, y)
@@ -72,18 +92,25 @@ class WEATConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop (max_steps etc.)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        methods=Tuple(each=OneOf(OBJECTIVES), min_len=1), seeds=Tuple(each=Int(ge=0), min_len=1), split_seed=Int(ge=0),
-        test_fraction=Number(gt=0, lt=1), width=Int(ge=1), eps=Number(ge=0), attack_steps=Int(ge=1),
-        pgd_steps=Int(ge=1), beta=Number(ge=0), divergence=IsDivergence(), lr=Number(gt=0), batch_size=Int(ge=1),
-        eval_every=Int(ge=1), sgld_per_class=Int(ge=1), sgld_steps=Int(ge=1), sgld_step_size=Number(ge=0),
-        sgld_noise=Number(ge=0), num_threads=Int(ge=1, optional=True), engine=Instance(EngineConfig),
+        methods=Tuple(each=OneOf(OBJECTIVES), min_len=1), seeds=Tuple(each=Int(ge=0), min_len=1),
+        dataset=OneOf(lambda: list(DATASETS)), split_seed=Int(ge=0), test_fraction=Number(gt=0, lt=1),
+        train_size=Int(ge=10), test_size=Int(ge=10), width=Int(ge=1), eps=Number(ge=0), attack_steps=Int(ge=1),
+        pgd_steps=Int(ge=1), beta=Number(ge=0), divergence=IsDivergence(), weat_normalize=Bool(), lr=Number(gt=0),
+        batch_size=Int(ge=1),
+        eval_every=Int(ge=1), trace_every=Int(ge=1, optional=True), autoattack=Bool(), autoattack_size=Int(ge=1),
+        sgld_init=OneOf(SGLD_INITS), pca_components=Int(ge=1), sgld_per_class=Int(ge=1), sgld_steps=Int(ge=1),
+        sgld_step_size=Number(ge=0), sgld_noise=Number(ge=0), num_threads=Int(ge=1, optional=True),
+        engine=Instance(EngineConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
 
 
-def digits(test_fraction: float, seed: int) -> tuple[TensorDataset, TensorDataset]:
+Splits = tuple[TensorDataset, TensorDataset]
+
+
+def digits(test_fraction: float, seed: int) -> Splits:
     """(train, test) splits of scikit-learn's digits, pixels in [0, 1], as (x (N, 64), label) datasets."""
     from sklearn.datasets import load_digits
 
@@ -96,12 +123,31 @@ def digits(test_fraction: float, seed: int) -> tuple[TensorDataset, TensorDatase
     return TensorDataset(x[train], y[train]), TensorDataset(x[test], y[test])
 
 
-def _mlp(width: int, seed: int) -> nn.Module:
+def fashion(train_size: int, test_size: int, seed: int) -> Splits:
+    """Random subsets (``seed``) of Fashion-MNIST's train and test splits, as (x (N, 784), label) datasets."""
+    from ..data import fashion_mnist
+
+    g, out = torch.Generator().manual_seed(seed), []
+    for split, n in (("train", train_size), ("test", test_size)):
+        x, y = fashion_mnist(split)
+        pick = torch.randperm(x.shape[0], generator=g)[:n]
+        out.append(TensorDataset(x[pick].flatten(1), y[pick]))
+    return out[0], out[1]
+
+
+# the recipe's data sets by name: config -> (train, test), flat inputs in [0, 1], 10 classes
+DATASETS: dict[str, Callable[[WEATConfig], Splits]] = {
+    "digits": lambda c: digits(c.test_fraction, c.split_seed),
+    "fashion-mnist": lambda c: fashion(c.train_size, c.test_size, c.split_seed),
+}
+
+
+def _mlp(d: int, width: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
+    return nn.Sequential(nn.Linear(d, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
 
 
-@recipe("weat", WEATConfig, "standard, PGD-AT, TRADES and WEAT on digits: clean/PGD accuracy and energies",
+@recipe("weat", WEATConfig, "standard, PGD-AT, TRADES and WEAT on digits / Fashion-MNIST: robust accuracy and energies",
         full_size=("engine.max_steps=3000", "eval_every=300", "seeds=(0, 1, 2)"))
 def run_weat(config: WEATConfig, out_dir: Path) -> RecipeResult:
     with torch_threads(config.num_threads):
@@ -110,80 +156,125 @@ def run_weat(config: WEATConfig, out_dir: Path) -> RecipeResult:
 
 def _train(c: WEATConfig, method: str, seed: int, train: TensorDataset, test: TensorDataset,
            out: Path) -> tuple[RobustTrainer, list[dict[str, float]]]:
-    engine = dataclasses.replace(c.engine, seed=seed, out_dir=str(out), eval_every=c.eval_every)
+    epoch = -(-len(train) // c.batch_size)
+    engine = dataclasses.replace(c.engine, seed=seed, out_dir=str(out), eval_every=c.eval_every,
+                                 log_every=c.trace_every or epoch)
     cfg = RobustConfig(objective=method, eps=c.eps, steps=c.attack_steps, beta=c.beta, divergence=c.divergence,
+                       weat_normalize=c.weat_normalize,
                        eval_steps=c.pgd_steps, lr=c.lr, batch_size=c.batch_size, engine=engine)
-    trainer = RobustTrainer(_mlp(c.width, seed), train, eval_dataset=test, config=cfg)
+    trainer = RobustTrainer(_mlp(train.tensors[0].shape[1], c.width, seed), train, eval_dataset=test, config=cfg)
     return trainer, trainer.train().history
 
 
 def _judge(judge: nn.Module, x: torch.Tensor, y: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """Share of ``x`` the judge labels ``y``, and the Fréchet distance to ``reference`` in its hidden features."""
+    """Share of ``x`` the judge labels ``y``, and the Fréchet distance to ``reference`` in its penultimate features."""
     with torch.no_grad():
         feats, ref = judge[:-1](x), judge[:-1](reference)
         return {"sgld_acc": float((judge(x).argmax(1) == y).float().mean()), "sgld_fd": frechet_distance(feats, ref)}
 
 
-_COLS = ("clean_acc", "pgd_acc", "energy_gap", "sgld_acc", "sgld_fd", "energy_natural", "energy_adv")
-
-
-def _one(c: WEATConfig, method: str, seed: int, data: tuple[TensorDataset, TensorDataset], judge: nn.Module,
-         out: Path) -> tuple[dict[str, float], list[tuple[int, float, float]], torch.Tensor]:
-    """(metrics, energy trace, one SGLD sample per class) of ``method`` trained from ``seed``."""
-    train, test = data
-    trainer, history = _train(c, method, seed, train, test, out)
-    final = trainer.evaluate(generator=torch.Generator().manual_seed(seed))
+def _starts(c: WEATConfig, train: TensorDataset, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
     gen = torch.Generator().manual_seed(seed)
     draw_y = torch.arange(10).repeat_interleave(c.sgld_per_class)
-    x0 = class_gaussian_init(*train.tensors, draw_y, generator=gen)
-    x = sgld_sample(trainer.model.eval(), x0, draw_y, step_size=c.sgld_step_size, noise=c.sgld_noise,
-                    steps=c.sgld_steps, generator=gen)
-    trace = [(r["step"], r["eval/energy_natural"], r["eval/energy_adv"]) for r in history if "eval/energy_natural" in r]
-    return {**final, **_judge(judge, x, draw_y, test.tensors[0])}, trace, x[::c.sgld_per_class]
+    kw = {"components": c.pca_components} if c.sgld_init == "pca" else {}
+    return SGLD_INITS[c.sgld_init](*train.tensors, draw_y, generator=gen, **kw), draw_y, gen
+
+
+_COLS = ("clean_acc", "pgd_acc", "autoattack_acc", "energy_gap", "kl", "kl_marginal", "kl_joint", "sgld_acc",
+         "sgld_fd", "energy_natural", "energy_adv")
+
+
+def _trace(history: list[dict[str, float]]) -> dict[str, list[list[float]]]:
+    """Training (every log) and test (every evaluation) energies: rows [step, E(x), E(x') or None]."""
+    def rows(nat: str, adv: str) -> list[list[float]]:
+        return [[r["step"], r[nat], r.get(adv)] for r in history if nat in r]
+    return {"train": rows("energy_natural", "energy_adv"), "test": rows("eval/energy_natural", "eval/energy_adv")}
+
+
+def _one(c: WEATConfig, method: str, seed: int, data: Splits, judge: nn.Module, run_aa: bool,
+         out: Path) -> tuple[dict[str, float], dict[str, list[list[float]]], torch.Tensor]:
+    """(metrics, energy traces, one SGLD sample per class) of ``method`` trained from ``seed``."""
+    train, test = data
+    trainer, history = _train(c, method, seed, train, test, out)
+    model = trainer.model.eval()
+    final = robustness_metrics(model, *test.tensors, eps=c.eps, steps=c.pgd_steps, kl_terms=True,
+                               generator=torch.Generator().manual_seed(seed))
+    if run_aa:
+        x_aa, y_aa = (t[:c.autoattack_size] for t in test.tensors)
+        final["autoattack_acc"] = autoattack_accuracy(model, x_aa, y_aa, eps=c.eps, seed=seed)
+    x0, draw_y, gen = _starts(c, train, seed)
+    x = sgld_sample(model, x0, draw_y, step_size=c.sgld_step_size, noise=c.sgld_noise, steps=c.sgld_steps,
+                    generator=gen)
+    return {**final, **_judge(judge, x, draw_y, test.tensors[0])}, _trace(history), x[::c.sgld_per_class]
 
 
 def _run(c: WEATConfig, out_dir: Path) -> RecipeResult:
-    data = digits(c.test_fraction, c.split_seed)
+    data = DATASETS[c.dataset](c)
+    run_aa = c.autoattack and autoattack_available()
     judge = _train(c, "standard", 1000 + c.seeds[0], *data, out_dir / "judge")[0].model.eval()
-    rows, traces, samples = [], {}, {}
+    rows, traces, samples, per_seed = [], {}, {}, {}
+    cols = [k for k in _COLS if run_aa or k != "autoattack_acc"]
     for method in c.methods:
-        runs = [_one(c, method, s, data, judge, out_dir / method / f"seed{s}") for s in c.seeds]
-        row = {"method": method, **{k: statistics.fmean(r[0][k] for r in runs) for k in _COLS}}
+        runs = [_one(c, method, s, data, judge, run_aa, out_dir / method / f"seed{s}") for s in c.seeds]
+        row = {"method": method, **{k: statistics.fmean(r[0][k] for r in runs) for k in cols}}
         row["pgd_acc_std"] = statistics.stdev(r[0]["pgd_acc"] for r in runs) if len(runs) > 1 else 0.0
         rows.append(row)
+        per_seed[method] = [{k: r[0][k] for k in cols} for r in runs]
         traces[method], samples[method] = runs[0][1], runs[0][2]
-    cols = ["method", "clean_acc", "pgd_acc", "pgd_acc_std", "energy_gap", "sgld_acc", "sgld_fd", "energy_natural",
-            "energy_adv"]
-    summary = {k: {r["method"]: r[k] for r in rows} for k in _COLS[:5]}
-    gen = torch.Generator().manual_seed(c.seeds[0])
-    draw_y = torch.arange(10).repeat_interleave(c.sgld_per_class)
-    summary["init"] = _judge(judge, class_gaussian_init(*data[0].tensors, draw_y, generator=gen), draw_y,
-                             data[1].tensors[0])
-    acc = summary["pgd_acc"]
-    if "weat" in acc and "trades" in acc:
-        summary["weat_matches_trades"] = acc["weat"] >= acc["trades"] - 0.01
-    plots = [_plot(traces, out_dir / "weat.png"), _grid(samples, out_dir / "weat_samples.png")]
+    summary = {k: {r["method"]: r[k] for r in rows} for k in cols}
+    summary.update(seeds=per_seed, autoattack="run" if run_aa else
+                   ("off" if not c.autoattack else "not run: torchattacks is not installed"))
+    x0, draw_y, _ = _starts(c, data[0], c.seeds[0])
+    summary["init"] = _judge(judge, x0, draw_y, data[1].tensors[0])
+    summary.update(_claims(per_seed, run_aa))
+    summary["train_energy_gap"] = {m: _gap_course(t["train"]) for m, t in traces.items()
+                                   if t["train"][0][2] is not None}
+    side = math.isqrt(data[0].tensors[0].shape[1])
+    plots = [_plot(traces, c.dataset, out_dir / "weat.png"), _grid(samples, side, out_dir / "weat_samples.png")]
+    cols = ["method", *cols[:2], "pgd_acc_std", *cols[2:]]
     return RecipeResult(cols, rows, [str(p) for p in plots], summary)
 
 
-def _plot(traces: dict[str, list[tuple[int, float, float]]], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, (method, pts) in enumerate(traces.items()):
-        steps = [p[0] for p in pts]
-        ax.plot(steps, [p[1] for p in pts], color=f"C{i}", marker="o", ms=3, label=f"{method}: natural E(x)")
-        ax.plot(steps, [p[2] for p in pts], color=f"C{i}", ls="--", marker="x", ms=3, label=f"{method}: PGD E(x')")
-    ax.set(title="Energies of natural and PGD test inputs during training (digits)", xlabel="training step",
-           ylabel="mean energy E = -logsumexp f")
-    ax.legend(fontsize=7, ncol=2)
-    return save_figure(fig, path, data={m: [list(p) for p in pts] for m, pts in traces.items()})
+def _gap_course(rows: list[list[float]]) -> dict[str, float]:
+    """E(x') - E(x) of the training attack along training (first seed): first, smallest, largest and last."""
+    gaps = [r[2] - r[1] for r in rows]
+    return {"first": gaps[0], "min": min(gaps), "max": max(gaps), "last": gaps[-1]}
 
 
-def _grid(samples: dict[str, torch.Tensor], path: Path) -> Path:
+def _claims(per_seed: dict[str, list[dict[str, float]]], run_aa: bool) -> dict[str, bool]:
+    """WEAT against TRADES on the same seeds: mean within 0.01 (matches), and better on every seed (beats)."""
+    if "weat" not in per_seed or "trades" not in per_seed:
+        return {}
+    out = {}
+    for k in ("pgd_acc", "autoattack_acc") if run_aa else ("pgd_acc",):
+        w, t = [r[k] for r in per_seed["weat"]], [r[k] for r in per_seed["trades"]]
+        out[f"weat_matches_trades_{k}"] = statistics.fmean(w) >= statistics.fmean(t) - 0.01
+        out[f"weat_beats_trades_{k}_every_seed"] = all(a > b for a, b in zip(w, t))
+    return out
+
+
+def _plot(traces: dict[str, dict[str, list[list[float]]]], dataset: str, path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, split, what in zip(axes, ("train", "test"), ("training batches, training attack", "test split, PGD")):
+        for i, (method, trace) in enumerate(traces.items()):
+            pts = trace[split]
+            steps = [p[0] for p in pts]
+            ax.plot(steps, [p[1] for p in pts], color=f"C{i}", marker="o", ms=3, label=f"{method}: natural E(x)")
+            if pts and pts[0][2] is not None:
+                ax.plot(steps, [p[2] for p in pts], color=f"C{i}", ls="--", marker="x", ms=3,
+                        label=f"{method}: adversarial E(x')")
+        ax.set(title=f"{what} ({dataset})", xlabel="training step", ylabel="mean energy E = -logsumexp f")
+    figure_legend(fig, axes[::-1], on=axes[1], fontsize=7, ncol=2)  # the test panel holds every label
+    fig.suptitle("Energies of natural and adversarial inputs during training")
+    return save_figure(fig, path, data=traces)
+
+
+def _grid(samples: dict[str, torch.Tensor], side: int, path: Path) -> Path:
     fig, axes = plt.subplots(len(samples), 10, figsize=(8, 0.9 * len(samples) + 0.8), squeeze=False)
     for i, (method, x) in enumerate(samples.items()):
         for k in range(10):
             ax = axes[i, k]
-            ax.imshow(x[k].view(8, 8).numpy(), cmap="gray_r", vmin=0, vmax=1)
+            ax.imshow(x[k].view(side, side).numpy(), cmap="gray_r", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             if k == 0:
                 ax.set_ylabel(method, fontsize=8)

@@ -6,14 +6,16 @@ Grathwohl et al. 2020); ``pgd_attack`` (Madry et al. 2018) and ``trades_attack``
 objectives ``standard``, ``pgd-at``, ``trades`` and ``weat`` (TRADES' and WEAT's
 divergence term is any registry member, D(p(x) ‖ p(x')));
 ``RobustTrainer`` trains them on the engine; ``sgld_sample`` generates by SGLD on
-E(x, y) from ``class_gaussian_init``'s class-wise Gaussians.
+E(x, y) from class-wise Gaussian or PCA starts (``SGLD_INITS``); ``autoattack_accuracy``
+runs AutoAttack through the optional torchattacks package.
 """
 
 from ._attacks import NORMS, pgd_attack, trades_attack
+from ._autoattack import autoattack_accuracy, autoattack_available
 from ._energy import check_labels, energy, joint_energy, kl_energy_terms, weat_weights
 from ._evaluate import robustness_metrics
 from ._objectives import OBJECTIVES, AttackSettings, available_objectives, register_objective, robust_loss
-from ._sgld import class_gaussian_init, sgld_sample
+from ._sgld import SGLD_INITS, class_gaussian_init, class_pca_init, sgld_sample
 from ._trainer import RobustConfig, RobustTrainer
 
 __all__ = [
@@ -22,9 +24,13 @@ __all__ = [
     "AttackSettings",
     "RobustConfig",
     "RobustTrainer",
+    "SGLD_INITS",
+    "autoattack_accuracy",
+    "autoattack_available",
     "available_objectives",
     "check_labels",
     "class_gaussian_init",
+    "class_pca_init",
     "energy",
     "joint_energy",
     "kl_energy_terms",

@@ -5,12 +5,13 @@ With natural logits f(x), adversarial logits f(x') and CE the cross-entropy:
     standard   CE(f(x), y)                                     (no attack)
     pgd-at     CE(f(x'_PGD), y)                                Madry et al. 2018
     trades     CE(f(x), y) + beta · mean D(p(x) ‖ p(x'))       Zhang et al. 2019
-    weat       mean(w · CE(f(x), y)) + beta · mean(w · D(p(x) ‖ p(x')))   Mirza et al. 2024
+    weat       mean(w · CE(f(x), y)) + beta · mean(w · D(p(x) ‖ p(x')))   Mirza et al. 2024 (WEAT_nat)
 
 with x'_PGD from :func:`pgd_attack` on CE, x' of TRADES and WEAT from
 :func:`trades_attack`, D any registry member (KL by default) through
 :func:`divmin.categorical_divergence` (adversarial logits as the model, natural
-ones as the target), and w = :func:`weat_weights` (normalised to mean one, detached).
+ones as the target), and w = :func:`weat_weights` (detached; as the paper and its code, raw
+weights, or with ``weat_normalize`` divided by their batch mean, which only rescales each batch's loss).
 The attacks run with the model in eval mode (its mode is restored after).
 """
 
@@ -25,9 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..divergences import Divergence, categorical_divergence
-from ..engine import Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
+from ..engine import Bool, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
 from ._attacks import NORMS, pgd_attack, trades_attack
-from ._energy import _eval_mode, _num_classes, check_labels, energy, weat_weights
+from ._energy import _eval_mode, _num_classes, check_labels, energy, kl_energy_terms, weat_weights
 
 __all__ = ["OBJECTIVES", "AttackSettings", "available_objectives", "register_objective", "robust_loss"]
 
@@ -50,11 +51,12 @@ class AttackSettings:
     divergence: str | Divergence = "forward_kl"  # D(p(x) || p(x')) of TRADES and WEAT: any f member
     bounds: tuple[float, float] | None = (0.0, 1.0)  # input range
     generator: torch.Generator | None = None  # the attacks' random starts
+    weat_normalize: bool = False  # WEAT: divide the weights by their batch mean (the paper: raw weights)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         eps=Number(ge=0), steps=Int(ge=1), step_size=Number(ge=0, optional=True), norm=OneOf(NORMS),
         beta=Number(ge=0), divergence=IsDivergence(), bounds=Tuple((Number(), Number()), optional=True),
-        generator=Instance(torch.Generator, optional=True),
+        generator=Instance(torch.Generator, optional=True), weat_normalize=Bool(),
     )
 
     def __post_init__(self) -> None:
@@ -89,9 +91,14 @@ def available_objectives() -> list[str]:
 
 
 def _energies(natural: Tensor, adv: Tensor | None) -> dict[str, Tensor]:
-    out = {"energy_natural": energy(natural.detach().float()).mean()}
+    """Batch means of E(x), and of E(x') and KL(p(x) ‖ p(x'))'s two energy terms when attacked."""
+    natural = natural.detach().float()
+    out = {"energy_natural": energy(natural).mean()}
     if adv is not None:
-        out["energy_adv"] = energy(adv.detach().float()).mean()
+        adv = adv.detach().float()
+        terms = kl_energy_terms(adv, natural)
+        out.update(energy_adv=energy(adv).mean(), kl_marginal=terms["marginal"].mean(),
+                   kl_joint=terms["joint"].mean())
     return out
 
 
@@ -131,7 +138,7 @@ def _trades(model: nn.Module, x: Tensor, y: Tensor, s: AttackSettings) -> dict[s
 @register_objective("weat")
 def _weat(model: nn.Module, x: Tensor, y: Tensor, s: AttackSettings) -> dict[str, Tensor]:
     natural, adv, ce, reg = _trades_parts(model, x, y, s)
-    w = weat_weights(natural, normalize=True)
+    w = weat_weights(natural, normalize=s.weat_normalize)
     return {"loss": (w * ce).mean() + s.beta * (w * reg).mean(), "ce": ce.detach().mean(),
             "reg": reg.detach().mean(), **_energies(natural, adv)}
 
@@ -146,14 +153,16 @@ def robust_loss(model: nn.Module, x: Tensor, labels: Tensor, *, objective: str =
         settings: an :class:`AttackSettings` (default: eps 8/255, 10 L∞ steps, beta 6, KL).
 
     Returns:
-        ``{"loss": scalar to minimise, "energy_natural": mean E(x), ...}`` plus ``energy_adv``
-        (attacked objectives) and ``ce``/``reg`` (TRADES, WEAT); all but ``loss`` detached.
+        ``{"loss": scalar to minimise, "energy_natural": mean E(x), ...}`` plus ``energy_adv`` and
+        ``kl_marginal``/``kl_joint`` (attacked objectives: the means of :func:`kl_energy_terms` of
+        KL(p(x) ‖ p(x')), whatever the divergence trained) and ``ce``/``reg`` (TRADES, WEAT);
+        all but ``loss`` detached.
 
     >>> torch.manual_seed(0); net = nn.Linear(2, 2)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> out = robust_loss(net, torch.rand(4, 2), torch.tensor([0, 1, 1, 0]), objective="weat")
     >>> sorted(out)
-    ['ce', 'energy_adv', 'energy_natural', 'loss', 'reg']
+    ['ce', 'energy_adv', 'energy_natural', 'kl_joint', 'kl_marginal', 'loss', 'reg']
     >>> robust_loss(net, torch.rand(4, 2), torch.tensor([0, 1, 1, 0]), objective="fgsm")
     Traceback (most recent call last):
     ...

@@ -5,9 +5,10 @@ step and noise (Grathwohl et al. 2020):
 
     x_{k+1} = Proj_[lo, hi]( x_k - alpha · ∇_x E(x_k, y) + sigma · N(0, I) ),
 
-started, as in Mirza et al. 2024, from class-wise Gaussians fitted to the data
-(mean and shrunk covariance of each class; the paper's PCA initialisation keeps the
-leading components of that covariance). alpha = sigma^2 / 2 is proper Langevin
+started, as in Mirza et al. 2024, from class-wise Gaussians fitted to the data:
+``class_gaussian_init`` (mean and shrunk covariance of each class) or
+``class_pca_init`` (the paper's PCA initialisation: only the leading principal
+components of each class). alpha = sigma^2 / 2 is proper Langevin
 dynamics targeting p(x | y) ∝ exp(-E(x, y)); larger alpha, as in JEM, samples a
 colder distribution.
 """
@@ -15,6 +16,7 @@ colder distribution.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +24,25 @@ from torch import Tensor, nn
 from ._attacks import _rand
 from ._energy import _num_classes, check_labels, joint_energy
 
-__all__ = ["class_gaussian_init", "sgld_sample"]
+__all__ = ["SGLD_INITS", "class_gaussian_init", "class_pca_init", "sgld_sample"]
+
+
+def _class_draws(x: Tensor, labels: Tensor, sample_labels: Tensor, draw: Callable[[Tensor, Tensor], Tensor],
+                 bounds: tuple[float, float] | None, generator: torch.Generator | None) -> Tensor:
+    """``draw(rows (n, D) of one class, z (m, D) standard normals) -> (m, D)`` per class of ``sample_labels``."""
+    check_labels(labels, int(labels.max()) + 1 if labels.numel() else 1, x.shape[:1])
+    if not isinstance(sample_labels, Tensor) or sample_labels.dim() != 1:
+        raise ValueError("`sample_labels` must be a (M,) integer tensor")
+    flat, out = x.flatten(1).double(), torch.empty(sample_labels.shape[0], x[0].numel(), dtype=torch.float64)
+    for c in sample_labels.unique().tolist():
+        rows = flat[labels == c].cpu()
+        if rows.shape[0] == 0:
+            raise ValueError(f"`sample_labels` holds class {c}, which has no example in `labels`")
+        pick = (sample_labels == c).nonzero().squeeze(1).cpu()
+        z = _rand((pick.numel(), flat.shape[1]), generator, normal=True).cpu().double()
+        out[pick] = draw(rows, z)
+    out = out.to(x).view(-1, *x.shape[1:])
+    return out if bounds is None else out.clamp(*bounds)
 
 
 def class_gaussian_init(x: Tensor, labels: Tensor, sample_labels: Tensor, *, shrinkage: float = 0.1,
@@ -47,22 +67,53 @@ def class_gaussian_init(x: Tensor, labels: Tensor, sample_labels: Tensor, *, shr
     """
     if not 0 <= shrinkage <= 1:
         raise ValueError(f"`shrinkage` must be in [0, 1], got {shrinkage!r}")
-    check_labels(labels, int(labels.max()) + 1 if labels.numel() else 1, x.shape[:1])
-    flat, out = x.flatten(1).double(), torch.empty(sample_labels.shape[0], x[0].numel(), dtype=torch.float64)
-    for c in sample_labels.unique().tolist():
-        rows = flat[labels == c]
-        if rows.shape[0] == 0:
-            raise ValueError(f"`sample_labels` holds class {c}, which has no example in `labels`")
-        centred = rows - rows.mean(0)
+
+    def draw(rows: Tensor, z: Tensor) -> Tensor:
+        centred, d = rows - rows.mean(0), rows.shape[1]
         cov = centred.T @ centred / max(rows.shape[0] - 1, 1)
-        eye = torch.eye(flat.shape[1], dtype=torch.float64)
-        cov = (1 - shrinkage) * cov + shrinkage * (cov.trace() / flat.shape[1]).clamp_min(1e-8) * eye
-        chol = torch.linalg.cholesky(cov + 1e-8 * eye)
-        pick = (sample_labels == c).nonzero().squeeze(1).cpu()
-        z = _rand((pick.numel(), flat.shape[1]), generator, normal=True).cpu().double()
-        out[pick] = rows.mean(0).cpu() + z @ chol.T.cpu()
-    out = out.to(x).view(-1, *x.shape[1:])
-    return out if bounds is None else out.clamp(*bounds)
+        eye = torch.eye(d, dtype=torch.float64)
+        cov = (1 - shrinkage) * cov + shrinkage * (cov.trace() / d).clamp_min(1e-8) * eye
+        return rows.mean(0) + z @ torch.linalg.cholesky(cov + 1e-8 * eye).T
+
+    return _class_draws(x, labels, sample_labels, draw, bounds, generator)
+
+
+def class_pca_init(x: Tensor, labels: Tensor, sample_labels: Tensor, *, components: int = 16,
+                   bounds: tuple[float, float] | None = (0.0, 1.0),
+                   generator: torch.Generator | None = None) -> Tensor:
+    """Draws from each class's Gaussian restricted to its ``components`` leading principal directions.
+
+    With the class's centred data X_y = U S V^T (n_y rows), the draw is
+
+        x0 = mu_y + sum_{k < K} z_k · (S_k / sqrt(n_y - 1)) · V_k,   z ~ N(0, I_K),
+
+    the PCA initialisation of Mirza et al. 2024 (after Zhu et al. 2021): the class's
+    dominant modes of variation without its small-variance noise directions.
+
+    Args:
+        x, labels, sample_labels, bounds, generator: as :func:`class_gaussian_init`.
+        components: K >= 1 (capped at the class's rank).
+
+    Returns:
+        ``(M, ...)`` starting points.
+
+    >>> x = torch.tensor([[0.1, 0.2], [0.3, 0.2], [0.8, 0.9], [0.9, 0.7]]); y = torch.tensor([0, 0, 1, 1])
+    >>> class_pca_init(x, y, torch.tensor([1, 0]), components=1, generator=torch.Generator().manual_seed(0)).shape
+    torch.Size([2, 2])
+    """
+    if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+        raise ValueError(f"`components` must be an int >= 1, got {components!r}")
+
+    def draw(rows: Tensor, z: Tensor) -> Tensor:
+        _, sv, vh = torch.linalg.svd(rows - rows.mean(0), full_matrices=False)
+        k = min(components, sv.shape[0])
+        return rows.mean(0) + (z[:, :k] * sv[:k] / max(rows.shape[0] - 1, 1) ** 0.5) @ vh[:k]
+
+    return _class_draws(x, labels, sample_labels, draw, bounds, generator)
+
+
+# SGLD starting distributions by name: fn(x, labels, sample_labels, *, bounds, generator) -> (M, ...)
+SGLD_INITS: dict[str, Callable[..., Tensor]] = {"gaussian": class_gaussian_init, "pca": class_pca_init}
 
 
 def sgld_sample(model: nn.Module, x0: Tensor, labels: Tensor, *, step_size: float = 1.0, noise: float = 0.01,

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..divergences import Divergence
-from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
+from ..engine import (Bool, EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
                       StepOutput, Tuple, trainable_adamw, validate)
 from ._attacks import NORMS
 from ._evaluate import robustness_metrics
@@ -46,6 +46,7 @@ class RobustConfig:
     norm: str = "linf"  # "linf" or "l2"
     beta: float = 6.0  # weight of TRADES' / WEAT's divergence term
     divergence: str | Divergence = "forward_kl"  # D(p(x) || p(x')) of TRADES and WEAT: any f member
+    weat_normalize: bool = False  # WEAT: divide the weights by their batch mean (the paper: raw weights)
     bounds: tuple[float, float] | None = (0.0, 1.0)  # input range
     eval_steps: int = 20  # PGD steps of evaluate()
     lr: float = 1e-3  # AdamW learning rate
@@ -56,7 +57,7 @@ class RobustConfig:
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         objective=OneOf(OBJECTIVES), eps=Number(ge=0), steps=Int(ge=1), step_size=Number(ge=0, optional=True),
-        norm=OneOf(NORMS), beta=Number(ge=0), divergence=IsDivergence(),
+        norm=OneOf(NORMS), beta=Number(ge=0), divergence=IsDivergence(), weat_normalize=Bool(),
         bounds=Tuple((Number(), Number()), optional=True), eval_steps=Int(ge=1), lr=Number(gt=0),
         weight_decay=Number(ge=0), batch_size=Int(ge=1), eval_batch_size=Int(ge=1), engine=Instance(EngineConfig),
     )
@@ -69,7 +70,7 @@ class RobustConfig:
     def settings(self, generator: torch.Generator | None = None) -> AttackSettings:
         """The :class:`AttackSettings` of training."""
         return AttackSettings(eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm,
-                              beta=self.beta, divergence=self.divergence,
+                              beta=self.beta, divergence=self.divergence, weat_normalize=self.weat_normalize,
                               bounds=None if self.bounds is None else tuple(self.bounds), generator=generator)
 
 
