@@ -18,7 +18,7 @@ from ._registry import (
     recipe,
     run_recipe,
 )
-from ._runs import default_checkpoint_every, resumable, run_engine  # noqa: F401  (each run checkpointed into --out)
+from ._runs import default_checkpoint_every, resumable, run_engine, run_history  # noqa: F401  (each run checkpointed into --out)
 
 __all__ = [
     "Recipe",

@@ -12,11 +12,12 @@ the table of the uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from ..engine import EngineConfig, latest_checkpoint
 
-__all__ = ["default_checkpoint_every", "resumable", "run_engine"]
+__all__ = ["default_checkpoint_every", "resumable", "run_engine", "run_history"]
 
 
 def default_checkpoint_every(max_steps: int, log_every: int = 1) -> int:
@@ -47,3 +48,10 @@ def resumable(engine: EngineConfig, resume: bool) -> bool:
     and the engine's "no checkpoint" warning would be noise: :func:`run_recipe` warns once instead)."""
     run_dir = engine.run_dir
     return bool(resume and run_dir is not None and latest_checkpoint(run_dir, verify=False) is not None)
+
+
+def run_history(engine: EngineConfig) -> list[dict]:
+    """Every record the run logged, across resumes (its ``metrics.jsonl``; ``TrainResult.history`` holds
+    only what the last ``fit`` call logged, nothing for a finished run that was resumed)."""
+    path = engine.run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

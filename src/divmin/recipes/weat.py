@@ -52,6 +52,7 @@ from ..robust import (OBJECTIVES, SGLD_INITS, RobustConfig, RobustTrainer, autoa
                       robustness_metrics, sgld_sample)
 from ._plots import figure_legend, plt, save_figure
 from ._registry import RecipeResult, recipe, torch_threads
+from ._runs import resumable, run_engine, run_history
 
 __all__ = ["WEATConfig", "run_weat"]
 
@@ -89,6 +90,7 @@ class WEATConfig:
     sgld_step_size: float = 0.01  # SGLD step alpha on E(x, y)
     sgld_noise: float = 0.01  # SGLD noise sigma
     num_threads: int | None = 1  # torch intra-op threads during the run; None = as is
+    resume: bool = False  # resume every training run (judge, each method and seed) from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop (max_steps etc.)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
@@ -99,7 +101,7 @@ class WEATConfig:
         batch_size=Int(ge=1),
         eval_every=Int(ge=1), trace_every=Int(ge=1, optional=True), autoattack=Bool(), autoattack_size=Int(ge=1),
         sgld_init=OneOf(SGLD_INITS), pca_components=Int(ge=1), sgld_per_class=Int(ge=1), sgld_steps=Int(ge=1),
-        sgld_step_size=Number(ge=0), sgld_noise=Number(ge=0), num_threads=Int(ge=1, optional=True),
+        sgld_step_size=Number(ge=0), sgld_noise=Number(ge=0), num_threads=Int(ge=1, optional=True), resume=Bool(),
         engine=Instance(EngineConfig),
     )
 
@@ -157,13 +159,13 @@ def run_weat(config: WEATConfig, out_dir: Path) -> RecipeResult:
 def _train(c: WEATConfig, method: str, seed: int, train: TensorDataset, test: TensorDataset,
            out: Path) -> tuple[RobustTrainer, list[dict[str, float]]]:
     epoch = -(-len(train) // c.batch_size)
-    engine = dataclasses.replace(c.engine, seed=seed, out_dir=str(out), eval_every=c.eval_every,
-                                 log_every=c.trace_every or epoch)
+    engine = run_engine(c.engine, out, seed=seed, eval_every=c.eval_every, log_every=c.trace_every or epoch)
     cfg = RobustConfig(objective=method, eps=c.eps, steps=c.attack_steps, beta=c.beta, divergence=c.divergence,
                        weat_normalize=c.weat_normalize,
                        eval_steps=c.pgd_steps, lr=c.lr, batch_size=c.batch_size, engine=engine)
     trainer = RobustTrainer(_mlp(train.tensors[0].shape[1], c.width, seed), train, eval_dataset=test, config=cfg)
-    return trainer, trainer.train().history
+    trainer.train(resume=resumable(engine, c.resume))
+    return trainer, run_history(engine)  # the whole run's records, also when it was resumed
 
 
 def _judge(judge: nn.Module, x: torch.Tensor, y: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
