@@ -121,3 +121,25 @@ def test_token_kd_loss(data, shape, name, temperature, sparse):
     outcome = classify("token_kd_loss", token_kd_loss, student, teacher, divergence=name, temperature=temperature,
                        may_be_inf=True)
     assert outcome in OK, (student, teacher, name, temperature, outcome)
+
+
+@FUZZ
+@given(data=st.data(), n=st.integers(0, 3), m=st.integers(0, 3), epsilon=scalars(), tol=scalars())
+def test_sinkhorn(data, n, m, epsilon, tol):
+    from divmin import sinkhorn
+
+    a = data.draw(tensors((n,), low=0.0, high=1.0, dtypes=(torch.float32, torch.float64, torch.int64)))
+    b = data.draw(tensors((m,), low=0.0, high=1.0, dtypes=(torch.float32, torch.float64)))
+    if a.is_floating_point() and a.numel() and bool(torch.isfinite(a).all()) and float(a.sum()) > 0:
+        a = a / a.sum()
+    if b.numel() and bool(torch.isfinite(b).all()) and float(b.sum()) > 0:
+        b = b / b.sum()
+    cost = data.draw(tensors((n, m), low=0.0, high=4.0, dtypes=(torch.float32, torch.float64)))
+    if data.draw(st.booleans()):  # half the cases valid: uniform marginals, a finite cost, a usable epsilon
+        n, m = max(n, 1), max(m, 1)
+        a, b = torch.full((n,), 1 / n, dtype=torch.float64), torch.full((m,), 1 / m, dtype=torch.float64)
+        cost = data.draw(tensors((n, m), low=0.0, high=4.0, dtypes=(torch.float64,), specials=False))
+        epsilon = data.draw(st.sampled_from([0.05, 0.5, 2.0]))
+    outcome = classify("sinkhorn", lambda *a_, **k: sinkhorn(*a_, **k).objective, a, b, cost,
+                       epsilon=epsilon, tol=tol if isinstance(tol, float) else 1e-6, max_iter=200)
+    assert outcome in OK, (a, b, cost, epsilon, tol, outcome)
