@@ -5,6 +5,7 @@ from . import fdistill_gmm, fdistill_images  # noqa: F401  (f-distill recipes)
 from . import kd_cls, kd_lm  # noqa: F401  (knowledge-distillation recipes)
 from . import weat  # noqa: F401  (robust classification: WEAT)
 from . import depict  # noqa: F401  (deep clustering recipe)
+from . import speech_egg  # noqa: F401  (speech to EGG)
 from ._registry import (
     Recipe,
     RecipeResult,

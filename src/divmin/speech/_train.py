@@ -40,11 +40,16 @@ def _default_engine() -> EngineConfig:
 class SpeechToEGGConfig:
     """Settings of :class:`SpeechToEGG`; every field is checked on construction."""
 
-    frame_len: int = 256  # samples per frame (16 ms at 16 kHz)
-    hop: int = 128  # frame hop for prediction (overlap-add)
-    latent_dim: int = 16  # size of the codes z
-    hidden: int = 128  # width of the MLPs
-    batch_size: int = 64  # frame pairs per step
+    frame_len: int = 256  # samples per frame (32 ms at 8 kHz: several pitch periods)
+    hop: int = 64  # frame hop for prediction (tapered overlap-add)
+    latent_dim: int = 8  # size of each code vector z (one per sample)
+    hidden: int = 32  # channels of the convolutions, width of the critic
+    layers: int = 6  # dilated conv layers of each encoder (dilations 1 ... 2^(layers-1))
+    decoder_layers: int = 3  # dilated conv layers of the decoder
+    kernel: int = 5  # conv kernel size (odd)
+    batch_size: int = 32  # frame pairs per step
+    critic_codes: int = 512  # code vectors per side the critic sees each update (random positions)
+    deriv_weight: float = 10.0  # weight of the EGG-derivative error in the reconstruction loss (sharp closures)
     ae_steps: int = 500  # engine steps of EGG-autoencoder pre-training (phase 1)
     critic_steps: int = 1  # critic updates per speech-encoder update (phase 2)
     adv_weight: float = 0.1  # weight of the adversarial latent term; 0 = the no-adversary baseline
@@ -55,7 +60,9 @@ class SpeechToEGGConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)
 
     CHECKS = dict(
-        frame_len=Int(ge=8), hop=Int(ge=1), latent_dim=Int(ge=1), hidden=Int(ge=1), batch_size=Int(ge=1),
+        frame_len=Int(ge=8), hop=Int(ge=1), latent_dim=Int(ge=1), hidden=Int(ge=1), layers=Int(ge=1),
+        decoder_layers=Int(ge=1), kernel=Int(ge=1), batch_size=Int(ge=1), critic_codes=Int(ge=1),
+        deriv_weight=Number(ge=0),
         ae_steps=Int(ge=0), critic_steps=Int(ge=1), adv_weight=Number(ge=0), divergence=IsDivergence(),
         lr=Number(gt=0), lr_critic=Number(gt=0), logit_clamp=Number(gt=0), engine=Instance(EngineConfig),
     )
@@ -64,8 +71,15 @@ class SpeechToEGGConfig:
         validate(self)
         if self.hop > self.frame_len:
             raise ValueError(f"`hop` ({self.hop}) must be <= `frame_len` ({self.frame_len})")
+        if self.kernel % 2 == 0:
+            raise ValueError(f"`kernel` must be odd, got {self.kernel}")
         if self.ae_steps >= self.engine.max_steps:
             raise ValueError(f"`ae_steps` ({self.ae_steps}) must be < engine.max_steps ({self.engine.max_steps})")
+
+
+def normalize_speech(x: Tensor) -> Tensor:
+    """Speech (..., T) scaled to unit RMS along T (the level of a recording carries no glottal timing)."""
+    return x / x.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)
 
 
 def _paired_frames(speech, egg, frame_len: int, hop: int) -> tuple[Tensor, Tensor]:
@@ -75,6 +89,9 @@ def _paired_frames(speech, egg, frame_len: int, hop: int) -> tuple[Tensor, Tenso
     if s.ndim != 2 or s.shape != e.shape or s.shape[1] < frame_len:
         raise ValueError(f"`speech` and `egg` must be (T,) or (U, T) of equal shape with T >= frame_len, got "
                          f"{tuple(s.shape)} and {tuple(e.shape)}")
+    if not (torch.isfinite(s).all() and torch.isfinite(e).all()):
+        raise ValueError("`speech` and `egg` must be finite")
+    s = normalize_speech(s)
     return (torch.cat([frame_signal(x, frame_len, hop) for x in s]),
             torch.cat([frame_signal(x, frame_len, hop) for x in e]))
 
@@ -97,9 +114,9 @@ class SpeechToEGG(MethodTrainer):
         self.speech_frames, self.egg_frames = _paired_frames(speech, egg, c.frame_len, c.frame_len // 4 or 1)
         with torch.random.fork_rng(devices=[]):  # initialise from engine.seed, leave the global RNG alone
             torch.manual_seed(c.engine.seed)
-            self.egg_encoder = FrameEncoder(c.frame_len, c.latent_dim, c.hidden)
-            self.speech_encoder = FrameEncoder(c.frame_len, c.latent_dim, c.hidden)
-            self.decoder = FrameDecoder(c.frame_len, c.latent_dim, c.hidden)
+            self.egg_encoder = FrameEncoder(c.latent_dim, c.hidden, c.layers, c.kernel)
+            self.speech_encoder = FrameEncoder(c.latent_dim, c.hidden, c.layers, c.kernel)
+            self.decoder = FrameDecoder(c.latent_dim, c.hidden, c.decoder_layers, c.kernel)
             self.critic = LatentCritic(c.latent_dim, c.hidden)
         self.divergence = as_divergence(c.divergence)
         self.ratio_estimator = LogRatioEstimator(logit_clamp=c.logit_clamp, ratio_clamp=None, ratio_ema=0.0)
@@ -109,12 +126,28 @@ class SpeechToEGG(MethodTrainer):
 
     @torch.no_grad()
     def predict(self, speech) -> Tensor:
-        """The predicted EGG (T,) of mono ``speech`` (T,): frames, E_s, D, overlap-add."""
+        """The predicted EGG (T,) of mono ``speech`` (T,): unit RMS, frames, E_s, D, overlap-add
+        with a Hann taper (floored at 1e-3 so every sample has weight)."""
         c = self.config
-        x = torch.as_tensor(speech, dtype=torch.float32)
-        frames = frame_signal(x, c.frame_len, c.hop)
+        x = torch.as_tensor(speech.detach().cpu() if hasattr(speech, "detach") else speech, dtype=torch.float32)
+        if x.ndim != 1 or x.numel() < 2:
+            raise ValueError(f"`speech` must be mono (1-D) and non-empty, got shape {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("`speech` must be finite")
+        frames = frame_signal(normalize_speech(x), c.frame_len, c.hop)
         dev = next(self.decoder.parameters()).device
-        return overlap_add(self.decoder(self.speech_encoder(frames.to(dev))).cpu(), c.hop, x.numel())
+        out = torch.cat([self.decoder(self.speech_encoder(f.to(dev))).cpu() for f in frames.split(256)])
+        window = torch.hann_window(c.frame_len, periodic=False).clamp_min(1e-3)
+        return overlap_add(out, c.hop, x.numel(), window=window)
+
+
+def egg_loss(pred: Tensor, egg: Tensor, deriv_weight: float) -> Tensor:
+    """Reconstruction error of EGG frames (B, L): mean (pred - egg)^2 + w mean (d pred - d egg)^2,
+    d the first difference along L; the derivative term weights the closures, whose peaks give the GCIs."""
+    err = F.mse_loss(pred, egg)
+    if deriv_weight > 0:
+        err = err + deriv_weight * F.mse_loss(pred.diff(dim=-1), egg.diff(dim=-1))
+    return err
 
 
 class _Task:
@@ -139,28 +172,34 @@ class _Task:
         idx = torch.randint(self.o.speech_frames.shape[0], (self.c.batch_size,), generator=ctx.cpu_generator)
         return self.o.speech_frames[idx].to(ctx.device), self.o.egg_frames[idx].to(ctx.device)
 
+    def _codes(self, z: Tensor, pos: Tensor) -> Tensor:
+        """Code vectors (n, latent_dim) at flat positions ``pos`` of codes z (B, latent_dim, L)."""
+        return z.transpose(1, 2).reshape(-1, z.shape[1])[pos]
+
     def train_step(self, batch: Any, ctx: StepContext) -> StepOutput:
         speech, egg = self._batch(ctx)
         if ctx.step < self.c.ae_steps:
-            recon = F.mse_loss(ctx.models["decoder"](ctx.models["egg_encoder"](egg)), egg)
+            recon = egg_loss(ctx.models["decoder"](ctx.models["egg_encoder"](egg)), egg, self.c.deriv_weight)
             ctx.update("autoencoder", recon)
             return StepOutput(metrics={"ae_recon": recon.detach()})
+        n_codes = speech.shape[0] * speech.shape[1]
+        pos = torch.randint(n_codes, (min(self.c.critic_codes, n_codes),), generator=ctx.cpu_generator).to(ctx.device)
         with torch.no_grad():
-            z_p = ctx.unwrap("egg_encoder")(egg)
+            z_p = self._codes(ctx.unwrap("egg_encoder")(egg), pos)
         metrics: dict[str, Tensor] = {}
         if self.c.adv_weight > 0:
             for _ in range(self.c.critic_steps):
                 with torch.no_grad():
-                    z_q = ctx.unwrap("speech_encoder")(speech)
+                    z_q = self._codes(ctx.unwrap("speech_encoder")(speech), pos)
                 disc = logistic_discriminator_loss(ctx.models["critic"](z_q), ctx.models["critic"](z_p))
                 ctx.update("critic", disc)
             metrics["critic_loss"] = disc.detach()
         z_q = ctx.models["speech_encoder"](speech)
         with ctx.frozen("decoder", "critic"):
-            recon = F.mse_loss(ctx.unwrap("decoder")(z_q), egg)
+            recon = egg_loss(ctx.unwrap("decoder")(z_q), egg, self.c.deriv_weight)
             loss = recon
             if self.c.adv_weight > 0:
-                log_r = self.o.ratio_estimator(ctx.unwrap("critic")(z_q))
+                log_r = self.o.ratio_estimator(ctx.unwrap("critic")(self._codes(z_q, pos)))
                 adv = self.o.divergence.f(log_r).mean()
                 loss = recon + self.c.adv_weight * adv
                 metrics["latent_divergence"] = adv.detach()
