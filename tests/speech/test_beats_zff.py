@@ -15,6 +15,7 @@ the recipe's table reports it.)
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from divmin.engine import EngineConfig
 from divmin.eval import detect_egg_instants, gci_metrics
@@ -25,6 +26,7 @@ FS = 8000.0
 
 
 
+@pytest.mark.slow
 def test_model_beats_zff_identification_rate_on_held_out_data():
     train = synthesize_corpus(16, voices=("modal", "breathy"), f0=(60.0, 220.0), snr_db=(0.0, 20.0),
                               noises=("white", "pink", "brown"), channels=tuple(CHANNELS), duration=0.5,

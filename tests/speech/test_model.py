@@ -8,7 +8,7 @@ import torch
 
 from divmin.engine import EngineConfig
 from divmin.speech import SpeechToEGG, SpeechToEGGConfig, frame_signal, normalize_speech, overlap_add, synthesize
-from divmin.speech._train import egg_loss
+from divmin.speech import egg_loss
 
 from .._resume import assert_resumes_exactly
 

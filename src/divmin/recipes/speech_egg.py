@@ -20,6 +20,9 @@ against the exact GCIs by :func:`divmin.eval.gci_metrics` (Naylor's IDR, MR, FAR
 pooled over the utterances of a condition (rates weighted by cycles; IDA the root of the
 hit-weighted mean of the utterances' IDA^2). ``speech_egg.png``
 shows a speech frame, the true EGG and both networks' predicted EGGs (first creaky condition).
+
+Full-size run (``divmin recipes`` shows it): ``divmin run speech-egg --out runs/speech-egg --full``, that is
+``--set engine.max_steps=3000 --set train_utterances=96 --set test_utterances=20 --set hidden=32``.
 """
 
 from __future__ import annotations
@@ -76,9 +79,10 @@ class SpeechEGGConfig:
 
     CHECKS = dict(
         sample_rate=Number(ge=8000), duration=Number(gt=0), train_utterances=Int(ge=1),
-        train_voices=Tuple(each=OneOf(VOICE_QUALITIES), min_len=1), train_f0=Tuple(each=Number(ge=20, le=1000)),
-        train_snr_db=Tuple(each=Number()), train_noises=Tuple(each=OneOf(NOISE_COLORS), min_len=1),
-        train_channels=Tuple(each=OneOf(CHANNELS), min_len=1), test_voices=Tuple(each=OneOf(VOICE_QUALITIES), min_len=1),
+        train_voices=Tuple(each=OneOf(VOICE_QUALITIES), min_len=1), train_f0=Tuple((Number(ge=20, le=1000),) * 2),
+        train_snr_db=Tuple((Number(), Number())), train_noises=Tuple(each=OneOf(NOISE_COLORS), min_len=1),
+        train_channels=Tuple(each=OneOf(CHANNELS), min_len=1),
+        test_voices=Tuple(each=OneOf(VOICE_QUALITIES), min_len=1),
         test_snr_db=Tuple(each=Number(), min_len=1), test_channels=Tuple(each=OneOf(CHANNELS), min_len=1),
         test_noise=OneOf(NOISE_COLORS), test_utterances=Int(ge=1), seed=Int(ge=0), adv_weight=Number(gt=0),
         divergence=IsDivergence(), deriv_weight=Number(ge=0), frame_len=Int(ge=8), hidden=Int(ge=1),
@@ -121,7 +125,8 @@ def _pooled(parts: list) -> dict[str, float]:
 
 
 def _run(c: SpeechEGGConfig, out_dir: Path) -> RecipeResult:
-    nets = {"model": _train(c, c.adv_weight, out_dir / "model"), "no-adversary": _train(c, 0.0, out_dir / "no-adversary")}
+    nets = {"model": _train(c, c.adv_weight, out_dir / "model"),
+            "no-adversary": _train(c, 0.0, out_dir / "no-adversary")}
     rows, example = [], None
     for voice in c.test_voices:
         for channel in c.test_channels:

@@ -2,16 +2,21 @@
 
 Two phases on one engine run of ``engine.max_steps`` steps:
 
-1. steps < ``ae_steps``: the EGG autoencoder, ``|| D(E_g(egg)) - egg ||^2`` (optimizer
+1. steps < ``ae_steps``: the EGG autoencoder, ``loss(D(E_g(egg)), egg)`` (optimizer
    "autoencoder");
 2. then, with E_g and D frozen: the critic (optimizer "critic", ``critic_steps`` updates
-   per step) on ``logistic_discriminator_loss(c(E_s(speech)), c(E_g(egg)))``, and the speech
-   encoder (optimizer "speech_encoder") on
+   per step) on ``logistic_discriminator_loss(c(z_q), c(z_p))`` with ``critic_codes`` code
+   vectors z_q of E_s(speech) and z_p of E_g(egg) at the same random (frame, sample)
+   positions, and the speech encoder (optimizer "speech_encoder") on
 
-       || D(E_s(speech)) - egg ||^2 + adv_weight * mean_Q f(r),  log r = LogRatioEstimator(c(E_s(speech)))
+       loss(D(E_s(speech)), egg) + adv_weight * mean_Q f(r),  log r = LogRatioEstimator(c(z_q))
 
    i.e. D_f(p(z) || q(z)) = E_Q[f(p/q)] with the registry's f; reverse KL (f = -log r) is the
    paper's KL(q || p). ``adv_weight = 0`` is the "no-adversary" baseline (no critic).
+
+``loss`` is :func:`egg_loss`: squared error of the EGG plus ``deriv_weight`` times that of its
+first difference (the closures, whose dEGG peaks are the GCIs). Speech is scaled to unit RMS
+per utterance (:func:`normalize_speech`), in training and in :meth:`SpeechToEGG.predict`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, 
 from ..estimators import LogRatioEstimator, logistic_discriminator_loss
 from ._model import FrameDecoder, FrameEncoder, LatentCritic, frame_signal, overlap_add
 
-__all__ = ["SpeechToEGG", "SpeechToEGGConfig"]
+__all__ = ["SpeechToEGG", "SpeechToEGGConfig", "egg_loss", "normalize_speech"]
 
 
 def _default_engine() -> EngineConfig:
