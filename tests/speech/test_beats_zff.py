@@ -34,7 +34,7 @@ def test_model_beats_zff_identification_rate_on_held_out_data():
     engine = EngineConfig(max_steps=500, log_every=500, progress=False, tensorboard=False, cpu=True, seed=0,
                           lr_schedule="cosine")
     cfg = SpeechToEGGConfig(frame_len=256, hop=64, hidden=16, batch_size=16, lr=3e-3, ae_steps=200, adv_weight=0.1,
-                            engine=engine)
+                            adv_warmup=150, engine=engine)
     model = SpeechToEGG(np.stack([u.speech for u in train]), np.stack([u.egg for u in train]), cfg)
     model.train()
     for voice, f0 in (("modal", (60.0, 220.0)), ("creaky", None)):

@@ -48,6 +48,13 @@ def test_phases_optimizer_counts_and_frozen_prior(pair):
                                                     m1.speech_encoder.state_dict().values()))
 
 
+def test_adversarial_weight_ramps_up_over_the_warmup(pair):
+    engine = EngineConfig(max_steps=16, log_every=1, progress=False, tensorboard=False, cpu=True, seed=1)
+    history = SpeechToEGG(*pair, _config(adv_weight=0.4, adv_warmup=4, engine=engine)).train().history
+    weights = [h["adv_weight"] for h in history if "adv_weight" in h]
+    assert weights == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])  # phase-2 steps 1..6 (engine steps 11..16)
+
+
 def test_no_adversary_baseline_never_trains_the_critic(pair):
     m = SpeechToEGG(*pair, _config(adv_weight=0.0))
     before = [p.clone() for p in m.critic.parameters()]

@@ -10,7 +10,8 @@ utterances each (another corpus seed), with ``test_noise`` noise; creaky voice (
 Rd 0.5, 4 % jitter, 12 % shimmer) never appears in training.
 
 Methods: ``model`` (:class:`divmin.speech.SpeechToEGG`, adversarial latent term of weight
-``adv_weight`` with the registry divergence ``divergence``), ``no-adversary`` (the same network
+``adv_weight``, ramped up over ``adv_warmup_fraction`` of the speech-encoder steps, with the
+registry divergence ``divergence``), ``no-adversary`` (the same network
 and steps, ``adv_weight = 0``) and ``zff`` (:func:`divmin.speech.zff_gci` on the speech). The
 networks' GCIs are the positive dEGG peaks of the predicted EGG
 (:func:`divmin.eval.detect_egg_instants` with ``threshold``, ``smooth_ms`` and
@@ -64,6 +65,7 @@ class SpeechEGGConfig:
     test_utterances: int = 6  # utterances per test condition
     seed: int = 0  # data seeds (train corpus seed + 1, test seed + 2) and engine seed
     adv_weight: float = 0.1  # weight of the adversarial latent term of `model`
+    adv_warmup_fraction: float = 0.5  # share of the speech-encoder steps over which that weight ramps up
     divergence: str = "reverse_kl"  # registry divergence of the latent matching (reverse KL = the paper's)
     deriv_weight: float = 10.0  # EGG-derivative weight of the reconstruction loss
     frame_len: int = 256  # samples per frame
@@ -85,6 +87,7 @@ class SpeechEGGConfig:
         test_voices=Tuple(each=OneOf(VOICE_QUALITIES), min_len=1),
         test_snr_db=Tuple(each=Number(), min_len=1), test_channels=Tuple(each=OneOf(CHANNELS), min_len=1),
         test_noise=OneOf(NOISE_COLORS), test_utterances=Int(ge=1), seed=Int(ge=0), adv_weight=Number(gt=0),
+        adv_warmup_fraction=Number(ge=0, le=1),
         divergence=IsDivergence(), deriv_weight=Number(ge=0), frame_len=Int(ge=8), hidden=Int(ge=1),
         batch_size=Int(ge=1), lr=Number(gt=0), ae_fraction=Number(gt=0, lt=1), detect_threshold=Number(gt=0, lt=1),
         smooth_ms=Number(ge=0), period_fraction=Number(gt=0, lt=1),
@@ -107,8 +110,10 @@ def _train(c: SpeechEGGConfig, adv_weight: float, out: Path) -> SpeechToEGG:
                                noises=c.train_noises, channels=c.train_channels, duration=c.duration,
                                sample_rate=c.sample_rate, seed=c.seed + 1)
     engine = dataclasses.replace(c.engine, seed=c.seed, out_dir=str(out))
+    ae_steps = max(1, int(c.ae_fraction * engine.max_steps))
     cfg = SpeechToEGGConfig(frame_len=c.frame_len, hop=c.frame_len // 4, hidden=c.hidden, batch_size=c.batch_size,
-                            ae_steps=max(1, int(c.ae_fraction * engine.max_steps)), adv_weight=adv_weight,
+                            ae_steps=ae_steps, adv_weight=adv_weight,
+                            adv_warmup=int(c.adv_warmup_fraction * (engine.max_steps - ae_steps)),
                             divergence=c.divergence, deriv_weight=c.deriv_weight, lr=c.lr, engine=engine)
     model = SpeechToEGG(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]), cfg)
     model.train()

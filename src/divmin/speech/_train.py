@@ -12,7 +12,10 @@ Two phases on one engine run of ``engine.max_steps`` steps:
        loss(D(E_s(speech)), egg) + adv_weight * mean_Q f(r),  log r = LogRatioEstimator(c(z_q))
 
    i.e. D_f(p(z) || q(z)) = E_Q[f(p/q)] with the registry's f; reverse KL (f = -log r) is the
-   paper's KL(q || p). ``adv_weight = 0`` is the "no-adversary" baseline (no critic).
+   paper's KL(q || p). ``adv_weight = 0`` is the "no-adversary" baseline (no critic). With
+   ``adv_warmup`` the weight at phase-2 step k (from 1) is adv_weight * min(1, k / adv_warmup),
+   as in KL annealing (Bowman et al., 2016): the critic trains from the start of phase 2 but
+   its gradient reaches the speech encoder gradually, once the reconstruction has a start.
 
 ``loss`` is :func:`egg_loss`: squared error of the EGG plus ``deriv_weight`` times that of its
 first difference (the closures, whose dEGG peaks are the GCIs). Speech is scaled to unit RMS
@@ -58,6 +61,7 @@ class SpeechToEGGConfig:
     ae_steps: int = 500  # engine steps of EGG-autoencoder pre-training (phase 1)
     critic_steps: int = 1  # critic updates per speech-encoder update (phase 2)
     adv_weight: float = 0.1  # weight of the adversarial latent term; 0 = the no-adversary baseline
+    adv_warmup: int = 0  # phase-2 steps over which that weight ramps linearly up from 0 (KL annealing)
     divergence: str | Divergence = "reverse_kl"  # f of D_f(p(z) || q(z)); reverse_kl = the paper's KL(q || p)
     lr: float = 1e-3  # Adam learning rate of the autoencoder and the speech encoder
     lr_critic: float = 1e-3  # Adam learning rate of the critic
@@ -67,8 +71,8 @@ class SpeechToEGGConfig:
     CHECKS = dict(
         frame_len=Int(ge=8), hop=Int(ge=1), latent_dim=Int(ge=1), hidden=Int(ge=1), layers=Int(ge=1),
         decoder_layers=Int(ge=1), kernel=Int(ge=1), batch_size=Int(ge=1), critic_codes=Int(ge=1),
-        deriv_weight=Number(ge=0),
-        ae_steps=Int(ge=0), critic_steps=Int(ge=1), adv_weight=Number(ge=0), divergence=IsDivergence(),
+        deriv_weight=Number(ge=0), ae_steps=Int(ge=0), critic_steps=Int(ge=1), adv_weight=Number(ge=0),
+        adv_warmup=Int(ge=0), divergence=IsDivergence(),
         lr=Number(gt=0), lr_critic=Number(gt=0), logit_clamp=Number(gt=0), engine=Instance(EngineConfig),
     )
 
@@ -206,8 +210,10 @@ class _Task:
             if self.c.adv_weight > 0:
                 log_r = self.o.ratio_estimator(ctx.unwrap("critic")(self._codes(z_q, pos)))
                 adv = self.o.divergence.f(log_r).mean()
-                loss = recon + self.c.adv_weight * adv
-                metrics["latent_divergence"] = adv.detach()
+                k, warm = ctx.step - self.c.ae_steps + 1, self.c.adv_warmup
+                weight = self.c.adv_weight * (1.0 if warm == 0 else min(1.0, k / warm))
+                loss = recon + weight * adv
+                metrics["latent_divergence"], metrics["adv_weight"] = adv.detach(), torch.tensor(weight)
             ctx.update("speech_encoder", loss)
         metrics["recon"] = recon.detach()
         return StepOutput(metrics=metrics)
