@@ -66,6 +66,8 @@ class SpeechEGGConfig:
     seed: int = 0  # data seeds (train corpus seed + 1, test seed + 2) and engine seed
     adv_weight: float = 0.1  # weight of the adversarial latent term of `model`
     adv_warmup_fraction: float = 0.5  # share of the speech-encoder steps over which that weight ramps up
+    critic_steps: int = 3  # critic updates per speech-encoder update
+    lr_critic: float = 3e-3  # Adam learning rate of the critic
     divergence: str = "reverse_kl"  # registry divergence of the latent matching (reverse KL = the paper's)
     deriv_weight: float = 10.0  # EGG-derivative weight of the reconstruction loss
     frame_len: int = 256  # samples per frame
@@ -87,7 +89,7 @@ class SpeechEGGConfig:
         test_voices=Tuple(each=OneOf(VOICE_QUALITIES), min_len=1),
         test_snr_db=Tuple(each=Number(), min_len=1), test_channels=Tuple(each=OneOf(CHANNELS), min_len=1),
         test_noise=OneOf(NOISE_COLORS), test_utterances=Int(ge=1), seed=Int(ge=0), adv_weight=Number(gt=0),
-        adv_warmup_fraction=Number(ge=0, le=1),
+        adv_warmup_fraction=Number(ge=0, le=1), critic_steps=Int(ge=1), lr_critic=Number(gt=0),
         divergence=IsDivergence(), deriv_weight=Number(ge=0), frame_len=Int(ge=8), hidden=Int(ge=1),
         batch_size=Int(ge=1), lr=Number(gt=0), ae_fraction=Number(gt=0, lt=1), detect_threshold=Number(gt=0, lt=1),
         smooth_ms=Number(ge=0), period_fraction=Number(gt=0, lt=1),
@@ -114,7 +116,8 @@ def _train(c: SpeechEGGConfig, adv_weight: float, out: Path) -> SpeechToEGG:
     cfg = SpeechToEGGConfig(frame_len=c.frame_len, hop=c.frame_len // 4, hidden=c.hidden, batch_size=c.batch_size,
                             ae_steps=ae_steps, adv_weight=adv_weight,
                             adv_warmup=int(c.adv_warmup_fraction * (engine.max_steps - ae_steps)),
-                            divergence=c.divergence, deriv_weight=c.deriv_weight, lr=c.lr, engine=engine)
+                            divergence=c.divergence, deriv_weight=c.deriv_weight, lr=c.lr, critic_steps=c.critic_steps,
+                            lr_critic=c.lr_critic, engine=engine)
     model = SpeechToEGG(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]), cfg)
     model.train()
     return model

@@ -197,9 +197,9 @@ class _Task:
             z_p = self._codes(ctx.unwrap("egg_encoder")(egg), pos)
         metrics: dict[str, Tensor] = {}
         if self.c.adv_weight > 0:
+            with torch.no_grad():  # the speech encoder does not move during the critic's updates
+                z_q = self._codes(ctx.unwrap("speech_encoder")(speech), pos)
             for _ in range(self.c.critic_steps):
-                with torch.no_grad():
-                    z_q = self._codes(ctx.unwrap("speech_encoder")(speech), pos)
                 disc = logistic_discriminator_loss(ctx.models["critic"](z_q), ctx.models["critic"](z_p))
                 ctx.update("critic", disc)
             metrics["critic_loss"] = disc.detach()
