@@ -11,7 +11,9 @@ Rd 0.5, 4 % jitter, 12 % shimmer) never appears in training.
 
 Methods: ``model`` (:class:`divmin.speech.SpeechToEGG`, adversarial latent term of weight
 ``adv_weight``, ramped up over ``adv_warmup_fraction`` of the speech-encoder steps, with the
-registry divergence ``divergence``), ``no-adversary`` (the same network
+registry divergence ``divergence``: Jensen-Shannon by default, whose f >= 0 pulls each code's
+estimated ratio to 1; with the paper's reverse KL, f = -log r rewards ever larger critic logits
+and training collapsed in some of our seeds), ``no-adversary`` (the same network
 and steps, ``adv_weight = 0``) and ``zff`` (:func:`divmin.speech.zff_gci` on the speech). The
 networks' GCIs are the positive dEGG peaks of the predicted EGG
 (:func:`divmin.eval.detect_egg_instants` with ``threshold``, ``smooth_ms`` and
@@ -68,7 +70,7 @@ class SpeechEGGConfig:
     adv_warmup_fraction: float = 0.5  # share of the speech-encoder steps over which that weight ramps up
     critic_steps: int = 3  # critic updates per speech-encoder update
     lr_critic: float = 3e-3  # Adam learning rate of the critic
-    divergence: str = "reverse_kl"  # registry divergence of the latent matching (reverse KL = the paper's)
+    divergence: str = "js"  # registry divergence of the latent matching ("reverse_kl" = the paper's KL)
     deriv_weight: float = 10.0  # EGG-derivative weight of the reconstruction loss
     frame_len: int = 256  # samples per frame
     hidden: int = 16  # conv channels
