@@ -1,7 +1,7 @@
 """Worker of test_methods_ddp.py under ``torchrun --nproc_per_node 2`` (CPU, gloo): trains one of the
 newer method trainers a few steps and prints a checksum of its weights per rank.
 
-Usage: methods_ddp_worker.py OUT_DIR METHOD, METHOD in {robust, mdlm}.
+Usage: methods_ddp_worker.py OUT_DIR METHOD, METHOD in {robust, mdlm, speech}.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from divmin.data import MarkovLanguage  # noqa: E402
 from divmin.diffusion import MaskedDiffusionLM, MDLMConfig, MDLMTrainer, MDLMTransformer  # noqa: E402
 from divmin.engine import EngineConfig  # noqa: E402
 from divmin.robust import RobustConfig, RobustTrainer  # noqa: E402
+from divmin.speech import SpeechToEGG, SpeechToEGGConfig, synthesize  # noqa: E402
 
 
 def _robust(engine: EngineConfig) -> RobustTrainer:
@@ -40,7 +41,14 @@ def _mdlm(engine: EngineConfig) -> MDLMTrainer:
     return MDLMTrainer(lm, lang.sample, MDLMConfig(batch_size=8, engine=engine))
 
 
-BUILDERS = {"robust": _robust, "mdlm": _mdlm}
+def _speech(engine: EngineConfig) -> SpeechToEGG:
+    u = synthesize(0.1, sample_rate=8000.0, seed=0)
+    cfg = SpeechToEGGConfig(frame_len=32, hop=8, latent_dim=4, hidden=8, layers=2, decoder_layers=2, batch_size=8,
+                            ae_steps=2, critic_codes=32, adv_weight=0.5, engine=engine)
+    return SpeechToEGG(u.speech, u.egg, cfg)
+
+
+BUILDERS = {"robust": _robust, "mdlm": _mdlm, "speech": _speech}
 
 
 def main() -> None:
@@ -48,6 +56,8 @@ def main() -> None:
     engine = EngineConfig(max_steps=4, log_every=1, progress=False, tensorboard=False, out_dir=str(out), seed=0)
     trainer = BUILDERS[method](engine)
     result = trainer.train()
+    if method == "speech":  # the trained (unwrapped) networks replace the attributes; check all four
+        trainer.model = nn.ModuleList([trainer.egg_encoder, trainer.decoder, trainer.speech_encoder, trainer.critic])
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
     total = float(sum(p.detach().double().sum() for p in trainer.model.parameters()))

@@ -81,3 +81,40 @@ def test_detect_egg_instants_bad_input():
         detect_egg_instants(np.zeros(0), 8000.0)
     with pytest.raises(ValueError, match="sample_rate"):
         detect_egg_instants(np.zeros(10), 0)
+
+
+def _square(period_amps, bump: float = 0.0) -> np.ndarray:
+    """Cycles of 80 samples: closure ramp 30..34 to `a`, optional extra rise `bump` at 50..52, opening 60..79."""
+    cycles = []
+    for a in period_amps:
+        c = np.r_[np.zeros(30), np.linspace(0, a, 5), np.full(15, a), np.linspace(a, a + bump, 3), np.full(7, a + bump),
+                  np.linspace(a + bump, 0, 20)]
+        cycles.append(c)
+    return np.concatenate(cycles)
+
+
+def test_period_fraction_removes_a_second_peak_in_one_cycle():
+    fs = 8000.0
+    egg = _square([1.0] * 5, bump=0.3)  # the bump's dEGG peak is 0.15 / 0.25 = 60 % of the closure's
+    plain = detect_egg_instants(egg, fs)
+    assert len(plain.gci) == 10  # closure and bump in every cycle
+    one = detect_egg_instants(egg, fs, period_fraction=0.5)
+    assert np.allclose(one.gci * fs, np.arange(5) * 80 + 32, atol=1)
+
+
+def test_local_threshold_follows_the_level_and_smoothing_keeps_the_peak():
+    fs = 8000.0
+    egg = _square([1.0, 1.0, 0.2, 0.2, 0.2])  # weak cycles: dEGG peaks at 20 % of the strong ones
+    assert len(detect_egg_instants(egg, fs).gci) == 2
+    local = detect_egg_instants(egg, fs, local_s=0.015)  # 120 samples: 1.5 periods
+    assert np.allclose(local.gci * fs, np.arange(5) * 80 + 32, atol=1)
+    smooth = detect_egg_instants(_square([1.0] * 3), fs, smooth_ms=1.0)  # symmetric window: no shift
+    assert np.allclose(smooth.gci * fs, np.arange(3) * 80 + 32, atol=1)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(period_fraction=1.5), "period_fraction"),
+                                          (dict(smooth_ms=-1.0), "smooth_ms"), (dict(local_s=0.0), "local_s"),
+                                          (dict(period_fraction=0.5, f0_min=0), "f0_min")])
+def test_detect_options_bad_input(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        detect_egg_instants(_square([1.0] * 3), 8000.0, **kwargs)

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from divmin.engine import EngineConfig
-from divmin.speech import SpeechToEGG, SpeechToEGGConfig, frame_signal, overlap_add, synthesize
+from divmin.speech import SpeechToEGG, SpeechToEGGConfig, frame_signal, normalize_speech, overlap_add, synthesize
+from divmin.speech import egg_loss
+
+from .._resume import assert_resumes_exactly
 
 
 def _engine(steps: int) -> EngineConfig:
@@ -21,7 +24,8 @@ def pair():
 
 
 def _config(**kw) -> SpeechToEGGConfig:
-    base = dict(frame_len=32, hop=8, latent_dim=4, hidden=16, batch_size=16, ae_steps=10, engine=_engine(20))
+    base = dict(frame_len=32, hop=8, latent_dim=4, hidden=8, layers=3, decoder_layers=2, batch_size=8, ae_steps=10,
+                critic_codes=64, engine=_engine(20))
     return SpeechToEGGConfig(**{**base, **kw})
 
 
@@ -42,6 +46,13 @@ def test_phases_optimizer_counts_and_frozen_prior(pair):
         assert torch.equal(a, b)
     assert not all(torch.equal(a, b) for a, b in zip(m.speech_encoder.state_dict().values(),
                                                     m1.speech_encoder.state_dict().values()))
+
+
+def test_adversarial_weight_ramps_up_over_the_warmup(pair):
+    engine = EngineConfig(max_steps=16, log_every=1, progress=False, tensorboard=False, cpu=True, seed=1)
+    history = SpeechToEGG(*pair, _config(adv_weight=0.4, adv_warmup=4, engine=engine)).train().history
+    weights = [h["adv_weight"] for h in history if "adv_weight" in h]
+    assert weights == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])  # phase-2 steps 1..6 (engine steps 11..16)
 
 
 def test_no_adversary_baseline_never_trains_the_critic(pair):
@@ -72,5 +83,45 @@ def test_bad_input(pair):
         _config(divergence="no_such")
     with pytest.raises(ValueError, match="speech"):
         SpeechToEGG(pair[0], pair[1][:-1], _config())
+    with pytest.raises(ValueError, match="kernel"):
+        _config(kernel=4)
     with pytest.raises(ValueError, match="x"):
         frame_signal(torch.zeros(2, 8), 4, 2)
+    m = SpeechToEGG(*pair, _config())
+    with pytest.raises(ValueError, match="speech"):
+        m.predict(np.zeros((2, 400)))  # stereo where mono is needed
+    with pytest.raises(ValueError, match="speech"):
+        m.predict(np.zeros(0))
+    with pytest.raises(ValueError, match="speech"):
+        SpeechToEGG(np.full(100, np.nan), np.zeros(100), _config())
+    with pytest.raises(ValueError, match="window"):
+        overlap_add(torch.zeros(3, 4), 2, 8, window=torch.zeros(4))
+
+
+def test_windowed_overlap_add_is_the_weighted_mean():
+    frames = torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    out = overlap_add(frames, 2, 6, window=w)
+    # samples 2, 3 are covered by frame 0 (weights 3, 4) and frame 1 (weights 1, 2)
+    expected = [1.0, 2.0, (3 * 3 + 1 * 10) / 4, (4 * 4 + 2 * 20) / 6, 30.0, 40.0]
+    assert out.tolist() == pytest.approx(expected)
+
+
+def test_egg_loss_and_normalisation_by_hand():
+    pred, egg = torch.tensor([[0.0, 1.0, 1.0]]), torch.tensor([[0.0, 0.0, 1.0]])
+    # mse = 1/3; differences (1, 0) vs (0, 1): mse 1
+    assert float(egg_loss(pred, egg, 2.0)) == pytest.approx(1 / 3 + 2.0)
+    assert float(egg_loss(pred, egg, 0.0)) == pytest.approx(1 / 3)
+    x = normalize_speech(torch.tensor([[3.0, -4.0], [0.0, 0.0]]))
+    assert x[0].tolist() == pytest.approx([3 / 12.5 ** 0.5, -4 / 12.5 ** 0.5]) and x[1].tolist() == [0.0, 0.0]
+
+
+def test_training_resumes_exactly_across_the_phase_boundary(pair, tmp_path):
+    def run(out, steps, resume=False):
+        engine = EngineConfig(max_steps=steps, log_every=1, progress=False, tensorboard=False, cpu=True, seed=0,
+                              out_dir=str(out), checkpoint_every=2)
+        m = SpeechToEGG(*pair, _config(ae_steps=1, adv_weight=0.5, engine=engine))
+        result = m.train(resume=resume)
+        return torch.nn.ModuleList([m.egg_encoder, m.decoder, m.speech_encoder, m.critic]), result
+
+    assert_resumes_exactly(run, tmp_path)

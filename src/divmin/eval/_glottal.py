@@ -61,11 +61,20 @@ def _rate(sample_rate, name: str = "sample_rate") -> float:
     return float(sample_rate)
 
 
-def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, threshold: float = 0.3) -> GlottalInstants:
+def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, threshold: float = 0.3,
+                        smooth_ms: float = 0.0, local_s: float | None = None,
+                        period_fraction: float | None = None, f0_min: float = 50.0) -> GlottalInstants:
     """GCIs and GOIs of a contact-positive EGG (T,) from the peaks of its derivative.
 
-    ``d[n] = (egg[n+1] - egg[n-1]) / 2`` (central difference). GCIs are the positive
-    peaks of d above ``threshold * max(d)``, at least ``1 / f0_max`` apart; each GOI is
+    ``d[n] = (egg[n+1] - egg[n-1]) / 2`` (central difference), optionally smoothed by a
+    normalised Hann window of ``smooth_ms`` milliseconds (for estimated, noisy EGGs). GCIs
+    are the positive peaks of d above ``threshold * max(d)``, at least ``1 / f0_max`` apart;
+    with ``local_s`` the max is taken over a centred window of ``local_s`` seconds instead of
+    the whole signal (an adaptive threshold that follows slow level changes). With
+    ``period_fraction`` the peaks must also be at least that fraction of the average pitch
+    period apart, the period being the lag of the largest autocorrelation of d between
+    ``1 / f0_max`` and ``1 / f0_min`` (as ZFF uses an average period: this removes a second
+    peak inside one long cycle of an estimated EGG). Each GOI is
     the most negative d between two consecutive GCIs (for the last GCI, within one
     median period after it), kept if below ``-threshold * max(-d)``. Returns seconds.
 
@@ -80,11 +89,28 @@ def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, thres
     f0_max = _rate(f0_max, "f0_max")
     if not 0 < threshold < 1:
         raise ValueError(f"`threshold` must be in (0, 1), got {threshold!r}")
+    if isinstance(smooth_ms, bool) or not isinstance(smooth_ms, (int, float)) or not smooth_ms >= 0:
+        raise ValueError(f"`smooth_ms` must be a number >= 0, got {smooth_ms!r}")
     d = np.gradient(egg)
+    width = int(round(smooth_ms * 1e-3 * fs))
+    if width >= 2:
+        w = np.hanning(width + 2)[1:-1]
+        d = np.convolve(d, w / w.sum(), mode="same")
     top, bottom = d.max(), -d.min()
     if top <= 0:
         return GlottalInstants(np.zeros(0), np.zeros(0))
-    gci, _ = find_peaks(d, height=threshold * top, distance=max(1, int(fs / f0_max)))
+    height = threshold * top
+    if local_s is not None:
+        from scipy.ndimage import maximum_filter1d
+
+        size = int(round(_rate(local_s, "local_s") * fs))
+        height = threshold * np.maximum(maximum_filter1d(d, max(1, size), mode="nearest"), 1e-12 * top)
+    distance = max(1, int(fs / f0_max))
+    if period_fraction is not None:
+        if not 0 < period_fraction < 1:
+            raise ValueError(f"`period_fraction` must be in (0, 1), got {period_fraction!r}")
+        distance = max(distance, int(period_fraction * _average_period(d, distance, int(fs / _rate(f0_min, "f0_min")))))
+    gci, _ = find_peaks(d, height=height, distance=distance)
     ends = list(gci[1:])
     if len(gci) > 1:
         ends.append(min(len(d), gci[-1] + int(np.median(np.diff(gci)))))
@@ -94,6 +120,17 @@ def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, thres
         if bottom > 0 and d[k] < -threshold * bottom:
             goi.append(k)
     return GlottalInstants(gci / fs, np.asarray(goi, dtype=np.float64) / fs)
+
+
+def _average_period(d: np.ndarray, lo: int, hi: int) -> int:
+    """Lag (samples) in [lo, hi] of the largest autocorrelation of ``d`` (``lo`` if none fits)."""
+    hi = min(hi, d.size - 1)
+    if hi <= lo:
+        return lo
+    x = d - d.mean()
+    spec = np.fft.rfft(x, 2 * x.size)
+    ac = np.fft.irfft(spec * np.conj(spec))[: hi + 1]
+    return lo + int(np.argmax(ac[lo:]))
 
 
 def _instants(x, name: str, fs: float | None) -> np.ndarray:

@@ -7,6 +7,7 @@ from . import weat  # noqa: F401  (robust classification: WEAT)
 from . import depict  # noqa: F401  (deep clustering recipe)
 from . import mdlm_text  # noqa: F401  (masked diffusion LM on a text file, AR judge)
 from . import didi_synthetic  # noqa: F401  (DiDi-Instruct recipe)
+from . import speech_egg  # noqa: F401  (speech to EGG)
 from ._registry import (
     Recipe,
     RecipeResult,

@@ -1,7 +1,8 @@
 """Speech to EGG (Prathosh et al., 2019): paired synthetic speech / EGG data with exact
-glottal instants, WAV I/O, the zero-frequency-filtering (ZFF) GCI baseline, and the
-model: an EGG autoencoder prior, a speech encoder, a decoder, trained with an adversarial
-latent term on the shared engine (:class:`SpeechToEGG`).
+glottal instants (voice qualities, noise colours, recording channels, corpora drawn over
+f0 / SNR ranges), WAV I/O, the zero-frequency-filtering (ZFF) GCI baseline, and the
+model: a convolutional EGG autoencoder prior, a speech encoder, a decoder, trained with an
+adversarial latent term on the shared engine (:class:`SpeechToEGG`).
 
 Data lives here, not in ``divmin.data``: it is specific to this method (source-filter
 speech, EGG contact), while ``divmin.data`` holds the generic toys shared by methods.
@@ -9,12 +10,15 @@ speech, EGG contact), while ``divmin.data`` holds the generic toys shared by met
 
 from ._model import FrameDecoder, FrameEncoder, LatentCritic, frame_signal, overlap_add
 from ._lf import VOICE_QUALITIES, LFParams, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
-from ._synth import NOISE_COLORS, VOWELS, SpeechEGG, add_noise, egg_from_instants, synthesize, vocal_tract
-from ._train import SpeechToEGG, SpeechToEGGConfig
+from ._corpus import synthesize_corpus
+from ._synth import (CHANNELS, NOISE_COLORS, VOWELS, SpeechEGG, add_noise, apply_channel, egg_from_instants, synthesize,
+                     vocal_tract)
+from ._train import SpeechToEGG, SpeechToEGGConfig, egg_loss, normalize_speech
 from ._wav import read_wav, write_wav
 from ._zff import average_pitch_period, zff_gci, zff_signal
 
 __all__ = [
+    "CHANNELS",
     "FrameDecoder",
     "FrameEncoder",
     "LatentCritic",
@@ -27,15 +31,19 @@ __all__ = [
     "VOWELS",
     "VoiceQuality",
     "add_noise",
+    "apply_channel",
     "average_pitch_period",
     "egg_from_instants",
+    "egg_loss",
     "frame_signal",
     "lf_params_from_rd",
     "lf_waveform",
+    "normalize_speech",
     "overlap_add",
     "pitch_marks",
     "read_wav",
     "synthesize",
+    "synthesize_corpus",
     "vocal_tract",
     "write_wav",
     "zff_gci",

@@ -1,4 +1,4 @@
-"""Networks of speech-to-EGG conversion: framing, frame encoders / decoder, latent critic.
+"""Networks of speech-to-EGG conversion: framing, convolutional encoders / decoder, latent critic.
 
 Prathosh et al. (2019) model p(EGG | speech) with a latent z: an EGG autoencoder
 (encoder E_g, decoder D) gives the informative prior p(z) = law of E_g(EGG); a speech
@@ -9,7 +9,13 @@ encoder E_s gives q(z | speech); the ELBO
 is maximised with the reconstruction through the (pre-trained, frozen) decoder D and
 the KL term estimated adversarially from a critic between EGG codes (target P) and speech
 codes (model Q): at its optimum the critic's logit is log p/q (``divmin.estimators``).
-Frames are processed independently; :func:`overlap_add` stitches the predicted EGG.
+
+Here the codes are a sequence: a frame (B, L) of several pitch periods maps to codes
+(B, latent_dim, L), one code per sample, through a stack of dilated 1-D convolutions
+(dilations 1, 2, 4, ..., so the receptive field spans about one long pitch period), and
+the critic judges each code vector on its own. Frames are processed independently;
+:func:`overlap_add` stitches the predicted EGG, weighting each frame by a taper so that
+the frame edges (the least context) count least.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ def frame_signal(x, frame_len: int, hop: int) -> Tensor:
     return torch.nn.functional.pad(x, (0, max(0, pad))).unfold(0, frame_len, hop)
 
 
-def overlap_add(frames: Tensor, hop: int, length: int) -> Tensor:
-    """Inverse of :func:`frame_signal`: (N, L) -> (length,), overlapping samples averaged.
+def overlap_add(frames: Tensor, hop: int, length: int, *, window: Tensor | None = None) -> Tensor:
+    """Inverse of :func:`frame_signal`: (N, L) -> (length,), overlapping samples averaged with
+    weights ``window`` (L,) (None: equal weights), out[t] = sum_n w[t - n hop] x_n / sum_n w[t - n hop].
 
     >>> overlap_add(frame_signal(torch.arange(5.0), 4, 2), 2, 5).tolist()
     [0.0, 1.0, 2.0, 3.0, 4.0]
@@ -45,51 +52,64 @@ def overlap_add(frames: Tensor, hop: int, length: int) -> Tensor:
     if frames.ndim != 2:
         raise ValueError(f"`frames` must be (N, frame_len), got shape {tuple(frames.shape)}")
     n, size = frames.shape
+    w = torch.ones(size, dtype=frames.dtype) if window is None else torch.as_tensor(window, dtype=frames.dtype)
+    if w.shape != (size,) or not bool(torch.all(w > 0)):
+        raise ValueError(f"`window` must be ({size},) and positive, got shape {tuple(w.shape)}")
+    w = w.to(frames.device).expand(n, size)
     total = (n - 1) * hop + size
     idx = (torch.arange(n, device=frames.device)[:, None] * hop + torch.arange(size, device=frames.device)).reshape(-1)
-    out = torch.zeros(total, dtype=frames.dtype, device=frames.device).index_add_(0, idx, frames.reshape(-1))
-    count = torch.zeros(total, dtype=frames.dtype, device=frames.device).index_add_(
-        0, idx, torch.ones_like(frames).reshape(-1))
+    out = torch.zeros(total, dtype=frames.dtype, device=frames.device).index_add_(0, idx, (w * frames).reshape(-1))
+    count = torch.zeros(total, dtype=frames.dtype, device=frames.device).index_add_(0, idx, w.reshape(-1))
     return (out / count)[:length]
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.SiLU())
-    return nn.Sequential(*layers)
+def _dilated_stack(c_in: int, hidden: int, c_out: int, layers: int, kernel: int) -> nn.Sequential:
+    """Conv1d stack c_in -> hidden (dilations 1, 2, 4, ...) -> 1x1 conv to c_out; length-preserving."""
+    mods: list[nn.Module] = []
+    c = c_in
+    for i in range(layers):
+        d = 2 ** i
+        mods += [nn.Conv1d(c, hidden, kernel, dilation=d, padding=d * (kernel - 1) // 2), nn.SiLU()]
+        c = hidden
+    mods.append(nn.Conv1d(c, c_out, 1))
+    return nn.Sequential(*mods)
 
 
 class FrameEncoder(nn.Module):
-    """Frame (B, frame_len) -> code (B, latent_dim), an MLP; used for EGG (E_g) and speech (E_s)."""
+    """Frames (B, L) -> codes (B, latent_dim, L), dilated convolutions; used for EGG (E_g) and speech (E_s).
 
-    def __init__(self, frame_len: int, latent_dim: int, hidden: int = 128) -> None:
+    Receptive field 1 + (kernel - 1) (2^layers - 1) samples (kernel odd)."""
+
+    def __init__(self, latent_dim: int, hidden: int = 32, layers: int = 6, kernel: int = 5) -> None:
         super().__init__()
-        self.net = _mlp([frame_len, hidden, hidden, latent_dim])
+        if kernel % 2 == 0:
+            raise ValueError(f"`kernel` must be odd (length-preserving padding), got {kernel}")
+        self.net = _dilated_stack(1, hidden, latent_dim, layers, kernel)
 
     def forward(self, frames: Tensor) -> Tensor:
-        return self.net(frames)
+        return self.net(frames[:, None, :])
 
 
 class FrameDecoder(nn.Module):
-    """Code (B, latent_dim) -> EGG frame (B, frame_len), an MLP."""
+    """Codes (B, latent_dim, L) -> EGG frames (B, L), dilated convolutions."""
 
-    def __init__(self, frame_len: int, latent_dim: int, hidden: int = 128) -> None:
+    def __init__(self, latent_dim: int, hidden: int = 32, layers: int = 3, kernel: int = 5) -> None:
         super().__init__()
-        self.net = _mlp([latent_dim, hidden, hidden, frame_len])
+        if kernel % 2 == 0:
+            raise ValueError(f"`kernel` must be odd (length-preserving padding), got {kernel}")
+        self.net = _dilated_stack(latent_dim, hidden, 1, layers, kernel)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
+        return self.net(z)[:, 0, :]
 
 
 class LatentCritic(nn.Module):
-    """Code (B, latent_dim) -> logit (B,); trained to label EGG codes 1 and speech codes 0."""
+    """Code vectors (..., latent_dim) -> logits (...); trained to label EGG codes 1 and speech codes 0."""
 
     def __init__(self, latent_dim: int, hidden: int = 64) -> None:
         super().__init__()
-        self.net = _mlp([latent_dim, hidden, hidden, 1])
+        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, 1))
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).squeeze(-1)

@@ -11,8 +11,16 @@ per cycle k with closure c_k (the GCI) and next opening o_{k+1} (the GOI),
 
 so its derivative peaks (positive) at each GCI and (negative) at each GOI; w_c = 0.1 ms
 (sharp closure), w_o = 0.4 ms (gradual opening). The EGG has no propagation delay with
-respect to the speech. Noise: white Gaussian scaled so that the sample SNR
+respect to the speech. Noise: Gaussian (white, pink or brown) scaled so that the sample SNR
 10 log10(sum s^2 / sum n^2) equals ``snr_db`` exactly.
+
+Recording channel (:data:`CHANNELS`), applied to the clean speech before the noise:
+"none"; "highpass", a 2nd-order Butterworth high-pass at 100 Hz (the low-cut or
+"rumble" filter of microphones and recorders, nonlinear phase); "telephone", a 4th-order
+Butterworth band-pass 300-3400 Hz (the ITU-T G.712 telephone band, nonlinear phase).
+Zero-frequency filtering reads the glottal epochs from the energy near 0 Hz, which such
+channels remove (Yegnanarayana and Murty, 2009, note its degradation on band-limited
+speech); the impulse-like excitation is still visible in the pass band.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import numpy as np
 
 from ._lf import VOICE_QUALITIES, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
 
-__all__ = ["NOISE_COLORS", "SpeechEGG", "VOWELS", "add_noise", "egg_from_instants", "synthesize", "vocal_tract"]
+__all__ = ["CHANNELS", "NOISE_COLORS", "SpeechEGG", "VOWELS", "add_noise", "apply_channel", "egg_from_instants",
+           "synthesize", "vocal_tract"]
 
 VOWELS = {  # (formants Hz, bandwidths Hz)
     "a": ((730.0, 1090.0, 2440.0, 3400.0), (80.0, 90.0, 120.0, 150.0)),
@@ -107,6 +116,37 @@ def add_noise(signal, snr_db: float, rng: np.random.Generator, *, color: str = "
     return x + noise
 
 
+CHANNELS = {  # name -> (butterworth order, cutoff(s) Hz, btype); None: no filtering
+    "none": None,
+    "highpass": (2, 100.0, "highpass"),
+    "telephone": (4, (300.0, 3400.0), "bandpass"),
+}
+
+
+def apply_channel(signal, sample_rate: float, channel: str) -> np.ndarray:
+    """``signal`` (T,) through the recording ``channel`` of :data:`CHANNELS` (causal IIR filter).
+
+    >>> x = np.r_[1.0, np.zeros(3999)]
+    >>> y = apply_channel(x, 8000.0, "telephone")  # a band-pass has no DC gain: its impulse response sums to 0
+    >>> bool(np.allclose(apply_channel(x, 8000.0, "none"), x)), abs(float(y.sum())) < 1e-9
+    (True, True)
+    """
+    if channel not in CHANNELS:
+        raise ValueError(f"`channel` must be one of {sorted(CHANNELS)}, got {channel!r}")
+    x = np.asarray(signal, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"`signal` must be mono (1-D) and non-empty, got shape {tuple(x.shape)}")
+    spec = CHANNELS[channel]
+    if spec is None:
+        return x.copy()
+    from scipy.signal import butter, sosfilt
+
+    order, cutoff, btype = spec
+    if np.max(cutoff) >= sample_rate / 2:
+        raise ValueError(f"`sample_rate` {sample_rate!r} is too low for the {channel!r} channel (cutoff {cutoff} Hz)")
+    return sosfilt(butter(order, cutoff, btype=btype, fs=sample_rate, output="sos"), x)
+
+
 def egg_from_instants(gci, goi_next, amplitude, n_samples: int, sample_rate: float, *,
                       closure_ms: float = 0.1, opening_ms: float = 0.4) -> np.ndarray:
     """Contact-positive EGG (n_samples,) from closures ``gci`` and following openings ``goi_next``
@@ -140,13 +180,14 @@ def _source(marks, fs: float, n: int, vq: VoiceQuality, rng: np.random.Generator
 
 def synthesize(duration: float = 0.5, *, sample_rate: float = 16000.0, voice: str = "modal", vowel: str = "a",
                snr_db: float | None = None, noise: str = "white", f0: float | None = None,
-               seed: int = 0) -> SpeechEGG:
+               channel: str = "none", seed: int = 0) -> SpeechEGG:
     """Paired speech / EGG with exact GCIs (LF excitation t = te) and GOIs (start of the next
     cycle, t = 0, after each GCI), so ``gci[k] < goi[k] < gci[k + 1]``.
 
     Speech is normalised to peak 0.9 before the noise; the EGG peaks near 1. Deterministic
     given ``seed``. ``f0`` overrides the voice quality's mean f0; ``noise`` is the noise
-    color of :func:`add_noise`.
+    color of :func:`add_noise`; ``channel`` the recording channel of :data:`CHANNELS`
+    (``clean`` is the speech after it, before the noise).
 
     >>> u = synthesize(0.1, voice="modal", seed=0)
     >>> u.speech.shape, len(u.gci) == len(u.goi), bool(np.all(u.gci < u.goi))
@@ -158,6 +199,8 @@ def synthesize(duration: float = 0.5, *, sample_rate: float = 16000.0, voice: st
         raise ValueError(f"`vowel` must be one of {sorted(VOWELS)}, got {vowel!r}")
     if not (isinstance(sample_rate, (int, float)) and sample_rate >= 4000):
         raise ValueError(f"`sample_rate` must be a number >= 4000, got {sample_rate!r}")
+    if channel not in CHANNELS:
+        raise ValueError(f"`channel` must be one of {sorted(CHANNELS)}, got {channel!r}")
     from scipy.signal import lfilter
 
     vq, rng, fs = VOICE_QUALITIES[voice], np.random.default_rng(seed), float(sample_rate)
@@ -165,6 +208,7 @@ def synthesize(duration: float = 0.5, *, sample_rate: float = 16000.0, voice: st
     marks = pitch_marks(duration, fs, f0=vq.f0 if f0 is None else f0, jitter=vq.jitter, rng=rng)
     src, amps, params = _source(marks, fs, n, vq, rng)
     clean = lfilter([1.0], vocal_tract(*VOWELS[vowel], fs), src)
+    clean = apply_channel(clean, fs, channel)
     clean *= 0.9 / np.max(np.abs(clean))
     gci = marks[:-1] + params.te * np.diff(marks)
     egg = egg_from_instants(gci, marks[1:], vq.contact * amps / amps.max(), n, fs)

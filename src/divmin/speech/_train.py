@@ -2,16 +2,24 @@
 
 Two phases on one engine run of ``engine.max_steps`` steps:
 
-1. steps < ``ae_steps``: the EGG autoencoder, ``|| D(E_g(egg)) - egg ||^2`` (optimizer
+1. steps < ``ae_steps``: the EGG autoencoder, ``loss(D(E_g(egg)), egg)`` (optimizer
    "autoencoder");
 2. then, with E_g and D frozen: the critic (optimizer "critic", ``critic_steps`` updates
-   per step) on ``logistic_discriminator_loss(c(E_s(speech)), c(E_g(egg)))``, and the speech
-   encoder (optimizer "speech_encoder") on
+   per step) on ``logistic_discriminator_loss(c(z_q), c(z_p))`` with ``critic_codes`` code
+   vectors z_q of E_s(speech) and z_p of E_g(egg) at the same random (frame, sample)
+   positions, and the speech encoder (optimizer "speech_encoder") on
 
-       || D(E_s(speech)) - egg ||^2 + adv_weight * mean_Q f(r),  log r = LogRatioEstimator(c(E_s(speech)))
+       loss(D(E_s(speech)), egg) + adv_weight * mean_Q f(r),  log r = LogRatioEstimator(c(z_q))
 
    i.e. D_f(p(z) || q(z)) = E_Q[f(p/q)] with the registry's f; reverse KL (f = -log r) is the
-   paper's KL(q || p). ``adv_weight = 0`` is the "no-adversary" baseline (no critic).
+   paper's KL(q || p). ``adv_weight = 0`` is the "no-adversary" baseline (no critic). With
+   ``adv_warmup`` the weight at phase-2 step k (from 1) is adv_weight * min(1, k / adv_warmup),
+   as in KL annealing (Bowman et al., 2016): the critic trains from the start of phase 2 but
+   its gradient reaches the speech encoder gradually, once the reconstruction has a start.
+
+``loss`` is :func:`egg_loss`: squared error of the EGG plus ``deriv_weight`` times that of its
+first difference (the closures, whose dEGG peaks are the GCIs). Speech is scaled to unit RMS
+per utterance (:func:`normalize_speech`), in training and in :meth:`SpeechToEGG.predict`.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, 
 from ..estimators import LogRatioEstimator, logistic_discriminator_loss
 from ._model import FrameDecoder, FrameEncoder, LatentCritic, frame_signal, overlap_add
 
-__all__ = ["SpeechToEGG", "SpeechToEGGConfig"]
+__all__ = ["SpeechToEGG", "SpeechToEGGConfig", "egg_loss", "normalize_speech"]
 
 
 def _default_engine() -> EngineConfig:
@@ -40,14 +48,20 @@ def _default_engine() -> EngineConfig:
 class SpeechToEGGConfig:
     """Settings of :class:`SpeechToEGG`; every field is checked on construction."""
 
-    frame_len: int = 256  # samples per frame (16 ms at 16 kHz)
-    hop: int = 128  # frame hop for prediction (overlap-add)
-    latent_dim: int = 16  # size of the codes z
-    hidden: int = 128  # width of the MLPs
-    batch_size: int = 64  # frame pairs per step
+    frame_len: int = 256  # samples per frame (32 ms at 8 kHz: several pitch periods)
+    hop: int = 64  # frame hop for prediction (tapered overlap-add)
+    latent_dim: int = 8  # size of each code vector z (one per sample)
+    hidden: int = 32  # channels of the convolutions, width of the critic
+    layers: int = 6  # dilated conv layers of each encoder (dilations 1 ... 2^(layers-1))
+    decoder_layers: int = 3  # dilated conv layers of the decoder
+    kernel: int = 5  # conv kernel size (odd)
+    batch_size: int = 32  # frame pairs per step
+    critic_codes: int = 512  # code vectors per side the critic sees each update (random positions)
+    deriv_weight: float = 10.0  # weight of the EGG-derivative error in the reconstruction loss (sharp closures)
     ae_steps: int = 500  # engine steps of EGG-autoencoder pre-training (phase 1)
     critic_steps: int = 1  # critic updates per speech-encoder update (phase 2)
     adv_weight: float = 0.1  # weight of the adversarial latent term; 0 = the no-adversary baseline
+    adv_warmup: int = 0  # phase-2 steps over which that weight ramps linearly up from 0 (KL annealing)
     divergence: str | Divergence = "reverse_kl"  # f of D_f(p(z) || q(z)); reverse_kl = the paper's KL(q || p)
     lr: float = 1e-3  # Adam learning rate of the autoencoder and the speech encoder
     lr_critic: float = 1e-3  # Adam learning rate of the critic
@@ -55,8 +69,10 @@ class SpeechToEGGConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)
 
     CHECKS = dict(
-        frame_len=Int(ge=8), hop=Int(ge=1), latent_dim=Int(ge=1), hidden=Int(ge=1), batch_size=Int(ge=1),
-        ae_steps=Int(ge=0), critic_steps=Int(ge=1), adv_weight=Number(ge=0), divergence=IsDivergence(),
+        frame_len=Int(ge=8), hop=Int(ge=1), latent_dim=Int(ge=1), hidden=Int(ge=1), layers=Int(ge=1),
+        decoder_layers=Int(ge=1), kernel=Int(ge=1), batch_size=Int(ge=1), critic_codes=Int(ge=1),
+        deriv_weight=Number(ge=0), ae_steps=Int(ge=0), critic_steps=Int(ge=1), adv_weight=Number(ge=0),
+        adv_warmup=Int(ge=0), divergence=IsDivergence(),
         lr=Number(gt=0), lr_critic=Number(gt=0), logit_clamp=Number(gt=0), engine=Instance(EngineConfig),
     )
 
@@ -64,8 +80,15 @@ class SpeechToEGGConfig:
         validate(self)
         if self.hop > self.frame_len:
             raise ValueError(f"`hop` ({self.hop}) must be <= `frame_len` ({self.frame_len})")
+        if self.kernel % 2 == 0:
+            raise ValueError(f"`kernel` must be odd, got {self.kernel}")
         if self.ae_steps >= self.engine.max_steps:
             raise ValueError(f"`ae_steps` ({self.ae_steps}) must be < engine.max_steps ({self.engine.max_steps})")
+
+
+def normalize_speech(x: Tensor) -> Tensor:
+    """Speech (..., T) scaled to unit RMS along T (the level of a recording carries no glottal timing)."""
+    return x / x.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)
 
 
 def _paired_frames(speech, egg, frame_len: int, hop: int) -> tuple[Tensor, Tensor]:
@@ -75,6 +98,9 @@ def _paired_frames(speech, egg, frame_len: int, hop: int) -> tuple[Tensor, Tenso
     if s.ndim != 2 or s.shape != e.shape or s.shape[1] < frame_len:
         raise ValueError(f"`speech` and `egg` must be (T,) or (U, T) of equal shape with T >= frame_len, got "
                          f"{tuple(s.shape)} and {tuple(e.shape)}")
+    if not (torch.isfinite(s).all() and torch.isfinite(e).all()):
+        raise ValueError("`speech` and `egg` must be finite")
+    s = normalize_speech(s)
     return (torch.cat([frame_signal(x, frame_len, hop) for x in s]),
             torch.cat([frame_signal(x, frame_len, hop) for x in e]))
 
@@ -97,9 +123,9 @@ class SpeechToEGG(MethodTrainer):
         self.speech_frames, self.egg_frames = _paired_frames(speech, egg, c.frame_len, c.frame_len // 4 or 1)
         with torch.random.fork_rng(devices=[]):  # initialise from engine.seed, leave the global RNG alone
             torch.manual_seed(c.engine.seed)
-            self.egg_encoder = FrameEncoder(c.frame_len, c.latent_dim, c.hidden)
-            self.speech_encoder = FrameEncoder(c.frame_len, c.latent_dim, c.hidden)
-            self.decoder = FrameDecoder(c.frame_len, c.latent_dim, c.hidden)
+            self.egg_encoder = FrameEncoder(c.latent_dim, c.hidden, c.layers, c.kernel)
+            self.speech_encoder = FrameEncoder(c.latent_dim, c.hidden, c.layers, c.kernel)
+            self.decoder = FrameDecoder(c.latent_dim, c.hidden, c.decoder_layers, c.kernel)
             self.critic = LatentCritic(c.latent_dim, c.hidden)
         self.divergence = as_divergence(c.divergence)
         self.ratio_estimator = LogRatioEstimator(logit_clamp=c.logit_clamp, ratio_clamp=None, ratio_ema=0.0)
@@ -109,12 +135,28 @@ class SpeechToEGG(MethodTrainer):
 
     @torch.no_grad()
     def predict(self, speech) -> Tensor:
-        """The predicted EGG (T,) of mono ``speech`` (T,): frames, E_s, D, overlap-add."""
+        """The predicted EGG (T,) of mono ``speech`` (T,): unit RMS, frames, E_s, D, overlap-add
+        with a Hann taper (floored at 1e-3 so every sample has weight)."""
         c = self.config
-        x = torch.as_tensor(speech, dtype=torch.float32)
-        frames = frame_signal(x, c.frame_len, c.hop)
+        x = torch.as_tensor(speech.detach().cpu() if hasattr(speech, "detach") else speech, dtype=torch.float32)
+        if x.ndim != 1 or x.numel() < 2:
+            raise ValueError(f"`speech` must be mono (1-D) and non-empty, got shape {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("`speech` must be finite")
+        frames = frame_signal(normalize_speech(x), c.frame_len, c.hop)
         dev = next(self.decoder.parameters()).device
-        return overlap_add(self.decoder(self.speech_encoder(frames.to(dev))).cpu(), c.hop, x.numel())
+        out = torch.cat([self.decoder(self.speech_encoder(f.to(dev))).cpu() for f in frames.split(256)])
+        window = torch.hann_window(c.frame_len, periodic=False).clamp_min(1e-3)
+        return overlap_add(out, c.hop, x.numel(), window=window)
+
+
+def egg_loss(pred: Tensor, egg: Tensor, deriv_weight: float) -> Tensor:
+    """Reconstruction error of EGG frames (B, L): mean (pred - egg)^2 + w mean (d pred - d egg)^2,
+    d the first difference along L; the derivative term weights the closures, whose peaks give the GCIs."""
+    err = F.mse_loss(pred, egg)
+    if deriv_weight > 0:
+        err = err + deriv_weight * F.mse_loss(pred.diff(dim=-1), egg.diff(dim=-1))
+    return err
 
 
 class _Task:
@@ -139,31 +181,39 @@ class _Task:
         idx = torch.randint(self.o.speech_frames.shape[0], (self.c.batch_size,), generator=ctx.cpu_generator)
         return self.o.speech_frames[idx].to(ctx.device), self.o.egg_frames[idx].to(ctx.device)
 
+    def _codes(self, z: Tensor, pos: Tensor) -> Tensor:
+        """Code vectors (n, latent_dim) at flat positions ``pos`` of codes z (B, latent_dim, L)."""
+        return z.transpose(1, 2).reshape(-1, z.shape[1])[pos]
+
     def train_step(self, batch: Any, ctx: StepContext) -> StepOutput:
         speech, egg = self._batch(ctx)
         if ctx.step < self.c.ae_steps:
-            recon = F.mse_loss(ctx.models["decoder"](ctx.models["egg_encoder"](egg)), egg)
+            recon = egg_loss(ctx.models["decoder"](ctx.models["egg_encoder"](egg)), egg, self.c.deriv_weight)
             ctx.update("autoencoder", recon)
             return StepOutput(metrics={"ae_recon": recon.detach()})
+        n_codes = speech.shape[0] * speech.shape[1]
+        pos = torch.randint(n_codes, (min(self.c.critic_codes, n_codes),), generator=ctx.cpu_generator).to(ctx.device)
         with torch.no_grad():
-            z_p = ctx.unwrap("egg_encoder")(egg)
+            z_p = self._codes(ctx.unwrap("egg_encoder")(egg), pos)
         metrics: dict[str, Tensor] = {}
         if self.c.adv_weight > 0:
+            with torch.no_grad():  # the speech encoder does not move during the critic's updates
+                z_q = self._codes(ctx.unwrap("speech_encoder")(speech), pos)
             for _ in range(self.c.critic_steps):
-                with torch.no_grad():
-                    z_q = ctx.unwrap("speech_encoder")(speech)
                 disc = logistic_discriminator_loss(ctx.models["critic"](z_q), ctx.models["critic"](z_p))
                 ctx.update("critic", disc)
             metrics["critic_loss"] = disc.detach()
         z_q = ctx.models["speech_encoder"](speech)
         with ctx.frozen("decoder", "critic"):
-            recon = F.mse_loss(ctx.unwrap("decoder")(z_q), egg)
+            recon = egg_loss(ctx.unwrap("decoder")(z_q), egg, self.c.deriv_weight)
             loss = recon
             if self.c.adv_weight > 0:
-                log_r = self.o.ratio_estimator(ctx.unwrap("critic")(z_q))
+                log_r = self.o.ratio_estimator(ctx.unwrap("critic")(self._codes(z_q, pos)))
                 adv = self.o.divergence.f(log_r).mean()
-                loss = recon + self.c.adv_weight * adv
-                metrics["latent_divergence"] = adv.detach()
+                k, warm = ctx.step - self.c.ae_steps + 1, self.c.adv_warmup
+                weight = self.c.adv_weight * (1.0 if warm == 0 else min(1.0, k / warm))
+                loss = recon + weight * adv
+                metrics["latent_divergence"], metrics["adv_weight"] = adv.detach(), torch.tensor(weight)
             ctx.update("speech_encoder", loss)
         metrics["recon"] = recon.detach()
         return StepOutput(metrics=metrics)

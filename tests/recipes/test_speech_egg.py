@@ -1,0 +1,50 @@
+"""Recipe ``speech-egg`` at tiny settings: the table's shape, consistent summary, the figure, bad config."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from divmin.recipes import run_recipe
+from divmin.recipes.speech_egg import SpeechEGGConfig
+
+from ._figures import check_figure
+
+TINY = ["engine.progress=False", "engine.tensorboard=False", "engine.max_steps=20", "engine.log_every=10",
+        "train_utterances=2", "duration=0.3", 'test_voices=("creaky", "modal")', "test_snr_db=(5.0, 0.0)",
+        'test_channels=("telephone",)', "test_utterances=1", "hidden=4", "frame_len=64", "batch_size=4"]
+
+
+def test_speech_egg_recipe_smoke(tmp_path):
+    result = run_recipe("speech-egg", tmp_path, TINY)
+    assert result.columns == ["method", "condition", "idr", "mr", "far", "ida_ms"]
+    conds = ["creaky/telephone/5dB", "creaky/telephone/0dB", "modal/telephone/5dB", "modal/telephone/0dB"]
+    assert [(r["method"], r["condition"]) for r in result.rows] == [(m, c) for c in conds
+                                                                      for m in ("model", "no-adversary", "zff")]
+    for r in result.rows:
+        assert r["idr"] + r["mr"] + r["far"] == pytest.approx(1.0)
+        assert all(0 <= r[k] <= 1 for k in ("idr", "mr", "far"))
+    s = result.summary
+    for m in ("model", "no-adversary", "zff"):
+        assert s["mean_idr"][m] == pytest.approx(np.mean([r["idr"] for r in result.rows if r["method"] == m]))
+    assert s["model_beats_zff"] == (s["mean_idr"]["model"] > s["mean_idr"]["zff"])
+    assert s["adversary_helps"] == (s["mean_idr"]["model"] > s["mean_idr"]["no-adversary"])
+    idr = {(r["method"], r["condition"]): r["idr"] for r in result.rows}
+    assert s["model_beats_zff_in"] == [c for c in conds if idr["model", c] > idr["zff", c]]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["plots"] == [str(tmp_path / "speech_egg.png")]
+    figure = check_figure(tmp_path / "speech_egg.png")
+    data = figure["data"]
+    assert len(data["speech"]) == len(data["egg"]) == len(data["model"]) == len(data["no-adversary"]) == 64
+    assert (tmp_path / "no-adversary" / "metrics.jsonl").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(test_voices=("falsetto",)), "test_voices"),
+                                          (dict(train_channels=("radio",)), "train_channels"),
+                                          (dict(adv_weight=0.0), "adv_weight"), (dict(divergence="nope"), "divergence"),
+                                          (dict(sample_rate=4000.0), "sample_rate")])
+def test_speech_egg_config_bad_input(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        SpeechEGGConfig(**kwargs)
