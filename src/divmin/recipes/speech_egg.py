@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine import EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
 from ..eval import detect_egg_instants, gci_metrics
 from ..speech import CHANNELS, NOISE_COLORS, VOICE_QUALITIES, SpeechToEGG, SpeechToEGGConfig, synthesize_corpus, zff_gci
 from ._plots import plt, save_figure
 from ._registry import RecipeResult, recipe, torch_threads
+from ._runs import resumable, run_engine
 
 __all__ = ["SpeechEGGConfig", "run_speech_egg"]
 
@@ -81,6 +82,7 @@ class SpeechEGGConfig:
     smooth_ms: float = 1.0  # Hann smoothing of the predicted dEGG before peak picking
     period_fraction: float = 0.5  # GCIs at least this share of the average pitch period apart
     num_threads: int | None = 1  # torch intra-op threads during the run; None = as is
+    resume: bool = False  # resume every training run (model, no-adversary) from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)
 
     CHECKS = dict(
@@ -95,7 +97,7 @@ class SpeechEGGConfig:
         divergence=IsDivergence(), deriv_weight=Number(ge=0), frame_len=Int(ge=8), hidden=Int(ge=1),
         batch_size=Int(ge=1), lr=Number(gt=0), ae_fraction=Number(gt=0, lt=1), detect_threshold=Number(gt=0, lt=1),
         smooth_ms=Number(ge=0), period_fraction=Number(gt=0, lt=1),
-        num_threads=Int(ge=1, optional=True), engine=Instance(EngineConfig),
+        num_threads=Int(ge=1, optional=True), resume=Bool(), engine=Instance(EngineConfig),
     )
 
     def __post_init__(self) -> None:
@@ -113,7 +115,7 @@ def _train(c: SpeechEGGConfig, adv_weight: float, out: Path) -> SpeechToEGG:
     corpus = synthesize_corpus(c.train_utterances, voices=c.train_voices, f0=c.train_f0, snr_db=c.train_snr_db,
                                noises=c.train_noises, channels=c.train_channels, duration=c.duration,
                                sample_rate=c.sample_rate, seed=c.seed + 1)
-    engine = dataclasses.replace(c.engine, seed=c.seed, out_dir=str(out))
+    engine = run_engine(c.engine, out, seed=c.seed)
     ae_steps = max(1, int(c.ae_fraction * engine.max_steps))
     cfg = SpeechToEGGConfig(frame_len=c.frame_len, hop=c.frame_len // 4, hidden=c.hidden, batch_size=c.batch_size,
                             ae_steps=ae_steps, adv_weight=adv_weight,
@@ -121,7 +123,7 @@ def _train(c: SpeechEGGConfig, adv_weight: float, out: Path) -> SpeechToEGG:
                             divergence=c.divergence, deriv_weight=c.deriv_weight, lr=c.lr, critic_steps=c.critic_steps,
                             lr_critic=c.lr_critic, engine=engine)
     model = SpeechToEGG(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]), cfg)
-    model.train()
+    model.train(resume=resumable(engine, c.resume))
     return model
 
 
