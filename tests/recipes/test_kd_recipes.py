@@ -62,6 +62,12 @@ def test_kd_cls_smoke(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["summary"]["student_accuracy"].keys() == {"ce", "forward_kl", "sinkd"}
     assert (tmp_path / "students" / "sinkd" / "seed1" / "metrics.jsonl").stat().st_size > 0
+    # the reported share of the Sinkhorn term, recomputed from the students' own logs
+    shares = []
+    for seed in (0, 1):
+        last = json.loads((tmp_path / "students" / "sinkd" / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()[-1])
+        shares.append(0.0008 * last["sinkd"] / last["loss"])
+    assert 0 < saved["summary"]["sinkd_loss_share"] == pytest.approx(sum(shares) / 2)
     figure = check_figure(tmp_path / "kd_cls.png")
     assert figure["data"]["bars"] == pytest.approx(saved["summary"]["student_accuracy"])
     assert figure["data"]["errors"] == pytest.approx({m: rows[f"student: {m}"]["std"] for m in figure["data"]["bars"]})
