@@ -102,6 +102,11 @@ def test_training_resumes_exactly_across_target_updates(tmp_path, head, weight):
                            engine=_engine(steps, log_every=1, out_dir=str(out), checkpoint_every=2))
         tr = DepictTrainer(x, config=cfg)
         result = tr.train(resume=resume)
+        runs.append(tr)
         return tr.model, result
 
+    runs = []
     assert_resumes_exactly(run, tmp_path)
+    full, _, resumed = runs
+    assert torch.equal(resumed.kmeans_labels, full.kmeans_labels)  # restored with the checkpoint
+    assert torch.equal(resumed.predict(), full.predict())

@@ -160,11 +160,14 @@ class _DepictTask:
     def state_dict(self) -> dict[str, Any]:
         empty = torch.empty(0)
         return {"target": empty if self.target is None else self.target.cpu(),
-                "labels": empty if self.labels is None else self.labels.cpu()}
+                "labels": empty if self.labels is None else self.labels.cpu(),
+                "kmeans": empty if self.o.kmeans_labels is None else self.o.kmeans_labels.cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.target = state["target"] if state["target"].numel() else None
         self.labels = state["labels"] if state["labels"].numel() else None
+        kmeans = state.get("kmeans", torch.empty(0))
+        self.o.kmeans_labels = kmeans if kmeans.numel() else None
 
 
 class DepictTrainer(MethodTrainer):
