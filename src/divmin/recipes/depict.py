@@ -63,11 +63,12 @@ class DepictRecipeConfig:
     divergence: str = "forward_kl"  # D(P || Q) of DEPICT's clustering loss
     channels: tuple[int, ...] = (16, 32)  # encoder conv widths
     embed_dim: int = 10  # embedding size
-    noise: float = 0.1  # dropout rate of DEPICT's noisy encoder path (also the denoising of pretraining)
-    pretrain_steps: int = 600  # reconstruction-only steps of the shared autoencoder
+    noise: float = 0.2  # dropout rate of DEPICT's noisy encoder path (also the denoising of pretraining)
+    pretrain_steps: int = 1500  # reconstruction-only steps of the shared autoencoder
     update_interval: int = 20  # steps between target updates
     tol: float = 0.001  # stop rule: fraction of changed assignments between updates
-    lr: float = 1e-3  # AdamW learning rate (pretraining and fine-tuning)
+    lr: float = 1e-3  # AdamW learning rate of the autoencoder pretraining
+    fine_tune_lr: float = 1e-4  # AdamW learning rate of DEPICT's and DEC's joint phase (from the pretrained net)
     batch_size: int = 128  # images per step
     num_threads: int | None = 1  # torch intra-op threads during the run (tiny nets: 1 is fastest); None = as is
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # each fine-tuning (max_steps etc.)
@@ -76,7 +77,7 @@ class DepictRecipeConfig:
         dataset=OneOf(_DATASETS), max_samples=Int(ge=10), seeds=Tuple(each=Int(ge=0), min_len=1),
         divergence=IsDivergence(), channels=Tuple(each=Int(ge=1), min_len=1), embed_dim=Int(ge=1),
         noise=Number(ge=0, lt=1), pretrain_steps=Int(ge=1), update_interval=Int(ge=1), tol=Number(ge=0, le=1),
-        lr=Number(gt=0), batch_size=Int(ge=1), num_threads=Int(ge=1, optional=True), engine=Instance(EngineConfig),
+        lr=Number(gt=0), fine_tune_lr=Number(gt=0), batch_size=Int(ge=1), num_threads=Int(ge=1, optional=True), engine=Instance(EngineConfig),
     )
 
     def __post_init__(self) -> None:
@@ -97,11 +98,11 @@ def _scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def _trainer(c: DepictRecipeConfig, x: torch.Tensor, seed: int, out: Path, steps: int, pretrain_steps: int,
-             pretrained=None, **fields) -> DepictTrainer:
+             pretrained=None, lr: float | None = None, **fields) -> DepictTrainer:
     engine = dataclasses.replace(c.engine, seed=seed, out_dir=str(out), max_steps=steps)
     cfg = DepictConfig(n_clusters=10, divergence=c.divergence, channels=c.channels, embed_dim=c.embed_dim,
                        noise=c.noise, pretrain_steps=pretrain_steps, update_interval=c.update_interval, tol=c.tol,
-                       lr=c.lr, batch_size=c.batch_size, engine=engine, **fields)
+                       lr=c.lr if lr is None else lr, batch_size=c.batch_size, engine=engine, **fields)
     trainer = DepictTrainer(x, config=cfg, pretrained=pretrained)
     trainer.train()
     return trainer
@@ -127,7 +128,8 @@ def _run(c: DepictRecipeConfig, out_dir: Path) -> RecipeResult:
     for seed in c.seeds:
         base = _trainer(c, x, seed, out_dir / "pretrain" / f"seed{seed}", c.pretrain_steps, c.pretrain_steps)
         for method, fields in _DEEP.items():
-            tr = _trainer(c, x, seed, out_dir / method / f"seed{seed}", c.engine.max_steps, 0, base.model, **fields)
+            tr = _trainer(c, x, seed, out_dir / method / f"seed{seed}", c.engine.max_steps, 0, base.model,
+                          c.fine_tune_lr, **fields)
             pred = tr.predict().numpy()
             runs[method].append(_scores(y, pred))
             if method == "depict-dec":
