@@ -110,3 +110,14 @@ def test_training_resumes_exactly_across_target_updates(tmp_path, head, weight):
     full, _, resumed = runs
     assert torch.equal(resumed.kmeans_labels, full.kmeans_labels)  # restored with the checkpoint
     assert torch.equal(resumed.predict(), full.predict())
+
+
+def test_student_t_head_after_kmeans_init_does_not_depend_on_the_embedding_scale():
+    torch.manual_seed(0)
+    z = torch.cat([torch.randn(15, 2, dtype=torch.float64) + 4 * torch.eye(2, dtype=torch.float64)[k]
+                   for k in range(2)])
+    small, large = HEADS["student_t"](2, 2).double(), HEADS["student_t"](2, 2).double()
+    kmeans_init_head(small, 0.01 * z, n_init=2)
+    kmeans_init_head(large, z, n_init=2)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.softmax(small(0.01 * z), -1), torch.softmax(large(z), -1))

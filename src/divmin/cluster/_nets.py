@@ -5,17 +5,22 @@ to the embedding z (``embed_dim``); the clustering head (``HEADS``) maps z to
 logits whose softmax is the soft assignment Q. The *noisy* path applies dropout
 (rate ``noise``) to the input and to every hidden layer; the *clean* path applies
 none. The decoder mirrors the encoder from the noisy embedding and is scored on
-every layer, as in DEPICT (Ghasedi Dizaji et al. 2017, sec. 3.3):
+every decoder layer against the clean encoder's layer of the same shape, as in
+DEPICT (Ghasedi Dizaji et al. 2017, sec. 3.3):
 
     L_rec = sum_l mean_i || h_l^clean(x_i) - hhat_l(x_i) ||^2 / dim(h_l),
 
-over l = input, each convolution's output, and the embedding (hhat = the noisy z).
+over l = input and each convolution's output. (The embedding itself is not scored:
+a term ||z^clean - z^noisy||^2 only rewards shrinking z, which left DEC's fixed-width
+kernel nearly flat.)
 
 Heads (both initialised from k-means centroids mu_k by ``init_from_centroids``):
 
 * ``"softmax"`` (DEPICT): a linear layer, logit_k = w_k . z + b_k;
-* ``"student_t"`` (DEC, Xie et al. 2016): logit_k = -((alpha + 1) / 2) log(1 + |z - mu_k|^2 / alpha),
-  alpha = 1, so that softmax gives DEC's Student-t kernel q_ik ∝ (1 + |z_i - mu_k|^2)^-1.
+* ``"student_t"`` (DEC, Xie et al. 2016): logit_k = -((alpha + 1) / 2) log(1 + |z - mu_k|^2 / (alpha s)),
+  alpha = 1, so that softmax gives DEC's Student-t kernel q_ik ∝ (1 + |z_i - mu_k|^2 / s)^-1; s (a
+  buffer, 1 until initialised) is the k-means mean squared distance to the nearest centroid, i.e.
+  DEC's kernel on the embedding in units of its cluster radius (DEC's kernel is not scale-free).
 """
 
 from __future__ import annotations
@@ -43,22 +48,24 @@ class SoftmaxHead(nn.Linear):
 
 
 class StudentTHead(nn.Module):
-    """DEC's head: logits (N, K) = -((alpha + 1) / 2) log1p(|z - mu_k|^2 / alpha), centroids mu (K, d) trained."""
+    """DEC's head: logits (N, K) = -((alpha + 1) / 2) log1p(|z - mu_k|^2 / (alpha s)), centroids mu (K, d) trained."""
 
     def __init__(self, embed_dim: int, n_clusters: int, alpha: float = 1.0) -> None:
         super().__init__()
         self.alpha = alpha
         self.centroids = nn.Parameter(torch.randn(n_clusters, embed_dim))
+        self.register_buffer("scale", torch.ones(()))
         self.out_features = n_clusters
 
     def forward(self, z: Tensor) -> Tensor:
         d2 = (z[:, None, :] - self.centroids[None]).pow(2).sum(-1)
-        return -0.5 * (self.alpha + 1) * torch.log1p(d2 / self.alpha)
+        return -0.5 * (self.alpha + 1) * torch.log1p(d2 / (self.alpha * self.scale))
 
     @torch.no_grad()
     def init_from_centroids(self, mu: Tensor, scale: float) -> None:
-        """Centroids := the k-means centroids (``scale`` unused: DEC's kernel has a fixed width)."""
+        """Centroids := the k-means centroids; kernel width := ``scale`` (mean squared distance to them)."""
         self.centroids.copy_(mu)
+        self.scale.fill_(scale)
 
 
 # name -> head class (embed_dim, n_clusters) -> module with init_from_centroids(mu (K, d), scale)
@@ -122,8 +129,8 @@ class DepictNet(nn.Module):
         noisy = self._encode(x, noisy=True)
         with torch.no_grad():
             clean = self._encode(x, noisy=False)
-        recon = self._decode(noisy[-1]) + [noisy[-1]]
-        loss = sum(F.mse_loss(r, t) for r, t in zip(recon, clean))
+        recon = self._decode(noisy[-1])
+        loss = sum(F.mse_loss(r, t) for r, t in zip(recon, clean[:-1]))
         return self.head(noisy[-1]), loss
 
     def clean(self, x: Tensor) -> tuple[Tensor, Tensor]:
