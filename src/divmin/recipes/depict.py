@@ -68,7 +68,7 @@ class DepictRecipeConfig:
     update_interval: int = 20  # steps between target updates
     tol: float = 0.001  # stop rule: fraction of changed assignments between updates
     lr: float = 1e-3  # AdamW learning rate of the autoencoder pretraining
-    fine_tune_lr: float = 1e-4  # AdamW learning rate of DEPICT's and DEC's joint phase (from the pretrained net)
+    fine_tune_lr: float = 1e-3  # AdamW learning rate of DEPICT's and DEC's joint phase (from the pretrained net)
     batch_size: int = 128  # images per step
     num_threads: int | None = 1  # torch intra-op threads during the run (tiny nets: 1 is fastest); None = as is
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # each fine-tuning (max_steps etc.)
