@@ -1,7 +1,7 @@
 """Worker of test_methods_ddp.py under ``torchrun --nproc_per_node 2`` (CPU, gloo): trains one of the
 newer method trainers a few steps and prints a checksum of its weights per rank.
 
-Usage: methods_ddp_worker.py OUT_DIR METHOD, METHOD in {robust, mdlm, speech}.
+Usage: methods_ddp_worker.py OUT_DIR METHOD, METHOD in {robust, mdlm, speech, depict}.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ddp_main import run_worker  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
+from divmin.cluster import DepictConfig, DepictTrainer  # noqa: E402
 from divmin.data import MarkovLanguage  # noqa: E402
 from divmin.diffusion import MaskedDiffusionLM, MDLMConfig, MDLMTrainer, MDLMTransformer  # noqa: E402
 from divmin.engine import EngineConfig  # noqa: E402
@@ -48,7 +49,16 @@ def _speech(engine: EngineConfig) -> SpeechToEGG:
     return SpeechToEGG(u.speech, u.egg, cfg)
 
 
-BUILDERS = {"robust": _robust, "mdlm": _mdlm, "speech": _speech}
+def _depict(engine: EngineConfig) -> DepictTrainer:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 8, 8, generator=g)[torch.arange(64) % 2] + 0.05 * torch.rand(64, 1, 8, 8, generator=g)
+    # pretraining at step 0, k-means head and first target at step 1, a target update at step 3
+    return DepictTrainer(x, config=DepictConfig(n_clusters=2, channels=(4,), embed_dim=3, pretrain_steps=1,
+                                                update_interval=2, tol=0.0, kmeans_n_init=2, batch_size=16,
+                                                engine=engine))
+
+
+BUILDERS = {"robust": _robust, "mdlm": _mdlm, "speech": _speech, "depict": _depict}
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The newer method trainers (WEAT's RobustTrainer, MDLMTrainer, SpeechToEGG) under DDP: two CPU processes stay in sync."""
+"""The newer method trainers (RobustTrainer, MDLMTrainer, SpeechToEGG, DepictTrainer) under DDP: two CPU processes
+stay in sync."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ WORKER = Path(__file__).resolve().parent / "methods_ddp_worker.py"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["robust", "mdlm", "speech"])
+@pytest.mark.parametrize("method", ["robust", "mdlm", "speech", "depict"])
 def test_two_processes_train_one_synchronised_model(tmp_path, method):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
            str(tmp_path), method]

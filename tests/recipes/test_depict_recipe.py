@@ -1,7 +1,8 @@
-"""Recipe depict at tiny settings: the table's rows, their numbers against the metrics, the figure."""
+"""Recipe depict at tiny settings: the table's rows, their numbers against the metrics, the figures."""
 
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
@@ -13,20 +14,30 @@ from ._figures import check_figure  # noqa: E402
 
 def test_depict_recipe_tiny(tmp_path):
     result = run_recipe("depict", tmp_path, overrides=(
-        "seeds=(0,)", "channels=(4,)", "embed_dim=4", "pretrain_steps=3", "update_interval=2",
-        "engine.max_steps=6", "batch_size=64"))
+        "seeds=(0, 1)", "channels=(4,)", "embed_dim=4", "pretrain_steps=3", "update_interval=2",
+        "engine.max_steps=4", "batch_size=64"))
     methods = [r["method"] for r in result.rows]
-    assert methods == ["depict-dec", "depict-paper", "kmeans-embedding", "kmeans-pixels"]
+    assert methods == ["depict-dec", "depict-paper", "dec", "kmeans-embedding", "kmeans-pixels"]
     for r in result.rows:
         assert 0.1 <= r["acc"] <= 1 and -0.1 <= r["ari"] <= 1 and 0 <= r["nmi"] <= 1
-        assert r["acc_std"] == 0.0
-    pixels = next(r for r in result.rows if r["method"] == "kmeans-pixels")
-    assert pixels["acc"] > 0.6  # k-means on digits pixels is far above chance (0.1)
-    assert result.summary["depict_beats_kmeans_pixels"] == (
-        max(result.summary["acc"]["depict-dec"], result.summary["acc"]["depict-paper"]) > pixels["acc"])
-    record = check_figure(result.plots[0])
-    confusion = record["data"]["confusion"]
+        assert len(r["acc_per_seed"]) == 2
+        assert r["acc"] == pytest.approx(np.mean(r["acc_per_seed"]), abs=1e-4)
+        assert r["acc_std"] == pytest.approx(np.std(r["acc_per_seed"], ddof=1), abs=1e-4)
+    by = {r["method"]: r for r in result.rows}
+    assert by["kmeans-pixels"]["acc"] > 0.6  # k-means on digits pixels is far above chance (0.1)
+    margin = by["depict-dec"]["acc"] - by["kmeans-pixels"]["acc"]
+    assert result.summary["margin_over_kmeans_pixels"]["depict-dec"] == pytest.approx(margin)
+    assert result.summary["depict_beats_kmeans_pixels"] == (margin > 0)
+    assert result.summary["depict_beats_dec"] == (by["depict-dec"]["acc"] > by["dec"]["acc"])
+    wins = sum(a > b for a, b in zip(by["dec"]["acc_per_seed"], by["kmeans-pixels"]["acc_per_seed"]))
+    assert result.summary["seeds_won_over_kmeans_pixels"]["dec"] == wins
+    confusion = check_figure(result.plots[0])["data"]["confusion"]
     assert sum(map(sum, confusion)) == 1797
-    assert sum(confusion[i][i] for i in range(10)) / 1797 == pytest.approx(result.rows[0]["acc"])
+    assert sum(confusion[i][i] for i in range(10)) / 1797 == pytest.approx(by["depict-dec"]["acc_per_seed"][0],
+                                                                           abs=1e-4)
+    embedding = check_figure(result.plots[1])
+    assert len(embedding["legend"]) == 10
+    for panel in embedding["data"].values():
+        assert len(panel["class_means"]) == 10 and 0 < sum(panel["explained_variance_ratio"]) <= 1 + 1e-9
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["rows"][0]["method"] == "depict-dec"

@@ -1,14 +1,14 @@
 """divmin.cluster: DEPICT deep clustering by divergence minimisation (Ghasedi Dizaji et al. 2017).
 
-A softmax clustering head on a convolutional autoencoder's embedding is trained to
+A softmax clustering head (or DEC's Student-t head, ``HEADS``) on a convolutional autoencoder's embedding is trained to
 minimise D(P || Q) between an auxiliary target P (rule ``"paper"`` or ``"dec"``,
 Xie et al. 2016) and its soft assignments Q, with any registry divergence, plus
 a layer-wise reconstruction loss; targets and network are updated alternately.
 """
 
-from ._nets import DepictNet
+from ._nets import HEADS, DepictNet
 from ._objective import TARGET_RULES, auxiliary_target, depict_loss
 from ._trainer import DepictConfig, DepictTrainer, kmeans_init_head
 
-__all__ = ["DepictConfig", "DepictNet", "DepictTrainer", "TARGET_RULES", "auxiliary_target", "depict_loss",
+__all__ = ["HEADS", "TARGET_RULES", "DepictConfig", "DepictNet", "DepictTrainer", "auxiliary_target", "depict_loss",
            "kmeans_init_head"]

@@ -1,15 +1,26 @@
-"""DEPICT's network: a convolutional autoencoder with noisy and clean encoder paths and a softmax head.
+"""DEPICT's network: a convolutional autoencoder with noisy and clean encoder paths and a clustering head.
 
 Encoder: ``len(channels)`` stride-2 3x3 convolutions with ReLU, then a linear map
-to the embedding z (``embed_dim``); the clustering head is a linear layer on z
-(softmax gives the soft assignments Q). The *noisy* path applies dropout
+to the embedding z (``embed_dim``); the clustering head (``HEADS``) maps z to
+logits whose softmax is the soft assignment Q. The *noisy* path applies dropout
 (rate ``noise``) to the input and to every hidden layer; the *clean* path applies
 none. The decoder mirrors the encoder from the noisy embedding and is scored on
-every layer, as in DEPICT (Ghasedi Dizaji et al. 2017, sec. 3.3):
+every decoder layer against the clean encoder's layer of the same shape, as in
+DEPICT (Ghasedi Dizaji et al. 2017, sec. 3.3):
 
     L_rec = sum_l mean_i || h_l^clean(x_i) - hhat_l(x_i) ||^2 / dim(h_l),
 
-over l = input, each convolution's output, and the embedding (hhat = the noisy z).
+over l = input and each convolution's output. (The embedding itself is not scored:
+a term ||z^clean - z^noisy||^2 only rewards shrinking z, which left DEC's fixed-width
+kernel nearly flat.)
+
+Heads (both initialised from k-means centroids mu_k by ``init_from_centroids``):
+
+* ``"softmax"`` (DEPICT): a linear layer, logit_k = w_k . z + b_k;
+* ``"student_t"`` (DEC, Xie et al. 2016): logit_k = -((alpha + 1) / 2) log(1 + |z - mu_k|^2 / (alpha s)),
+  alpha = 1, so that softmax gives DEC's Student-t kernel q_ik ∝ (1 + |z_i - mu_k|^2 / s)^-1; s (a
+  buffer, 1 until initialised) is the k-means mean squared distance to the nearest centroid, i.e.
+  DEC's kernel on the embedding in units of its cluster radius (DEC's kernel is not scale-free).
 """
 
 from __future__ import annotations
@@ -20,13 +31,52 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DepictNet"]
+__all__ = ["HEADS", "DepictNet", "SoftmaxHead", "StudentTHead"]
+
+
+class SoftmaxHead(nn.Linear):
+    """DEPICT's head: logits = z W^T + b, (N, d) -> (N, K)."""
+
+    def __init__(self, embed_dim: int, n_clusters: int) -> None:
+        super().__init__(embed_dim, n_clusters)
+
+    @torch.no_grad()
+    def init_from_centroids(self, mu: Tensor, scale: float) -> None:
+        """Nearest-centroid softmax: w_k = 2 mu_k / s, b_k = -|mu_k|^2 / s, so logit_k = -(|z - mu_k|^2 - |z|^2) / s."""
+        self.weight.copy_(2 * mu / scale)
+        self.bias.copy_(-(mu * mu).sum(1) / scale)
+
+
+class StudentTHead(nn.Module):
+    """DEC's head: logits (N, K) = -((alpha + 1) / 2) log1p(|z - mu_k|^2 / (alpha s)), centroids mu (K, d) trained."""
+
+    def __init__(self, embed_dim: int, n_clusters: int, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.centroids = nn.Parameter(torch.randn(n_clusters, embed_dim))
+        self.register_buffer("scale", torch.ones(()))
+        self.out_features = n_clusters
+
+    def forward(self, z: Tensor) -> Tensor:
+        d2 = (z[:, None, :] - self.centroids[None]).pow(2).sum(-1)
+        return -0.5 * (self.alpha + 1) * torch.log1p(d2 / (self.alpha * self.scale))
+
+    @torch.no_grad()
+    def init_from_centroids(self, mu: Tensor, scale: float) -> None:
+        """Centroids := the k-means centroids; kernel width := ``scale`` (mean squared distance to them)."""
+        self.centroids.copy_(mu)
+        self.scale.fill_(scale)
+
+
+# name -> head class (embed_dim, n_clusters) -> module with init_from_centroids(mu (K, d), scale)
+HEADS: dict[str, type[nn.Module]] = {"softmax": SoftmaxHead, "student_t": StudentTHead}
 
 
 class DepictNet(nn.Module):
     """Autoencoder + clustering head for images ``(N, C, H, W)`` with H and W divisible by 2^len(channels).
 
     ``forward(x)`` (the training path) returns ``(noisy_logits (N, K), reconstruction_loss ())``;
+    ``forward(x, reconstruct=False)`` returns ``(clean_logits (N, K), 0)`` without the decoder (DEC);
     ``clean(x)`` returns ``(z (N, embed_dim), logits (N, K))`` without noise.
 
     >>> net = DepictNet((1, 8, 8), n_clusters=3)
@@ -35,12 +85,14 @@ class DepictNet(nn.Module):
     """
 
     def __init__(self, in_shape: Sequence[int], *, n_clusters: int, channels: Sequence[int] = (32, 64),
-                 embed_dim: int = 10, noise: float = 0.1) -> None:
+                 embed_dim: int = 10, noise: float = 0.1, head: str = "softmax") -> None:
         super().__init__()
         c, h, w = (int(v) for v in in_shape)
         scale = 2 ** len(channels)
         if h % scale or w % scale:
             raise ValueError(f"`in_shape` height and width must be divisible by {scale}, got {tuple(in_shape)}")
+        if head not in HEADS:
+            raise ValueError(f"`head` must be one of {sorted(HEADS)}, got {head!r}")
         widths = [c, *channels]
         self.noise = noise
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
@@ -50,7 +102,7 @@ class DepictNet(nn.Module):
         flat = widths[-1] * (h // scale) * (w // scale)
         self.embed = nn.Linear(flat, embed_dim)
         self.unembed = nn.Linear(embed_dim, flat)
-        self.head = nn.Linear(embed_dim, n_clusters)
+        self.head = HEADS[head](embed_dim, n_clusters)
 
     def _encode(self, x: Tensor, noisy: bool) -> list[Tensor]:
         """[input, conv outputs..., z], each perturbed by dropout on the noisy path."""
@@ -71,12 +123,14 @@ class DepictNet(nn.Module):
             outs.append(h)
         return outs[::-1]
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, reconstruct: bool = True) -> tuple[Tensor, Tensor]:
+        if not reconstruct:
+            return self.head(self._encode(x, noisy=False)[-1]), x.new_zeros(())
         noisy = self._encode(x, noisy=True)
         with torch.no_grad():
             clean = self._encode(x, noisy=False)
-        recon = self._decode(noisy[-1]) + [noisy[-1]]
-        loss = sum(F.mse_loss(r, t) for r, t in zip(recon, clean))
+        recon = self._decode(noisy[-1])
+        loss = sum(F.mse_loss(r, t) for r, t in zip(recon, clean[:-1]))
         return self.head(noisy[-1]), loss
 
     def clean(self, x: Tensor) -> tuple[Tensor, Tensor]:

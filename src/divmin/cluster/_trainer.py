@@ -2,12 +2,17 @@
 
 Schedule (engine steps, one optimizer "clusterer" over the whole `DepictNet`):
 
-1. ``pretrain_steps`` steps of reconstruction only (noisy/clean autoencoder);
-2. k-means on the clean embeddings initialises the head as the nearest-centroid
-   softmax (logit_k = -|z - mu_k|^2 / s up to a per-row constant);
+1. ``pretrain_steps`` steps of reconstruction only (noisy/clean autoencoder), or none
+   when the trainer starts from a ``pretrained`` network (the recipe pretrains once and
+   fine-tunes DEPICT and DEC from the same weights);
+2. k-means on the clean embeddings initialises the head (``HEADS``): the nearest-centroid
+   softmax (logit_k = -|z - mu_k|^2 / s up to a per-row constant) or DEC's Student-t
+   centroids;
 3. then, every ``update_interval`` steps, the target P is recomputed from the clean
    soft assignments Q over the whole data set (rule ``target``), and between updates
-   the network minimises ``depict_loss(noisy logits, P) + reconstruction_weight * L_rec``.
+   the network minimises ``depict_loss(noisy logits, P) + reconstruction_weight * L_rec``;
+   with ``reconstruction_weight=0`` the decoder is dropped and the clean path is trained
+   (DEC: ``head="student_t", target="dec", reconstruction_weight=0``).
    Training stops (``ctx.request_stop()``) when the fraction of samples whose
    argmax assignment changed between two target updates is below ``tol`` (the
    paper's and DEC's stop rule), or after ``engine.max_steps``.
@@ -15,6 +20,7 @@ Schedule (engine steps, one optimizer "clusterer" over the whole `DepictNet`):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -25,7 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..divergences import Divergence, as_divergence
 from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
                       StepOutput, Tuple, trainable_adamw, validate)
-from ._nets import DepictNet
+from ._nets import HEADS, DepictNet, SoftmaxHead
 from ._objective import TARGET_RULES, auxiliary_target, depict_loss
 
 __all__ = ["DepictConfig", "DepictTrainer", "kmeans_init_head"]
@@ -40,9 +46,10 @@ class DepictConfig:
     """Settings of :class:`DepictTrainer`; every field is checked on construction."""
 
     n_clusters: int = 10  # K, number of clusters (>= 2, <= number of samples)
+    head: str = "softmax"  # clustering head, a name in HEADS ("softmax": DEPICT; "student_t": DEC)
     target: str = "dec"  # auxiliary target rule, a name in TARGET_RULES ("dec": the authors' code; "paper")
     divergence: str | Divergence = "forward_kl"  # D(P || Q) of the clustering loss; KL is the paper's
-    reconstruction_weight: float = 1.0  # weight of the layer-wise reconstruction loss in the joint phase
+    reconstruction_weight: float = 1.0  # weight of the layer-wise reconstruction loss in the joint phase (0: DEC)
     channels: tuple[int, ...] = (32, 64)  # conv widths of the encoder (each halves H and W)
     embed_dim: int = 10  # embedding size
     noise: float = 0.1  # dropout rate of the noisy encoder path
@@ -56,7 +63,7 @@ class DepictConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        n_clusters=Int(ge=2), target=OneOf(TARGET_RULES), divergence=IsDivergence(),
+        n_clusters=Int(ge=2), head=OneOf(HEADS), target=OneOf(TARGET_RULES), divergence=IsDivergence(),
         reconstruction_weight=Number(ge=0), channels=Tuple(each=Int(ge=1), min_len=1), embed_dim=Int(ge=1),
         noise=Number(ge=0, lt=1), pretrain_steps=Int(ge=0), update_interval=Int(ge=1), tol=Number(ge=0, le=1),
         kmeans_n_init=Int(ge=1), lr=Number(gt=0), weight_decay=Number(ge=0), batch_size=Int(ge=1),
@@ -68,11 +75,12 @@ class DepictConfig:
 
 
 @torch.no_grad()
-def kmeans_init_head(head: nn.Linear, z: Tensor, *, seed: int = 0, n_init: int = 10) -> Tensor:
-    """Set ``head`` (Linear(d, K)) to the nearest-centroid softmax of k-means on ``z`` (N, d); return its labels (N,).
+def kmeans_init_head(head: nn.Module, z: Tensor, *, seed: int = 0, n_init: int = 10) -> Tensor:
+    """Initialise ``head`` (a ``HEADS`` member, K outputs) from k-means on ``z`` (N, d); return the labels (N,).
 
-    With centroids mu_k and s the mean squared distance to the nearest centroid,
-    weight_k = 2 mu_k / s and bias_k = -|mu_k|^2 / s, so logit_k = -(|z - mu_k|^2 - |z|^2) / s.
+    For the softmax head, with centroids mu_k and s the mean squared distance to the nearest
+    centroid, weight_k = 2 mu_k / s and bias_k = -|mu_k|^2 / s, so logit_k = -(|z - mu_k|^2 - |z|^2) / s;
+    the Student-t head takes the centroids themselves. Either way argmax(head(z)) = the k-means labels.
 
     >>> head = nn.Linear(1, 2)
     >>> labels = kmeans_init_head(head, torch.tensor([[0.0], [0.1], [5.0], [5.1]]), n_init=1)
@@ -85,10 +93,15 @@ def kmeans_init_head(head: nn.Linear, z: Tensor, *, seed: int = 0, n_init: int =
         raise ImportError('DEPICT\'s k-means initialisation needs scikit-learn: pip install "divmin[data]"') from err
     k = head.out_features
     km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(z.detach().double().cpu().numpy())
-    mu = torch.as_tensor(km.cluster_centers_, dtype=head.weight.dtype, device=head.weight.device)
+    ref = next(head.parameters())
+    mu = torch.as_tensor(km.cluster_centers_, dtype=ref.dtype, device=ref.device)
     scale = max(float(km.inertia_) / z.shape[0], 1e-8)
-    head.weight.copy_(2 * mu / scale)
-    head.bias.copy_(-(mu * mu).sum(1) / scale)
+    if hasattr(head, "init_from_centroids"):
+        head.init_from_centroids(mu, scale)
+    elif isinstance(head, nn.Linear):  # a plain linear head: DEPICT's softmax
+        SoftmaxHead.init_from_centroids(head, mu, scale)
+    else:
+        raise TypeError(f"`head` must be an nn.Linear or a HEADS member, got {type(head).__name__}")
     return torch.as_tensor(km.labels_, dtype=torch.long)
 
 
@@ -101,9 +114,7 @@ class _DepictTask:
         self.labels: Tensor | None = None  # (N,) argmax of Q at the last target update
 
     def models(self) -> dict[str, nn.Module]:
-        c = self.o.config
-        return {"clusterer": DepictNet(self.o.x.shape[1:], n_clusters=c.n_clusters, channels=c.channels,
-                                       embed_dim=c.embed_dim, noise=c.noise)}
+        return {"clusterer": self.o.build_net()}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         c = self.o.config
@@ -136,7 +147,8 @@ class _DepictTask:
         if since >= 0 and since % c.update_interval == 0 and ctx.micro_step == 0:
             metrics.update(self._refresh(ctx))
         x, idx = batch
-        logits, recon = ctx.models["clusterer"](x)
+        reconstruct = self.target is None or c.reconstruction_weight > 0
+        logits, recon = ctx.models["clusterer"](x, reconstruct=reconstruct)
         metrics["reconstruction"] = recon.detach()
         if self.target is None:
             return StepOutput(loss=recon, metrics=metrics)
@@ -148,15 +160,21 @@ class _DepictTask:
     def state_dict(self) -> dict[str, Any]:
         empty = torch.empty(0)
         return {"target": empty if self.target is None else self.target.cpu(),
-                "labels": empty if self.labels is None else self.labels.cpu()}
+                "labels": empty if self.labels is None else self.labels.cpu(),
+                "kmeans": empty if self.o.kmeans_labels is None else self.o.kmeans_labels.cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.target = state["target"] if state["target"].numel() else None
         self.labels = state["labels"] if state["labels"].numel() else None
+        kmeans = state.get("kmeans", torch.empty(0))
+        self.o.kmeans_labels = kmeans if kmeans.numel() else None
 
 
 class DepictTrainer(MethodTrainer):
     """Cluster images ``x`` (N, C, H, W) into ``config.n_clusters`` groups with DEPICT.
+
+    ``pretrained``: a `DepictNet` of the same shape (channels, embed_dim) whose autoencoder
+    weights (all but the head) start the run, usually with ``pretrain_steps=0``.
 
     ``train(resume=False)`` runs the engine (the trained `DepictNet` is then ``model``);
     ``predict(x=None)`` gives cluster ids (N,) and ``soft_assignments(...)`` Q (N, K),
@@ -166,7 +184,7 @@ class DepictTrainer(MethodTrainer):
 
     trained_models = {"clusterer": "model"}
 
-    def __init__(self, x: Tensor, *, config: DepictConfig | None = None) -> None:
+    def __init__(self, x: Tensor, *, config: DepictConfig | None = None, pretrained: DepictNet | None = None) -> None:
         config = self.use_config(config, DepictConfig)
         if not isinstance(x, Tensor) or x.ndim != 4 or not x.is_floating_point():
             raise ValueError(f"`x` must be a float tensor (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
@@ -175,6 +193,26 @@ class DepictTrainer(MethodTrainer):
         self.x, self.div = x, as_divergence(config.divergence)
         self.model: DepictNet | None = None
         self.kmeans_labels: Tensor | None = None
+        self.pretrained = None if pretrained is None else self._backbone(pretrained)
+
+    def _backbone(self, net: Any) -> dict[str, Tensor]:
+        """The non-head weights of ``net``, checked against this config's network."""
+        if not isinstance(net, DepictNet):
+            raise TypeError(f"`pretrained` must be a DepictNet, got {type(net).__name__}")
+        own = {k: v.shape for k, v in self.build_net(backbone=False).state_dict().items() if not k.startswith("head.")}
+        theirs = {k: v for k, v in net.state_dict().items() if not k.startswith("head.")}
+        if {k: v.shape for k, v in theirs.items()} != own:
+            raise ValueError("`pretrained` does not match the configured network (in_shape, channels, embed_dim)")
+        return {k: v.detach().cpu().clone() for k, v in theirs.items()}
+
+    def build_net(self, backbone: bool = True) -> DepictNet:
+        """A fresh `DepictNet` for ``config`` (with the ``pretrained`` autoencoder weights when ``backbone``)."""
+        c = self.config
+        net = DepictNet(self.x.shape[1:], n_clusters=c.n_clusters, channels=c.channels, embed_dim=c.embed_dim,
+                        noise=c.noise, head=c.head)
+        if backbone and self.pretrained is not None:
+            net.load_state_dict(copy.deepcopy(self.pretrained), strict=False)
+        return net
 
     def make_task(self) -> _DepictTask:
         return _DepictTask(self)
