@@ -239,8 +239,8 @@ class Trainer:
             return self.task.train_step(batch, run.ctx)
         except NonFiniteInputError as err:
             where = run.ctx._last_checkpoint or "none (no checkpoint written yet)"
-            raise NonFiniteError(f"step {step}: the model's outputs became non-finite ({err}); the weights "
-                                 f"diverged at an earlier update. Last good checkpoint: {where}. Lower the "
+            raise NonFiniteError(f"step {step}: the model's outputs became non-finite ({err}); "
+                                 f"{_nonfinite_weight(run)}. Last good checkpoint: {where}. Lower the "
                                  "learning rate or find the NaN source.") from err
 
     def _sync_context(self, run: _Run) -> contextlib.AbstractContextManager:
@@ -305,6 +305,15 @@ class Trainer:
 
 
 # ---------------------------------------------------------------- helpers
+def _nonfinite_weight(run: _Run) -> str:
+    """Where a run's outputs turned non-finite from: the first NaN/inf parameter, or finite weights."""
+    for name in run.saved:
+        for pname, p in run.accelerator.unwrap_model(run.ctx.models[name]).named_parameters():
+            if not bool(torch.isfinite(p.detach()).all()):
+                return f"parameter {pname!r} of model {name!r} holds NaN/inf"
+    return "the weights are finite (huge values, or a non-finite input)"
+
+
 def _check_named(value: Any, kind: type, where: str, name_error: Callable[[Any, Any], str | None]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"{where} must return a dict name -> {kind.__name__}, got {type(value).__name__}")
