@@ -84,15 +84,20 @@ def test_alpha_within_float32_rounding_of_0_and_1(a):
 
 
 @members
-def test_rows_without_a_finite_logit_or_with_nan_are_nan(div):
+def test_rows_without_a_finite_logit_or_with_nan_are_refused_by_both_backends(div):
     x, y, _ = _logits(n=3)
     y[0] = -torch.inf  # the model has no finite logit
     x[1, 2] = torch.nan
     y[2, 7] = torch.nan
-    ref = divmin.categorical_divergence(y, x, divergence=div, reduction="none", backend="torch")
-    got = divmin.categorical_divergence(y.float().to(DEVICE), x.float().to(DEVICE), divergence=div, reduction="none",
-                                        backend="triton").cpu()
-    assert ref.isnan().all() and got.isnan().all()
+    with pytest.raises(ValueError, match="`target_logits`: 1 counted row"):
+        divmin.categorical_divergence(y, x, divergence=div, reduction="none", backend="torch")
+    with pytest.raises(ValueError, match="3 counted row"):
+        divmin.categorical_divergence(y.float().to(DEVICE), x.float().to(DEVICE), divergence=div, reduction="none",
+                                      backend="triton")
+    mask = torch.tensor([False, False, False])  # rows left out may hold anything
+    out = divmin.categorical_divergence(y.float().to(DEVICE), x.float().to(DEVICE), divergence=div,
+                                        reduction="none", backend="triton", mask=mask.to(DEVICE))
+    assert torch.equal(out.cpu(), torch.zeros(3))
 
 
 def test_bf16_and_several_column_blocks(monkeypatch):
@@ -110,7 +115,7 @@ def test_bf16_and_several_column_blocks(monkeypatch):
 def _rows_reference(div, zs, zt, wts, temperature, dtype):
     zs = zs.to(dtype).requires_grad_()
     per_row = divmin.categorical_divergence(zs / temperature, zt.to(dtype) / temperature, divergence=div, reduction="none",
-                                            backend="torch")
+                                            backend="torch", mask=wts > 0)  # the ignored row is no distribution
     loss = (torch.where(wts > 0, per_row, 0.0) * wts.to(dtype)).sum()
     (grad,) = torch.autograd.grad(loss, zs)
     return loss.detach().double(), torch.nan_to_num(grad.double(), nan=0.0)  # the ignored row is NaN under autograd

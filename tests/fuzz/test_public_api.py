@@ -53,6 +53,12 @@ def test_categorical_divergence(name, data, shape, temperature):
        name=st.sampled_from(F_MEMBERS))
 def test_fdpo_loss(data, n, beta, smoothing, name):
     tensors4 = [data.draw(log_probs(n)) for _ in range(4)]
+    if data.draw(st.booleans()):  # half the cases valid: finite float log-probabilities, a usable beta
+        clean = tensors((max(n, 1),), dtypes=(torch.float32, torch.float64), specials=False, low=-30.0, high=0.0)
+        tensors4 = [data.draw(clean).neg().abs().neg() for _ in range(4)]
+        tensors4 = [t.to(tensors4[0].dtype) for t in tensors4]
+        beta, smoothing = data.draw(st.sampled_from([0.05, 0.1, 1.0])), 0.0
+        name = data.draw(st.sampled_from([m for m in F_MEMBERS if divergence(m).supports("implicit_reward")]))
     outcome = classify("fdpo_loss", fdpo_loss, *tensors4, divergence=name, beta=beta, label_smoothing=smoothing)
     assert outcome in OK, (tensors4, beta, smoothing, name, outcome)
 
@@ -118,6 +124,11 @@ def test_token_kd_loss(data, shape, name, temperature, sparse):
         teacher = TopKTeacher(data.draw(tensors((shape[0], k), low=-10, high=0)), ids)
     else:
         teacher = data.draw(tensors(shape))
+    if data.draw(st.booleans()):  # half the cases valid: finite float logits of one shape
+        shape = (max(shape[0], 1), max(shape[1], 1))
+        clean = tensors(shape, dtypes=(torch.float32, torch.float64, torch.bfloat16), specials=False)
+        student, teacher = data.draw(clean).requires_grad_(True), data.draw(clean)
+        temperature = data.draw(st.sampled_from([0.5, 1.0, 2.0]))
     outcome = classify("token_kd_loss", token_kd_loss, student, teacher, divergence=name, temperature=temperature,
                        may_be_inf=True)
     assert outcome in OK, (student, teacher, name, temperature, outcome)

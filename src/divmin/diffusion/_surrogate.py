@@ -120,6 +120,8 @@ def fdistill_surrogate(
         if not bool(torch.isfinite(time_weight).all() & (time_weight >= 0).all()):
             raise ValueError("`time_weight` must be finite and >= 0 (a weight w(sigma) of the loss over noise levels)")
         w = w * time_weight.detach().to(w.dtype)
+    if not bool(torch.isfinite(x_t.detach()).all()):
+        raise NonFiniteInputError("`x_t` must be finite (a NaN/inf noised sample: check the generator)")
     diff = (fake_score.detach() - teacher_score.detach()).to(w.dtype)
     if not bool(torch.isfinite(diff).all()):
         raise NonFiniteInputError("`fake_score` and `teacher_score` must be finite (a NaN/inf score: check the score networks)")

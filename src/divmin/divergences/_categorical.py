@@ -281,6 +281,12 @@ def categorical_divergence(
     if terms is not None:
         weights = torch.ones(n, device=b.device) if flat_mask is None else flat_mask.float()
         rows = _TritonCategorical.apply(_unit_stride(a), _unit_stride(b), weights, terms, float(temperature))
+        # the kernel gives NaN for a counted row whose softmax is undefined: refused as on the torch path
+        bad = torch.isnan(rows) & (weights > 0)
+        if bool(bad.any()):
+            raise NonFiniteInputError(f"`model_logits` or `target_logits`: {int(bad.sum())} counted row(s) hold a "
+                                      "NaN or +inf logit, or no finite logit, so their softmax is undefined; fix "
+                                      "them or leave them out with `mask`")
     else:
         chunk = max(1, n if chunk_size is None else min(chunk_size, n))
         rows = _CategoricalDivergence.apply(a, b, flat_mask, div, float(temperature), chunk, dtype)
