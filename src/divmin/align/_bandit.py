@@ -43,6 +43,7 @@ __all__ = [
     "bandit_metrics",
     "fdpo_optimum",
     "implied_rewards",
+    "pair_fisher",
     "pair_weights",
     "population_fdpo_loss",
 ]
@@ -126,6 +127,52 @@ def fdpo_optimum(ref_probs: Tensor, reward: Tensor, *, divergence: "str | Diverg
 def implied_rewards(policy_logp: Tensor, ref_logp: Tensor, *, divergence: "str | Divergence", beta: float) -> Tensor:
     """The f-DPO implicit reward ``beta g(pi_ref / pi)`` of every response (up to the constant lambda)."""
     return beta * as_divergence(divergence).g(ref_logp.to(F64) - policy_logp.to(F64))
+
+
+def pair_fisher(policy_logp: Tensor, ref_logp: Tensor, chosen: Tensor, rejected: Tensor, *,
+                divergence: "str | Divergence", beta: float) -> Tensor:
+    """Fisher information of a tabular policy's logits under the f-DPO preference model, from a batch of pairs.
+
+    f-DPO models ``Pr(c > r) = sigmoid(m)`` with margin ``m = u_c - u_r`` and implicit
+    reward ``u_y = beta g(pi_ref_y / pi_y)``; for logits theta (``pi = softmax(theta)``)
+    ``du / dtheta = J = diag(D) (I - 1 pi^T)`` with ``D_y = -beta g'(log r_y)`` (g taken
+    as a function of ``log r``). The expected Hessian of the loss over labels drawn from
+    the model is
+
+        F = J^T L J,    L = mean_p sigmoid(m_p) sigmoid(-m_p) (e_c - e_r)(e_c - e_r)^T,
+
+    a Gauss-Newton matrix: at the optimum, where the model's preferences are the true
+    ones, it is the Hessian of :func:`population_fdpo_loss` (with pairs drawn as the data
+    are). ``D`` is what makes f-DPO hard to train in logits: for members whose g stays
+    bounded as ``r -> 0`` (forward KL: ``g = -r``, ``D = beta r``) the implicit reward of
+    a response with ``pi >> pi_ref`` hardly moves with its logit, so plain gradients
+    vanish there; a step ``F^{-1} grad`` undoes that scale for every member.
+
+    Shapes: ``policy_logp`` (..., K) normalised log-probabilities (a leading batch of
+    policies is allowed), ``ref_logp`` (K,), ``chosen`` and ``rejected`` (P,) indices;
+    returns (..., K, K) in float64.
+    """
+    div = _admissible(divergence)
+    logp = policy_logp.detach().to(F64)
+    k = logp.shape[-1]
+    if ref_logp.shape != (k,) or chosen.ndim != 1 or chosen.shape != rejected.shape or chosen.numel() == 0:
+        raise ValueError(f"`ref_logp` must be (K,) = ({k},) and `chosen`/`rejected` equal non-empty (P,), got "
+                         f"{tuple(ref_logp.shape)}, {tuple(chosen.shape)}, {tuple(rejected.shape)}")
+    log_r = (ref_logp.detach().to(logp) - logp).requires_grad_(True)
+    with torch.enable_grad():
+        g = div.g(log_r)
+        (dg,) = torch.autograd.grad(g.sum(), log_r)
+    u, d = beta * g.detach(), -beta * dg  # (..., K)
+    m = u[..., chosen] - u[..., rejected]
+    w = torch.sigmoid(m) * torch.sigmoid(-m) / chosen.numel()  # (..., P)
+    lap = torch.zeros(*logp.shape[:-1], k * k, dtype=F64, device=logp.device)
+    for a, b, sign in ((chosen, chosen, 1.0), (rejected, rejected, 1.0), (chosen, rejected, -1.0),
+                       (rejected, chosen, -1.0)):
+        lap.index_add_(-1, a * k + b, sign * w)
+    lap = lap.view(*logp.shape[:-1], k, k)
+    pi = logp.exp()
+    jac = torch.diag_embed(d) - d[..., :, None] * pi[..., None, :]  # J = diag(D) - D pi^T
+    return jac.transpose(-1, -2) @ lap @ jac
 
 
 def pair_weights(ref_probs: Tensor) -> Tensor:

@@ -42,22 +42,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..align import bandit_metrics, fdpo_loss, fdpo_optimum, population_fdpo_loss
+from ..align import bandit_metrics, fdpo_loss, fdpo_optimum, pair_fisher, population_fdpo_loss
 from ..divergences import divergence
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, validate
+from ..engine import (Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, StepOutput, Trainer, Tuple,
+                      validate)
 from ._plots import plt, save_figure  # headless (Agg) matplotlib
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 
-__all__ = ["FDPOBanditConfig", "FDPOBanditTask", "make_bandit", "reward_vs_kl_plot",
+__all__ = ["FDPOBanditConfig", "FDPOBanditTask", "NaturalGradient", "make_bandit", "reward_vs_kl_plot",
            "run_fdpo_bandit"]
 
 F64 = torch.float64
 
 
 def _default_engine() -> EngineConfig:
-    # the policies are independent rows of one Adam: a global clip would couple them
-    return EngineConfig(max_steps=600, log_every=100, max_grad_norm=None, lr_schedule="cosine", progress=True)
+    # the policies are independent rows of one optimizer: a global clip would couple them
+    return EngineConfig(max_steps=300, log_every=50, max_grad_norm=None, lr_schedule="cosine", progress=True)
 
 
 @dataclasses.dataclass
@@ -70,7 +71,11 @@ class FDPOBanditConfig:
                                     "squared_hellinger", "jeffreys")  # f-DPO members; "name:v" sets a parameter
     betas: tuple[float, ...] = (0.05, 0.1, 0.3, 1.0)  # regularisation strengths, each trained separately
     batch_pairs: int = 4096  # preference pairs drawn per step (pairs with i == j are dropped)
-    lr: float = 0.2  # Adam learning rate on the logits (decayed by engine.lr_schedule)
+    # "natural": logits step -lr (F + damping mean(diag F) I)^{-1} grad with F = align.pair_fisher on the step's
+    # pairs (the member's own curvature); "adam": torch Adam on the logits (stalls, see the module docstring)
+    optimizer: str = "natural"
+    lr: float = 1.0  # step size (decayed by engine.lr_schedule); 1 is a full Gauss-Newton step; Adam wants ~0.2
+    damping: float = 1e-3  # natural gradient: Levenberg damping, relative to the mean diagonal of F
     tv_tolerance: float = 0.05  # a trained policy "reaches its optimum" when TV(pi, pi*) is below this
     resume: bool = False  # resume every training run from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
@@ -78,7 +83,8 @@ class FDPOBanditConfig:
     CHECKS = dict(  # one per field: divmin.engine.validate
         responses=Int(ge=2), seed=Int(ge=0), ref_scale=Number(gt=0), reward_scale=Number(gt=0),
         divergences=Tuple(each=IsDivergence(parse=divergence, capability="implicit_reward"), min_len=1),
-        betas=Tuple(each=Number(gt=0), min_len=1), batch_pairs=Int(ge=1), lr=Number(gt=0), tv_tolerance=Number(gt=0),
+        betas=Tuple(each=Number(gt=0), min_len=1), batch_pairs=Int(ge=1), optimizer=OneOf(("natural", "adam")),
+        lr=Number(gt=0), damping=Number(gt=0), tv_tolerance=Number(gt=0),
         resume=Bool(), engine=Instance(EngineConfig),
     )
 
@@ -102,6 +108,36 @@ class _Logits(nn.Module):
         self.logits = nn.Parameter(init.expand(rows, -1).clone())
 
 
+class NaturalGradient(torch.optim.Optimizer):
+    """Damped natural-gradient steps on a (rows, K) logits matrix: ``theta -= lr (F + d I)^{-1} grad`` per row.
+
+    ``F`` (rows, K, K) is set by the task before every step (``self.fisher``); ``d`` is
+    ``damping`` times the mean diagonal of each row's F. Every coordinate of a step is
+    clipped to [-1, 1] (a trust region: far from the optimum F can be nearly singular).
+    Stateless, so a checkpoint needs nothing beyond the logits.
+    """
+
+    def __init__(self, params, lr: float, damping: float) -> None:
+        super().__init__(params, dict(lr=lr, damping=damping))
+        self.fisher: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.fisher is None:
+            raise RuntimeError("NaturalGradient.step: set `fisher` (rows, K, K) before stepping")
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                f = self.fisher.to(F64)
+                f = f + group["damping"] * f.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] * torch.eye(
+                    f.shape[-1], dtype=F64, device=f.device)
+                delta = torch.linalg.solve(f, p.grad.to(F64)[..., None])[..., 0].clamp(-1.0, 1.0)
+                p.sub_(group["lr"] * delta.to(p.dtype))
+        self.fisher = None  # one Fisher per step: never reuse a stale one
+        return None
+
+
 class FDPOBanditTask:
     """Engine task: every (divergence, beta) policy trained on the same sampled pairs each step."""
 
@@ -114,7 +150,12 @@ class FDPOBanditTask:
         return {"policies": _Logits(self.ref.log(), len(self.runs))}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"policies": torch.optim.Adam(models["policies"].parameters(), lr=self.config.lr)}
+        c, params = self.config, models["policies"].parameters()
+        if c.optimizer == "adam":
+            self._natural = None
+            return {"policies": torch.optim.Adam(params, lr=c.lr)}
+        self._natural = NaturalGradient(params, c.lr, c.damping)
+        return {"policies": self._natural}
 
     def sample_pairs(self, ctx) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen, rejected) indices: i, j ~ pi_ref, i != j, chosen = i w.p. sigmoid(R_i - R_j)."""
@@ -137,6 +178,9 @@ class FDPOBanditTask:
                             divergence=div, beta=beta)
             total = total + out.loss
             per_div.setdefault(f"loss/{spec}", []).append(out.loss.detach())
+        if self._natural is not None:
+            self._natural.fisher = torch.stack([pair_fisher(logp[row], logref, chosen, rejected, divergence=div,
+                                                            beta=beta) for row, (_, div, beta) in enumerate(self.runs)])
         metrics = {k: torch.stack(v).mean() for k, v in per_div.items()}
         return StepOutput(loss=total, metrics={**metrics, "pairs": float(chosen.numel())})
 
