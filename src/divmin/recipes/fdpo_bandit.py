@@ -118,7 +118,7 @@ def make_bandit(config: FDPOBanditConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _Logits(nn.Module):
-    """One row of logits per (divergence, beta); Adam treats the rows independently."""
+    """One row of logits per (divergence, beta); the optimizer treats the rows independently."""
 
     def __init__(self, init: torch.Tensor, rows: int) -> None:
         super().__init__()
