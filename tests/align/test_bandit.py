@@ -18,6 +18,8 @@ from divmin.align import fdpo_admissible
 from divmin.align import (
     bandit_metrics,
     fdpo_optimum,
+    optimum_sample_size,
+    pair_fisher,
     pair_weights,
     population_fdpo_loss,
 )
@@ -180,3 +182,60 @@ def test_training_on_the_population_loss_reaches_the_closed_form_optimum(div):
     # and the optimum is the loss minimiser: no better value than the loss at pi*
     at_opt = float(population_fdpo_loss(target.log(), ref.log(), reward, divergence=div, beta=beta))
     assert float(closure().detach()) <= at_opt + 1e-10 < start
+
+
+@pytest.mark.parametrize("div", ADMISSIBLE, ids=IDS)
+def test_pair_fisher_is_the_population_hessian_at_the_optimum(div):
+    """Oracle: autograd's Hessian of the exact population loss; at the optimum the model's preferences are the
+    true ones, so the Gauss-Newton matrix over all ordered pairs weighted as the data are equals it."""
+    ref, reward = _problem(3, k=6)
+    opt = fdpo_optimum(ref, reward, divergence=div, beta=0.4)
+    hess = torch.autograd.functional.hessian(
+        lambda t: population_fdpo_loss(t, ref.log(), reward, divergence=div, beta=0.4), opt.log())
+    i, j = torch.nonzero(~torch.eye(6, dtype=torch.bool), as_tuple=True)
+    fisher = pair_fisher(opt.log(), ref.log(), i, j, divergence=div, beta=0.4, weights=pair_weights(ref)[i, j])
+    torch.testing.assert_close(fisher, hess, atol=1e-12, rtol=1e-9)
+
+
+def test_pair_fisher_of_a_batch_is_the_mean_of_outer_products_of_margin_gradients():
+    """Oracle: per pair, autograd's gradient a of the f-DPO margin; F = mean sigmoid(m) sigmoid(-m) a a^T.
+    Also: a leading batch of policies gives one matrix per policy, and the constant shift is in the null space."""
+    ref, _ = _problem(5, k=5)
+    logits = torch.randn(2, 5, dtype=F64, generator=torch.Generator().manual_seed(1))
+    chosen, rejected = torch.tensor([0, 1, 4, 2, 0]), torch.tensor([3, 2, 0, 4, 1])
+    div = divmin.divergence("alpha", alpha=0.3)
+    fisher = pair_fisher(F.log_softmax(logits, -1), ref.log(), chosen, rejected, divergence=div, beta=0.7)
+    for row in range(2):
+        expect = torch.zeros(5, 5, dtype=F64)
+        for c, r in zip(chosen.tolist(), rejected.tolist()):
+            t = logits[row].clone().requires_grad_(True)
+            logp = F.log_softmax(t, 0)
+            m = 0.7 * (div.g(ref.log()[c] - logp[c]) - div.g(ref.log()[r] - logp[r]))
+            (a,) = torch.autograd.grad(m, t)
+            expect += torch.sigmoid(m) * torch.sigmoid(-m) * torch.outer(a, a) / 5
+        torch.testing.assert_close(fisher[row], expect.detach(), atol=1e-12, rtol=1e-9)
+        assert float((fisher[row] @ torch.ones(5, dtype=F64)).abs().max()) < 1e-12
+
+
+def test_pair_fisher_rejects_bad_shapes():
+    ref, _ = _problem(0, k=4)
+    with pytest.raises(ValueError, match="ref_logp"):
+        pair_fisher(ref.log(), ref.log()[:3], torch.tensor([0]), torch.tensor([1]), divergence="js", beta=0.1)
+    with pytest.raises(ValueError, match="chosen"):
+        pair_fisher(ref.log(), ref.log(), torch.tensor([0, 1]), torch.tensor([1]), divergence="js", beta=0.1)
+
+
+def test_optimum_sample_size_matches_the_cramer_rao_formula_and_scales_as_one_over_tv_squared():
+    """Oracle: autograd's population Hessian H, C = A H^+ A, E TV = sqrt(2/pi)/2 sum sqrt(C_yy) / sqrt(N)."""
+    ref, reward = _problem(7, k=6)
+    opt = fdpo_optimum(ref, reward, divergence="forward_kl", beta=0.5)
+    hess = torch.autograd.functional.hessian(
+        lambda t: population_fdpo_loss(t, ref.log(), reward, divergence="forward_kl", beta=0.5), opt.log())
+    a = torch.diag(opt) - torch.outer(opt, opt)
+    c = a @ torch.linalg.pinv(hess, hermitian=True) @ a
+    spread = 0.5 * math.sqrt(2 / math.pi) * float(c.diagonal().sqrt().sum())
+    n = optimum_sample_size(ref, reward, divergence="forward_kl", beta=0.5, tv=0.05)
+    assert n == pytest.approx((spread / 0.05) ** 2, rel=1e-6)
+    assert optimum_sample_size(ref, reward, divergence="forward_kl", beta=0.5, tv=0.1) == pytest.approx(n / 4)
+    with pytest.raises(ValueError, match="tv"):
+        optimum_sample_size(ref, reward, divergence="forward_kl", beta=0.5, tv=0.0)

@@ -12,9 +12,9 @@ from divmin.recipes.fdpo_bandit import FDPOBanditConfig
 
 from ._figures import assert_close_lists, check_figure
 
-SPECS = ("reverse_kl", "js", "forward_kl", "alpha:0.3", "jeffreys")
-OVERRIDES = ["engine.progress=False", "engine.tensorboard=False", "responses=16", f"divergences={SPECS!r}",
-             "betas=(0.3, 1.0)", "engine.max_steps=300", "batch_pairs=1024"]
+SPECS = FDPOBanditConfig().divergences  # every default member
+BETAS = (0.05, 0.3, 1.0)
+OVERRIDES = ["engine.progress=False", "engine.tensorboard=False", "responses=16", f"betas={BETAS!r}"]
 
 
 @pytest.fixture(scope="module")
@@ -31,46 +31,54 @@ def test_outputs_are_written(bandit_run):
     out, result = bandit_run
     for name in ("config.json", "metrics.jsonl", "results.json", "reward_vs_kl.png"):
         assert (out / name).stat().st_size > 0, name
-    assert len(result.rows) == len(SPECS) * 2
+    assert len(result.rows) == len(SPECS) * len(BETAS)
     saved = json.loads((out / "results.json").read_text())
     assert saved["columns"] == result.columns and saved["summary"]["reached_optimum"]
     last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
-    assert last["step"] == 300 and "loss/alpha:0.3" in last and 512 < last["pairs"] < 1024  # i == j dropped
+    assert last["step"] == 300 and "loss/alpha:0.3" in last and 2048 < last["pairs"] < 4096  # i == j dropped
     figure = check_figure(out / "reward_vs_kl.png")
     assert_close_lists(figure["data"]["kl"], [r["KL(pi||ref)"] for r in saved["rows"]])
     assert_close_lists(figure["data"]["reward"], [r["reward"] for r in saved["rows"]])
     assert set(SPECS) <= set(figure["legend"])
 
 
-def test_trained_policies_reach_their_closed_form_optimum_where_it_is_near_the_reference(bandit_run):
-    rows = _rows(bandit_run[1])
-    for key in [("reverse_kl", 0.3), ("reverse_kl", 1.0), ("jeffreys", 1.0), ("alpha:0.3", 1.0)]:
-        assert rows[key]["TV to opt"] < 0.05, key
-        assert abs(rows[key]["reward"] - rows[key]["opt reward"]) < 0.05, key
-
-
-def test_every_trained_policy_is_near_optimal_in_loss_and_calibrated(bandit_run):
-    """Even where TV stays large the population loss is within a few millinats: the loss is flat there."""
+def test_every_member_at_every_beta_reaches_its_closed_form_optimum(bandit_run):
+    """The natural-gradient trainer against the exact answer (fdpo_optimum), member by member."""
     _, result = bandit_run
     for r in result.rows:
-        assert 0.0 <= r["loss gap"] < 5e-3, r
+        assert r["TV to opt"] < 0.05, r
+        assert abs(r["reward"] - r["opt reward"]) < 0.05, r
+        assert 0.0 <= r["loss gap"] < 1e-3, r
         assert r["ECE"] < 0.01, r
-        assert r["reward"] > result.summary["ref_reward"] + 0.2, r  # every policy moved towards high reward
+        assert r["pairs needed"] < result.summary["pairs_seen"], r  # the data suffice, per Cramer-Rao
+    assert result.summary["all_reach_optimum"] and result.summary["not_reached"] == {}
+    assert len(result.summary["reached_optimum"]) == len(SPECS) * len(BETAS)
+
+
+def test_adam_on_the_logits_stalls_where_the_natural_gradient_does_not(tmp_path):
+    """The measured reason for the natural gradient: Adam leaves forward KL far from its optimum at small beta."""
+    adam = run_recipe("fdpo-bandit", tmp_path, ["engine.progress=False", "engine.tensorboard=False", "responses=16",
+                                                "divergences=('forward_kl',)", "betas=(0.05,)", "optimizer=adam",
+                                                "lr=0.2"])
+    (row,) = adam.rows
+    assert row["TV to opt"] > 0.2, row  # stalled on a flat stretch of the loss...
+    assert row["loss gap"] < 0.02, row  # ...that the loss barely sees (natural gradient: < 1e-3)
+    assert "forward_kl@0.05" in adam.summary["not_reached"]
+    assert adam.summary["not_reached"]["forward_kl@0.05"].startswith("optimisation")
 
 
 def test_divergences_differ_as_reported(bandit_run):
     _, result = bandit_run
     rows, summary = _rows(result), result.summary
-    # exact optima: JS, not reverse KL, is the greediest member at both betas (as the K = 64 prototype found)
-    assert summary["greediest_at_optimum"] == {"0.3": "js", "1.0": "js"}
+    # exact optima: JS, not reverse KL, is the greediest member at every beta (as the K = 64 run finds)
+    assert summary["greediest_at_optimum"] == {str(b): "js" for b in BETAS}
+    assert summary["greediest_trained"] == summary["greediest_at_optimum"]
     for beta in (0.3, 1.0):
-        assert rows[("js", beta)]["opt reward"] > rows[("reverse_kl", beta)]["opt reward"] + 0.2
-    # trained: mode-seeking reverse KL ends greedier and further from pi_ref than forward KL
-    assert rows[("reverse_kl", 0.3)]["reward"] > rows[("forward_kl", 0.3)]["reward"] + 0.3
-    assert rows[("reverse_kl", 0.3)]["KL(pi||ref)"] > rows[("forward_kl", 0.3)]["KL(pi||ref)"]
+        assert rows[("js", beta)]["opt reward"] > rows[("reverse_kl", beta)]["opt reward"] + 0.1
     # smaller beta, larger departure from the reference, for every divergence
     for spec in SPECS:
-        assert rows[(spec, 0.3)]["opt KL"] > rows[(spec, 1.0)]["opt KL"]
+        assert rows[(spec, 0.05)]["opt KL"] > rows[(spec, 0.3)]["opt KL"] > rows[(spec, 1.0)]["opt KL"]
+        assert rows[(spec, 0.05)]["KL(pi||ref)"] > rows[(spec, 1.0)]["KL(pi||ref)"]
 
 
 def test_divergence_specs_and_refusals():

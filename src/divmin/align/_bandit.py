@@ -43,6 +43,8 @@ __all__ = [
     "bandit_metrics",
     "fdpo_optimum",
     "implied_rewards",
+    "optimum_sample_size",
+    "pair_fisher",
     "pair_weights",
     "population_fdpo_loss",
 ]
@@ -126,6 +128,79 @@ def fdpo_optimum(ref_probs: Tensor, reward: Tensor, *, divergence: "str | Diverg
 def implied_rewards(policy_logp: Tensor, ref_logp: Tensor, *, divergence: "str | Divergence", beta: float) -> Tensor:
     """The f-DPO implicit reward ``beta g(pi_ref / pi)`` of every response (up to the constant lambda)."""
     return beta * as_divergence(divergence).g(ref_logp.to(F64) - policy_logp.to(F64))
+
+
+def pair_fisher(policy_logp: Tensor, ref_logp: Tensor, chosen: Tensor, rejected: Tensor, *,
+                divergence: "str | Divergence", beta: float, weights: Tensor | None = None) -> Tensor:
+    """Fisher information of a tabular policy's logits under the f-DPO preference model, from a batch of pairs.
+
+    f-DPO models ``Pr(c > r) = sigmoid(m)`` with margin ``m = u_c - u_r`` and implicit
+    reward ``u_y = beta g(pi_ref_y / pi_y)``; for logits theta (``pi = softmax(theta)``)
+    ``du / dtheta = J = diag(D) (I - 1 pi^T)`` with ``D_y = -beta g'(log r_y)`` (g taken
+    as a function of ``log r``). The expected Hessian of the loss over labels drawn from
+    the model is
+
+        F = J^T L J,    L = sum_p w_p sigmoid(m_p) sigmoid(-m_p) (e_c - e_r)(e_c - e_r)^T,
+
+with pair weights ``w`` (``weights``, default ``1 / P`` each)
+    a Gauss-Newton matrix: at the optimum, where the model's preferences are the true
+    ones, it is the Hessian of :func:`population_fdpo_loss` (with pairs drawn as the data
+    are). ``D`` is what makes f-DPO hard to train in logits: for members whose g stays
+    bounded as ``r -> 0`` (forward KL: ``g = -r``, ``D = beta r``) the implicit reward of
+    a response with ``pi >> pi_ref`` hardly moves with its logit, so plain gradients
+    vanish there; a step ``F^{-1} grad`` undoes that scale for every member.
+
+    Shapes: ``policy_logp`` (..., K) normalised log-probabilities (a leading batch of
+    policies is allowed), ``ref_logp`` (K,), ``chosen`` and ``rejected`` (P,) indices;
+    ``weights`` (P,) if given; returns (..., K, K) in float64.
+    """
+    div = _admissible(divergence)
+    logp = policy_logp.detach().to(F64)
+    k = logp.shape[-1]
+    if ref_logp.shape != (k,) or chosen.ndim != 1 or chosen.shape != rejected.shape or chosen.numel() == 0:
+        raise ValueError(f"`ref_logp` must be (K,) = ({k},) and `chosen`/`rejected` equal non-empty (P,), got "
+                         f"{tuple(ref_logp.shape)}, {tuple(chosen.shape)}, {tuple(rejected.shape)}")
+    log_r = (ref_logp.detach().to(logp) - logp).requires_grad_(True)
+    with torch.enable_grad():
+        g = div.g(log_r)
+        (dg,) = torch.autograd.grad(g.sum(), log_r)
+    u, d = beta * g.detach(), -beta * dg  # (..., K)
+    m = u[..., chosen] - u[..., rejected]
+    w = torch.sigmoid(m) * torch.sigmoid(-m)  # (..., P)
+    w = w / chosen.numel() if weights is None else w * weights.to(w)
+    lap = torch.zeros(*logp.shape[:-1], k * k, dtype=F64, device=logp.device)
+    for a, b, sign in ((chosen, chosen, 1.0), (rejected, rejected, 1.0), (chosen, rejected, -1.0),
+                       (rejected, chosen, -1.0)):
+        lap.index_add_(-1, a * k + b, sign * w)
+    lap = lap.view(*logp.shape[:-1], k, k)
+    pi = logp.exp()
+    jac = torch.diag_embed(d) - d[..., :, None] * pi[..., None, :]  # J = diag(D) - D pi^T
+    return jac.transpose(-1, -2) @ lap @ jac
+
+
+def optimum_sample_size(ref_probs: Tensor, reward: Tensor, *, divergence: "str | Divergence", beta: float,
+                        tv: float, optimum: Tensor | None = None) -> float:
+    """Labelled pairs (drawn as the data are, :func:`pair_weights`) after which the best estimator of the
+    policy is expected to lie within total variation ``tv`` of the optimum: a Cramer-Rao figure.
+
+    At the optimum the f-DPO preference model is the true one, so the per-pair Fisher
+    information of the logits is the population :func:`pair_fisher` F, and an efficient
+    estimator from N pairs has ``Cov(theta) ~ F^+ / N``. With ``C = A F^+ A``,
+    ``A = diag(pi) - pi pi^T`` (the softmax Jacobian), ``E TV ~ sqrt(2 / pi) / 2 * sum_y sqrt(C_yy) / sqrt(N)``;
+    the answer solves ``E TV = tv``. A local (asymptotic) figure: it says nothing of how hard the
+    loss is to optimise on the way there.
+    """
+    if not (isinstance(tv, (int, float)) and tv > 0):
+        raise ValueError(f"`tv` must be a number > 0, got {tv!r}")
+    ref, reward = _check_problem(ref_probs, reward, beta)
+    pi = fdpo_optimum(ref, reward, divergence=divergence, beta=beta) if optimum is None else optimum.to(F64)
+    k = ref.numel()
+    i, j = torch.nonzero(~torch.eye(k, dtype=torch.bool), as_tuple=True)
+    fisher = pair_fisher(pi.log(), ref.log(), i, j, divergence=divergence, beta=beta, weights=pair_weights(ref)[i, j])
+    jac = torch.diag(pi) - torch.outer(pi, pi)
+    cov = jac @ torch.linalg.pinv(fisher, hermitian=True, rtol=1e-13) @ jac
+    spread = 0.5 * math.sqrt(2.0 / math.pi) * float(cov.diagonal().clamp_min(0).sqrt().sum())
+    return (spread / tv) ** 2
 
 
 def pair_weights(ref_probs: Tensor) -> Tensor:
