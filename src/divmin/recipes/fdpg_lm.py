@@ -203,9 +203,9 @@ def run_fdpg_lm(config: FDPGLMConfig, out_dir: Path) -> RecipeResult:
         train = evaluate_policy(policy, base, tokenizer, seen, c, offset=200)
         m = evaluate_policy(policy, base, tokenizer, held, c)
         rows.append({"divergence": spec, "behaviour": divergence(spec).behaviour, "own D_f (train)": train[f"D[{spec}]"],
-                     **{f"{k} (train)": train[k] for k in ("KL(P||pi)", "KL(pi||P)", "ESS(P/pi)")},
+                     **{f"{k} (train)": train[k] for k in ("KL(P||pi)", "KL(pi||P)", "ESS(P/pi)", "entropy")},
                      **{k: v for k, v in m.items() if not k.startswith("D[")},
-                     "_train": {k: v for k, v in train.items() if k.startswith("D[")}})
+                     "_train": train})
     plot = _plot(rows, base_row, out_dir / "alignment_vs_diversity.png")
     summary = {"base_alignment": base_row["alignment"], "target_alignment": base_row["target alignment"],
                "base_entropy": base_row["entropy"], "base_distinct2": base_row["distinct-2"],
@@ -215,7 +215,7 @@ def run_fdpg_lm(config: FDPGLMConfig, out_dir: Path) -> RecipeResult:
                "best_KL(P||pi) (train)": min(rows, key=lambda r: r["KL(P||pi) (train)"])["divergence"],
                **_claims(rows), "warmup_loss": sft_loss}
     cols = ["divergence", "behaviour", "own D_f (train)", "KL(P||pi) (train)", "KL(pi||P) (train)", "ESS(P/pi) (train)",
-            "alignment", "KL(P||pi)", "KL(pi||P)", "ESS(P/pi)", "KL(pi||base)", "entropy", "distinct-2", "self-BLEU",
+            "entropy (train)", "alignment", "KL(P||pi)", "KL(pi||P)", "ESS(P/pi)", "KL(pi||base)", "entropy", "distinct-2", "self-BLEU",
             "length"]
     rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     return RecipeResult(cols, rows, [str(plot)], summary)
@@ -223,12 +223,16 @@ def run_fdpg_lm(config: FDPGLMConfig, out_dir: Path) -> RecipeResult:
 
 def _claims(rows: list[dict]) -> dict:
     """f-DPG's claims, computed: each member best on its own D_f on the training prompts (the objective it
-    minimised); forward KL mass-covering (the best KL(P||pi) and the highest entropy on held-out prompts)."""
-    own = {r["divergence"]: r["_train"] for r in rows}
-    out = {"own_objective_matrix (train)": {p: {f: round(v, 4) for f, v in d.items()} for p, d in own.items()},
+    minimised); forward KL mass-covering: the lowest KL(P||pi) and the highest entropy, on the training
+    prompts and on the held-out ones."""
+    splits = {"train": {r["divergence"]: r["_train"] for r in rows}, "held-out": {r["divergence"]: r for r in rows}}
+    own = splits["train"]
+    out = {"own_objective_matrix (train)": {p: {f: round(v, 4) for f, v in d.items() if f.startswith("D[")}
+                                            for p, d in own.items()},
            "best_on_own_objective (train)": {f: all(own[f][f"D[{f}]"] <= own[g][f"D[{f}]"] for g in own) for f in own}}
     if "forward_kl" in own:
-        fkl = next(r for r in rows if r["divergence"] == "forward_kl")
-        out["forward_kl_mass_covering"] = (fkl["KL(P||pi)"] == min(r["KL(P||pi)"] for r in rows)
-                                           and fkl["entropy"] == max(r["entropy"] for r in rows))
+        for split, by in splits.items():
+            out[f"forward_kl_mass_covering ({split})"] = (
+                by["forward_kl"]["KL(P||pi)"] == min(m["KL(P||pi)"] for m in by.values())
+                and by["forward_kl"]["entropy"] == max(m["entropy"] for m in by.values()))
     return out
