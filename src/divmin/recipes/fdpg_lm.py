@@ -21,7 +21,7 @@
    computed claims (each member best on its own objective; forward KL mass-covering).
 
 Full-size run (``divmin recipes`` shows it): ``divmin run fdpg-lm --out runs/fdpg-lm --full``, that is
-``--set corpus_size=3000 --set sft_steps=300 --set engine.max_steps=150 --set eval_samples=256
+``--set corpus_size=3000 --set sft_steps=300 --set engine.max_steps=450 --set eval_samples=256
 --set z_samples=4096``.
 """
 
@@ -52,7 +52,8 @@ _GOOD = frozenset(lm.GOOD)
 
 
 def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=150, log_every=25, progress=True, max_grad_norm=1.0)
+    # 150 steps left every member still falling (KL(P||pi) of forward KL 0.18 at 150, 0.05 at 300-450)
+    return EngineConfig(max_steps=300, log_every=50, progress=True, max_grad_norm=1.0)
 
 
 @dataclasses.dataclass
@@ -183,7 +184,7 @@ def _plot(rows: list[dict], base_row: dict, path: Path) -> Path:
 
 @recipe("fdpg-lm", FDPGLMConfig,
         "f-DPG on a warmed-up tiny GPT-2 toward a GDC constraint: alignment, KL both ways and diversity per divergence",
-        full_size=("corpus_size=3000", "sft_steps=300", "engine.max_steps=150", "eval_samples=256", "z_samples=4096"))
+        full_size=("corpus_size=3000", "sft_steps=300", "engine.max_steps=450", "eval_samples=256", "z_samples=4096"))
 def run_fdpg_lm(config: FDPGLMConfig, out_dir: Path) -> RecipeResult:
     tokenizer = lm.build_tokenizer()
     c = config
