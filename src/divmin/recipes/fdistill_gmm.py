@@ -22,7 +22,7 @@ Files: ``fdistill_gmm.png`` (first seed's samples per divergence and sigma_max),
 and ``sigma<s>/<divergence>-seed<k>/`` (engine logs).
 
 Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-gmm --out runs/fdistill-gmm --full``, that is
-``--set fdistill.engine.max_steps=4000 --set fdistill.critic_steps=4 --set "seeds=(0, 1, 2, 3)"
+``--set fdistill.engine.max_steps=4000 --set "seeds=(0, 1, 2, 3)"
 --set "divergences=('reverse_kl', 'forward_kl', 'js', 'squared_hellinger', 'jeffreys')"``.
 """
 
@@ -129,7 +129,7 @@ def _score(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, x: torch.Tenso
 
 
 @recipe("fdistill-gmm", FDistillGMMConfig, "one-step f-distill of an 8-mode Zipf mixture: which divergence keeps light modes",
-        full_size=("fdistill.engine.max_steps=4000", "fdistill.critic_steps=4", "seeds=(0, 1, 2, 3)",
+        full_size=("fdistill.engine.max_steps=4000", "seeds=(0, 1, 2, 3)",
                    "divergences=('reverse_kl', 'forward_kl', 'js', 'squared_hellinger', 'jeffreys')"))
 def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
     c, teacher = config, make_teacher(config)
