@@ -44,6 +44,8 @@ def test_online_training_raises_alignment(tmp_path, divergence):
     last = sum(r["alignment"] for r in rows[-5:]) / 5
     assert last > first + 0.2, (first, last)
     assert all(k in rows[-1] for k in ("kl_target_policy", "kl_policy_target", "tv", "js", "ess", "entropy"))
+    # online: pi / q = 1 exactly; P / pi is not uniform, so its effective sample size is below 1
+    assert all(r["ess"] == pytest.approx(1.0) and 0 < r["ess_target"] < 1 for r in rows)
 
 
 def test_offline_mode_trains_and_replaces_the_proposal(tmp_path):

@@ -33,18 +33,18 @@ def _mode_stats_by_hand(x: np.ndarray, means: np.ndarray, weights: np.ndarray, s
 
 
 def test_fdistill_gmm_outputs(tmp_path):
-    overrides = ["divergences=('reverse_kl', 'js')", "seeds=(0, 1)", "fdistill.engine.max_steps=10",
-                 "fdistill.engine.eval_every=10", "eval_samples=400", "hidden=16", *_QUIET]
+    overrides = ["divergences=('reverse_kl', 'forward_kl')", "seeds=(0, 1)", "sigma_maxes=(1.0, 10.0)",
+                 "fdistill.engine.max_steps=10", "fdistill.engine.eval_every=10", "eval_samples=400", "hidden=16",
+                 *_QUIET]
     result = run_recipe("fdistill-gmm", tmp_path, overrides)
-    rows = [r for r in result.rows if r["seed"] != "mean"]
-    means = {r["divergence"]: r for r in result.rows if r["seed"] == "mean"}
-    assert len(rows) == 4 and set(means) == {"reverse_kl", "js"}
+    rows = [r for r in result.rows if r["seed"] not in ("mean", "std")]
+    assert len(rows) == 8 and {r["sigma_max"] for r in result.rows} == {1.0, 10.0}
     # the table's mode metrics, recomputed by hand from the saved samples and the teacher's exact modes
     teacher = make_teacher(FDistillGMMConfig())
     samples = load_file(tmp_path / "samples.safetensors")
-    assert set(samples) == {f"{n}/seed{s}" for n in ("reverse_kl", "js") for s in (0, 1)}
+    assert set(samples) == {f"sigma{m}/{n}/seed{s}" for m in (1, 10) for n in ("reverse_kl", "forward_kl") for s in (0, 1)}
     for r in rows:
-        x = samples[f"{r['divergence']}/seed{r['seed']}"]
+        x = samples[f"sigma{r['sigma_max']:g}/{r['divergence']}/seed{r['seed']}"]
         assert x.shape == (400, 2)
         want = _mode_stats_by_hand(x.double().numpy(), teacher.means.double().numpy(),
                                    teacher.weights.double().numpy(), 0.2)
@@ -54,21 +54,43 @@ def test_fdistill_gmm_outputs(tmp_path):
         pr = precision_recall(x, real, k=5)
         assert (r["precision"], r["recall"]) == pytest.approx((pr.precision, pr.recall))
         assert r["SW"] == pytest.approx(float(sliced_wasserstein(x, real, num_projections=256, generator=gen)))
-    for name, m in means.items():
-        mine = [r for r in rows if r["divergence"] == name]
-        assert m["SW"] == pytest.approx(sum(r["SW"] for r in mine) / 2)
-        assert m["modes covered"] == pytest.approx(sum(r["modes covered"] for r in mine) / 2)
-        assert result.summary["mean_modes_covered"][name] == m["modes covered"]
-    assert result.summary["best_tv"] == min(means, key=lambda n: means[n]["TV weights"])
-    assert result.summary["best_sw"] == min(means, key=lambda n: means[n]["SW"])
-    for name in ("config.json", "results.json", "fdistill_gmm.png", "js-seed1/metrics.jsonl"):
+    for smax in (1.0, 10.0):
+        claims = result.summary[f"sigma_max={smax:g}"]
+        stat = {(r["divergence"], r["seed"]): r for r in result.rows if r["sigma_max"] == smax and r["seed"] in ("mean", "std")}
+        for name in ("reverse_kl", "forward_kl"):
+            mine = [r for r in rows if r["divergence"] == name and r["sigma_max"] == smax]
+            assert stat[name, "mean"]["SW"] == pytest.approx(np.mean([r["SW"] for r in mine]))
+            assert stat[name, "std"]["SW"] == pytest.approx(np.std([r["SW"] for r in mine], ddof=1))
+            assert stat[name, "mean"]["modes covered"] == pytest.approx(np.mean([r["modes covered"] for r in mine]))
+            assert claims["mean_modes_covered"][name] == stat[name, "mean"]["modes covered"]
+        by_seed = {s: {r["divergence"]: r["modes covered"] for r in rows if r["sigma_max"] == smax and r["seed"] == s}
+                   for s in (0, 1)}
+        assert claims["seeds_forward_kl_covers_more"] == sum(d["forward_kl"] > d["reverse_kl"] for d in by_seed.values())
+        assert claims["forward_kl_covers_more_modes"] == (stat["forward_kl", "mean"]["modes covered"]
+                                                         > stat["reverse_kl", "mean"]["modes covered"])
+        assert claims["best_tv"] == min(("reverse_kl", "forward_kl"), key=lambda n: stat[n, "mean"]["TV weights"])
+    for name in ("config.json", "results.json", "fdistill_gmm.png", "sigma10/forward_kl-seed1/metrics.jsonl"):
         assert (tmp_path / name).stat().st_size > 0, name
     figure = check_figure(tmp_path / "fdistill_gmm.png")
     assert figure["data"]["panels"] == ["teacher"] + [
-        f"{r['divergence']} (seed 0): {r['modes covered']}/8 modes" for r in rows if r["seed"] == 0]
+        f"{r['divergence']}, sigma_max {r['sigma_max']:g} (seed 0): {r['modes covered']}/8" for r in rows if r["seed"] == 0]
     assert "reverse_kl" in format_table(result)
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert len(saved["rows"]) == 6
+    assert len(saved["rows"]) == 16
+
+
+@pytest.mark.parametrize("bad", [dict(sigma_maxes=()), dict(sigma_maxes=(1.0, 1.0)), dict(seeds=(0, 0))])
+def test_fdistill_gmm_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        FDistillGMMConfig(**bad)
+
+
+def test_fdistill_gmm_noise_range_is_set_per_setting():
+    import dataclasses
+
+    cfg = FDistillGMMConfig().fdistill
+    with pytest.raises(ValueError, match="sigma_maxes"):
+        FDistillGMMConfig(fdistill=dataclasses.replace(cfg, sigma_max=5.0))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="digits ship with scikit-learn")

@@ -71,6 +71,13 @@ def test_lm_recipe_runs_end_to_end(tmp_path):
     assert_close_lists(figure["data"]["x"]["entropy"], [row["entropy"]])
     assert figure["data"]["reference"]["alignment"] == pytest.approx(result.summary["base_alignment"])
     assert (tmp_path / "fdpg" / "js" / "metrics.jsonl").stat().st_size > 0
+    # the objective columns are the training-prompt matrix's entries; one member is best on its own D_f
+    matrix = result.summary["own_objective_matrix (train)"]["js"]
+    assert row["own D_f (train)"] == pytest.approx(matrix["D[js]"], abs=1e-4)
+    assert row["KL(P||pi) (train)"] == pytest.approx(matrix["D[forward_kl]"], abs=1e-4)
+    assert row["KL(pi||P) (train)"] == pytest.approx(matrix["D[reverse_kl]"], abs=1e-4)
+    assert result.summary["best_on_own_objective (train)"] == {"js": True}
+    assert 0 < row["ESS(P/pi)"] <= 1 and 0 < row["ESS(P/pi) (train)"] <= 1
 
 
 @pytest.mark.parametrize("cls, bad", [

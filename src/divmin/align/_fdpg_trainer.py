@@ -14,7 +14,8 @@ replaced by the policy when the policy is closer.
 
 Logged: ``loss``, ``log_z`` (mean over the step's contexts), ``pseudo_reward``
 (mean -g), ``ess`` (normalised effective sample size of the importance
-weights), ``kl_target_policy`` / ``kl_policy_target`` / ``tv`` / ``js``
+weights pi / q), ``ess_target`` (that of P / q: forward KL's gradient weights, whose
+variance grows as it falls), ``kl_target_policy`` / ``kl_policy_target`` / ``tv`` / ``js``
 (importance-sampled, :func:`divmin.eval.target_metrics`), ``alignment`` (the
 mean of each pointwise constraint under the policy), ``entropy`` (-E log pi),
 ``distinct2`` and ``length``.
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 from ..divergences import Divergence, as_divergence
 from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
                       StepOutput, is_default, trainable_adamw, validate)
-from ..estimators import LogZEstimator, MovingBaseline
+from ..estimators import LogZEstimator, MovingBaseline, effective_sample_size
 from ..eval import distinct_n, is_expectation, target_metrics
 from ..lm import Completions, completion_logps, sample_n
 from ._fdpg import fdpg_loss
@@ -134,6 +135,7 @@ class _FDPGTask:
         w = out.weights
         metrics = {"log_z": float(log_z), "pseudo_reward": float(out.pseudo_rewards.mean()),
                    "ess": float(w.sum() ** 2 / (w ** 2).sum().clamp_min(1e-30) / len(w)),
+                   "ess_target": effective_sample_size((scores - prop).cpu()),
                    "kl_target_policy": tm.kl_target_model, "kl_policy_target": tm.kl_model_target,
                    "tv": tm.tv, "js": tm.js, "entropy": -is_expectation(logq.cpu(), logq.cpu(), prop.cpu()),
                    "length": float(comp.mask.sum(1).float().mean())}

@@ -4,20 +4,26 @@ Teacher: 8 Gaussian modes on a circle, neighbours ``spacing`` apart, std ``mode_
 weights proportional to 1/k (Zipf), with exact noised scores and samples
 (:class:`~divmin.diffusion.GaussianMixtureTeacher`). Student: an MLP generator
 started at N(0, init_scale^2 I) (spread over all modes). Each divergence is
-distilled with :class:`~divmin.diffusion.FDistill` for every seed, then scored on
-fresh samples: modes covered (share >= coverage x true weight), TV between mode
-shares and weights, "quality" (share within 3 std of a mode), k-NN precision and
-recall, and sliced Wasserstein distance to teacher samples.
+distilled with :class:`~divmin.diffusion.FDistill` for every seed and every noise
+range in ``sigma_maxes``, then scored on fresh samples: modes covered (share >=
+coverage x true weight), TV between mode shares and weights, "quality" (share
+within 3 std of a mode), k-NN precision and recall, and sliced Wasserstein
+distance to teacher samples; per (sigma_max, divergence) the mean and the sample
+standard deviation over seeds.
 
 The paper's claim (Xu, Nie & Vahdat 2025): reverse KL (DMD) drops light modes;
-forward KL and JS cover them; JS is the best overall. With sigma_max below the
-mode spacing the divergences differ; with a large sigma_max they behave alike.
+forward KL and JS cover them; JS is the best overall. A prototype found the
+divergences differ only with sigma_max below the mode spacing (3): the default
+runs sigma_max = 1 (where the claim can show) beside 10 (where it should not);
+``summary["sigma_max=<s>"]`` holds the computed claims of each setting.
 
-Files: ``fdistill_gmm.png`` (samples per divergence), ``samples.safetensors`` (the
-scored samples, keyed ``"<divergence>/seed<k>"``) and ``<divergence>-seed<k>/`` (engine logs).
+Files: ``fdistill_gmm.png`` (first seed's samples per divergence and sigma_max),
+``samples.safetensors`` (the scored samples, keyed ``"sigma<s>/<divergence>/seed<k>"``)
+and ``sigma<s>/<divergence>-seed<k>/`` (engine logs).
 
 Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-gmm --out runs/fdistill-gmm --full``, that is
-``--set fdistill.engine.max_steps=4000 --set fdistill.critic_steps=4 --set "seeds=(0, 1, 2, 3)"``.
+``--set fdistill.engine.max_steps=4000 --set "seeds=(0, 1, 2, 3)"
+--set "divergences=('reverse_kl', 'forward_kl', 'js', 'squared_hellinger', 'jeffreys')"``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 
 import torch
 from safetensors.torch import save_file
@@ -40,16 +46,20 @@ from ._runs import resumable, run_engine
 
 
 def _default_fdistill() -> FDistillConfig:
+    # 1000 steps keep the 12 default runs near 4 CPU minutes; they are not converged (samples still on a
+    # ring through the modes, "quality" 0.3-0.7): the full-size preset runs 4000
     engine = EngineConfig(max_steps=1000, log_every=250, eval_every=500, max_grad_norm=10.0,
                           progress=False, tensorboard=False)
-    return FDistillConfig(batch_size=128, critic_steps=2, lr_generator=1e-3, lr_critic=2e-3, sigma_max=1.0,
+    # sigma_max is set per run from FDistillGMMConfig.sigma_maxes
+    return FDistillConfig(batch_size=128, critic_steps=2, lr_generator=3e-3, lr_critic=3e-3, sigma_max=1.0,
                           ema_decay=0.99, eval_samples=1000, engine=engine)
 
 
 @dataclasses.dataclass
 class FDistillGMMConfig:
-    divergences: tuple[str, ...] = ("reverse_kl", "forward_kl", "js", "squared_hellinger", "jeffreys")  # registry names
-    seeds: tuple[int, ...] = (0, 1)  # one run per (divergence, seed); engine seed = this
+    divergences: tuple[str, ...] = ("reverse_kl", "forward_kl")  # registry names (full size: + js, hellinger, jeffreys)
+    seeds: tuple[int, ...] = (0, 1, 2)  # one run per (sigma_max, divergence, seed); engine seed = this
+    sigma_maxes: tuple[float, ...] = (1.0, 10.0)  # largest noise level of each setting (below / above the spacing)
     modes: int = 8  # mixture components on a circle
     spacing: float = 3.0  # distance between neighbouring modes
     mode_std: float = 0.2  # standard deviation of every mode
@@ -66,7 +76,7 @@ class FDistillGMMConfig:
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         divergences=Tuple(each=IsDivergence(parse=divergence, capability="score_weight"), min_len=1),
-        seeds=Tuple(each=Int(ge=0), min_len=1), modes=Int(ge=2), spacing=Number(gt=0), mode_std=Number(gt=0),
+        seeds=Tuple(each=Int(ge=0), min_len=1), sigma_maxes=Tuple(each=Number(gt=0), min_len=1), modes=Int(ge=2), spacing=Number(gt=0), mode_std=Number(gt=0),
         zipf=Number(ge=0), init_scale=Number(gt=0), hidden=Int(ge=8), depth=Int(ge=1), eval_samples=Int(ge=1),
         k_std=Number(gt=0), coverage=Number(gt=0, le=1), pr_k=Int(ge=1), resume=Bool(),
         fdistill=Instance(FDistillConfig),
@@ -74,6 +84,10 @@ class FDistillGMMConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.fdistill.sigma_max != _default_fdistill().sigma_max:
+            raise ValueError("set the noise range with `sigma_maxes` (one setting per value), not `fdistill.sigma_max`")
+        if len(set(self.sigma_maxes)) != len(self.sigma_maxes) or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"`sigma_maxes` {self.sigma_maxes} and `seeds` {self.seeds} must not repeat a value")
         if self.eval_samples <= self.pr_k:
             raise ValueError(f"`eval_samples` ({self.eval_samples}) must be > `pr_k` ({self.pr_k})")
 
@@ -86,16 +100,21 @@ def make_teacher(c: FDistillGMMConfig) -> GaussianMixtureTeacher:
     return GaussianMixtureTeacher(means, c.mode_std, weights)
 
 
-def _distill(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, name: str, seed: int, out: Path) -> FDistill:
+def _distill(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, name: str, seed: int, sigma_max: float,
+             out: Path) -> FDistill:
     torch.manual_seed(seed)
     radius = float(teacher.means.norm(dim=1).max())
     gen = MLPGenerator(2, c.hidden, c.depth + 1, init_scale=c.init_scale)
     fake = EDMDenoiser(MLPBackbone(2, c.hidden, c.depth), sigma_data=radius)
-    engine = run_engine(c.fdistill.engine, out / f"{name}-seed{seed}", seed=seed)
-    cfg = dataclasses.replace(c.fdistill, divergence=name, engine=engine)
+    engine = run_engine(c.fdistill.engine, out / _run_name(name, seed, sigma_max), seed=seed)
+    cfg = dataclasses.replace(c.fdistill, divergence=name, sigma_max=sigma_max, engine=engine)
     fd = FDistill(gen, teacher, fake, cfg, sample_shape=(2,))
     fd.train(resume=resumable(engine, c.resume))
     return fd
+
+
+def _run_name(name: str, seed: int, sigma_max: float) -> str:
+    return f"sigma{sigma_max:g}/{name}-seed{seed}"
 
 
 def _score(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, x: torch.Tensor, seed: int) -> dict:
@@ -110,30 +129,39 @@ def _score(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, x: torch.Tenso
 
 
 @recipe("fdistill-gmm", FDistillGMMConfig, "one-step f-distill of an 8-mode Zipf mixture: which divergence keeps light modes",
-        full_size=("fdistill.engine.max_steps=4000", "fdistill.critic_steps=4", "seeds=(0, 1, 2, 3)"))
+        full_size=("fdistill.engine.max_steps=4000", "seeds=(0, 1, 2, 3)",
+                   "divergences=('reverse_kl', 'forward_kl', 'js', 'squared_hellinger', 'jeffreys')"))
 def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
     c, teacher = config, make_teacher(config)
     rows, panels = [], {"teacher": teacher.sample(c.eval_samples, generator=torch.Generator().manual_seed(0))}
-    samples = {}  # every scored sample set, saved for re-scoring
-    for name in c.divergences:
-        for seed in c.seeds:
-            fd = _distill(c, teacher, name, seed, out_dir)
-            x = fd.sample(c.eval_samples, generator=torch.Generator().manual_seed(20_000 + seed)).cpu()
-            rows.append({"divergence": name, "seed": seed, **_score(c, teacher, x, seed)})
-            samples[f"{name}/seed{seed}"] = x.float().contiguous()
-            if seed == c.seeds[0]:
-                panels[f"{name} (seed {seed}): {rows[-1]['modes covered']}/{c.modes} modes"] = x
+    samples, summary = {}, {}  # every scored sample set, saved for re-scoring
     metrics = ["modes covered", "TV weights", "quality", "precision", "recall", "SW", "lightest share"]
-    means = [{"divergence": n, "seed": "mean", **{m: mean(r[m] for r in rows if r["divergence"] == n) for m in metrics}}
-             for n in c.divergences]
+    for smax in c.sigma_maxes:
+        mine = []
+        for name in c.divergences:
+            for seed in c.seeds:
+                fd = _distill(c, teacher, name, seed, smax, out_dir)
+                x = fd.sample(c.eval_samples, generator=torch.Generator().manual_seed(20_000 + seed)).cpu()
+                mine.append({"sigma_max": smax, "divergence": name, "seed": seed, **_score(c, teacher, x, seed)})
+                samples[f"sigma{smax:g}/{name}/seed{seed}"] = x.float().contiguous()
+                if seed == c.seeds[0]:
+                    panels[f"{name}, sigma_max {smax:g} (seed {seed}): {mine[-1]['modes covered']}/{c.modes}"] = x
+        stats = [{"sigma_max": smax, "divergence": n, "seed": k,
+                  **{m: fn([r[m] for r in mine if r["divergence"] == n]) for m in metrics}}
+                 for n in c.divergences for k, fn in (("mean", mean), ("std", _std))]
+        summary[f"sigma_max={smax:g}"] = _claims([r for r in stats if r["seed"] == "mean"], mine, c.modes)
+        rows += [{k: v for k, v in r.items() if not k.startswith("_")} for r in mine] + stats
     plot = _scatter_panels(panels, out_dir / "fdistill_gmm.png", centres=teacher.means,
-                          title=f"fdistill-gmm: one-step samples, sigma_max={c.fdistill.sigma_max}")
-    summary = _claims(means, c.modes)
+                          title="fdistill-gmm: one-step samples (first seed) per divergence and sigma_max")
     summary["weights"] = [round(float(w), 4) for w in teacher.weights]
     if is_main_process():
         save_file(samples, str(out_dir / "samples.safetensors"))
-    table = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows] + means
-    return RecipeResult(["divergence", "seed"] + metrics, table, [str(plot)], summary)
+    return RecipeResult(["sigma_max", "divergence", "seed"] + metrics, rows, [str(plot)], summary)
+
+
+def _std(values: list[float]) -> float:
+    """Sample standard deviation over seeds (0 for one seed)."""
+    return stdev(values) if len(values) > 1 else 0.0
 
 
 def _scatter_panels(panels: dict[str, torch.Tensor], path: Path, *, centres: torch.Tensor, title: str) -> Path:
@@ -158,12 +186,19 @@ def _scatter_panels(panels: dict[str, torch.Tensor], path: Path, *, centres: tor
     return save_figure(fig, path, dpi=100, data={"panels": list(panels)})
 
 
-def _claims(means: list[dict], modes: int) -> dict:
-    """The paper's claims, read off the per-divergence means (None when a divergence was not run)."""
+def _claims(means: list[dict], runs: list[dict], modes: int) -> dict:
+    """The paper's claims at one sigma_max, read off the per-divergence means and the per-seed runs."""
     by = {r["divergence"]: r for r in means}
     out: dict = {"mean_modes_covered": {n: r["modes covered"] for n, r in by.items()},
                  "best_tv": min(by, key=lambda n: by[n]["TV weights"]),
                  "best_sw": min(by, key=lambda n: by[n]["SW"])}
+    if {"reverse_kl", "forward_kl"} <= set(by):
+        seeds = {r["seed"]: {} for r in runs}
+        for r in runs:
+            seeds[r["seed"]][r["divergence"]] = r["modes covered"]
+        out["forward_kl_covers_more_modes"] = by["forward_kl"]["modes covered"] > by["reverse_kl"]["modes covered"]
+        out["seeds_forward_kl_covers_more"] = sum(d["forward_kl"] > d["reverse_kl"] for d in seeds.values())
+        out["seeds"] = len(seeds)
     if {"reverse_kl", "forward_kl", "js"} <= set(by):
         rkl, fkl, js = by["reverse_kl"], by["forward_kl"], by["js"]
         out["reverse_kl_drops_light_modes"] = rkl["modes covered"] < min(fkl["modes covered"], js["modes covered"])

@@ -9,14 +9,19 @@
 3. For every divergence a copy of the base is trained with
    :class:`divmin.align.FDPGTrainer` (``mode`` online or offline, per-context
    running Z) on the prompts of the training topics.
-4. Evaluation on the held-out topics' prompts, by Monte Carlo:
-   alignment E_pi[b]; KL(pi || P) = E_pi[log pi - log P] and KL(P || pi) by
-   importance sampling from the base (weights P / a proportional to b + epsilon),
-   with log Z(x) from ``z_samples`` base samples per prompt; entropy
+4. Evaluation by Monte Carlo on the first ``objective_prompts`` training prompts (the
+   objective each member minimised: its own D_f, "own D_f (train)") and on the held-out
+   topics' prompts (generalisation): every D_f(P || pi), KL both ways among them, pools
+   ``z_samples`` base samples with ``eval_samples`` policy samples
+   (:func:`divmin.estimators.pooled_divergence`), log Z(x) from the base samples
+   (weights P / a proportional to b + epsilon); ESS(P/pi), the effective sample size of
+   forward KL's gradient weights on the policy's samples; alignment E_pi[b]; entropy
    -E_pi[log pi]; distinct-2 and self-BLEU of the samples (diversity); mean length.
+   ``summary`` holds every member's D_f on the training prompts for every f and the
+   computed claims (each member best on its own objective; forward KL mass-covering).
 
 Full-size run (``divmin recipes`` shows it): ``divmin run fdpg-lm --out runs/fdpg-lm --full``, that is
-``--set corpus_size=3000 --set sft_steps=300 --set engine.max_steps=150 --set eval_samples=256
+``--set corpus_size=3000 --set sft_steps=300 --set engine.max_steps=450 --set eval_samples=256
 --set z_samples=4096``.
 """
 
@@ -33,8 +38,8 @@ import torch
 from ..align import EnergyTarget, FDPGConfig, FDPGTrainer, PointwiseConstraint
 from ..divergences import divergence
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tuple, validate
-from ..estimators import self_normalized_log_z
-from ..eval import distinct_n, is_divergence, self_bleu
+from ..estimators import effective_sample_size, pooled_divergence, self_normalized_log_z
+from ..eval import distinct_n, self_bleu
 from ..lm import completion_logps, sample_n
 from . import tiny_lm as lm
 from ._plots import points_panels
@@ -47,7 +52,8 @@ _GOOD = frozenset(lm.GOOD)
 
 
 def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=150, log_every=25, progress=True, max_grad_norm=1.0)
+    # 150 steps left every member still falling (KL(P||pi) of forward KL 0.18 at 150, 0.05 at 300-450)
+    return EngineConfig(max_steps=300, log_every=50, progress=True, max_grad_norm=1.0)
 
 
 @dataclasses.dataclass
@@ -66,13 +72,14 @@ class FDPGLMConfig:
     min_good: int = 2  # b(y) = 1 iff the answer has at least this many GOOD words
     epsilon: float = 1e-2  # target a (b + epsilon): finite for reverse-KL-type members
     heldout_topics: int = 2  # the last k topics are only used for evaluation
+    objective_prompts: int = 4  # training prompts (the first k) on which each member's own objective is measured
     lr: float = 1e-3  # f-DPG AdamW learning rate
     mode: str = "online"  # "online" (sample the policy) or "offline" (DPG: a frozen proposal, replaced when beaten)
     contexts_per_step: int = 4  # prompts per f-DPG step
     samples_per_context: int = 16  # samples per prompt and step
     max_new_tokens: int = 10  # sampling cap (corpus answers have at most response_words[1] + 2 tokens)
-    eval_samples: int = 256  # evaluation samples per held-out prompt and policy
-    z_samples: int = 4096  # base samples per held-out prompt for log Z and KL(P || pi)
+    eval_samples: int = 256  # evaluation samples per evaluated prompt and policy
+    z_samples: int = 4096  # base samples per evaluated prompt for log Z (pooled with the policy's for D_f)
     resume: bool = False  # resume every training run from its latest checkpoint
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # f-DPG training loop settings
 
@@ -80,12 +87,15 @@ class FDPGLMConfig:
         **lm.CORPUS_CHECKS, divergences=Tuple(each=IsDivergence(parse=divergence), min_len=1), seed=Int(ge=0),
         min_good=Int(ge=1), epsilon=Number(gt=0, lt=1), lr=Number(gt=0), mode=FDPGConfig.CHECKS["mode"],
         contexts_per_step=Int(ge=1), samples_per_context=Int(ge=2), max_new_tokens=Int(ge=1), eval_samples=Int(ge=2),
-        z_samples=Int(ge=1), resume=Bool(), engine=Instance(EngineConfig),
+        z_samples=Int(ge=1), objective_prompts=Int(ge=1), resume=Bool(), engine=Instance(EngineConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
         lm.check_corpus_config(self)
+        if self.objective_prompts > len(lm.TOPICS) - self.heldout_topics:
+            raise ValueError(f"`objective_prompts` must be <= the {len(lm.TOPICS) - self.heldout_topics} "
+                             "training topics")
         if self.min_good > self.response_words[1]:
             raise ValueError(f"`min_good` must be <= {self.response_words[1]} (the max of `response_words`)")
 
@@ -118,29 +128,49 @@ def _draw(model, tokenizer, prompt: torch.Tensor, n: int, config: FDPGLMConfig, 
 
 
 @torch.no_grad()
-def evaluate_policy(policy, base, tokenizer, prompts: list[torch.Tensor], config: FDPGLMConfig) -> dict[str, float]:
-    """Monte-Carlo metrics of ``policy`` against the target, averaged over ``prompts``."""
-    constraint, rows = _constraint(config), []
+def _base_draws(base, tokenizer, prompts: list[torch.Tensor], config: FDPGLMConfig, offset: int) -> list[dict]:
+    """Per prompt: ``z_samples`` base samples, log a, log b and the target's log Z(x) (shared by every policy)."""
+    constraint, out = _constraint(config), []
     for k, prompt in enumerate(prompts):
-        # the target's log Z(x) and KL(P || pi): samples from the base, weights P / a = (b + eps) / Z
-        zc, ztexts = _draw(base, tokenizer, prompt, config.z_samples, config, config.seed + 100 + k)
-        log_b = constraint(ztexts)
+        comp, texts = _draw(base, tokenizer, prompt, config.z_samples, config, config.seed + offset + k)
+        log_b = constraint(texts)
         # the base is the proposal: s - log q = (log a + log b) - log a = log b, formed exactly
-        log_z = float(self_normalized_log_z(log_b, torch.zeros_like(log_b)))
-        base_z = completion_logps(base, prompt, zc)
-        kl_p_pi = is_divergence(completion_logps(policy, prompt, zc), base_z + log_b, divergence="forward_kl",
-                                proposal_logps=base_z, log_z=log_z)
-        comp, texts = _draw(policy, tokenizer, prompt, config.eval_samples, config, config.seed + k)
-        logq, loga = completion_logps(policy, prompt, comp), completion_logps(base, prompt, comp)
-        log_p = loga + constraint(texts) - log_z
+        out.append({"prompt": prompt, "comp": comp, "log_b": log_b, "log_a": completion_logps(base, prompt, comp),
+                    "log_z": float(self_normalized_log_z(log_b, torch.zeros_like(log_b)))})
+    return out
+
+
+@torch.no_grad()
+def evaluate_policy(policy, base, tokenizer, draws: list[dict], config: FDPGLMConfig,
+                    offset: int = 0) -> dict[str, float]:
+    """Monte-Carlo metrics of ``policy`` against the target, averaged over the prompts of ``draws``.
+
+    D_f(P || pi) for every f of the config (key ``"D[f]"``, KL(P||pi) and KL(pi||P) among them) pools the
+    base's and the policy's samples (:func:`divmin.estimators.pooled_divergence`): weights P/M and pi/M
+    are both bounded, where pi/a alone (the policy far from the base) or P/pi alone (the policy
+    missing some of P) are heavy-tailed. ``ESS(P/pi)``: effective sample size of P/pi on the policy's
+    samples, the weights of forward KL's gradient -E_pi[(P/pi) grad log pi].
+    """
+    constraint, rows = _constraint(config), []
+    for k, d in enumerate(draws):
+        prompt, log_z = d["prompt"], d["log_z"]
+        comp, texts = _draw(policy, tokenizer, prompt, config.eval_samples, config, config.seed + offset + k)
+        logq, loga, log_b = (completion_logps(policy, prompt, comp), completion_logps(base, prompt, comp),
+                             constraint(texts))
+        logq_z = completion_logps(policy, prompt, d["comp"])
+        model, scores = torch.cat([logq_z, logq]), torch.cat([d["log_a"] + d["log_b"], loga + log_b])
+        props, counts = torch.stack([torch.cat([d["log_a"], loga]), model]), [len(logq_z), len(logq)]
+        div = {f"D[{spec}]": pooled_divergence(model, scores, props, counts, divergence=spec, log_z=log_z)
+               for spec in dict.fromkeys(("forward_kl", "reverse_kl") + tuple(config.divergences))}
         words = [t.split() for t in texts]
         rows.append({"alignment": float(constraint.satisfied(texts).float().mean()),
-                     "KL(P||pi)": kl_p_pi, "KL(pi||P)": float((logq - log_p).mean()),
+                     "KL(P||pi)": div["D[forward_kl]"], "KL(pi||P)": div["D[reverse_kl]"], **div,
+                     "ESS(P/pi)": effective_sample_size(loga + log_b - log_z - logq),
                      "KL(pi||base)": float((logq - loga).mean()), "entropy": float(-logq.mean()),
                      "distinct-2": distinct_n(words), "self-BLEU": self_bleu(words, max_samples=100),
                      "length": float(comp.mask.sum(1).float().mean()),
-                     "target alignment": float(torch.softmax(log_b.double(), 0)[log_b > math.log(1.5 *
-                                                                                          config.epsilon)].sum())})
+                     "target alignment": float(torch.softmax(d["log_b"].double(), 0)[
+                         d["log_b"] > math.log(1.5 * config.epsilon)].sum())})
     return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
 
 
@@ -154,7 +184,7 @@ def _plot(rows: list[dict], base_row: dict, path: Path) -> Path:
 
 @recipe("fdpg-lm", FDPGLMConfig,
         "f-DPG on a warmed-up tiny GPT-2 toward a GDC constraint: alignment, KL both ways and diversity per divergence",
-        full_size=("corpus_size=3000", "sft_steps=300", "engine.max_steps=150", "eval_samples=256", "z_samples=4096"))
+        full_size=("corpus_size=3000", "sft_steps=300", "engine.max_steps=450", "eval_samples=256", "z_samples=4096"))
 def run_fdpg_lm(config: FDPGLMConfig, out_dir: Path) -> RecipeResult:
     tokenizer = lm.build_tokenizer()
     c = config
@@ -164,20 +194,46 @@ def run_fdpg_lm(config: FDPGLMConfig, out_dir: Path) -> RecipeResult:
                                 resume=c.resume)
     topics = list(lm.TOPICS)
     train_ctx = [lm.prompt_text(t) for t in topics[:-c.heldout_topics]]
-    held = [torch.tensor(tokenizer(lm.prompt_text(t), add_special_tokens=False)["input_ids"])
-            for t in topics[-c.heldout_topics:]]
+    ids = [torch.tensor(tokenizer(lm.prompt_text(t), add_special_tokens=False)["input_ids"]) for t in topics]
+    held = _base_draws(base, tokenizer, ids[-c.heldout_topics:], c, 100)
+    seen = _base_draws(base, tokenizer, ids[:c.objective_prompts], c, 300)  # the training objective's prompts
     base_row = evaluate_policy(base, base, tokenizer, held, c)
     rows = []
     for spec in c.divergences:
         policy = _train_one(spec, base, tokenizer, train_ctx, c, out_dir)
+        train = evaluate_policy(policy, base, tokenizer, seen, c, offset=200)
         m = evaluate_policy(policy, base, tokenizer, held, c)
-        rows.append({"divergence": spec, "behaviour": divergence(spec).behaviour, **m})
+        rows.append({"divergence": spec, "behaviour": divergence(spec).behaviour, "own D_f (train)": train[f"D[{spec}]"],
+                     **{f"{k} (train)": train[k] for k in ("KL(P||pi)", "KL(pi||P)", "ESS(P/pi)", "entropy")},
+                     **{k: v for k, v in m.items() if not k.startswith("D[")},
+                     "_train": train})
     plot = _plot(rows, base_row, out_dir / "alignment_vs_diversity.png")
     summary = {"base_alignment": base_row["alignment"], "target_alignment": base_row["target alignment"],
                "base_entropy": base_row["entropy"], "base_distinct2": base_row["distinct-2"],
                "most_aligned": max(rows, key=lambda r: r["alignment"])["divergence"],
                "most_diverse": max(rows, key=lambda r: r["distinct-2"])["divergence"],
-               "best_KL(P||pi)": min(rows, key=lambda r: r["KL(P||pi)"])["divergence"], "warmup_loss": sft_loss}
-    cols = ["divergence", "behaviour", "alignment", "KL(P||pi)", "KL(pi||P)", "KL(pi||base)", "entropy",
-            "distinct-2", "self-BLEU", "length"]
+               "best_KL(P||pi)": min(rows, key=lambda r: r["KL(P||pi)"])["divergence"],
+               "best_KL(P||pi) (train)": min(rows, key=lambda r: r["KL(P||pi) (train)"])["divergence"],
+               **_claims(rows), "warmup_loss": sft_loss}
+    cols = ["divergence", "behaviour", "own D_f (train)", "KL(P||pi) (train)", "KL(pi||P) (train)", "ESS(P/pi) (train)",
+            "entropy (train)", "alignment", "KL(P||pi)", "KL(pi||P)", "ESS(P/pi)", "KL(pi||base)", "entropy", "distinct-2", "self-BLEU",
+            "length"]
+    rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     return RecipeResult(cols, rows, [str(plot)], summary)
+
+
+def _claims(rows: list[dict]) -> dict:
+    """f-DPG's claims, computed: each member best on its own D_f on the training prompts (the objective it
+    minimised); forward KL mass-covering: the lowest KL(P||pi) and the highest entropy, on the training
+    prompts and on the held-out ones."""
+    splits = {"train": {r["divergence"]: r["_train"] for r in rows}, "held-out": {r["divergence"]: r for r in rows}}
+    own = splits["train"]
+    out = {"own_objective_matrix (train)": {p: {f: round(v, 4) for f, v in d.items() if f.startswith("D[")}
+                                            for p, d in own.items()},
+           "best_on_own_objective (train)": {f: all(own[f][f"D[{f}]"] <= own[g][f"D[{f}]"] for g in own) for f in own}}
+    if "forward_kl" in own:
+        for split, by in splits.items():
+            out[f"forward_kl_mass_covering ({split})"] = (
+                by["forward_kl"]["KL(P||pi)"] == min(m["KL(P||pi)"] for m in by.values())
+                and by["forward_kl"]["entropy"] == max(m["entropy"] for m in by.values()))
+    return out
