@@ -1,7 +1,7 @@
 """Worker of test_methods_ddp.py under ``torchrun --nproc_per_node 2`` (CPU, gloo): trains one of the
 newer method trainers a few steps and prints a checksum of its weights per rank.
 
-Usage: methods_ddp_worker.py OUT_DIR METHOD, METHOD in {robust, mdlm, speech, depict}.
+Usage: methods_ddp_worker.py OUT_DIR METHOD, METHOD in {robust, mdlm, speech, depict, didi, judge}.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from torch.utils.data import TensorDataset  # noqa: E402
 
 from divmin.cluster import DepictConfig, DepictTrainer  # noqa: E402
 from divmin.data import MarkovLanguage  # noqa: E402
-from divmin.diffusion import MaskedDiffusionLM, MDLMConfig, MDLMTrainer, MDLMTransformer  # noqa: E402
+from divmin.diffusion import (DiDiConfig, DiDiTrainer, MaskedDiffusionLM, MDLMConfig, MDLMTrainer,  # noqa: E402
+                              MDLMTransformer)
+from divmin.lm import JudgeConfig, JudgeTrainer, tiny_judge  # noqa: E402
 from divmin.engine import EngineConfig  # noqa: E402
 from divmin.robust import RobustConfig, RobustTrainer  # noqa: E402
 from divmin.speech import SpeechToEGG, SpeechToEGGConfig, synthesize  # noqa: E402
@@ -58,7 +60,21 @@ def _depict(engine: EngineConfig) -> DepictTrainer:
                                                 engine=engine))
 
 
-BUILDERS = {"robust": _robust, "mdlm": _mdlm, "speech": _speech, "depict": _depict}
+def _didi(engine: EngineConfig) -> DiDiTrainer:
+    torch.manual_seed(0)
+    teacher = MaskedDiffusionLM(MDLMTransformer(5, 4, width=16, depth=1, heads=2), 5, 4)
+    cfg = DiDiConfig(batch_size=8, group_size=4, teacher_pool=16, teacher_nfe=2, eval_samples=8,
+                     lr_student=1e-3, lr_discriminator=1e-3, engine=engine)
+    return DiDiTrainer(teacher, cfg)
+
+
+def _judge(engine: EngineConfig) -> JudgeTrainer:
+    blocks = MarkovLanguage(5, 4, order=1, seed=0).sample(64, torch.Generator().manual_seed(0))
+    return JudgeTrainer(tiny_judge(5, 4, seed=0), blocks, JudgeConfig(batch_size=8, engine=engine))
+
+
+BUILDERS = {"robust": _robust, "mdlm": _mdlm, "speech": _speech, "depict": _depict, "didi": _didi,
+            "judge": _judge}
 
 
 def main() -> None:
@@ -66,11 +82,11 @@ def main() -> None:
     engine = EngineConfig(max_steps=4, log_every=1, progress=False, tensorboard=False, out_dir=str(out), seed=0)
     trainer = BUILDERS[method](engine)
     result = trainer.train()
-    if method == "speech":  # the trained (unwrapped) networks replace the attributes; check all four
-        trainer.model = nn.ModuleList([trainer.egg_encoder, trainer.decoder, trainer.speech_encoder, trainer.critic])
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
-    total = float(sum(p.detach().double().sum() for p in trainer.model.parameters()))
+    # every model the engine trained or carried (students, critics, EMA copies): one checksum over all
+    models = nn.ModuleList(trainer.engine.models[name] for name in sorted(trainer.engine.models))
+    total = float(sum(p.detach().double().sum() for p in models.parameters()))
     print(f"rank={rank} processes={world} step={result.step} checksum={total:.10f}", flush=True)
 
 
