@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from torch import nn
 
 from divmin.engine import Trainer
 from divmin.engine._context import StepContext
+from tests._torchrun import torchrun
 
 WORKER = Path(__file__).resolve().parent / "ddp_call_worker.py"
 STEPS, BATCH_PER_PROCESS = 6, 8
@@ -84,13 +82,9 @@ def test_single_process_training_through_call():
 
 @pytest.mark.slow
 def test_two_processes_train_in_sync_and_a_bypass_is_refused(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
-           str(tmp_path), str(BATCH_PER_PROCESS), str(STEPS)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    verdicts = sorted(re.findall(r"rank=\d processes=\d bypass=(?:accepted|refused True|refused False)", proc.stdout))
-    assert verdicts == [f"rank={r} processes=2 bypass=refused True" for r in (0, 1)], proc.stdout[-2000:]
+    stdout = torchrun(WORKER, tmp_path, BATCH_PER_PROCESS, STEPS, timeout=240)
+    verdicts = sorted(re.findall(r"rank=\d processes=\d bypass=(?:accepted|refused True|refused False)", stdout))
+    assert verdicts == [f"rank={r} processes=2 bypass=refused True" for r in (0, 1)], stdout[-2000:]
     ranks = [load_file(tmp_path / f"bag_rank{r}.safetensors") for r in (0, 1)]
     # one process with the global batch (2 x 8, the same rows in the same order) is the oracle
     trainer = Trainer(CallTask(2 * BATCH_PER_PROCESS), quiet_config(max_steps=STEPS))

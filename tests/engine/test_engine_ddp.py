@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,20 +11,15 @@ from engine_toys import RegressionTask, read_jsonl
 from safetensors.torch import load_file
 
 from divmin.engine import EngineConfig, Trainer
+from tests._torchrun import torchrun
 
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 MAX_STEPS, BATCH_PER_PROCESS, ACCUM = 12, 4, 2
 
 
 def _torchrun(out_dir: Path, *extra: str) -> None:
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(WORKER), str(out_dir), str(MAX_STEPS), str(BATCH_PER_PROCESS), str(ACCUM), *extra,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert proc.stdout.count("processes=2") == 2, proc.stdout[-2000:]
+    stdout = torchrun(WORKER, out_dir, MAX_STEPS, BATCH_PER_PROCESS, ACCUM, *extra, timeout=240)
+    assert stdout.count("processes=2") == 2, stdout[-2000:]
 
 
 @pytest.mark.slow

@@ -228,11 +228,14 @@ def test_a_second_run_into_a_locked_directory_is_refused_naming_the_holder(tmp_p
 
 
 def test_the_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
+    from divmin.engine import _lock
+
     with run_lock(tmp_path):
-        Trainer(RegressionTask(), quiet_config(max_steps=2, out_dir=tmp_path)).fit()
+        Trainer(RegressionTask(), quiet_config(max_steps=2, out_dir=tmp_path)).fit()  # takes it again: no error
         with run_lock(tmp_path):
-            pass
-    proc = _hold_lock_in_subprocess(tmp_path)  # released: another process can take it
+            assert _lock._HELD[tmp_path.resolve()][1] == 2  # one lock, held twice
+    assert tmp_path.resolve() not in _lock._HELD
+    proc = _hold_lock_in_subprocess(tmp_path)  # released: another process can take it (asserts it printed "locked")
     proc.kill()
     proc.wait()
 

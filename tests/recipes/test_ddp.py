@@ -9,30 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import divmin
 from divmin.recipes import run_recipe
 from divmin.recipes._plots import figure_record
-
-SRC = str(Path(divmin.__file__).resolve().parents[1])
+from .._torchrun import torchrun
 
 
 def _torchrun(name: str, out: Path, overrides: list[str]) -> str:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "divmin", "run", name, "--out", str(out)]
-    for item in overrides:
-        cmd += ["--set", item]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout
+    sets = [x for item in overrides for x in ("--set", item)]
+    return torchrun("-m", "divmin", "run", name, "--out", out, *sets)
 
 
 def _numbers(x, path=""):
