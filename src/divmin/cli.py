@@ -2,13 +2,16 @@
 
     divmin divergences                       the divergence registry as a table
     divmin recipes                           the recipes, one line each (and their full-size preset)
+    divmin recipes NAME                      one recipe's config keys, defaults and what they mean
     divmin run RECIPE --out DIR [--set key=value ...] [--full] [--resume]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from .divergences import available_divergences, divergence
@@ -49,6 +52,8 @@ def _divergences(args: argparse.Namespace) -> int:
 def _recipes(args: argparse.Namespace) -> int:
     from .recipes import available_recipes, get_recipe
 
+    if args.name is not None:
+        return _recipe_config(get_recipe(args.name))
     names = available_recipes()
     width = max(map(len, names))
     for name in names:
@@ -60,18 +65,49 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_config(rec) -> int:
+    """One recipe: its summary, full-size preset and every config key with its value and comment."""
+    from .engine import describe_config
+
+    print(f"{rec.name}: {rec.summary}")
+    if rec.full_size:
+        print("full run (--full): " + " ".join(rec.full_size))
+    # the value shown is the recipe's default, so a comment's "Default X." (the class's own default) would mislead
+    rows = [(f"{key} = {value!r}", re.sub(r"\s*Default \S+$", "", doc))
+            for key, value, doc in describe_config(rec.config_cls())]
+    width = min(max(len(left) for left, _ in rows), 48)
+    print(f"\nconfig keys (override with --set KEY=VALUE; Python literals):")
+    for left, doc in rows:
+        print(f"  {left.ljust(width)}  # {doc}" if doc else f"  {left}")
+    return 0
+
+
 @_command("run")
 def _run(args: argparse.Namespace) -> int:
-    from .recipes import format_table, is_main_process, run_recipe
+    from .recipes import column_legend, format_table, is_main_process, run_recipe
 
     result = run_recipe(args.recipe, args.out, args.set, resume=args.resume, full=args.full)
     if not is_main_process():  # under torchrun: one table, from rank 0
         return 0
     print(format_table(result))
+    legend = column_legend(args.recipe, result)
+    if legend:
+        print(legend)
     for key, value in result.summary.items():
         print(f"{key}: {value}")
-    print(f"wrote {args.out}/config.json, metrics.jsonl, results.json, " + ", ".join(result.plots))
+    print(_written(Path(args.out)))
     return 0
+
+
+def _written(out: Path) -> str:
+    """The files a recipe wrote: those at the top of ``out``, then its training runs' directories."""
+    files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+    text = f"wrote {out}/: {', '.join(files)}"
+    runs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("metrics.jsonl"))
+    runs = [r for r in runs if r != "."]
+    if runs:
+        text += f"\ntraining runs under {out}/ (each with metrics.jsonl, checkpoints/): {', '.join(runs)}"
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("divergences", help="list the divergence registry")
-    sub.add_parser("recipes", help="list the recipes")
+    recipes = sub.add_parser("recipes", help="list the recipes, or show one recipe's config keys")
+    recipes.add_argument("name", nargs="?", default=None,
+                         help="a recipe: print its config keys with their defaults and meaning")
     run = sub.add_parser("run", help="run a recipe")
     run.add_argument("recipe", help="recipe name (see `divmin recipes`)")
     run.add_argument("--out", required=True, help="output directory")
@@ -108,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"divmin: error: {err}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as err:  # bad names, keys and values: one clear line, no traceback
-        if args.command != "run" or not _is_config_error(err):
+        if args.command not in ("run", "recipes") or not _is_config_error(err):
             raise
         print(f"divmin: error: {err}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from divmin.engine import (
     IsDivergence,
     Number,
     OneOf,
+    Text,
     Tuple,
     checks_of,
     is_default,
@@ -101,7 +102,7 @@ def _expected_kind(hint) -> tuple[type, bool]:
         return Tuple, False
     if dataclasses.is_dataclass(hint):
         return Instance, False
-    return {float: Number, int: Int, bool: Bool, str: (OneOf, IsDivergence)}[hint], False
+    return {float: Number, int: Int, bool: Bool, str: (OneOf, IsDivergence, Text)}[hint], False
 
 
 @pytest.mark.parametrize("cls,name,check", FIELDS, ids=IDS)
@@ -128,6 +129,8 @@ def _bad_values(check) -> list:
         return [3, "ab", wrong, *none]
     if isinstance(check, IsDivergence):
         return ["no_such_divergence", 3]
+    if isinstance(check, Text):
+        return ["", "  ", 3, *none]
     return [3, *none]  # Instance
 
 
@@ -224,6 +227,11 @@ def test_the_kinds_on_their_own():
         Number(gt=0, le=1)("p", 0)
     with pytest.raises(ValueError, match=r"^`k` must be an int >= 1 or None, got 0$"):
         Int(ge=1, optional=True)("k", 0)
+    Text()("label", "kd-lm students/js/seed0")
+    with pytest.raises(ValueError, match=r"^`label` must be a non-empty string or None, got ''$"):
+        Text(optional=True)("label", "")
+    with pytest.raises(ConfigTypeError, match=r"^`label` must be a non-empty string, got 3$"):
+        Text()("label", 3)
     registry = {"a": 1}
     check = OneOf(registry)
     registry["b"] = 2  # registered later: accepted, as schedules and samplers are

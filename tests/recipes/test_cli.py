@@ -8,7 +8,9 @@ import pytest
 
 import divmin
 from divmin.cli import main
+import divmin.recipes
 from divmin.recipes import available_recipes, parse_overrides, run_recipe
+from divmin.recipes._registry import _all_keys
 from divmin.recipes.fit import FitConfig
 
 
@@ -25,6 +27,48 @@ def test_divergences_table_lists_every_member(capsys):
 def test_recipes_lists_fit(capsys):
     assert main(["recipes"]) == 0
     assert "fit" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", available_recipes())
+def test_recipes_name_prints_every_config_key_with_its_default_and_comment(name, capsys):
+    assert main(["recipes", name]) == 0
+    out = capsys.readouterr().out
+    config = divmin.recipes.get_recipe(name).config_cls()
+    printed = {}
+    for line in out.splitlines():
+        if line.startswith("  ") and " = " in line:
+            left, _, comment = line.strip().partition("  # ")
+            key, _, value = left.partition(" = ")
+            printed[key.strip()] = (value.strip(), comment)
+    assert set(printed) == set(_all_keys(type(config)))  # nested keys with their `engine.` prefix
+    for key, (value, comment) in printed.items():
+        assert comment, f"{name}: key {key!r} has no comment"
+        # the value shown is the recipe's default, as a literal that --set accepts
+        node = config
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert value == repr(node)
+    assert "Default " not in out  # the class's own default would contradict the recipe's value shown
+
+
+def test_recipes_name_of_an_unknown_recipe_is_one_line(capsys):
+    assert main(["recipes", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("divmin: error: unknown recipe 'nope'; available: ")
+
+
+def test_run_explains_its_columns_and_lists_the_files_it_wrote(tmp_path, capsys):
+    out = tmp_path / "fit"
+    argv = ["run", "fit", "--out", str(out), "--set", "divergences=('reverse_kl',)", "--set", "engine.max_steps=2",
+            "--set", "engine.progress=False", "--set", "engine.tensorboard=False"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    legend = printed[printed.index("columns:\n"):].splitlines()
+    for column in ("divergence", "behaviour", "start", "modes covered", "KL(Q||P)"):
+        assert any(line.startswith(f"  {column}: ") for line in legend), column
+    wrote = [line for line in printed.splitlines() if line.startswith("wrote ")]
+    files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+    assert wrote == [f"wrote {out}/: {', '.join(files)}"]
+    assert {"config.json", "results.json", "metrics.jsonl", "fit.png"} <= set(files)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 
 from divmin.cli import main
 from divmin.engine import _trainer
-from divmin.recipes import available_recipes, default_checkpoint_every, run_recipe
+from divmin.recipes import available_recipes, default_checkpoint_every, explain_column, run_recipe
 
 # log_every=1: the default checkpoint interval is a multiple of log_every (a quarter of the run here)
 _QUIET = ["engine.progress=False", "engine.tensorboard=False", "engine.log_every=1"]
@@ -125,6 +125,8 @@ def test_interrupted_recipe_resumes_to_the_uninterrupted_table(case, tmp_path, m
     full = _counting(monkeypatch, None)
     run_recipe(name, tmp_path / "a", overrides)
     assert full.steps == total  # the cases' step counts are what the recipe runs
+    # every column the recipe prints is explained under its table (divmin.recipes.COLUMNS)
+    assert [c for c in _table(tmp_path / "a")["columns"] if explain_column(name, c) is None] == []
     assert _checkpoints(tmp_path / "a")  # checkpoints by default
     monkeypatch.undo()
 

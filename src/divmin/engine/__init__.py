@@ -19,6 +19,7 @@ from ._lock import RunLockedError, run_lock
 from ._nonfinite import NONFINITE_POLICIES, NonFiniteError
 from ._config import EngineConfig
 from ._context import StepContext
+from ._describe import describe_config, field_docs
 from ._method import MethodTrainer, trainable_adamw
 from ._schedules import available_schedules, lr_multiplier, register_schedule
 from ._serialize import load_tree, save_tree
@@ -33,6 +34,7 @@ from ._validate import (
     IsDivergence,
     Number,
     OneOf,
+    Text,
     Tuple,
     checks_of,
     is_default,
@@ -56,11 +58,14 @@ __all__ = [
     "StepContext",
     "StepOutput",
     "Task",
+    "Text",
     "TrainResult",
     "Trainer",
     "Tuple",
     "available_schedules",
     "checks_of",
+    "describe_config",
+    "field_docs",
     "is_default",
     "latest_checkpoint",
     "load_tree",

@@ -8,7 +8,7 @@ from typing import Any
 
 from ._nonfinite import NONFINITE_POLICIES
 from ._schedules import available_schedules
-from ._validate import Bool, Instance, Int, Number, OneOf, validate
+from ._validate import Bool, Instance, Int, Number, OneOf, Text, validate
 
 _MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -61,6 +61,10 @@ class EngineConfig:
     out_dir: str | Path | None = None
     # Show a tqdm progress bar (main process only). Default True.
     progress: bool = True
+    # What the run trains, shown on its progress bar and at the start of its
+    # console log lines (recipes set e.g. "kd-lm students/js/seed0"); None =
+    # "train". Default None.
+    label: str | None = None
     # Write TensorBoard event files to out_dir/tensorboard (ignored when
     # out_dir is None). Default True.
     tensorboard: bool = True
@@ -77,7 +81,7 @@ class EngineConfig:
         max_grad_norm=Number(gt=0, optional=True), lr_schedule=OneOf(available_schedules), warmup_steps=Int(ge=0),
         log_every=Int(ge=1), eval_every=Int(ge=1, optional=True), checkpoint_every=Int(ge=1, optional=True),
         keep_checkpoints=Int(ge=1, optional=True), out_dir=Instance((str, Path), optional=True),
-        progress=Bool(), tensorboard=Bool(), cpu=Bool(), on_nonfinite=OneOf(NONFINITE_POLICIES),
+        progress=Bool(), label=Text(optional=True), tensorboard=Bool(), cpu=Bool(), on_nonfinite=OneOf(NONFINITE_POLICIES),
     )
 
     def __post_init__(self) -> None:

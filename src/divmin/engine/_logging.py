@@ -23,6 +23,7 @@ class RunLogger:
     def __init__(self, config: EngineConfig, is_main: bool, start_step: int, resumed: bool) -> None:
         self._main = is_main
         self._max_steps = config.max_steps
+        self._label = config.label
         self._jsonl = None
         self._tb = None
         run_dir = config.run_dir
@@ -39,7 +40,7 @@ class RunLogger:
         self._bar = tqdm(
             total=config.max_steps,
             initial=start_step,
-            desc="train",
+            desc=config.label or "train",
             dynamic_ncols=True,
             disable=not (config.progress and is_main),
         )
@@ -65,6 +66,8 @@ class RunLogger:
 
     def _console(self, record: dict[str, Any]) -> None:
         parts = [f"step {record['step']}/{self._max_steps}"]
+        if self._label:  # several runs print into one console (a recipe's students): say whose line it is
+            parts[0] = f"{self._label} {parts[0]}"
         parts += [f"{k}={_fmt(v)}" for k, v in record.items() if k != "step"]
         line = " | ".join(parts)
         if self._bar.disable:

@@ -195,6 +195,20 @@ class Instance(Check):
             self.fail(name, value, ConfigTypeError)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Text(Check):
+    """A free-form non-empty string (a label, a model name or path); names from a fixed set use `OneOf`."""
+
+    def what(self) -> str:
+        return "a non-empty string"
+
+    def check(self, name: str, value: Any) -> None:
+        if not isinstance(value, str):
+            self.fail(name, value, ConfigTypeError)
+        if not value.strip():
+            self.fail(name, value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Tuple(Check):
     """A tuple (or list): fixed-length with one check per position (``items``), or of any

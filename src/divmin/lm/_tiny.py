@@ -63,7 +63,11 @@ def tiny_gpt2(vocab: int | Sequence[str] | Mapping[str, int], *, seed: int = 0, 
     # init draws from the global CPU RNG: seed it inside a fork so callers' streams are untouched
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        return GPT2LMHeadModel(cfg)
+        model = GPT2LMHeadModel(cfg)
+    # transformers finds a model's loss by its class name, which "GPT2LMHeadModel" does not match: it then
+    # warns on every first call with labels, and uses the causal-LM loss anyway. Name it, so it says nothing.
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 def word_tokenizer(vocab: Sequence[str] | Mapping[str, int], *, pad_token: str = "[PAD]",

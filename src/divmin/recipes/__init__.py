@@ -19,12 +19,16 @@ from ._registry import (
     recipe,
     run_recipe,
 )
+from ._columns import COLUMNS, column_legend, explain_column  # noqa: F401  (what each table column means)
 from ._runs import default_checkpoint_every, resumable, run_engine, run_history  # noqa: F401  (each run checkpointed into --out)
 
 __all__ = [
+    "COLUMNS",
     "Recipe",
     "RecipeResult",
     "available_recipes",
+    "column_legend",
+    "explain_column",
     "format_table",
     "get_recipe",
     "is_main_process",

@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import torch
 
 from ..engine import run_lock
+from ._runs import recipe_scope
 
 __all__ = [
     "Recipe",
@@ -254,7 +255,7 @@ def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *,
     with run_lock(out) if main else contextlib.nullcontext():
         if main:
             (out / "config.json").write_text(json.dumps({"recipe": name, "config": _jsonable(config)}, indent=2))
-        with torch_threads(getattr(config, "num_threads", rec.threads)):
+        with torch_threads(getattr(config, "num_threads", rec.threads)), recipe_scope(name, out):
             result = rec.run(config, out)
         if main:
             payload = {"recipe": name, "processes": int(os.environ.get("WORLD_SIZE", "1")), "columns": result.columns,

@@ -11,13 +11,42 @@ the table of the uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 from pathlib import Path
+from typing import Iterator
 
 from ..engine import EngineConfig, latest_checkpoint
 
-__all__ = ["default_checkpoint_every", "resumable", "run_engine", "run_history"]
+__all__ = ["default_checkpoint_every", "recipe_scope", "resumable", "run_engine", "run_history"]
+
+# (recipe name, its --out resolved) while a recipe runs: labels its training runs' progress bars
+_SCOPE: contextvars.ContextVar[tuple[str, Path] | None] = contextvars.ContextVar("divmin_recipe", default=None)
+
+
+@contextlib.contextmanager
+def recipe_scope(name: str, out_dir: str | Path) -> Iterator[None]:
+    """While recipe ``name`` runs into ``out_dir``: :func:`run_engine` labels each training run
+    ``"<name> <its directory under out_dir>"`` (``run_recipe`` enters it)."""
+    token = _SCOPE.set((name, Path(out_dir).resolve()))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def _run_label(out_dir: str | Path) -> str | None:
+    scope = _SCOPE.get()
+    if scope is None:
+        return None
+    name, root = scope
+    try:
+        rel = Path(out_dir).resolve().relative_to(root).as_posix()
+    except ValueError:  # a run outside the recipe's --out: name it by its own directory
+        rel = Path(out_dir).name
+    return name if rel in ("", ".") else f"{name} {rel}"
 
 
 def default_checkpoint_every(max_steps: int, log_every: int = 1) -> int:
@@ -34,8 +63,11 @@ def default_checkpoint_every(max_steps: int, log_every: int = 1) -> int:
 
 def run_engine(engine: EngineConfig, out_dir: str | Path, **changes) -> EngineConfig:
     """``engine`` for one training run writing into ``out_dir``, with ``changes`` (``seed``, ``max_steps``...)
-    applied; ``checkpoint_every`` = :func:`default_checkpoint_every` unless the user set it."""
+    applied; ``checkpoint_every`` = :func:`default_checkpoint_every` unless the user set it, and ``label``
+    (its progress bar's) the recipe and the run's directory under ``--out`` unless the user set it."""
     engine = dataclasses.replace(engine, out_dir=str(out_dir), **changes)
+    if engine.label is None:
+        engine = dataclasses.replace(engine, label=_run_label(out_dir))
     if engine.checkpoint_every is None:
         every = default_checkpoint_every(engine.max_steps, engine.log_every)
         engine = dataclasses.replace(engine, checkpoint_every=every)

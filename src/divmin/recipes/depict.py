@@ -54,7 +54,7 @@ _DEEP = {"depict-dec": dict(target="dec"), "depict-paper": dict(target="paper"),
 
 
 def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=1000, log_every=100, progress=False, tensorboard=False)
+    return EngineConfig(max_steps=1000, log_every=100, progress=True, tensorboard=False)
 
 
 @dataclasses.dataclass

@@ -53,7 +53,7 @@ ABLATIONS = {  # model row -> DiDiConfig fields changed
 
 def _default_teacher() -> MDLMConfig:
     return MDLMConfig(batch_size=64, lr=3e-3, engine=EngineConfig(max_steps=600, warmup_steps=20, log_every=200,
-                                                                  progress=False, tensorboard=False))
+                                                                  progress=True, tensorboard=False))
 
 
 def _default_didi() -> DiDiConfig:
@@ -62,7 +62,7 @@ def _default_didi() -> DiDiConfig:
     return DiDiConfig(batch_size=64, group_size=4, lr_student=2e-4, lr_discriminator=1e-3, disc_trainable_blocks=2,
                       disc_steps=2, disc_warmup=100, t_max=0.3, teacher_nfe=64, teacher_pool=1024, ema_decay=0.95,
                       guidance_scale=1.0, best_of=4, engine=EngineConfig(max_steps=150, log_every=50, max_grad_norm=1.0,
-                                                     progress=False, tensorboard=False))
+                                                     progress=True, tensorboard=False))
 
 
 @dataclasses.dataclass

@@ -55,7 +55,7 @@ from ._runs import resumable, run_engine
 
 
 def _engine(steps: int) -> EngineConfig:
-    return EngineConfig(max_steps=steps, log_every=max(steps // 4, 1), max_grad_norm=10.0, progress=False,
+    return EngineConfig(max_steps=steps, log_every=max(steps // 4, 1), max_grad_norm=10.0, progress=True,
                         tensorboard=False)
 
 

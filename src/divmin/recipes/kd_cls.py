@@ -47,7 +47,7 @@ _SPECIAL = ("ce", "sinkd")
 
 
 def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=400, log_every=100, progress=False, tensorboard=False, max_grad_norm=None)
+    return EngineConfig(max_steps=400, log_every=100, progress=True, tensorboard=False, max_grad_norm=None)
 
 
 @dataclasses.dataclass

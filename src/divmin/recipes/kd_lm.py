@@ -54,7 +54,7 @@ _SPECIAL = ("ce", "sinkd")  # methods that are not a registry name
 
 
 def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=300, log_every=100, progress=False, tensorboard=False, max_grad_norm=1.0)
+    return EngineConfig(max_steps=300, log_every=100, progress=True, tensorboard=False, max_grad_norm=1.0)
 
 
 @dataclasses.dataclass

@@ -54,7 +54,7 @@ _WORDS = [c + v for v in "aeiou" for c in "bdgklmnprstvz"]  # 65 made-up words o
 
 
 def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=1, log_every=200, progress=False, tensorboard=False, max_grad_norm=1.0)
+    return EngineConfig(max_steps=1, log_every=200, progress=True, tensorboard=False, max_grad_norm=1.0)
 
 
 @dataclasses.dataclass

@@ -48,7 +48,7 @@ METHODS = ("model", "no-adversary", "zff")
 
 
 def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=600, log_every=100, progress=False, tensorboard=False, lr_schedule="cosine")
+    return EngineConfig(max_steps=600, log_every=100, progress=True, tensorboard=False, lr_schedule="cosine")
 
 
 @dataclasses.dataclass

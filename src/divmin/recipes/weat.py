@@ -58,7 +58,7 @@ __all__ = ["WEATConfig", "run_weat"]
 
 
 def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=600, log_every=100, progress=False, tensorboard=False, max_grad_norm=None)
+    return EngineConfig(max_steps=600, log_every=100, progress=True, tensorboard=False, max_grad_norm=None)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,97 @@
+"""A config dataclass described from its own source: each field's comment, nested keys dotted.
+
+divmin's config dataclasses document every field with a comment, either at the end of
+the field's line (recipe configs) or on the lines right above it (``EngineConfig``).
+:func:`field_docs` reads those comments back, so that ``divmin recipes NAME`` and
+``divmin train METHOD --print-config`` show the same words as the source, and cannot
+drift from it.
+
+>>> from divmin.engine import EngineConfig
+>>> field_docs(EngineConfig)["seed"].startswith("Seed for python/numpy/torch RNGs")
+True
+>>> [key for key, _, _ in describe_config(EngineConfig())][:2]
+['max_steps', 'seed']
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import io
+import textwrap
+import tokenize
+from typing import Any
+
+__all__ = ["describe_config", "field_docs"]
+
+
+def _comments_by_line(source: str) -> dict[int, str]:
+    """1-based line number -> the text of the comment on it (without ``#``)."""
+    out = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            out[tok.start[0]] = tok.string.lstrip("#").strip()
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _own_field_docs(cls: type) -> dict[str, str]:
+    """The comments of the fields ``cls`` itself declares (not its bases')."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # built in a REPL, or generated: no source to read
+        return {}
+    comments = _comments_by_line(source)
+    lines = source.splitlines()
+    body = ast.parse(source).body[0]
+    docs = {}
+    for node in getattr(body, "body", []):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        # a comment at the end of the field's own lines wins; else the block of comment lines above it
+        own = [comments[n] for n in range(node.lineno, (node.end_lineno or node.lineno) + 1) if n in comments]
+        if own:
+            docs[node.target.id] = " ".join(own)
+            continue
+        above, n = [], node.lineno - 1
+        while n >= 1 and lines[n - 1].strip().startswith("#"):
+            above.insert(0, comments.get(n, ""))
+            n -= 1
+        if above:
+            docs[node.target.id] = " ".join(above)
+    return docs
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its comment in the source of dataclass ``cls`` (fields of base classes included).
+
+    A field without a comment is absent from the result.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"`cls` must be a dataclass type, got {cls!r}")
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # subclasses override their bases' words
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def describe_config(config: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """``(dotted key, value, comment)`` for every leaf field of dataclass instance ``config``.
+
+    A field that is itself a dataclass (``engine: EngineConfig``) is walked, its keys
+    prefixed with the field name and a dot (``engine.max_steps``), as ``--set`` takes them.
+    """
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"`config` must be a dataclass instance, got {type(config).__name__}")
+    docs = field_docs(type(config))
+    rows: list[tuple[str, Any, str]] = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            rows += describe_config(value, f"{prefix}{field.name}.")
+        else:
+            rows.append((prefix + field.name, value, docs.get(field.name, "")))
+    return rows
