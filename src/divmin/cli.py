@@ -76,7 +76,7 @@ def _recipe_config(rec) -> int:
     rows = [(f"{key} = {value!r}", re.sub(r"\s*Default \S+$", "", doc))
             for key, value, doc in describe_config(rec.config_cls())]
     width = min(max(len(left) for left, _ in rows), 48)
-    print(f"\nconfig keys (override with --set KEY=VALUE; Python literals):")
+    print("\nconfig keys (override with --set KEY=VALUE; Python literals):")
     for left, doc in rows:
         print(f"  {left.ljust(width)}  # {doc}" if doc else f"  {left}")
     return 0
