@@ -3,10 +3,13 @@
 ``token_kd_loss`` and ``fused_linear_kd_loss`` minimise D(teacher || student)
 over tokens for any registry member (DESIGN.md's convention: teacher P, student
 Q); ``sinkd_loss`` is the batch-level Sinkhorn loss of SinKD; ``DistillTrainer``
-runs off-policy, on-policy (GKD) and sequence-level KD on the shared engine.
+runs off-policy, on-policy (GKD) and sequence-level KD on the shared engine;
+``cache_teacher`` stores a teacher's top-k log-probabilities on disk once and
+``TeacherCache`` serves them back as the teacher of off-policy KD.
 """
 
 from ..lm import LMCollator, assemble, tokenize_pairs  # re-exported: they moved to divmin.lm
+from ._cache import TeacherCache, cache_teacher
 from ._fused import default_chunk_size, fused_linear_cross_entropy, fused_linear_kd_loss
 from ._sinkd import sinkd_loss
 from ._tasks import DISTILL_TASKS, DistillTaskKind
@@ -19,8 +22,10 @@ __all__ = [
     "DistillTaskKind",
     "DistillTrainer",
     "LMCollator",
+    "TeacherCache",
     "TopKTeacher",
     "assemble",
+    "cache_teacher",
     "default_chunk_size",
     "fused_linear_cross_entropy",
     "fused_linear_kd_loss",

@@ -39,6 +39,7 @@ from ..divergences import Divergence, as_divergence
 from ..engine import (Bool, EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
                       StepOutput, is_default, trainable_adamw, validate)
 from ..lm import IGNORE, assemble, sample_completions
+from ._cache import TeacherCache
 from ._fused import BACKENDS, fused_linear_cross_entropy, fused_linear_kd_loss
 from ._sinkd import sinkd_loss
 from ._tasks import DISTILL_TASKS, lm_inputs
@@ -115,10 +116,10 @@ def _head(model: nn.Module) -> tuple[nn.Module, Tensor]:
 class _DistillTask:
     def __init__(self, owner: "DistillTrainer") -> None:
         self.o = owner
-        self.static_models = ("teacher",)
+        self.static_models = () if owner.cache else ("teacher",)
 
     def models(self) -> dict[str, nn.Module]:
-        return {"student": self.o.model, "teacher": self.o.teacher}
+        return {"student": self.o.model} if self.o.cache else {"student": self.o.model, "teacher": self.o.teacher}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         c = self.o.config
@@ -144,7 +145,7 @@ class _DistillTask:
         if self.o.task.samples:
             batch, metrics["on_policy"] = self._completions(batch, ctx)
         # as the student's forward, so that DDP averages the gradients of the fused path too
-        parts = ctx.call("student", self.o.losses, ctx.models["teacher"], batch)
+        parts = ctx.call("student", self.o.losses, self.o.cache or ctx.models["teacher"], batch)
         c = self.o.config
         loss = c.alpha * parts["soft"] + (1 - c.alpha) * parts["hard"]
         if c.sinkd_weight > 0:
@@ -165,7 +166,10 @@ class DistillTrainer(MethodTrainer):
             speeds up on-policy / sequence-level KD sampling). sequence_classification:
             any module returning logits (B, C) or an object with ``.logits``, called as
             ``model(x)`` when rows have an ``x`` entry, else ``model(**inputs)``.
-        teacher: the teacher, same calling convention; frozen here (``requires_grad`` off).
+        teacher: the teacher, same calling convention; frozen here (``requires_grad`` off). Or a
+            :class:`~divmin.distill.TeacherCache` of ``train_dataset`` (causal_lm, off-policy KD
+            only): its temperature, tokenizer and token ids must match, and ``evaluate`` then
+            reports ``ce`` and ``ppl`` only.
         train_dataset / eval_dataset: causal_lm: rows with ``prompt``/``completion`` text
             (needs ``tokenizer``) or ``prompt_ids``/``completion_ids``.
             sequence_classification: rows (dicts of tensors) with a ``labels`` entry and
@@ -181,22 +185,26 @@ class DistillTrainer(MethodTrainer):
 
     trained_models = {"student": "model"}  # the trained student replaces `model`
 
-    def __init__(self, model: nn.Module, teacher: nn.Module, train_dataset: Any, *, eval_dataset: Any = None,
+    def __init__(self, model: nn.Module, teacher: nn.Module | TeacherCache, train_dataset: Any, *, eval_dataset: Any = None,
                  tokenizer: Any = None, config: DistillConfig | None = None, pad_id: int | None = None,
                  eos_id: int | None = None) -> None:
         config = self.use_config(config, DistillConfig)
-        for name, m in (("model", model), ("teacher", teacher)):
+        self.cache = teacher if isinstance(teacher, TeacherCache) else None
+        for name, m in (("model", model), ("teacher", model if self.cache else teacher)):
             if not isinstance(m, nn.Module):
                 raise TypeError(f"`{name}` must be a torch.nn.Module, got {type(m).__name__}")
         if model is teacher:
             raise ValueError("`teacher` must be a module distinct from `model`")
-        self.model, self.teacher, self.tokenizer = model, teacher.requires_grad_(False).eval(), tokenizer
+        self.model, self.tokenizer = model, tokenizer
+        self.teacher = teacher if self.cache else teacher.requires_grad_(False).eval()
         self.div = as_divergence(config.divergence)
         self.task = DISTILL_TASKS[config.task]
         self.pad_id, self.eos_id = self.task.token_ids(config, tokenizer, pad_id, eos_id)
         self.collate = self.task.collator(self.pad_id)
         self.train_rows = self.task.rows(train_dataset, tokenizer, "train_dataset")
         self.eval_rows = None if eval_dataset is None else self.task.rows(eval_dataset, tokenizer, "eval_dataset")
+        if self.cache:
+            self.train_rows, self.collate = self.cache.attach(self.train_rows, self.collate, config, tokenizer)
 
     # ------------------------------------------------------------------ losses
     def losses(self, student: nn.Module, teacher: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -207,6 +215,11 @@ class DistillTrainer(MethodTrainer):
         if c.fused:  # causal_lm only (DistillConfig)
             return self._fused_losses(student, teacher, batch, scale)
         s = self.task.forward(student, batch)
+        if self.cache:  # the cached rows are the batch's completion tokens in order (TeacherCache)
+            keep = labels != IGNORE
+            return {"hard": F.cross_entropy(s.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE),
+                    "soft": scale * token_kd_loss(s[keep], self.cache(batch["cache_row"], device=s.device), divergence=self.div,
+                                                  temperature=c.temperature)}
         with torch.no_grad():
             t = self.task.forward(teacher, batch)
         out = {"hard": F.cross_entropy(s.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE),
@@ -257,7 +270,7 @@ class DistillTrainer(MethodTrainer):
             for batch in DataLoader(rows, batch_size=c.eval_batch_size, collate_fn=self.collate):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 s = self.task.forward(student, batch).float()
-                t = self.task.forward(self.teacher.to(device), batch).float()
+                t = s if self.cache else self.task.forward(self.teacher.to(device), batch).float()
                 s, t, y = self.task.pick(s, t, batch["labels"])
                 n = y.numel()
                 sums += torch.tensor([
@@ -268,7 +281,7 @@ class DistillTrainer(MethodTrainer):
         finally:
             student.train(was_training)
         mean = (sums / max(count, 1)).tolist()
-        out = {"ce": mean[0], "divergence": mean[1], "teacher_agreement": mean[2]}
+        out = {"ce": mean[0]} if self.cache else {"ce": mean[0], "divergence": mean[1], "teacher_agreement": mean[2]}
         out.update(self.task.report(mean[0], mean[3]))
         return out
 

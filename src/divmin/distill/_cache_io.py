@@ -1,0 +1,179 @@
+"""On-disk layout of a teacher cache: encodings of the top-k log-probabilities, id packing, shards, manifest.
+
+A cache directory holds ``manifest.json`` and shards ``shard-00000.safetensors``, ...
+Shard j covers dataset rows ``[j * rows_per_shard, (j + 1) * rows_per_shard)``; for its
+n rows and N = sum of their completion lengths it stores
+
+* ``offsets`` (n + 1,) int64: row i's tokens are ``[offsets[i], offsets[i + 1])``;
+* ``ids`` (N, k, b) uint8: the top-k token ids, little-endian in b = ceil(log2(V) / 8)
+  bytes (2 for V <= 65536, 3 for Llama-3's 128256);
+* ``log_tail`` (N,) float32: log of the teacher mass off the top k (``-inf`` when k = V);
+* the encoding's tensors of the log-probabilities (see ``ENCODINGS``).
+
+Why safetensors and not Arrow: every field is a fixed-width tensor, safetensors is
+already a dependency, a shard is memory-mapped and sliced (``safe_open(...).get_slice``)
+without a copy or a schema, and one file per shard makes "written in full" one atomic
+rename and lets each process of a data-parallel job write its own shards.
+
+Each shard's SHA-256 is in the manifest; a shard that does not match is refused.
+The log-probabilities that :func:`decode` returns are renormalised so that
+``sum(exp(lp)) + exp(log_tail) = 1``: quantisation error then moves mass between the k ids
+but never creates or loses it, so the bucketed loss stays a divergence between two
+distributions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+__all__ = ["ENCODINGS", "MANIFEST", "FORMAT", "id_bytes", "pack_ids", "unpack_ids", "encode", "decode",
+           "write_shard", "read_rows", "sha256_file", "shard_name", "bytes_per_token"]
+
+MANIFEST = "manifest.json"
+FORMAT = "divmin-teacher-cache/1"
+_MISSING = 255  # int8 code of a -inf log-probability (fewer than k candidates)
+
+
+def id_bytes(vocab_size: int) -> int:
+    """Bytes per packed token id: the smallest b with 256^b >= vocab_size."""
+    return max(1, math.ceil(math.log2(max(vocab_size, 2)) / 8))
+
+
+def pack_ids(ids: Tensor, width: int) -> Tensor:
+    """``(..., k)`` int64 ids -> ``(..., k, width)`` uint8, little-endian."""
+    shifts = torch.arange(width, device=ids.device) * 8
+    return ((ids.long().unsqueeze(-1) >> shifts) & 0xFF).to(torch.uint8)
+
+
+def unpack_ids(packed: Tensor) -> Tensor:
+    """Inverse of :func:`pack_ids`: ``(..., k, width)`` uint8 -> ``(..., k)`` int64."""
+    shifts = torch.arange(packed.shape[-1], device=packed.device) * 8
+    return (packed.long() << shifts).sum(-1)
+
+
+# ----------------------------------------------------------------------------- encodings
+def _float_codec(dtype: torch.dtype) -> tuple[Callable, Callable]:
+    return (lambda lp: {"lp": lp.to(dtype)}), (lambda t: t["lp"].float())
+
+
+def _int8_encode(lp: Tensor) -> dict[str, Tensor]:
+    """Per row: ``hi`` = its largest log-prob, ``step`` = (hi - smallest finite) / 254, codes 0..254 (255 = -inf)."""
+    finite = torch.isfinite(lp)
+    hi = torch.where(finite, lp, -math.inf).amax(-1)
+    hi = torch.where(torch.isfinite(hi), hi, torch.zeros_like(hi))
+    lo = torch.where(finite, lp, math.inf).amin(-1)
+    lo = torch.where(torch.isfinite(lo), lo, hi)
+    step = ((hi - lo) / 254).clamp(min=1e-12)
+    codes = ((hi.unsqueeze(-1) - lp) / step.unsqueeze(-1)).round().clamp(0, 254)
+    codes = torch.where(finite, codes, torch.full_like(codes, _MISSING)).to(torch.uint8)
+    return {"codes": codes, "hi": hi.float(), "step": step.float()}
+
+
+def _int8_decode(t: dict[str, Tensor]) -> Tensor:
+    codes = t["codes"]
+    lp = t["hi"].unsqueeze(-1) - codes.float() * t["step"].unsqueeze(-1)
+    return torch.where(codes == _MISSING, torch.full_like(lp, -math.inf), lp)
+
+
+# name -> (encode, decode, bytes per token for the log-probs given k): the one table of log-prob storage
+ENCODINGS: dict[str, tuple[Callable, Callable, Callable[[int], int]]] = {
+    "float32": (*_float_codec(torch.float32), lambda k: 4 * k),
+    "float16": (*_float_codec(torch.float16), lambda k: 2 * k),
+    "int8": (_int8_encode, _int8_decode, lambda k: k + 8),
+}
+
+
+def check_encoding(name: Any) -> str:
+    if name not in ENCODINGS:
+        raise ValueError(f"`dtype` must be one of {sorted(ENCODINGS)}, got {name!r}")
+    return name
+
+
+def bytes_per_token(k: int, vocab_size: int, dtype: str) -> int:
+    """Stored bytes per token (ids + log-probs + the fp32 log tail), shard headers and offsets aside."""
+    return k * id_bytes(vocab_size) + ENCODINGS[check_encoding(dtype)][2](k) + 4
+
+
+def encode(lp: Tensor, dtype: str) -> dict[str, Tensor]:
+    return ENCODINGS[check_encoding(dtype)][0](lp)
+
+
+def _log1mexp(x: Tensor) -> Tensor:
+    x = x.clamp(max=0)
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def decode(tensors: dict[str, Tensor], dtype: str) -> Tensor:
+    """``(N, k)`` float32 log-probs from an encoding's tensors, renormalised to mass ``1 - exp(log_tail)``."""
+    lp = ENCODINGS[check_encoding(dtype)][1](tensors)
+    if dtype == "float32":
+        return lp  # stored as computed: no rounding to undo (k = V reproduces the dense loss exactly)
+    lse = torch.logsumexp(lp, -1, keepdim=True)
+    target = _log1mexp(tensors["log_tail"].float()).unsqueeze(-1)
+    return torch.where(torch.isfinite(lse), lp - lse + target, lp)
+
+
+# ----------------------------------------------------------------------------- shards
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_shard(path: Path, offsets: Tensor, ids: Tensor, lp: Tensor, log_tail: Tensor, *, vocab_size: int,
+                dtype: str) -> dict[str, Any]:
+    """Write one shard atomically (temporary file, then rename); return its manifest entry."""
+    tensors = {"offsets": offsets.long().contiguous(), "ids": pack_ids(ids, id_bytes(vocab_size)).contiguous(),
+               "log_tail": log_tail.float().contiguous()}
+    tensors.update({k: v.contiguous() for k, v in encode(lp, dtype).items()})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+    return {"file": path.name, "rows": int(offsets.numel() - 1), "tokens": int(offsets[-1]),
+            "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+class ShardReader:
+    """Memory-mapped reads of rows of one shard (only the touched byte ranges are read)."""
+
+    def __init__(self, path: Path, dtype: str) -> None:
+        self.handle = safe_open(str(path), framework="pt")
+        self.offsets = self.handle.get_tensor("offsets")
+        self.dtype = dtype
+        self.names = [n for n in self.handle.keys() if n != "offsets"]
+
+    def rows(self, local: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """(ids (N, k) int64, log-probs (N, k) float32, log_tail (N,)) of the rows ``local``, in order."""
+        parts: dict[str, list[Tensor]] = {n: [] for n in self.names}
+        for i in local:
+            a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+            for n in self.names:
+                parts[n].append(self.handle.get_slice(n)[a:b])
+        t = {n: torch.cat(v) for n, v in parts.items()}
+        return unpack_ids(t["ids"]), decode(t, self.dtype), t["log_tail"]
+
+
+def read_rows(reader: ShardReader, local: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+    return reader.rows(local)
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
