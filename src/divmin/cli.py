@@ -4,6 +4,7 @@
     divmin recipes                           the recipes, one line each (and their full-size preset)
     divmin recipes NAME                      one recipe's config keys, defaults and what they mean
     divmin run RECIPE --out DIR [--set key=value ...] [--full] [--resume]
+    divmin distill cache --teacher M --data ROWS --out DIR --top-k K   a teacher's top-k cache on disk
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ def _written(out: Path) -> str:
     return text
 
 
+@_command("distill")
+def _distill(args: argparse.Namespace) -> int:
+    from .distill._cache_cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="divmin", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full", action="store_true",
                      help="apply the recipe's full-size preset (see `divmin recipes`); --set values still win")
     run.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --out")
+    from .distill._cache_cli import add_parser as add_distill_parser
+
+    add_distill_parser(sub)  # divmin distill cache ...
     return parser
 
 

@@ -1,0 +1,94 @@
+"""``divmin distill cache``: write a teacher cache from the command line (also under torchrun/accelerate).
+
+    divmin distill cache --teacher DIR_OR_NAME --data ROWS.jsonl --out CACHE_DIR --top-k 32
+                         [--temperature 1.0] [--dtype int8] [--tokenizer DIR] [--revision REV]
+                         [--batch-size 16] [--rows-per-shard 1024] [--device cpu|cuda]
+
+The teacher loads with ``transformers.AutoModelForCausalLM.from_pretrained`` (a local
+directory works offline); rows come from a JSON-lines file (``prompt``/``completion`` text or
+``prompt_ids``/``completion_ids``) or a ``datasets.Dataset.save_to_disk`` directory. Run it
+again into the same ``--out`` to resume. Under ``torchrun --nproc_per_node N`` each process
+writes its share of the shards on its own device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``distill cache`` on the top-level subparsers ``sub``."""
+    distill = sub.add_parser("distill", help="distillation tools (teacher caches)")
+    tools = distill.add_subparsers(dest="distill_command", required=True)
+    p = tools.add_parser("cache", help="run a teacher once over a dataset and store its top-k log-probs",
+                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, help="a Hugging Face causal LM: local directory or hub name")
+    p.add_argument("--data", required=True, help="rows: a .jsonl file or a datasets save_to_disk directory")
+    p.add_argument("--out", required=True, help="cache directory (written, or resumed when it holds shards)")
+    p.add_argument("--top-k", type=int, required=True, help="ids kept per token")
+    p.add_argument("--temperature", type=float, default=1.0, help="T of log_softmax(logits / T)")
+    p.add_argument("--dtype", default="int8", help="log-prob encoding: int8, float16 or float32")
+    p.add_argument("--tokenizer", default=None, help="tokenizer (default: the teacher's, if it has one)")
+    p.add_argument("--revision", default=None, help="teacher revision (recorded in the manifest)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--rows-per-shard", type=int, default=1024)
+    p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when CUDA is available, else cpu")
+
+
+def _rows(path: str) -> list[dict[str, Any]]:
+    p = Path(path)
+    if p.is_dir():
+        from datasets import load_from_disk
+
+        return list(load_from_disk(str(p)))
+    if not p.is_file():
+        raise ValueError(f"`--data` {path} is neither a file nor a directory")
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def _tokenizer(name: str | None, teacher: str, revision: str | None) -> Any:
+    from transformers import AutoTokenizer
+
+    local = Path(teacher)
+    if name is None and local.is_dir() and not any((local / f).exists() for f in _TOKENIZER_FILES):
+        return None  # a teacher directory without tokenizer files: rows must hold ids
+    return AutoTokenizer.from_pretrained(name or teacher, revision=None if name else revision)
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handle ``divmin distill cache``; mistakes get one line on stderr and exit status 2."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ._cache import cache_teacher
+    from ._cache_io import check_encoding
+
+    try:
+        check_encoding(args.dtype)  # before the teacher loads: a typo costs no minutes
+        if args.top_k < 1:
+            raise ValueError(f"`--top-k` must be >= 1, got {args.top_k}")
+        rows = _rows(args.data)
+        device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
+        teacher = AutoModelForCausalLM.from_pretrained(args.teacher, revision=args.revision).to(device)
+        manifest = cache_teacher(teacher, rows, args.out, top_k=args.top_k, temperature=args.temperature,
+                                 dtype=args.dtype, tokenizer=_tokenizer(args.tokenizer, args.teacher, args.revision),
+                                 batch_size=args.batch_size, rows_per_shard=args.rows_per_shard,
+                                 teacher_name=args.teacher, teacher_revision=args.revision)
+    except (ValueError, TypeError, OSError) as err:
+        print(f"divmin: error: {err}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {args.out}: {manifest['tokens']} tokens, k={manifest['top_k']}, V={manifest['vocab_size']}, "
+              f"{manifest['dtype']}, {manifest['bytes_per_token_on_disk']:.1f} bytes/token on disk, "
+              f"{len(manifest['shards'])} shards")
+    return 0
