@@ -44,6 +44,10 @@ CASES = {
     "kd-lm": ([*_QUIET, "methods=('ce', 'js:on-policy')", "seeds=(0,)", "teacher_sequences=40",
                "transfer_sequences=16", "test_sequences=20", "teacher_steps=6", "engine.max_steps=4",
                "max_words=6", "batch_size=8", "teacher_embd=16", "student_embd=8"], 12, 14),
+    # teacher 6 steps, then one student of 4 steps per divergence and teacher (cache k=8, live): cut in the third
+    "kd-cache": ([*_QUIET, "divergences=('forward_kl', 'js')", "ks=(8,)", "teacher_sequences=40",
+                  "transfer_sequences=16", "test_sequences=20", "teacher_steps=6", "engine.max_steps=4",
+                  "max_words=6", "words=20", "batch_size=8", "teacher_embd=16", "student_embd=8"], 16, 22),
     "fdistill-gmm": ([*_FD_QUIET, "divergences=('reverse_kl', 'js')", "seeds=(0,)", "sigma_maxes=(1.0,)", "fdistill.engine.max_steps=4",
                       "fdistill.batch_size=32", "eval_samples=60", "hidden=16"], 6, 8),
     # classifier 6 steps, teacher 6, one student of 4 steps per divergence: cut in the teacher
