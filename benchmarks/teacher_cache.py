@@ -81,6 +81,30 @@ def storage(args: argparse.Namespace) -> None:
                       + "  ".join(f"{x:>20}" for x in errs))
 
 
+def members_table(args: argparse.Namespace) -> None:
+    """Every f-member: relative error of the sparse-teacher loss against the full-logit one, per k and tail mode."""
+    from divmin.divergences import available_divergences
+
+    vocab = 32000
+    t = torch.load(args.logits).float() if args.logits else _lm_like(args.storage_tokens, vocab, 0, args.zipf)
+    s = t + torch.randn(t.shape, generator=torch.Generator().manual_seed(1))
+    lp = torch.log_softmax(t, -1)
+    ks = (8, 32, 128)
+    tops = {k: lp.topk(k, -1) for k in ks}
+    print(f"\n1b. (D_sparse - D_full) / D_full per member, V = {t.shape[1]}; bucket | renormalize "
+          "(inf: the renormalised teacher has no mass where the student has some)")
+    print(f"{'member':>24} " + " ".join(f"{'k=' + str(k):>21}" for k in ks))
+    for name in available_divergences("f"):
+        full = float(token_kd_loss(s, t, divergence=name))
+        cells = []
+        for k in ks:
+            val, idx = tops[k]
+            b = float(token_kd_loss(s, TopKTeacher(val, idx, "bucket"), divergence=name))
+            r = float(token_kd_loss(s, TopKTeacher(val, idx, "renormalize"), divergence=name))
+            cells.append(f"{(b - full) / full:+9.2%} | {(r - full) / full:+9.2%}")
+        print(f"{name:>24} " + " ".join(f"{c:>21}" for c in cells))
+
+
 def _setup(args: argparse.Namespace):
     g = torch.Generator().manual_seed(0)
     rows = [{"prompt_ids": torch.randint(2, args.vocab, (args.prompt,), generator=g).tolist(),
@@ -194,6 +218,7 @@ def main() -> None:
         sys.argv += ["--cache-dir", args.cache_dir]
         if not args.skip_storage:
             storage(args)
+            members_table(args)
         writing(args)
         training(args)
 

@@ -26,6 +26,7 @@ def test_a_cache_of_the_whole_vocabulary_trains_the_live_teacher_student(tmp_pat
         assert 40 * 5 + 4 <= cached["bytes_per_token"] < 40 * 5 + 4 + 40
         assert live["bytes_per_token"] == 2 * 40
     assert result.summary["vocab_size"] == 40
+    assert result.summary["teacher_topk_mass"] == {64: pytest.approx(1.0, abs=1e-5)}
 
 
 def test_rows_claims_and_figure(tmp_path):
@@ -40,6 +41,7 @@ def test_rows_claims_and_figure(tmp_path):
     assert s["k32_within_2pct_of_live"] == {"js": abs(ratio - 1) <= 0.02}
     assert s["k32_at_most_150_bytes_per_token"] == (by["32"]["bytes_per_token"] <= 150)
     assert s["true_ppl"] < s["teacher_ppl"]
+    assert 0 < s["teacher_topk_mass"][4] < s["teacher_topk_mass"][32] <= 1 + 1e-6
     record = check_figure(tmp_path / "kd_cache.png")
     assert record["data"]["js"]["live"] == pytest.approx(by["live"]["student_ppl"])
     assert [p[1] for p in record["data"]["js"]["cache"]] == pytest.approx([by["4"]["student_ppl"],

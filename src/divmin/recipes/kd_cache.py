@@ -2,9 +2,10 @@
 
 The corpus, teacher and students are kd-lm's (:mod:`divmin.recipes.kd_lm`: a
 topic-conditioned Markov chain, a tiny GPT-2 teacher trained on it, smaller GPT-2
-students), with a larger vocabulary (``words`` = 300 by default, kd-lm has 40) so
-that k in {8, 32, 128} truncates the teacher: at 40 words every k >= 50 would be
-exact. After the teacher is trained it is run once over the students' training
+students), with a larger vocabulary (``words`` = 60, V = 70, by default; kd-lm has 40)
+so that k = 8 and 32 truncate the teacher; k = 128 >= V then keeps every id (a check:
+its students must match the live teacher's). Larger ``words`` make the small teacher
+flatter (at words = 120 it is near its unigram law) and the truncation costlier. After the teacher is trained it is run once over the students' training
 rows per k (:func:`divmin.distill.cache_teacher`, ``dtype`` log-probs, ids packed
 to the vocabulary's width); every student of the grid divergence x teacher is then
 trained by :class:`divmin.distill.DistillTrainer` (off-policy KD, pure soft loss)
@@ -14,7 +15,8 @@ with the same seed, data order and steps, the teacher being the
 Rows: ``divergence``, ``k`` ("live" for the live teacher), held-out
 ``student_ppl`` (completion tokens), ``kl_to_teacher`` (KL(live teacher || student)
 per token, held out) and ``bytes_per_token`` (the cache's shard bytes on disk per
-token; for "live", 2 V: what full fp16 logits would take). Summary: per divergence
+token; for "live", 2 V: what full fp16 logits would take). Summary: the teacher's mean
+mass on its top k over the cached tokens, and per divergence
 the ratio of each cache student's perplexity to the live-teacher student's, and
 the computed claims of the issue's goal (k = 32 within 2 %, at most 150 bytes per token).
 """
@@ -54,7 +56,7 @@ class KDCacheConfig:
     seeds: tuple[int, ...] = (0,)  # student seeds (init, data order): every teacher gets the same ones
     data_seed: int = 0  # seed of the Markov chain and the sequences
     topics: int = 8  # topic tokens
-    words: int = 300  # word tokens (V = 2 + topics + words)
+    words: int = 60  # word tokens (V = 2 + topics + words)
     concentration: float = 0.1  # Dirichlet concentration of each transition row
     p_end: float = 0.08  # probability that a sequence ends after each word
     max_words: int = 24  # words per sequence at most
@@ -148,7 +150,8 @@ def _run(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
 def _summary(c: KDCacheConfig, vocab: int, ppl: dict, caches: dict[int, TeacherCache], teacher_ppl: float) -> dict:
     ratio = {f"{div}/k{k}": ppl[str(div), str(k)] / ppl[str(div), "live"] for div in map(str, c.divergences)
              for k in c.ks}
-    out = {"vocab_size": vocab, "teacher_ppl": teacher_ppl, "ppl_ratio_to_live": ratio,
+    mass = {k: float(torch.logsumexp(caches[k](range(len(caches[k]))).log_probs, -1).exp().mean()) for k in c.ks}
+    out = {"vocab_size": vocab, "teacher_ppl": teacher_ppl, "ppl_ratio_to_live": ratio, "teacher_topk_mass": mass,
            "bytes_per_token": {k: caches[k].manifest["bytes_per_token_on_disk"] for k in c.ks}}
     if 32 in c.ks:
         out["k32_within_2pct_of_live"] = {div: abs(ratio[f"{div}/k32"] - 1) <= 0.02 for div in map(str, c.divergences)}
