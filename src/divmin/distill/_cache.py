@@ -107,7 +107,7 @@ def _teacher_rows(teacher: nn.Module, rows: list, collate: LMCollator, top_k: in
     if top_k >= vocab:
         tail = torch.full(top.values.shape[:-1], -math.inf, device=lp.device)
     else:
-        tail = io._log1mexp(torch.logsumexp(top.values, -1))
+        tail = io.log1mexp(torch.logsumexp(top.values, -1))
     return top.indices.cpu(), top.values.cpu(), tail.cpu(), vocab
 
 

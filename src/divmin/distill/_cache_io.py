@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 __all__ = ["ENCODINGS", "MANIFEST", "FORMAT", "id_bytes", "pack_ids", "unpack_ids", "encode", "decode",
-           "write_shard", "read_rows", "sha256_file", "shard_name", "bytes_per_token"]
+           "write_shard", "ShardReader", "log1mexp", "sha256_file", "shard_name", "bytes_per_token"]
 
 MANIFEST = "manifest.json"
 FORMAT = "divmin-teacher-cache/1"
@@ -108,7 +108,7 @@ def encode(lp: Tensor, dtype: str) -> dict[str, Tensor]:
     return ENCODINGS[check_encoding(dtype)][0](lp)
 
 
-def _log1mexp(x: Tensor) -> Tensor:
+def log1mexp(x: Tensor) -> Tensor:
     x = x.clamp(max=0)
     return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
@@ -119,7 +119,7 @@ def decode(tensors: dict[str, Tensor], dtype: str) -> Tensor:
     if dtype == "float32":
         return lp  # stored as computed: no rounding to undo (k = V reproduces the dense loss exactly)
     lse = torch.logsumexp(lp, -1, keepdim=True)
-    target = _log1mexp(tensors["log_tail"].float()).unsqueeze(-1)
+    target = log1mexp(tensors["log_tail"].float()).unsqueeze(-1)
     return torch.where(torch.isfinite(lse), lp - lse + target, lp)
 
 
@@ -167,10 +167,6 @@ class ShardReader:
                 parts[n].append(self.handle.get_slice(n)[a:b])
         t = {n: torch.cat(v) for n, v in parts.items()}
         return unpack_ids(t["ids"]), decode(t, self.dtype), t["log_tail"]
-
-
-def read_rows(reader: ShardReader, local: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-    return reader.rows(local)
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:
