@@ -39,6 +39,7 @@ def test_rows_claims_and_figure(tmp_path):
     ratio = by["32"]["student_ppl"] / by["live"]["student_ppl"]
     assert s["ppl_ratio_to_live"]["js/k32"] == pytest.approx(ratio)
     assert s["k32_within_2pct_of_live"] == {"js": abs(ratio - 1) <= 0.02}
+    assert s["k32_at_most_2pct_worse_than_live"] == {"js": ratio <= 1.02}
     assert s["k32_at_most_150_bytes_per_token"] == (by["32"]["bytes_per_token"] <= 150)
     assert s["true_ppl"] < s["teacher_ppl"]
     assert 0 < s["teacher_topk_mass"][4] < s["teacher_topk_mass"][32] <= 1 + 1e-6
