@@ -74,6 +74,11 @@ COLUMNS: dict[str, str] = {
     "KL(T||S)": "KL(teacher || student) per example (kd-cls, T = 1) or per token (kd-lm), held out",
     "KL(S||T)": "KL(student || teacher) per token, held out",
     "ppl": "held-out perplexity of the completion tokens (teacher forcing)",
+    # kd-cache
+    "kd-cache/k": "top-k ids per token in the teacher cache the student learnt from; live: the teacher model itself",
+    "student_ppl": "held-out perplexity of the student on completion tokens (mean over seeds)",
+    "kl_to_teacher": "KL(live teacher || student) per completion token, held out",
+    "bytes_per_token": "the cache's shard bytes on disk per token; live: 2 V, what full fp16 logits would take",
     # fdistill-gmm / fdistill-images
     "sigma_max": "the largest noise level of the diffusion teacher's schedule",
     "fdistill-gmm/modes covered": "modes whose sample share is at least `coverage` x their true weight",

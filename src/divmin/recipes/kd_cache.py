@@ -47,7 +47,7 @@ __all__ = ["KDCacheConfig", "run_kd_cache"]
 
 
 def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=300, log_every=100, progress=False, tensorboard=False, max_grad_norm=1.0)
+    return EngineConfig(max_steps=300, log_every=100, progress=True, tensorboard=False, max_grad_norm=1.0)
 
 
 @dataclasses.dataclass
