@@ -169,11 +169,15 @@ def _plot(rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     data = {}
     for i, div in enumerate(dict.fromkeys(r["divergence"] for r in rows)):
-        pts = sorted((r["bytes_per_token"], r["student_ppl"]) for r in rows if r["divergence"] == div and r["k"] != "live")
+        cached = sorted((r["bytes_per_token"], r["student_ppl"], r["k"]) for r in rows
+                        if r["divergence"] == div and r["k"] != "live")
+        pts = [(b, p) for b, p, _ in cached]
         live = next(r for r in rows if r["divergence"] == div and r["k"] == "live")
         color = f"C{i}"
-        ax.plot(*zip(*pts), "o-", color=color, label=f"{div}: cache (k = 8, 32, 128 ...)")
-        ax.axhline(live["student_ppl"], color=color, ls="--", lw=1, label=f"{div}: live teacher")
+        ax.plot(*zip(*pts), "o-", color=color, label=f"{div}: student of a top-k cache")
+        for b, p, k in cached:
+            ax.annotate(f"k={k}", (b, p), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+        ax.axhline(live["student_ppl"], color=color, ls="--", lw=1, label=f"{div}: student of the live teacher")
         data[div] = {"cache": pts, "live": live["student_ppl"]}
     ax.set_xscale("log")
     ax.set_xlabel("bytes per token on disk")
