@@ -105,11 +105,13 @@ def members_table(args: argparse.Namespace) -> None:
         print(f"{name:>24} " + " ".join(f"{c:>21}" for c in cells))
 
 
-def _setup(args: argparse.Namespace):
+def _setup(args: argparse.Namespace, teacher: bool = True):
     g = torch.Generator().manual_seed(0)
     rows = [{"prompt_ids": torch.randint(2, args.vocab, (args.prompt,), generator=g).tolist(),
              "completion_ids": torch.randint(2, args.vocab, (args.seq - args.prompt,), generator=g).tolist()}
             for _ in range(args.rows)]
+    if not teacher:
+        return rows, None
     teacher = tiny_gpt2(args.vocab, seed=0, n_layer=args.teacher_layers, n_embd=args.teacher_embd,
                         n_positions=args.seq + 1, n_head=max(1, args.teacher_embd // 64))
     return rows, teacher.to(args.device).eval()
@@ -140,13 +142,12 @@ def _peak(device: str) -> int:
 
 def worker(args: argparse.Namespace) -> dict:
     """One mode's training steps in this (fresh) process: median step seconds and process peak memory."""
-    rows, teacher = _setup(args)
+    rows, teacher = _setup(args, teacher=args.worker == "live")  # the cache run never builds the teacher
     student = tiny_gpt2(args.vocab, seed=1, n_layer=args.student_layers, n_embd=args.student_embd,
                         n_positions=args.seq + 1, n_head=max(1, args.student_embd // 64)).to(args.device)
     cache = None
     if args.worker == "cache":
         cache = TeacherCache(args.cache_dir)
-        del teacher  # the point of the cache: the teacher is not held
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
     collate, times = LMCollator(0), []
     for step in range(args.steps + 1):
