@@ -134,7 +134,7 @@ def _run(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
             for seed in c.seeds:
                 student = tiny_gpt2(corpus.vocab, seed=1000 + seed, n_layer=c.student_layers, n_embd=c.student_embd,
                                     n_positions=c.max_words + 4, eos_id=EOS, pad_id=PAD)
-                engine = run_engine(c.engine, out_dir / "students" / f"{div}_k{key}" / f"seed{seed}", seed=seed)
+                engine = run_engine(c.engine, out_dir / "students" / f"{div}_{key if key == 'live' else 'k' + key}" / f"seed{seed}", seed=seed)
                 cfg = DistillConfig(divergence=div, alpha=1.0, lr=c.lr, batch_size=c.batch_size, engine=engine)
                 trainer = DistillTrainer(student, t, train_rows, config=cfg, pad_id=PAD, eos_id=EOS)
                 trainer.train(resume=resumable(engine, c.resume))
