@@ -77,7 +77,8 @@ def storage(args: argparse.Namespace) -> None:
                 for d in DIVS:
                     q = float(token_kd_loss(s, TopKTeacher(back, idx), divergence=d))
                     errs.append(f"{(exact[d] - full[d]) / full[d]:+.2%} / {(q - exact[d]) / exact[d]:+.3%}")
-                print(f"{vocab:>7} {k:>4} {mass:>6.3f} {dtype:>8} {per:>8.1f} {2 * vocab:>11} {2 * vocab / per:>6.0f}x  "
+                print(f"{vocab:>7} {k:>4} {mass:>6.3f} {dtype:>8} {per:>8.1f} {2 * vocab:>11} "
+                      f"{2 * vocab / per:>6.0f}x  "
                       + "  ".join(f"{x:>20}" for x in errs))
 
 

@@ -267,7 +267,7 @@ class TeacherCache:
         if temperature is not None and not math.isclose(float(temperature), self.temperature, rel_tol=1e-9):
             raise ValueError(f"teacher cache {self.dir} was made at temperature {self.temperature}, "
                              f"the distillation uses {temperature}: recache at that temperature")
-        if tokenizer is not None and m["tokenizer_hash"] is not None and tokenizer_hash(tokenizer) != m["tokenizer_hash"]:
+        if tokenizer is not None and m["tokenizer_hash"] not in (None, tokenizer_hash(tokenizer)):
             raise ValueError(f"teacher cache {self.dir} was made with another tokenizer (vocabulary hash differs)")
         if rows is not None and (len(rows) != len(self) or rows_hash(rows) != m["data_hash"]):
             raise ValueError(f"teacher cache {self.dir} was made for other token ids ({len(self)} rows, hash "
@@ -301,7 +301,8 @@ class TeacherCache:
         """For ``DistillTrainer``: refuse what a cache cannot serve, tag rows with their index."""
         bad = [f"{name}={getattr(config, name)!r}" for name, off in _OFF_POLICY if getattr(config, name) != off]
         if bad:
-            raise ValueError(f"a TeacherCache serves off-policy causal-LM KD on the cached rows only; got {', '.join(bad)}")
+            raise ValueError("a TeacherCache serves off-policy causal-LM KD on the cached rows only; got "
+                             + ", ".join(bad))
         self.check(rows, temperature=config.temperature, tokenizer=tokenizer)
         return [dict(r, cache_row=i) for i, r in enumerate(rows)], _IndexedCollate(collate)
 

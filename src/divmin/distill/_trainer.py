@@ -116,10 +116,12 @@ def _head(model: nn.Module) -> tuple[nn.Module, Tensor]:
 class _DistillTask:
     def __init__(self, owner: "DistillTrainer") -> None:
         self.o = owner
-        self.static_models = () if owner.cache else ("teacher",)
+        self.static_models = () if owner.cache is not None else ("teacher",)
 
     def models(self) -> dict[str, nn.Module]:
-        return {"student": self.o.model} if self.o.cache else {"student": self.o.model, "teacher": self.o.teacher}
+        if self.o.cache is not None:  # a TeacherCache is no model: nothing to place or wrap
+            return {"student": self.o.model}
+        return {"student": self.o.model, "teacher": self.o.teacher}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         c = self.o.config
@@ -145,7 +147,8 @@ class _DistillTask:
         if self.o.task.samples:
             batch, metrics["on_policy"] = self._completions(batch, ctx)
         # as the student's forward, so that DDP averages the gradients of the fused path too
-        parts = ctx.call("student", self.o.losses, self.o.cache or ctx.models["teacher"], batch)
+        parts = ctx.call("student", self.o.losses,
+                       ctx.models["teacher"] if self.o.cache is None else self.o.cache, batch)
         c = self.o.config
         loss = c.alpha * parts["soft"] + (1 - c.alpha) * parts["hard"]
         if c.sinkd_weight > 0:
@@ -185,25 +188,25 @@ class DistillTrainer(MethodTrainer):
 
     trained_models = {"student": "model"}  # the trained student replaces `model`
 
-    def __init__(self, model: nn.Module, teacher: nn.Module | TeacherCache, train_dataset: Any, *, eval_dataset: Any = None,
-                 tokenizer: Any = None, config: DistillConfig | None = None, pad_id: int | None = None,
-                 eos_id: int | None = None) -> None:
+    def __init__(self, model: nn.Module, teacher: nn.Module | TeacherCache, train_dataset: Any, *,
+                 eval_dataset: Any = None, tokenizer: Any = None, config: DistillConfig | None = None,
+                 pad_id: int | None = None, eos_id: int | None = None) -> None:
         config = self.use_config(config, DistillConfig)
         self.cache = teacher if isinstance(teacher, TeacherCache) else None
-        for name, m in (("model", model), ("teacher", model if self.cache else teacher)):
+        for name, m in (("model", model), ("teacher", model if self.cache is not None else teacher)):
             if not isinstance(m, nn.Module):
                 raise TypeError(f"`{name}` must be a torch.nn.Module, got {type(m).__name__}")
         if model is teacher:
             raise ValueError("`teacher` must be a module distinct from `model`")
         self.model, self.tokenizer = model, tokenizer
-        self.teacher = teacher if self.cache else teacher.requires_grad_(False).eval()
+        self.teacher = teacher if self.cache is not None else teacher.requires_grad_(False).eval()
         self.div = as_divergence(config.divergence)
         self.task = DISTILL_TASKS[config.task]
         self.pad_id, self.eos_id = self.task.token_ids(config, tokenizer, pad_id, eos_id)
         self.collate = self.task.collator(self.pad_id)
         self.train_rows = self.task.rows(train_dataset, tokenizer, "train_dataset")
         self.eval_rows = None if eval_dataset is None else self.task.rows(eval_dataset, tokenizer, "eval_dataset")
-        if self.cache:
+        if self.cache is not None:
             self.train_rows, self.collate = self.cache.attach(self.train_rows, self.collate, config, tokenizer)
 
     # ------------------------------------------------------------------ losses
@@ -215,10 +218,11 @@ class DistillTrainer(MethodTrainer):
         if c.fused:  # causal_lm only (DistillConfig)
             return self._fused_losses(student, teacher, batch, scale)
         s = self.task.forward(student, batch)
-        if self.cache:  # the cached rows are the batch's completion tokens in order (TeacherCache)
+        if self.cache is not None:  # the cached rows are the batch's completion tokens in order (TeacherCache)
             keep = labels != IGNORE
             return {"hard": F.cross_entropy(s.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE),
-                    "soft": scale * token_kd_loss(s[keep], self.cache(batch["cache_row"], device=s.device), divergence=self.div,
+                    "soft": scale * token_kd_loss(s[keep], self.cache(batch["cache_row"], device=s.device),
+                                                  divergence=self.div,
                                                   temperature=c.temperature)}
         with torch.no_grad():
             t = self.task.forward(teacher, batch)
@@ -270,7 +274,7 @@ class DistillTrainer(MethodTrainer):
             for batch in DataLoader(rows, batch_size=c.eval_batch_size, collate_fn=self.collate):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 s = self.task.forward(student, batch).float()
-                t = s if self.cache else self.task.forward(self.teacher.to(device), batch).float()
+                t = s if self.cache is not None else self.task.forward(self.teacher.to(device), batch).float()
                 s, t, y = self.task.pick(s, t, batch["labels"])
                 n = y.numel()
                 sums += torch.tensor([
@@ -281,7 +285,9 @@ class DistillTrainer(MethodTrainer):
         finally:
             student.train(was_training)
         mean = (sums / max(count, 1)).tolist()
-        out = {"ce": mean[0]} if self.cache else {"ce": mean[0], "divergence": mean[1], "teacher_agreement": mean[2]}
+        out = {"ce": mean[0]}
+        if self.cache is None:  # a cache holds no teacher for held-out rows
+            out.update(divergence=mean[1], teacher_agreement=mean[2])
         out.update(self.task.report(mean[0], mean[3]))
         return out
 

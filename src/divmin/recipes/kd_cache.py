@@ -5,7 +5,8 @@ topic-conditioned Markov chain, a tiny GPT-2 teacher trained on it, smaller GPT-
 students), with a larger vocabulary (``words`` = 60, V = 70, by default; kd-lm has 40)
 so that k = 8 and 32 truncate the teacher; k = 128 >= V then keeps every id (a check:
 its students must match the live teacher's). Larger ``words`` make the small teacher
-flatter (at words = 120 it is near its unigram law) and the truncation costlier. After the teacher is trained it is run once over the students' training
+flatter (at words = 120 it is near its unigram law) and the truncation costlier.
+After the teacher is trained it is run once over the students' training
 rows per k (:func:`divmin.distill.cache_teacher`, ``dtype`` log-probs, ids packed
 to the vocabulary's width); every student of the grid divergence x teacher is then
 trained by :class:`divmin.distill.DistillTrainer` (off-policy KD, pure soft loss)
@@ -134,7 +135,8 @@ def _run(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
             for seed in c.seeds:
                 student = tiny_gpt2(corpus.vocab, seed=1000 + seed, n_layer=c.student_layers, n_embd=c.student_embd,
                                     n_positions=c.max_words + 4, eos_id=EOS, pad_id=PAD)
-                engine = run_engine(c.engine, out_dir / "students" / f"{div}_{key if key == 'live' else 'k' + key}" / f"seed{seed}", seed=seed)
+                run = f"{div}_{key if key == 'live' else 'k' + key}"
+                engine = run_engine(c.engine, out_dir / "students" / run / f"seed{seed}", seed=seed)
                 cfg = DistillConfig(divergence=div, alpha=1.0, lr=c.lr, batch_size=c.batch_size, engine=engine)
                 trainer = DistillTrainer(student, t, train_rows, config=cfg, pad_id=PAD, eos_id=EOS)
                 trainer.train(resume=resumable(engine, c.resume))
