@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy.special import rel_entr
 from torch import nn
 
 from divmin.distill import DistillConfig, DistillTrainer, TeacherCache, cache_teacher, token_kd_loss
@@ -48,7 +50,7 @@ def full_cache(tmp_path_factory):
 
 
 @members
-@pytest.mark.parametrize("tail", ["bucket", "renormalize"])
+@pytest.mark.parametrize("tail", ["bucket", "renormalize", "uniform"])
 def test_cache_with_k_equal_v_reproduces_live_loss_and_gradients(full_cache, div, tail):
     teacher, rows, cache = full_cache
     cache.tail = tail
@@ -61,6 +63,29 @@ def test_cache_with_k_equal_v_reproduces_live_loss_and_gradients(full_cache, div
     torch.testing.assert_close(cached, live, rtol=1e-5, atol=1e-7)
     live.backward(), cached.backward()
     torch.testing.assert_close(s2.grad, s1.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_uniform_tail_spreads_the_stored_tail_mass_evenly_and_trains(tmp_path):
+    teacher, rows = _teacher(), _rows()
+    cache_teacher(teacher, rows, tmp_path / "c", top_k=5, temperature=2.0, dtype="float32", rows_per_shard=6)
+    pick = [3, 17, 8]
+    p = torch.softmax(_live(teacher, [rows[i] for i in pick], 2.0).double() / 2.0, -1).numpy()
+    top = np.argsort(-p, -1)[:, :5]
+    expected = np.empty_like(p)
+    for r in range(p.shape[0]):  # the teacher's top 5, then its remaining mass in V - 5 equal parts
+        rest = np.setdiff1d(np.arange(V), top[r])
+        expected[r, top[r]] = p[r, top[r]]
+        expected[r, rest] = p[r, rest].sum() / len(rest)
+    s = torch.randn(p.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    q = torch.softmax(s / 2.0, -1).numpy()
+    got = token_kd_loss(s, TeacherCache(tmp_path / "c", tail="uniform")(pick), temperature=2.0)
+    np.testing.assert_allclose(float(got), rel_entr(expected, q).sum(-1).mean(), rtol=1e-5)
+    cfg = DistillConfig(temperature=2.0, batch_size=8, engine=EngineConfig(max_steps=2, progress=False, seed=0))
+    trainer = DistillTrainer(tiny_gpt2(V, seed=5, n_layer=1, n_embd=8, n_positions=16),
+                             TeacherCache(tmp_path / "c", tail="uniform"), rows, config=cfg, pad_id=0)
+    trainer.train()
+    with pytest.raises(ValueError, match="`tail` must be one of"):
+        TeacherCache(tmp_path / "c", tail="spread")
 
 
 def test_distill_trainer_with_a_full_cache_trains_as_with_the_live_teacher(tmp_path):
@@ -218,3 +243,6 @@ def test_manifest_records_what_the_issue_asks(tmp_path):
     assert all(len(e["sha256"]) == 64 for e in m["shards"])
     assert json.loads((tmp_path / "manifest.json").read_text()) == m
     assert m["bytes_per_token"] == 8 * 1 + 8 + 8 + 4  # V = 40: one byte per id
+    cache = TeacherCache(tmp_path)
+    lp = cache(range(len(cache))).log_probs
+    assert cache.topk_mass() == pytest.approx(float(torch.logsumexp(lp.double(), -1).exp().mean()), rel=1e-5)

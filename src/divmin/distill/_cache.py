@@ -17,7 +17,10 @@ and equals it at k = V. ``tail="renormalize"`` spreads the teacher's tail over i
 ids (tail mass 0): it is the dense loss against a teacher with ``-inf`` off its top k,
 may lie above or below the full value, and is infinite for members that punish
 student mass where the teacher has none (reverse KL, Neyman, Jeffreys) unless the
-student's tail is empty too. The quantised encodings renormalise the stored k
+student's tail is empty too. ``tail="uniform"`` spreads the stored tail mass evenly over
+the V - k other ids and compares dense distributions: a guess at the tail's shape
+(exact at k = V) that constrains the student there, where the bucket leaves it free.
+The quantised encodings renormalise the stored k
 log-probabilities to mass ``1 - tail`` (no mass is made or lost by rounding).
 
 Resumable: shard j holds rows ``[j R, (j + 1) R)`` and is written atomically with a
@@ -46,7 +49,9 @@ from . import _cache_io as io
 from ._tasks import DISTILL_TASKS
 from ._token import TopKTeacher, check_temperature
 
-__all__ = ["cache_teacher", "TeacherCache", "tokenizer_hash", "rows_hash"]
+__all__ = ["cache_teacher", "TeacherCache", "tokenizer_hash", "rows_hash", "TAILS"]
+
+TAILS = ("bucket", "renormalize", "uniform")  # how a TeacherCache serves the mass off the top k
 
 
 def tokenizer_hash(tokenizer: Any) -> str | None:
@@ -216,7 +221,10 @@ class TeacherCache:
 
     Args:
         out_dir: the cache directory (with ``manifest.json``).
-        tail: ``"bucket"`` or ``"renormalize"`` (module docstring), passed on to the TopKTeacher.
+        tail: ``"bucket"`` or ``"renormalize"`` (module docstring), passed on to the TopKTeacher;
+            or ``"uniform"``: the teacher's tail mass spread evenly over the V - k other ids, served
+            as dense ``(N, V)`` logits (scaled by T, so ``token_kd_loss(..., temperature=T)`` sees
+            the cached distribution); memory O(N V) as a live teacher's, compute none.
         verify: check every shard's SHA-256 against the manifest now (a mismatch raises).
 
     ``teacher(rows)`` (``rows`` a sequence or 1-D tensor of dataset row indices) returns
@@ -233,8 +241,8 @@ class TeacherCache:
         self.manifest = json.loads(path.read_text())
         if self.manifest.get("format") != io.FORMAT:
             raise ValueError(f"{path} is format {self.manifest.get('format')!r}, this reader reads {io.FORMAT!r}")
-        if tail not in ("bucket", "renormalize"):
-            raise ValueError(f"`tail` must be 'bucket' or 'renormalize', got {tail!r}")
+        if tail not in TAILS:
+            raise ValueError(f"`tail` must be one of {TAILS}, got {tail!r}")
         self.tail = tail
         if verify:
             self.verify()
@@ -273,29 +281,46 @@ class TeacherCache:
             raise ValueError(f"teacher cache {self.dir} was made for other token ids ({len(self)} rows, hash "
                              f"{m['data_hash'][:12]}) than the student's data ({len(rows)} rows)")
 
+    def topk_mass(self) -> float:
+        """The teacher's mean probability on its top k over the cached tokens (1 - the mean tail mass)."""
+        total = sum(float((-torch.expm1(self._reader(j).handle.get_tensor("log_tail").double())).sum())
+                    for j in range(len(self.manifest["shards"])))
+        return total / max(self.tokens, 1)
+
     def _reader(self, j: int) -> io.ShardReader:
         if j not in self._readers:
             self._readers[j] = io.ShardReader(self.dir / self.manifest["shards"][j]["file"], self.manifest["dtype"])
         return self._readers[j]
 
-    def __call__(self, rows: Sequence[int] | Tensor, *, device: torch.device | str | None = None) -> TopKTeacher:
+    def __call__(self, rows: Sequence[int] | Tensor, *,
+                 device: torch.device | str | None = None) -> TopKTeacher | Tensor:
         idx = rows.tolist() if isinstance(rows, Tensor) else list(rows)
         n, R = len(self), int(self.manifest["rows_per_shard"])
         if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n for i in idx):
             raise ValueError(f"`rows` must be dataset row indices in [0, {n})")
-        ids, lps = [], []
+        ids, lps, tails = [], [], []
         start = 0
         while start < len(idx):  # runs of consecutive indices in one shard share a read call
             j, end = idx[start] // R, start + 1
             while end < len(idx) and idx[end] // R == j:
                 end += 1
-            i, lp, _ = self._reader(j).rows([r - j * R for r in idx[start:end]])
-            ids.append(i), lps.append(lp)
+            i, lp, t = self._reader(j).rows([r - j * R for r in idx[start:end]])
+            ids.append(i), lps.append(lp), tails.append(t)
             start = end
         k = self.top_k
         ids_t = torch.cat(ids) if ids else torch.zeros(0, k, dtype=torch.long)
         lp_t = torch.cat(lps) if lps else torch.zeros(0, k)
+        if self.tail == "uniform":
+            tail_t = torch.cat(tails) if tails else torch.zeros(0)
+            return self._uniform_tail(lp_t, ids_t, tail_t).to(device)
         return TopKTeacher(lp_t.to(device), ids_t.to(device), self.tail)
+
+    def _uniform_tail(self, lp: Tensor, ids: Tensor, log_tail: Tensor) -> Tensor:
+        """(N, V) logits x with softmax(x / T) = the teacher on its k ids and its tail spread evenly over the rest."""
+        rest = self.vocab_size - ids.shape[-1]
+        fill = log_tail - math.log(rest) if rest > 0 else torch.full_like(log_tail, -math.inf)
+        dense = fill.unsqueeze(-1).expand(-1, self.vocab_size).clone().scatter_(-1, ids, lp)
+        return dense * self.temperature  # token_kd_loss divides teacher logits by T again
 
     def attach(self, rows: list, collate: Any, config: Any, tokenizer: Any) -> tuple[list, Any]:
         """For ``DistillTrainer``: refuse what a cache cannot serve, tag rows with their index."""

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from ..distill import DistillConfig, DistillTrainer, TeacherCache, cache_teacher
+from ..distill._cache import TAILS
 from ..distill._cache_io import ENCODINGS
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Trainer, Tuple, validate
 from ..lm import tiny_gpt2
@@ -56,7 +57,7 @@ class KDCacheConfig:
     divergences: tuple[str, ...] = ("forward_kl", "reverse_kl", "js")  # D(teacher || student) of the soft loss
     ks: tuple[int, ...] = (8, 32, 128)  # ids per token of each cache
     dtype: str = "int8"  # log-prob encoding of the caches (divmin.distill._cache_io.ENCODINGS)
-    tail: str = "bucket"  # TeacherCache tail: "bucket" or "renormalize"
+    tail: str = "bucket"  # TeacherCache tail: "bucket", "renormalize" or "uniform"
     seeds: tuple[int, ...] = (0,)  # student seeds (init, data order): every teacher gets the same ones
     data_seed: int = 0  # seed of the Markov chain and the sequences
     topics: int = 8  # topic tokens
@@ -80,7 +81,7 @@ class KDCacheConfig:
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         divergences=Tuple(each=IsDivergence(), min_len=1), ks=Tuple(each=Int(ge=1), min_len=1),
-        dtype=OneOf(tuple(ENCODINGS)), tail=OneOf(("bucket", "renormalize")), seeds=Tuple(each=Int(ge=0), min_len=1),
+        dtype=OneOf(tuple(ENCODINGS)), tail=OneOf(TAILS), seeds=Tuple(each=Int(ge=0), min_len=1),
         data_seed=Int(ge=0), topics=Int(ge=1), words=Int(ge=1), concentration=Number(gt=0), p_end=Number(gt=0, lt=1),
         max_words=Int(ge=2), teacher_sequences=Int(ge=1), transfer_sequences=Int(ge=1), test_sequences=Int(ge=1),
         teacher_layers=Int(ge=1), teacher_embd=Int(ge=1), student_layers=Int(ge=1), student_embd=Int(ge=1),
@@ -155,7 +156,7 @@ def _run(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
 def _summary(c: KDCacheConfig, vocab: int, ppl: dict, caches: dict[int, TeacherCache], teacher_ppl: float) -> dict:
     ratio = {f"{div}/k{k}": ppl[str(div), str(k)] / ppl[str(div), "live"] for div in map(str, c.divergences)
              for k in c.ks}
-    mass = {k: float(torch.logsumexp(caches[k](range(len(caches[k]))).log_probs, -1).exp().mean()) for k in c.ks}
+    mass = {k: caches[k].topk_mass() for k in c.ks}
     out = {"vocab_size": vocab, "teacher_ppl": teacher_ppl, "ppl_ratio_to_live": ratio, "teacher_topk_mass": mass,
            "bytes_per_token": {k: caches[k].manifest["bytes_per_token_on_disk"] for k in c.ks}}
     if 32 in c.ks:
