@@ -39,3 +39,22 @@ def test_family_hook_reads_every_member():
     assert len(table) == 2 + len(available_divergences("f"))
     assert "| `reverse_kl` | - | `-log r` | `1 - log r` | `1` | yes | mode-seeking |" in "\n".join(table)
     assert all("| ? |" not in row for row in table)
+
+
+def _pages_with_examples() -> list[Path]:
+    return sorted(p for p in (ROOT / "docs").rglob("*.md") if "```python" in p.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", _pages_with_examples(), ids=lambda p: str(p.relative_to(ROOT / "docs")))
+def test_page_examples_run(page, tmp_path):
+    """Every ```python block of a page, run in order in a fresh process (offline, CPU, tiny sizes)."""
+    import re
+
+    code = "\n\n".join(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S))
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
