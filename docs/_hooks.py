@@ -26,6 +26,7 @@ _MARKERS = {"<!-- divmin:family-table -->": "f", "<!-- divmin:other-kinds-table 
 _F = re.compile(r"``f\(r\) = (.+?)``|f\(r\) = (.+?)(?:,|;|\.\s|\.$)")
 _G = re.compile(r"g\(r\) = (.+?)(?:, h\(r\)|; h\(r\)| and h\b|\.\s|\.$)", re.S)
 _H = re.compile(r"\bh(?:\(r\))? = (.+?)(?:\.\s|\.$|:\s)", re.S)
+_M = re.compile(r"``m\(r\) = (.+?)``")  # the mixture some members write f, g and h with
 
 
 def _registry():
@@ -65,6 +66,9 @@ def family_table() -> str:
         doc = " ".join(inspect.getdoc(type(d)).split())
         # the docstring states g and h after f: search each from where the previous one was found
         f = _formula(_F, doc, "f(r) = ...", name)
+        mix = _M.search(doc)
+        if mix is not None:
+            f += " with " + _code("m(r) = " + mix.group(1))
         rest = doc[doc.find("g(r)"):] if "g(r)" in doc else doc
         g = _formula(_G, rest, "g(r) = ...", name)
         h = _formula(_H, rest[3:], "h(r) = ...", name)
