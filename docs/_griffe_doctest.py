@@ -1,17 +1,27 @@
-"""Griffe extension for the API reference: doctest blocks in docstrings become ``pycon`` code blocks.
+"""Griffe extension for the API reference: divmin's reST-flavoured docstrings read as Markdown.
 
-divmin's docstrings hold doctests (run by tests/test_doctests.py) outside any
-"Examples:" section; as plain Markdown their lines would run together into one
-paragraph and their outputs (``[0.484, 0.65, 0.038]``) would read as link references.
-This fences each block (from a ``>>>`` line to the next blank line), keeping its
-indentation, so it renders as code and the docstrings stay as they are.
+* Doctest blocks (run by tests/test_doctests.py) sit outside any "Examples:" section; as
+  plain Markdown their lines would run together into one paragraph and their outputs
+  (``[0.484, 0.65, 0.038]``) would read as link references. Each block (from a ``>>>`` line
+  to the next blank line) is fenced as ``pycon``, keeping its indentation.
+* Sphinx roles (``:func:`x` ``, ``:class:`~a.b.C` ``, ...) become inline code ``x`` / ``C``.
+
+The docstrings in src/ stay as they are.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import griffe
+
+_ROLE = re.compile(r":(?:func|class|mod|attr|meth|data|obj|exc):`(~?)([^`]+)`")
+
+
+def _role(match: re.Match) -> str:
+    tilde, name = match.groups()
+    return f"`{name.rsplit('.', 1)[-1] if tilde else name}`"  # ~ shows the last component, as in Sphinx
 
 
 def fence_doctests(text: str) -> str:
@@ -35,5 +45,7 @@ def fence_doctests(text: str) -> str:
 
 class FenceDoctests(griffe.Extension):
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
-        if obj.docstring is not None and ">>>" in obj.docstring.value:
-            obj.docstring.value = fence_doctests(obj.docstring.value)
+        if obj.docstring is None:
+            return
+        text = _ROLE.sub(_role, obj.docstring.value)
+        obj.docstring.value = fence_doctests(text) if ">>>" in text else text
