@@ -41,6 +41,18 @@ def test_family_hook_reads_every_member():
     assert all("| ? |" not in row for row in table)
 
 
+def test_griffe_extension_fences_doctests_and_drops_roles():
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import _griffe_doctest as ext
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    text = "Uses :func:`divmin.sinkhorn` and :class:`~divmin.engine.Trainer`.\n\n    >>> 1 + 1\n    2\n\nAfter."
+    out = ext.fence_doctests(ext._ROLE.sub(ext._role, text))
+    assert out.splitlines() == ["Uses `divmin.sinkhorn` and `Trainer`.", "", "    ```pycon", "    >>> 1 + 1", "    2",
+                                "    ```", "", "After."]
+
+
 def _pages_with_examples() -> list[Path]:
     return sorted(p for p in (ROOT / "docs").rglob("*.md") if "```python" in p.read_text())
 
