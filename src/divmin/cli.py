@@ -3,6 +3,8 @@
     divmin divergences                       the divergence registry as a table
     divmin recipes                           the recipes, one line each (and their full-size preset)
     divmin run RECIPE --out DIR [--set key=value ...] [--full] [--resume]
+    divmin train METHOD --out DIR [--config FILE.yaml] [--set key=value ...] [--print-config] [--resume]
+    divmin export RUN_DIR                    re-export a `divmin train` run to RUN_DIR/final
 """
 
 from __future__ import annotations
@@ -74,6 +76,20 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("train")
+def _train(args: argparse.Namespace) -> int:
+    from .train._cli import train_command  # the logic lives in divmin.train
+
+    return train_command(args)
+
+
+@_command("export")
+def _export(args: argparse.Namespace) -> int:
+    from .train._cli import export_command
+
+    return export_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="divmin", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full", action="store_true",
                      help="apply the recipe's full-size preset (see `divmin recipes`); --set values still win")
     run.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --out")
+    from .train._cli import add_arguments
+
+    add_arguments(sub.add_parser("train", help="train a method on your models and data (`divmin train list`)"),
+                  sub.add_parser("export", help="export a `divmin train` run to RUN_DIR/final"))
     return parser
 
 
