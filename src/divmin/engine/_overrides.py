@@ -70,12 +70,13 @@ def parse_value(raw: str) -> Any:
 
 def parse_overrides(config: Any, overrides: Sequence[str]) -> Any:
     """Apply ``key=value`` strings (dotted keys reach nested dataclasses) to a config dataclass."""
+    items = []
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        config = _replace(config, key.strip().split("."), key.strip(), parse_value(raw.strip()))
-    return config
+        items.append((key.strip(), parse_value(raw.strip()), ""))
+    return _apply(config, items)
 
 
 def apply_values(config: Any, items: Sequence[tuple[str, Any]], *, source: str) -> Any:
@@ -83,12 +84,20 @@ def apply_values(config: Any, items: Sequence[tuple[str, Any]], *, source: str) 
 
     ``source`` names where they came from in error messages (``"run.yaml"``).
     """
-    for key, value in items:
-        config = _replace(config, key.split("."), key, value, where=f"config key {key!r} in {source}")
-    return config
+    return _apply(config, [(key, value, f"config key {key!r} in {source}") for key, value in items])
 
 
-def _replace(config: Any, path: list[str], key: str, value: Any, where: str = "") -> Any:
+def _apply(config: Any, items: Sequence[tuple[str, Any, str]]) -> Any:
+    """Check every key and type, then build the new config at once: the cross-field rules of
+    ``__post_init__`` see the final values, whatever order the keys came in (``model`` then
+    ``teacher`` must not fail in between); a key given twice keeps its last value."""
+    changes: dict[str, Any] = {}
+    for key, value, where in items:
+        _collect(config, key.split("."), key, value, where, changes)
+    return _build(config, changes)
+
+
+def _collect(config: Any, path: list[str], key: str, value: Any, where: str, changes: dict[str, Any]) -> None:
     types_ = _field_types(type(config))
     head = path[0]
     if head not in types_:
@@ -97,10 +106,23 @@ def _replace(config: Any, path: list[str], key: str, value: Any, where: str = ""
         child = getattr(config, head)
         if not dataclasses.is_dataclass(child):
             raise ValueError(f"config key {head!r} has no sub-keys (in {key!r})")
-        return dataclasses.replace(config, **{head: _replace(child, path[1:], key, value, where)})
+        sub = changes.get(head)
+        if not isinstance(sub, dict):  # a whole nested config given before: start from it
+            sub = changes[head] = {} if sub is None else {"": sub}
+        _collect(child, path[1:], key, value, where, sub)
+        return
     if dataclasses.is_dataclass(getattr(config, head)) and not dataclasses.is_dataclass(value):
         raise ValueError(f"config key {key!r} is a group; set one of its sub-keys (e.g. {key}.<name>=...)")
-    return dataclasses.replace(config, **{head: _coerce(key, value, types_[head], where)})
+    changes[head] = _coerce(key, value, types_[head], where)
+
+
+def _build(config: Any, changes: dict[str, Any]) -> Any:
+    if "" in changes:  # a nested config replaced whole, then some of its keys
+        config = changes.pop("")
+    if not changes:
+        return config
+    new = {k: _build(getattr(config, k), v) if isinstance(v, dict) else v for k, v in changes.items()}
+    return dataclasses.replace(config, **new)
 
 
 def config_keys(cls: type, prefix: str = "") -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from ..engine import Bool, Instance, Int, Number, Tuple, validate
+from ..engine import Bool, Instance, Int, Number, OneOf, Tuple, validate
 from ..engine._overrides import apply_values, jsonable, parse_overrides
 
 __all__ = ["LoraSettings", "field_comments", "load_config", "example_config", "flatten", "to_yaml"]
@@ -51,10 +51,11 @@ class LoraSettings:
 
 
 # checks of the fields that train configs share (see `_methods`)
+DTYPES = ("float32", "bfloat16", "float16", "auto")  # `torch_dtype` of named models
+_PATH = Instance((str, Path), optional=True)  # a Hugging Face name or a local path
 SOURCE_CHECKS = dict(
-    model=Instance(str, optional=True), tokenizer=Instance(str, optional=True), data=Instance(str, optional=True),
-    eval_data=Instance(str, optional=True), lora=Instance(LoraSettings), merge_lora=Bool(),
-    torch_dtype=Instance(str), trust_remote_code=Bool(),
+    model=_PATH, tokenizer=_PATH, data=_PATH, eval_data=_PATH, lora=Instance(LoraSettings), merge_lora=Bool(),
+    torch_dtype=OneOf(DTYPES), trust_remote_code=Bool(),
 )
 
 

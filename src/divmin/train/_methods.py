@@ -7,6 +7,7 @@ Each config subclasses the trainer's config (every key of :class:`~divmin.distil
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from ..align import FDPOConfig, FDPOTrainer
@@ -29,10 +30,10 @@ def _short_engine() -> EngineConfig:
 class LMSource:
     """Where a causal-LM method's model, tokenizer and data come from (shared by the LM methods)."""
 
-    model: str | None = None  # the trained model: Hugging Face name or local path; null = the tiny offline default
-    tokenizer: str | None = None  # tokenizer name or path; null = the model's (the tiny default's without a model)
-    data: str | None = None  # training data: a .jsonl / .csv file or a `datasets` save_to_disk directory; null = the tiny default data
-    eval_data: str | None = None  # held-out data in the same format; null = no evaluation
+    model: str | Path | None = None  # the trained model: Hugging Face name or local path; null = the tiny offline default
+    tokenizer: str | Path | None = None  # tokenizer name or path; null = the model's (the tiny default's without a model)
+    data: str | Path | None = None  # training data: a .jsonl / .csv file or a `datasets` save_to_disk directory; null = the tiny default data
+    eval_data: str | Path | None = None  # held-out data in the same format; null = no evaluation
     lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)  # LoRA adapters (peft); r: 0 = full fine-tuning
     merge_lora: bool = False  # at export, merge the LoRA adapters into the base (else final/ holds the adapter alone)
     torch_dtype: str = "float32"  # dtype named models are loaded in: float32, bfloat16, float16 or auto
@@ -59,12 +60,12 @@ def _rows(config: Any, key: str, default: Any, columns: tuple[tuple[str, ...], .
 class KDTrainConfig(LMSource, DistillConfig):
     """``divmin train kd``: every :class:`DistillConfig` key, plus the models and data."""
 
-    teacher: str | None = None  # the teacher: Hugging Face name or local path (same vocabulary as `model`); null = the tiny default teacher
+    teacher: str | Path | None = None  # the teacher: Hugging Face name or local path (same vocabulary as `model`); null = the tiny default teacher
     max_prompt_length: int = 256  # prompts keep their last this many tokens
     max_completion_length: int = 256  # completions keep their first this many tokens
     engine: EngineConfig = dataclasses.field(default_factory=_short_engine)  # training loop settings
 
-    CHECKS = dict(DistillConfig.CHECKS, **SOURCE_CHECKS, teacher=Instance(str, optional=True),
+    CHECKS = dict(DistillConfig.CHECKS, **SOURCE_CHECKS, teacher=Instance((str, Path), optional=True),
                   max_prompt_length=Int(ge=1), max_completion_length=Int(ge=1))
 
     def __post_init__(self) -> None:
@@ -101,10 +102,10 @@ class KD(CausalLMMethod):
 class FDPOTrainConfig(LMSource, FDPOConfig):
     """``divmin train fdpo``: every :class:`FDPOConfig` key, plus the models and data."""
 
-    ref_model: str | None = None  # the reference policy (name or path); null = a frozen copy of `model` (see `reference`)
+    ref_model: str | Path | None = None  # the reference policy (name or path); null = a frozen copy of `model` (see `reference`)
     engine: EngineConfig = dataclasses.field(default_factory=_short_engine)  # training loop settings
 
-    CHECKS = dict(FDPOConfig.CHECKS, **SOURCE_CHECKS, ref_model=Instance(str, optional=True))
+    CHECKS = dict(FDPOConfig.CHECKS, **SOURCE_CHECKS, ref_model=Instance((str, Path), optional=True))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -61,11 +61,12 @@ def _fail(key: str, name: str, err: Exception) -> ModelLoadError:
     return ModelLoadError(f"{key} {name!r} could not be loaded: {why}")
 
 
-def load_causal_lm(name: str, *, key: str = "model", torch_dtype: str = "float32",
+def load_causal_lm(name: str | os.PathLike, *, key: str = "model", torch_dtype: str = "float32",
                    trust_remote_code: bool = False) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained(name)``; a failure is one :class:`ModelLoadError` line."""
     from transformers import AutoModelForCausalLM
 
+    name = str(name)
     if torch_dtype not in _DTYPES:
         raise ValueError(f"`torch_dtype` must be one of {', '.join(map(repr, _DTYPES))}, got {torch_dtype!r}")
     try:
@@ -75,10 +76,11 @@ def load_causal_lm(name: str, *, key: str = "model", torch_dtype: str = "float32
         raise _fail(key, name, err) from None
 
 
-def load_tokenizer(name: str, *, key: str = "tokenizer", trust_remote_code: bool = False) -> Any:
+def load_tokenizer(name: str | os.PathLike, *, key: str = "tokenizer", trust_remote_code: bool = False) -> Any:
     """``AutoTokenizer.from_pretrained(name)`` with a pad token (EOS when it has none)."""
     from transformers import AutoTokenizer
 
+    name = str(name)
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
@@ -95,10 +97,12 @@ def apply_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     targets = list(lora.target_modules) if lora.target_modules is not None else None
-    if targets is None and getattr(model.config, "model_type", None) == "gpt2":
+    gpt2 = getattr(getattr(model, "config", None), "model_type", None) == "gpt2"
+    if targets is None and gpt2:
         targets = ["c_attn"]  # peft knows gpt2 too, but say it: the tiny defaults are GPT-2s
+    # GPT-2's projections are Conv1D, whose weight is (in, out): peft must be told
     cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                     task_type="CAUSAL_LM")
+                     task_type="CAUSAL_LM", fan_in_fan_out=gpt2)
     try:
         return get_peft_model(model, cfg)
     except ValueError as err:
