@@ -117,3 +117,18 @@ def test_fdistill_exports_a_module_that_load_exported_rebuilds(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(z), run.model(z), rtol=0, atol=0)
     assert run.model is run.trainer.generator_ema
+
+
+def test_a_used_run_directory_is_refused_and_resume_restores_the_final_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "kd", "--out", str(out), *[a for s in ["engine.max_steps=2", *QUIET] for a in ("--set", s)]]
+    assert main(argv) == 0
+    recorded = (out / "train_config.yaml").read_text()
+    first = load_file(out / "final" / "model.safetensors")
+    assert main([*argv, "--set", "lr=0.5"]) == 2  # refused before anything is replaced
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "train_config.yaml").read_text() == recorded
+    (out / "final" / "model.safetensors").unlink()
+    assert main([*argv, "--resume"]) == 0  # a finished run resumes to its final weights
+    again = load_file(out / "final" / "model.safetensors")
+    assert all(torch.equal(first[k], again[k]) for k in first)

@@ -12,7 +12,7 @@ from ._run import config_from, export_run, prepare, print_config, run_prepared
 __all__ = ["add_arguments", "export_command", "train_command"]
 
 # what a user can get wrong before training starts: one line on stderr, exit 2
-_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, ModelLoadError)
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, ModelLoadError)
 
 
 def add_arguments(train: argparse.ArgumentParser, export: argparse.ArgumentParser) -> None:
@@ -52,7 +52,7 @@ def train_command(args: argparse.Namespace) -> int:
         if not args.out:
             raise ValueError("--out is required (the run directory)")
         config = config_from(args.method, args.config, args.set)
-        m, config, models, trainer = prepare(args.method, config, args.out)
+        m, config, models, trainer = prepare(args.method, config, args.out, resume=args.resume)
     except _USER_ERRORS as err:
         return _error(err)
     run = run_prepared(m, config, models, trainer, Path(args.out), resume=args.resume)

@@ -52,15 +52,19 @@ def _with_run_dir(config: Any, out: Path) -> Any:
     return dataclasses.replace(config, engine=engine)
 
 
-def prepare(method: str, config: Any, out_dir: str | Path) -> tuple[Any, Any, Models, MethodTrainer]:
+def prepare(method: str, config: Any, out_dir: str | Path, *, resume: bool = False
+            ) -> tuple[Any, Any, Models, MethodTrainer]:
     """(method, config with the run directory set, models, trainer): everything a user can get wrong
-    (names, keys, values, models, data) fails here, before any training."""
+    (names, keys, values, models, data, a used run directory) fails here, before any file is written."""
     m = get_method(method)
     if not isinstance(config, m.config_cls):
         raise TypeError(f"`config` must be a {m.config_cls.__name__} for method {method!r}, got {type(config).__name__}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; name a directory")
+    if not resume and latest_checkpoint(out, verify=False) is not None:  # before train_config.yaml is replaced
+        raise FileExistsError(f"{out} already holds a run (checkpoints/); continue it with --resume, "
+                              "re-export it with `divmin export`, or choose another --out")
     config = _with_run_dir(config, out)
     models = m.models(config, training=True)
     return m, config, models, m.trainer(config, models)
@@ -68,7 +72,7 @@ def prepare(method: str, config: Any, out_dir: str | Path) -> tuple[Any, Any, Mo
 
 def train(method: str, config: Any, out_dir: str | Path, *, resume: bool = False) -> TrainRun:
     """Train ``method`` with ``config`` into ``out_dir`` and export the model to ``out_dir/final``."""
-    m, config, models, trainer = prepare(method, config, out_dir)
+    m, config, models, trainer = prepare(method, config, out_dir, resume=resume)
     return run_prepared(m, config, models, trainer, Path(out_dir), resume=resume)
 
 
