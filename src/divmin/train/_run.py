@@ -109,9 +109,8 @@ def export_run(run_dir: str | Path) -> list[Path]:
         raise ValueError(f"{run_dir}: no checkpoint to export (checkpoints/step_*)")
     models = m.models(config, training=False)
     weights = ckpt / "models" / f"{m.checkpoint_model}.safetensors"
-    model = m.rebuild(models) if hasattr(m, "rebuild") else models.model
-    load_model(model, str(weights))
-    return m.export(model, models, config, Path(run_dir))
+    load_model(models.model, str(weights))
+    return m.export(models.model, models, config, Path(run_dir))
 
 
 def print_config(method: str) -> str:
