@@ -117,6 +117,21 @@ def test_fdistill_exports_a_module_that_load_exported_rebuilds(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(z), run.model(z), rtol=0, atol=0)
     assert run.model is run.trainer.generator_ema
+    # re-exported from the checkpoint (the EMA generator's weights), it is the same module
+    (tmp_path / "run" / "final" / "model.safetensors").unlink()
+    export_run(tmp_path / "run")
+    with torch.no_grad():
+        torch.testing.assert_close(load_exported(tmp_path / "run" / "final")(z), run.model(z), rtol=0, atol=0)
+
+
+def test_export_command(tmp_path, capsys):
+    assert main(["export", str(tmp_path)]) == 2  # not a run directory: one line
+    assert "no train_config.yaml" in capsys.readouterr().err
+    out = tmp_path / "run"
+    train("kd", config_from("kd", None, ["engine.max_steps=1", *QUIET]), out)
+    capsys.readouterr()
+    assert main(["export", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"exported {out / 'final'}: config.json")
 
 
 def test_a_used_run_directory_is_refused_and_resume_restores_the_final_model(tmp_path, capsys):

@@ -12,11 +12,10 @@ Methods are registered with :func:`train_method`; :func:`available_methods` list
 See docs/training.md.
 """
 
-from . import _methods, _methods_gen  # noqa: F401  (registers the methods)
 from ._config import LoraSettings, field_comments, load_config
 from ._data import load_rows
 from ._export import export_hf, export_module, exportable_module, load_exported
-from ._methods import FDPOTrainConfig, KDTrainConfig, LMSource
+from ._methods import FDPOTrainConfig, KDTrainConfig, LMSource  # importing the methods registers them
 from ._methods_gen import FDistillTrainConfig, FDPGTrainConfig
 from ._models import ModelLoadError, apply_lora, load_causal_lm, load_tokenizer, tiny_lm, tiny_tokenizer
 from ._registry import CausalLMMethod, Models, TrainMethod, available_methods, get_method, train_method
