@@ -17,6 +17,7 @@ from ._data import load_rows
 from ._export import export_hf, export_module, exportable_module, load_exported
 from ._methods import FDPOTrainConfig, KDTrainConfig, LMSource  # importing the methods registers them
 from ._methods_gen import FDistillTrainConfig, FDPGTrainConfig
+from ._methods_mdlm import MDLMTrainConfig, pack_texts
 from ._models import ModelLoadError, apply_lora, load_causal_lm, load_tokenizer, tiny_lm, tiny_tokenizer
 from ._registry import CausalLMMethod, Models, TrainMethod, available_methods, get_method, train_method
 from ._run import TrainRun, config_from, export_run, print_config, read_run_config, train
@@ -29,6 +30,7 @@ __all__ = [
     "KDTrainConfig",
     "LMSource",
     "LoraSettings",
+    "MDLMTrainConfig",
     "ModelLoadError",
     "Models",
     "TrainMethod",
@@ -47,6 +49,7 @@ __all__ = [
     "load_exported",
     "load_rows",
     "load_tokenizer",
+    "pack_texts",
     "print_config",
     "read_run_config",
     "tiny_lm",
