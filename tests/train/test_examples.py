@@ -43,3 +43,5 @@ def test_example_data_in_the_tiny_vocabulary():
     prefs = load_rows(ROOT / "examples" / "data" / "count_prefs.jsonl")
     check_columns(prefs, (("prompt", "chosen", "rejected"),), key="data", method="fdpo")
     assert all(tok.unk_token_id not in tok(" ".join(r.values()))["input_ids"] for r in prefs)
+    texts = load_rows(ROOT / "examples" / "data" / "count_text.jsonl")
+    assert all(tok.unk_token_id not in tok(r["text"])["input_ids"] for r in texts)
