@@ -137,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
+    if args.command == "train" and getattr(args, "out", None):
+        return f"; continue with: divmin train {args.method} --out {args.out} --resume (same --config / --set)"
     if args.command != "run":
         return ""
     from .recipes import get_recipe

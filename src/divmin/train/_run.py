@@ -47,8 +47,12 @@ def _is_main() -> bool:
 
 def _with_run_dir(config: Any, out: Path) -> Any:
     engine = dataclasses.replace(config.engine, out_dir=str(out))
-    if engine.checkpoint_every is None:  # a checkpoint at the last step: what `divmin export` reads
-        engine = dataclasses.replace(engine, checkpoint_every=engine.max_steps)
+    if engine.checkpoint_every is None:
+        # every quarter of the run, on a log step (as the recipes): an interruption loses at most a
+        # quarter, and the engine also checkpoints the last step, which `divmin export` reads
+        quarter = max(1, engine.max_steps // 4)
+        engine = dataclasses.replace(engine, checkpoint_every=max(engine.log_every,
+                                                                  quarter // engine.log_every * engine.log_every))
     return dataclasses.replace(config, engine=engine)
 
 
