@@ -5,6 +5,8 @@
     divmin recipes NAME                      one recipe's config keys, defaults and what they mean
     divmin run RECIPE --out DIR [--set key=value ...] [--full] [--resume]
     divmin distill cache --teacher M --data ROWS --out DIR --top-k K   a teacher's top-k cache on disk
+    divmin train METHOD --out DIR [--config FILE.yaml] [--set key=value ...] [--print-config] [--resume]
+    divmin export RUN_DIR                    re-export a `divmin train` run to RUN_DIR/final
 """
 
 from __future__ import annotations
@@ -118,6 +120,20 @@ def _distill(args: argparse.Namespace) -> int:
     return run(args)
 
 
+@_command("train")
+def _train(args: argparse.Namespace) -> int:
+    from .train._cli import train_command  # the logic lives in divmin.train
+
+    return train_command(args)
+
+
+@_command("export")
+def _export(args: argparse.Namespace) -> int:
+    from .train._cli import export_command
+
+    return export_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="divmin", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -137,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .distill._cache_cli import add_parser as add_distill_parser
 
     add_distill_parser(sub)  # divmin distill cache ...
+    from .train._cli import add_arguments
+
+    add_arguments(sub.add_parser("train", help="train a method on your models and data (`divmin train list`)"),
+                  sub.add_parser("export", help="export a `divmin train` run to RUN_DIR/final"))
     return parser
 
 
@@ -166,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
+    if args.command == "train" and getattr(args, "out", None):
+        return f"; continue with: divmin train {args.method} --out {args.out} --resume (same --config / --set)"
     if args.command != "run":
         return ""
     from .recipes import get_recipe

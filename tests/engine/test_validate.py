@@ -125,7 +125,7 @@ def _bad_values(check) -> list:
     if isinstance(check, OneOf):
         return ["no_such_choice", None, []]
     if isinstance(check, Tuple):
-        wrong = ("x",) if check.items is None else (0,) * (len(check.items) + 1)
+        wrong = (object(),) if check.items is None else (0,) * (len(check.items) + 1)  # no item check accepts object()
         return [3, "ab", wrong, *none]
     if isinstance(check, IsDivergence):
         return ["no_such_divergence", 3]

@@ -10,7 +10,7 @@ import divmin
 from divmin.cli import main
 import divmin.recipes
 from divmin.recipes import available_recipes, parse_overrides, run_recipe
-from divmin.recipes._registry import _all_keys
+from divmin.engine._overrides import config_keys
 from divmin.recipes.fit import FitConfig
 
 
@@ -40,7 +40,7 @@ def test_recipes_name_prints_every_config_key_with_its_default_and_comment(name,
             left, _, comment = line.strip().partition("  # ")
             key, _, value = left.partition(" = ")
             printed[key.strip()] = (value.strip(), comment)
-    assert set(printed) == set(_all_keys(type(config)))  # nested keys with their `engine.` prefix
+    assert set(printed) == set(config_keys(type(config)))  # nested keys with their `engine.` prefix
     for key, (value, comment) in printed.items():
         assert comment, f"{name}: key {key!r} has no comment"
         # the value shown is the recipe's default, as a literal that --set accepts

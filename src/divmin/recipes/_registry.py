@@ -34,13 +34,10 @@ is refused (``FileExistsError``).
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import dataclasses
 import json
 import os
-import types
-import typing
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -48,6 +45,9 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import torch
 
 from ..engine import run_lock
+# shared with `divmin train` (divmin.train): lifted to the engine
+from ..engine._overrides import jsonable as _jsonable
+from ..engine._overrides import parse_overrides
 from ._runs import recipe_scope
 
 __all__ = [
@@ -118,105 +118,6 @@ def get_recipe(name: str) -> Recipe:
         return _RECIPES[name]
     except KeyError:
         raise ValueError(f"unknown recipe {name!r}; available: {', '.join(available_recipes())}") from None
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check a literal against a field's annotation (int -> float allowed, tuples from lists)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for h in args:
-            try:
-                return _coerce(key, value, h)
-            except (TypeError, ValueError):
-                continue
-        raise ValueError(f"--set {key}: {value!r} does not match {hint}")
-    if hint is type(None):
-        if value is None:
-            return None
-        raise ValueError(f"--set {key}: expected None")
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"--set {key}: expected a tuple, got {value!r}; write {key}=({value!r},)")
-        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length: one hint per position
-            if len(value) != len(args):
-                raise ValueError(f"--set {key}: expected {len(args)} items, got {value!r}")
-            return tuple(_coerce(key, v, h) for v, h in zip(value, args))
-        inner = args[0] if args else Any
-        items = [_coerce(key, v, inner) for v in value]
-        return tuple(items) if origin is tuple else items
-    if origin is typing.Literal:
-        if value in args:
-            return value
-        raise ValueError(f"--set {key}: {value!r} is not one of {args}")
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-        return value
-    raise ValueError(f"--set {key}: {value!r} is not a {getattr(hint, '__name__', hint)}")
-
-
-def _parse_value(raw: str) -> Any:
-    """A Python literal (no code is executed); anything else is taken as a plain string."""
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return raw
-
-
-def parse_overrides(config: Any, overrides: Sequence[str]) -> Any:
-    """Apply ``key=value`` strings (dotted keys reach nested dataclasses) to a config dataclass."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        config = _replace(config, key.strip().split("."), key.strip(), _parse_value(raw.strip()))
-    return config
-
-
-def _replace(config: Any, path: list[str], key: str, value: Any) -> Any:
-    types_ = _field_types(type(config))
-    head = path[0]
-    if head not in types_:
-        raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(_all_keys(type(config)))}")
-    if len(path) > 1:
-        child = getattr(config, head)
-        if not dataclasses.is_dataclass(child):
-            raise ValueError(f"config key {head!r} has no sub-keys (in {key!r})")
-        return dataclasses.replace(config, **{head: _replace(child, path[1:], key, value)})
-    if dataclasses.is_dataclass(getattr(config, head)) and not dataclasses.is_dataclass(value):
-        raise ValueError(f"config key {key!r} is a group; set one of its sub-keys (e.g. {key}.<name>=...)")
-    return dataclasses.replace(config, **{head: _coerce(key, value, types_[head])})
-
-
-def _all_keys(cls: type, prefix: str = "") -> list[str]:
-    out = []
-    for name, hint in _field_types(cls).items():
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            out += _all_keys(hint, f"{prefix}{name}.")
-        else:
-            out.append(prefix + name)
-    return out
-
-
-def _jsonable(x: Any) -> Any:
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(x).items()}
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    if hasattr(x, "item"):
-        return x.item()
-    return str(x)
 
 
 def format_table(result: RecipeResult) -> str:

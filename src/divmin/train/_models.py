@@ -1,0 +1,126 @@
+"""Models and tokenizers for ``divmin train``: by Hugging Face name or local path, LoRA, tiny defaults.
+
+With no model named, a method runs on the *tiny defaults*: GPT-2s of a few thousand parameters
+over a 40-word vocabulary, built from code (:func:`divmin.lm.tiny_gpt2`,
+:func:`divmin.lm.word_tokenizer`), so ``divmin train kd --out runs/kd`` works on a fresh machine
+with no download. They show the pipeline end to end; they are not useful models.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..lm import tiny_gpt2, word_tokenizer
+from ._config import LoraSettings
+
+__all__ = ["ModelLoadError", "apply_lora", "load_causal_lm", "load_tokenizer", "tiny_lm", "tiny_tokenizer",
+           "TINY_VOCAB"]
+
+_SPECIALS = ["[PAD]", "[EOS]", "[UNK]"]
+_NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+_WORDS = ["count", "from", "to", "after", "before", "comes", "what", "is", ":", "user", "assistant", "good", "bad",
+          "yes", "no", "the", "answer", "please", "thanks", "a", "number", "word", "list", "next", "and", "then",
+          "stop"]
+TINY_VOCAB = {w: i for i, w in enumerate(_SPECIALS + _NUMBERS + _WORDS)}
+
+# the tiny defaults' sizes: a teacher twice as wide as the student (KD), the student the policy of the rest
+_TINY_SIZES = {"student": dict(n_layer=1, n_embd=32), "teacher": dict(n_layer=2, n_embd=64)}
+_DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(ValueError):
+    """A model or tokenizer that could not be loaded (one line for the command line, no traceback)."""
+
+
+def tiny_tokenizer() -> Any:
+    """The word-level tokenizer of the tiny defaults (no chat template: messages are joined as text)."""
+    return word_tokenizer(TINY_VOCAB)
+
+
+def tiny_lm(role: str = "student", seed: int = 0) -> nn.Module:
+    """A tiny GPT-2 over :data:`TINY_VOCAB` (``role``: "student" or the larger "teacher")."""
+    return tiny_gpt2(TINY_VOCAB, seed=seed, n_positions=128, eos_id=TINY_VOCAB["[EOS]"],
+                     pad_id=TINY_VOCAB["[PAD]"], **_TINY_SIZES[role])
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _fail(key: str, name: str, err: Exception) -> ModelLoadError:
+    if _offline() and not os.path.isdir(name):
+        why = "not a local directory and not in the Hugging Face cache (HF_HUB_OFFLINE is set; download it first)"
+    elif not os.path.isdir(name) and ("/" in name and name.startswith((".", "/", "~"))):
+        why = "no such directory"
+    else:
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ModelLoadError(f"{key} {name!r} could not be loaded: {why}")
+
+
+def load_causal_lm(name: str | os.PathLike, *, key: str = "model", torch_dtype: str = "float32",
+                   trust_remote_code: bool = False) -> nn.Module:
+    """``AutoModelForCausalLM.from_pretrained(name)``; a failure is one :class:`ModelLoadError` line."""
+    from transformers import AutoModelForCausalLM
+
+    name = str(name)
+    if torch_dtype not in _DTYPES:
+        raise ValueError(f"`torch_dtype` must be one of {', '.join(map(repr, _DTYPES))}, got {torch_dtype!r}")
+    try:
+        return AutoModelForCausalLM.from_pretrained(name, torch_dtype=_DTYPES[torch_dtype],
+                                                    trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, EnvironmentError) as err:
+        raise _fail(key, name, err) from None
+
+
+def load_tokenizer(name: str | os.PathLike, *, key: str = "tokenizer", trust_remote_code: bool = False) -> Any:
+    """``AutoTokenizer.from_pretrained(name)`` with a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    name = str(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _fail(key, name, err) from None
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token  # batches need a pad id; EOS is the usual stand-in (as TRL does)
+    return tok
+
+
+def apply_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
+    """``model`` with peft LoRA adapters (only they train), or ``model`` itself when ``lora.r == 0``."""
+    if lora.r == 0:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = list(lora.target_modules) if lora.target_modules is not None else None
+    gpt2 = getattr(getattr(model, "config", None), "model_type", None) == "gpt2"
+    if targets is None and gpt2:
+        targets = ["c_attn"]  # peft knows gpt2 too, but say it: the tiny defaults are GPT-2s
+    # GPT-2's projections are Conv1D, whose weight is (in, out): peft must be told
+    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                     task_type="CAUSAL_LM", fan_in_fan_out=gpt2)
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as err:
+        raise ValueError(f"`lora`: {str(err).splitlines()[0]}") from None
+
+
+def source(config: Any, key: str, role: str, seed: int) -> nn.Module:
+    """The causal LM named by ``config.<key>`` (or the tiny default of ``role``)."""
+    name = getattr(config, key)
+    if name is None:
+        return tiny_lm(role, seed=seed)
+    return load_causal_lm(name, key=key, torch_dtype=config.torch_dtype, trust_remote_code=config.trust_remote_code)
+
+
+def tokenizer_of(config: Any) -> Any:
+    """``config.tokenizer``, else the tokenizer of ``config.model``, else the tiny default's."""
+    name = config.tokenizer or config.model
+    if name is None:
+        return tiny_tokenizer()
+    return load_tokenizer(name, key="tokenizer" if config.tokenizer else "model",
+                          trust_remote_code=config.trust_remote_code)

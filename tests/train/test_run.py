@@ -1,0 +1,149 @@
+"""divmin train end to end on the tiny defaults: train, export, reload, re-export from a checkpoint."""
+
+import json
+
+import huggingface_hub.constants
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from divmin.cli import main
+from divmin.train import config_from, export_run, load_exported, tiny_lm, tiny_tokenizer, train
+
+QUIET = ["engine.progress=False", "engine.tensorboard=False", "engine.log_every=2"]
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model.eval()(input_ids=ids).logits
+
+
+IDS = torch.tensor([[5, 6, 7, 8, 9, 10]])
+
+
+@pytest.mark.parametrize("method", ["kd", "fdpo"])
+def test_train_export_reload_gives_the_same_logits(tmp_path, method):
+    out = tmp_path / method
+    init = _logits(tiny_lm("student"), IDS)
+    run = train(method, config_from(method, None, ["engine.max_steps=3", "lr=0.01", *QUIET]), out)
+    trained = _logits(run.model, IDS)
+    assert not torch.allclose(trained, init)  # it trained
+    reloaded = AutoModelForCausalLM.from_pretrained(out / "final")
+    torch.testing.assert_close(_logits(reloaded, IDS), trained, rtol=0, atol=0)
+    tok = AutoTokenizer.from_pretrained(out / "final")
+    assert tok("count from one :")["input_ids"] == tiny_tokenizer()("count from one :")["input_ids"]
+    assert {p.name for p in run.files} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    # `divmin export RUN_DIR` rebuilds the model from train_config.yaml and the last checkpoint
+    before = load_file(out / "final" / "model.safetensors")
+    (out / "final" / "model.safetensors").unlink()
+    export_run(out)
+    after = load_file(out / "final" / "model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.fixture(scope="module")
+def local_models(tmp_path_factory):
+    """A tiny student and teacher saved with save_pretrained, to be named by local path."""
+    root = tmp_path_factory.mktemp("models")
+    for role in ("student", "teacher"):
+        tiny_lm(role, seed=7).save_pretrained(root / role)
+        tiny_tokenizer().save_pretrained(root / role)
+    return root
+
+
+def test_cli_kd_with_models_named_by_local_path(tmp_path, local_models, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {local_models / 'student'}\nteacher: {local_models / 'teacher'}\n"
+                   "divergence: js\nlr: 0.01\nengine: {max_steps: 2, progress: false, tensorboard: false}\n")
+    out = tmp_path / "run"
+    assert main(["train", "kd", "--config", str(cfg), "--out", str(out), "--set", "temperature=2"]) == 0
+    printed = capsys.readouterr().out
+    assert f"exported {out / 'final'}: config.json" in printed and "model.safetensors" in printed
+    recorded = (out / "train_config.yaml").read_text()
+    assert "method: kd" in recorded and "temperature: 2.0" in recorded and "divergence: js" in recorded
+    start = AutoModelForCausalLM.from_pretrained(local_models / "student")
+    final = load_exported(out / "final")
+    assert final.config.n_embd == start.config.n_embd and not torch.equal(_logits(final, IDS), _logits(start, IDS))
+
+
+def test_lora_merged_at_export(tmp_path):
+    cfg = config_from("fdpo", None, ["lora.r=4", "lora.alpha=8", "merge_lora=True", "reference=adapter",
+                                     "lr=0.01", "engine.max_steps=2", *QUIET])
+    run = train("fdpo", cfg, tmp_path / "run")
+    assert type(run.model).__name__ == "PeftModelForCausalLM"
+    final = tmp_path / "run" / "final"
+    assert not (final / "adapter_config.json").exists()  # merged: a plain model
+    reloaded = AutoModelForCausalLM.from_pretrained(final)
+    torch.testing.assert_close(_logits(reloaded, IDS), _logits(run.model, IDS), rtol=1e-5, atol=1e-5)
+
+
+def test_lora_adapter_alone_without_merge(tmp_path):
+    cfg = config_from("kd", None, ["lora.r=2", "lr=0.01", "engine.max_steps=2", *QUIET])
+    run = train("kd", cfg, tmp_path / "run")
+    final = tmp_path / "run" / "final"
+    assert (final / "adapter_config.json").is_file() and (final / "adapter_model.safetensors").is_file()
+    # the adapter's tensors are the trained LoRA weights
+    saved = load_file(final / "adapter_model.safetensors")
+    lora = {k: v for k, v in run.model.state_dict().items() if "lora_" in k}
+    assert len(saved) == len(lora) > 0
+
+
+def test_a_model_not_available_offline_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    argv = ["train", "fdpo", "--out", str(tmp_path / "o"), "--set", "model=divmin-test/no-such-model"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("divmin: error: model 'divmin-test/no-such-model' could not be loaded")
+    assert err.count("\n") == 1 and "HF_HUB_OFFLINE" in err
+
+
+def test_fdpg_runs_and_exports(tmp_path):
+    run = train("fdpg", config_from("fdpg", None, ["engine.max_steps=2", "samples_per_context=4",
+                                                   "max_new_tokens=4", *QUIET]), tmp_path / "run")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
+    torch.testing.assert_close(_logits(reloaded, IDS), _logits(run.model, IDS), rtol=0, atol=0)
+
+
+def test_fdistill_exports_a_module_that_load_exported_rebuilds(tmp_path):
+    cfg = config_from("fdistill", None, ["engine.max_steps=2", "batch_size=32", "eval_samples=64", "hidden=16",
+                                         *QUIET])
+    run = train("fdistill", cfg, tmp_path / "run")
+    spec = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert spec == {"divmin_module": "mlp_generator", "args": {"dim": 2, "hidden": 16, "depth": 3, "init_scale": 3.0}}
+    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    rebuilt = load_exported(tmp_path / "run" / "final")
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(z), run.model(z), rtol=0, atol=0)
+    assert run.model is run.trainer.generator_ema
+    # re-exported from the checkpoint (the EMA generator's weights), it is the same module
+    (tmp_path / "run" / "final" / "model.safetensors").unlink()
+    export_run(tmp_path / "run")
+    with torch.no_grad():
+        torch.testing.assert_close(load_exported(tmp_path / "run" / "final")(z), run.model(z), rtol=0, atol=0)
+
+
+def test_export_command(tmp_path, capsys):
+    assert main(["export", str(tmp_path)]) == 2  # not a run directory: one line
+    assert "no train_config.yaml" in capsys.readouterr().err
+    out = tmp_path / "run"
+    train("kd", config_from("kd", None, ["engine.max_steps=1", *QUIET]), out)
+    capsys.readouterr()
+    assert main(["export", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"exported {out / 'final'}: config.json")
+
+
+def test_a_used_run_directory_is_refused_and_resume_restores_the_final_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "kd", "--out", str(out), *[a for s in ["engine.max_steps=2", *QUIET] for a in ("--set", s)]]
+    assert main(argv) == 0
+    recorded = (out / "train_config.yaml").read_text()
+    first = load_file(out / "final" / "model.safetensors")
+    assert main([*argv, "--set", "lr=0.5"]) == 2  # refused before anything is replaced
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "train_config.yaml").read_text() == recorded
+    (out / "final" / "model.safetensors").unlink()
+    assert main([*argv, "--resume"]) == 0  # a finished run resumes to its final weights
+    again = load_file(out / "final" / "model.safetensors")
+    assert all(torch.equal(first[k], again[k]) for k in first)
