@@ -14,7 +14,7 @@ dataclass runs on construction, and `MethodTrainer`, the base of the thin
 method trainers (``train(resume) -> TrainResult``, ``engine``).
 """
 
-from ._checkpoint import latest_checkpoint, verify_checkpoint
+from ._checkpoint import default_checkpoint_every, latest_checkpoint, verify_checkpoint
 from ._lock import RunLockedError, run_lock
 from ._nonfinite import NONFINITE_POLICIES, NonFiniteError
 from ._config import EngineConfig
@@ -64,6 +64,7 @@ __all__ = [
     "Tuple",
     "available_schedules",
     "checks_of",
+    "default_checkpoint_every",
     "describe_config",
     "field_docs",
     "is_default",

@@ -264,3 +264,15 @@ def _rank_stem(folder: Path, rank: int) -> Path | None:
         )
         return fallback
     return None
+
+
+def default_checkpoint_every(max_steps: int, log_every: int = 1) -> int:
+    """Checkpoint interval of a recipe run whose config leaves ``checkpoint_every`` unset: a quarter
+    of the run, rounded down to a multiple of ``log_every`` (at least ``log_every``); the engine also
+    checkpoints at the last step. An interruption loses at most a quarter of the run in progress.
+
+    On a log step, so that every checkpoint sits where metrics.jsonl has a record (a checkpoint
+    between two logs also resumes exactly: the engine saves the metric sums since the last log).
+    """
+    quarter = max(1, max_steps // 4)
+    return max(log_every, quarter // log_every * log_every)

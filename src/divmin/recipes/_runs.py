@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from ..engine import EngineConfig, latest_checkpoint
+from ..engine import EngineConfig, default_checkpoint_every, latest_checkpoint
 
 __all__ = ["default_checkpoint_every", "recipe_scope", "resumable", "run_engine", "run_history"]
 
@@ -47,18 +47,6 @@ def _run_label(out_dir: str | Path) -> str | None:
     except ValueError:  # a run outside the recipe's --out: name it by its own directory
         rel = Path(out_dir).name
     return name if rel in ("", ".") else f"{name} {rel}"
-
-
-def default_checkpoint_every(max_steps: int, log_every: int = 1) -> int:
-    """Checkpoint interval of a recipe run whose config leaves ``checkpoint_every`` unset: a quarter
-    of the run, rounded down to a multiple of ``log_every`` (at least ``log_every``); the engine also
-    checkpoints at the last step. An interruption loses at most a quarter of the run in progress.
-
-    On a log step, so that every checkpoint sits where metrics.jsonl has a record (a checkpoint
-    between two logs also resumes exactly: the engine saves the metric sums since the last log).
-    """
-    quarter = max(1, max_steps // 4)
-    return max(log_every, quarter // log_every * log_every)
 
 
 def run_engine(engine: EngineConfig, out_dir: str | Path, **changes) -> EngineConfig:

@@ -22,7 +22,7 @@ import yaml
 from safetensors.torch import load_model
 from torch import nn
 
-from ..engine import MethodTrainer, latest_checkpoint, run_lock
+from ..engine import MethodTrainer, default_checkpoint_every, latest_checkpoint, run_lock
 from ..engine._overrides import apply_values, jsonable
 from ._config import example_config, flatten, load_config
 from ._registry import Models, get_method
@@ -45,14 +45,13 @@ def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _with_run_dir(config: Any, out: Path) -> Any:
-    engine = dataclasses.replace(config.engine, out_dir=str(out))
+def _with_run_dir(config: Any, out: Path, method: str) -> Any:
+    engine = dataclasses.replace(config.engine, out_dir=str(out), label=config.engine.label or method)
     if engine.checkpoint_every is None:
         # every quarter of the run, on a log step (as the recipes): an interruption loses at most a
         # quarter, and the engine also checkpoints the last step, which `divmin export` reads
-        quarter = max(1, engine.max_steps // 4)
-        engine = dataclasses.replace(engine, checkpoint_every=max(engine.log_every,
-                                                                  quarter // engine.log_every * engine.log_every))
+        engine = dataclasses.replace(engine, checkpoint_every=default_checkpoint_every(engine.max_steps,
+                                                                                       engine.log_every))
     return dataclasses.replace(config, engine=engine)
 
 
@@ -69,7 +68,7 @@ def prepare(method: str, config: Any, out_dir: str | Path, *, resume: bool = Fal
     if not resume and latest_checkpoint(out, verify=False) is not None:  # before train_config.yaml is replaced
         raise FileExistsError(f"{out} already holds a run (checkpoints/); continue it with --resume, "
                               "re-export it with `divmin export`, or choose another --out")
-    config = _with_run_dir(config, out)
+    config = _with_run_dir(config, out, method)
     models = m.models(config, training=True)
     return m, config, models, m.trainer(config, models)
 
