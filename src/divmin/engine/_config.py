@@ -61,6 +61,9 @@ class EngineConfig:
     out_dir: str | Path | None = None
     # Show a tqdm progress bar (main process only). Default True.
     progress: bool = True
+    # What the run trains, shown on its progress bar and console log lines
+    # (e.g. "forward_kl, seed 0, sigma_max 1"); None = "train". Default None.
+    label: str | None = None
     # Write TensorBoard event files to out_dir/tensorboard (ignored when
     # out_dir is None). Default True.
     tensorboard: bool = True
@@ -77,7 +80,8 @@ class EngineConfig:
         max_grad_norm=Number(gt=0, optional=True), lr_schedule=OneOf(available_schedules), warmup_steps=Int(ge=0),
         log_every=Int(ge=1), eval_every=Int(ge=1, optional=True), checkpoint_every=Int(ge=1, optional=True),
         keep_checkpoints=Int(ge=1, optional=True), out_dir=Instance((str, Path), optional=True),
-        progress=Bool(), tensorboard=Bool(), cpu=Bool(), on_nonfinite=OneOf(NONFINITE_POLICIES),
+        progress=Bool(), label=Instance(str, optional=True), tensorboard=Bool(), cpu=Bool(),
+        on_nonfinite=OneOf(NONFINITE_POLICIES),
     )
 
     def __post_init__(self) -> None:

@@ -82,6 +82,7 @@ class StepContext:
         self._last_record: dict | None = None  # the last logged record (checkpointed, for a finished run's result)
         self._metrics: dict[str, list] = {}
         self._updated_in_micro: set[str] = set()
+        self._bare: dict[str, tuple[nn.Module, nn.Module]] = {}  # name -> (wrapped, bare): see unwrap
         self._stop = False
 
     # ------------------------------------------------------------------ info
@@ -107,8 +108,15 @@ class StepContext:
         return self.micro_step == self.grad_accum_steps - 1
 
     def unwrap(self, name: str) -> nn.Module:
-        """The bare module behind ``models[name]`` (no DDP/compile wrapper)."""
-        return self.accelerator.unwrap_model(self.models[name])
+        """The bare module behind ``models[name]`` (no DDP/compile wrapper).
+
+        Cached per wrapper: Accelerate's unwrap looks installed packages up on every call, a
+        sixth of a small model's step when a method unwraps a dozen times per step."""
+        wrapped = self.models[name]
+        hit = self._bare.get(name)
+        if hit is None or hit[0] is not wrapped:
+            hit = self._bare[name] = (wrapped, self.accelerator.unwrap_model(wrapped))
+        return hit[1]
 
     def call(self, name: str, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``fn(module, *args, **kwargs)`` run as a forward of ``models[name]``.

@@ -22,7 +22,7 @@ class RunLogger:
 
     def __init__(self, config: EngineConfig, is_main: bool, start_step: int, resumed: bool) -> None:
         self._main = is_main
-        self._max_steps = config.max_steps
+        self._max_steps, self._label = config.max_steps, config.label
         self._jsonl = None
         self._tb = None
         run_dir = config.run_dir
@@ -39,7 +39,7 @@ class RunLogger:
         self._bar = tqdm(
             total=config.max_steps,
             initial=start_step,
-            desc="train",
+            desc=config.label or "train",
             dynamic_ncols=True,
             disable=not (config.progress and is_main),
         )
@@ -65,6 +65,8 @@ class RunLogger:
 
     def _console(self, record: dict[str, Any]) -> None:
         parts = [f"step {record['step']}/{self._max_steps}"]
+        if self._label:
+            parts.insert(0, self._label)
         parts += [f"{k}={_fmt(v)}" for k, v in record.items() if k != "step"]
         line = " | ".join(parts)
         if self._bar.disable:

@@ -29,6 +29,7 @@ Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-gmm --out run
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 from statistics import mean, stdev
@@ -42,7 +43,7 @@ from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tu
 from ..eval import mode_stats, precision_recall, sliced_wasserstein
 from ._plots import figure_legend, plt, save_figure
 from ._registry import RecipeResult, is_main_process, recipe
-from ._runs import resumable, run_engine
+from ._runs import resumable, run_engine, run_history
 
 
 def _default_fdistill() -> FDistillConfig:
@@ -71,6 +72,7 @@ class FDistillGMMConfig:
     k_std: float = 3.0  # a sample belongs to a mode within k_std of its std
     coverage: float = 0.25  # a mode is covered when its share >= coverage x its weight
     pr_k: int = 5  # k of the k-NN precision / recall
+    converge_tol: float = 0.05  # converged: quality and TV weights move by <= this over the last quarter's evaluations
     resume: bool = False  # resume every training run from its latest checkpoint
     fdistill: FDistillConfig = dataclasses.field(default_factory=_default_fdistill)  # method settings (divergence overridden)
 
@@ -78,7 +80,7 @@ class FDistillGMMConfig:
         divergences=Tuple(each=IsDivergence(parse=divergence, capability="score_weight"), min_len=1),
         seeds=Tuple(each=Int(ge=0), min_len=1), sigma_maxes=Tuple(each=Number(gt=0), min_len=1), modes=Int(ge=2), spacing=Number(gt=0), mode_std=Number(gt=0),
         zipf=Number(ge=0), init_scale=Number(gt=0), hidden=Int(ge=8), depth=Int(ge=1), eval_samples=Int(ge=1),
-        k_std=Number(gt=0), coverage=Number(gt=0, le=1), pr_k=Int(ge=1), resume=Bool(),
+        k_std=Number(gt=0), coverage=Number(gt=0, le=1), pr_k=Int(ge=1), converge_tol=Number(gt=0), resume=Bool(),
         fdistill=Instance(FDistillConfig),
     )
 
@@ -101,16 +103,34 @@ def make_teacher(c: FDistillGMMConfig) -> GaussianMixtureTeacher:
 
 
 def _distill(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, name: str, seed: int, sigma_max: float,
-             out: Path) -> FDistill:
+             out: Path, label: str) -> tuple[FDistill, list[dict]]:
+    """One training run; returns the method and its logged evaluations (every ``eval_every`` steps)."""
     torch.manual_seed(seed)
     radius = float(teacher.means.norm(dim=1).max())
     gen = MLPGenerator(2, c.hidden, c.depth + 1, init_scale=c.init_scale)
     fake = EDMDenoiser(MLPBackbone(2, c.hidden, c.depth), sigma_data=radius)
-    engine = run_engine(c.fdistill.engine, out / _run_name(name, seed, sigma_max), seed=seed)
+    engine = run_engine(c.fdistill.engine, out / _run_name(name, seed, sigma_max), seed=seed, label=label)
     cfg = dataclasses.replace(c.fdistill, divergence=name, sigma_max=sigma_max, engine=engine)
-    fd = FDistill(gen, teacher, fake, cfg, sample_shape=(2,))
+    fd = FDistill(gen, teacher, fake, cfg, sample_shape=(2,), eval_metrics=functools.partial(_mode_metrics, c, teacher))
     fd.train(resume=resumable(engine, c.resume))
-    return fd
+    return fd, [r for r in run_history(engine) if "eval/quality" in r]
+
+
+def _mode_metrics(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, x: torch.Tensor) -> dict[str, float]:
+    ms = mode_stats(x, teacher.means, teacher.weights, c.mode_std, k_std=c.k_std, coverage=c.coverage)
+    return {"modes_covered": ms.covered, "quality": ms.quality, "tv_weights": ms.tv}
+
+
+def convergence(evals: list[dict], max_steps: int, tol: float) -> tuple[bool, float]:
+    """(converged, drift) from a run's evaluations (records with ``step`` and ``eval/...``), all on the
+    same latents: drift is the larger of the spans of quality and TV weights over the evaluations from
+    3/4 of training on (at least two), converged when it is at most ``tol``. (The count of covered
+    modes is not compared: a mode whose share sits at the coverage threshold flips it back and forth.)"""
+    last = [r for r in evals if r["step"] >= 0.75 * max_steps]
+    if len(last) < 2:
+        return False, math.nan
+    span = max(max(r[k] for r in last) - min(r[k] for r in last) for k in ("eval/quality", "eval/tv_weights"))
+    return bool(span <= tol), float(span)
 
 
 def _run_name(name: str, seed: int, sigma_max: float) -> str:
@@ -135,19 +155,25 @@ def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
     c, teacher = config, make_teacher(config)
     rows, panels = [], {"teacher": teacher.sample(c.eval_samples, generator=torch.Generator().manual_seed(0))}
     samples, summary = {}, {}  # every scored sample set, saved for re-scoring
-    metrics = ["modes covered", "TV weights", "quality", "precision", "recall", "SW", "lightest share"]
+    metrics = ["modes covered", "TV weights", "quality", "precision", "recall", "SW", "lightest share", "drift"]
+    runs = [(smax, name, seed) for smax in c.sigma_maxes for name in c.divergences for seed in c.seeds]
     for smax in c.sigma_maxes:
         mine = []
         for name in c.divergences:
             for seed in c.seeds:
-                fd = _distill(c, teacher, name, seed, smax, out_dir)
+                i = runs.index((smax, name, seed)) + 1
+                label = f"fdistill-gmm {name}, seed {seed}, sigma_max {smax:g} [{i}/{len(runs)}]"
+                fd, evals = _distill(c, teacher, name, seed, smax, out_dir, label)
                 x = fd.sample(c.eval_samples, generator=torch.Generator().manual_seed(20_000 + seed)).cpu()
-                mine.append({"sigma_max": smax, "divergence": name, "seed": seed, **_score(c, teacher, x, seed)})
+                converged, drift = convergence(evals, c.fdistill.engine.max_steps, c.converge_tol)
+                mine.append({"sigma_max": smax, "divergence": name, "seed": seed, **_score(c, teacher, x, seed),
+                             "drift": drift, "converged": converged})
                 samples[f"sigma{smax:g}/{name}/seed{seed}"] = x.float().contiguous()
                 if seed == c.seeds[0]:
                     panels[f"{name}, sigma_max {smax:g} (seed {seed}): {mine[-1]['modes covered']}/{c.modes}"] = x
         stats = [{"sigma_max": smax, "divergence": n, "seed": k,
-                  **{m: fn([r[m] for r in mine if r["divergence"] == n]) for m in metrics}}
+                  **{m: fn([r[m] for r in mine if r["divergence"] == n]) for m in metrics},
+                  "converged": f"{sum(r['converged'] for r in mine if r['divergence'] == n)}/{len(c.seeds)}"}
                  for n in c.divergences for k, fn in (("mean", mean), ("std", _std))]
         summary[f"sigma_max={smax:g}"] = _claims([r for r in stats if r["seed"] == "mean"], mine, c.modes)
         rows += [{k: v for k, v in r.items() if not k.startswith("_")} for r in mine] + stats
@@ -156,7 +182,8 @@ def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
     summary["weights"] = [round(float(w), 4) for w in teacher.weights]
     if is_main_process():
         save_file(samples, str(out_dir / "samples.safetensors"))
-    return RecipeResult(["sigma_max", "divergence", "seed"] + metrics, rows, [str(plot)], summary)
+    summary["converged"] = f"{sum(r['converged'] for r in rows if r['seed'] not in ('mean', 'std'))}/{len(runs)}"
+    return RecipeResult(["sigma_max", "divergence", "seed"] + metrics + ["converged"], rows, [str(plot)], summary)
 
 
 def _std(values: list[float]) -> float:
