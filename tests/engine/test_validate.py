@@ -101,7 +101,8 @@ def _expected_kind(hint) -> tuple[type, bool]:
         return Tuple, False
     if dataclasses.is_dataclass(hint):
         return Instance, False
-    return {float: Number, int: Int, bool: Bool, str: (OneOf, IsDivergence)}[hint], False
+    # a str is a choice, a divergence, or free text (Instance(str), e.g. EngineConfig.label)
+    return {float: Number, int: Int, bool: Bool, str: (OneOf, IsDivergence, Instance)}[hint], False
 
 
 @pytest.mark.parametrize("cls,name,check", FIELDS, ids=IDS)

@@ -82,7 +82,6 @@ class StepContext:
         self._last_record: dict | None = None  # the last logged record (checkpointed, for a finished run's result)
         self._metrics: dict[str, list] = {}
         self._updated_in_micro: set[str] = set()
-        self._bare: dict[str, tuple[nn.Module, nn.Module]] = {}  # name -> (wrapped, bare): see unwrap
         self._stop = False
 
     # ------------------------------------------------------------------ info
@@ -113,9 +112,10 @@ class StepContext:
         Cached per wrapper: Accelerate's unwrap looks installed packages up on every call, a
         sixth of a small model's step when a method unwraps a dozen times per step."""
         wrapped = self.models[name]
-        hit = self._bare.get(name)
+        cache: dict[str, tuple[nn.Module, nn.Module]] = vars(self).setdefault("_bare", {})  # name -> (wrapped, bare)
+        hit = cache.get(name)
         if hit is None or hit[0] is not wrapped:
-            hit = self._bare[name] = (wrapped, self.accelerator.unwrap_model(wrapped))
+            hit = cache[name] = (wrapped, self.accelerator.unwrap_model(wrapped))
         return hit[1]
 
     def call(self, name: str, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
