@@ -56,8 +56,9 @@ from ._runs import resumable, run_engine, run_history
 def _default_fdistill() -> FDistillConfig:
     # The generator first folds its wide start onto an arc through the modes, then tears the arc into
     # clusters; at a constant lr 3e-3 with 2 critic updates per step that took ~4000 steps (forward KL
-    # "quality" 0.56 at 4000). lr 1e-2 decayed by a cosine to 0 and one critic update per step (half
-    # the cost, no slower per step in our runs) get further in 2000 (the 12 runs: ~3.6 CPU minutes).
+    # "quality" 0.56 at 4000). lr 1e-2 decayed by a cosine to 0 and one critic update per step (at
+    # equal CPU, generator steps were worth at least as much as critic steps in our runs) get further
+    # in 2000 (the 12 runs: ~3.6 CPU minutes).
     # r is clamped to [0.1, 5] (method default 20): with forward KL's weight h = r up to 20 one seed
     # of three swung between mode layouts to the end. The `converged` column says which runs still
     # move in their last quarter (8 of 12 are stationary; 4 improve by 0.055-0.09 in quality or TV).
