@@ -97,8 +97,10 @@ def test_convergence_reads_the_last_quarter_of_the_evaluations():
         return {"step": step, "eval/modes_covered": modes, "eval/quality": q, "eval/tv_weights": tv}
 
     early = [ev(100, 3, 0.1, 0.9), ev(500, 5, 0.5, 0.5)]  # before 3/4 of 1000 steps: ignored
-    assert convergence(early + [ev(750, 8, 0.90, 0.10), ev(1000, 8, 0.93, 0.12)], 1000, 0.05) == (True, pytest.approx(0.03))
-    assert convergence(early + [ev(750, 8, 0.80, 0.10), ev(1000, 8, 0.93, 0.12)], 1000, 0.05) == (False, pytest.approx(0.13))
+    still = early + [ev(750, 8, 0.90, 0.10), ev(1000, 8, 0.93, 0.12)]
+    moving = early + [ev(750, 8, 0.80, 0.10), ev(1000, 8, 0.93, 0.12)]
+    assert convergence(still, 1000, 0.05) == (True, pytest.approx(0.03))
+    assert convergence(moving, 1000, 0.05) == (False, pytest.approx(0.13))
     assert convergence(early + [ev(750, 8, 0.90, 0.10), ev(875, 7, 0.9, 0.2), ev(1000, 8, 0.90, 0.10)],
                        1000, 0.05) == (False, pytest.approx(0.1))  # the middle one counts too
     converged, drift = convergence(early + [ev(1000, 8, 0.9, 0.1)], 1000, 0.05)  # one evaluation: cannot tell

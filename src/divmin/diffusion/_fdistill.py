@@ -162,7 +162,8 @@ class _FDistillTask:
         sigma = SIGMA_SAMPLERS[c.sigma_sampling](n, c.sigma_min, c.sigma_max, ctx.generator, ctx.device)
         return sigma, torch.randn(n, *self.o.sample_shape, generator=ctx.generator, device=ctx.device)
 
-    def _real(self, n: int, ctx: StepContext, generators: tuple[torch.Generator, torch.Generator] | None = None) -> Tensor:
+    def _real(self, n: int, ctx: StepContext,
+              generators: tuple[torch.Generator, torch.Generator] | None = None) -> Tensor:
         """n teacher samples; ``generators`` (on the device, on CPU) default to the step's."""
         gen, cpu_gen = generators if generators is not None else (ctx.generator, ctx.cpu_generator)
         real = self.o.real
