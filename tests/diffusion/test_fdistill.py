@@ -132,3 +132,29 @@ def test_config_validation_names_the_field():
 class _ScoreOnly:
     def score(self, x, sigma):
         return -x
+
+
+def test_evaluations_score_the_same_latents_and_log_eval_metrics():
+    """With a generator that cannot move (lr ~ 0), every evaluation sees identical samples: the latents,
+    real samples and projections are drawn alike each time, so the logged curve moves only with G."""
+    seen = []
+
+    def metrics(x):
+        seen.append(x.clone())
+        return {"mean_x": float(x[:, 0].mean())}
+
+    torch.manual_seed(0)
+    teacher = GaussianMixtureTeacher(torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), 0.3)
+    config = FDistillConfig(batch_size=16, critic_steps=1, lr_generator=1e-30, sigma_max=2.0, eval_samples=50,
+                            ema_decay=0.0, engine=EngineConfig(max_steps=3, eval_every=1, log_every=1, progress=False,
+                                                                   tensorboard=False))
+    fd = FDistill(MLPGenerator(2, 8, 2), teacher, EDMDenoiser(MLPBackbone(2, 8, 1), sigma_data=2.0), config,
+                  sample_shape=(2,), eval_metrics=metrics)
+    history = fd.train().history
+    assert len(seen) == 3 and all(x.shape == (50, 2) for x in seen)
+    assert torch.equal(seen[0], seen[1]) and torch.equal(seen[1], seen[2])
+    assert [r["eval/mean_x"] for r in history] == pytest.approx([float(seen[0][:, 0].mean())] * 3)
+    assert len({r["eval/sliced_wasserstein"] for r in history}) == 1
+    with pytest.raises(TypeError, match="eval_metrics"):
+        FDistill(MLPGenerator(2, 8, 2), teacher, EDMDenoiser(MLPBackbone(2, 8, 1)), config, sample_shape=(2,),
+                 eval_metrics="quality")

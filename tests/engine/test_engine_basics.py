@@ -189,6 +189,16 @@ def test_no_out_dir_writes_no_files(tmp_path, monkeypatch, capsys):
     assert "step 3/3" in capsys.readouterr().out  # console line
 
 
+def test_label_names_the_run_on_the_bar_and_the_console_lines(capsys):
+    Trainer(RegressionTask(), quiet_config(max_steps=2, log_every=1, progress=False, label="ridge, seed 3")).fit()
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[:2] for line in out] == [["ridge, seed 3", "step 1/2"], ["ridge, seed 3", "step 2/2"]]
+    Trainer(RegressionTask(), quiet_config(max_steps=2, log_every=2, progress=True, label="ridge, seed 3")).fit()
+    assert "ridge, seed 3: 100%" in capsys.readouterr().err  # tqdm's description
+    with pytest.raises(ValueError, match="label"):
+        quiet_config(label=3)
+
+
 # --------------------------------------------------------------- precision
 def test_bf16_autocasts_forwards_then_fp32_works_again():
     task = RegressionTask(stochastic=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def _mode_stats_by_hand(x: np.ndarray, means: np.ndarray, weights: np.ndarray, s
 
 def test_fdistill_gmm_outputs(tmp_path):
     overrides = ["divergences=('reverse_kl', 'forward_kl')", "seeds=(0, 1)", "sigma_maxes=(1.0, 10.0)",
-                 "fdistill.engine.max_steps=10", "fdistill.engine.eval_every=10", "eval_samples=400", "hidden=16",
+                 "fdistill.engine.max_steps=10", "fdistill.engine.eval_every=2", "eval_samples=400", "hidden=16",
                  *_QUIET]
     result = run_recipe("fdistill-gmm", tmp_path, overrides)
     rows = [r for r in result.rows if r["seed"] not in ("mean", "std")]
@@ -54,6 +55,15 @@ def test_fdistill_gmm_outputs(tmp_path):
         pr = precision_recall(x, real, k=5)
         assert (r["precision"], r["recall"]) == pytest.approx((pr.precision, pr.recall))
         assert r["SW"] == pytest.approx(float(sliced_wasserstein(x, real, num_projections=256, generator=gen)))
+    for r in rows:  # the converged column, recomputed from the run's logged evaluations
+        evals = [json.loads(line) for line in (tmp_path / f"sigma{r['sigma_max']:g}/{r['divergence']}-seed{r['seed']}"
+                                                / "metrics.jsonl").read_text().splitlines()]
+        last = [e for e in evals if "eval/quality" in e and e["step"] >= 7.5]  # steps 8 and 10 of 10
+        assert [e["step"] for e in last] == [8, 10]
+        span = max(abs(last[0][k] - last[1][k]) for k in ("eval/quality", "eval/tv_weights"))
+        assert r["drift"] == pytest.approx(span)
+        assert r["converged"] == (span <= 0.05)
+    assert result.summary["converged"] == f"{sum(r['converged'] for r in rows)}/8"
     for smax in (1.0, 10.0):
         claims = result.summary[f"sigma_max={smax:g}"]
         stat = {(r["divergence"], r["seed"]): r for r in result.rows if r["sigma_max"] == smax and r["seed"] in ("mean", "std")}
@@ -63,6 +73,7 @@ def test_fdistill_gmm_outputs(tmp_path):
             assert stat[name, "std"]["SW"] == pytest.approx(np.std([r["SW"] for r in mine], ddof=1))
             assert stat[name, "mean"]["modes covered"] == pytest.approx(np.mean([r["modes covered"] for r in mine]))
             assert claims["mean_modes_covered"][name] == stat[name, "mean"]["modes covered"]
+            assert stat[name, "mean"]["converged"] == f"{sum(r['converged'] for r in mine)}/2"
         by_seed = {s: {r["divergence"]: r["modes covered"] for r in rows if r["sigma_max"] == smax and r["seed"] == s}
                    for s in (0, 1)}
         assert claims["seeds_forward_kl_covers_more"] == sum(d["forward_kl"] > d["reverse_kl"] for d in by_seed.values())
@@ -77,6 +88,23 @@ def test_fdistill_gmm_outputs(tmp_path):
     assert "reverse_kl" in format_table(result)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["rows"]) == 16
+
+
+def test_convergence_reads_the_last_quarter_of_the_evaluations():
+    from divmin.recipes.fdistill_gmm import convergence
+
+    def ev(step, modes, q, tv):
+        return {"step": step, "eval/modes_covered": modes, "eval/quality": q, "eval/tv_weights": tv}
+
+    early = [ev(100, 3, 0.1, 0.9), ev(500, 5, 0.5, 0.5)]  # before 3/4 of 1000 steps: ignored
+    still = early + [ev(750, 8, 0.90, 0.10), ev(1000, 8, 0.93, 0.12)]
+    moving = early + [ev(750, 8, 0.80, 0.10), ev(1000, 8, 0.93, 0.12)]
+    assert convergence(still, 1000, 0.05) == (True, pytest.approx(0.03))
+    assert convergence(moving, 1000, 0.05) == (False, pytest.approx(0.13))
+    assert convergence(early + [ev(750, 8, 0.90, 0.10), ev(875, 7, 0.9, 0.2), ev(1000, 8, 0.90, 0.10)],
+                       1000, 0.05) == (False, pytest.approx(0.1))  # the middle one counts too
+    converged, drift = convergence(early + [ev(1000, 8, 0.9, 0.1)], 1000, 0.05)  # one evaluation: cannot tell
+    assert converged is False and math.isnan(drift)
 
 
 @pytest.mark.parametrize("bad", [dict(sigma_maxes=()), dict(sigma_maxes=(1.0, 1.0)), dict(seeds=(0, 0))])

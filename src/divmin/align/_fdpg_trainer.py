@@ -16,8 +16,10 @@ Logged: ``loss``, ``log_z`` (mean over the step's contexts), ``pseudo_reward``
 (mean -g), ``ess`` (normalised effective sample size of the importance
 weights pi / q), ``ess_target`` (that of P / q: forward KL's gradient weights, whose
 variance grows as it falls), ``kl_target_policy`` / ``kl_policy_target`` / ``tv`` / ``js``
-(importance-sampled, :func:`divmin.eval.target_metrics`), ``alignment`` (the
-mean of each pointwise constraint under the policy), ``entropy`` (-E log pi),
+(importance-sampled with the running log Z and unnormalised weights pi / q, unbiased
+given log Z: :func:`divmin.estimators.pooled_divergence`; the self-normalised pi / q weights
+used before are biased at small N), ``alignment`` (the mean of each pointwise constraint
+under the policy), ``entropy`` (-E log pi),
 ``distinct2`` and ``length``.
 """
 
@@ -33,8 +35,8 @@ from torch import Tensor, nn
 from ..divergences import Divergence, as_divergence
 from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
                       StepOutput, is_default, trainable_adamw, validate)
-from ..estimators import LogZEstimator, MovingBaseline, effective_sample_size
-from ..eval import distinct_n, is_expectation, target_metrics
+from ..estimators import LogZEstimator, MovingBaseline, effective_sample_size, importance_mean, pooled_divergence
+from ..eval import distinct_n
 from ..lm import Completions, completion_logps, sample_n
 from ._fdpg import fdpg_loss
 from ._targets import EnergyTarget, PointwiseConstraint
@@ -42,6 +44,9 @@ from ._targets import EnergyTarget, PointwiseConstraint
 __all__ = ["FDPGConfig", "FDPGTrainer"]
 
 _MODES = ("online", "offline")
+# logged name -> registry member: D_f(P || pi) estimated on every step's samples
+_LOGGED_DIVERGENCES = {"kl_target_policy": "forward_kl", "kl_policy_target": "reverse_kl", "tv": "total_variation",
+                       "js": "js"}
 
 
 def _default_engine() -> EngineConfig:
@@ -131,18 +136,21 @@ class _FDPGTask:
         return StepOutput(loss=total, metrics={k: sum(m[k] for m in logs) / len(logs) for k in logs[0]})
 
     def _metrics(self, comp: Completions, scores: Tensor, logq: Tensor, prop: Tensor, log_z: Tensor, out) -> dict:
-        tm = target_metrics(logq.cpu(), scores.cpu(), proposal_logps=prop.cpu(), log_z=log_z)
+        """Per-context logs; every expectation under pi is the unbiased (1/N) sum (pi/q) v with the running
+        log Z (:func:`~divmin.estimators.pooled_divergence`, :func:`~divmin.estimators.importance_mean`);
+        online q = pi and the weights are 1."""
+        logq, prop, scores = logq.cpu(), prop.cpu(), scores.cpu()
+        div = {name: pooled_divergence(logq, scores, prop[None], [len(logq)], divergence=spec, log_z=float(log_z))
+               for name, spec in _LOGGED_DIVERGENCES.items()}
         w = out.weights
         metrics = {"log_z": float(log_z), "pseudo_reward": float(out.pseudo_rewards.mean()),
                    "ess": float(w.sum() ** 2 / (w ** 2).sum().clamp_min(1e-30) / len(w)),
-                   "ess_target": effective_sample_size((scores - prop).cpu()),
-                   "kl_target_policy": tm.kl_target_model, "kl_policy_target": tm.kl_model_target,
-                   "tv": tm.tv, "js": tm.js, "entropy": -is_expectation(logq.cpu(), logq.cpu(), prop.cpu()),
-                   "length": float(comp.mask.sum(1).float().mean())}
+                   "ess_target": effective_sample_size(scores - prop), **div,
+                   "entropy": -importance_mean(logq, logq, prop), "length": float(comp.mask.sum(1).float().mean())}
         texts = self.t.decode(comp)
         for k, fac in enumerate(f for f in self.t.target.factors if isinstance(f, PointwiseConstraint)):
             b = fac.satisfied(texts).float()
-            metrics[f"alignment{k or ''}"] = is_expectation(b, logq.cpu(), prop.cpu())
+            metrics[f"alignment{k or ''}"] = importance_mean(b, logq, prop)
         metrics["distinct2"] = distinct_n([t.split() for t in texts], 2)
         return metrics
 
@@ -155,10 +163,8 @@ class _FDPGTask:
             s = self._score(ctx, prompt, comp)
             prop = completion_logps(ctx.models["proposal"], prompt, comp)
             pol = completion_logps(ctx.models["policy"], prompt, comp)
-            log_p = s - self.log_z.log_z(context)
-            w = torch.softmax(log_p - prop, 0)  # self-normalised P / q
-            finite = w > 0
-            gaps.append(float((w[finite] * (prop - pol)[finite]).sum()))  # KL(P||pi) - KL(P||q)
+            # KL(P||pi) - KL(P||q) = E_P[log q - log pi], with P = exp(s - log Z): unbiased given log Z
+            gaps.append(importance_mean(prop - pol, s - self.log_z.log_z(context), prop))
         if float(ctx.mean(sum(gaps) / len(gaps))) < 0:  # averaged over processes: one decision for all
             ctx.models["proposal"].load_state_dict(ctx.unwrap("policy").state_dict())
             self.t.proposal_updates += 1

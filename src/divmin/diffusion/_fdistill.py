@@ -59,6 +59,9 @@ class FDistill(MethodTrainer):
             drawn from uniformly, or a callable (n, torch.Generator) -> (n, *sample_shape).
         discriminator: a :class:`RatioHead`; default: one with its own copy of ``fake_score`` as
             encoder (``feature_source="own"``) or none (``"fake_score"``: shares its trunk).
+        eval_metrics: optional callable, the evaluation's EMA-generator samples (n, *sample_shape) on
+            CPU -> {name: float}, logged beside the sliced Wasserstein at every ``eval_every`` (e.g.
+            modes covered, to tell from the logged curve whether training has converged).
 
     ``train(resume=False)`` runs the engine (``config.engine``); the trained modules replace the
     inputs. A second ``train`` continues from the current modules with fresh optimizers and EMA.
@@ -69,7 +72,8 @@ class FDistill(MethodTrainer):
 
     def __init__(self, generator: nn.Module, teacher: DiffusionTeacher, fake_score: nn.Module,
                  config: FDistillConfig, *, sample_shape: tuple[int, ...],
-                 real: Tensor | Sampler | None = None, discriminator: nn.Module | None = None) -> None:
+                 real: Tensor | Sampler | None = None, discriminator: nn.Module | None = None,
+                 eval_metrics: Callable[[Tensor], dict[str, float]] | None = None) -> None:
         config = self.use_config(config, FDistillConfig)
         if not callable(getattr(teacher, "score", None)):
             raise TypeError("`teacher` must have a score(x_t, sigma) method")
@@ -83,7 +87,9 @@ class FDistill(MethodTrainer):
         if discriminator is None:
             encoder = copy.deepcopy(fake_score) if config.feature_source == "own" else None
             discriminator = RatioHead(fake_score.width, encoder=encoder)
-        self.discriminator, self.real = discriminator, real
+        if eval_metrics is not None and not callable(eval_metrics):
+            raise TypeError(f"`eval_metrics` must be callable (samples -> dict), got {type(eval_metrics).__name__}")
+        self.discriminator, self.real, self.eval_metrics = discriminator, real, eval_metrics
         if isinstance(teacher, nn.Module):
             teacher.requires_grad_(False)
         # logit -> log r with the per-noise-level-bin EMA of E[r]: task state, kept across fits
@@ -156,14 +162,17 @@ class _FDistillTask:
         sigma = SIGMA_SAMPLERS[c.sigma_sampling](n, c.sigma_min, c.sigma_max, ctx.generator, ctx.device)
         return sigma, torch.randn(n, *self.o.sample_shape, generator=ctx.generator, device=ctx.device)
 
-    def _real(self, n: int, ctx: StepContext) -> Tensor:
+    def _real(self, n: int, ctx: StepContext,
+              generators: tuple[torch.Generator, torch.Generator] | None = None) -> Tensor:
+        """n teacher samples; ``generators`` (on the device, on CPU) default to the step's."""
+        gen, cpu_gen = generators if generators is not None else (ctx.generator, ctx.cpu_generator)
         real = self.o.real
         if real is None:
-            return self._teacher(ctx).sample(n, generator=ctx.generator).to(ctx.device)
+            return self._teacher(ctx).sample(n, generator=gen).to(ctx.device)
         if isinstance(real, Tensor):
-            idx = torch.randint(real.shape[0], (n,), generator=ctx.cpu_generator)
+            idx = torch.randint(real.shape[0], (n,), generator=cpu_gen)
             return real[idx].to(ctx.device)
-        return real(n, ctx.generator).to(ctx.device)
+        return real(n, gen).to(ctx.device)
 
     def _logit(self, ctx: StepContext, x_t: Tensor, sigma: Tensor, *, unwrap: bool = False) -> Tensor:
         disc = ctx.unwrap("discriminator") if unwrap else ctx.models["discriminator"]
@@ -241,10 +250,19 @@ class _FDistillTask:
 
     @torch.no_grad()
     def evaluate(self, ctx: StepContext) -> dict[str, Tensor]:
-        """Sliced Wasserstein (flattened samples) between the EMA generator and real samples."""
+        """Sliced Wasserstein (flattened samples) between the EMA generator and real samples.
+
+        Every evaluation of a run draws the same latents, real samples and projections (common
+        random numbers, seeded from the engine seed), so the logged curve moves only when the
+        generator does: its last stretch says whether training has converged.
+        """
         n = self.c.eval_samples
-        fake = ctx.unwrap("generator_ema")(torch.randn(n, *self.o.sample_shape, generator=ctx.generator,
-                                                        device=ctx.device))
-        real = self._real(n, ctx)
-        return {"sliced_wasserstein": sliced_wasserstein(fake.flatten(1).float(), real.flatten(1).float(),
-                                                         generator=ctx.generator)}
+        gen = torch.Generator(device=ctx.device).manual_seed(ctx.config.seed)
+        cpu_gen = gen if ctx.device.type == "cpu" else torch.Generator().manual_seed(ctx.config.seed)
+        fake = ctx.unwrap("generator_ema")(torch.randn(n, *self.o.sample_shape, generator=gen, device=ctx.device))
+        real = self._real(n, ctx, (gen, cpu_gen))
+        out = {"sliced_wasserstein": sliced_wasserstein(fake.flatten(1).float(), real.flatten(1).float(),
+                                                        generator=gen)}
+        if self.o.eval_metrics is not None:
+            out.update({k: torch.tensor(float(v)) for k, v in self.o.eval_metrics(fake.float().cpu()).items()})
+        return out

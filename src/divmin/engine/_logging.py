@@ -67,7 +67,7 @@ class RunLogger:
     def _console(self, record: dict[str, Any]) -> None:
         parts = [f"step {record['step']}/{self._max_steps}"]
         if self._label:  # several runs print into one console (a recipe's students): say whose line it is
-            parts[0] = f"{self._label} {parts[0]}"
+            parts.insert(0, self._label)
         parts += [f"{k}={_fmt(v)}" for k, v in record.items() if k != "step"]
         line = " | ".join(parts)
         if self._bar.disable:

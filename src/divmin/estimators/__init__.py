@@ -7,7 +7,8 @@
   log Z of an energy-based target from proposal samples.
 * :func:`pooled_divergence` (+ :func:`mixture_log_density`, :func:`effective_sample_size`):
   D_f(P || Q) from samples pooled over several proposals (balance heuristic), e.g. a
-  base model and the policy; Kish's effective sample size of importance weights.
+  base model and the policy; Kish's effective sample size of importance weights;
+  :func:`importance_mean`, the unbiased E_Q[v] from samples of one proposal.
 * :func:`logistic_discriminator_loss` and :class:`LogRatioEstimator`: a logistic
   critic whose optimal logit is log p / q, and its logits turned into a clamped,
   per-level normalised log r (f-distill, DiDi-Instruct).
@@ -17,7 +18,7 @@ Depends on :mod:`divmin.divergences` and torch only; methods build on it, never 
 
 from ._density_ratio import LogRatioEstimator, logistic_discriminator_loss
 from ._log_z import LogZEstimator, self_normalized_log_z
-from ._mixture_is import effective_sample_size, mixture_log_density, pooled_divergence
+from ._mixture_is import effective_sample_size, importance_mean, mixture_log_density, pooled_divergence
 from ._score_function import MovingBaseline, ScoreFunctionOutput, score_function_surrogate
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "MovingBaseline",
     "ScoreFunctionOutput",
     "effective_sample_size",
+    "importance_mean",
     "logistic_discriminator_loss",
     "mixture_log_density",
     "pooled_divergence",

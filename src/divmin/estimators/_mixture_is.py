@@ -14,6 +14,11 @@ A single proposal far from Q (weights Q / a with an effective sample size of
 0.05% in the fdpg-lm recipe) or from P (weights P / Q on the model's own samples)
 leaves one of the two heavy-tailed.
 
+:func:`importance_mean` is the K = 1 case for any values: E_Q[v] ~ (1/N) sum_i (Q_i / q_i) v_i
+with both densities normalised (autoregressive models are), unbiased; the self-normalised
+form sum_i w_i v_i / sum_i w_i (:func:`divmin.eval.is_expectation`) is only consistent,
+with a bias of order 1/N that grows as the weights' effective sample size falls.
+
 :func:`effective_sample_size` is Kish's (sum w)^2 / sum w^2 over N, the share of
 the N samples that the weights leave useful.
 
@@ -31,7 +36,7 @@ from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
 
-__all__ = ["effective_sample_size", "mixture_log_density", "pooled_divergence"]
+__all__ = ["effective_sample_size", "importance_mean", "mixture_log_density", "pooled_divergence"]
 
 
 def effective_sample_size(log_weights: Tensor) -> float:
@@ -50,6 +55,40 @@ def effective_sample_size(log_weights: Tensor) -> float:
     if bool((lw == -math.inf).all()):
         return 0.0
     return float(torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0)) / lw.numel())
+
+
+@torch.no_grad()
+def importance_mean(values: Tensor, model_logps: Tensor, proposal_logps: Tensor) -> float:
+    """Unbiased E_Q[v] ~ (1/N) sum_i exp(log Q(x_i) - log q(x_i)) v_i from N samples of q (model first).
+
+    Args:
+        values: (N,) v(x_i); may hold +-inf only where the weight is 0 (those terms count 0).
+        model_logps: (N,) log Q(x_i), normalised (e.g. an LM's sequence log-probability, or
+            s - log Z for an energy-based target with a log Z estimate).
+        proposal_logps: (N,) log q(x_i) of the distribution the samples came from.
+
+    Unlike the self-normalised sum_i w_i v_i / sum_i w_i it needs Q and q normalised, and in
+    exchange has no 1/N bias. On two points, Q = (0.9, 0.1), one sample of each from q = (0.5, 0.5):
+
+    >>> lq = torch.log(torch.tensor([0.9, 0.1])); lp = torch.log(torch.tensor([0.5, 0.5]))
+    >>> round(importance_mean(torch.tensor([1.0, 0.0]), lq, lp), 4)  # E_Q[1{x = 0}]
+    0.9
+    """
+    if not all(isinstance(t, Tensor) for t in (values, model_logps, proposal_logps)):
+        raise TypeError("`values`, `model_logps` and `proposal_logps` must be tensors")
+    if values.dim() != 1 or values.numel() == 0 or model_logps.shape != values.shape \
+            or proposal_logps.shape != values.shape:
+        raise ValueError("`values`, `model_logps` and `proposal_logps` must be non-empty (N,) tensors, got "
+                         f"{tuple(values.shape)}, {tuple(model_logps.shape)}, {tuple(proposal_logps.shape)}")
+    lq, lp = model_logps.double(), proposal_logps.double()
+    if bool(torch.isnan(lq).any() | torch.isnan(lp).any() | (lp == -math.inf).any()):
+        raise ValueError("`model_logps` and `proposal_logps` must not be NaN, and every sample must have "
+                         "q(x) > 0 (`proposal_logps` > -inf): it was drawn from q")
+    w = torch.exp(lq - lp)
+    terms = (w * values.double()).where(w > 0, torch.zeros_like(w))
+    if not bool(torch.isfinite(terms).all()):
+        raise ValueError("`values` is infinite or NaN at a sample of positive weight: the mean is undefined")
+    return float(terms.mean())
 
 
 def mixture_log_density(proposal_logps: Tensor, counts: Sequence[int]) -> Tensor:

@@ -11,6 +11,13 @@ within 3 std of a mode), k-NN precision and recall, and sliced Wasserstein
 distance to teacher samples; per (sigma_max, divergence) the mean and the sample
 standard deviation over seeds.
 
+Convergence is measured, not assumed: every ``eval_every`` steps the EMA generator's
+samples of one fixed set of latents are scored (quality, TV weights, modes covered,
+logged as ``eval/...``); ``drift`` is the larger span of quality and TV over the
+evaluations of the last quarter of training and a run is ``converged`` when it is at
+most ``converge_tol`` (the mean row counts the converged seeds). Each run shows as a
+progress bar labelled with its divergence, seed and sigma_max.
+
 The paper's claim (Xu, Nie & Vahdat 2025): reverse KL (DMD) drops light modes;
 forward KL and JS cover them; JS is the best overall. A prototype found the
 divergences differ only with sigma_max below the mode spacing (3): the default
@@ -29,6 +36,7 @@ Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-gmm --out run
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 from statistics import mean, stdev
@@ -42,17 +50,23 @@ from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tu
 from ..eval import mode_stats, precision_recall, sliced_wasserstein
 from ._plots import figure_legend, plt, save_figure
 from ._registry import RecipeResult, is_main_process, recipe
-from ._runs import resumable, run_engine
+from ._runs import resumable, run_engine, run_history
 
 
 def _default_fdistill() -> FDistillConfig:
-    # 1000 steps keep the 12 default runs near 4 CPU minutes; they are not converged (samples still on a
-    # ring through the modes, "quality" 0.3-0.7): the full-size preset runs 4000
-    engine = EngineConfig(max_steps=1000, log_every=250, eval_every=500, max_grad_norm=10.0,
-                          progress=False, tensorboard=False)
+    # The generator first folds its wide start onto an arc through the modes, then tears the arc into
+    # clusters; at a constant lr 3e-3 with 2 critic updates per step that took ~4000 steps (forward KL
+    # "quality" 0.56 at 4000). lr 1e-2 decayed by a cosine to 0 and one critic update per step (at
+    # equal CPU, generator steps were worth at least as much as critic steps in our runs) get further
+    # in 2000 (the 12 runs: ~3.6 CPU minutes).
+    # r is clamped to [0.1, 5] (method default 20): with forward KL's weight h = r up to 20 one seed
+    # of three swung between mode layouts to the end. The `converged` column says which runs still
+    # move in their last quarter (8 of 12 are stationary; 4 improve by 0.055-0.09 in quality or TV).
+    engine = EngineConfig(max_steps=2000, log_every=250, eval_every=125, max_grad_norm=10.0, lr_schedule="cosine",
+                          progress=True, tensorboard=False)
     # sigma_max is set per run from FDistillGMMConfig.sigma_maxes
-    return FDistillConfig(batch_size=128, critic_steps=2, lr_generator=3e-3, lr_critic=3e-3, sigma_max=1.0,
-                          ema_decay=0.99, eval_samples=1000, engine=engine)
+    return FDistillConfig(batch_size=128, critic_steps=1, lr_generator=1e-2, lr_critic=3e-3, sigma_max=1.0,
+                          ratio_clamp=(0.1, 5.0), ema_decay=0.99, eval_samples=1000, engine=engine)
 
 
 @dataclasses.dataclass
@@ -71,6 +85,7 @@ class FDistillGMMConfig:
     k_std: float = 3.0  # a sample belongs to a mode within k_std of its std
     coverage: float = 0.25  # a mode is covered when its share >= coverage x its weight
     pr_k: int = 5  # k of the k-NN precision / recall
+    converge_tol: float = 0.05  # converged: quality and TV weights move by <= this over the last quarter's evaluations
     resume: bool = False  # resume every training run from its latest checkpoint
     fdistill: FDistillConfig = dataclasses.field(default_factory=_default_fdistill)  # method settings (divergence overridden)
 
@@ -78,7 +93,7 @@ class FDistillGMMConfig:
         divergences=Tuple(each=IsDivergence(parse=divergence, capability="score_weight"), min_len=1),
         seeds=Tuple(each=Int(ge=0), min_len=1), sigma_maxes=Tuple(each=Number(gt=0), min_len=1), modes=Int(ge=2), spacing=Number(gt=0), mode_std=Number(gt=0),
         zipf=Number(ge=0), init_scale=Number(gt=0), hidden=Int(ge=8), depth=Int(ge=1), eval_samples=Int(ge=1),
-        k_std=Number(gt=0), coverage=Number(gt=0, le=1), pr_k=Int(ge=1), resume=Bool(),
+        k_std=Number(gt=0), coverage=Number(gt=0, le=1), pr_k=Int(ge=1), converge_tol=Number(gt=0), resume=Bool(),
         fdistill=Instance(FDistillConfig),
     )
 
@@ -101,16 +116,34 @@ def make_teacher(c: FDistillGMMConfig) -> GaussianMixtureTeacher:
 
 
 def _distill(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, name: str, seed: int, sigma_max: float,
-             out: Path) -> FDistill:
+             out: Path, label: str) -> tuple[FDistill, list[dict]]:
+    """One training run; returns the method and its logged evaluations (every ``eval_every`` steps)."""
     torch.manual_seed(seed)
     radius = float(teacher.means.norm(dim=1).max())
     gen = MLPGenerator(2, c.hidden, c.depth + 1, init_scale=c.init_scale)
     fake = EDMDenoiser(MLPBackbone(2, c.hidden, c.depth), sigma_data=radius)
-    engine = run_engine(c.fdistill.engine, out / _run_name(name, seed, sigma_max), seed=seed)
+    engine = run_engine(c.fdistill.engine, out / _run_name(name, seed, sigma_max), seed=seed, label=label)
     cfg = dataclasses.replace(c.fdistill, divergence=name, sigma_max=sigma_max, engine=engine)
-    fd = FDistill(gen, teacher, fake, cfg, sample_shape=(2,))
+    fd = FDistill(gen, teacher, fake, cfg, sample_shape=(2,), eval_metrics=functools.partial(_mode_metrics, c, teacher))
     fd.train(resume=resumable(engine, c.resume))
-    return fd
+    return fd, [r for r in run_history(engine) if "eval/quality" in r]
+
+
+def _mode_metrics(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, x: torch.Tensor) -> dict[str, float]:
+    ms = mode_stats(x, teacher.means, teacher.weights, c.mode_std, k_std=c.k_std, coverage=c.coverage)
+    return {"modes_covered": ms.covered, "quality": ms.quality, "tv_weights": ms.tv}
+
+
+def convergence(evals: list[dict], max_steps: int, tol: float) -> tuple[bool, float]:
+    """(converged, drift) from a run's evaluations (records with ``step`` and ``eval/...``), all on the
+    same latents: drift is the larger of the spans of quality and TV weights over the evaluations from
+    3/4 of training on (at least two), converged when it is at most ``tol``. (The count of covered
+    modes is not compared: a mode whose share sits at the coverage threshold flips it back and forth.)"""
+    last = [r for r in evals if r["step"] >= 0.75 * max_steps]
+    if len(last) < 2:
+        return False, math.nan
+    span = max(max(r[k] for r in last) - min(r[k] for r in last) for k in ("eval/quality", "eval/tv_weights"))
+    return bool(span <= tol), float(span)
 
 
 def _run_name(name: str, seed: int, sigma_max: float) -> str:
@@ -135,19 +168,25 @@ def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
     c, teacher = config, make_teacher(config)
     rows, panels = [], {"teacher": teacher.sample(c.eval_samples, generator=torch.Generator().manual_seed(0))}
     samples, summary = {}, {}  # every scored sample set, saved for re-scoring
-    metrics = ["modes covered", "TV weights", "quality", "precision", "recall", "SW", "lightest share"]
+    metrics = ["modes covered", "TV weights", "quality", "precision", "recall", "SW", "lightest share", "drift"]
+    runs = [(smax, name, seed) for smax in c.sigma_maxes for name in c.divergences for seed in c.seeds]
     for smax in c.sigma_maxes:
         mine = []
         for name in c.divergences:
             for seed in c.seeds:
-                fd = _distill(c, teacher, name, seed, smax, out_dir)
+                i = runs.index((smax, name, seed)) + 1
+                label = f"fdistill-gmm {name}, seed {seed}, sigma_max {smax:g} [{i}/{len(runs)}]"
+                fd, evals = _distill(c, teacher, name, seed, smax, out_dir, label)
                 x = fd.sample(c.eval_samples, generator=torch.Generator().manual_seed(20_000 + seed)).cpu()
-                mine.append({"sigma_max": smax, "divergence": name, "seed": seed, **_score(c, teacher, x, seed)})
+                converged, drift = convergence(evals, c.fdistill.engine.max_steps, c.converge_tol)
+                mine.append({"sigma_max": smax, "divergence": name, "seed": seed, **_score(c, teacher, x, seed),
+                             "drift": drift, "converged": converged})
                 samples[f"sigma{smax:g}/{name}/seed{seed}"] = x.float().contiguous()
                 if seed == c.seeds[0]:
                     panels[f"{name}, sigma_max {smax:g} (seed {seed}): {mine[-1]['modes covered']}/{c.modes}"] = x
         stats = [{"sigma_max": smax, "divergence": n, "seed": k,
-                  **{m: fn([r[m] for r in mine if r["divergence"] == n]) for m in metrics}}
+                  **{m: fn([r[m] for r in mine if r["divergence"] == n]) for m in metrics},
+                  "converged": f"{sum(r['converged'] for r in mine if r['divergence'] == n)}/{len(c.seeds)}"}
                  for n in c.divergences for k, fn in (("mean", mean), ("std", _std))]
         summary[f"sigma_max={smax:g}"] = _claims([r for r in stats if r["seed"] == "mean"], mine, c.modes)
         rows += [{k: v for k, v in r.items() if not k.startswith("_")} for r in mine] + stats
@@ -156,7 +195,8 @@ def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
     summary["weights"] = [round(float(w), 4) for w in teacher.weights]
     if is_main_process():
         save_file(samples, str(out_dir / "samples.safetensors"))
-    return RecipeResult(["sigma_max", "divergence", "seed"] + metrics, rows, [str(plot)], summary)
+    summary["converged"] = f"{sum(r['converged'] for r in rows if r['seed'] not in ('mean', 'std'))}/{len(runs)}"
+    return RecipeResult(["sigma_max", "divergence", "seed"] + metrics + ["converged"], rows, [str(plot)], summary)
 
 
 def _std(values: list[float]) -> float:
