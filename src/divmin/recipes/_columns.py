@@ -87,6 +87,8 @@ COLUMNS: dict[str, str] = {
     "precision": "k-NN precision: share of samples inside the teacher samples' manifold",
     "recall": "k-NN recall: share of teacher samples inside the samples' manifold",
     "SW": "sliced Wasserstein distance to teacher samples",
+    "drift": "the larger span of quality and TV weights over the last quarter's evaluations (same latents each time)",
+    "converged": "drift <= `converge_tol`: the run no longer moves (on mean rows: how many seeds did)",
     "lightest share": "sample share of the lightest mode (true weight in the summary)",
     "sampler": "what drew the samples: the teacher's multi-step sampler, the one-step teacher, or a student",
     "NFE": "network function evaluations of the sampler",
