@@ -9,6 +9,7 @@ with no download. They show the pipeline end to end; they are not useful models.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -104,7 +105,10 @@ def apply_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
     cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
                      task_type="CAUSAL_LM", fan_in_fan_out=gpt2)
     try:
-        return get_peft_model(model, cfg)
+        with warnings.catch_warnings():
+            # peft asks transformers (5.x) a deprecated question while wrapping: not the user's to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, cfg)
     except ValueError as err:
         raise ValueError(f"`lora`: {str(err).splitlines()[0]}") from None
 
