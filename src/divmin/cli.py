@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; user mistakes get one line on stderr and exit 2, never a traceback."""
-    from .engine import NonFiniteError, RunLockedError
+    from .engine import NoIntactCheckpointError, NonFiniteError, RunLockedError
 
     args = build_parser().parse_args(argv)
     try:
@@ -173,8 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteError as err:  # the run diverged: say where, and where to restart from
         print(f"divmin: training stopped: {err}", file=sys.stderr)
         return 1
-    except (RunLockedError, NotADirectoryError, FileExistsError) as err:  # the --out directory
+    except (RunLockedError, NotADirectoryError, FileExistsError, NoIntactCheckpointError) as err:  # the --out directory
         print(f"divmin: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only --out, a full disk, a link refused (engine.UnsafePathError): the file, not a trace
+        print(f"divmin: error: {_os_error(err)}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as err:  # bad names, keys and values: one clear line, no traceback
         if args.command not in ("run", "recipes") or not _is_config_error(err):
@@ -185,9 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _close_process_group()
 
 
+def _os_error(err: OSError) -> str:
+    if err.filename is not None and err.strerror:
+        return f"{err.strerror}: {err.filename}"
+    return str(err)
+
+
 def _resume_hint(args: argparse.Namespace) -> str:
     if args.command == "train" and getattr(args, "out", None):
-        return f"; continue with: divmin train {args.method} --out {args.out} --resume (same --config / --set)"
+        return f"; continue with: divmin train {args.method} --out {args.out} --resume"
     if args.command != "run":
         return ""
     from .recipes import get_recipe
@@ -212,6 +221,8 @@ def _close_process_group() -> None:
 
 def _is_config_error(err: Exception) -> bool:
     text = str(err)
+    if text.startswith("`"):  # the project's form of a user error: it names the argument (`divergence`: ...)
+        return True
     return any(s in text for s in ("unknown recipe", "unknown config key", "--set", "config key",
                                    "unknown divergence", "must", "does not resume"))
 

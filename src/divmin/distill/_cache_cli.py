@@ -65,11 +65,48 @@ def _tokenizer(name: str | None, teacher: str, revision: str | None) -> Any:
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Handle ``divmin distill cache``; mistakes get one line on stderr and exit status 2."""
+def _device(name: str | None) -> str:
+    """``--device``, checked before the teacher loads (default: cuda:LOCAL_RANK with CUDA, else cpu)."""
     import torch
+
+    if name is None:
+        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"`--device` {name!r} is not a device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"`--device` {name}: no CUDA device here (this torch build or machine has none); "
+                             "use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"`--device` {name}: only {count} CUDA device(s) here (cuda:0 .. cuda:{count - 1})")
+    return name
+
+
+def _teacher(name: str, revision: str | None, device: str) -> Any:
+    """The teacher model; any loading failure (a pickle checkpoint refused, a missing file) is one ValueError."""
+    import pickle
+
     from transformers import AutoModelForCausalLM
 
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, revision=revision)
+    except pickle.UnpicklingError:
+        # transformers reads pytorch_model.bin with torch.load(weights_only=True): a pickle holding more than
+        # tensors is refused, and stays refused here (loading it could run code)
+        raise ValueError(f"`--teacher` {name}: its checkpoint is a pickle that holds more than tensors; refused "
+                         "(loading it could run code). Save the teacher with safetensors "
+                         "(save_pretrained(..., safe_serialization=True))") from None
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"`--teacher` {name} could not be loaded: {first}") from None
+    return model.to(device)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handle ``divmin distill cache``; mistakes get one line on stderr and exit status 2."""
     from ._cache import cache_teacher
     from ._cache_io import check_encoding
 
@@ -77,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
         check_encoding(args.dtype)  # before the teacher loads: a typo costs no minutes
         if args.top_k < 1:
             raise ValueError(f"`--top-k` must be >= 1, got {args.top_k}")
+        device = _device(args.device)
         rows = _rows(args.data)
-        device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
-        teacher = AutoModelForCausalLM.from_pretrained(args.teacher, revision=args.revision).to(device)
+        teacher = _teacher(args.teacher, args.revision, device)
         manifest = cache_teacher(teacher, rows, args.out, top_k=args.top_k, temperature=args.temperature,
                                  dtype=args.dtype, tokenizer=_tokenizer(args.tokenizer, args.teacher, args.revision),
                                  batch_size=args.batch_size, rows_per_shard=args.rows_per_shard,

@@ -36,6 +36,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from ..engine._safe_io import atomic_path, atomic_write
+
 __all__ = ["ENCODINGS", "MANIFEST", "FORMAT", "id_bytes", "pack_ids", "unpack_ids", "encode", "decode",
            "write_shard", "ShardReader", "log1mexp", "sha256_file", "shard_name", "bytes_per_token"]
 
@@ -138,13 +140,13 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def write_shard(path: Path, offsets: Tensor, ids: Tensor, lp: Tensor, log_tail: Tensor, *, vocab_size: int,
                 dtype: str) -> dict[str, Any]:
-    """Write one shard atomically (temporary file, then rename); return its manifest entry."""
+    """Write one shard atomically (a fresh temporary file, then rename; never through a link at ``path``);
+    return its manifest entry."""
     tensors = {"offsets": offsets.long().contiguous(), "ids": pack_ids(ids, id_bytes(vocab_size)).contiguous(),
                "log_tail": log_tail.float().contiguous()}
     tensors.update({k: v.contiguous() for k, v in encode(lp, dtype).items()})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
     return {"file": path.name, "rows": int(offsets.numel() - 1), "tokens": int(offsets[-1]),
             "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
@@ -170,6 +172,5 @@ class ShardReader:
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    """Write ``obj`` to ``path`` atomically, never through a link."""
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True))

@@ -6,7 +6,8 @@ Face Accelerate with mixed precision, gradient accumulation, clipping, LR
 schedules, DDP under ``accelerate launch``/``torchrun``, logging (console,
 ``metrics.jsonl``, TensorBoard, tqdm), pickle-free checksummed checkpoints with
 exact resume, a guard against NaN/inf updates (`NonFiniteError`) and one run
-per output directory (`run_lock`). See `Task` for the protocol and `_checkpoint` for the file layout.
+per output directory (`run_lock`); nothing written under an output directory follows a
+symbolic link (`_safe_io`: `atomic_write`, `atomic_path`, `open_nofollow`, `safe_dir`). See `Task` for the protocol and `_checkpoint` for the file layout.
 
 Also here, for every method: `validate` and its field checks (`Number`, `Int`,
 `Bool`, `OneOf`, `Tuple`, `Instance`, `IsDivergence`), which every config
@@ -14,13 +15,14 @@ dataclass runs on construction, and `MethodTrainer`, the base of the thin
 method trainers (``train(resume) -> TrainResult``, ``engine``).
 """
 
-from ._checkpoint import default_checkpoint_every, latest_checkpoint, verify_checkpoint
+from ._checkpoint import NoIntactCheckpointError, default_checkpoint_every, latest_checkpoint, verify_checkpoint
 from ._lock import RunLockedError, run_lock
 from ._nonfinite import NONFINITE_POLICIES, NonFiniteError
 from ._config import EngineConfig
 from ._context import StepContext
 from ._describe import describe_config, field_docs
 from ._method import MethodTrainer, trainable_adamw
+from ._safe_io import UnsafePathError, atomic_path, atomic_write, open_nofollow, safe_dir
 from ._schedules import available_schedules, lr_multiplier, register_schedule
 from ._serialize import load_tree, save_tree
 from ._task import StepOutput, Task, TrainResult
@@ -51,6 +53,7 @@ __all__ = [
     "MethodTrainer",
     "NONFINITE_POLICIES",
     "NonFiniteError",
+    "NoIntactCheckpointError",
     "RunLockedError",
     "IsDivergence",
     "Number",
@@ -62,6 +65,9 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "Tuple",
+    "UnsafePathError",
+    "atomic_path",
+    "atomic_write",
     "available_schedules",
     "checks_of",
     "default_checkpoint_every",
@@ -71,8 +77,10 @@ __all__ = [
     "latest_checkpoint",
     "load_tree",
     "lr_multiplier",
+    "open_nofollow",
     "register_schedule",
     "run_lock",
+    "safe_dir",
     "save_tree",
     "trainable_adamw",
     "validate",

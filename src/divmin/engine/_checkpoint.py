@@ -15,8 +15,11 @@ Layout of ``out_dir/checkpoints/step_XXXXXXX/`` (7-digit zero-padded step)::
 ``.tmp_step_XXXXXXX`` directory and renamed when complete, so a crash while
 saving never leaves a half checkpoint that looks like the latest.
 ``engine.json``, written last, lists every other file with its size and
-SHA-256 (``files``): a resume verifies them and falls back, with a warning
-naming the damaged one, to the newest intact checkpoint (`latest_checkpoint`).
+SHA-256 (``files``), and holds the SHA-256 of its own content (``sha256``, over
+the canonical JSON of every other key: a flipped step or a damaged file list is
+caught as a damaged weight file is): a resume verifies them and falls back, with
+a warning naming the damaged one, to the newest intact checkpoint
+(`latest_checkpoint`). Nothing is written through a link (`_safe_io`).
 """
 
 from __future__ import annotations
@@ -37,10 +40,16 @@ from accelerate import Accelerator
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ._safe_io import atomic_path, atomic_write, check_not_link, safe_dir
 from ._serialize import load_tree, save_tree
 
-FORMAT_VERSION = 2  # 2: engine.json lists every file's size and SHA-256
-_READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 2: engine.json lists every file's size and SHA-256; 3: and its own ("sha256")
+_READABLE_VERSIONS = (1, 2, 3)
+_SELF = "sha256"  # engine.json's key holding the SHA-256 of its other keys
+
+
+class NoIntactCheckpointError(ValueError):
+    """Checkpoints exist but every one is damaged: a resume cannot continue the run."""
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -81,7 +90,7 @@ def latest_checkpoint(out_dir: str | Path, *, verify: bool = True) -> Path | Non
             return path
         damaged.append(f"{path}: {problem}")
     if damaged:
-        raise ValueError(f"no intact checkpoint in {Path(out_dir) / 'checkpoints'}: {'; '.join(damaged)}")
+        raise NoIntactCheckpointError(f"no intact checkpoint in {Path(out_dir) / 'checkpoints'}: {'; '.join(damaged)}")
     return None
 
 
@@ -94,6 +103,9 @@ def verify_checkpoint(path: Path) -> str | None:
         return f"engine.json unreadable ({type(err).__name__}: {err})"
     if not isinstance(state, dict) or state.get("format_version") not in _READABLE_VERSIONS:
         return f"engine.json has an unknown format {state.get('format_version') if isinstance(state, dict) else state!r}"
+    problem = _self_check(state)
+    if problem is not None:
+        return problem
     for rel, (size, digest) in state.get("files", {}).items():
         file = path / rel
         if not file.is_file():
@@ -102,6 +114,22 @@ def verify_checkpoint(path: Path) -> str | None:
             return f"{rel} has {file.stat().st_size} bytes, {size} were written"
         if _sha256(file) != digest:
             return f"{rel} does not match its SHA-256"
+    return None
+
+
+def _content_sha256(state: Mapping[str, Any]) -> str:
+    """SHA-256 of engine.json's content less its own checksum, as canonical JSON (sorted keys, no spaces)."""
+    body = {k: v for k, v in state.items() if k != _SELF}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _self_check(state: Mapping[str, Any]) -> str | None:
+    # a checksum that is there is always checked, so a flip of the version digit (3 -> 2) cannot skip it;
+    # only the formats written before it (1, 2) may lack one
+    if _SELF not in state:
+        return None if state.get("format_version") in (1, 2) else "engine.json has no checksum of its own"
+    if state[_SELF] != _content_sha256(state):
+        return "engine.json does not match its own SHA-256 (its step, data position or file list was altered)"
     return None
 
 
@@ -161,6 +189,9 @@ def save_checkpoint(
     final, tmp = root / step_dir_name(step), root / f".tmp_{step_dir_name(step)}"
     rank = accelerator.process_index
     if accelerator.is_main_process:
+        safe_dir(root)  # out_dir/checkpoints: a link there would put the run's checkpoints elsewhere
+        for path in (tmp, final):
+            check_not_link(path)  # rmtree would not follow a link, but the mkdir / rename below would
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "models").mkdir(parents=True)
         (tmp / "optimizers").mkdir()
@@ -185,7 +216,8 @@ def _save_replicated(
 ) -> None:
     for name, model in models.items():
         # save_model (not save_file) handles tied weights.
-        save_model(model, str(tmp / "models" / f"{name}.safetensors"))
+        with atomic_path(tmp / "models" / f"{name}.safetensors") as file:
+            save_model(model, str(file))
     for name, opt in optimizers.items():
         save_tree(opt.state_dict(), tmp / "optimizers" / name)
 
@@ -200,8 +232,8 @@ def _save_engine_state(tmp: Path, accelerator: Accelerator, engine_state: dict[s
         "scaler": scaler.state_dict() if scaler is not None else None,
         "files": _manifest(tmp),
     }
-    with open(tmp / "engine.json", "w") as fh:
-        json.dump(state, fh, indent=1)
+    state[_SELF] = _content_sha256(state)
+    atomic_write(tmp / "engine.json", json.dumps(state, indent=1))
 
 
 def _prune(root: Path, keep: int | None) -> None:
@@ -228,6 +260,9 @@ def load_checkpoint(
         engine_state = json.load(fh)
     if engine_state.get("format_version") not in _READABLE_VERSIONS:
         raise ValueError(f"{path}: unsupported checkpoint format {engine_state.get('format_version')!r}")
+    problem = _self_check(engine_state)
+    if problem is not None:  # read again since latest_checkpoint verified it: refuse a change in between
+        raise NoIntactCheckpointError(f"{path}: {problem}")
     for name, model in models.items():
         # Read on CPU; load_state_dict copies into the params wherever they live
         # (safetensors rejects device strings such as "cpu:0" used by multi-CPU runs).

@@ -7,7 +7,8 @@ files. `run_lock` takes an exclusive, non-blocking ``flock`` on
 message). The kernel releases a ``flock`` when its process ends, so a crash or
 ``kill -9`` never leaves a stale lock. Re-entrant within a process (a recipe
 locks ``--out`` and its trainers lock sub-directories, or the same one).
-Only the main process of a distributed run should take it.
+Only the main process of a distributed run should take it. A link at the
+lock's name is refused (`UnsafePathError`), never followed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+from ._safe_io import open_nofollow
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -59,7 +62,7 @@ def _acquire(folder: Path):  # -> open file or None
     if fcntl is None:  # pragma: no cover
         return None
     path = folder / LOCK_NAME
-    fh = open(path, "a+")  # noqa: SIM115 - held until the run ends
+    fh = open_nofollow(path, "r+")  # held until the run ends; never through a link planted at that name
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -15,6 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ._config import EngineConfig
+from ._safe_io import atomic_write, open_nofollow, safe_dir
 
 
 class RunLogger:
@@ -28,15 +29,15 @@ class RunLogger:
         self._tb = None
         run_dir = config.run_dir
         if is_main and run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir(parents=True, exist_ok=True)  # the run directory itself may be a link: the user named it
             path = run_dir / "metrics.jsonl"
             if resumed:
                 # Drop records the interrupted run wrote after its checkpoint:
                 # they are about to be logged again.
                 _truncate_jsonl(path, start_step)
-            self._jsonl = open(path, "a" if resumed else "w")  # noqa: SIM115 - closed in close()
+            self._jsonl = open_nofollow(path, "a" if resumed else "w")  # closed in close()
             if config.tensorboard:
-                self._tb = _summary_writer(run_dir / "tensorboard", start_step + 1 if resumed else None)
+                self._tb = _summary_writer(safe_dir(run_dir / "tensorboard"), start_step + 1 if resumed else None)
         self._bar = tqdm(
             total=config.max_steps,
             initial=start_step,
@@ -107,7 +108,7 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
     if broken:
         warnings.warn(f"{path}: dropped {broken} unreadable line(s) (a write interrupted by a kill)",
                       RuntimeWarning, stacklevel=3)
-    path.write_text("".join(line + "\n" for line in kept))
+    atomic_write(path, "".join(line + "\n" for line in kept))
 
 
 def _summary_writer(log_dir: Path, purge_step: int | None) -> Any:

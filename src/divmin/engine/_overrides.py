@@ -14,7 +14,8 @@ import types
 import typing
 from typing import Any, Sequence
 
-__all__ = ["apply_values", "config_keys", "jsonable", "parse_overrides", "parse_value"]
+__all__ = ["RESUME_SAFE", "apply_values", "config_items", "config_keys", "jsonable", "parse_overrides", "parse_value",
+           "resume_changes", "tree_items"]
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -149,3 +150,54 @@ def jsonable(x: Any) -> Any:
     if hasattr(x, "item"):
         return x.item()
     return str(x)
+
+
+# ------------------------------------------------------------------ resuming a run with its own config
+# Keys a resumed run may change (none steers the steps already taken): how far the run goes (max_steps may
+# only grow: extending a run), when it checkpoints and what it shows. Every other change would make the
+# resumed run a different run from its checkpoints, silently: it is refused.
+RESUME_SAFE = ("engine.max_steps", "engine.checkpoint_every", "engine.keep_checkpoints", "engine.progress",
+               "engine.label", "engine.tensorboard")
+_RESUME_IGNORED = ("resume", "engine.out_dir")  # set by the command itself (--resume, --out), not by the user
+
+
+def config_items(config: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, JSON-ready value)`` of every leaf field of ``config`` (nested configs recursed into)."""
+    out = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out += config_items(value, f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, jsonable(value)))
+    return out
+
+
+def tree_items(config: Any, tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """The ``(dotted key, value)`` pairs of a saved JSON/YAML tree of ``config`` (its nested configs recursed
+    into, other mappings kept as values), for :func:`apply_values`."""
+    if not isinstance(tree, dict):
+        raise ValueError(f"saved config {prefix.rstrip('.') or 'root'} must be a mapping, got {type(tree).__name__}")
+    out = []
+    for key, value in tree.items():
+        child = getattr(config, key, None) if isinstance(key, str) else None
+        if dataclasses.is_dataclass(child) and isinstance(value, dict):
+            out += tree_items(child, value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def resume_changes(saved: Any, requested: Any, *, where: str) -> None:
+    """Refuse, with one line naming the keys, a resumed run whose ``requested`` config differs from the
+    ``saved`` one (the run's own, read from ``where``) other than in :data:`RESUME_SAFE`."""
+    before, after = dict(config_items(saved)), dict(config_items(requested))
+    changed = [k for k in after if k not in _RESUME_IGNORED and before.get(k, after[k]) != after[k]]
+    unsafe = [k for k in changed if k not in RESUME_SAFE]
+    steps = "engine.max_steps"
+    if steps in changed and isinstance(before.get(steps), int) and after[steps] < before[steps]:
+        unsafe.append(f"{steps} (may only grow, {before[steps]} -> {after[steps]})")
+    if unsafe:
+        raise ValueError(f"`--resume` continues the run saved in {where} with its own config; --config / --set "
+                         f"change {', '.join(unsafe)}: drop them, or start a new run in another --out (keys a "
+                         f"resume may change: {', '.join(RESUME_SAFE)})")

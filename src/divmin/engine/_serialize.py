@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ._safe_io import atomic_path, atomic_write, safe_dir
+
 _TENSOR, _NDARRAY, _TUPLE, _ITEMS = "__tensor__", "__ndarray__", "__tuple__", "__items__"
 _TAGS = (_TENSOR, _NDARRAY, _TUPLE, _ITEMS)
 
@@ -37,10 +39,10 @@ def unflatten(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def save_tree(obj: Any, stem: Path) -> None:
     """Write ``obj`` to ``stem.json`` + ``stem.safetensors``."""
     skeleton, tensors = flatten(obj)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(stem.with_suffix(".safetensors")))
-    with open(stem.with_suffix(".json"), "w") as fh:
-        json.dump(skeleton, fh)
+    safe_dir(stem.parent)
+    with atomic_path(stem.with_suffix(".safetensors")) as tmp:
+        save_file(tensors, str(tmp))
+    atomic_write(stem.with_suffix(".json"), json.dumps(skeleton))
 
 
 def load_tree(stem: Path) -> Any:

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from ..engine import atomic_path  # noqa: E402
 from ._registry import is_main_process  # noqa: E402
 
 RECORD_KEY = "divmin"  # PNG text chunk holding the figure's record
@@ -34,7 +35,8 @@ def save_figure(fig: Any, path: str | Path, *, data: Any = None, dpi: int = 110)
     fig.tight_layout()
     if is_main_process():
         record = {**_layout(fig), "data": data}
-        fig.savefig(path, dpi=dpi, metadata={RECORD_KEY: json.dumps(record)})
+        with atomic_path(path) as tmp:  # never through a link planted at the figure's name
+            fig.savefig(tmp, format="png", dpi=dpi, metadata={RECORD_KEY: json.dumps(record)})
     plt.close(fig)
     return Path(path)
 

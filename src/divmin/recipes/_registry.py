@@ -29,7 +29,12 @@ steps rounded down to a multiple of ``log_every`` (at least ``log_every``;
 (``divmin run NAME --out DIR --resume``) resumes every run from its latest
 checkpoint, finished runs included, and so reproduces the uninterrupted run's
 table exactly; without ``resume``, a directory that already holds checkpoints
-is refused (``FileExistsError``).
+is refused (``FileExistsError``). A resume continues with the config the run saved
+in ``config.json`` (``divmin run NAME --out DIR --resume`` needs no ``--set``);
+``--set`` / ``--full`` apply on top of it, and a change to any key but those a
+resume may change (:data:`divmin.engine._overrides.RESUME_SAFE`: extending
+``engine.max_steps``, checkpoint cadence, progress and logging display) is
+refused naming the keys.
 """
 
 from __future__ import annotations
@@ -44,10 +49,10 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 
-from ..engine import run_lock
+from ..engine import atomic_write, run_lock
 # shared with `divmin train` (divmin.train): lifted to the engine
 from ..engine._overrides import jsonable as _jsonable
-from ..engine._overrides import parse_overrides
+from ..engine._overrides import apply_values, parse_overrides, resume_changes, tree_items
 from ._runs import recipe_scope
 
 __all__ = [
@@ -139,10 +144,14 @@ def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *,
     ``full``: apply the recipe's ``full_size`` preset first (``overrides`` still win).
     """
     rec = get_recipe(name)
-    config = parse_overrides(rec.config_cls(), (*(rec.full_size if full else ()), *overrides))
+    out = Path(out_dir)
+    saved = _saved_config(rec, out) if resume else None
+    config = parse_overrides(saved if saved is not None else rec.config_cls(),
+                             (*(rec.full_size if full else ()), *overrides))
     if resume and not hasattr(config, "resume"):
         raise ValueError(f"recipe {name!r} does not resume (its runs are short and restart); run it without --resume")
-    out = Path(out_dir)
+    if saved is not None:
+        resume_changes(saved, config, where=str(out / "config.json"))
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; name a directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -155,14 +164,30 @@ def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *,
     # one run per directory: a second run into a directory in use is refused (engine.run_lock)
     with run_lock(out) if main else contextlib.nullcontext():
         if main:
-            (out / "config.json").write_text(json.dumps({"recipe": name, "config": _jsonable(config)}, indent=2))
+            atomic_write(out / "config.json", json.dumps({"recipe": name, "config": _jsonable(config)}, indent=2))
         with torch_threads(getattr(config, "num_threads", rec.threads)), recipe_scope(name, out):
             result = rec.run(config, out)
         if main:
             payload = {"recipe": name, "processes": int(os.environ.get("WORLD_SIZE", "1")), "columns": result.columns,
                        "rows": _jsonable(result.rows), "plots": result.plots, "summary": _jsonable(result.summary)}
-            (out / "results.json").write_text(json.dumps(payload, indent=2))
+            atomic_write(out / "results.json", json.dumps(payload, indent=2))
     return result
+
+
+def _saved_config(rec: Recipe, out: Path) -> Any:
+    """The config the run of ``rec`` in ``out`` saved in its config.json (None when there is none)."""
+    path = out / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"`--resume`: {path} is unreadable ({type(err).__name__}: {err})") from None
+    if not isinstance(saved, dict) or saved.get("recipe") != rec.name:
+        got = saved.get("recipe") if isinstance(saved, dict) else None
+        raise ValueError(f"`--resume`: {path} is not a run of recipe {rec.name!r} (it names {got!r})")
+    base = rec.config_cls()
+    return apply_values(base, tree_items(base, saved.get("config", {})), source=str(path))
 
 
 def is_main_process() -> bool:

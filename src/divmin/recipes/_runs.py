@@ -15,10 +15,12 @@ import contextlib
 import contextvars
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
 from ..engine import EngineConfig, default_checkpoint_every, latest_checkpoint
+from ..engine._safe_io import check_not_link
 
 __all__ = ["default_checkpoint_every", "recipe_scope", "resumable", "run_engine", "run_history"]
 
@@ -49,10 +51,27 @@ def _run_label(out_dir: str | Path) -> str | None:
     return name if rel in ("", ".") else f"{name} {rel}"
 
 
+def _check_no_link_below_out(out_dir: str | Path) -> None:
+    """Refuse a run directory that is, or lies under, a link inside the recipe's ``--out`` (its checkpoints
+    and metrics would be written where the link points); ``--out`` itself may be a link."""
+    scope = _SCOPE.get()
+    if scope is None:
+        return
+    below, path = [], Path(os.path.abspath(out_dir))
+    while path.resolve() != scope[1]:
+        if path == path.parent:
+            return  # not under --out: nothing of the recipe's to guard
+        below.append(path)
+        path = path.parent
+    for p in below:
+        check_not_link(p)
+
+
 def run_engine(engine: EngineConfig, out_dir: str | Path, **changes) -> EngineConfig:
     """``engine`` for one training run writing into ``out_dir``, with ``changes`` (``seed``, ``max_steps``...)
     applied; ``checkpoint_every`` = :func:`default_checkpoint_every` unless the user set it, and ``label``
     (its progress bar's) the recipe and the run's directory under ``--out`` unless the user set it."""
+    _check_no_link_below_out(out_dir)
     engine = dataclasses.replace(engine, out_dir=str(out_dir), **changes)
     if engine.label is None:
         engine = dataclasses.replace(engine, label=_run_label(out_dir))

@@ -46,7 +46,7 @@ from safetensors.torch import save_file
 
 from ..diffusion import EDMDenoiser, FDistill, FDistillConfig, GaussianMixtureTeacher, MLPBackbone, MLPGenerator
 from ..divergences import divergence
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tuple, atomic_path, validate
 from ..eval import mode_stats, precision_recall, sliced_wasserstein
 from ._plots import figure_legend, plt, save_figure
 from ._registry import RecipeResult, is_main_process, recipe
@@ -194,7 +194,8 @@ def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
                           title="fdistill-gmm: one-step samples (first seed) per divergence and sigma_max")
     summary["weights"] = [round(float(w), 4) for w in teacher.weights]
     if is_main_process():
-        save_file(samples, str(out_dir / "samples.safetensors"))
+        with atomic_path(out_dir / "samples.safetensors") as tmp:
+            save_file(samples, str(tmp))
     summary["converged"] = f"{sum(r['converged'] for r in rows if r['seed'] not in ('mean', 'std'))}/{len(runs)}"
     return RecipeResult(["sigma_max", "divergence", "seed"] + metrics + ["converged"], rows, [str(plot)], summary)
 

@@ -41,7 +41,7 @@ from torch import nn
 from ..align import EnergyTarget, PointwiseConstraint
 from ..data import BigramLM, PrefixTreeLM, all_sequences
 from ..divergences import Divergence, available_divergences, divergence
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, atomic_write, validate
 from ..estimators import LogZEstimator, MovingBaseline, score_function_surrogate
 from ..eval import acceptance_rate, exact_divergence
 from ._plots import plt, save_figure  # headless (Agg) matplotlib
@@ -277,7 +277,7 @@ def run_fdpg_toy(config: FDPGToyConfig, out_dir: Path) -> RecipeResult:
                "target_alignment": sum(t["alignment"] for t in targets) / len(targets),
                **_claims(per_seed, config.base_seeds)}
     if is_main_process():
-        (out_dir / "per_seed.json").write_text(json.dumps(per_seed, indent=1))
+        atomic_write(out_dir / "per_seed.json", json.dumps(per_seed, indent=1))
     cols = ["divergence", "behaviour", "KL(P||Q)", "KL(Q||P)", "alignment", "entropy", "entropy sd", "acceptance",
             "modes",
             "D_f / optimum"]

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from ..data import SEPARATORS, TEXT_SPLITS, MarkovLanguage, TextBlocks, text_blocks, word_vocab
 from ..diffusion import MaskedDiffusionLM, MDLMConfig, MDLMTrainer, MDLMTransformer
-from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, save_tree, validate
+from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, atomic_write, save_tree, validate
 from ..eval import generative_perplexity, unigram_entropy
 from ..lm import ARJudge, JudgeConfig, JudgeTrainer, tiny_judge, word_tokenizer
 from ._plots import plt, save_figure
@@ -184,7 +184,7 @@ def run_mdlm_text(config: MDLMTextConfig, out_dir: Path) -> RecipeResult:
         x = mdlm.sample(c.samples, nfe=nfe, generator=torch.Generator().manual_seed(c.engine.seed + nfe)).cpu()
         rows.append({"model": "mdlm", "nfe": nfe, **_quality(x, judge, c, v)})
         texts += [f"# nfe={nfe}", *blocks.decode(x[:4]), ""]
-    (out_dir / "samples.txt").write_text("\n".join(texts), encoding="utf-8")
+    atomic_write(out_dir / "samples.txt", "\n".join(texts))
     with torch.no_grad():
         nelbo = float(mdlm.loss(blocks.valid.to(next(mdlm.parameters()).device),
                                 generator=torch.Generator().manual_seed(c.engine.seed)).mean()) / c.block_length

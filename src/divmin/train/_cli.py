@@ -51,7 +51,7 @@ def train_command(args: argparse.Namespace) -> int:
             return 0
         if not args.out:
             raise ValueError("--out is required (the run directory)")
-        config = config_from(args.method, args.config, args.set)
+        config = config_from(args.method, args.config, args.set, resume_dir=args.out if args.resume else None)
         m, config, models, trainer = prepare(args.method, config, args.out, resume=args.resume)
     except _USER_ERRORS as err:
         return _error(err)

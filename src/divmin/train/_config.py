@@ -70,9 +70,11 @@ def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def load_config(config_cls: type, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Any:
-    """``config_cls()`` updated by the YAML file at ``path`` (if any), then by ``key=value`` overrides."""
-    config = config_cls()
+def load_config(config_cls: type, path: str | Path | None = None, overrides: Sequence[str] = (), *,
+                base: Any = None) -> Any:
+    """``base`` (default ``config_cls()``) updated by the YAML file at ``path`` (if any), then by
+    ``key=value`` overrides."""
+    config = config_cls() if base is None else base
     if path is not None:
         path = Path(path)
         if not path.is_file():

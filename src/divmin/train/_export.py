@@ -7,17 +7,27 @@
 - Other modules (f-distill generators...): ``model.safetensors`` and a ``config.json`` naming a
   registered builder and its arguments (``{"divmin_module": "mlp_generator", "args": {...}}``), from
   which :func:`load_exported` rebuilds the module.
+
+An export is written into a fresh hidden directory beside ``final/`` and renamed to it when complete:
+nothing is written through a link planted in the run directory, and a failed export leaves the
+previous ``final/`` as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from safetensors.torch import load_model, save_model
 from torch import nn
+
+from ..engine._safe_io import check_not_link
 
 __all__ = ["exportable_module", "export_hf", "export_module", "load_exported"]
 
@@ -39,51 +49,110 @@ def _written(final: Path) -> list[Path]:
     return sorted(p for p in final.rglob("*") if p.is_file())
 
 
+@contextlib.contextmanager
+def _new_final(run_dir: str | Path) -> Iterator[Path]:
+    """A new empty directory in ``run_dir``, renamed to ``run_dir/final`` (replacing it) when the block succeeds."""
+    run_dir = Path(run_dir)
+    final = check_not_link(run_dir / "final")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=run_dir))  # created here: holds no planted link
+    os.chmod(tmp, 0o755)
+    try:
+        yield tmp
+        check_not_link(final)
+        if final.exists():
+            shutil.rmtree(final)  # removes links inside it, never what they point to
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def export_hf(model: nn.Module, tokenizer: Any, run_dir: str | Path, *, merge_lora: bool = False) -> list[Path]:
     """Write ``model`` (and ``tokenizer``) to ``run_dir/final`` with ``save_pretrained``; the files written.
 
     ``merge_lora``: a peft model is merged into its base first (on a copy: ``model`` is left as is).
     """
-    final = Path(run_dir) / "final"
-    final.mkdir(parents=True, exist_ok=True)
     if callable(getattr(model, "merge_and_unload", None)) and merge_lora:
         model = copy.deepcopy(model).merge_and_unload()
     if not callable(getattr(model, "save_pretrained", None)):
         raise TypeError(f"{type(model).__name__} has no save_pretrained: not a Hugging Face model")
-    model.save_pretrained(final, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(final)
-    return _written(final)
+    with _new_final(run_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return _written(Path(run_dir) / "final")
 
 
-def export_module(module: nn.Module, builder: str, args: dict[str, Any], run_dir: str | Path) -> list[Path]:
-    """Write ``module`` as ``run_dir/final/model.safetensors`` + ``config.json`` ({builder, args})."""
+def export_module(module: nn.Module, builder: str, args: dict[str, Any], run_dir: str | Path, *,
+                  tokenizer: Any = None) -> list[Path]:
+    """Write ``module`` as ``run_dir/final/model.safetensors`` + ``config.json`` ({builder, args}),
+    and ``tokenizer`` (if given) with its ``save_pretrained``."""
     if builder not in _BUILDERS:
         raise ValueError(f"unknown exportable module {builder!r}; registered: {', '.join(sorted(_BUILDERS))}")
-    final = Path(run_dir) / "final"
-    final.mkdir(parents=True, exist_ok=True)
-    save_model(module, str(final / "model.safetensors"))
-    (final / "config.json").write_text(json.dumps({"divmin_module": builder, "args": args}, indent=2))
-    return _written(final)
+    with _new_final(run_dir) as tmp:
+        save_model(module, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps({"divmin_module": builder, "args": args}, indent=2))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return _written(Path(run_dir) / "final")
 
 
 def load_exported(path: str | Path) -> nn.Module:
     """The model exported to ``path`` (``RUN_DIR/final``): a registered module rebuilt from its
-    ``config.json``, else ``AutoModelForCausalLM.from_pretrained(path)``; in eval mode."""
+    ``config.json``, else ``AutoModelForCausalLM.from_pretrained(path)``; in eval mode.
+
+    A missing directory, an unreadable or malformed ``config.json`` or weights that do not fit
+    raise ``ValueError`` naming the file (never a Hub lookup: ``path`` is a local directory).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`path` must be a path to an exported model directory, got {type(path).__name__}")
     path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"`path` {path}: no such directory (an export is RUN_DIR/final)")
     config = path / "config.json"
-    spec = json.loads(config.read_text()) if config.is_file() else {}
+    spec = _read_spec(config) if config.is_file() else {}
     if "divmin_module" in spec:
-        name = spec["divmin_module"]
-        if name not in _BUILDERS:
-            raise ValueError(f"{config}: unknown module {name!r}; registered: {', '.join(sorted(_BUILDERS))}")
-        module = _BUILDERS[name](**spec["args"])
-        load_model(module, str(path / "model.safetensors"))
-        return module.eval()
+        return _load_module(spec, config, path / "model.safetensors")
     if (path / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM
 
         return AutoPeftModelForCausalLM.from_pretrained(path).eval()
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path).eval()
+    try:
+        return AutoModelForCausalLM.from_pretrained(path).eval()
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"`path` {path}: not an exported model ({first})") from None
+
+
+def _read_spec(config: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{config}: not valid JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{config}: must hold a JSON object, got {type(spec).__name__}")
+    return spec
+
+
+def _load_module(spec: dict[str, Any], config: Path, weights: Path) -> nn.Module:
+    """The registered module ``spec`` names, built from its ``args`` and loaded from ``weights``."""
+    name, args = spec["divmin_module"], spec.get("args")
+    if not isinstance(name, str) or name not in _BUILDERS:
+        raise ValueError(f"{config}: unknown module {name!r}; registered: {', '.join(sorted(_BUILDERS))}")
+    if not isinstance(args, dict):
+        raise ValueError(f"{config}: 'args' must be a JSON object of the builder's arguments, got {args!r}")
+    try:
+        module = _BUILDERS[name](**args)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{config}: 'args' do not build module {name!r}: {err}") from None
+    if not weights.is_file():
+        raise ValueError(f"{weights}: missing (the exported weights)")
+    try:
+        load_model(module, str(weights))
+    except Exception as err:  # a truncated file, another model's weights: name the file, not the parser
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{weights}: does not hold the weights of module {name!r} ({first})") from None
+    return module.eval()

@@ -111,6 +111,4 @@ class MDLM(TrainMethod):
         return MDLMTrainer(models.model, data, trainer_config(config, MDLMConfig))
 
     def export(self, model: nn.Module, models: Models, config: Any, run_dir: Path) -> list[Path]:
-        export_module(model, "mdlm", _args(config, models.tokenizer), run_dir)
-        models.tokenizer.save_pretrained(Path(run_dir) / "final")
-        return sorted(p for p in (Path(run_dir) / "final").rglob("*") if p.is_file())
+        return export_module(model, "mdlm", _args(config, models.tokenizer), run_dir, tokenizer=models.tokenizer)

@@ -8,6 +8,12 @@
 
 Under ``torchrun`` / ``accelerate launch`` every process builds the models and trains (the
 engine averages the gradients); only the main process (RANK 0) writes the config and the export.
+
+Resuming (``--resume``) continues the run with the config saved in ``train_config.yaml``:
+``divmin train METHOD --out RUN_DIR --resume`` needs no ``--config`` / ``--set``, and those given
+apply on top of the saved config; a change to any key but those a resume may change
+(:data:`divmin.engine._overrides.RESUME_SAFE`: extending ``engine.max_steps``, checkpoint
+cadence, progress and logging display) is refused naming the keys.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ import yaml
 from safetensors.torch import load_model
 from torch import nn
 
-from ..engine import MethodTrainer, default_checkpoint_every, latest_checkpoint, run_lock
-from ..engine._overrides import apply_values, jsonable
+from ..engine import MethodTrainer, atomic_write, default_checkpoint_every, latest_checkpoint, run_lock
+from ..engine._overrides import apply_values, jsonable, resume_changes
 from ._config import example_config, flatten, load_config
 from ._registry import Models, get_method
 
@@ -69,6 +75,9 @@ def prepare(method: str, config: Any, out_dir: str | Path, *, resume: bool = Fal
         raise FileExistsError(f"{out} already holds a run (checkpoints/); continue it with --resume, "
                               "re-export it with `divmin export`, or choose another --out")
     config = _with_run_dir(config, out, method)
+    saved = saved_config(out, method) if resume else None
+    if saved is not None:
+        resume_changes(_with_run_dir(saved, out, method), config, where=str(out / CONFIG_FILE))
     models = m.models(config, training=True)
     return m, config, models, m.trainer(config, models)
 
@@ -87,7 +96,7 @@ def run_prepared(m: Any, config: Any, models: Models, trainer: MethodTrainer, ou
     with run_lock(out) if main else contextlib.nullcontext():
         if main:
             text = yaml.safe_dump({"method": m.name, **jsonable(config)}, sort_keys=False)
-            (out / CONFIG_FILE).write_text(text)
+            atomic_write(out / CONFIG_FILE, text)
         trainer.train(resume=resume)
         model = m.trained(trainer)
         files = m.export(model, models, config, out) if main else []
@@ -102,6 +111,16 @@ def read_run_config(run_dir: str | Path) -> tuple[Any, Any]:
     tree = yaml.safe_load(path.read_text()) or {}
     m = get_method(tree.pop("method", ""))
     return m, apply_values(m.config_cls(), flatten(tree), source=str(path))
+
+
+def saved_config(run_dir: str | Path, method: str) -> Any | None:
+    """The config a run of ``method`` in ``run_dir`` saved (None when it has none: it never started)."""
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        return None
+    m, config = read_run_config(run_dir)
+    if m.name != method:
+        raise ValueError(f"`--resume`: {run_dir} holds a run of method {m.name!r}, not {method!r}")
+    return config
 
 
 def export_run(run_dir: str | Path) -> list[Path]:
@@ -126,6 +145,9 @@ def print_config(method: str) -> str:
     return example_config(m.config_cls(), header, first)
 
 
-def config_from(method: str, config_path: str | None, overrides: Sequence[str]) -> Any:
-    """The config of ``method`` from a YAML file and ``--set`` overrides (either optional)."""
-    return load_config(get_method(method).config_cls, config_path, overrides)
+def config_from(method: str, config_path: str | None, overrides: Sequence[str], *,
+                resume_dir: str | Path | None = None) -> Any:
+    """The config of ``method`` from a YAML file and ``--set`` overrides (either optional), applied on top
+    of the config the run in ``resume_dir`` saved (when resuming one), else on the defaults."""
+    base = saved_config(resume_dir, method) if resume_dir is not None else None
+    return load_config(get_method(method).config_cls, config_path, overrides, base=base)
