@@ -15,7 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ._config import EngineConfig
-from ._safe_io import atomic_write, open_nofollow, safe_dir
+from ._safe_io import atomic_write, check_not_link, open_nofollow, safe_dir
 
 
 class RunLogger:
@@ -94,7 +94,7 @@ def _fmt(value: float) -> str:
 
 def _truncate_jsonl(path: Path, last_step: int) -> None:
     """Keep the records up to ``last_step``; drop, with a warning, lines a kill left half-written."""
-    if not path.is_file():
+    if not check_not_link(path).is_file():  # not even read through a link: it is about to be rewritten
         return
     kept, broken = [], 0
     for line in path.read_text().splitlines():
