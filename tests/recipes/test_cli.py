@@ -193,3 +193,129 @@ def test_a_diverging_run_exits_non_zero_naming_the_step(tmp_path, capsys):
                  "--set", "engine.max_grad_norm=None"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("divmin: training stopped: ") and "step " in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------ nothing written through a link (issue 26 s.2)
+@pytest.mark.parametrize("name", [".divmin.lock", "config.json", "results.json", "fit.png"])
+def test_a_link_planted_in_out_is_refused_and_its_target_kept(tmp_path, capsys, name):
+    victim, out = tmp_path / "victim", tmp_path / "o"
+    victim.write_text("precious\n")
+    out.mkdir()
+    (out / name).symlink_to(victim)
+    assert main(["run", "fit", "--out", str(out), *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{name}: it is a symbolic link" in err and "Traceback" not in err
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_training_run_directory_linked_out_of_out_is_refused(tmp_path):
+    from divmin.engine import EngineConfig
+    from divmin.recipes._runs import recipe_scope, run_engine
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "teacher").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with recipe_scope("fit", tmp_path / "o"):
+        run_engine(EngineConfig(), tmp_path / "o" / "student")  # a plain sub-directory is fine
+        with pytest.raises(OSError, match="teacher: it is a symbolic link"):
+            run_engine(EngineConfig(), tmp_path / "o" / "teacher")
+        with pytest.raises(OSError, match="teacher: it is a symbolic link"):
+            run_engine(EngineConfig(), tmp_path / "o" / "teacher" / "seed_0")
+
+
+# ------------------------------------------------------------------ one line and exit 2 (issue 26 s.5)
+def _deny_writes_under(monkeypatch, root, calls=("open", "mkdir")):
+    """Make the OS refuse writes under ``root`` as a read-only directory does for a non-root user (the
+    tests run as root, for whom chmod does not bite)."""
+    import errno
+    import os
+
+    root = str(root)
+
+    def denied(real):
+        def call(path, *args, **kwargs):
+            p = os.path.abspath(os.fspath(path)) if isinstance(path, (str, bytes, os.PathLike)) else ""
+            flags = args[0] if real is os.open and args else 0
+            writes = real is not os.open or flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+            if isinstance(p, str) and (p == root or p.startswith(root + os.sep)) and writes:
+                raise PermissionError(errno.EACCES, "Permission denied", p)
+            return real(path, *args, **kwargs)
+        return call
+
+    for name in calls:
+        monkeypatch.setattr(os, name, denied(getattr(os, name)))
+
+
+@pytest.mark.parametrize("where", ["out", "parent", "checkpoints"])
+def test_a_read_only_directory_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, where):
+    out = tmp_path / "parent" / "o"
+    if where != "parent":
+        out.mkdir(parents=True)
+    if where == "checkpoints":
+        (out / "checkpoints").mkdir()
+    denied = {"out": out, "parent": tmp_path / "parent", "checkpoints": out / "checkpoints"}[where]
+    if where == "parent":
+        (tmp_path / "parent").mkdir()
+    _deny_writes_under(monkeypatch, denied)
+    assert main(["run", "fit", "--out", str(out), *QUICK, "--set", "engine.checkpoint_every=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Permission denied" in err and str(denied) in err and "Traceback" not in err
+
+
+def test_train_into_a_read_only_out_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o"
+    out.mkdir()
+    _deny_writes_under(monkeypatch, out)
+    assert main(["train", "kd", "--out", str(out), "--set", "engine.max_steps=1", "--set", "engine.progress=False"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Permission denied" in err
+
+
+def test_resume_with_every_checkpoint_damaged_is_one_line_and_exit_2(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "fit", "--out", str(out), *QUICK, "--set", "engine.checkpoint_every=2"]) == 0
+    for f in out.glob("checkpoints/step_*/models/*.safetensors"):
+        f.write_bytes(f.read_bytes()[:-8])
+    capsys.readouterr()
+    assert main(["run", "fit", "--out", str(out), *QUICK, "--set", "engine.checkpoint_every=2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("divmin: error: no intact checkpoint") and err.count("\n") == 1
+
+
+def test_a_divergence_of_the_wrong_kind_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["run", "speech-egg", "--out", str(tmp_path / "run"), "--set", "divergence=sinkhorn"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`divergence`" in err and "kind" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+# ------------------------------------------------------------------ --resume continues the saved run (issue 26 s.3)
+def test_run_resume_reuses_the_saved_config_and_refuses_changing_it(tmp_path, capsys, monkeypatch):
+    import json
+
+    out = tmp_path / "run"
+    argv = ["run", "fit", "--out", str(out), *QUICK, "--set", "engine.max_steps=6", "--set", "engine.checkpoint_every=2",
+            "--set", "lr=0.02"]
+    straight = tmp_path / "straight"
+    assert main(["run", "fit", "--out", str(straight), *argv[4:]]) == 0
+    from divmin.engine._trainer import Trainer
+
+    real = trainer_step = Trainer._train_step
+
+    def interrupt_at_4(self, run, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real(self, run, step)
+
+    monkeypatch.setattr("divmin.engine._trainer.Trainer._train_step", interrupt_at_4)
+    assert main(argv) == 130
+    hint = capsys.readouterr().err.split("continue with: ")[1].strip()
+    monkeypatch.setattr("divmin.engine._trainer.Trainer._train_step", trainer_step)
+    assert main(["run", "fit", "--out", str(out), "--set", "lr=0.05", "--resume"]) == 2  # a change: refused
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--set change lr: drop them" in err
+    assert main(hint.split()[1:]) == 0  # the printed line, literally: no --set at all
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert saved["lr"] == 0.02 and saved["engine"]["max_steps"] == 6
+    a, b = (json.loads((d / "results.json").read_text())["rows"] for d in (straight, out))
+    assert a == b
