@@ -147,3 +147,44 @@ def test_a_used_run_directory_is_refused_and_resume_restores_the_final_model(tmp
     assert main([*argv, "--resume"]) == 0  # a finished run resumes to its final weights
     again = load_file(out / "final" / "model.safetensors")
     assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_the_printed_resume_line_finishes_the_interrupted_run_with_its_own_config(tmp_path, capsys, monkeypatch):
+    """Ctrl-C, then the line divmin prints, run literally: the run's saved config (not the defaults) is
+    continued to its end and the export equals an uninterrupted run's (issue 26 s.3)."""
+    from divmin.engine._trainer import Trainer
+
+    sets = ["engine.max_steps=6", "engine.checkpoint_every=2", "lr=0.003", *QUIET]
+    argv = lambda out: ["train", "kd", "--out", str(out), *[a for s in sets for a in ("--set", s)]]  # noqa: E731
+    assert main(argv(tmp_path / "straight")) == 0
+    real = Trainer._train_step
+
+    def interrupt_at_4(self, run, step):
+        if step == 4:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+        return real(self, run, step)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupt_at_4)
+    out = tmp_path / "run"
+    assert main(argv(out)) == 130
+    hint = capsys.readouterr().err.strip().split("continue with: ")[1]
+    assert hint == f"divmin train kd --out {out} --resume"
+    monkeypatch.setattr(Trainer, "_train_step", real)
+    recorded = (out / "train_config.yaml").read_text()
+    assert main([*hint.split()[1:], "--set", "lr=0.5"]) == 2  # a change of the run: refused, naming the key
+    assert "change lr:" in capsys.readouterr().err and (out / "train_config.yaml").read_text() == recorded
+    assert main(hint.split()[1:]) == 0
+    assert "max_steps: 6" in (out / "train_config.yaml").read_text()
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()][-1] == 6
+    a, b = (load_file(d / "final" / "model.safetensors") for d in (tmp_path / "straight", out))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_may_extend_max_steps_but_not_shorten_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "kd", "--out", str(out), *[a for s in ["engine.max_steps=2", *QUIET] for a in ("--set", s)]]
+    assert main(argv) == 0
+    assert main(["train", "kd", "--out", str(out), "--resume", "--set", "engine.max_steps=1"]) == 2
+    assert "engine.max_steps (may only grow, 2 -> 1)" in capsys.readouterr().err
+    assert main(["train", "kd", "--out", str(out), "--resume", "--set", "engine.max_steps=4"]) == 0
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4]
