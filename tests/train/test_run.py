@@ -188,3 +188,29 @@ def test_resume_may_extend_max_steps_but_not_shorten_it(tmp_path, capsys):
     assert "engine.max_steps (may only grow, 2 -> 1)" in capsys.readouterr().err
     assert main(["train", "kd", "--out", str(out), "--resume", "--set", "engine.max_steps=4"]) == 0
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4]
+
+
+def test_named_models_load_with_the_dtype_keyword_transformers_expects(tmp_path, monkeypatch):
+    """transformers >= 4.56 warns on every load given `torch_dtype`; older ones only know it (issue 26 s.3)."""
+    import transformers
+    from packaging.version import Version
+
+    from divmin.train._models import load_causal_lm
+
+    tiny_lm().save_pretrained(tmp_path / "m")
+    model = load_causal_lm(tmp_path / "m", torch_dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16  # the dtype reached the load
+    seen = {}
+
+    def record(name, **kwargs):
+        seen.update(kwargs)
+        return model
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", record)
+    load_causal_lm(tmp_path / "m", torch_dtype="float16")
+    new = Version(transformers.__version__).release >= (4, 56)
+    assert seen[("dtype" if new else "torch_dtype")] == torch.float16
+    assert ("torch_dtype" if new else "dtype") not in seen
+    monkeypatch.setattr(transformers, "__version__", "4.45.0")
+    load_causal_lm(tmp_path / "m", torch_dtype="float16")
+    assert seen["torch_dtype"] == torch.float16

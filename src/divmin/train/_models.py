@@ -62,6 +62,15 @@ def _fail(key: str, name: str, err: Exception) -> ModelLoadError:
     return ModelLoadError(f"{key} {name!r} could not be loaded: {why}")
 
 
+def _dtype_keyword() -> str:
+    """``from_pretrained``'s dtype argument: ``dtype`` since transformers 4.56, which warns on every load given
+    the older ``torch_dtype``; ``torch_dtype`` before (4.45 <= transformers < 4.56, which ignore ``dtype``)."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
+
+
 def load_causal_lm(name: str | os.PathLike, *, key: str = "model", torch_dtype: str = "float32",
                    trust_remote_code: bool = False) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained(name)``; a failure is one :class:`ModelLoadError` line."""
@@ -71,7 +80,7 @@ def load_causal_lm(name: str | os.PathLike, *, key: str = "model", torch_dtype: 
     if torch_dtype not in _DTYPES:
         raise ValueError(f"`torch_dtype` must be one of {', '.join(map(repr, _DTYPES))}, got {torch_dtype!r}")
     try:
-        return AutoModelForCausalLM.from_pretrained(name, torch_dtype=_DTYPES[torch_dtype],
+        return AutoModelForCausalLM.from_pretrained(name, **{_dtype_keyword(): _DTYPES[torch_dtype]},
                                                     trust_remote_code=trust_remote_code)
     except (OSError, ValueError, EnvironmentError) as err:
         raise _fail(key, name, err) from None
