@@ -25,7 +25,11 @@ log-probabilities to mass ``1 - tail`` (no mass is made or lost by rounding).
 
 Resumable: shard j holds rows ``[j R, (j + 1) R)`` and is written atomically with a
 sidecar record; a restarted run skips the shards whose record and checksum hold, so
-a run killed half-way and resumed writes the same bytes as one run. Under
+a run killed half-way and resumed writes the same bytes as one run. The plan
+(``plan.json``) records a fingerprint of the teacher's weights (:func:`teacher_fingerprint`):
+a resume with another teacher (retrained in place, same name) is refused, so a cache never
+mixes two teachers; a shard whose sidecar record is damaged is rewritten, a damaged
+``plan.json`` or ``manifest.json`` is named in the error. Under
 ``torchrun``/``accelerate launch`` process r writes the shards j = r mod W (each shard
 is batched identically at every W, so the files do not depend on W) and process 0
 writes the manifest after a barrier.
@@ -45,11 +49,12 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..lm import IGNORE, LMCollator, tokenize_pairs
+from ..engine._safe_io import check_not_link
 from . import _cache_io as io
 from ._tasks import DISTILL_TASKS
 from ._token import TopKTeacher, check_temperature
 
-__all__ = ["cache_teacher", "TeacherCache", "tokenizer_hash", "rows_hash", "TAILS"]
+__all__ = ["cache_teacher", "TeacherCache", "tokenizer_hash", "rows_hash", "teacher_fingerprint", "TAILS"]
 
 TAILS = ("bucket", "renormalize", "uniform")  # how a TeacherCache serves the mass off the top k
 
@@ -72,6 +77,23 @@ def rows_hash(rows: Sequence[dict[str, list[int]]]) -> str:
     return h.hexdigest()
 
 
+_SAMPLE = 1 << 20  # elements of a tensor hashed at most (evenly strided beyond: cheap on a 7B teacher)
+
+
+@torch.no_grad()
+def teacher_fingerprint(teacher: nn.Module) -> str:
+    """SHA-256 of the teacher's state_dict: every tensor's name, dtype and shape, and its values (all of
+    them up to 2^20 elements, else 2^20 evenly strided ones). Deterministic across devices and runs; a
+    retrained teacher changes it. Buffers count as weights do."""
+    h = hashlib.sha256()
+    for name, t in teacher.state_dict().items():
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        flat = t.detach().reshape(-1)
+        step = max(1, -(-flat.numel() // _SAMPLE))
+        h.update(flat[::step].contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _rank_world() -> tuple[int, int, bool]:
     """(rank, world size, whether this call started the process group)."""
     if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -83,8 +105,9 @@ def _rank_world() -> tuple[int, int, bool]:
 
 
 def _settings(rows: list, tokenizer: Any, top_k: int, temperature: float, dtype: str, rows_per_shard: int,
-              teacher_name: str | None, teacher_revision: str | None) -> dict[str, Any]:
+              teacher_name: str | None, teacher_revision: str | None, teacher_sha256: str) -> dict[str, Any]:
     return {"format": io.FORMAT, "teacher": teacher_name, "teacher_revision": teacher_revision,
+            "teacher_sha256": teacher_sha256,
             "tokenizer_hash": tokenizer_hash(tokenizer), "data_hash": rows_hash(rows), "rows": len(rows),
             "top_k": top_k, "temperature": temperature, "dtype": dtype, "rows_per_shard": rows_per_shard}
 
@@ -117,12 +140,55 @@ def _teacher_rows(teacher: nn.Module, rows: list, collate: LMCollator, top_k: in
 
 
 def _shard_done(out: Path, j: int) -> dict[str, Any] | None:
-    """The shard's record if the shard was written in full and still matches it, else None."""
+    """The shard's record if the shard was written in full and still matches it, else None (a damaged
+    record too: the shard is then written again)."""
     rec, path = out / (io.shard_name(j) + ".json"), out / io.shard_name(j)
-    if not (rec.exists() and path.exists()):
+    if not (rec.is_file() and path.is_file()):
         return None
-    entry = json.loads(rec.read_text())
+    try:
+        entry = json.loads(rec.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or "vocab_size" not in entry:
+        return None
     return entry if io.sha256_file(path) == entry["sha256"] else None
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """``path``'s JSON; a damaged file is a ValueError naming it (not the parser's line and column)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{path} is damaged ({type(err).__name__}: {err}); {what}") from None
+
+
+def _check_plan(plan: Path, s: dict[str, Any]) -> None:
+    """Refuse a cache directory written with other settings, data or teacher weights."""
+    old = _read_json(plan, "delete the cache directory (its shards cannot be trusted) and recache")
+    if old == s:
+        return
+    if isinstance(old, dict) and {k for k in s if old.get(k) != s[k]} == {"teacher_sha256"}:
+        raise ValueError(f"`teacher`: its weights differ from those of the teacher that wrote the cache in {plan.parent} "
+                         "(plan.json's teacher_sha256): a cache holds one teacher; use another `out_dir` or delete it")
+    raise ValueError(f"`out_dir` {plan.parent} holds a cache of other settings or data (plan.json differs): "
+                     "use another directory or delete it")
+
+
+def _check_rows(teacher: nn.Module, rows: list) -> None:
+    """Refuse rows the teacher cannot read: ids outside its vocabulary, rows longer than its positions."""
+    cfg = getattr(teacher, "config", None)
+    emb = teacher.get_input_embeddings() if callable(getattr(teacher, "get_input_embeddings", None)) else None
+    vocab = getattr(emb, "num_embeddings", None) or getattr(cfg, "vocab_size", None)
+    longest = next((getattr(cfg, k) for k in ("n_positions", "max_position_embeddings")
+                    if isinstance(getattr(cfg, k, None), int)), None)
+    for i, r in enumerate(rows):
+        ids = [*r["prompt_ids"], *r["completion_ids"]]
+        if isinstance(vocab, int) and ids and not 0 <= min(ids) <= max(ids) < vocab:
+            bad = next(t for t in ids if not 0 <= t < vocab)
+            raise ValueError(f"`dataset` row {i}: token id {bad} is outside the teacher's vocabulary [0, {vocab})")
+        if longest is not None and len(ids) > longest:
+            raise ValueError(f"`dataset` row {i} has {len(ids)} tokens; the teacher reads at most {longest} "
+                             "(its position embeddings): shorten the row")
 
 
 def _write_one(teacher: nn.Module, rows: list, j: int, s: dict[str, Any], collate: LMCollator,
@@ -165,19 +231,20 @@ def cache_teacher(teacher: nn.Module, dataset: Any, out_dir: str | os.PathLike, 
     _check_args(top_k, dtype, batch_size, rows_per_shard, teacher)
     temperature = check_temperature(temperature)
     rows = tokenize_pairs(dataset, tokenizer, "dataset")
+    _check_rows(teacher, rows)
     cfg = getattr(teacher, "config", None)
     name = teacher_name or getattr(cfg, "name_or_path", None) or type(teacher).__name__
     revision = teacher_revision or getattr(cfg, "_commit_hash", None)
-    s = _settings(rows, tokenizer, top_k, temperature, dtype, rows_per_shard, name, revision)
+    s = _settings(rows, tokenizer, top_k, temperature, dtype, rows_per_shard, name, revision,
+                  teacher_fingerprint(teacher))
     if pad_id is None:
         pad_id = next((v for v in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None))
                        if isinstance(v, int)), 0)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plan = out / "plan.json"
-    if plan.exists() and json.loads(plan.read_text()) != s:
-        raise ValueError(f"`out_dir` {out} holds a cache of other settings or data (plan.json differs): "
-                         "use another directory or delete it")
+    plan = check_not_link(out / "plan.json")  # not even read through a link: it may be rewritten
+    if plan.exists():
+        _check_plan(plan, s)
     rank, world, started = _rank_world()
     if rank == 0 and not plan.exists():
         io.write_json(plan, s)
@@ -198,11 +265,12 @@ def cache_teacher(teacher: nn.Module, dataset: Any, out_dir: str | os.PathLike, 
         teacher.train(was_training)
         if started:
             dist.destroy_process_group()
-    return manifest if manifest is not None else json.loads((out / io.MANIFEST).read_text())
+    return manifest if manifest is not None else _read_json(out / io.MANIFEST, "run cache_teacher again")
 
 
 def _finish(out: Path, s: dict[str, Any], n_shards: int) -> dict[str, Any]:
-    shards = [json.loads((out / (io.shard_name(j) + ".json")).read_text()) for j in range(n_shards)]
+    shards = [_read_json(out / (io.shard_name(j) + ".json"), "run cache_teacher again to rewrite its shard")
+              for j in range(n_shards)]
     vocab = {e.pop("vocab_size") for e in shards}
     if len(vocab) != 1:
         raise ValueError(f"the shards disagree on the teacher's vocabulary size: {sorted(vocab)}")
@@ -238,9 +306,10 @@ class TeacherCache:
         path = self.dir / io.MANIFEST
         if not path.exists():
             raise ValueError(f"`out_dir` {self.dir} has no {io.MANIFEST}: not a finished teacher cache")
-        self.manifest = json.loads(path.read_text())
-        if self.manifest.get("format") != io.FORMAT:
-            raise ValueError(f"{path} is format {self.manifest.get('format')!r}, this reader reads {io.FORMAT!r}")
+        self.manifest = _read_json(path, "rewrite the cache with cache_teacher")
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != io.FORMAT:
+            fmt = self.manifest.get("format") if isinstance(self.manifest, dict) else self.manifest
+            raise ValueError(f"{path} is format {fmt!r}, this reader reads {io.FORMAT!r}")
         if tail not in TAILS:
             raise ValueError(f"`tail` must be one of {TAILS}, got {tail!r}")
         self.tail = tail
@@ -289,7 +358,12 @@ class TeacherCache:
 
     def _reader(self, j: int) -> io.ShardReader:
         if j not in self._readers:
-            self._readers[j] = io.ShardReader(self.dir / self.manifest["shards"][j]["file"], self.manifest["dtype"])
+            path = self.dir / self.manifest["shards"][j]["file"]
+            try:
+                self._readers[j] = io.ShardReader(path, self.manifest["dtype"])
+            except Exception as err:  # safetensors' own error types (a truncated header) and OSError alike
+                raise ValueError(f"teacher cache shard {path} is unreadable ({str(err).strip() or type(err).__name__}):"
+                                 " it is missing or damaged; rewrite it with cache_teacher") from None
         return self._readers[j]
 
     def __call__(self, rows: Sequence[int] | Tensor, *,

@@ -50,7 +50,14 @@ def _rows(path: str) -> list[dict[str, Any]]:
         return list(load_from_disk(str(p)))
     if not p.is_file():
         raise ValueError(f"`--data` {path} is neither a file nor a directory")
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as err:
+                raise ValueError(f"`--data` {path} line {n} is not JSON ({err})") from None
+    return rows
 
 
 def _tokenizer(name: str | None, teacher: str, revision: str | None) -> Any:
