@@ -159,7 +159,7 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(f"{path} is damaged ({type(err).__name__}: {err}); {what}") from None
+        raise ValueError(f"`out_dir`: {path} is damaged ({type(err).__name__}: {err}); {what}") from None
 
 
 def _check_plan(plan: Path, s: dict[str, Any]) -> None:
@@ -273,7 +273,7 @@ def _finish(out: Path, s: dict[str, Any], n_shards: int) -> dict[str, Any]:
               for j in range(n_shards)]
     vocab = {e.pop("vocab_size") for e in shards}
     if len(vocab) != 1:
-        raise ValueError(f"the shards disagree on the teacher's vocabulary size: {sorted(vocab)}")
+        raise ValueError(f"`out_dir`: the shards disagree on the teacher's vocabulary size: {sorted(vocab)}")
     v = vocab.pop()
     tokens = sum(e["tokens"] for e in shards)
     k = min(s["top_k"], v)
@@ -309,7 +309,7 @@ class TeacherCache:
         self.manifest = _read_json(path, "rewrite the cache with cache_teacher")
         if not isinstance(self.manifest, dict) or self.manifest.get("format") != io.FORMAT:
             fmt = self.manifest.get("format") if isinstance(self.manifest, dict) else self.manifest
-            raise ValueError(f"{path} is format {fmt!r}, this reader reads {io.FORMAT!r}")
+            raise ValueError(f"`out_dir`: {path} is format {fmt!r}, this reader reads {io.FORMAT!r}")
         if tail not in TAILS:
             raise ValueError(f"`tail` must be one of {TAILS}, got {tail!r}")
         self.tail = tail
@@ -330,7 +330,7 @@ class TeacherCache:
         for e in self.manifest["shards"]:
             p = self.dir / e["file"]
             if not p.exists() or io.sha256_file(p) != e["sha256"]:
-                raise ValueError(f"teacher cache shard {p} is missing or corrupted (SHA-256 differs from the "
+                raise ValueError(f"`out_dir`: teacher cache shard {p} is missing or corrupted (SHA-256 differs from the "
                                  "manifest's): rewrite it with cache_teacher")
 
     def check(self, rows: Sequence[dict[str, list[int]]] | None = None, *, temperature: float | None = None,
@@ -362,7 +362,7 @@ class TeacherCache:
             try:
                 self._readers[j] = io.ShardReader(path, self.manifest["dtype"])
             except Exception as err:  # safetensors' own error types (a truncated header) and OSError alike
-                raise ValueError(f"teacher cache shard {path} is unreadable ({str(err).strip() or type(err).__name__}):"
+                raise ValueError(f"`out_dir`: teacher cache shard {path} is unreadable ({str(err).strip() or type(err).__name__}):"
                                  " it is missing or damaged; rewrite it with cache_teacher") from None
         return self._readers[j]
 

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -123,36 +124,66 @@ def load_exported(path: str | Path) -> nn.Module:
     try:
         return AutoModelForCausalLM.from_pretrained(path).eval()
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"`path` {path}: not an exported model ({first})") from None
+        raise ValueError(f"`path` {path}: not an exported model ({_first_line(err)})") from None
 
 
 def _read_spec(config: Path) -> dict[str, Any]:
     try:
         spec = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(f"{config}: not valid JSON ({type(err).__name__}: {err})") from None
+        raise ValueError(f"`path`: {config} is not valid JSON ({type(err).__name__}: {err})") from None
     if not isinstance(spec, dict):
-        raise ValueError(f"{config}: must hold a JSON object, got {type(spec).__name__}")
+        raise ValueError(f"`path`: {config} must hold a JSON object, got {type(spec).__name__}")
     return spec
 
 
 def _load_module(spec: dict[str, Any], config: Path, weights: Path) -> nn.Module:
-    """The registered module ``spec`` names, built from its ``args`` and loaded from ``weights``."""
+    """The registered module ``spec`` names, built from its ``args`` and loaded from ``weights``.
+
+    The module is first built on the meta device (no memory) and its tensor shapes compared with the
+    weights file's header, so ``args`` asking for a huge module cost nothing before they are refused.
+    """
     name, args = spec["divmin_module"], spec.get("args")
     if not isinstance(name, str) or name not in _BUILDERS:
-        raise ValueError(f"{config}: unknown module {name!r}; registered: {', '.join(sorted(_BUILDERS))}")
+        raise ValueError(f"`path`: {config} names an unknown module {name!r}; registered: {', '.join(sorted(_BUILDERS))}")
     if not isinstance(args, dict):
-        raise ValueError(f"{config}: 'args' must be a JSON object of the builder's arguments, got {args!r}")
-    try:
-        module = _BUILDERS[name](**args)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{config}: 'args' do not build module {name!r}: {err}") from None
+        raise ValueError(f"`path`: {config}'s 'args' must be a JSON object of the builder's arguments, got {args!r}")
     if not weights.is_file():
-        raise ValueError(f"{weights}: missing (the exported weights)")
+        raise ValueError(f"`path`: {weights} is missing (the exported weights)")
+    stored = _stored_shapes(weights, name)
+    try:
+        with torch.device("meta"):
+            state = _BUILDERS[name](**args).state_dict(keep_vars=True)
+    except Exception as err:  # a builder's own complaint about its arguments, whatever its type
+        raise ValueError(f"`path`: {config}'s 'args' do not build module {name!r}: {_first_line(err)}") from None
+    tied: dict[int, list[str]] = {}  # save_model stores one name of tied tensors
+    for key, t in state.items():
+        tied.setdefault(id(t), []).append(key)
+    wrong = sorted(k for k in stored if k not in state or list(state[k].shape) != stored[k])
+    wrong += sorted(names[0] for names in tied.values() if not any(n in stored for n in names))
+    if wrong:
+        raise ValueError(f"`path`: {weights} does not hold the weights of module {name!r} built from {config}'s "
+                         f"'args' (tensors {', '.join(wrong[:3])}{'...' if len(wrong) > 3 else ''} differ)")
+    module = _BUILDERS[name](**args)
     try:
         load_model(module, str(weights))
-    except Exception as err:  # a truncated file, another model's weights: name the file, not the parser
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{weights}: does not hold the weights of module {name!r} ({first})") from None
+    except Exception as err:  # noqa: BLE001 - a damaged file: name it, not the parser
+        raise ValueError(f"`path`: {weights} does not hold the weights of module {name!r} ({_first_line(err)})") from None
     return module.eval()
+
+
+def _stored_shapes(weights: Path, name: str) -> dict[str, list[int]]:
+    """{tensor name: shape} from the safetensors header of ``weights`` (no tensor is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as err:  # noqa: BLE001 - safetensors' own error types
+        raise ValueError(f"`path`: {weights} is not a readable safetensors file of module {name!r} "
+                         f"({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
