@@ -214,3 +214,30 @@ def test_named_models_load_with_the_dtype_keyword_transformers_expects(tmp_path,
     monkeypatch.setattr(transformers, "__version__", "4.45.0")
     load_causal_lm(tmp_path / "m", torch_dtype="float16")
     assert seen["torch_dtype"] == torch.float16
+
+
+@pytest.mark.parametrize("name", ["train_config.yaml", "final", "metrics.jsonl"])
+def test_a_link_in_the_run_directory_is_refused_and_its_target_kept(tmp_path, capsys, name):
+    victim, out = tmp_path / "victim", tmp_path / "run"
+    victim.mkdir() if name == "final" else victim.write_text("precious\n")
+    out.mkdir()
+    (out / name).symlink_to(victim)
+    argv = ["train", "kd", "--out", str(out), *[a for s in ["engine.max_steps=1", *QUIET] for a in ("--set", s)]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{name}: it is a symbolic link" in err and err.count("\n") == 1
+    assert (list(victim.iterdir()) == []) if name == "final" else victim.read_text() == "precious\n"
+
+
+def test_load_exported_names_the_file_for_a_missing_directory_or_a_malformed_config(tmp_path):
+    with pytest.raises(ValueError, match=r"`path` .*nowhere: no such directory"):
+        load_exported(tmp_path / "nowhere")  # a local path, never a Hub lookup
+    train("fdistill", config_from("fdistill", None, ["engine.max_steps=1", *QUIET]), tmp_path / "run")
+    config = tmp_path / "run" / "final" / "config.json"
+    spec = json.loads(config.read_text())
+    config.write_text(json.dumps({"divmin_module": spec["divmin_module"]}))  # no "args"
+    with pytest.raises(ValueError, match=r"config.json's 'args' must be a JSON object"):
+        load_exported(tmp_path / "run" / "final")
+    config.write_text("{not json")
+    with pytest.raises(ValueError, match=r"`path`: .*final/config.json is not valid JSON"):
+        load_exported(tmp_path / "run" / "final")
