@@ -91,7 +91,7 @@ class FDPOBanditConfig:
     divergences: tuple[str, ...] = ("reverse_kl", "forward_kl", "js", "alpha:0.3", "alpha:0.7",
                                     "squared_hellinger", "jeffreys")  # f-DPO members; "name:v" sets a parameter
     betas: tuple[float, ...] = (0.05, 0.1, 0.3, 1.0)  # regularisation strengths, each trained separately
-    batch_pairs: int = 4096  # preference pairs drawn per step (pairs with i == j are dropped)
+    batch_pairs: int = 4096  # preference pairs drawn per step (i == j dropped); under torchrun the whole job's
     # "natural": logits step -lr (F + damping mean(diag F) I)^{-1} grad with F = align.pair_fisher on the step's
     # pairs (the member's own curvature); "adam": torch Adam on the logits (stalls, see the module docstring)
     optimizer: str = "natural"
