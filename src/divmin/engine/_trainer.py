@@ -374,6 +374,10 @@ def _prepare(
 ) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer], list[str]]:
     """Wrap trainable models + optimizers for the backend; place and autocast frozen ones."""
     trainable = [n for n, m in raw.items() if any(p.requires_grad for p in m.parameters())]
+    for model in raw.values():
+        # Accelerate skips a module marked as prepared, and the mark survives its Accelerator and copy.deepcopy:
+        # a policy copied from an earlier run's frozen base would get no DDP wrapper and train apart per process
+        vars(model).pop("_is_accelerate_prepared", None)
     objs = [raw[n] for n in trainable] + list(opts.values())
     prepared = acc.prepare(*objs)
     if len(objs) == 1:

@@ -28,6 +28,10 @@ beta 0.05 stopped at TV 0.82 with a population-loss gap of 2e-3 nats), although 
 data suffice by far (column "pairs needed": the Cramer-Rao number of pairs an efficient
 estimator needs for an expected TV at the tolerance, :func:`divmin.align.optimum_sample_size`).
 F rescales each direction by the member's own curvature, so one step size serves all.
+Under ``torchrun`` the step's batch is drawn once (by process 0, the one-process stream)
+and split over the processes; each process's gradient and Fisher are its share of the
+whole batch's, summed over processes, so every process takes the one-process step and the
+table equals the one-process table (``batch_pairs`` is the batch of the whole job).
 
 What a default run shows (K = 64, seed 0): every member reaches its optimum at every
 beta (TV < 0.05, population-loss gap ~1e-4 nats). At the exact optimum JS, not reverse
@@ -55,6 +59,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import broadcast
 from torch import nn
 
 from ..align import (bandit_metrics, fdpo_loss, fdpo_optimum, optimum_sample_size, pair_fisher,
@@ -86,7 +91,7 @@ class FDPOBanditConfig:
     divergences: tuple[str, ...] = ("reverse_kl", "forward_kl", "js", "alpha:0.3", "alpha:0.7",
                                     "squared_hellinger", "jeffreys")  # f-DPO members; "name:v" sets a parameter
     betas: tuple[float, ...] = (0.05, 0.1, 0.3, 1.0)  # regularisation strengths, each trained separately
-    batch_pairs: int = 4096  # preference pairs drawn per step (pairs with i == j are dropped)
+    batch_pairs: int = 4096  # preference pairs drawn per step (i == j dropped); under torchrun the whole job's
     # "natural": logits step -lr (F + damping mean(diag F) I)^{-1} grad with F = align.pair_fisher on the step's
     # pairs (the member's own curvature); "adam": torch Adam on the logits (stalls, see the module docstring)
     optimizer: str = "natural"
@@ -153,8 +158,9 @@ class NaturalGradient(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 f = self.fisher.to(F64)
-                f = f + group["damping"] * f.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] * torch.eye(
-                    f.shape[-1], dtype=F64, device=f.device)
+                # floored: a step without pairs has F = 0 and a zero gradient, hence a zero step
+                scale = (group["damping"] * f.diagonal(dim1=-2, dim2=-1).mean(-1)).clamp_min(torch.finfo(F64).tiny)
+                f = f + scale[:, None, None] * torch.eye(f.shape[-1], dtype=F64, device=f.device)
                 delta = torch.linalg.solve(f, p.grad.to(F64)[..., None])[..., 0].clamp(-1.0, 1.0)
                 p.sub_(group["lr"] * delta.to(p.dtype))
                 state = self.state[p]
@@ -196,21 +202,63 @@ class FDPOBanditTask:
             reward[i] - reward[j])
         return torch.where(first_wins, i, j), torch.where(first_wins, j, i)
 
+    def step_pairs(self, ctx) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's whole batch of pairs, the same on every process: process 0 draws it from its generator
+        (the one-process stream, so a run's pairs do not depend on the number of processes) and broadcasts it."""
+        if ctx.num_processes == 1:
+            return self.sample_pairs(ctx)
+        buf = torch.full((2, self.config.batch_pairs), -1, dtype=torch.long, device=ctx.device)  # -1: dropped i == j
+        if ctx.process_index == 0:
+            chosen, rejected = self.sample_pairs(ctx)
+            buf[0, : chosen.numel()], buf[1, : rejected.numel()] = chosen, rejected
+        buf = broadcast(buf, from_process=0)
+        kept = buf[0] >= 0
+        return buf[0, kept], buf[1, kept]
+
     def train_step(self, batch: object, ctx) -> StepOutput:
-        chosen, rejected = self.sample_pairs(ctx)
+        """Each process takes every W-th pair of the step's batch (W processes). Its loss is its pairs' sum over
+        the batch size N, times W, so that DDP's mean of the gradients is the gradient of the mean over all N
+        pairs; the Fisher's shares are summed over processes likewise. Every process then takes the one-process
+        step on the whole batch (up to float rounding)."""
+        chosen, rejected = self.step_pairs(ctx)
+        total_pairs = chosen.numel()
+        chosen, rejected = chosen[ctx.process_index:: ctx.num_processes], rejected[ctx.process_index:: ctx.num_processes]
+        mine = chosen.numel()
+        share = mine * ctx.num_processes / max(total_pairs, 1)  # exactly 1.0 in one process
         logp = F.log_softmax(ctx.call("policies", lambda m: m.logits), dim=-1)  # through the DDP wrapper
         logref = self.ref.log().to(ctx.device)
         total, per_div = 0.0, {}
         for row, (spec, div, beta) in enumerate(self.runs):
-            out = fdpo_loss(logp[row, chosen], logp[row, rejected], logref[chosen], logref[rejected],
-                            divergence=div, beta=beta)
-            total = total + out.loss
-            per_div.setdefault(f"loss/{spec}", []).append(out.loss.detach())
+            if mine:
+                loss = share * fdpo_loss(logp[row, chosen], logp[row, rejected], logref[chosen], logref[rejected],
+                                         divergence=div, beta=beta).loss
+            else:  # no pair fell to this process: it still joins DDP's gradient all-reduce
+                loss = 0.0 * logp[row].sum()
+            total = total + loss
+            per_div.setdefault(f"loss/{spec}", []).append(loss.detach())  # averaged over processes when logged
         if self._natural is not None:
-            self._natural.fisher = torch.stack([pair_fisher(logp[row], logref, chosen, rejected, divergence=div,
-                                                            beta=beta) for row, (_, div, beta) in enumerate(self.runs)])
+            self._set_fisher(ctx, logp, logref, chosen, rejected, mine / max(total_pairs, 1))
         metrics = {k: torch.stack(v).mean() for k, v in per_div.items()}
-        return StepOutput(loss=total, metrics={**metrics, "pairs": float(chosen.numel())})
+        return StepOutput(loss=total, metrics={**metrics, "pairs": float(total_pairs)})
+
+    def _set_fisher(self, ctx, logp: torch.Tensor, logref: torch.Tensor, chosen: torch.Tensor,
+                    rejected: torch.Tensor, share: float) -> None:
+        """The natural gradient's F: the Fisher of the step's whole batch, the same on every process (each adds
+        its pairs' share, summed over processes), averaged over the micro-batches as the gradient is."""
+        k = logp.shape[-1]
+        if chosen.numel():
+            fisher = torch.stack([pair_fisher(logp[row], logref, chosen, rejected, divergence=div, beta=beta)
+                                  for row, (_, div, beta) in enumerate(self.runs)])
+            fisher = fisher * share
+        else:
+            fisher = torch.zeros(len(self.runs), k, k, dtype=F64, device=logp.device)
+        if ctx.grad_accum_steps > 1:
+            fisher = fisher / ctx.grad_accum_steps
+            if ctx.micro_step > 0 and self._natural.fisher is not None:
+                fisher = fisher + self._natural.fisher
+        if ctx.sync_gradients and ctx.num_processes > 1:  # once per step, when the optimizer steps
+            fisher = ctx.accelerator.reduce(fisher, reduction="sum")
+        self._natural.fisher = fisher
 
 
 def _evaluate(task: FDPOBanditTask, logits: torch.Tensor) -> list[dict]:
