@@ -173,7 +173,7 @@ class Divergence(Discrepancy):
         >>> divergence("forward_kl").g_range(torch.float32)[0]  # g = -r -> 0 as r -> 0
         -inf
         >>> round(divergence("pearson_chi2").g_range(torch.float32)[1], 2)  # h = 2 r^2 < max / 8
-        42.97
+        42.98
         """
         return _g_range(self, dtype)
 
