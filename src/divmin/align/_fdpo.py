@@ -20,7 +20,6 @@ psi(u) = f_paper'(u) equals our g(1/u): reverse KL -> log u + 1 (DPO), forward K
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -56,6 +55,36 @@ def fdpo_admissible(divergence: "str | Divergence") -> tuple[bool, str]:
     return why is None, why or ""
 
 
+class _Reward(torch.autograd.Function):
+    """``g(log r)`` with the derivative ``dg/dlog r = -h(log r)`` (g = f - r f' gives g' = -r^2 f'').
+
+    Autograd through g's own formula loses the derivative where g saturates: torch's expm1 backward
+    forms ``1 + expm1(x)``, which is 0 for x below about -17 (float32), and members whose g is a
+    difference of two terms (skew reverse KL) cancel. h is each member's accurate closed form.
+    """
+
+    generate_vmap_rule = True  # torch.func.vmap over pairs (population_fdpo_loss)
+
+    @staticmethod
+    def forward(log_r: Tensor, div: Divergence) -> Tensor:  # type: ignore[override]
+        return div.g(log_r)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
+        ctx.div = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (log_r,) = ctx.saved_tensors  # differentiable ops: second derivatives (Hessians) flow through h
+        return -grad * ctx.div.h(log_r), None
+
+    @staticmethod
+    def jvp(ctx, tangent: Tensor, _: None) -> Tensor:  # type: ignore[override]
+        return -tangent * ctx.div.h(ctx.saved_tensors[0])
+
+
 def _check_logps(**tensors: Tensor) -> torch.Size:
     shape = None
     for name, x in tensors.items():
@@ -78,8 +107,11 @@ def fdpo_loss(
 
     ``label_smoothing`` eps gives the conservative loss
     ``-(1 - eps) log sigmoid(d) - eps log sigmoid(-d)``. Computation is in float32
-    (or float64) whatever the input dtype, with log-ratios clamped so that ``r`` and
-    ``r^2`` stay finite.
+    (or float64) whatever the input dtype. It is exact wherever the member's g and its
+    derivative are finite in that dtype: log r is clamped to the member's own
+    :meth:`~divmin.divergences.Divergence.g_range` and nowhere else, so reverse KL (DPO)
+    is exact at any representable log-ratio, forward KL (g = -r) up to log r = log(max / 8)
+    (about 86.6 in float32); past the clamp the reward saturates and its gradient is 0.
 
     >>> lp = torch.tensor([-5.0]); out = fdpo_loss(lp, lp - 1, lp, lp, beta=0.5)
     >>> round(out.loss.item(), 4)  # -log sigmoid(0.5 * 1)
@@ -93,11 +125,12 @@ def fdpo_loss(
         raise ValueError(f"`label_smoothing` must lie in [0, 0.5), got {label_smoothing!r}")
     div = as_divergence(divergence).require("implicit_reward")  # cached per member
     dtype = torch.promote_types(policy_chosen_logps.dtype, torch.float32)
-    bound = math.log(torch.finfo(dtype).max) / 2 - 1.0  # keeps r and r^2 finite in `dtype`
+    # only where this member's g or g' would overflow: any wider clamp makes the loss wrong
+    lo, hi = div.g_range(dtype)
 
     def reward(policy: Tensor, ref: Tensor) -> Tensor:
-        log_r = (ref.to(dtype) - policy.to(dtype)).clamp(-bound, bound)
-        return beta * div.g(log_r)
+        log_r = (ref.to(dtype) - policy.to(dtype)).clamp(lo, hi)
+        return beta * _Reward.apply(log_r, div)
 
     chosen, rejected = reward(policy_chosen_logps, ref_chosen_logps), reward(policy_rejected_logps, ref_rejected_logps)
     margin = chosen - rejected

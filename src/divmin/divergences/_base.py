@@ -28,6 +28,7 @@ from typing import Any, Callable, ClassVar, Sequence, TypeVar
 import torch
 from torch import Tensor
 
+from ._numerics import finite_interval
 from ._terms import generic_categorical_terms
 
 __all__ = ["Discrepancy", "Divergence", "register", "divergence", "available_divergences", "available_kinds",
@@ -161,6 +162,21 @@ class Divergence(Discrepancy):
     def perspective(self) -> "Divergence":
         raise NotImplementedError
 
+    def g_range(self, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
+        """The interval of ``log r`` on which g and dg/dlog r = -h stay finite in ``dtype``, with room to spare.
+
+        Within it |g| and |h| are at most ``finfo(dtype).max / 8``, so a difference of two rewards
+        times a moderate beta cannot overflow. f-DPO clamps ``log r`` to it and nowhere else: reverse KL
+        (g = 1 - log r, h = 1) is clamped only at |log r| = max / 8, forward KL (g = -r) at log r = log(max / 8). Found once per
+        member and dtype from the member's own g (:func:`finite_interval`); a member may override it.
+
+        >>> divergence("forward_kl").g_range(torch.float32)[0]  # g = -r -> 0 as r -> 0
+        -inf
+        >>> round(divergence("pearson_chi2").g_range(torch.float32)[1], 2)  # h = 2 r^2 < max / 8
+        42.98
+        """
+        return _g_range(self, dtype)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # f, g, h and log_h also take a Python number (0-d float64 tensor out), as torch functions do
         super().__init_subclass__(**kwargs)
@@ -220,6 +236,11 @@ class Divergence(Discrepancy):
         from ._categorical import categorical_divergence
 
         return categorical_divergence(model_logits, target_logits, divergence=self, **kwargs)
+
+
+@functools.lru_cache(maxsize=256)
+def _g_range(member: Divergence, dtype: torch.dtype) -> tuple[float, float]:
+    return finite_interval((member.g, member.h), dtype)
 
 
 def register(name: str) -> Callable[[_D], _D]:

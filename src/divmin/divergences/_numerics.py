@@ -41,3 +41,34 @@ def log_mix(log_x: Tensor, weight: float) -> Tensor:
     if weight == 1.0:
         return log_x.clone()
     return torch.logaddexp(log_x + math.log(weight), torch.full_like(log_x, math.log1p(-weight)))
+
+
+
+def finite_interval(fns: "tuple[Callable[[Tensor], Tensor], ...]", dtype: torch.dtype,
+                    headroom: float = 8.0) -> tuple[float, float]:
+    """The interval ``[lo, hi]`` around 0 on which every ``fn`` in ``fns`` stays below ``finfo(dtype).max / headroom``.
+
+    Found by bisection on ``log |t|`` on each side (about 64 evaluations each, in ``dtype``); an end is
+    ``-inf`` / ``inf`` when the functions are fine up to the largest float. Assumes what holds for the
+    g and h of every generator in the registry: their magnitudes only grow away from 0, so the set is
+    an interval. ``headroom`` leaves room for a difference of two values times a moderate factor.
+    """
+    big = torch.finfo(dtype).max
+    limit = big / headroom
+
+    def ok(t: float) -> bool:
+        x = torch.tensor(t, dtype=dtype)
+        return all(bool(fn(x).abs() <= limit) for fn in fns)
+
+    def end(sign: float) -> float:
+        if ok(sign * big):
+            return sign * math.inf
+        lo, hi = -30.0, math.log(big)  # log |t|: ok at e^lo (near 0), not at e^hi
+        if not ok(sign * math.exp(lo)):
+            return 0.0
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if ok(sign * math.exp(mid)) else (lo, mid)
+        return sign * math.exp(lo)
+
+    return end(-1.0), end(1.0)
