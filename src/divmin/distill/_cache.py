@@ -139,41 +139,6 @@ def _teacher_rows(teacher: nn.Module, rows: list, collate: LMCollator, top_k: in
     return top.indices.cpu(), top.values.cpu(), tail.cpu(), vocab
 
 
-def _shard_done(out: Path, j: int) -> dict[str, Any] | None:
-    """The shard's record if the shard was written in full and still matches it, else None (a damaged
-    record too: the shard is then written again)."""
-    rec, path = out / (io.shard_name(j) + ".json"), out / io.shard_name(j)
-    if not (rec.is_file() and path.is_file()):
-        return None
-    try:
-        entry = json.loads(rec.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or "vocab_size" not in entry:
-        return None
-    return entry if io.sha256_file(path) == entry["sha256"] else None
-
-
-def _read_json(path: Path, what: str) -> Any:
-    """``path``'s JSON; a damaged file is a ValueError naming it (not the parser's line and column)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(f"`out_dir`: {path} is damaged ({type(err).__name__}: {err}); {what}") from None
-
-
-def _check_plan(plan: Path, s: dict[str, Any]) -> None:
-    """Refuse a cache directory written with other settings, data or teacher weights."""
-    old = _read_json(plan, "delete the cache directory (its shards cannot be trusted) and recache")
-    if old == s:
-        return
-    if isinstance(old, dict) and {k for k in s if old.get(k) != s[k]} == {"teacher_sha256"}:
-        raise ValueError(f"`teacher`: its weights differ from those of the teacher that wrote the cache in {plan.parent} "
-                         "(plan.json's teacher_sha256): a cache holds one teacher; use another `out_dir` or delete it")
-    raise ValueError(f"`out_dir` {plan.parent} holds a cache of other settings or data (plan.json differs): "
-                     "use another directory or delete it")
-
-
 def _check_rows(teacher: nn.Module, rows: list) -> None:
     """Refuse rows the teacher cannot read: ids outside its vocabulary, rows longer than its positions."""
     cfg = getattr(teacher, "config", None)
@@ -244,7 +209,7 @@ def cache_teacher(teacher: nn.Module, dataset: Any, out_dir: str | os.PathLike, 
     out.mkdir(parents=True, exist_ok=True)
     plan = check_not_link(out / "plan.json")  # not even read through a link: it may be rewritten
     if plan.exists():
-        _check_plan(plan, s)
+        io.check_plan(plan, s)
     rank, world, started = _rank_world()
     if rank == 0 and not plan.exists():
         io.write_json(plan, s)
@@ -254,7 +219,7 @@ def cache_teacher(teacher: nn.Module, dataset: Any, out_dir: str | os.PathLike, 
     n_shards = math.ceil(len(rows) / rows_per_shard)
     try:
         for j in range(rank, n_shards, world):
-            if _shard_done(out, j) is None:
+            if io.shard_done(out, j) is None:
                 _write_one(teacher, rows, j, s, collate, batch_size, out)
         if world > 1:
             dist.barrier()
@@ -265,11 +230,11 @@ def cache_teacher(teacher: nn.Module, dataset: Any, out_dir: str | os.PathLike, 
         teacher.train(was_training)
         if started:
             dist.destroy_process_group()
-    return manifest if manifest is not None else _read_json(out / io.MANIFEST, "run cache_teacher again")
+    return manifest if manifest is not None else io.read_json(out / io.MANIFEST, "run cache_teacher again")
 
 
 def _finish(out: Path, s: dict[str, Any], n_shards: int) -> dict[str, Any]:
-    shards = [_read_json(out / (io.shard_name(j) + ".json"), "run cache_teacher again to rewrite its shard")
+    shards = [io.read_json(out / (io.shard_name(j) + ".json"), "run cache_teacher again to rewrite its shard")
               for j in range(n_shards)]
     vocab = {e.pop("vocab_size") for e in shards}
     if len(vocab) != 1:
@@ -306,7 +271,7 @@ class TeacherCache:
         path = self.dir / io.MANIFEST
         if not path.exists():
             raise ValueError(f"`out_dir` {self.dir} has no {io.MANIFEST}: not a finished teacher cache")
-        self.manifest = _read_json(path, "rewrite the cache with cache_teacher")
+        self.manifest = io.read_json(path, "rewrite the cache with cache_teacher")
         if not isinstance(self.manifest, dict) or self.manifest.get("format") != io.FORMAT:
             fmt = self.manifest.get("format") if isinstance(self.manifest, dict) else self.manifest
             raise ValueError(f"`out_dir`: {path} is format {fmt!r}, this reader reads {io.FORMAT!r}")
@@ -362,8 +327,9 @@ class TeacherCache:
             try:
                 self._readers[j] = io.ShardReader(path, self.manifest["dtype"])
             except Exception as err:  # safetensors' own error types (a truncated header) and OSError alike
-                raise ValueError(f"`out_dir`: teacher cache shard {path} is unreadable ({str(err).strip() or type(err).__name__}):"
-                                 " it is missing or damaged; rewrite it with cache_teacher") from None
+                why = str(err).strip() or type(err).__name__
+                raise ValueError(f"`out_dir`: teacher cache shard {path} is unreadable ({why}): it is missing or "
+                                 "damaged; rewrite it with cache_teacher") from None
         return self._readers[j]
 
     def __call__(self, rows: Sequence[int] | Tensor, *,

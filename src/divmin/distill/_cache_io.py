@@ -39,7 +39,8 @@ from torch import Tensor
 from ..engine._safe_io import atomic_path, atomic_write
 
 __all__ = ["ENCODINGS", "MANIFEST", "FORMAT", "id_bytes", "pack_ids", "unpack_ids", "encode", "decode",
-           "write_shard", "ShardReader", "log1mexp", "sha256_file", "shard_name", "bytes_per_token"]
+           "write_shard", "ShardReader", "log1mexp", "sha256_file", "shard_name", "bytes_per_token", "check_plan",
+           "read_json", "shard_done", "write_json"]
 
 MANIFEST = "manifest.json"
 FORMAT = "divmin-teacher-cache/1"
@@ -174,3 +175,39 @@ class ShardReader:
 def write_json(path: Path, obj: dict[str, Any]) -> None:
     """Write ``obj`` to ``path`` atomically, never through a link."""
     atomic_write(path, json.dumps(obj, indent=1, sort_keys=True))
+
+
+# ----------------------------------------------------------------------------- records
+def shard_done(out: Path, j: int) -> dict[str, Any] | None:
+    """The shard's record if the shard was written in full and still matches it, else None (a damaged
+    record too: the shard is then written again)."""
+    rec, path = out / (shard_name(j) + ".json"), out / shard_name(j)
+    if not (rec.is_file() and path.is_file()):
+        return None
+    try:
+        entry = json.loads(rec.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or "vocab_size" not in entry:
+        return None
+    return entry if sha256_file(path) == entry["sha256"] else None
+
+
+def read_json(path: Path, what: str) -> Any:
+    """``path``'s JSON; a damaged file is a ValueError naming it (not the parser's line and column)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"`out_dir`: {path} is damaged ({type(err).__name__}: {err}); {what}") from None
+
+
+def check_plan(plan: Path, s: dict[str, Any]) -> None:
+    """Refuse a cache directory written with other settings, data or teacher weights."""
+    old = read_json(plan, "delete the cache directory (its shards cannot be trusted) and recache")
+    if old == s:
+        return
+    if isinstance(old, dict) and {k for k in s if old.get(k) != s[k]} == {"teacher_sha256"}:
+        raise ValueError(f"`teacher`: its weights differ from those of the teacher that wrote the cache in {plan.parent} "
+                         "(plan.json's teacher_sha256): a cache holds one teacher; use another `out_dir` or delete it")
+    raise ValueError(f"`out_dir` {plan.parent} holds a cache of other settings or data (plan.json differs): "
+                     "use another directory or delete it")

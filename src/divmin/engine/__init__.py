@@ -7,7 +7,8 @@ schedules, DDP under ``accelerate launch``/``torchrun``, logging (console,
 ``metrics.jsonl``, TensorBoard, tqdm), pickle-free checksummed checkpoints with
 exact resume, a guard against NaN/inf updates (`NonFiniteError`) and one run
 per output directory (`run_lock`); nothing written under an output directory follows a
-symbolic link (`_safe_io`: `atomic_write`, `atomic_path`, `open_nofollow`, `safe_dir`). See `Task` for the protocol and `_checkpoint` for the file layout.
+symbolic link (`_safe_io`: `atomic_write`, `atomic_path`, `open_nofollow`, `safe_dir`). See
+`Task` for the protocol and `_checkpoint` for the file layout.
 
 Also here, for every method: `validate` and its field checks (`Number`, `Int`,
 `Bool`, `OneOf`, `Tuple`, `Instance`, `IsDivergence`), which every config
