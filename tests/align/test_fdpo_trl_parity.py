@@ -186,4 +186,3 @@ def test_trl_logs_dpo_rewards_whatever_f_while_ours_are_f_specific(case):
         torch.testing.assert_close(out.chosen_rewards - out.rejected_rewards, trl_chosen - trl_rejected)
     else:
         assert not torch.allclose(out.chosen_rewards - out.rejected_rewards, trl_chosen - trl_rejected, atol=1e-3)
-
