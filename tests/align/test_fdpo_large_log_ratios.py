@@ -21,12 +21,11 @@ BETA = 0.1
 LN2 = math.log(2.0)
 
 
-def _sigmoid(t):
-    return torch.sigmoid(t)
+_sigmoid = torch.sigmoid
 
 
-def _softplus(t):
-    return F.softplus(t)
+def _softplus(t):  # log(1 + e^t) without F.softplus's linear cut-over at t > 20
+    return torch.logaddexp(torch.zeros_like(t), t)
 
 
 # name -> (member, g(t), g'(t), limit(dtype) = (lo, hi) where |g| or |g'| reaches max / 8), float64 forms

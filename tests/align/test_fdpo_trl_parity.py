@@ -16,7 +16,6 @@ The paper's alpha score is (1 - u^-a) / a, so c = 1 - a; divmin's ``alpha(alpha=
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -187,22 +186,3 @@ def test_trl_logs_dpo_rewards_whatever_f_while_ours_are_f_specific(case):
         torch.testing.assert_close(out.chosen_rewards - out.rejected_rewards, trl_chosen - trl_rejected)
     else:
         assert not torch.allclose(out.chosen_rewards - out.rejected_rewards, trl_chosen - trl_rejected, atol=1e-3)
-
-
-# TRL's own DPO test inputs (tests/test_dpo_trainer.py before the 2025 refactor, test_dpo_loss_alpha_div_f /
-# test_dpo_loss_js_div_f): summed log-ratios of 1020 and 699.9, with DPOConfig's default beta = 0.1. Upstream
-# only asserts a finite loss; here the value, per pair and in gradient, must be TRL's.
-TRL_LARGE = dict(pc=[410.0, 0.1], pr=[810.5, 0.2], rc=[-610.0, -0.1], rr=[110.6, 0.5])
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_trl_test_inputs_with_large_log_ratios_match_trl(case):
-    div, f_type, coef = CASES[case]
-    pc, pr, rc, rr = (torch.tensor(TRL_LARGE[k], dtype=F32) for k in ("pc", "pr", "rc", "rr"))
-    trl_loss, trl_grad, _ = _trl_loss(pc, pr, rc, rr, f_divergence_type=f_type, coef=coef, beta=0.1)
-    out, grad = _ours(pc, pr, rc, rr, div, beta=0.1)
-    torch.testing.assert_close(out.loss, trl_loss)
-    torch.testing.assert_close(grad, trl_grad)
-    if case == "reverse_kl":  # DPO: mean(-log sigmoid(0.1 * [320.1, 0.5])) = 0.33423 (was 0.68080 with a clamp)
-        assert out.loss.item() == pytest.approx(0.334230, abs=1e-6)
-        assert grad[0].item() == pytest.approx(-0.5 * 0.1 * math.exp(-32.01), rel=1e-4)  # not saturated

@@ -162,9 +162,9 @@ def test_kl_div_correctness(B, T, V, log_target, reduction, dtype, atol, rtol):
     n = B * T
     x_lp = _rows(n, V, dtype, 0).float().log_softmax(-1).to(dtype)  # upstream: randn(...).log_softmax
     target_p = _rows(n, V, F32, 1).softmax(-1)  # upstream: randn(...).softmax, float32
+    # upstream passes p (log_target=False) or log p (True); divmin takes logits, log p in both cases,
+    # so the two parametrizations are one divmin call: kept to mirror the upstream case list
     target_logits = target_p.log()
-    if not log_target:  # the probabilities upstream passes, as divmin logits
-        target_logits = torch.log(target_p)
     x = x_lp.clone().requires_grad_(True)
     loss = categorical_divergence(x, target_logits, divergence="forward_kl",
                                   reduction="mean" if reduction == "batchmean" else "sum")

@@ -110,7 +110,7 @@ def fdpo_loss(
     (or float64) whatever the input dtype. It is exact wherever the member's g and its
     derivative are finite in that dtype: log r is clamped to the member's own
     :meth:`~divmin.divergences.Divergence.g_range` and nowhere else, so reverse KL (DPO)
-    is exact at any representable log-ratio, forward KL (g = -r) up to log r = log(max / 8)
+    is exact up to |log r| = max / 8 (4e37 in float32), forward KL (g = -r) up to log r = log(max / 8)
     (about 86.6 in float32); past the clamp the reward saturates and its gradient is 0.
 
     >>> lp = torch.tensor([-5.0]); out = fdpo_loss(lp, lp - 1, lp, lp, beta=0.5)

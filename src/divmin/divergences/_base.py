@@ -167,8 +167,9 @@ class Divergence(Discrepancy):
 
         Within it |g| and |h| are at most ``finfo(dtype).max / 8``, so a difference of two rewards
         times a moderate beta cannot overflow. f-DPO clamps ``log r`` to it and nowhere else: reverse KL
-        (g = 1 - log r, h = 1) is clamped only at |log r| = max / 8, forward KL (g = -r) at log r = log(max / 8). Found once per
-        member and dtype from the member's own g (:func:`finite_interval`); a member may override it.
+        (g = 1 - log r, h = 1) only at |log r| = max / 8, forward KL (g = -r) at log r = log(max / 8).
+        Found once per member and dtype from the member's own g and h (:func:`finite_interval`); a
+        member may override it.
 
         >>> divergence("forward_kl").g_range(torch.float32)[0]  # g = -r -> 0 as r -> 0
         -inf
