@@ -21,7 +21,7 @@ def _installed(module: str) -> bool:
 
 
 needs_docs = pytest.mark.skipif(
-    not all(_installed(m) for m in ("mkdocs", "material", "mkdocstrings_handlers.python", "griffe")),
+    not all(_installed(m) for m in ("mkdocs", "material", "mkdocstrings_handlers.python", "griffe", "mathjax")),
     reason="the docs extra is not installed (pip install -e '.[docs]')",
 )
 
@@ -34,6 +34,28 @@ def test_mkdocs_build_strict(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     family = (tmp_path / "site" / "family" / "index.html").read_text()
     assert "divmin:family-table" not in family and "forward_kl" in family and "r log r" in family
+    _assert_typeset_offline(tmp_path / "site")
+
+
+def _assert_typeset_offline(site: Path):
+    """The math renderer is a file of the site, every page loads it, and no page loads a script, a
+    stylesheet or a font from outside the site (the docs are read offline and behind firewalls)."""
+    import re
+
+    renderer = site / "assets" / "mathjax" / "tex-svg-full.js"
+    assert renderer.is_file() and renderer.stat().st_size > 500_000  # MathJax itself, not a stub
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) > 20
+    tag = re.compile(r"<(?:script|link|img|iframe)\b[^>]*?\b(?:src|href)=[\"']([^\"']+)", re.I)
+    for page in pages:
+        html = page.read_text()
+        outside = [u for u in tag.findall(html) if re.match(r"(?:https?:)?//", u)]
+        assert not outside, (page.relative_to(site), outside)
+        if page.name == "index.html" and page.parent != site / "search":
+            assert "assets/mathjax/tex-svg-full.js" in html, page.relative_to(site)
+    design = (site / "design" / "index.html").read_text()
+    assert design.count('class="arithmatex"') >= 5  # the formulas are marked for the renderer
+    assert "\\mathbb{E}_Q" in design
 
 
 @needs_docs
