@@ -99,6 +99,27 @@ def test_a_model_not_available_offline_is_one_line(tmp_path, capsys, monkeypatch
     assert err.count("\n") == 1 and "HF_HUB_OFFLINE" in err
 
 
+def test_a_model_name_with_no_network_fails_at_once_in_one_line(tmp_path):
+    """No HF_HUB_OFFLINE and a Hub that cannot be reached (a closed local port stands for "no network"):
+    one line, and no huggingface_hub retries (they took about a minute and a dozen lines)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(src), HF_HOME=str(tmp_path / "hf"))
+    argv = ["train", "kd", "--out", str(tmp_path / "o"), "--set", "model=divmin-test/no-such-model",
+            "--set", "teacher=divmin-test/no-such-model"]
+    proc = subprocess.run([sys.executable, "-m", "divmin", *argv], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["divmin: error: model 'divmin-test/no-such-model' could not be loaded: "
+                                        "not a local directory and not in the Hugging Face cache, and the Hub "
+                                        "cannot be reached from here"], proc.stderr[-2000:]
+
+
 def test_fdpg_runs_and_exports(tmp_path):
     run = train("fdpg", config_from("fdpg", None, ["engine.max_steps=2", "samples_per_context=4",
                                                    "max_new_tokens=4", *QUIET]), tmp_path / "run")
