@@ -67,6 +67,24 @@ def test_cli_kd_with_models_named_by_local_path(tmp_path, local_models, capsys):
     assert final.config.n_embd == start.config.n_embd and not torch.equal(_logits(final, IDS), _logits(start, IDS))
 
 
+def test_train_and_export_print_no_transformers_bars_and_export_names_its_checkpoint(tmp_path, local_models,
+                                                                                      capsys):
+    out = tmp_path / "run"
+    argv = ["train", "kd", "--out", str(out), "--set", f"model={local_models / 'student'}",
+            "--set", f"teacher={local_models / 'teacher'}", "--set", "engine.max_steps=2",
+            "--set", "engine.checkpoint_every=1", "--set", "engine.tensorboard=False"]
+    assert main(argv) == 0
+    assert main(["export", str(out)]) == 0
+    printed = capsys.readouterr()
+    both = printed.out + printed.err
+    assert "Loading weights" not in both and "Writing model shards" not in both
+    ckpt = out / "checkpoints" / "step_0000002"
+    assert f"exported {out / 'final'} from {ckpt}: config.json" in printed.out.splitlines()[-1]
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # silenced for divmin's calls only
+
+
 def test_lora_merged_at_export(tmp_path):
     cfg = config_from("fdpo", None, ["lora.r=4", "lora.alpha=8", "merge_lora=True", "reference=adapter",
                                      "lr=0.01", "engine.max_steps=2", *QUIET])
@@ -152,7 +170,8 @@ def test_export_command(tmp_path, capsys):
     train("kd", config_from("kd", None, ["engine.max_steps=1", *QUIET]), out)
     capsys.readouterr()
     assert main(["export", str(out)]) == 0
-    assert capsys.readouterr().out.startswith(f"exported {out / 'final'}: config.json")
+    ckpt = out / "checkpoints" / "step_0000001"
+    assert capsys.readouterr().out.startswith(f"exported {out / 'final'} from {ckpt}: config.json")
 
 
 def test_a_used_run_directory_is_refused_and_resume_restores_the_final_model(tmp_path, capsys):

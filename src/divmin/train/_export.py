@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from safetensors.torch import load_model, save_model
 from torch import nn
+from ._models import quiet_transformers
 
 __all__ = ["exportable_module", "export_hf", "export_module", "load_exported"]
 
@@ -50,7 +51,8 @@ def export_hf(model: nn.Module, tokenizer: Any, run_dir: str | Path, *, merge_lo
         model = copy.deepcopy(model).merge_and_unload()
     if not callable(getattr(model, "save_pretrained", None)):
         raise TypeError(f"{type(model).__name__} has no save_pretrained: not a Hugging Face model")
-    model.save_pretrained(final, safe_serialization=True)
+    with quiet_transformers():
+        model.save_pretrained(final, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(final)
     return _written(final)
@@ -83,7 +85,9 @@ def load_exported(path: str | Path) -> nn.Module:
     if (path / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM
 
-        return AutoPeftModelForCausalLM.from_pretrained(path).eval()
+        with quiet_transformers():
+            return AutoPeftModelForCausalLM.from_pretrained(path).eval()
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path).eval()
+    with quiet_transformers():
+        return AutoModelForCausalLM.from_pretrained(path).eval()
