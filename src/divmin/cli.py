@@ -87,7 +87,7 @@ def _recipe_config(rec) -> int:
 
 @_command("run")
 def _run(args: argparse.Namespace) -> int:
-    from .recipes import column_legend, format_table, is_main_process, run_recipe
+    from .recipes import column_legend, format_summary, format_table, is_main_process, run_recipe
 
     result = run_recipe(args.recipe, args.out, args.set, resume=args.resume, full=args.full)
     if not is_main_process():  # under torchrun: one table, from rank 0
@@ -96,8 +96,8 @@ def _run(args: argparse.Namespace) -> int:
     legend = column_legend(args.recipe, result)
     if legend:
         print(legend)
-    for key, value in result.summary.items():
-        print(f"{key}: {value}")
+    if result.summary:
+        print(format_summary(result.summary))  # 4 significant digits; results.json keeps every digit
     print(_written(Path(args.out)))
     return 0
 

@@ -13,6 +13,8 @@ from divmin.recipes import available_recipes, parse_overrides, run_recipe
 from divmin.engine._overrides import config_keys
 from divmin.recipes.fit import FitConfig
 
+from ._figures import max_significant_digits
+
 
 def test_divergences_table_lists_every_member(capsys):
     assert main(["divergences"]) == 0
@@ -69,6 +71,20 @@ def test_run_explains_its_columns_and_lists_the_files_it_wrote(tmp_path, capsys)
     files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
     assert wrote == [f"wrote {out}/: {', '.join(files)}"]
     assert {"config.json", "results.json", "metrics.jsonl", "fit.png"} <= set(files)
+    summary = printed[printed.index("modes_in_target"):printed.index("wrote ")]
+    assert max_significant_digits(summary) <= 6, summary
+
+
+def test_summaries_print_figures_to_4_significant_digits():
+    summary = {"pairs_seen": 1165936.11, "reward": 0.12345678901234, "ok": True, "steps": 300,
+               "seeds": {0: {"pgd_acc": 0.4873999953269958, "kl": [0.01234567, 2.0]}, 1: {"pgd_acc": 0.5}},
+               "target": {"gen_ppl": 18.364112}}
+    text = divmin.recipes.format_summary(summary)
+    assert text.splitlines() == ["pairs_seen: 1.166e+06", "reward: 0.1235", "ok: True", "steps: 300", "seeds:",
+                                 "  0: pgd_acc=0.4874, kl=[0.01235, 2]", "  1: pgd_acc=0.5",
+                                 "target: gen_ppl=18.36"]
+    assert max_significant_digits(text) == 4
+    assert max_significant_digits(str(summary)) == 16  # the oracle counts what the old print showed
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from ._registry import (
     recipe,
     run_recipe,
 )
-from ._columns import COLUMNS, column_legend, explain_column  # noqa: F401  (what each table column means)
+from ._columns import COLUMNS, column_legend, explain_column, format_summary, round_figures  # noqa: F401  (what each table column means)
 from ._runs import default_checkpoint_every, resumable, run_engine, run_history  # noqa: F401  (each run checkpointed into --out)
 
 # the API page (members_order: __all__) lists the entry points first, internals last
@@ -32,6 +32,7 @@ __all__ = [
     "Recipe",
     "RecipeResult",
     "format_table",
+    "format_summary",
     "column_legend",
     "explain_column",
     "COLUMNS",

@@ -8,9 +8,12 @@ checks that every column of every recipe's table is explained here.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from ._registry import RecipeResult
 
-__all__ = ["COLUMNS", "column_legend", "explain_column"]
+__all__ = ["COLUMNS", "column_legend", "explain_column", "format_summary", "round_figures"]
 
 # P is the target (data, teacher, energy-based target, optimum), Q / pi / S the trained model.
 COLUMNS: dict[str, str] = {
@@ -138,3 +141,44 @@ def column_legend(recipe: str, result: RecipeResult) -> str:
         if meaning is not None:
             lines.append(f"  {column}: {meaning}")
     return "columns:\n" + "\n".join(lines) if lines else ""
+
+
+def round_figures(value: Any, digits: int = 4) -> Any:
+    """``value`` with every float rounded to ``digits`` significant digits, through dicts, lists and tuples.
+
+    A recipe's figures come from a few seeds and a few thousand samples: more digits are noise.
+    Integers (counts), booleans and strings are kept as they are.
+
+    >>> round_figures({"ppl": 18.364112345, "seeds": [0.123456789, 2], "ok": True})
+    {'ppl': 18.36, 'seeds': [0.1235, 2], 'ok': True}
+    """
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: round_figures(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(round_figures(v, digits) for v in value)
+    return value
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A recipe's summary as ``divmin run`` prints it: one ``key: value`` line per entry, figures to 4
+    significant digits; a dict of dicts (per seed, per setting) one indented line per inner key."""
+    lines = []
+    for key, value in round_figures(summary).items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            lines.append(f"{key}:")
+            lines += [f"  {k}: {_inline(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"{key}: {_inline(value)}")
+    return "\n".join(lines)
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_inline(v)}" for k, v in value.items()) or "{}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    return str(value)
