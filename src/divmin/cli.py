@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"divmin: training stopped: {err}", file=sys.stderr)
         return 1
     except (RunLockedError, NotADirectoryError, FileExistsError) as err:  # the --out directory
-        print(f"divmin: error: {err}", file=sys.stderr)
+        print(f"divmin: error: {_cli_words(err, args)}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as err:  # bad names, keys and values: one clear line, no traceback
         if args.command not in ("run", "recipes") or not _is_config_error(err):
@@ -183,6 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         _close_process_group()
+
+
+def _cli_words(err: Exception, args: argparse.Namespace) -> str:
+    """The engine's refusal of a directory with checkpoints names its Python API (``fit(resume=True)``);
+    on the command line, name the command that continues the run instead."""
+    if isinstance(err, FileExistsError) and args.command == "run" and "already holds checkpoints" in str(err):
+        return (f"{args.out} already holds checkpoints of an earlier run: continue it with "
+                f"`divmin run {args.recipe} --out {args.out} --resume`, or choose another --out")
+    return str(err)
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

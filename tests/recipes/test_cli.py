@@ -105,6 +105,26 @@ def test_cli_errors_are_one_clear_line(argv, expected, capsys, tmp_path, monkeyp
     assert expected in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["run", "fti"], "unknown recipe 'fti' (did you mean 'fit'?); available: "),
+        (["run", "fit", "--set", "engine.max_step=3"],
+         "unknown config key 'engine.max_step' (did you mean 'engine.max_steps'?); valid keys: "),
+        (["run", "fit", "--set", "divergences=('revers_kl',)"],
+         "unknown divergence 'revers_kl' (did you mean 'reverse_kl'?); valid names: "),
+        (["run", "fdpo-bandit", "--set", "divergence=js"],
+         "unknown config key 'divergence' (did you mean 'divergences'?); valid keys: "),
+        (["run", "fit", "--set", "engine.max_steps=2.5"], "--set engine.max_steps: 2.5 is not an int\n"),
+        (["run", "fit", "--set", "zzzz=1"], "unknown config key 'zzzz'; valid keys: "),  # nothing close: no guess
+    ],
+)
+def test_typos_get_a_did_you_mean(argv, expected, capsys, tmp_path):
+    assert main([*argv[:2], "--out", str(tmp_path / "run"), *argv[2:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err, err
+
+
 def test_values_are_literals_never_code(tmp_path):
     marker = tmp_path / "pwned"
     with pytest.raises(ValueError, match="lr"):
@@ -175,7 +195,8 @@ def test_rerun_into_a_checkpointed_directory_says_use_resume(tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", "fit", "--out", out, *QUICK]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--resume" in err
+    assert err.count("\n") == 1 and f"`divmin run fit --out {out} --resume`" in err
+    assert "fit(resume=True)" not in err  # the Python API's words, not the command line's
 
 
 def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path, capsys):

@@ -48,6 +48,7 @@ from ..engine import run_lock
 # shared with `divmin train` (divmin.train): lifted to the engine
 from ..engine._overrides import jsonable as _jsonable
 from ..engine._overrides import parse_overrides
+from .._suggest import did_you_mean
 from ._runs import recipe_scope
 
 __all__ = [
@@ -117,7 +118,8 @@ def get_recipe(name: str) -> Recipe:
     try:
         return _RECIPES[name]
     except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(available_recipes())}") from None
+        hint = did_you_mean(name, available_recipes())
+        raise ValueError(f"unknown recipe {name!r}{hint}; available: {', '.join(available_recipes())}") from None
 
 
 def format_table(result: RecipeResult) -> str:
