@@ -77,7 +77,7 @@ def _recipe_config(rec) -> int:
         print("full run (--full): " + " ".join(rec.full_size))
     # the value shown is the recipe's default, so a comment's "Default X." (the class's own default) would mislead
     rows = [(f"{key} = {value!r}", re.sub(r"\s*Default \S+$", "", doc))
-            for key, value, doc in describe_config(rec.config_cls())]
+            for key, value, doc in describe_config(rec.config_cls(), user_keys=True)]
     width = min(max(len(left) for left, _ in rows), 48)
     print("\nconfig keys (override with --set KEY=VALUE; Python literals):")
     for left, doc in rows:

@@ -104,10 +104,27 @@ def test_every_key_has_a_comment_and_the_example_round_trips(tmp_path, method):
     assert all(comments.get(f.name) for f in dataclasses.fields(cls)), \
         [f.name for f in dataclasses.fields(cls) if not comments.get(f.name)]
     text = print_config(method)
-    assert all(f"\n{f.name}:" in text or text.startswith(f"{f.name}:") for f in dataclasses.fields(cls))
+    assert all(f"\n{f.name}:" in text or text.startswith(f"{f.name}:") for f in dataclasses.fields(cls)
+               if f.name not in {"resume"})
     # the example is a valid config that gives the defaults back
     assert load_config(cls, _yaml(tmp_path, text)) == cls()
     assert isinstance(yaml.safe_load(text), dict)
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_print_config_lists_user_keys_with_whole_comments(method):
+    lines = print_config(method).splitlines()
+    keys = [line.strip().split(":")[0] for line in lines if not line.lstrip().startswith("#")]
+    assert not {"out_dir", "label", "progress", "resume"} & set(keys)  # set by --out / --resume, not by a user
+    comments = [line.strip() for line in lines if line.lstrip().startswith("# ")]
+    # a comment wrapped so that a word or two stand alone ("# teacher" above "teacher:") reads as a second one
+    assert all(len(c) > 12 for c in comments), [c for c in comments if len(c) <= 12]
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("checkpoint_every:"))
+    above = " ".join(line.strip() for line in lines[at - 3:at])
+    assert "None = never" not in above and "a quarter of each run" in above
+    if method == "kd":
+        task = lines[next(i for i, line in enumerate(lines) if line.startswith("task:")) - 1]
+        assert '"causal_lm"' in task and '"sequence_classification"' in task and "a name in" not in task
 
 
 def test_print_config_from_the_command_line(capsys):
