@@ -265,3 +265,14 @@ def test_readme_examples_do_not_reuse_the_setup_run_directory():
     later = [line for line in rest.splitlines() if re.search(r"divmin run \S+ --out ", line) and "--resume" not in line]
     assert later and used == {"runs/fit"}
     assert all(re.search(r"--out (\S+)", line).group(1) not in used for line in later), later
+
+
+def test_the_legend_explains_a_summary_entry_that_its_name_does_not():
+    from divmin.recipes import RecipeResult, column_legend
+
+    result = RecipeResult(["model", "nfe", "gen_ppl"], [], [], {"target": {"gen_ppl": 18.36}, "true_ppl": 17.0})
+    legend = column_legend("didi-synthetic", result).splitlines()
+    at = legend.index("summary entries:")
+    assert legend[at + 1].startswith("  target: the teacher's own samples") and "distillation target" in legend[at + 1]
+    assert legend[at + 2].startswith("  true_ppl: ")
+    assert "summary entries:" not in column_legend("fit", RecipeResult(["divergence"], [], [], {"modes_in_target": 3}))
