@@ -144,3 +144,19 @@ def test_keys_apply_together_whatever_their_order(tmp_path):
     assert (cfg.model, cfg.teacher, cfg.engine.max_steps, cfg.engine.seed) == ("a", "b", 5, 2)
     # a key given in the file and by --set keeps the --set value
     assert config_from("kd", _yaml(tmp_path, "lr: 0.5\n"), ["lr=0.25"]).lr == 0.25
+
+
+@pytest.mark.parametrize("argv", [["train", "kd", "--print-config"], ["train", "list"], ["recipes"],
+                                  ["recipes", "kd-lm"], ["divergences"]])
+def test_listing_commands_do_not_import_transformers(argv):
+    """transformers takes seconds to import (half of `--print-config`'s time): commands that only print
+    configs and names must not load it (a fresh interpreter: this one has imported it already)."""
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys\nfrom divmin.cli import main\n"
+            f"with contextlib.redirect_stdout(io.StringIO()):\n    assert main({argv!r}) == 0\n"
+            "print(sorted(m for m in ('transformers', 'peft') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]", (argv, proc.stdout)
