@@ -21,7 +21,7 @@ target's support) is simply never chosen.
 
 The defaults are already converged for the claim (1500 steps on 2048 points, under a minute
 on 2 CPU cores). The full-size run (``divmin recipes`` shows it) checks that the picture is
-not an artefact of the grid or of stopping early: ``divmin run fit --out runs/fit-full --full``,
+not an artefact of the grid or of stopping early: ``divmin run fit --out runs/fit --full``,
 that is ``--set engine.max_steps=6000 --set "grid=(-16.0, 16.0, 8192)" --set lr=0.025``
 (a wider, four times finer grid, half the step size, four times the steps): 165 s of CPU on
 one core, every member covering the same modes as at the defaults.
