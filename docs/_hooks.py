@@ -6,6 +6,10 @@ off the registry: names, kinds, parameters with their defaults, the probes ``h_b
 ``behaviour`` and the capabilities, and f, g, h as each member's docstring states them.
 A member whose docstring does not state f, g and h fails ``mkdocs build --strict``
 (a warning), so the table cannot drift from the code.
+
+It also puts the math renderer into the site: MathJax's ``tex-svg-full.js`` (one file, every
+TeX extension and the SVG fonts built in) copied from the installed ``django-static-mathjax``
+package (the ``docs`` extra), so formulas typeset offline and no page loads a script from a CDN.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 log = logging.getLogger("mkdocs.plugins.divmin_family")
 
 _SRC = Path(__file__).resolve().parent.parent / "src"
+MATHJAX_URI = "assets/mathjax/tex-svg-full.js"  # mkdocs.yml's extra_javascript names the same path
 _MARKERS = {"<!-- divmin:family-table -->": "f", "<!-- divmin:other-kinds-table -->": None}
 
 # "f(r) = ..." up to the closing backticks, or up to ", g(r)" / ";" / a sentence end
@@ -88,6 +93,26 @@ def other_kinds_table() -> str:
         first = inspect.getdoc(type(d)).strip().splitlines()[0]
         rows.append(f"| `{name}` | `{d.kind}` | {_params(d)} | {_code(first)} |")
     return "\n".join(rows)
+
+
+def mathjax_source() -> Path:
+    """The renderer file inside the installed ``django-static-mathjax`` package (MathJax 3)."""
+    try:
+        import mathjax
+    except ImportError as err:
+        raise RuntimeError("the docs need MathJax from the `docs` extra: pip install -e '.[docs]' "
+                           "(django-static-mathjax)") from err
+    path = Path(mathjax.__file__).resolve().parent / "static" / "mathjax" / "es5" / Path(MATHJAX_URI).name
+    if not path.is_file():
+        raise RuntimeError(f"django-static-mathjax has no {path.name} at {path}")
+    return path
+
+
+def on_files(files, config):
+    from mkdocs.structure.files import File
+
+    files.append(File.generated(config, MATHJAX_URI, abs_src_path=str(mathjax_source())))
+    return files
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

@@ -77,7 +77,7 @@ def _recipe_config(rec) -> int:
         print("full run (--full): " + " ".join(rec.full_size))
     # the value shown is the recipe's default, so a comment's "Default X." (the class's own default) would mislead
     rows = [(f"{key} = {value!r}", re.sub(r"\s*Default \S+$", "", doc))
-            for key, value, doc in describe_config(rec.config_cls())]
+            for key, value, doc in describe_config(rec.config_cls(), user_keys=True)]
     width = min(max(len(left) for left, _ in rows), 48)
     print("\nconfig keys (override with --set KEY=VALUE; Python literals):")
     for left, doc in rows:
@@ -87,7 +87,7 @@ def _recipe_config(rec) -> int:
 
 @_command("run")
 def _run(args: argparse.Namespace) -> int:
-    from .recipes import column_legend, format_table, is_main_process, run_recipe
+    from .recipes import column_legend, format_summary, format_table, is_main_process, run_recipe
 
     result = run_recipe(args.recipe, args.out, args.set, resume=args.resume, full=args.full)
     if not is_main_process():  # under torchrun: one table, from rank 0
@@ -96,8 +96,8 @@ def _run(args: argparse.Namespace) -> int:
     legend = column_legend(args.recipe, result)
     if legend:
         print(legend)
-    for key, value in result.summary.items():
-        print(f"{key}: {value}")
+    if result.summary:
+        print(format_summary(result.summary))  # 4 significant digits; results.json keeps every digit
     print(_written(Path(args.out)))
     return 0
 
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"divmin: training stopped: {err}", file=sys.stderr)
         return 1
     except (RunLockedError, NotADirectoryError, FileExistsError, NoIntactCheckpointError) as err:  # the --out directory
-        print(f"divmin: error: {err}", file=sys.stderr)
+        print(f"divmin: error: {_cli_words(err, args)}", file=sys.stderr)
         return 2
     except OSError as err:  # a read-only --out, a full disk, a link refused (engine.UnsafePathError): the file, not a trace
         print(f"divmin: error: {_os_error(err)}", file=sys.stderr)
@@ -191,6 +191,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _os_error(err: OSError) -> str:
     if err.filename is not None and err.strerror:
         return f"{err.strerror}: {err.filename}"
+    return str(err)
+
+
+def _cli_words(err: Exception, args: argparse.Namespace) -> str:
+    """The engine's refusal of a directory with checkpoints names its Python API (``fit(resume=True)``);
+    on the command line, name the command that continues the run instead."""
+    if isinstance(err, FileExistsError) and args.command == "run" and "already holds checkpoints" in str(err):
+        return (f"{args.out} already holds checkpoints of an earlier run: continue it with "
+                f"`divmin run {args.recipe} --out {args.out} --resume`, or choose another --out")
     return str(err)
 
 

@@ -136,7 +136,14 @@ def test_checkpoints_need_out_dir():
 
 
 # ---------------------------------------------------------------- logging
-def test_metrics_jsonl_tensorboard_and_progress(tmp_path, capsys):
+def _on_a_terminal(monkeypatch):
+    import divmin.engine._logging as logging_module
+
+    monkeypatch.setattr(logging_module, "_terminal", lambda: True)  # capsys is no terminal: draw the bar anyway
+
+
+def test_metrics_jsonl_tensorboard_and_progress(tmp_path, capsys, monkeypatch):
+    _on_a_terminal(monkeypatch)
     config = quiet_config(max_steps=10, log_every=3, eval_every=5, out_dir=tmp_path, tensorboard=True, progress=True)
     result = Trainer(RegressionTask(), config).fit()
     assert [r["step"] for r in result.history] == [3, 5, 6, 9, 10]
@@ -189,7 +196,18 @@ def test_no_out_dir_writes_no_files(tmp_path, monkeypatch, capsys):
     assert "step 3/3" in capsys.readouterr().out  # console line
 
 
-def test_label_names_the_run_on_the_bar_and_the_console_lines(capsys):
+def test_off_a_terminal_progress_is_one_short_line_per_logged_step(capsys):
+    """Written to a file or a pipe, tqdm's redraws would pile up into lines of hundreds of characters."""
+    Trainer(RegressionTask(), quiet_config(max_steps=30, log_every=10, progress=True)).fit()
+    out, err = capsys.readouterr()
+    assert "\r" not in err and "it/s" not in err  # no bar
+    lines = out.splitlines()
+    assert [line.split(" | ")[0] for line in lines] == ["step 10/30", "step 20/30", "step 30/30"]
+    assert max(map(len, lines)) < 120
+
+
+def test_label_names_the_run_on_the_bar_and_the_console_lines(capsys, monkeypatch):
+    _on_a_terminal(monkeypatch)
     Trainer(RegressionTask(), quiet_config(max_steps=2, log_every=1, progress=False, label="ridge, seed 3")).fit()
     out = capsys.readouterr().out.splitlines()
     assert [line.split(" | ")[:2] for line in out] == [["ridge, seed 3", "step 1/2"], ["ridge, seed 3", "step 2/2"]]

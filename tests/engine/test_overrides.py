@@ -34,9 +34,9 @@ def test_last_value_wins_and_nested_keys_merge():
 
 
 def test_errors_name_the_key_and_the_source():
-    with pytest.raises(ValueError, match=r"config key 'hi' in f.yaml: 'x' is not a int"):
+    with pytest.raises(ValueError, match=r"config key 'hi' in f.yaml: 'x' is not an int"):
         apply_values(_Pair(), [("hi", "x")], source="f.yaml")
-    with pytest.raises(ValueError, match=r"--set hi: 'x' is not a int"):
+    with pytest.raises(ValueError, match=r"--set hi: 'x' is not an int"):
         parse_overrides(_Pair(), ["hi='x'"])
     with pytest.raises(ValueError, match="unknown config key 'engine.nope'"):
         parse_overrides(_Pair(), ["engine.nope=1"])

@@ -24,3 +24,15 @@ def check_figure(path: Path) -> dict:
 
 def assert_close_lists(got: list, expected: list) -> None:
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def max_significant_digits(text: str) -> int:
+    """The most significant digits of any decimal number written in ``text`` (0 if it has none);
+    integers (counts) are not figures and are skipped."""
+    import re
+
+    most = 0
+    for mantissa in re.findall(r"(?<![\w.])-?(\d+\.\d+)(?:e[+-]?\d+)?", text):
+        digits = mantissa.replace(".", "").lstrip("0")
+        most = max(most, len(digits.rstrip("0")) if "." in mantissa else len(digits))
+    return most

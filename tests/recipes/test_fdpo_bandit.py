@@ -51,6 +51,8 @@ def test_every_member_at_every_beta_reaches_its_closed_form_optimum(bandit_run):
         assert 0.0 <= r["loss gap"] < 1e-3, r
         assert r["ECE"] < 0.01, r
         assert r["pairs needed"] < result.summary["pairs_seen"], r  # the data suffice, per Cramer-Rao
+        assert isinstance(r["pairs needed"], int) and r["pairs needed"] >= 1  # whole pairs, not 7e-08 of one
+    assert isinstance(result.summary["pairs_seen"], int)
     assert result.summary["all_reach_optimum"] and result.summary["not_reached"] == {}
     assert len(result.summary["reached_optimum"]) == len(SPECS) * len(BETAS)
 

@@ -16,7 +16,9 @@ import pytest
 
 from divmin.cli import main
 from divmin.engine import _trainer
-from divmin.recipes import available_recipes, default_checkpoint_every, explain_column, run_recipe
+from divmin.recipes import available_recipes, default_checkpoint_every, explain_column, format_summary, run_recipe
+
+from ._figures import max_significant_digits
 
 # log_every=1: the default checkpoint interval is a multiple of log_every (a quarter of the run here)
 _QUIET = ["engine.progress=False", "engine.tensorboard=False", "engine.log_every=1"]
@@ -127,8 +129,12 @@ def test_interrupted_recipe_resumes_to_the_uninterrupted_table(case, tmp_path, m
     overrides, k, total = {**CASES, **EXTRA}[case]
     name = case.split("/")[0]
     full = _counting(monkeypatch, None)
-    run_recipe(name, tmp_path / "a", overrides)
+    result = run_recipe(name, tmp_path / "a", overrides)
     assert full.steps == total  # the cases' step counts are what the recipe runs
+    # the summary `divmin run` prints: no float with more digits than the data supports
+    assert max_significant_digits(format_summary(result.summary)) <= 6, format_summary(result.summary)
+    if name == "weat":  # one seed: no spread column of zeros, a note instead
+        assert "pgd_acc_std" not in result.columns and "one seed" in result.summary["pgd_acc_std"]
     # every column the recipe prints is explained under its table (divmin.recipes.COLUMNS)
     assert [c for c in _table(tmp_path / "a")["columns"] if explain_column(name, c) is None] == []
     assert _checkpoints(tmp_path / "a")  # checkpoints by default

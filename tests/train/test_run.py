@@ -67,6 +67,24 @@ def test_cli_kd_with_models_named_by_local_path(tmp_path, local_models, capsys):
     assert final.config.n_embd == start.config.n_embd and not torch.equal(_logits(final, IDS), _logits(start, IDS))
 
 
+def test_train_and_export_print_no_transformers_bars_and_export_names_its_checkpoint(tmp_path, local_models,
+                                                                                      capsys):
+    out = tmp_path / "run"
+    argv = ["train", "kd", "--out", str(out), "--set", f"model={local_models / 'student'}",
+            "--set", f"teacher={local_models / 'teacher'}", "--set", "engine.max_steps=2",
+            "--set", "engine.checkpoint_every=1", "--set", "engine.tensorboard=False"]
+    assert main(argv) == 0
+    assert main(["export", str(out)]) == 0
+    printed = capsys.readouterr()
+    both = printed.out + printed.err
+    assert "Loading weights" not in both and "Writing model shards" not in both
+    ckpt = out / "checkpoints" / "step_0000002"
+    assert f"exported {out / 'final'} from {ckpt}: config.json" in printed.out.splitlines()[-1]
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # silenced for divmin's calls only
+
+
 def test_lora_merged_at_export(tmp_path):
     cfg = config_from("fdpo", None, ["lora.r=4", "lora.alpha=8", "merge_lora=True", "reference=adapter",
                                      "lr=0.01", "engine.max_steps=2", *QUIET])
@@ -97,6 +115,27 @@ def test_a_model_not_available_offline_is_one_line(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert err.startswith("divmin: error: model 'divmin-test/no-such-model' could not be loaded")
     assert err.count("\n") == 1 and "HF_HUB_OFFLINE" in err
+
+
+def test_a_model_name_with_no_network_fails_at_once_in_one_line(tmp_path):
+    """No HF_HUB_OFFLINE and a Hub that cannot be reached (a closed local port stands for "no network"):
+    one line, and no huggingface_hub retries (they took about a minute and a dozen lines)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(src), HF_HOME=str(tmp_path / "hf"))
+    argv = ["train", "kd", "--out", str(tmp_path / "o"), "--set", "model=divmin-test/no-such-model",
+            "--set", "teacher=divmin-test/no-such-model"]
+    proc = subprocess.run([sys.executable, "-m", "divmin", *argv], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["divmin: error: model 'divmin-test/no-such-model' could not be loaded: "
+                                        "not a local directory and not in the Hugging Face cache, and the Hub "
+                                        "cannot be reached from here"], proc.stderr[-2000:]
 
 
 def test_fdpg_runs_and_exports(tmp_path):
@@ -131,7 +170,8 @@ def test_export_command(tmp_path, capsys):
     train("kd", config_from("kd", None, ["engine.max_steps=1", *QUIET]), out)
     capsys.readouterr()
     assert main(["export", str(out)]) == 0
-    assert capsys.readouterr().out.startswith(f"exported {out / 'final'}: config.json")
+    ckpt = out / "checkpoints" / "step_0000001"
+    assert capsys.readouterr().out.startswith(f"exported {out / 'final'} from {ckpt}: config.json")
 
 
 def test_a_used_run_directory_is_refused_and_resume_restores_the_final_model(tmp_path, capsys):

@@ -10,5 +10,6 @@ from ._nets import HEADS, DepictNet
 from ._objective import TARGET_RULES, auxiliary_target, depict_loss
 from ._trainer import DepictConfig, DepictTrainer, kmeans_init_head
 
-__all__ = ["HEADS", "TARGET_RULES", "DepictConfig", "DepictNet", "DepictTrainer", "auxiliary_target", "depict_loss",
-           "kmeans_init_head"]
+# the API page (members_order: __all__) lists the entry points first, internals last
+__all__ = ["DepictTrainer", "DepictConfig", "depict_loss", "DepictNet", "HEADS", "TARGET_RULES",
+           "auxiliary_target", "kmeans_init_head"]

@@ -6,6 +6,8 @@ from ._markov import MarkovLanguage, check_token_ids, check_token_source
 from ._sequences import BigramLM, PrefixTreeLM, all_sequences
 from ._text import SEPARATORS, TEXT_SPLITS, TextBlocks, pack_blocks, read_documents, text_blocks, word_vocab
 
-__all__ = ["BigramLM", "FASHION_MNIST_DIRS", "MarkovLanguage", "PrefixTreeLM", "SEPARATORS", "TEXT_SPLITS",
-           "TextBlocks", "all_sequences", "check_token_ids", "check_token_source", "fashion_mnist", "find_fashion_mnist", "load_digits_images",
-           "pack_blocks", "read_documents", "read_idx", "text_blocks", "word_vocab"]
+# the API page (members_order: __all__) lists the entry points first, internals last
+__all__ = ["MarkovLanguage", "BigramLM", "PrefixTreeLM", "all_sequences", "text_blocks", "load_digits_images",
+           "fashion_mnist", "FASHION_MNIST_DIRS", "SEPARATORS", "TEXT_SPLITS", "TextBlocks",
+           "check_token_ids", "check_token_source", "find_fashion_mnist", "pack_blocks", "read_documents",
+           "read_idx", "word_vocab"]

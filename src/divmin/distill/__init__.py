@@ -1,7 +1,7 @@
 """Knowledge distillation with any divergence: token-level and fused losses, SinKD, a trainer.
 
 ``token_kd_loss`` and ``fused_linear_kd_loss`` minimise D(teacher || student)
-over tokens for any registry member (DESIGN.md's convention: teacher P, student
+over tokens for any registry member ([DESIGN.md][the-convention]'s convention: teacher P, student
 Q); ``sinkd_loss`` is the batch-level Sinkhorn loss of SinKD; ``DistillTrainer``
 runs off-policy, on-policy (GKD) and sequence-level KD on the shared engine;
 ``cache_teacher`` stores a teacher's top-k log-probabilities on disk once and
@@ -16,20 +16,21 @@ from ._tasks import DISTILL_TASKS, DistillTaskKind
 from ._token import TopKTeacher, token_kd_loss
 from ._trainer import DistillConfig, DistillTrainer
 
+# the API page (members_order: __all__) lists the entry points first, internals last
 __all__ = [
-    "DISTILL_TASKS",
-    "DistillConfig",
-    "DistillTaskKind",
+    "token_kd_loss",
     "DistillTrainer",
-    "LMCollator",
+    "DistillConfig",
+    "sinkd_loss",
+    "fused_linear_kd_loss",
+    "fused_linear_cross_entropy",
+    "cache_teacher",
     "TeacherCache",
     "TopKTeacher",
+    "DISTILL_TASKS",
+    "DistillTaskKind",
+    "LMCollator",
     "assemble",
-    "cache_teacher",
     "default_chunk_size",
-    "fused_linear_cross_entropy",
-    "fused_linear_kd_loss",
-    "sinkd_loss",
-    "token_kd_loss",
     "tokenize_pairs",
 ]

@@ -56,7 +56,7 @@ def _default_engine() -> EngineConfig:
 class DistillConfig:
     """Settings of :class:`DistillTrainer`; every field is checked on construction."""
 
-    task: str = "causal_lm"  # a name in DISTILL_TASKS: "causal_lm" (KD on completions), "sequence_classification"
+    task: str = "causal_lm"  # "causal_lm" (KD on completions) or "sequence_classification" (DISTILL_TASKS)
     divergence: str | Divergence = "forward_kl"  # D(teacher || student) of the soft loss
     temperature: float = 1.0  # softmax temperature T of the soft loss (> 0)
     temperature_squared: bool = False  # multiply the soft loss by T^2 (Hinton et al.'s gradient scale)

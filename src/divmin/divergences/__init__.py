@@ -1,6 +1,6 @@
 """Divergences: the registry, categorical closed forms, Sinkhorn.
 
-Everything here follows one convention (DESIGN.md): ``D_f(P || Q) = E_Q[f(P/Q)]``
+Everything here follows one convention ([DESIGN.md][the-convention]): ``D_f(P || Q) = E_Q[f(P/Q)]``
 with P the target and Q the model; elementwise inputs are log-ratios ``log(P/Q)``;
 functions of two distributions take the model first and the target second.
 """
@@ -37,39 +37,40 @@ from ._parametric import (
     SoftenedReverseKL,
 )
 
+# the API page (members_order: __all__) lists the entry points first, internals last
 __all__ = [
-    "Alpha",
-    "Discrepancy",
+    "divergence",
+    "available_divergences",
+    "categorical_divergence",
+    "sinkhorn",
+    "sinkhorn_divergence",
+    "as_divergence",
+    "register",
+    "available_kinds",
+    "available_capabilities",
+    "capability",
+    "available_costs",
     "Divergence",
     "ForwardKL",
+    "ReverseKL",
+    "JS",
     "GeneralizedJS",
+    "Alpha",
     "IntegralDivergence",
     "IntegralF",
     "IntegralForwardKL",
     "IntegralReverseKL",
-    "JS",
     "Jeffreys",
     "NeymanChi2",
     "PearsonChi2",
-    "ReverseKL",
     "SkewForwardKL",
     "SkewReverseKL",
     "SoftenedForwardKL",
     "SoftenedReverseKL",
     "Sinkhorn",
-    "SinkhornConvergenceWarning",
     "SinkhornResult",
     "SquaredHellinger",
     "TotalVariation",
-    "as_divergence",
-    "available_capabilities",
-    "available_costs",
-    "available_divergences",
-    "available_kinds",
-    "capability",
-    "categorical_divergence",
-    "divergence",
-    "register",
-    "sinkhorn",
-    "sinkhorn_divergence",
+    "Discrepancy",
+    "SinkhornConvergenceWarning",
 ]

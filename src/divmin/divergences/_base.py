@@ -28,6 +28,7 @@ from typing import Any, Callable, ClassVar, Sequence, TypeVar
 import torch
 from torch import Tensor
 
+from .._suggest import did_you_mean
 from ._numerics import finite_interval
 from ._terms import generic_categorical_terms
 
@@ -311,8 +312,9 @@ def divergence(name: str, **params: Any) -> Discrepancy:
     try:
         cls = _REGISTRY[base.strip()]
     except KeyError:
+        hint = did_you_mean(base.strip(), available_divergences())
         raise ValueError(
-            f"unknown divergence {base!r}; valid names: {', '.join(available_divergences())}"
+            f"unknown divergence {base!r}{hint}; valid names: {', '.join(available_divergences())}"
         ) from None
     if colon:
         parsed = _parse_spec(rest, cls)

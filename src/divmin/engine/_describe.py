@@ -24,7 +24,11 @@ import textwrap
 import tokenize
 from typing import Any
 
-__all__ = ["describe_config", "field_docs"]
+__all__ = ["PLUMBING_KEYS", "describe_config", "field_docs", "shown_doc"]
+
+# fields the command line and the recipes set themselves (--out, --resume, a run's label, the bar off a
+# terminal): settable, but not a user's choice, so listings of a config's keys leave them out
+PLUMBING_KEYS = frozenset({"out_dir", "label", "progress", "resume"})
 
 
 def _comments_by_line(source: str) -> dict[int, str]:
@@ -78,11 +82,13 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def describe_config(config: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
+def describe_config(config: Any, prefix: str = "", *, user_keys: bool = False) -> list[tuple[str, Any, str]]:
     """``(dotted key, value, comment)`` for every leaf field of dataclass instance ``config``.
 
     A field that is itself a dataclass (``engine: EngineConfig``) is walked, its keys
     prefixed with the field name and a dot (``engine.max_steps``), as ``--set`` takes them.
+    ``user_keys``: as the command line lists them, without :data:`PLUMBING_KEYS` and with the
+    comment of a default that a run replaces (:func:`shown_doc`).
     """
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise TypeError(f"`config` must be a dataclass instance, got {type(config).__name__}")
@@ -91,7 +97,25 @@ def describe_config(config: Any, prefix: str = "") -> list[tuple[str, Any, str]]
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            rows += describe_config(value, f"{prefix}{field.name}.")
-        else:
+            rows += describe_config(value, f"{prefix}{field.name}.", user_keys=user_keys)
+        elif not user_keys:
             rows.append((prefix + field.name, value, docs.get(field.name, "")))
+        elif field.name not in PLUMBING_KEYS:
+            rows.append((prefix + field.name, value, shown_doc(config, field.name, docs.get(field.name, ""))))
     return rows
+
+
+def shown_doc(config: Any, name: str, doc: str) -> str:
+    """The comment of field ``name`` of ``config`` as a recipe or ``divmin train`` run reads it.
+
+    ``EngineConfig.checkpoint_every``'s own default, None, means "never" to the engine; a run
+    with an output directory replaces it by a quarter of the run, so say that and the number.
+    """
+    from ._checkpoint import default_checkpoint_every
+    from ._config import EngineConfig
+
+    if isinstance(config, EngineConfig) and name == "checkpoint_every" and config.checkpoint_every is None:
+        every = default_checkpoint_every(config.max_steps, config.log_every)
+        return (f"Save a checkpoint every this many steps and at the end; None = a quarter of each run, on a "
+                f"log step (here every {every} of its {config.max_steps} steps).")
+    return doc

@@ -2,12 +2,16 @@
 
 Only the main process writes; the others keep a disabled bar so the calling
 code is the same everywhere. Records arrive already averaged over processes.
+The bar is drawn only on a terminal: written to a file or a pipe, its carriage-return
+redraws pile up into one line of hundreds of characters, so there the console gets one
+short line per logged step instead.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -43,7 +47,7 @@ class RunLogger:
             initial=start_step,
             desc=config.label or "train",
             dynamic_ncols=True,
-            disable=not (config.progress and is_main),
+            disable=not (config.progress and is_main and _terminal()),
         )
 
     def advance(self) -> None:
@@ -84,6 +88,11 @@ class RunLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)  # where tqdm draws
+    return bool(isatty and isatty())
 
 
 def _fmt(value: float) -> str:

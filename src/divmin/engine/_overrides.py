@@ -14,6 +14,8 @@ import types
 import typing
 from typing import Any, Sequence
 
+from .._suggest import did_you_mean
+
 __all__ = ["RESUME_SAFE", "apply_values", "config_items", "config_keys", "jsonable", "parse_overrides", "parse_value",
            "resume_changes", "tree_items"]
 
@@ -58,7 +60,9 @@ def _coerce(key: str, value: Any, hint: Any, where: str = "") -> Any:
         return float(value)
     if isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
-    raise ValueError(f"{where}: {value!r} is not a {getattr(hint, '__name__', hint)}")
+    name = getattr(hint, "__name__", str(hint))
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    raise ValueError(f"{where}: {value!r} is not {article} {name}")
 
 
 def parse_value(raw: str) -> Any:
@@ -102,7 +106,8 @@ def _collect(config: Any, path: list[str], key: str, value: Any, where: str, cha
     types_ = _field_types(type(config))
     head = path[0]
     if head not in types_:
-        raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(config_keys(type(config)))}")
+        hint = did_you_mean(head, types_, prefix=key[:len(key) - len(".".join(path))])
+        raise ValueError(f"unknown config key {key!r}{hint}; valid keys: {', '.join(config_keys(type(config)))}")
     if len(path) > 1:
         child = getattr(config, head)
         if not dataclasses.is_dataclass(child):

@@ -21,16 +21,17 @@ from ._log_z import LogZEstimator, self_normalized_log_z
 from ._mixture_is import effective_sample_size, importance_mean, mixture_log_density, pooled_divergence
 from ._score_function import MovingBaseline, ScoreFunctionOutput, score_function_surrogate
 
+# the API page (members_order: __all__) lists the entry points first, internals last
 __all__ = [
+    "score_function_surrogate",
+    "self_normalized_log_z",
+    "logistic_discriminator_loss",
     "LogRatioEstimator",
     "LogZEstimator",
     "MovingBaseline",
-    "ScoreFunctionOutput",
-    "effective_sample_size",
     "importance_mean",
-    "logistic_discriminator_loss",
+    "effective_sample_size",
+    "ScoreFunctionOutput",
     "mixture_log_density",
     "pooled_divergence",
-    "score_function_surrogate",
-    "self_normalized_log_z",
 ]

@@ -23,20 +23,21 @@ from ._logps import completion_logps, sequence_logps
 from ._sampling import Completions, sample_completions, sample_n
 from ._tiny import tiny_gpt2, word_tokenizer
 
+# the API page (members_order: __all__) lists the entry points first, internals last
 __all__ = [
+    "sequence_logps",
+    "sample_completions",
+    "completion_logps",
+    "tiny_gpt2",
+    "word_tokenizer",
+    "LMCollator",
     "ARJudge",
     "IGNORE",
     "JudgeConfig",
     "JudgeTrainer",
     "Completions",
-    "LMCollator",
     "assemble",
-    "completion_logps",
-    "sample_completions",
     "sample_n",
-    "sequence_logps",
-    "tiny_gpt2",
     "tiny_judge",
     "tokenize_pairs",
-    "word_tokenizer",
 ]

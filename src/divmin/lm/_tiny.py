@@ -9,12 +9,12 @@ The tests, the recipes and the doctests need a real Hugging Face causal LM
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import Whitespace
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # transformers takes seconds to import: only the functions that build one load it
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 __all__ = ["tiny_gpt2", "word_tokenizer"]
 
@@ -57,6 +57,8 @@ def tiny_gpt2(vocab: int | Sequence[str] | Mapping[str, int], *, seed: int = 0, 
     for name, value in (("eos_id", eos_id), ("pad_id", pad_id)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < size:
             raise ValueError(f"`{name}` must be a token id in [0, {size}), got {value!r}")
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     cfg = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=size, n_positions=n_positions,
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                      bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=pad_id)
@@ -96,6 +98,11 @@ def word_tokenizer(vocab: Sequence[str] | Mapping[str, int], *, pad_token: str =
     for name, token in (("pad_token", pad_token), ("eos_token", eos_token), ("unk_token", unk_token)):
         if token not in ids:
             raise ValueError(f"`{name}` {token!r} is not in `vocab`")
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(WordLevel(ids, unk_token=unk_token))
     tok.pre_tokenizer = Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad_token, eos_token=eos_token,

@@ -20,20 +20,22 @@ from ._registry import (
     recipe,
     run_recipe,
 )
-from ._columns import COLUMNS, column_legend, explain_column  # noqa: F401  (what each table column means)
+from ._columns import COLUMNS, column_legend, explain_column, format_summary, round_figures  # noqa: F401  (what each table column means)
 from ._runs import default_checkpoint_every, resumable, run_engine, run_history  # noqa: F401  (each run checkpointed into --out)
 
+# the API page (members_order: __all__) lists the entry points first, internals last
 __all__ = [
-    "COLUMNS",
+    "run_recipe",
+    "available_recipes",
+    "get_recipe",
+    "recipe",
     "Recipe",
     "RecipeResult",
-    "available_recipes",
+    "format_table",
+    "format_summary",
     "column_legend",
     "explain_column",
-    "format_table",
-    "get_recipe",
-    "is_main_process",
+    "COLUMNS",
     "parse_overrides",
-    "recipe",
-    "run_recipe",
+    "is_main_process",
 ]

@@ -8,9 +8,12 @@ checks that every column of every recipe's table is explained here.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from ._registry import RecipeResult
 
-__all__ = ["COLUMNS", "column_legend", "explain_column"]
+__all__ = ["COLUMNS", "column_legend", "explain_column", "format_summary", "round_figures"]
 
 # P is the target (data, teacher, energy-based target, optimum), Q / pi / S the trained model.
 COLUMNS: dict[str, str] = {
@@ -40,8 +43,9 @@ COLUMNS: dict[str, str] = {
     "ECE": "expected calibration error of the preferences the policy implies",
     "TV to opt": "total variation between the trained policy and the member's closed-form optimum",
     "loss gap": "population f-DPO loss of the trained policy minus that of the optimum (nats)",
-    "pairs needed": "pairs an efficient estimator needs for an expected TV at the tolerance "
-                    "(`divmin.align.optimum_sample_size`)",
+    "pairs needed": "preference pairs an efficient estimator needs for an expected TV at the tolerance "
+                    "(`divmin.align.optimum_sample_size`), rounded up to whole pairs: 1 = any data suffice; "
+                    "compare the summary's pairs_seen, the pairs the run drew",
     "opt reward": "expected true reward at the closed-form optimum",
     "opt entropy": "entropy of the closed-form optimum",
     # fdpo-lm
@@ -125,6 +129,17 @@ COLUMNS: dict[str, str] = {
 }
 
 
+# summary entries a reader cannot decode from their name alone, printed with the column legend
+SUMMARY_KEYS: dict[str, str] = {
+    "didi-synthetic/target": "the teacher's own samples at teacher_nfe steps, the pool the student is matched to "
+                             "(the distillation target): their gen_ppl and entropy, the student's reference point",
+    "didi-synthetic/true_ppl": "exp of the Markov language's entropy rate: the best gen_ppl any sampler can reach",
+    "fdpo-bandit/pairs_seen": "preference pairs the run drew (batch_pairs x steps, pairs of distinct responses)",
+    "kd-cache/k32_ppl_vs_live": "the k = 32 student's held-out perplexity relative to the live-teacher student's "
+                                "(negative: the cached student is better)",
+}
+
+
 def explain_column(recipe: str, column: str) -> str | None:
     """What ``column`` of ``recipe``'s table means (None if the glossary lacks it)."""
     return COLUMNS.get(f"{recipe}/{column}", COLUMNS.get(column))
@@ -137,4 +152,49 @@ def column_legend(recipe: str, result: RecipeResult) -> str:
         meaning = explain_column(recipe, column)
         if meaning is not None:
             lines.append(f"  {column}: {meaning}")
-    return "columns:\n" + "\n".join(lines) if lines else ""
+    text = "columns:\n" + "\n".join(lines) if lines else ""
+    keys = [f"  {key}: {SUMMARY_KEYS[f'{recipe}/{key}']}" for key in result.summary if f"{recipe}/{key}" in SUMMARY_KEYS]
+    if keys:
+        text += ("\n" if text else "") + "summary entries:\n" + "\n".join(keys)
+    return text
+
+
+def round_figures(value: Any, digits: int = 4) -> Any:
+    """``value`` with every float rounded to ``digits`` significant digits, through dicts, lists and tuples.
+
+    A recipe's figures come from a few seeds and a few thousand samples: more digits are noise.
+    Integers (counts), booleans and strings are kept as they are.
+
+    >>> round_figures({"ppl": 18.364112345, "seeds": [0.123456789, 2], "ok": True})
+    {'ppl': 18.36, 'seeds': [0.1235, 2], 'ok': True}
+    """
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: round_figures(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(round_figures(v, digits) for v in value)
+    return value
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A recipe's summary as ``divmin run`` prints it: one ``key: value`` line per entry, figures to 4
+    significant digits; a dict of dicts (per seed, per setting) one indented line per inner key."""
+    lines = []
+    for key, value in round_figures(summary).items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            lines.append(f"{key}:")
+            lines += [f"  {k}: {_inline(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"{key}: {_inline(value)}")
+    return "\n".join(lines)
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_inline(v)}" for k, v in value.items()) or "{}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):  # a list of dicts (one per seed): each in braces
+        return "[" + ", ".join("{" + _inline(v) + "}" if isinstance(v, dict) else _inline(v) for v in value) + "]"
+    return str(value)

@@ -53,6 +53,7 @@ from ..engine import atomic_write, run_lock
 # shared with `divmin train` (divmin.train): lifted to the engine
 from ..engine._overrides import jsonable as _jsonable
 from ..engine._overrides import apply_values, parse_overrides, resume_changes, tree_items
+from .._suggest import did_you_mean
 from ._runs import recipe_scope
 
 __all__ = [
@@ -122,7 +123,8 @@ def get_recipe(name: str) -> Recipe:
     try:
         return _RECIPES[name]
     except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(available_recipes())}") from None
+        hint = did_you_mean(name, available_recipes())
+        raise ValueError(f"unknown recipe {name!r}{hint}; available: {', '.join(available_recipes())}") from None
 
 
 def format_table(result: RecipeResult) -> str:

@@ -55,6 +55,7 @@ Full-size run (``divmin recipes`` shows it): ``divmin run fdpo-bandit --out runs
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import torch
@@ -272,8 +273,10 @@ def _evaluate(task: FDPOBanditTask, logits: torch.Tensor) -> list[dict]:
         rows.append({"divergence": spec, "beta": beta, "reward": m["reward"], "entropy": m["entropy"],
                      "KL(pi||ref)": m["kl"], "ECE": m["ece"], "TV to opt": m["tv_to_optimum"],
                      "loss gap": loss[0] - loss[1],
-                     "pairs needed": optimum_sample_size(task.ref, task.reward, divergence=div, beta=beta,
-                                                         tv=task.config.tv_tolerance, optimum=opt),
+                     # a count of pairs: the bound is often far below one (any data pin the optimum)
+                     "pairs needed": max(1, math.ceil(optimum_sample_size(
+                         task.ref, task.reward, divergence=div, beta=beta, tv=task.config.tv_tolerance,
+                         optimum=opt))),
                      "opt reward": m_opt["reward"], "opt entropy": m_opt["entropy"], "opt KL": m_opt["kl"]})
     return rows
 
@@ -294,7 +297,7 @@ def reward_vs_kl_plot(rows: list[dict], ref_reward: float, path: Path) -> Path:
     return save_figure(fig, path, data={"kl": [r["KL(pi||ref)"] for r in rows], "reward": [r["reward"] for r in rows]})
 
 
-def _why_not_reached(row: dict, pairs_seen: float) -> str:
+def _why_not_reached(row: dict, pairs_seen: int) -> str:
     """The measured reason a trained policy missed its optimum: too few pairs, or a flat loss on the way."""
     if row["pairs needed"] > pairs_seen:
         return (f"statistical: an efficient estimator needs ~{row['pairs needed']:.3g} pairs for E TV < tolerance, "
@@ -304,7 +307,7 @@ def _why_not_reached(row: dict, pairs_seen: float) -> str:
             f"{row['TV to opt']:.2f}")
 
 
-def _summary(rows: list[dict], config: FDPOBanditConfig, pairs_seen: float) -> dict:
+def _summary(rows: list[dict], config: FDPOBanditConfig, pairs_seen: int) -> dict:
     """Per beta: the greediest divergence (highest reward) and the one keeping most entropy."""
     def best(key: str) -> dict[str, str]:
         out = {}
@@ -340,7 +343,7 @@ def run_fdpo_bandit(config: FDPOBanditConfig, out_dir: Path) -> RecipeResult:
     ref_reward = float((task.ref * task.reward).sum())
     plot = reward_vs_kl_plot(rows, ref_reward, out_dir / "reward_vs_kl.png")
     # kept pairs (i != j) per step, in expectation, times the steps taken
-    pairs_seen = config.batch_pairs * (1.0 - float((task.ref ** 2).sum())) * config.engine.max_steps
+    pairs_seen = round(config.batch_pairs * (1.0 - float((task.ref ** 2).sum())) * config.engine.max_steps)
     summary = _summary(rows, config, pairs_seen)
     summary.update(ref_reward=ref_reward, ref_entropy=float(-(task.ref * task.ref.log()).sum()),
                    max_reward=float(task.reward.max()))

@@ -122,8 +122,12 @@ def _caches(c: KDCacheConfig, teacher: torch.nn.Module, rows: list, out_dir: Pat
 
 
 def _run(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
-    c = config
-    corpus = MarkovCorpus(c)
+    corpus = MarkovCorpus(config)
+    # k >= V caches the whole distribution, at more bytes per token than fp16 logits: the live row is that case
+    dropped = [k for k in config.ks if k >= corpus.vocab]
+    if len(dropped) == len(config.ks):
+        raise ValueError(f"`ks`: every k is >= the vocabulary V = {corpus.vocab}; a top-k cache needs k < V")
+    c = dataclasses.replace(config, ks=tuple(k for k in config.ks if k < corpus.vocab))
     teach_rows, train_rows, test_rows = (corpus.sample(n) for n in
                                          (c.teacher_sequences, c.transfer_sequences, c.test_sequences))
     teacher = _teacher(c, corpus, teach_rows, out_dir)
@@ -148,6 +152,9 @@ def _run(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
                          "kl_to_teacher": statistics.fmean(r["kl_ts"] for r in runs), "bytes_per_token": bpt})
     summary = _summary(c, corpus.vocab, ppl, caches, _evaluate(teacher, teacher, test_rows)["ppl"])
     summary["true_ppl"] = math.exp(corpus.true_nll(test_rows))
+    if dropped:
+        summary["ks_not_run"] = (f"k = {', '.join(map(str, dropped))} >= V = {corpus.vocab}: a cache of the whole "
+                                 f"vocabulary, larger than fp16 logits; the live teacher's row is that case")
     plot = _plot(rows, out_dir / "kd_cache.png")
     return RecipeResult(["divergence", "k", "student_ppl", "kl_to_teacher", "bytes_per_token"], rows, [str(plot)],
                         summary)
@@ -161,7 +168,8 @@ def _summary(c: KDCacheConfig, vocab: int, ppl: dict, caches: dict[int, TeacherC
            "bytes_per_token": {k: caches[k].manifest["bytes_per_token_on_disk"] for k in c.ks}}
     if 32 in c.ks:
         divs = list(map(str, c.divergences))
-        out["k32_within_2pct_of_live"] = {div: abs(ratio[f"{div}/k32"] - 1) <= 0.02 for div in divs}
+        # the claim is one-sided (a cache must not cost quality); a k = 32 student better than the live one passes
+        out["k32_ppl_vs_live"] = {div: f"{100 * (ratio[f'{div}/k32'] - 1):+.1f}%" for div in divs}
         out["k32_at_most_2pct_worse_than_live"] = {div: ratio[f"{div}/k32"] <= 1.02 for div in divs}
         out["k32_at_most_150_bytes_per_token"] = caches[32].manifest["bytes_per_token_on_disk"] <= 150
     return out

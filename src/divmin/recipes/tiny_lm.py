@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
-from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from ..engine import EngineConfig, Int, Number, StepOutput, Trainer, Tuple
 from ..lm import LMCollator, completion_logps, sample_completions, tiny_gpt2, word_tokenizer
 from ._runs import resumable, run_engine
+
+if TYPE_CHECKING:  # annotations only: `divmin recipes` should not wait for transformers to import
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 __all__ = ["BAD", "GOOD", "NEUTRAL", "TOPICS", "VOCAB", "build_model", "build_tokenizer", "check_corpus_config", "corpus",
            "prompt_text", "response_logps", "sample_responses", "true_reward", "warm_up"]

@@ -219,7 +219,8 @@ def _run(c: WEATConfig, out_dir: Path) -> RecipeResult:
     for method in c.methods:
         runs = [_one(c, method, s, data, judge, run_aa, out_dir / method / f"seed{s}") for s in c.seeds]
         row = {"method": method, **{k: statistics.fmean(r[0][k] for r in runs) for k in cols}}
-        row["pgd_acc_std"] = statistics.stdev(r[0]["pgd_acc"] for r in runs) if len(runs) > 1 else 0.0
+        if len(runs) > 1:  # one seed has no spread: no column rather than a 0 that reads as "no variation"
+            row["pgd_acc_std"] = statistics.stdev(r[0]["pgd_acc"] for r in runs)
         rows.append(row)
         per_seed[method] = [{k: r[0][k] for k in cols} for r in runs]
         traces[method], samples[method] = runs[0][1], runs[0][2]
@@ -233,7 +234,9 @@ def _run(c: WEATConfig, out_dir: Path) -> RecipeResult:
                                    if t["train"][0][2] is not None}
     side = math.isqrt(data[0].tensors[0].shape[1])
     plots = [_plot(traces, c.dataset, out_dir / "weat.png"), _grid(samples, side, out_dir / "weat_samples.png")]
-    cols = ["method", *cols[:2], "pgd_acc_std", *cols[2:]]
+    if len(c.seeds) == 1:
+        summary["pgd_acc_std"] = "not shown: one seed has no spread (set seeds=(0, 1, 2) for one)"
+    cols = ["method", *cols[:2], *(["pgd_acc_std"] if len(c.seeds) > 1 else []), *cols[2:]]
     return RecipeResult(cols, rows, [str(p) for p in plots], summary)
 
 

@@ -18,12 +18,22 @@ from ._objectives import OBJECTIVES, AttackSettings, available_objectives, regis
 from ._sgld import SGLD_INITS, class_gaussian_init, class_pca_init, sgld_sample
 from ._trainer import RobustConfig, RobustTrainer
 
+# the API page (members_order: __all__) lists the entry points first, internals last
 __all__ = [
+    "RobustTrainer",
+    "RobustConfig",
+    "robust_loss",
+    "robustness_metrics",
+    "weat_weights",
+    "pgd_attack",
+    "trades_attack",
+    "sgld_sample",
+    "energy",
+    "joint_energy",
+    "kl_energy_terms",
     "NORMS",
     "OBJECTIVES",
     "AttackSettings",
-    "RobustConfig",
-    "RobustTrainer",
     "SGLD_INITS",
     "autoattack_accuracy",
     "autoattack_available",
@@ -31,14 +41,5 @@ __all__ = [
     "check_labels",
     "class_gaussian_init",
     "class_pca_init",
-    "energy",
-    "joint_energy",
-    "kl_energy_terms",
-    "pgd_attack",
     "register_objective",
-    "robust_loss",
-    "robustness_metrics",
-    "sgld_sample",
-    "trades_attack",
-    "weat_weights",
 ]

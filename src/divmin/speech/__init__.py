@@ -17,16 +17,21 @@ from ._train import SpeechToEGG, SpeechToEGGConfig, egg_loss, normalize_speech
 from ._wav import read_wav, write_wav
 from ._zff import average_pitch_period, zff_gci, zff_signal
 
+# the API page (members_order: __all__) lists the entry points first, internals last
 __all__ = [
+    "SpeechToEGG",
+    "SpeechToEGGConfig",
+    "SpeechEGG",
+    "synthesize_corpus",
+    "synthesize",
+    "egg_loss",
+    "zff_gci",
     "CHANNELS",
     "FrameDecoder",
     "FrameEncoder",
     "LatentCritic",
     "LFParams",
     "NOISE_COLORS",
-    "SpeechEGG",
-    "SpeechToEGG",
-    "SpeechToEGGConfig",
     "VOICE_QUALITIES",
     "VOWELS",
     "VoiceQuality",
@@ -34,7 +39,6 @@ __all__ = [
     "apply_channel",
     "average_pitch_period",
     "egg_from_instants",
-    "egg_loss",
     "frame_signal",
     "lf_params_from_rd",
     "lf_waveform",
@@ -42,10 +46,7 @@ __all__ = [
     "overlap_add",
     "pitch_marks",
     "read_wav",
-    "synthesize",
-    "synthesize_corpus",
     "vocal_tract",
     "write_wav",
-    "zff_gci",
     "zff_signal",
 ]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ._models import ModelLoadError
-from ._run import config_from, export_run, prepare, print_config, run_prepared
+from ._run import config_from, export_run, prepare, print_config, read_run_config, run_prepared
 
 __all__ = ["add_arguments", "export_command", "train_command"]
 
@@ -69,9 +69,15 @@ def _report(out: Path, files: list[Path]) -> None:
 
 
 def export_command(args: argparse.Namespace) -> int:
+    from ..engine import latest_checkpoint
+
     try:
-        files = export_run(args.run_dir)
+        read_run_config(args.run_dir)  # not a run directory: say that first
+        ckpt = latest_checkpoint(args.run_dir)  # verified once, here: export_run is told which one
+        if ckpt is None:
+            raise ValueError(f"{args.run_dir}: no checkpoint to export (checkpoints/step_*)")
+        files = export_run(args.run_dir, checkpoint=ckpt)
     except _USER_ERRORS as err:
         return _error(err)
-    print(f"exported {Path(args.run_dir) / 'final'}: " + ", ".join(p.name for p in files))
+    print(f"exported {Path(args.run_dir) / 'final'} from {ckpt}: " + ", ".join(p.name for p in files))
     return 0

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import yaml
 
 from ..engine import Bool, Instance, Int, Number, OneOf, Text, Tuple, field_docs, validate
+from ..engine._describe import PLUMBING_KEYS, shown_doc
 from ..engine._overrides import apply_values, jsonable, parse_overrides
 
 __all__ = ["LoraSettings", "load_config", "example_config", "flatten", "to_yaml"]
@@ -95,17 +96,27 @@ def _scalar(value: Any) -> str:
     return yaml.safe_dump(jsonable(value), default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of about ``width``; a last word or two is kept on the line before (alone on
+    a line of its own, "# teacher" read as a second comment)."""
+    lines = textwrap.wrap(text, width)
+    if len(lines) > 1 and len(lines[-1]) < 24:
+        lines = textwrap.wrap(text, width + len(lines[-1]) + 1)
+    return lines
+
+
 def _lines(config: Any, indent: str, first: Sequence[str]) -> list[str]:
     comments = field_docs(type(config))
     names = [f.name for f in dataclasses.fields(config)]
     names = [n for n in first if n in names] + [n for n in names if n not in first]
     out = []
     for name in names:
+        if name in PLUMBING_KEYS:  # set by the command line (--out, --resume), not in a config file
+            continue
         value = getattr(config, name)
         # the value is shown, so a comment's "Default X." (the class's own default) would mislead
-        text = re.sub(r"(?<=\.)\s*Default .*$", "", comments.get(name, ""))
-        for line in textwrap.wrap(text, 100 - len(indent)):
-            out.append(f"{indent}# {line}")
+        text = re.sub(r"(?<=\.)\s*Default .*$", "", shown_doc(config, name, comments.get(name, "")))
+        out += [f"{indent}# {line}" for line in _wrap(text, 100 - len(indent))]
         if dataclasses.is_dataclass(value):
             out.append(f"{indent}{name}:")
             out += _lines(value, indent + "  ", ())

@@ -29,6 +29,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ..engine._safe_io import check_not_link
+from ._models import quiet_transformers
 
 __all__ = ["exportable_module", "export_hf", "export_module", "load_exported"]
 
@@ -78,7 +79,7 @@ def export_hf(model: nn.Module, tokenizer: Any, run_dir: str | Path, *, merge_lo
         model = copy.deepcopy(model).merge_and_unload()
     if not callable(getattr(model, "save_pretrained", None)):
         raise TypeError(f"{type(model).__name__} has no save_pretrained: not a Hugging Face model")
-    with _new_final(run_dir) as tmp:
+    with _new_final(run_dir) as tmp, quiet_transformers():
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -118,11 +119,13 @@ def load_exported(path: str | Path) -> nn.Module:
     if (path / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM
 
-        return AutoPeftModelForCausalLM.from_pretrained(path).eval()
+        with quiet_transformers():
+            return AutoPeftModelForCausalLM.from_pretrained(path).eval()
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(path).eval()
+        with quiet_transformers():
+            return AutoModelForCausalLM.from_pretrained(path).eval()
     except (OSError, ValueError) as err:
         raise ValueError(f"`path` {path}: not an exported model ({_first_line(err)})") from None
 

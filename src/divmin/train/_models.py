@@ -8,7 +8,11 @@ with no download. They show the pipeline end to end; they are not useful models.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import socket
+import threading
 import warnings
 from typing import Any
 
@@ -18,8 +22,8 @@ from torch import nn
 from ..lm import tiny_gpt2, word_tokenizer
 from ._config import LoraSettings
 
-__all__ = ["ModelLoadError", "apply_lora", "load_causal_lm", "load_tokenizer", "tiny_lm", "tiny_tokenizer",
-           "TINY_VOCAB"]
+__all__ = ["ModelLoadError", "apply_lora", "load_causal_lm", "load_tokenizer", "quiet_transformers", "tiny_lm",
+           "tiny_tokenizer", "TINY_VOCAB"]
 
 _SPECIALS = ["[PAD]", "[EOS]", "[UNK]"]
 _NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
@@ -48,13 +52,74 @@ def tiny_lm(role: str = "student", seed: int = 0) -> nn.Module:
                      pad_id=TINY_VOCAB["[PAD]"], **_TINY_SIZES[role])
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """Without transformers' own bars ("Loading weights", "Writing model shards") for the block.
+
+    They draw on every load and export, also off a terminal where they pile up into long lines;
+    divmin's console says what was loaded and written instead. huggingface_hub's download
+    bars stay as they were: a download can take minutes.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if was:
+        import huggingface_hub.utils as hub_utils
+
+        hub_bars = not hub_utils.are_progress_bars_disabled()
+        hf_logging.disable_progress_bar()  # it turns the Hub's off too: turn those back on
+        if hub_bars:
+            hub_utils.enable_progress_bars()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
-def _fail(key: str, name: str, err: Exception) -> ModelLoadError:
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub's endpoint opens within ``timeout`` seconds (asked once).
+
+    Without it, huggingface_hub retries an unreachable Hub for about a minute (a dozen log lines)
+    before it looks in its cache; divmin then asks the cache alone (``local_files_only``).
+    The probe runs in a thread because name resolution has no timeout of its own.
+    """
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((url.hostname, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(ok)
+
+
+def _hub_kwargs(name: str) -> dict:
+    """``local_files_only=True`` for a Hub name when the Hub cannot be reached (the cache answers at once)."""
+    if os.path.isdir(name) or _offline() or hub_reachable():
+        return {}
+    return {"local_files_only": True}
+
+
+def _fail(key: str, name: str, err: Exception, local_only: bool = False) -> ModelLoadError:
     if _offline() and not os.path.isdir(name):
         why = "not a local directory and not in the Hugging Face cache (HF_HUB_OFFLINE is set; download it first)"
+    elif local_only:
+        why = "not a local directory and not in the Hugging Face cache, and the Hub cannot be reached from here"
     elif not os.path.isdir(name) and ("/" in name and name.startswith((".", "/", "~"))):
         why = "no such directory"
     else:
@@ -79,11 +144,13 @@ def load_causal_lm(name: str | os.PathLike, *, key: str = "model", torch_dtype: 
     name = str(name)
     if torch_dtype not in _DTYPES:
         raise ValueError(f"`torch_dtype` must be one of {', '.join(map(repr, _DTYPES))}, got {torch_dtype!r}")
+    hub = _hub_kwargs(name)
     try:
-        return AutoModelForCausalLM.from_pretrained(name, **{_dtype_keyword(): _DTYPES[torch_dtype]},
-                                                    trust_remote_code=trust_remote_code)
+        with quiet_transformers():
+            return AutoModelForCausalLM.from_pretrained(name, **{_dtype_keyword(): _DTYPES[torch_dtype]},
+                                                        trust_remote_code=trust_remote_code, **hub)
     except (OSError, ValueError, EnvironmentError) as err:
-        raise _fail(key, name, err) from None
+        raise _fail(key, name, err, local_only=bool(hub)) from None
 
 
 def load_tokenizer(name: str | os.PathLike, *, key: str = "tokenizer", trust_remote_code: bool = False) -> Any:
@@ -91,10 +158,11 @@ def load_tokenizer(name: str | os.PathLike, *, key: str = "tokenizer", trust_rem
     from transformers import AutoTokenizer
 
     name = str(name)
+    hub = _hub_kwargs(name)
     try:
-        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **hub)
     except (OSError, ValueError) as err:
-        raise _fail(key, name, err) from None
+        raise _fail(key, name, err, local_only=bool(hub)) from None
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token  # batches need a pad id; EOS is the usual stand-in (as TRL does)
     return tok

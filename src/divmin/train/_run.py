@@ -123,10 +123,10 @@ def saved_config(run_dir: str | Path, method: str) -> Any | None:
     return config
 
 
-def export_run(run_dir: str | Path) -> list[Path]:
-    """Re-export the run in ``run_dir`` from its latest intact checkpoint to ``run_dir/final``."""
+def export_run(run_dir: str | Path, *, checkpoint: str | Path | None = None) -> list[Path]:
+    """Re-export the run in ``run_dir`` from ``checkpoint`` (default: its latest intact one) to ``run_dir/final``."""
     m, config = read_run_config(run_dir)
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
     if ckpt is None:
         raise ValueError(f"{run_dir}: no checkpoint to export (checkpoints/step_*)")
     models = m.models(config, training=False)
