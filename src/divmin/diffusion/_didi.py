@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from ..divergences import as_divergence
 from ..divergences._checks import check_float_tensor, check_real
 from ..estimators import score_function_surrogate
-from ._mdlm_checks import MAX_STEPS, check_ids, check_int, check_log_probs3, check_mask_id, check_times
+from ._mdlm_checks import (MAX_STEPS, check_ids, check_int, check_log_probs3, check_mask_id, check_masked_rows,
+                           check_times)
 from ._nets import _noise_embedding
 
 __all__ = ["MaskedDiscriminator", "group_normalize", "integral_policy_loss", "path_log_prob"]
@@ -110,6 +111,7 @@ def path_log_prob(denoiser: Denoiser, states: Sequence[Tensor], times: Sequence[
         log_probs = denoiser(z, torch.full((z.shape[0],), float(t), device=z.device))
         try:
             check_log_probs3("log_probs", log_probs, tuple(z.shape), mask_id)
+            check_masked_rows("log_probs", log_probs, z, mask_id)
         except (TypeError, ValueError) as err:
             raise type(err)(f"`denoiser` returned bad output: {err}") from None
         newly = (z == mask_id) & (z_next != mask_id)
@@ -158,6 +160,8 @@ def group_normalize(rewards: Tensor, group_size: int, *, clip: float | None = No
     if not bool(rewards.isfinite().all()):
         raise ValueError("`rewards` must be finite (a NaN or infinite reward has no standardised value)")
     r = rewards.to(torch.promote_types(rewards.dtype, torch.float32)).view(-1, group_size)
+    if r.shape[0] == 0:
+        return r.view(-1)
     # (R - m) / (sd + eps) = (R/c - m/c) / (sd/c + eps/c) with c the group's largest |R|: no overflow in sd
     scale = r.abs().amax(1, keepdim=True).clamp_min(torch.finfo(r.dtype).tiny)
     r = r / scale

@@ -74,7 +74,9 @@ class MDLMTransformer(nn.Module):
         if not 1 <= tokens.shape[1] <= self.length or tokens.shape[2] != self.width:
             raise ValueError(f"`tokens` must have shape (B, L' <= {self.length}, {self.width}), got {tuple(tokens.shape)}")
         t = check_times("t", t, tokens.shape[0])
-        h = tokens + self.position[: tokens.shape[1]]
+        if not bool(tokens.detach().isfinite().all()):
+            raise ValueError("`tokens` must be finite embeddings")
+        h = tokens.to(self.position.dtype) + self.position[: tokens.shape[1]]
         if self.time is not None:
             h = h + self.time(_noise_embedding(t.float(), self.width))[:, None, :]
         return self.norm(self.encoder(h))

@@ -87,6 +87,6 @@ def self_bleu(samples: Sequence[Tokens], max_n: int = 4, max_samples: int | None
     if max_samples is not None:
         samples = samples[:_check_int("max_samples", max_samples, 2)]
     if len(samples) < 2:
-        raise ValueError("self-BLEU needs at least 2 samples")
+        raise ValueError(f"`samples`: self-BLEU needs at least 2 samples, got {len(samples)}")
     scores = [_bleu(s, samples[:i] + samples[i + 1:], max_n) for i, s in enumerate(samples)]
     return sum(scores) / len(scores)

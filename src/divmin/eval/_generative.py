@@ -55,9 +55,9 @@ def generative_perplexity(samples: Tensor, judge: _Judge) -> float:
         raise TypeError(f"`judge` must have a `log_prob(samples)` method, got {type(judge).__name__}")
     log_p = judge.log_prob(samples)
     if not isinstance(log_p, Tensor) or log_p.shape != samples.shape[:1] or log_p.is_complex():
-        raise ValueError("`judge.log_prob(samples)` must return an (N,) tensor of sequence log-probabilities")
+        raise ValueError("`judge`: log_prob(samples) must return an (N,) tensor of sequence log-probabilities")
     if bool(log_p.isnan().any() | (log_p > 0).any()):
-        raise ValueError("`judge.log_prob(samples)` returned NaN or a log-probability > 0")
+        raise ValueError("`judge`: log_prob(samples) returned NaN or a log-probability > 0")
     # -inf (a sample the judge rules out) gives +inf, as exp of a huge mean NLL does
     return float(torch.exp(-log_p.double().sum() / samples.numel()))
 

@@ -172,8 +172,9 @@ def _wasserstein_1d_pp(a: Tensor, b: Tensor, p: float) -> Tensor:
     n, m = a.shape[-1], b.shape[-1]
     if n == m:
         return (a - b).abs().pow(p).mean(-1)
-    u = torch.cat([torch.arange(1, n + 1, dtype=torch.float64) / n,
-                   torch.arange(1, m + 1, dtype=torch.float64) / m]).sort().values
+    # unique breakpoints: a zero-width piece would add 0 * |diff|^p, NaN where the difference overflows
+    u = torch.unique(torch.cat([torch.arange(1, n + 1, dtype=torch.float64) / n,
+                                torch.arange(1, m + 1, dtype=torch.float64) / m]))
     widths = torch.diff(u, prepend=u.new_zeros(1))
     mid = (u - widths / 2).to(a.device)
     ia = (mid * n).ceil().long().clamp(1, n) - 1
@@ -206,7 +207,7 @@ def sliced_wasserstein(x: Tensor, y: Tensor, *, num_projections: int = 128, p: f
         projections = _check_2d("projections", projections)
         if projections.shape[1] != x.shape[1]:
             raise ValueError(f"`projections` must have shape (P, {x.shape[1]}), got {tuple(projections.shape)}")
-    proj = projections.to(x.device, torch.promote_types(x.dtype, torch.float32))
+    proj = projections.to(x.device, torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32))
     a = (x.to(proj.dtype) @ proj.T).T.sort(-1).values
     b = (y.to(proj.dtype) @ proj.T).T.sort(-1).values
     return _wasserstein_1d_pp(a, b, p).mean().pow(1.0 / p)
