@@ -92,7 +92,7 @@ class _Judge:
 
 def test_generative_perplexity_refuses_nan_and_overflows_to_inf():
     x = torch.zeros(2, 3, dtype=torch.long)
-    with pytest.raises(ValueError, match="`judge.log_prob"):
+    with pytest.raises(ValueError, match="`judge`: log_prob"):
         generative_perplexity(x, _Judge(torch.tensor([math.nan, 0.0])))
     with pytest.raises(TypeError, match="`judge`"):
         generative_perplexity(x, object())
