@@ -104,10 +104,14 @@ def test_mdlm_reverse_step(data, t, s):
 
 
 @FUZZ
-@given(denoiser=DENOISERS, n=st.sampled_from([2, 0, -1, 1.5]), length=st.sampled_from([L, 0, -3, True]),
+@given(valid=st.booleans(), denoiser=DENOISERS, n=st.sampled_from([2, 0, -1, 1.5]),
+       length=st.sampled_from([L, 0, -3, True]),
        nfe=st.sampled_from([1, 3, 0, 10**9, 2.0, None]),
        times=st.sampled_from([None, [1.0, 0.5, 0.0], [0.0, 1.0], [1.0, math.nan, 0.0], torch.tensor([1.0, 0.0])]))
-def test_mdlm_sample(denoiser, n, length, nfe, times):
+def test_mdlm_sample(valid, denoiser, n, length, nfe, times):
+    if valid:  # half the cases: a good denoiser and sizes, on the uniform grid or an explicit one
+        denoiser, n, length = _uniform, 2, L
+        nfe, times = (nfe, None) if nfe in (1, 3) else (None, [1.0, 0.25, 0.0])
     _check(classify("mdlm_sample", lambda *a, **k: dif.mdlm_sample(*a, **k).tokens, denoiser, n, length, mask_id=V,
                     nfe=nfe, times=times), denoiser, n, length, nfe, times)
 
@@ -133,7 +137,8 @@ LM = dif.MaskedDiffusionLM(NET, V, L)
 def test_mdlm_transformer(data, b, width):
     z = data.draw(ids((b, data.draw(st.sampled_from([L, 2, L + 2, 0]))), V + 1))
     t = data.draw(_times(b))
-    _check(classify("MDLMTransformer", lambda z_, t_: dif.MDLMTransformer(V, L, width=width, depth=1, heads=2)(z_, t_), z, t),
+    _check(classify("MDLMTransformer", lambda z_, t_: dif.MDLMTransformer(V, L, width=width, depth=1, heads=2)(z_, t_),
+                    z, t),
            z, t, width)
     # soft inputs are mixtures of token embeddings: moderate values (1e30 would overflow LayerNorm's variance)
     tok = data.draw(tensors((b, data.draw(st.sampled_from([L, L + 1])), 8), dtypes=FLOATS, specials=False))
@@ -146,7 +151,8 @@ def test_masked_diffusion_lm(data, b, nfe, vocab):
     z = data.draw(ids((b, data.draw(st.sampled_from([L, L + 2]))), V + 1))
     x0 = data.draw(ids((b, L), V))
     t = data.draw(_times(b))
-    _check(classify("MaskedDiffusionLM", lambda z_, t_: dif.MaskedDiffusionLM(NET, vocab, L)(z_, t_), z, t, may_be_inf=True), z, t)
+    _check(classify("MaskedDiffusionLM", lambda z_, t_: dif.MaskedDiffusionLM(NET, vocab, L)(z_, t_), z, t,
+                    may_be_inf=True), z, t)
     _check(classify("MaskedDiffusionLM.loss", LM.loss, x0, generator=torch.Generator().manual_seed(0),
                     may_be_inf=True), x0)
     _check(classify("MaskedDiffusionLM.noise", LM.noise, x0, t), x0, t)
@@ -160,7 +166,7 @@ def test_masked_diffusion_lm(data, b, nfe, vocab):
 @FUZZ
 @given(data=st.data(), k=st.integers(1, 3),
        times=st.sampled_from([[1.0, 0.0], [1.0, 0.5, 0.0], [0.0, 1.0], [1.0, math.nan], [2.0, 0.0], "ab"]))
-def test_path_log_prob(data, k, times, ):
+def test_path_log_prob(data, k, times):
     states = [torch.full((2, L), V)]
     for _ in range(k):
         nxt = states[-1].clone()
@@ -304,7 +310,8 @@ def test_edm_denoiser_and_nets(data, b, sigma, sd):
     _check(classify("EDMDenoiser.dsm_loss", EDM.dsm_loss, x, s, eps, may_be_inf=True), x, s, eps)
     dims = data.draw(st.sampled_from([(2, 8, 1), (0, 8, 1), (2, -1, 1), (2, 8, 1.5)]))
     _check(classify("MLPBackbone", lambda x_: dif.MLPBackbone(*dims)(x_, torch.zeros(b))[0], x), dims, x)
-    _check(classify("MLPGenerator", lambda x_: dif.MLPGenerator(dims[0], dims[1], 1, init_scale=sd)(x_), x), dims, sd, x)
+    _check(classify("MLPGenerator", lambda x_: dif.MLPGenerator(dims[0], dims[1], 1, init_scale=sd)(x_), x),
+           dims, sd, x)
     _check(classify("DenoiserGenerator", lambda x_: dif.DenoiserGenerator(EDM, sigma_init=sd)(x_), x), sd, x)
     feats = data.draw(tensors((b, data.draw(st.sampled_from([8, 4]))), dtypes=(torch.float32,)))
     _check(classify("RatioHead", lambda *a: dif.RatioHead(8, hidden=4)(*a), x, s, feats), x, s, feats)

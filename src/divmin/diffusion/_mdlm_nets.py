@@ -72,7 +72,8 @@ class MDLMTransformer(nn.Module):
         (B, L', width) features: :meth:`features` for inputs that need a gradient (guided sampling)."""
         check_float_tensor("tokens", tokens, ndim=3)
         if not 1 <= tokens.shape[1] <= self.length or tokens.shape[2] != self.width:
-            raise ValueError(f"`tokens` must have shape (B, L' <= {self.length}, {self.width}), got {tuple(tokens.shape)}")
+            raise ValueError(f"`tokens` must have shape (B, L' <= {self.length}, {self.width}), "
+                             f"got {tuple(tokens.shape)}")
         t = check_times("t", t, tokens.shape[0])
         if not bool(tokens.detach().isfinite().all()):
             raise ValueError("`tokens` must be finite embeddings")

@@ -83,7 +83,8 @@ def importance_mean(values: Tensor, model_logps: Tensor, proposal_logps: Tensor)
 
     Unlike the self-normalised sum_i w_i v_i / sum_i w_i it needs Q and q normalised, and in
     exchange has no 1/N bias. The sum is formed in log space (positive and negative parts apart), so
-    a weight beyond float64's range with a small value still gives the finite mean it has. On two points, Q = (0.9, 0.1), one sample of each from q = (0.5, 0.5):
+    a weight beyond float64's range with a small value still gives the finite mean it has. On two points,
+    Q = (0.9, 0.1), one sample of each from q = (0.5, 0.5):
 
     >>> lq = torch.log(torch.tensor([0.9, 0.1])); lp = torch.log(torch.tensor([0.5, 0.5]))
     >>> round(importance_mean(torch.tensor([1.0, 0.0]), lq, lp), 4)  # E_Q[1{x = 0}]

@@ -19,6 +19,7 @@ positions (0, 1, ...) would be wrong on padded rows.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,12 +62,23 @@ def tokenize_pairs(rows: Any, tokenizer: Any, name: str = "dataset") -> list[dic
             raise ValueError(f"`{name}`[{i}] needs keys prompt_ids/completion_ids or prompt/completion")
         if not p:
             raise ValueError(f"`{name}`[{i}] has an empty prompt (a causal LM needs one token to start from)")
-        for ids in (p, c):
-            if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in ids):
-                raise ValueError(f"`{name}`[{i}] holds a token id that is not an int >= 0: {ids[:8]}")
+        p, c = _int_ids(p, name, i), _int_ids(c, name, i)
         out.append({"prompt_ids": p, "completion_ids": c})
     if not out:
         raise ValueError(f"`{name}` is empty")
+    return out
+
+
+def _int_ids(ids: list[Any], name: str, i: int) -> list[int]:
+    """Token ids as Python ints >= 0 (NumPy integers and 0-d integer tensors accepted; 1.5 or True refused)."""
+    out = []
+    for t in ids:
+        if isinstance(t, Tensor) and t.ndim == 0 and not (t.is_floating_point() or t.is_complex()
+                                                          or t.dtype == torch.bool):
+            t = int(t)
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
+            raise ValueError(f"`{name}`[{i}] holds a token id that is not an int >= 0: {t!r}")
+        out.append(int(t))
     return out
 
 
