@@ -72,6 +72,9 @@ DENOISERS = st.sampled_from([_uniform, _uniform, _nan_denoiser, _short_denoiser,
 def test_subs_log_probs(data, b, mask_id):
     z = data.draw(ids((b, L), V + 1))
     logits = data.draw(tensors(data.draw(st.sampled_from([(b, L, V + 1), (b, L, V), (b, L)]))))
+    if data.draw(st.booleans()):  # half the cases valid
+        z = torch.tensor(data.draw(st.lists(st.integers(0, V), min_size=b * L, max_size=b * L))).reshape(b, L)
+        logits, mask_id = data.draw(tensors((b, L, V + 1), dtypes=(torch.float32, torch.bfloat16))), V
     _check(classify("subs_log_probs", dif.subs_log_probs, logits, z, mask_id=mask_id, may_be_inf=True), logits, z)
 
 
@@ -168,13 +171,17 @@ def test_masked_diffusion_lm(data, b, nfe, vocab):
        times=st.sampled_from([[1.0, 0.0], [1.0, 0.5, 0.0], [0.0, 1.0], [1.0, math.nan], [2.0, 0.0], "ab"]))
 def test_path_log_prob(data, k, times):
     states = [torch.full((2, L), V)]
-    for _ in range(k):
+    for step in range(k):  # an absorbing path: position `step` is unmasked at step `step`
         nxt = states[-1].clone()
-        nxt[:, data.draw(st.integers(0, L - 1))] = data.draw(st.integers(0, V - 1))
+        nxt[:, step] = data.draw(st.integers(0, V - 1))
         states.append(nxt)
-    if data.draw(st.booleans()):
-        states[-1] = data.draw(ids((2, L), V + 1))
-    den = data.draw(DENOISERS)
+    den = _uniform
+    if data.draw(st.booleans()):  # half the cases valid: decreasing times in [0, 1], a good denoiser
+        times = [1.0 - i / k for i in range(k + 1)]
+    else:
+        den = data.draw(DENOISERS)
+        if data.draw(st.booleans()):
+            states[-1] = data.draw(ids((2, L), V + 1))
     _check(classify("path_log_prob", dif.path_log_prob, den, states, times, mask_id=V, may_be_inf=True),
            states, times)
 
@@ -220,7 +227,7 @@ def test_masked_discriminator(data, b, blocks):
 @given(data=st.data(), nfe=st.sampled_from([2, 0, 10**9]), scale=scalars(), best_of=st.sampled_from([2, 1, 0]),
        n=st.sampled_from([2, 0]))
 def test_guided_sample(data, nfe, scale, best_of, n):
-    den = data.draw(st.sampled_from([LM, _nan_denoiser]))
+    den = data.draw(st.sampled_from([LM, LM, _nan_denoiser, "nope"]))
     _check(classify("guided_sample", lambda *a, **k: dif.guided_sample(*a, **k).tokens, den, DISC, n, L, mask_id=V,
                     nfe=nfe, guidance_scale=scale, best_of=best_of, generator=torch.Generator().manual_seed(0)),
            nfe, scale, best_of, n)
@@ -405,6 +412,11 @@ def test_self_normalized_log_z(data, n):
 def test_log_ratio_estimator(data, n, clamp, bins, ema):
     logits = data.draw(tensors((n,)))
     level = data.draw(st.one_of(st.none(), tensors((n,), low=0.0, high=1.0)))
+    if data.draw(st.booleans()):  # half the cases valid
+        logits = data.draw(tensors((max(n, 1),), dtypes=FLOATS, specials=False))
+        level = data.draw(tensors((max(n, 1),), low=0.0, high=1.0, dtypes=FLOATS, specials=False))
+        clamp, ema = data.draw(st.sampled_from([1.0, 10.0])), data.draw(st.sampled_from([0.0, 0.9]))
+        bins = data.draw(st.sampled_from([1, 2]))
     _check(classify("LogRatioEstimator", lambda lo, le: est.LogRatioEstimator(logit_clamp=clamp, num_bins=bins,
                                                                               ratio_ema=ema)(lo, level=le),
                     logits, level),

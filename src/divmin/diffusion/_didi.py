@@ -105,6 +105,8 @@ def path_log_prob(denoiser: Denoiser, states: Sequence[Tensor], times: Sequence[
     decreasing times in [0, 1] they belong to. Sum over steps of the log-probs of the tokens unmasked there.
     A token once unmasked stays (the absorbing process): a path that changes or re-masks one is refused.
     """
+    if not callable(denoiser):
+        raise TypeError(f"`denoiser` must be callable (z_t, t) -> log-probs, got {type(denoiser).__name__}")
     states, times = _check_path(states, times, check_mask_id(mask_id))
     total = torch.zeros(states[0].shape[0], device=states[0].device)
     for t, z, z_next in zip(times, states, states[1:]):
