@@ -213,9 +213,9 @@ def test_trainer_runs_on_the_engine(kw):
 
 def test_bad_inputs_give_clear_errors():
     trainer, _ = _tiny()
-    with pytest.raises(ValueError, match="`nfe` must be >= 1"):
+    with pytest.raises(ValueError, match="`nfe` must be an int >= 1"):
         trainer.sample(2, nfe=0)
-    with pytest.raises(ValueError, match="`nfe` must be >= 1"):
+    with pytest.raises(ValueError, match="`nfe` must be an int >= 1"):
         trainer.sample(2, nfe=0, guided=True)
     with pytest.raises(ValueError, match="`z_t`.*longer than the model's 5"):
         trainer.student(torch.zeros(1, 6, dtype=torch.long), torch.ones(1))

@@ -188,7 +188,7 @@ def test_cache_skips_calls_without_changing_samples():
 
 def test_bad_inputs_name_the_argument():
     lm = MaskedDiffusionLM(MDLMTransformer(V, L, width=16, depth=1, heads=2), V, L)
-    with pytest.raises(ValueError, match="`nfe` must be >= 1"):
+    with pytest.raises(ValueError, match="`nfe` must be an int >= 1"):
         lm.sample(2, nfe=0)
     with pytest.raises(TypeError, match="`nfe` must be an int"):
         lm.sample(2, nfe=2.0)

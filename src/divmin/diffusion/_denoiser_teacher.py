@@ -17,25 +17,40 @@ import torch
 from torch import Tensor, nn
 
 from ..engine import EngineConfig, Instance, Int, Number, OneOf, StepContext, Trainer, validate
+from ..divergences._checks import check_float_tensor, check_real
 from ._config import SIGMA_SAMPLERS
+from ._mdlm_checks import MAX_STEPS
 from ._teacher import score_from_denoiser
 
 __all__ = ["DenoiserTeacher", "DenoiserTrainingConfig", "edm_sampler", "edm_sigmas", "train_denoiser"]
 
 
 def edm_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
-    """(steps + 1,) decreasing noise levels of EDM, ending with 0."""
+    """(steps + 1,) decreasing noise levels of EDM, ending with 0 (0 < sigma_min <= sigma_max, rho > 0)."""
+    _check_schedule(steps, sigma_min, sigma_max, rho)
     i = torch.arange(steps, dtype=torch.float64)
     ramp = sigma_max ** (1 / rho) + i / max(steps - 1, 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))
     return torch.cat([ramp**rho, torch.zeros(1, dtype=torch.float64)])
+
+
+def _check_schedule(steps: object, sigma_min: object, sigma_max: object, rho: object) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise TypeError(f"`steps` must be an int >= 1, got {type(steps).__name__} {steps!r}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"`steps` must be an int in [1, {MAX_STEPS}], got {steps}")
+    lo, hi = check_real("sigma_min", sigma_min, gt=0.0), check_real("sigma_max", sigma_max, gt=0.0)
+    check_real("rho", rho, gt=0.0)
+    if lo > hi:
+        raise ValueError(f"`sigma_min` ({lo}) must be <= `sigma_max` ({hi})")
 
 
 @torch.no_grad()
 def edm_sampler(denoiser: nn.Module, noise: Tensor, *, steps: int = 18, sigma_min: float = 0.002,
                 sigma_max: float = 80.0, rho: float = 7.0) -> Tensor:
     """Deterministic Heun sampler from x = sigma_max * noise (B, *shape) to a clean sample; 2 steps - 1 NFEs."""
-    if steps < 1:
-        raise ValueError(f"`steps` must be >= 1, got {steps!r}")
+    check_float_tensor("noise", noise)
+    if noise.ndim < 1 or noise.shape[0] == 0 or not bool(noise.isfinite().all()):
+        raise ValueError(f"`noise` must be a non-empty finite (B, *shape) tensor, got shape {tuple(noise.shape)}")
     sigmas = edm_sigmas(steps, sigma_min, sigma_max, rho).tolist()
     x = noise * sigmas[0]
     for s_cur, s_next in zip(sigmas[:-1], sigmas[1:]):
@@ -54,6 +69,12 @@ class DenoiserTeacher(nn.Module):
     def __init__(self, denoiser: nn.Module, *, sample_shape: tuple[int, ...], sigma_min: float = 0.002,
                  sigma_max: float = 80.0, sampler_steps: int = 18) -> None:
         super().__init__()
+        if not isinstance(denoiser, nn.Module):
+            raise TypeError(f"`denoiser` must be an nn.Module, got {type(denoiser).__name__}")
+        if not isinstance(sample_shape, (tuple, list)) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in sample_shape):
+            raise ValueError(f"`sample_shape` must be a tuple of ints >= 1, got {sample_shape!r}")
+        _check_schedule(sampler_steps, sigma_min, sigma_max, 7.0)
         self.denoiser, self.sample_shape = denoiser, tuple(sample_shape)
         self.sigma_min, self.sigma_max, self.sampler_steps = float(sigma_min), float(sigma_max), int(sampler_steps)
         self.denoiser.requires_grad_(False)
@@ -66,6 +87,8 @@ class DenoiserTeacher(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, steps: int | None = None) -> Tensor:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"`n` must be an int >= 1, got {n!r}")
         dev = next(self.denoiser.parameters()).device
         noise = torch.randn(n, *self.sample_shape, generator=generator, device=dev)
         return edm_sampler(self.denoiser, noise, steps=steps or self.sampler_steps,
@@ -118,8 +141,11 @@ def train_denoiser(denoiser: nn.Module, data: Tensor, config: DenoiserTrainingCo
                    resume: bool | str | Path = False) -> DenoiserTeacher:
     """Fit ``denoiser`` (with a ``dsm_loss``) to clean ``data`` (N, *shape); return it as a frozen teacher.
     ``resume`` as in `Trainer.fit`."""
-    if not isinstance(data, Tensor) or data.ndim < 2:
-        raise ValueError("`data` must be a tensor of shape (N, *shape)")
+    if not isinstance(data, Tensor) or data.ndim < 2 or data.shape[0] == 0:
+        raise ValueError("`data` must be a non-empty tensor of shape (N, *shape)")
+    check_float_tensor("data", data)
+    if not bool(data.isfinite().all()):
+        raise ValueError("`data` must be finite (NaN/inf samples make the denoising loss NaN)")
     trainer = Trainer(_DSMTask(denoiser, data, config), config.engine)
     trainer.fit(resume=resume)
     trained = trainer.models["denoiser"]

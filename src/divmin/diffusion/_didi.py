@@ -36,7 +36,10 @@ import torch
 from torch import Tensor, nn
 
 from ..divergences import as_divergence
+from ..divergences._checks import check_float_tensor, check_real
 from ..estimators import score_function_surrogate
+from ._mdlm_checks import (MAX_STEPS, check_ids, check_int, check_log_probs3, check_mask_id, check_masked_rows,
+                           check_times)
 from ._nets import _noise_embedding
 
 __all__ = ["MaskedDiscriminator", "group_normalize", "integral_policy_loss", "path_log_prob"]
@@ -83,9 +86,15 @@ class MaskedDiscriminator(nn.Module):
         return self.out(torch.cat([pooled, _noise_embedding(t.float(), self.width)], -1)).squeeze(-1).float()
 
     def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
+        if isinstance(z_t, Tensor) and z_t.dim() == 2:
+            check_times("t", t, z_t.shape[0])
         return self._head(self.trunk.features(z_t, t), t)
 
     def forward_soft(self, probs: Tensor, t: Tensor) -> Tensor:
+        check_float_tensor("probs", probs, ndim=3)
+        if probs.shape[-1] != self.trunk.token.weight.shape[0]:
+            raise ValueError(f"`probs` must have {self.trunk.token.weight.shape[0]} columns (V + 1), "
+                             f"got shape {tuple(probs.shape)}")
         return self._head(self.trunk.features_from_embeddings(probs @ self.trunk.token.weight, t), t)
 
 
@@ -93,32 +102,72 @@ def path_log_prob(denoiser: Denoiser, states: Sequence[Tensor], times: Sequence[
     """(B,) log-probability (up to terms free of the denoiser) of ancestral paths states[0] -> ... -> states[-1].
 
     ``states``: K + 1 tensors (B, L) of ids (states[0] usually all mask), ``times``: the K + 1
-    decreasing times they belong to. Sum over steps of the log-probs of the tokens unmasked there.
+    decreasing times in [0, 1] they belong to. Sum over steps of the log-probs of the tokens unmasked there.
+    A token once unmasked stays (the absorbing process): a path that changes or re-masks one is refused.
     """
-    if len(states) != len(times) or len(states) < 2:
-        raise ValueError(f"need as many `states` as `times` (>= 2), got {len(states)} and {len(times)}")
+    if not callable(denoiser):
+        raise TypeError(f"`denoiser` must be callable (z_t, t) -> log-probs, got {type(denoiser).__name__}")
+    states, times = _check_path(states, times, check_mask_id(mask_id))
     total = torch.zeros(states[0].shape[0], device=states[0].device)
     for t, z, z_next in zip(times, states, states[1:]):
         log_probs = denoiser(z, torch.full((z.shape[0],), float(t), device=z.device))
+        try:
+            check_log_probs3("log_probs", log_probs, tuple(z.shape), mask_id)
+            check_masked_rows("log_probs", log_probs, z, mask_id)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"`denoiser` returned bad output: {err}") from None
         newly = (z == mask_id) & (z_next != mask_id)
         picked = log_probs.gather(-1, torch.where(newly, z_next, 0).unsqueeze(-1)).squeeze(-1)
         total = total + torch.where(newly, picked, 0.0).sum(-1)
     return total
 
 
+def _check_path(states: object, times: object, mask_id: int) -> tuple[list[Tensor], list[float]]:
+    if isinstance(states, Tensor) or not isinstance(states, (list, tuple)):
+        raise TypeError(f"`states` must be a list of (B, L) id tensors, got {type(states).__name__}")
+    if isinstance(times, Tensor):
+        times = times.detach().flatten().tolist()
+    if not isinstance(times, (list, tuple)):
+        raise TypeError(f"`times` must be a sequence of floats, got {type(times).__name__}")
+    if len(states) != len(times) or not 2 <= len(states) <= MAX_STEPS + 1:
+        raise ValueError(f"need as many `states` as `times` (2 to {MAX_STEPS + 1}), got {len(states)} and {len(times)}")
+    times = [check_real(f"times[{i}]", v) for i, v in enumerate(times)]
+    if not (times[0] <= 1.0 and times[-1] >= 0.0 and all(a > b for a, b in zip(times, times[1:]))):
+        raise ValueError(f"`times` must decrease strictly within [0, 1] (1 = all masked), got {times[:8]}")
+    first = check_ids("states[0]", states[0], mask_id, with_mask=True)
+    states = [first] + [check_ids(f"states[{i}]", z, mask_id, with_mask=True, shape=tuple(first.shape))
+                        for i, z in enumerate(states[1:], 1)]
+    for i, (z, z_next) in enumerate(zip(states, states[1:])):
+        if bool(((z != mask_id) & (z_next != z)).any()):
+            raise ValueError(f"`states[{i + 1}]` changes or re-masks a token already unmasked in `states[{i}]`")
+    return states, times
+
+
 def group_normalize(rewards: Tensor, group_size: int, *, clip: float | None = None, eps: float = 1e-6) -> Tensor:
     """(B,) rewards -> (B,) (R - mean_group) / (std_group + eps), clipped to +-clip; groups are consecutive.
+
+    Computed in the rewards' dtype (float32 at least), on rewards scaled by each group's largest
+    magnitude, so that float64 rewards beyond float32's range (or whose squares overflow) stay exact.
 
     >>> group_normalize(torch.tensor([1.0, 3.0, 10.0, 10.0]), 2)
     tensor([-1.0000,  1.0000,  0.0000,  0.0000])
     """
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
-        raise ValueError(f"`group_size` must be an int >= 2, got {group_size!r}")
-    if rewards.dim() != 1 or rewards.shape[0] % group_size:
+    group_size = check_int("group_size", group_size, ge=2)
+    eps = check_real("eps", eps, gt=0.0)
+    clip = None if clip is None else check_real("clip", clip, gt=0.0)
+    check_float_tensor("rewards", rewards, ndim=1)
+    if rewards.shape[0] % group_size:
         raise ValueError(f"`rewards` must be 1-D with a length divisible by `group_size` ({group_size}), "
                          f"got shape {tuple(rewards.shape)}")
-    r = rewards.float().view(-1, group_size)
-    out = (r - r.mean(1, keepdim=True)) / (r.std(1, unbiased=False, keepdim=True) + eps)
+    if not bool(rewards.isfinite().all()):
+        raise ValueError("`rewards` must be finite (a NaN or infinite reward has no standardised value)")
+    r = rewards.to(torch.promote_types(rewards.dtype, torch.float32)).view(-1, group_size)
+    if r.shape[0] == 0:
+        return r.view(-1)
+    # (R - m) / (sd + eps) = (R/c - m/c) / (sd/c + eps/c) with c the group's largest |R|: no overflow in sd
+    scale = r.abs().amax(1, keepdim=True).clamp_min(torch.finfo(r.dtype).tiny)
+    r = r / scale
+    out = (r - r.mean(1, keepdim=True)) / (r.std(1, unbiased=False, keepdim=True) + eps / scale)
     if clip is not None:
         out = out.clamp(-clip, clip)
     return out.view(-1)
@@ -140,6 +189,11 @@ def integral_policy_loss(model_logps: Tensor, log_ratio: Tensor, *, divergence: 
         baseline: constant subtracted from g (without ``group_size``).
     """
     div = as_divergence(divergence, "divergence", kinds=("integral",))
+    check_float_tensor("model_logps", model_logps, ndim=1)
+    check_float_tensor("log_ratio", log_ratio, ndim=1)
+    if log_ratio.shape != model_logps.shape:
+        raise ValueError(f"`log_ratio` must have the shape of `model_logps` {tuple(model_logps.shape)}, "
+                         f"got {tuple(log_ratio.shape)}")
     if group_size is None:
         out = score_function_surrogate(model_logps, log_ratio, divergence=div.base(), baseline=baseline)
         return out.loss, out.pseudo_rewards

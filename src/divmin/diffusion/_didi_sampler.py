@@ -23,7 +23,9 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from ._mdlm import _time_grid, mdlm_reverse_step
+from ..divergences._checks import check_real
+from ._mdlm import _check_denoised, _time_grid, mdlm_reverse_step
+from ._mdlm_checks import check_int, check_mask_id
 
 __all__ = ["GuidedSample", "guided_sample"]
 
@@ -63,12 +65,19 @@ def guided_sample(denoiser: Callable[[Tensor, Tensor], Tensor], discriminator: t
         raise ValueError(f"`n` must be an int >= 1, got {n!r}")
     if isinstance(best_of, bool) or not isinstance(best_of, int) or best_of < 1:
         raise ValueError(f"`best_of` must be an int >= 1, got {best_of!r}")
-    if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
-        raise ValueError(f"`guidance_scale` must be a finite number >= 0, got {guidance_scale!r}")
+    check_real("guidance_scale", guidance_scale, ge=0.0)
+    check_real("switch", switch)
+    length, mask_id = check_int("length", length, ge=1), check_mask_id(mask_id)
+    if not callable(denoiser):
+        raise TypeError(f"`denoiser` must be callable (z_t, t) -> log-probs, got {type(denoiser).__name__}")
+    if not callable(discriminator) or not hasattr(discriminator, "forward_soft"):
+        raise TypeError(f"`discriminator` must be callable and have `forward_soft` (a MaskedDiscriminator), "
+                        f"got {type(discriminator).__name__}")
     z = torch.full((n, length), mask_id, dtype=torch.long, device=device)
     disc_calls = 0
     for t, s in zip(grid, grid[1:]):
         log_probs = denoiser(z, torch.full((n,), t, device=z.device))
+        _check_denoised(log_probs, z, mask_id)
         if t > switch and guidance_scale > 0:
             log_probs, disc_calls = _tilt(log_probs, z, discriminator, t, s, guidance_scale, mask_id), disc_calls + 1
         if t <= switch and best_of > 1:

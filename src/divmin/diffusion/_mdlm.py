@@ -35,6 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data import check_token_ids
+from ..divergences._checks import check_real
+from ._mdlm_checks import (check_grid, check_ids, check_int, check_log_probs3, check_mask_id, check_masked_rows,
+                           check_nfe, check_step_times, check_times)
 
 __all__ = ["MDLMSample", "MaskedDiffusionLM", "mdlm_loss", "mdlm_reverse_step", "mdlm_sample", "sample_times", "subs_log_probs"]
 
@@ -58,8 +61,9 @@ def subs_log_probs(logits: Tensor, z_t: Tensor, *, mask_id: int) -> Tensor:
     tensor([[[0.5000, 0.5000, 0.0000],
              [0.0000, 1.0000, 0.0000]]])
     """
-    if logits.dim() != 3 or logits.shape[:2] != z_t.shape or logits.shape[-1] != mask_id + 1:
-        raise ValueError(f"`logits` must have shape {(*z_t.shape, mask_id + 1)}, got {tuple(logits.shape)}")
+    mask_id = check_mask_id(mask_id)
+    z_t = check_ids("z_t", z_t, mask_id, with_mask=True)
+    check_log_probs3("logits", logits, tuple(z_t.shape), mask_id)
     logits = logits.float().clone()
     logits[..., mask_id] = -math.inf
     log_p = torch.log_softmax(logits, dim=-1)
@@ -71,16 +75,35 @@ def mdlm_loss(log_probs: Tensor, x0: Tensor, z_t: Tensor, t: Tensor, *, mask_id:
     """(B,) per-sequence MDLM loss (1/t) sum_{l masked in z_t} -log_probs[l, x0_l] (nats).
 
     Its mean over t ~ U(0, 1) and z_t ~ q(z_t | x0) is the continuous-time NELBO.
-    log_probs (B, L, V + 1) (SUBS), x0 and z_t (B, L), t (B,) in (0, 1]; accumulated in float32+.
+    log_probs (B, L, V + 1) (SUBS), x0 (B, L) data ids in [0, V), z_t (B, L) equal to x0 where not
+    masked, t (B,) in [0, 1]; accumulated in float32+.
+
+    A sequence with no masked position scores exactly 0 at any t (an empty sum: nothing is
+    predicted, so nothing is lost; at t = 0 the forward process masks nothing, so 0 is also the
+    t -> 0 limit of the weighted sum). A masked position at t = 0 is refused: it has probability 0
+    under the forward process and weight 1/t = inf.
 
     >>> lp = torch.log(torch.tensor([[[0.5, 0.5, 0.0]]]))
     >>> mdlm_loss(lp, torch.tensor([[0]]), torch.tensor([[2]]), torch.tensor([0.5]), mask_id=2)
     tensor([1.3863])
+    >>> mdlm_loss(lp, torch.tensor([[0]]), torch.tensor([[0]]), torch.tensor([0.0]), mask_id=2)  # nothing masked
+    tensor([0.])
     """
+    mask_id = check_mask_id(mask_id)
+    x0 = check_ids("x0", x0, mask_id, with_mask=False)
+    z_t = check_ids("z_t", z_t, mask_id, with_mask=True, shape=tuple(x0.shape))
+    check_log_probs3("log_probs", log_probs, tuple(x0.shape), mask_id)
+    t = check_times("t", t, x0.shape[0])
     masked = z_t == mask_id
+    if bool(((z_t != x0) & ~masked).any()):
+        raise ValueError("`z_t` must equal `x0` wherever it is not masked (z_t is x0 with some tokens masked)")
+    any_masked = masked.any(-1)
+    if bool((any_masked & (t == 0)).any()):
+        raise ValueError("`t` is 0 for a sequence with masked positions: the forward process masks nothing at t = 0")
     nll = -log_probs.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L)
     nll = torch.where(masked, nll.to(torch.promote_types(nll.dtype, torch.float32)), 0.0)
-    return nll.sum(-1) / t.to(nll.dtype)
+    # rows with nothing masked divide their 0 by 1, not by a t that may be 0
+    return nll.sum(-1) / torch.where(any_masked, t.to(nll.dtype), 1.0)
 
 
 def mdlm_reverse_step(log_probs: Tensor, z_t: Tensor, t: float, s: float, *, mask_id: int,
@@ -91,8 +114,11 @@ def mdlm_reverse_step(log_probs: Tensor, z_t: Tensor, t: float, s: float, *, mas
     >>> mdlm_reverse_step(lp, torch.tensor([[2]]), 1.0, 0.0, mask_id=2)
     tensor([[1]])
     """
-    if not 0.0 <= s < t <= 1.0:
-        raise ValueError(f"need 0 <= `s` < `t` <= 1, got t={t}, s={s}")
+    t, s = check_step_times(t, s)
+    mask_id = check_mask_id(mask_id)
+    z_t = check_ids("z_t", z_t, mask_id, with_mask=True)
+    check_log_probs3("log_probs", log_probs, tuple(z_t.shape), mask_id)
+    check_masked_rows("log_probs", log_probs, z_t, mask_id)
     log_q = log_probs.double() + math.log((t - s) / t)
     log_q[..., mask_id] = math.log(s / t) if s > 0 else -math.inf
     u = _rand(tuple(log_q.shape), generator, log_q.device, torch.float64)
@@ -114,15 +140,9 @@ def _time_grid(nfe: int | None, times: Sequence[float] | Tensor | None) -> list[
     if (nfe is None) == (times is None):
         raise ValueError("give exactly one of `nfe` and `times`")
     if times is None:
-        if isinstance(nfe, bool) or not isinstance(nfe, int):
-            raise TypeError(f"`nfe` must be an int, got {type(nfe).__name__}")
-        if nfe < 1:
-            raise ValueError(f"`nfe` must be >= 1, got {nfe}")
+        nfe = check_nfe(nfe)
         return [i / nfe for i in range(nfe, -1, -1)]
-    grid = [float(v) for v in (times.tolist() if isinstance(times, Tensor) else times)]
-    if len(grid) < 2 or grid[0] != 1.0 or grid[-1] != 0.0 or any(a <= b for a, b in zip(grid, grid[1:])):
-        raise ValueError(f"`times` must decrease strictly from 1 to 0, got {grid}")
-    return grid
+    return check_grid(times)
 
 
 def mdlm_sample(denoiser: Denoiser, n: int, length: int, *, mask_id: int, nfe: int | None = None,
@@ -140,13 +160,15 @@ def mdlm_sample(denoiser: Denoiser, n: int, length: int, *, mask_id: int, nfe: i
     (torch.Size([2, 5]), True, True)
     """
     grid = _time_grid(nfe, times)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` must be an int >= 1, got {n!r}")
+    n, length, mask_id = check_int("n", n, ge=1), check_int("length", length, ge=1), check_mask_id(mask_id)
+    if not callable(denoiser):
+        raise TypeError(f"`denoiser` must be callable (z_t, t) -> log-probs, got {type(denoiser).__name__}")
     z = torch.full((n, length), mask_id, dtype=torch.long, device=device)
     log_probs, calls, path = None, 0, []
     for t, s in zip(grid, grid[1:]):
         if log_probs is None:
             log_probs, calls = denoiser(z, torch.full((n,), t, device=z.device)), calls + 1
+            _check_denoised(log_probs, z, mask_id)
         z_next = mdlm_reverse_step(log_probs, z, t, s, mask_id=mask_id, generator=generator)
         if not cache or not torch.equal(z_next, z):
             log_probs = None
@@ -154,6 +176,15 @@ def mdlm_sample(denoiser: Denoiser, n: int, length: int, *, mask_id: int, nfe: i
         if keep_path:
             path.append((s, z))
     return MDLMSample(z, calls, tuple(path))
+
+
+def _check_denoised(log_probs: object, z: Tensor, mask_id: int) -> None:
+    """The denoiser's output, named as such (a NaN network must stop the sampler, not yield tokens)."""
+    try:
+        check_log_probs3("log_probs", log_probs, tuple(z.shape), mask_id)
+        check_masked_rows("log_probs", log_probs, z, mask_id)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"`denoiser` returned bad output: {err}") from None
 
 
 class MaskedDiffusionLM(nn.Module):
@@ -181,11 +212,13 @@ class MaskedDiffusionLM(nn.Module):
     def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
         """(B, L') ids in [0, V] (V = mask), (B,) times -> (B, L', V + 1) SUBS log-probs."""
         z_t = check_token_ids(z_t, "z_t", vocab_size=self.vocab_size + 1, length=self.length, exact_length=False)
+        t = check_times("t", t, z_t.shape[0])
         return subs_log_probs(self.net(z_t, t), z_t, mask_id=self.mask_id)
 
     def noise(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """z_t: each token of x0 (B, L') masked independently with probability t (B,)."""
         x0 = check_token_ids(x0, "x0", vocab_size=self.vocab_size, length=self.length, exact_length=False)
+        t = check_times("t", t, x0.shape[0])
         masked = _rand(tuple(x0.shape), generator, x0.device) < t[:, None]
         return torch.where(masked, self.mask_id, x0)
 
@@ -220,7 +253,9 @@ def sample_times(n: int, *, generator: torch.Generator | None = None, device: to
     >>> sample_times(4, generator=torch.Generator().manual_seed(0), t_min=0.0).sort().values.diff().round(decimals=4)
     tensor([0.2500, 0.2500, 0.2500])
     """
-    if not 0.0 <= t_min < 1.0:
+    n = check_int("n", n, ge=0)
+    t_min = check_real("t_min", t_min, ge=0.0)
+    if not t_min < 1.0:
         raise ValueError(f"`t_min` must be in [0, 1), got {t_min}")
     if antithetic:
         u = (_rand((1,), generator, torch.device(device)) + torch.arange(n, device=device) / n) % 1.0

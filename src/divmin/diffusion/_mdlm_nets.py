@@ -16,6 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..data import check_token_ids
+from ..divergences._checks import check_float_tensor
+from ._mdlm_checks import check_times
 from ._nets import _noise_embedding
 
 __all__ = ["MDLMTransformer"]
@@ -61,12 +64,20 @@ class MDLMTransformer(nn.Module):
     def features(self, z_t: Tensor, t: Tensor) -> Tensor:
         """(B, L') ids in [0, V], (B,) times -> (B, L', width) final hidden states (after the last norm),
         e.g. the trunk of a discriminator initialised from a trained denoiser (DiDi-Instruct)."""
+        z_t = check_token_ids(z_t, "z_t", vocab_size=self.vocab_size + 1, length=self.length, exact_length=False)
         return self.features_from_embeddings(self.token(z_t), t)
 
     def features_from_embeddings(self, tokens: Tensor, t: Tensor) -> Tensor:
         """(B, L', width) token embeddings (e.g. a soft mixture ``probs @ token.weight``), (B,) times ->
         (B, L', width) features: :meth:`features` for inputs that need a gradient (guided sampling)."""
-        h = tokens + self.position[: tokens.shape[1]]
+        check_float_tensor("tokens", tokens, ndim=3)
+        if not 1 <= tokens.shape[1] <= self.length or tokens.shape[2] != self.width:
+            raise ValueError(f"`tokens` must have shape (B, L' <= {self.length}, {self.width}), "
+                             f"got {tuple(tokens.shape)}")
+        t = check_times("t", t, tokens.shape[0])
+        if not bool(tokens.detach().isfinite().all()):
+            raise ValueError("`tokens` must be finite embeddings")
+        h = tokens.to(self.position.dtype) + self.position[: tokens.shape[1]]
         if self.time is not None:
             h = h + self.time(_noise_embedding(t.float(), self.width))[:, None, :]
         return self.norm(self.encoder(h))

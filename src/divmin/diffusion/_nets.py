@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..divergences._checks import check_real
 from ._teacher import expand_sigma, score_from_denoiser
 
 __all__ = ["ConvBackbone", "DenoiserGenerator", "EDMDenoiser", "MLPBackbone", "MLPGenerator", "RatioHead"]
@@ -33,11 +34,29 @@ def _noise_embedding(c_noise: Tensor, dim: int) -> Tensor:
     return torch.cat([ang.sin(), ang.cos()], dim=-1)
 
 
+def _sizes(**sizes: object) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
+
+
+def _check_input(x: Tensor, c_noise: Tensor | None, shape: tuple[int | None, ...], name: str = "x") -> None:
+    """x (B, *shape) floating (None: any size there) and c_noise (B,) (unless None)."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim != 1 + len(shape) or any(s is not None and d != s for d, s in zip(x.shape[1:], shape)):
+        want = ", ".join("*" if s is None else str(s) for s in shape)
+        raise ValueError(f"`{name}` must have shape (B, {want}), got {tuple(x.shape)}")
+    if c_noise is not None and (not isinstance(c_noise, Tensor) or c_noise.shape != x.shape[:1]):
+        raise ValueError(f"`c_noise` must have shape ({x.shape[0]},), got {tuple(getattr(c_noise, 'shape', ()))}")
+
+
 class MLPBackbone(nn.Module):
     """Residual SiLU MLP on vectors (B, dim), conditioned on the noise level by addition."""
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, emb_dim: int = 32) -> None:
         super().__init__()
+        _sizes(dim=dim, hidden=hidden, depth=depth, emb_dim=emb_dim)
         self.emb_dim, self.width = emb_dim, hidden
         self.inp = nn.Linear(dim, hidden)
         self.emb = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
@@ -45,6 +64,7 @@ class MLPBackbone(nn.Module):
         self.out = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor, c_noise: Tensor) -> tuple[Tensor, Tensor]:
+        _check_input(x, c_noise, (self.inp.in_features,))
         h = self.inp(x) + self.emb(_noise_embedding(c_noise, self.emb_dim))
         for block in self.blocks:
             h = h + block(h)
@@ -69,6 +89,9 @@ class ConvBackbone(nn.Module):
 
     def __init__(self, channels: int = 1, width: int = 64, depth: int = 4, emb_dim: int = 32) -> None:
         super().__init__()
+        _sizes(channels=channels, width=width, depth=depth, emb_dim=emb_dim)
+        if width % 8:
+            raise ValueError(f"`width` must be a multiple of 8 (GroupNorm's 8 groups), got {width}")
         self.emb_dim, self.width = emb_dim, width
         self.inp = nn.Conv2d(channels, width, 3, padding=1)
         self.emb = nn.Sequential(nn.Linear(emb_dim, width), nn.SiLU(), nn.Linear(width, width))
@@ -77,6 +100,7 @@ class ConvBackbone(nn.Module):
         self.out = nn.Conv2d(width, channels, 3, padding=1)
 
     def forward(self, x: Tensor, c_noise: Tensor) -> tuple[Tensor, Tensor]:
+        _check_input(x, c_noise, (self.inp.in_channels, None, None))
         emb = self.emb(_noise_embedding(c_noise, self.emb_dim))
         h = self.inp(x)
         for block in self.blocks:
@@ -94,8 +118,9 @@ class EDMDenoiser(nn.Module):
 
     def __init__(self, backbone: nn.Module, sigma_data: float = 1.0) -> None:
         super().__init__()
-        if not sigma_data > 0:
-            raise ValueError(f"`sigma_data` must be > 0, got {sigma_data!r}")
+        check_real("sigma_data", sigma_data, gt=0.0)
+        if not isinstance(backbone, nn.Module):
+            raise TypeError(f"`backbone` must be an nn.Module, got {type(backbone).__name__}")
         self.backbone, self.sigma_data = backbone, float(sigma_data)
 
     @property
@@ -105,6 +130,7 @@ class EDMDenoiser(nn.Module):
     def denoise_with_features(self, x: Tensor, sigma: Tensor | float) -> tuple[Tensor, Tensor]:
         """(D(x, sigma), trunk features (B, width)) from one forward."""
         s = expand_sigma(sigma, x)
+        x = x.to(next(self.parameters()).dtype) if next(self.parameters(), None) is not None else x
         sd2 = self.sigma_data**2
         c_skip, c_out = sd2 / (s.square() + sd2), s * self.sigma_data / (s.square() + sd2).sqrt()
         c_in = 1.0 / (s.square() + sd2).sqrt()
@@ -130,6 +156,11 @@ class EDMDenoiser(nn.Module):
     def dsm_terms(self, x0: Tensor, sigma: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(DSM loss, x_t = x0 + sigma eps, features at x_t): the features can feed a discriminator."""
         s = expand_sigma(sigma, x0)
+        if x0.shape[0] == 0:
+            raise ValueError("`x0` is empty: the loss is a batch mean")
+        if not isinstance(eps, Tensor) or eps.shape != x0.shape:
+            raise ValueError(f"`eps` must have the shape of `x0` {tuple(x0.shape)}, "
+                             f"got {tuple(getattr(eps, 'shape', ())) or type(eps).__name__}")
         x_t = x0 + s * eps
         denoised, feat = self.denoise_with_features(x_t, sigma)
         weight = (s.square() + self.sigma_data**2) / (s * self.sigma_data).square()
@@ -146,6 +177,8 @@ class MLPGenerator(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, init_scale: float = 3.0) -> None:
         super().__init__()
+        _sizes(dim=dim, hidden=hidden, depth=depth)
+        check_real("init_scale", init_scale)
         layers: list[nn.Module] = [nn.Linear(dim, hidden), nn.SiLU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden), nn.SiLU()]
@@ -155,6 +188,7 @@ class MLPGenerator(nn.Module):
         self.net, self.init_scale = nn.Sequential(*layers, last), float(init_scale)
 
     def forward(self, z: Tensor) -> Tensor:
+        _check_input(z, None, (self.net[0].in_features,), "z")
         return self.init_scale * z + self.net(z)
 
 
@@ -163,6 +197,9 @@ class DenoiserGenerator(nn.Module):
 
     def __init__(self, denoiser: nn.Module, sigma_init: float) -> None:
         super().__init__()
+        if not isinstance(denoiser, nn.Module):
+            raise TypeError(f"`denoiser` must be an nn.Module, got {type(denoiser).__name__}")
+        check_real("sigma_init", sigma_init, gt=0.0)
         self.denoiser, self.sigma_init = copy.deepcopy(denoiser), float(sigma_init)
         for p in self.denoiser.parameters():
             p.requires_grad_(True)
@@ -181,6 +218,7 @@ class RatioHead(nn.Module):
 
     def __init__(self, width: int, hidden: int = 128, encoder: nn.Module | None = None) -> None:
         super().__init__()
+        _sizes(width=width, hidden=hidden)
         self.encoder = encoder
         self.head = nn.Sequential(nn.Linear(width + 1, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
@@ -189,5 +227,13 @@ class RatioHead(nn.Module):
             if self.encoder is None:
                 raise ValueError("`features` are required by a RatioHead without an encoder")
             features = self.encoder.features(x_t, sigma)
+        if not isinstance(features, Tensor) or not features.is_floating_point() \
+                or features.shape != (x_t.shape[0], self.head[0].in_features - 1) \
+                or not bool(features.detach().isfinite().all()):
+            raise ValueError(f"`features` must be a finite, floating ({x_t.shape[0]}, {self.head[0].in_features - 1}) "
+                             f"tensor, got {tuple(getattr(features, 'shape', ())) or type(features).__name__}")
+        if not isinstance(sigma, Tensor) or sigma.numel() != x_t.shape[0] \
+                or not bool((sigma > 0).all() and sigma.isfinite().all()):
+            raise ValueError(f"`sigma` must be a ({x_t.shape[0]},) tensor of finite noise levels > 0")
         cond = sigma.reshape(-1, 1).log().to(features.dtype) / 4
         return self.head(torch.cat([features, cond], dim=-1)).squeeze(-1).float()

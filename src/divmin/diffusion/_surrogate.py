@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
+from ..divergences._checks import check_float_tensor
 from ..divergences.kernels import NonFiniteInputError
 
 __all__ = ["check_fdistill_divergence", "fdistill_surrogate", "fdistill_weight"]
@@ -49,6 +50,9 @@ def fdistill_weight(log_ratio: Tensor, *, divergence: str | Divergence, normaliz
     or Pearson at log r = 100 in float32); when every h is 0 they are all 0.
     """
     div = as_divergence(divergence)
+    check_float_tensor("log_ratio", log_ratio, ndim=1)
+    if normalize and log_ratio.numel() == 0:
+        raise ValueError("`log_ratio` is empty: a batch mean of h needs one sample")
     dtype = torch.promote_types(log_ratio.dtype, torch.float32)
     log_r = log_ratio.detach().to(dtype)
     if not normalize:

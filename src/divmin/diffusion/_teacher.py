@@ -32,19 +32,27 @@ class DiffusionTeacher(Protocol):
 
 def expand_sigma(sigma: Tensor | float, x: Tensor, *, allow_zero: bool = False) -> Tensor:
     """``sigma`` (float, 0-d or (B,)) as a tensor broadcastable against ``x`` (B, *shape)."""
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
+        raise TypeError(f"`x` must be a floating tensor (B, *shape), got {getattr(x, 'dtype', type(x).__name__)}")
+    if isinstance(sigma, bool) or not isinstance(sigma, (Tensor, int, float)) \
+            or (isinstance(sigma, Tensor) and (sigma.is_complex() or sigma.dtype == torch.bool)):
+        raise TypeError(f"`sigma` must be a real number or tensor, got {type(sigma).__name__}")
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     if s.ndim == 0:
         s = s.expand(x.shape[0])
     if s.ndim != 1 or s.shape[0] != x.shape[0]:
         raise ValueError(f"`sigma` must be a scalar or have shape ({x.shape[0]},), got {tuple(s.shape)}")
-    if not bool((s >= 0).all() if allow_zero else (s > 0).all()):
-        raise ValueError("`sigma` must be " + (">= 0" if allow_zero else "> 0"))
+    if not bool(((s >= 0).all() if allow_zero else (s > 0).all()) and s.isfinite().all()):
+        raise ValueError("`sigma` must be finite and " + (">= 0" if allow_zero else "> 0"))
     return s.reshape(-1, *([1] * (x.ndim - 1)))
 
 
 def score_from_denoiser(denoised: Tensor, x_t: Tensor, sigma: Tensor | float) -> Tensor:
     """Tweedie: ``score = (D(x_t, sigma) - x_t) / sigma^2``."""
     s = expand_sigma(sigma, x_t)
+    if not isinstance(denoised, Tensor) or denoised.shape != x_t.shape:
+        raise ValueError(f"`denoised` must have the shape of `x_t` {tuple(x_t.shape)}, "
+                         f"got {tuple(getattr(denoised, 'shape', ())) or type(denoised).__name__}")
     return (denoised - x_t) / s.square()
 
 
@@ -66,15 +74,16 @@ class GaussianMixtureTeacher(nn.Module):
     def __init__(self, means: Tensor, stds: Tensor | float, weights: Tensor | None = None) -> None:
         super().__init__()
         means = torch.as_tensor(means, dtype=torch.float32)
-        if means.ndim != 2:
-            raise ValueError(f"`means` must have shape (K, D), got {tuple(means.shape)}")
+        if means.ndim != 2 or 0 in means.shape or not bool(means.isfinite().all()):
+            raise ValueError(f"`means` must be finite with shape (K, D), K, D >= 1, got {tuple(means.shape)}")
         k, d = means.shape
         stds = torch.as_tensor(stds, dtype=means.dtype)
-        stds = stds.reshape(-1, 1).expand(k, d) if stds.ndim <= 1 else stds
-        if stds.shape != (k, d) or not bool((stds > 0).all()):
+        if stds.ndim == 0 or (stds.ndim == 1 and stds.shape[0] == k):
+            stds = stds.reshape(-1, 1).expand(k, d)
+        if stds.shape != (k, d) or not bool((stds > 0).all() and stds.isfinite().all()):
             raise ValueError(f"`stds` must be positive with shape (K,) or (K, D) = ({k}, {d})")
         weights = torch.ones(k) if weights is None else torch.as_tensor(weights, dtype=means.dtype)
-        if weights.shape != (k,) or not bool((weights > 0).all()):
+        if weights.shape != (k,) or not bool((weights > 0).all() and weights.isfinite().all()):
             raise ValueError(f"`weights` must be positive with shape ({k},)")
         self.register_buffer("means", means.clone())
         self.register_buffer("stds", stds.clone())
@@ -114,7 +123,13 @@ class GaussianMixtureTeacher(nn.Module):
 
     def sample(self, n: int, sigma: float = 0.0, *, generator: torch.Generator | None = None) -> Tensor:
         """n exact samples of p_sigma (sigma = 0: the clean mixture), shape (n, D)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"`n` must be an int >= 0, got {n!r}")
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"`sigma` must be a finite number >= 0, got {sigma!r}")
         dev = self.means.device
+        if n == 0:
+            return self.means.new_zeros(0, self.dim)
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         std = (self.stds[comp].square() + float(sigma) ** 2).sqrt()
         eps = torch.randn(n, self.dim, generator=generator, device=dev)

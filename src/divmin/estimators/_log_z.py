@@ -38,6 +38,11 @@ def _log_terms(target_log_scores: Tensor, proposal_logps: Tensor) -> Tensor:
     if target_log_scores.shape != proposal_logps.shape:
         raise ValueError(f"`target_log_scores` {tuple(target_log_scores.shape)} and `proposal_logps` "
                          f"{tuple(proposal_logps.shape)} must have the same shape")
+    if bool(torch.isnan(target_log_scores).any() | (target_log_scores == math.inf).any()):
+        raise ValueError("`target_log_scores` contains NaN or +inf: a sample has infinite or NaN importance weight")
+    if bool(torch.isnan(proposal_logps).any() | proposal_logps.isinf().any()):
+        raise ValueError("`proposal_logps` must be finite (every sample was drawn from q, so q(x) > 0): -inf or NaN "
+                         "gives an infinite or NaN importance weight")
     return target_log_scores.double() - proposal_logps.double()
 
 

@@ -151,8 +151,8 @@ class MovingBaseline:
     """
 
     def __init__(self, decay: float = 0.9) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"`decay` must be in [0, 1), got {decay}")
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
+            raise ValueError(f"`decay` must be a number in [0, 1), got {decay!r}")
         self.decay, self.value = decay, None
 
     def __call__(self) -> float | None:

@@ -4,11 +4,36 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Hashable, Sequence
+from typing import Hashable, Iterable, Sequence
 
 __all__ = ["distinct_n", "self_bleu"]
 
 Tokens = Sequence[Hashable]
+
+
+def _check_int(name: str, value: object, ge: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int >= {ge}, got {type(value).__name__} {value!r}")
+    if value < ge:
+        raise ValueError(f"`{name}` must be >= {ge}, got {value}")
+    return value
+
+
+def _check_samples(samples: object) -> list[Tokens]:
+    """A sequence of token sequences (lists, tuples, 1-D tensors); a bare string is refused (it would
+    silently count characters of one sample as samples)."""
+    if isinstance(samples, (str, bytes)) or not isinstance(samples, Iterable):
+        raise TypeError(f"`samples` must be a sequence of token sequences, got {type(samples).__name__}")
+    out = [s.tolist() if hasattr(s, "tolist") else s for s in samples]
+    for i, s in enumerate(out):
+        if isinstance(s, (str, bytes)) or not isinstance(s, Sequence):
+            raise TypeError(f"`samples[{i}]` must be a sequence of tokens (e.g. a list of words or ids), "
+                            f"got {type(s).__name__}")
+        try:
+            [hash(tok) for tok in s]
+        except TypeError:
+            raise TypeError(f"`samples[{i}]` holds an unhashable token") from None
+    return out
 
 
 def distinct_n(samples: Sequence[Tokens], n: int = 2) -> float:
@@ -17,8 +42,7 @@ def distinct_n(samples: Sequence[Tokens], n: int = 2) -> float:
     >>> distinct_n([["a", "b", "a", "b"]], 2)  # bigrams ab, ba, ab
     0.6666666666666666
     """
-    if n < 1:
-        raise ValueError(f"`n` must be >= 1, got {n}")
+    n, samples = _check_int("n", n, 1), _check_samples(samples)
     grams = [tuple(s[i:i + n]) for s in samples for i in range(len(s) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
@@ -59,10 +83,10 @@ def self_bleu(samples: Sequence[Tokens], max_n: int = 4, max_samples: int | None
     >>> self_bleu([["a", "b", "c"], ["a", "b", "c"]])
     1.0
     """
-    if max_n < 1:
-        raise ValueError(f"`max_n` must be >= 1, got {max_n}")
-    samples = list(samples)[:max_samples] if max_samples else list(samples)
+    max_n, samples = _check_int("max_n", max_n, 1), _check_samples(samples)
+    if max_samples is not None:
+        samples = samples[:_check_int("max_samples", max_samples, 2)]
     if len(samples) < 2:
-        raise ValueError("self-BLEU needs at least 2 samples")
+        raise ValueError(f"`samples`: self-BLEU needs at least 2 samples, got {len(samples)}")
     scores = [_bleu(s, samples[:i] + samples[i + 1:], max_n) for i, s in enumerate(samples)]
     return sum(scores) / len(scores)

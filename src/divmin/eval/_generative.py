@@ -17,7 +17,6 @@ sample's own H_1 instead, which also drops when a sample repeats itself). The pa
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import torch
@@ -52,10 +51,15 @@ def generative_perplexity(samples: Tensor, judge: _Judge) -> float:
     8.0
     """
     samples = _check_samples(samples)
+    if not callable(getattr(judge, "log_prob", None)):
+        raise TypeError(f"`judge` must have a `log_prob(samples)` method, got {type(judge).__name__}")
     log_p = judge.log_prob(samples)
-    if not isinstance(log_p, Tensor) or log_p.shape != samples.shape[:1]:
-        raise ValueError("`judge.log_prob(samples)` must return an (N,) tensor of sequence log-probabilities")
-    return math.exp(-float(log_p.double().sum()) / samples.numel())
+    if not isinstance(log_p, Tensor) or log_p.shape != samples.shape[:1] or log_p.is_complex():
+        raise ValueError("`judge`: log_prob(samples) must return an (N,) tensor of sequence log-probabilities")
+    if bool(log_p.isnan().any() | (log_p > 0).any()):
+        raise ValueError("`judge`: log_prob(samples) returned NaN or a log-probability > 0")
+    # -inf (a sample the judge rules out) gives +inf, as exp of a huge mean NLL does
+    return float(torch.exp(-log_p.double().sum() / samples.numel()))
 
 
 def unigram_entropy(samples: Tensor, vocab_size: int | None = None, *, per_sequence: bool = False) -> float:
@@ -70,15 +74,21 @@ def unigram_entropy(samples: Tensor, vocab_size: int | None = None, *, per_seque
     (1.3863, 0.6931)
     """
     samples = _check_samples(samples)
-    if vocab_size is None:
-        vocab_size = int(samples.max()) + 1
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ValueError(f"`vocab_size` must be an int >= 1, got {vocab_size!r}")
-    if bool((samples < 0).any() | (samples >= vocab_size).any()):
-        raise ValueError(f"`samples` holds token ids outside [0, {vocab_size})")
+    if bool((samples < 0).any()):
+        raise ValueError("`samples` holds negative token ids")
+    if vocab_size is not None:
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+            raise ValueError(f"`vocab_size` must be an int >= 1, got {vocab_size!r}")
+        if bool((samples >= vocab_size).any()):
+            raise ValueError(f"`samples` holds token ids outside [0, {vocab_size})")
+    # counts of the ids present only (absent tokens add 0): the work is O(N L) whatever the id range
     if per_sequence:
-        counts = torch.zeros(samples.shape[0], vocab_size, dtype=torch.float64, device=samples.device)
-        freq = counts.scatter_add_(1, samples, torch.ones_like(samples, dtype=torch.float64)) / samples.shape[1]
+        s = samples.sort(1).values
+        new = torch.ones_like(s, dtype=torch.bool)
+        new[:, 1:] = s[:, 1:] != s[:, :-1]
+        run = new.long().cumsum(1) - 1  # per row, the index of each token's distinct value
+        counts = torch.zeros(s.shape, dtype=torch.float64, device=s.device)
+        freq = counts.scatter_add_(1, run, torch.ones_like(counts)) / s.shape[1]
         return float(-torch.special.xlogy(freq, freq).sum(-1).mean())
-    freq = torch.bincount(samples.flatten(), minlength=vocab_size).double() / samples.numel()
+    freq = torch.unique(samples, return_counts=True)[1].double() / samples.numel()
     return float(-torch.special.xlogy(freq, freq).sum())

@@ -14,6 +14,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..divergences._checks import check_real
+
 __all__ = [
     "ModeStats",
     "PrecisionRecall",
@@ -41,9 +43,35 @@ class PrecisionRecall(NamedTuple):
 
 
 def _check_2d(name: str, x: Tensor) -> Tensor:
-    if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] < 1:
-        raise ValueError(f"`{name}` must be a tensor of shape (N, D) with N >= 1")
+    """(N, D) real samples, N >= 1, D >= 1, finite (a NaN sample has no distance to anything)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"`{name}` must hold real numbers, got dtype {x.dtype}")
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"`{name}` must be a tensor of shape (N, D) with N >= 1, D >= 1, got {tuple(x.shape)}")
+    if not bool(x.isfinite().all()):
+        raise ValueError(f"`{name}` must be finite (NaN or inf samples have no distances)")
     return x
+
+
+def _check_vector(name: str, x: object, n: int, *, positive: bool) -> Tensor:
+    """(n,) finite reals (> 0 with ``positive``) as float64; a number is broadcast."""
+    if isinstance(x, bool) or not isinstance(x, (Tensor, int, float)):
+        raise TypeError(f"`{name}` must be a tensor or a number, got {type(x).__name__}")
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.ndim == 0:
+        x = x.expand(n)
+    if tuple(x.shape) != (n,) or not bool(x.isfinite().all()) or (positive and not bool((x > 0).all())):
+        raise ValueError(f"`{name}` must be {'positive ' if positive else ''}finite with shape ({n},), "
+                         f"got {x.tolist() if x.numel() <= 8 else tuple(x.shape)}")
+    return x
+
+
+def _check_chunk(chunk: object) -> int:
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"`chunk` must be an int >= 1, got {chunk!r}")
+    return chunk
 
 
 def _shares_summary(counts: Tensor, weights: Tensor, coverage: float, quality: float) -> ModeStats:
@@ -68,12 +96,13 @@ def mode_stats(samples: Tensor, means: Tensor, weights: Tensor, stds: Tensor | f
     x, means = _check_2d("samples", samples).double(), _check_2d("means", means).double()
     if means.shape[1] != x.shape[1]:
         raise ValueError(f"`means` must have D = {x.shape[1]} columns, got {means.shape[1]}")
-    weights = torch.as_tensor(weights, dtype=torch.float64)
-    if weights.shape != (means.shape[0],) or not bool((weights > 0).all()):
-        raise ValueError(f"`weights` must be positive with shape ({means.shape[0]},)")
-    stds = torch.as_tensor(stds, dtype=torch.float64).expand(means.shape[0])
-    if not bool((stds > 0).all()) or not (k_std > 0 and 0 < coverage <= 1):
-        raise ValueError("`stds` and `k_std` must be > 0 and `coverage` in (0, 1]")
+    if isinstance(weights, (int, float)):
+        raise TypeError(f"`weights` must be a ({means.shape[0]},) tensor, got {type(weights).__name__}")
+    weights = _check_vector("weights", weights, means.shape[0], positive=True)
+    stds = _check_vector("stds", stds, means.shape[0], positive=True)
+    check_real("k_std", k_std, gt=0.0)
+    if not 0 < check_real("coverage", coverage) <= 1:
+        raise ValueError(f"`coverage` must be in (0, 1], got {coverage!r}")
     dist = torch.cdist(x, means) / stds  # (N, K)
     best, idx = dist.min(1)
     ok = best <= k_std
@@ -84,13 +113,18 @@ def mode_stats(samples: Tensor, means: Tensor, weights: Tensor, stds: Tensor | f
 def class_coverage(labels: Tensor, num_classes: int, *, weights: Tensor | None = None,
                    coverage: float = 0.25) -> ModeStats:
     """Classes as modes: ``labels`` (N,) ints predicted for generated samples; weights default uniform."""
-    if not isinstance(labels, Tensor) or labels.ndim != 1:
-        raise ValueError("`labels` must be a 1-D tensor of class indices")
+    if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.is_complex():
+        raise TypeError(f"`labels` must be an integer tensor of class indices, got "
+                        f"{getattr(labels, 'dtype', type(labels).__name__)}")
+    if labels.ndim != 1:
+        raise ValueError(f"`labels` must be a 1-D tensor of class indices, got shape {tuple(labels.shape)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"`num_classes` must be an int >= 1, got {num_classes!r}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"`labels` must lie in [0, {num_classes})")
-    w = torch.ones(num_classes) if weights is None else torch.as_tensor(weights)
+    if not 0 < check_real("coverage", coverage) <= 1:
+        raise ValueError(f"`coverage` must be in (0, 1], got {coverage!r}")
+    w = torch.ones(num_classes) if weights is None else _check_vector("weights", weights, num_classes, positive=True)
     counts = torch.bincount(labels.long().cpu(), minlength=num_classes)
     return _shares_summary(counts, w, coverage, 1.0)
 
@@ -122,6 +156,7 @@ def precision_recall(fake: Tensor, real: Tensor, *, k: int = 3, chunk: int = 102
         raise ValueError("`real` and `fake` must have the same number of columns")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < min(real.shape[0], fake.shape[0]):
         raise ValueError(f"`k` must be an int in [1, min(N, M)), got {k!r}")
+    chunk = _check_chunk(chunk)
     r_real, r_fake = _kth_nn_radius(real, k, chunk), _kth_nn_radius(fake, k, chunk)
     precision = _inside(fake, real, r_real, chunk).double().mean()
     recall = _inside(real, fake, r_fake, chunk).double().mean()
@@ -137,8 +172,9 @@ def _wasserstein_1d_pp(a: Tensor, b: Tensor, p: float) -> Tensor:
     n, m = a.shape[-1], b.shape[-1]
     if n == m:
         return (a - b).abs().pow(p).mean(-1)
-    u = torch.cat([torch.arange(1, n + 1, dtype=torch.float64) / n,
-                   torch.arange(1, m + 1, dtype=torch.float64) / m]).sort().values
+    # unique breakpoints: a zero-width piece would add 0 * |diff|^p, NaN where the difference overflows
+    u = torch.unique(torch.cat([torch.arange(1, n + 1, dtype=torch.float64) / n,
+                                torch.arange(1, m + 1, dtype=torch.float64) / m]))
     widths = torch.diff(u, prepend=u.new_zeros(1))
     mid = (u - widths / 2).to(a.device)
     ia = (mid * n).ceil().long().clamp(1, n) - 1
@@ -161,16 +197,17 @@ def sliced_wasserstein(x: Tensor, y: Tensor, *, num_projections: int = 128, p: f
     x, y = _check_2d("x", x), _check_2d("y", y)
     if x.shape[1] != y.shape[1]:
         raise ValueError("`x` and `y` must have the same number of columns")
-    if not p >= 1:
-        raise ValueError(f"`p` must be >= 1, got {p!r}")
+    p = check_real("p", p, ge=1.0)
     if projections is None:
         if isinstance(num_projections, bool) or not isinstance(num_projections, int) or num_projections < 1:
             raise ValueError(f"`num_projections` must be an int >= 1, got {num_projections!r}")
         theta = torch.randn(num_projections, x.shape[1], generator=generator, device=x.device)
         projections = theta / theta.norm(dim=1, keepdim=True)
-    elif projections.ndim != 2 or projections.shape[1] != x.shape[1]:
-        raise ValueError(f"`projections` must have shape (P, {x.shape[1]})")
-    proj = projections.to(x.device, torch.promote_types(x.dtype, torch.float32))
+    else:
+        projections = _check_2d("projections", projections)
+        if projections.shape[1] != x.shape[1]:
+            raise ValueError(f"`projections` must have shape (P, {x.shape[1]}), got {tuple(projections.shape)}")
+    proj = projections.to(x.device, torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32))
     a = (x.to(proj.dtype) @ proj.T).T.sort(-1).values
     b = (y.to(proj.dtype) @ proj.T).T.sort(-1).values
     return _wasserstein_1d_pp(a, b, p).mean().pow(1.0 / p)
@@ -183,9 +220,17 @@ def _sqrtm_psd(c: Tensor) -> Tensor:
 
 def gaussian_frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
     """||mu1 - mu2||^2 + tr(C1 + C2 - 2 (C1^1/2 C2 C1^1/2)^1/2), the 2-Wasserstein^2 between Gaussians."""
-    mu1, mu2, cov1, cov2 = (torch.as_tensor(t, dtype=torch.float64) for t in (mu1, mu2, cov1, cov2))
-    if cov1.ndim != 2 or cov1.shape != cov2.shape or cov1.shape[0] != mu1.shape[-1] or mu1.shape != mu2.shape:
-        raise ValueError("`mu1`, `mu2` must be (F,) and `cov1`, `cov2` (F, F)")
+    named = {"mu1": mu1, "cov1": cov1, "mu2": mu2, "cov2": cov2}
+    for name, t in named.items():
+        if not isinstance(t, Tensor) or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"`{name}` must be a real torch.Tensor, got {getattr(t, 'dtype', type(t).__name__)}")
+        if not bool(t.isfinite().all()):
+            raise ValueError(f"`{name}` must be finite")
+    mu1, mu2, cov1, cov2 = (t.detach().double() for t in (mu1, mu2, cov1, cov2))
+    if cov1.ndim != 2 or cov1.shape != cov2.shape or cov1.shape[0] != mu1.shape[-1] or mu1.shape != mu2.shape \
+            or mu1.ndim != 1 or cov1.shape[0] != cov1.shape[1] or mu1.numel() == 0:
+        raise ValueError("`mu1`, `mu2` must be (F,) and `cov1`, `cov2` (F, F), F >= 1, got "
+                         f"{tuple(mu1.shape)}, {tuple(mu2.shape)}, {tuple(cov1.shape)}, {tuple(cov2.shape)}")
     s1 = _sqrtm_psd(cov1)
     middle = s1 @ cov2 @ s1
     cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence, categorical_divergence
+from ..divergences._checks import check_float_tensor, check_real
 from ..estimators import self_normalized_log_z
 
 __all__ = ["TargetMetrics", "acceptance_rate", "exact_divergence", "is_divergence", "is_expectation", "target_metrics"]
@@ -30,6 +31,33 @@ class TargetMetrics(NamedTuple):
     kl_model_target: float  # KL(Q || P) (reverse KL: infinite if Q puts mass where P has none)
     tv: float  # total variation
     js: float  # Jensen-Shannon (natural log, in [0, log 2])
+
+
+def _vectors(**named: object) -> int:
+    """Non-empty (N,) floating tensors of one shape (None skipped); returns N."""
+    n = None
+    for name, x in named.items():
+        if x is None:
+            continue
+        check_float_tensor(name, x, ndim=1)
+        if x.numel() == 0:
+            raise ValueError(f"`{name}` is empty: no sample")
+        if n is not None and x.shape[0] != n:
+            first = next(iter(named))
+            raise ValueError(f"`{name}` must have the shape of `{first}` ({n},), got {tuple(x.shape)}")
+        n = x.shape[0]
+    return n
+
+
+def _no_nan(**named: Tensor | None) -> None:
+    """Log-probabilities / log-scores: no NaN, no +inf (-inf is probability 0)."""
+    for name, x in named.items():
+        if x is not None and bool(x.isnan().any() | (x == float("inf")).any()):
+            raise ValueError(f"`{name}` contains NaN or +inf")
+
+
+def _check_log_z(log_z: object) -> Tensor | None:
+    return None if log_z is None else torch.tensor(check_real("log_z", log_z), dtype=torch.float64)
 
 
 def _log_weights(model_logps: Tensor, proposal_logps: Tensor | None) -> Tensor:
@@ -44,9 +72,17 @@ def _log_z(target_log_scores: Tensor, model_logps: Tensor, proposal_logps: Tenso
 @torch.no_grad()
 def is_expectation(values: Tensor, model_logps: Tensor, proposal_logps: Tensor | None = None) -> float:
     """Self-normalised importance estimate of E_Q[values] from samples of ``proposal`` (default: Q)."""
+    if not isinstance(values, Tensor) or values.is_complex():
+        raise TypeError(f"`values` must be a real tensor, got {getattr(values, 'dtype', type(values).__name__)}")
+    _vectors(model_logps=model_logps, proposal_logps=proposal_logps)
+    _no_nan(model_logps=model_logps, proposal_logps=proposal_logps)
     if values.shape != model_logps.shape:
         raise ValueError(f"`values` {tuple(values.shape)} and `model_logps` {tuple(model_logps.shape)} differ")
-    return float((_log_weights(model_logps, proposal_logps).exp() * values.double()).sum())
+    w = _log_weights(model_logps, proposal_logps).exp()
+    if bool(w.isnan().any()):
+        raise ValueError("`model_logps` - `proposal_logps` gives no usable weight (every sample -inf, or inf - inf)")
+    # a zero weight drops its value, even an infinite one
+    return float((w * values.double()).where(w > 0, torch.zeros_like(w)).sum())
 
 
 @torch.no_grad()
@@ -67,9 +103,10 @@ def is_divergence(model_logps: Tensor, target_log_scores: Tensor, *, divergence:
     0.3681
     """
     div = as_divergence(divergence)
-    if target_log_scores.shape != model_logps.shape or model_logps.dim() != 1:
-        raise ValueError("`target_log_scores` and `model_logps` must be 1-D tensors of equal shape")
-    lz = _log_z(target_log_scores, model_logps, proposal_logps) if log_z is None else torch.as_tensor(log_z)
+    _vectors(model_logps=model_logps, target_log_scores=target_log_scores, proposal_logps=proposal_logps)
+    _no_nan(model_logps=model_logps, target_log_scores=target_log_scores, proposal_logps=proposal_logps)
+    lz = _check_log_z(log_z)
+    lz = _log_z(target_log_scores, model_logps, proposal_logps) if lz is None else lz
     log_r = target_log_scores.double() - lz.double() - model_logps.double()
     terms = div.f(log_r)
     w = _log_weights(model_logps, proposal_logps).exp()
@@ -93,8 +130,7 @@ def exact_divergence(model_log_probs: Tensor, target_log_probs: Tensor, *,
     >>> round(float(exact_divergence(logq, logp, divergence="forward_kl")), 4)  # KL(P || Q)
     0.3681
     """
-    if target_log_probs.shape != model_log_probs.shape or target_log_probs.dim() != 1:
-        raise ValueError("`target_log_probs` and `model_log_probs` must be 1-D tensors of equal shape")
+    _vectors(model_log_probs=model_log_probs, target_log_probs=target_log_probs)
     return categorical_divergence(model_log_probs[None], target_log_probs[None], divergence=divergence, reduction="sum")
 
 
@@ -107,8 +143,9 @@ def acceptance_rate(model_logps: Tensor, target_log_scores: Tensor, *, log_z: "f
     enumerated space (with exact ``log_z``) it is exact; from samples the max
     runs over the samples only, so it is an optimistic (upper) estimate.
     """
-    if target_log_scores.shape != model_logps.shape or model_logps.dim() != 1:
-        raise ValueError("`target_log_scores` and `model_logps` must be 1-D tensors of equal shape")
-    lz = _log_z(target_log_scores, model_logps, proposal_logps) if log_z is None else torch.as_tensor(log_z)
+    _vectors(model_logps=model_logps, target_log_scores=target_log_scores, proposal_logps=proposal_logps)
+    _no_nan(model_logps=model_logps, target_log_scores=target_log_scores, proposal_logps=proposal_logps)
+    lz = _check_log_z(log_z)
+    lz = _log_z(target_log_scores, model_logps, proposal_logps) if lz is None else lz
     log_r = target_log_scores.double() - lz.double() - model_logps.double()
     return float(torch.exp(-log_r.max()).clamp(max=1.0))

@@ -94,6 +94,10 @@ class ARJudge(nn.Module):
     def forward(self, seqs: Tensor) -> Tensor:
         """(B, L) ids -> (B,) log p_judge(seqs) in float32 (differentiable)."""
         seqs = check_token_ids(seqs, "seqs", vocab_size=self.vocab_size, length=self.length, exact_length=False)
+        if seqs.shape[1] == 0:
+            raise ValueError("`seqs` must hold at least one token per row, got shape (N, 0)")
+        if seqs.shape[0] == 0:  # no sequence: no log-probability (the model is not called on an empty batch)
+            return torch.zeros(0, device=seqs.device)
         bos = torch.full_like(seqs[:, :1], self.bos_id)
         inputs = torch.cat([bos, seqs[:, :-1]], dim=1)
         logits = self.model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits  # [:, l] predicts x_l

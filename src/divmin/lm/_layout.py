@@ -19,7 +19,8 @@ positions (0, 1, ...) would be wrong on padded rows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import numbers
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -61,9 +62,23 @@ def tokenize_pairs(rows: Any, tokenizer: Any, name: str = "dataset") -> list[dic
             raise ValueError(f"`{name}`[{i}] needs keys prompt_ids/completion_ids or prompt/completion")
         if not p:
             raise ValueError(f"`{name}`[{i}] has an empty prompt (a causal LM needs one token to start from)")
+        p, c = _int_ids(p, name, i), _int_ids(c, name, i)
         out.append({"prompt_ids": p, "completion_ids": c})
     if not out:
         raise ValueError(f"`{name}` is empty")
+    return out
+
+
+def _int_ids(ids: list[Any], name: str, i: int) -> list[int]:
+    """Token ids as Python ints >= 0 (NumPy integers and 0-d integer tensors accepted; 1.5 or True refused)."""
+    out = []
+    for t in ids:
+        if isinstance(t, Tensor) and t.ndim == 0 and not (t.is_floating_point() or t.is_complex()
+                                                          or t.dtype == torch.bool):
+            t = int(t)
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
+            raise ValueError(f"`{name}`[{i}] holds a token id that is not an int >= 0: {t!r}")
+        out.append(int(t))
     return out
 
 
@@ -74,6 +89,10 @@ def _check_pair(ids: Any, mask: Any, ids_name: str, mask_name: str, rows: int | 
     if not isinstance(mask, Tensor) or mask.shape != ids.shape:
         raise ValueError(f"`{mask_name}` must be a tensor of the shape of `{ids_name}` {tuple(ids.shape)}, "
                          f"got {tuple(getattr(mask, 'shape', ())) or type(mask).__name__}")
+    if ids.shape[0] == 0:
+        raise ValueError(f"`{ids_name}` has no rows")
+    if rows is None and ids.shape[1] == 0:
+        raise ValueError(f"`{ids_name}` must hold at least one token per row (the first completion token follows it)")
     if rows is not None and ids.shape[0] != rows:
         raise ValueError(f"`{ids_name}` has {ids.shape[0]} rows, the prompts have {rows}")
 
@@ -135,8 +154,9 @@ class LMCollator:
         self.pad_id = pad_id
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Tensor]:
-        if not rows:
-            raise ValueError("`rows` is empty")
+        if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Sequence):
+            raise TypeError(f"`rows` must be a list of dicts, got {type(rows).__name__}")
+        rows = tokenize_pairs(rows, None, "rows")
         lp = max(len(r["prompt_ids"]) for r in rows)
         lc = max(len(r["completion_ids"]) for r in rows)
         prompt = torch.full((len(rows), lp), self.pad_id, dtype=torch.long)

@@ -76,7 +76,7 @@ def sequence_logps(logits: Tensor, labels: Tensor, *, ignore_index: int = IGNORE
     _check(logits, labels, ignore_index)
     keep = labels != ignore_index
     targets = torch.where(keep, labels, torch.zeros_like(labels)).long()  # any valid id: masked out below
-    if logits.dtype in _FULL:
+    if logits.dtype in _FULL or logits.shape[0] == 0:
         per_token = _token_logps(logits, targets)
     else:
         per_token = torch.stack([_token_logps(logits[i : i + 1], targets[i : i + 1])[0]
@@ -87,6 +87,21 @@ def sequence_logps(logits: Tensor, labels: Tensor, *, ignore_index: int = IGNORE
 def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else fallback
+
+
+def check_model_ids(model: Any, ids: Tensor, name: str, *, new_tokens: int = 0) -> None:
+    """Token ids a causal LM can take: >= 0, below its ``config.vocab_size`` and, with ``new_tokens`` to
+    come, within its ``config.n_positions`` when it states them (else its own indexing error fires)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", None)
+    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if ids.numel() and bool((ids < 0).any() | ((ids >= vocab).any() if isinstance(vocab, int) else False)):
+        raise ValueError(f"`{name}` holds token ids outside [0, {vocab}) (the model's vocabulary)")
+    if isinstance(positions, int) and ids.shape[-1] + new_tokens > positions:
+        raise ValueError(f"`{name}` ({ids.shape[-1]} tokens) plus {new_tokens} new token(s) exceed the model's "
+                         f"{positions} positions")
 
 
 def _logits(out: Any) -> Tensor:
@@ -121,6 +136,10 @@ def completion_logps(model: nn.Module, prompt_ids: Tensor, completions: tuple[Te
     if not (isinstance(completions, tuple) and len(completions) == 2):
         raise TypeError(f"`completions` must be a (tokens, mask) pair, got {type(completions).__name__}")
     tokens, mask = completions
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(tokens, Tensor):
+        raise TypeError(f"`completions` must hold a tensor of token ids, got {type(tokens).__name__}")
     device = _model_device(model, tokens.device)
     tokens, mask = tokens.to(device), mask.to(device)
     if not isinstance(prompt_ids, Tensor) or prompt_ids.dim() not in (1, 2):
@@ -130,6 +149,7 @@ def completion_logps(model: nn.Module, prompt_ids: Tensor, completions: tuple[Te
         prompt_ids = prompt_ids.expand(tokens.shape[0], -1)
     prompt_mask = torch.ones_like(prompt_ids) if prompt_mask is None else prompt_mask.to(device)
     batch = assemble(prompt_ids, prompt_mask, tokens, mask)
+    check_model_ids(model, batch["input_ids"], "prompt_ids` + `completions")
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 position_ids=batch["position_ids"])
     return sequence_logps(_logits(out), batch["labels"])

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._logps import _logits, _model_device
+from ._logps import _logits, _model_device, check_model_ids
 
 __all__ = ["Completions", "sample_completions", "sample_n"]
 
@@ -57,8 +57,8 @@ def _check_args(model: Any, max_new_tokens: Any, eos_id: Any, pad_id: Any, gener
 def _check_prompts(prompt_ids: Any, prompt_mask: Any) -> Tensor:
     """The (B, Lp) long attention mask of left-padded prompts, checked."""
     if not isinstance(prompt_ids, Tensor) or prompt_ids.dim() != 2 or prompt_ids.shape[1] < 1 \
-            or prompt_ids.dtype.is_floating_point or prompt_ids.dtype == torch.bool:
-        raise ValueError("`prompt_ids` must be a (B, Lp) integer tensor with Lp >= 1, got "
+            or prompt_ids.shape[0] < 1 or prompt_ids.dtype.is_floating_point or prompt_ids.dtype == torch.bool:
+        raise ValueError("`prompt_ids` must be a (B, Lp) integer tensor with B, Lp >= 1, got "
                          f"{getattr(prompt_ids, 'dtype', type(prompt_ids).__name__)} "
                          f"{tuple(getattr(prompt_ids, 'shape', ()))}")
     if prompt_mask is None:
@@ -152,6 +152,7 @@ def sample_completions(model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor
     """
     _check_args(model, max_new_tokens, eos_id, pad_id, generator, temperature)
     att = _check_prompts(prompt_ids, prompt_mask)
+    check_model_ids(model, prompt_ids, "prompt_ids", new_tokens=max_new_tokens)
     device = _model_device(model, prompt_ids.device)
     ids, att = prompt_ids.to(device=device, dtype=torch.long), att.to(device)
     was_training = model.training
