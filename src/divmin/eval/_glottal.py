@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..engine import Number
+
 __all__ = ["GCIMetrics", "GlottalInstants", "detect_egg_instants", "gci_metrics"]
 
 
@@ -44,8 +46,19 @@ class GCIMetrics(NamedTuple):
     n_cycles: int
 
 
+def _real_array(x, name: str) -> np.ndarray:
+    """``x`` (array, sequence or tensor) as a float64 array; TypeError naming ``name`` if not real numbers."""
+    x = x.detach().cpu() if hasattr(x, "detach") else x
+    if np.iscomplexobj(x) or (hasattr(x, "is_complex") and x.is_complex()):
+        raise TypeError(f"`{name}` must be real, got a complex array")
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` must be an array of real numbers: {err}") from None
+
+
 def _mono(x, name: str) -> np.ndarray:
-    arr = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)
+    arr = _real_array(x, name)
     if arr.ndim != 1:
         raise ValueError(f"`{name}` must be mono (1-D), got shape {tuple(arr.shape)}")
     if arr.size == 0:
@@ -56,8 +69,7 @@ def _mono(x, name: str) -> np.ndarray:
 
 
 def _rate(sample_rate, name: str = "sample_rate") -> float:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not sample_rate > 0:
-        raise ValueError(f"`{name}` must be a positive number, got {sample_rate!r}")
+    Number(gt=0)(name, sample_rate)
     return float(sample_rate)
 
 
@@ -86,11 +98,14 @@ def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, thres
     from scipy.signal import find_peaks
 
     egg, fs = _mono(egg, "egg"), _rate(sample_rate)
-    f0_max = _rate(f0_max, "f0_max")
-    if not 0 < threshold < 1:
-        raise ValueError(f"`threshold` must be in (0, 1), got {threshold!r}")
-    if isinstance(smooth_ms, bool) or not isinstance(smooth_ms, (int, float)) or not smooth_ms >= 0:
-        raise ValueError(f"`smooth_ms` must be a number >= 0, got {smooth_ms!r}")
+    f0_min = _rate(f0_min, "f0_min")
+    Number(gt=f0_min)("f0_max", f0_max)  # the pitch range [f0_min, f0_max] must not be empty
+    Number(gt=0, lt=1)("threshold", threshold)
+    Number(ge=0)("smooth_ms", smooth_ms)
+    if local_s is not None:
+        Number(gt=0)("local_s", local_s)
+    if period_fraction is not None:
+        Number(gt=0, lt=1)("period_fraction", period_fraction)
     d = np.gradient(egg)
     width = int(round(smooth_ms * 1e-3 * fs))
     if width >= 2:
@@ -103,13 +118,11 @@ def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, thres
     if local_s is not None:
         from scipy.ndimage import maximum_filter1d
 
-        size = int(round(_rate(local_s, "local_s") * fs))
+        size = int(min(round(local_s * fs), 2 * d.size + 1))  # a window beyond the signal is the whole signal
         height = threshold * np.maximum(maximum_filter1d(d, max(1, size), mode="nearest"), 1e-12 * top)
     distance = max(1, int(fs / f0_max))
     if period_fraction is not None:
-        if not 0 < period_fraction < 1:
-            raise ValueError(f"`period_fraction` must be in (0, 1), got {period_fraction!r}")
-        distance = max(distance, int(period_fraction * _average_period(d, distance, int(fs / _rate(f0_min, "f0_min")))))
+        distance = max(distance, int(period_fraction * _average_period(d, distance, int(fs / f0_min))))
     gci, _ = find_peaks(d, height=height, distance=distance)
     ends = list(gci[1:])
     if len(gci) > 1:
@@ -134,7 +147,9 @@ def _average_period(d: np.ndarray, lo: int, hi: int) -> int:
 
 
 def _instants(x, name: str, fs: float | None) -> np.ndarray:
-    arr = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64).reshape(-1)
+    arr = _real_array(x, name)
+    if arr.ndim != 1:  # a 2-D table was read as one flattened sequence
+        raise ValueError(f"`{name}` must be 1-D, got shape {tuple(arr.shape)}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"`{name}` must be finite")
     if np.any(np.diff(arr) <= 0):

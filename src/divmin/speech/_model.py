@@ -20,8 +20,11 @@ the frame edges (the least context) count least.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ..engine import Int
 
 __all__ = ["FrameDecoder", "FrameEncoder", "LatentCritic", "frame_signal", "overlap_add"]
 
@@ -32,11 +35,16 @@ def frame_signal(x, frame_len: int, hop: int) -> Tensor:
     >>> frame_signal(torch.arange(5.0), 4, 2).tolist()
     [[0.0, 1.0, 2.0, 3.0], [2.0, 3.0, 4.0, 0.0]]
     """
-    x = torch.as_tensor(x, dtype=torch.float32)
+    if (isinstance(x, Tensor) and x.is_complex()) or np.iscomplexobj(x):
+        raise TypeError("`x` must be a real signal, got a complex one")
+    try:
+        x = torch.as_tensor(x, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"`x` must be a signal of real numbers: {err}") from None
     if x.ndim != 1 or x.numel() == 0:
         raise ValueError(f"`x` must be a non-empty mono (1-D) signal, got shape {tuple(x.shape)}")
-    if not (isinstance(frame_len, int) and isinstance(hop, int) and 1 <= hop <= frame_len):
-        raise ValueError(f"`frame_len` and `hop` must be ints with 1 <= hop <= frame_len, got {frame_len}, {hop}")
+    Int(ge=1)("frame_len", frame_len)
+    Int(ge=1, le=frame_len)("hop", hop)
     n = max(1, -(-(x.numel() - frame_len) // hop) + 1)
     pad = (n - 1) * hop + frame_len - x.numel()
     return torch.nn.functional.pad(x, (0, max(0, pad))).unfold(0, frame_len, hop)
@@ -49,12 +57,18 @@ def overlap_add(frames: Tensor, hop: int, length: int, *, window: Tensor | None 
     >>> overlap_add(frame_signal(torch.arange(5.0), 4, 2), 2, 5).tolist()
     [0.0, 1.0, 2.0, 3.0, 4.0]
     """
-    if frames.ndim != 2:
-        raise ValueError(f"`frames` must be (N, frame_len), got shape {tuple(frames.shape)}")
+    if not isinstance(frames, Tensor) or not frames.is_floating_point():
+        raise TypeError(f"`frames` must be a floating torch.Tensor, got "
+                        f"{getattr(frames, 'dtype', type(frames).__name__)}")
+    if frames.ndim != 2 or frames.shape[0] < 1 or frames.shape[1] < 1:
+        raise ValueError(f"`frames` must be (N >= 1, frame_len >= 1), got shape {tuple(frames.shape)}")
     n, size = frames.shape
+    # a hop beyond the frame length leaves samples no frame covers (0 / 0)
+    Int(ge=1, le=size)("hop", hop)
+    Int(ge=0, le=(n - 1) * hop + size)("length", length)
     w = torch.ones(size, dtype=frames.dtype) if window is None else torch.as_tensor(window, dtype=frames.dtype)
-    if w.shape != (size,) or not bool(torch.all(w > 0)):
-        raise ValueError(f"`window` must be ({size},) and positive, got shape {tuple(w.shape)}")
+    if w.shape != (size,) or not bool(torch.all(w > 0)) or not bool(torch.isfinite(w).all()):
+        raise ValueError(f"`window` must be ({size},), finite and positive, got shape {tuple(w.shape)}")
     w = w.to(frames.device).expand(n, size)
     total = (n - 1) * hop + size
     idx = (torch.arange(n, device=frames.device)[:, None] * hop + torch.arange(size, device=frames.device)).reshape(-1)
