@@ -19,6 +19,7 @@ which down-weights examples of large |energy| (already confidently modelled).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -29,8 +30,9 @@ __all__ = ["check_labels", "energy", "joint_energy", "kl_energy_terms", "weat_we
 
 
 def _check_logits(logits: Tensor, name: str = "logits") -> None:
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(logits).__name__}")
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating torch.Tensor, got "
+                        f"{getattr(logits, 'dtype', type(logits).__name__)}")
     if logits.dim() < 1 or logits.shape[-1] < 1:
         raise ValueError(f"`{name}` must have shape (..., C) with C >= 1, got {tuple(logits.shape)}")
 
@@ -140,6 +142,11 @@ def kl_energy_terms(adv_logits: Tensor, natural_logits: Tensor) -> dict[str, Ten
     if adv_logits.shape != natural_logits.shape:
         raise ValueError(f"`adv_logits` {tuple(adv_logits.shape)} and `natural_logits` "
                          f"{tuple(natural_logits.shape)} must have the same shape")
+    for name, t in (("adv_logits", adv_logits), ("natural_logits", natural_logits)):
+        if bool((torch.isnan(t) | (t == math.inf)).any()) or bool((t == -math.inf).all(-1).any()):
+            raise ValueError(f"`{name}` holds NaN, +inf or a row without a finite logit: its softmax is undefined")
     p = natural_logits.softmax(-1)
-    return {"marginal": energy(natural_logits) - energy(adv_logits),
-            "joint": (p * (natural_logits - adv_logits)).sum(-1)}  # E(x', y) - E(x, y) = f(x)[y] - f(x')[y]
+    gap = natural_logits - adv_logits  # E(x', y) - E(x, y) = f(x)[y] - f(x')[y]
+    # a class of probability 0 (logit -inf) adds nothing, whatever its gap (0 * inf would be NaN)
+    joint = torch.where(p > 0, p * gap, torch.zeros_like(gap)).sum(-1)
+    return {"marginal": energy(natural_logits) - energy(adv_logits), "joint": joint}
