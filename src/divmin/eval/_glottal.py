@@ -47,9 +47,13 @@ class GCIMetrics(NamedTuple):
 
 
 def _real_array(x, name: str) -> np.ndarray:
-    """``x`` (array, sequence or tensor) as a float64 array; TypeError naming ``name`` if not real numbers."""
-    x = x.detach().cpu() if hasattr(x, "detach") else x
-    if np.iscomplexobj(x) or (hasattr(x, "is_complex") and x.is_complex()):
+    """``x`` (array, sequence or tensor of any real dtype) as a float64 array; TypeError naming ``name``
+    for complex or non-numeric input (NumPy would drop an imaginary part with a mere warning)."""
+    if hasattr(x, "detach"):  # a tensor, bfloat16 included (which NumPy cannot read)
+        if x.is_complex():
+            raise TypeError(f"`{name}` must be real, got a complex tensor")
+        x = x.detach().cpu().double()
+    if np.iscomplexobj(x):
         raise TypeError(f"`{name}` must be real, got a complex array")
     try:
         return np.asarray(x, dtype=np.float64)

@@ -64,10 +64,12 @@ def check_labels(labels: Tensor, num_classes: int, shape: torch.Size | tuple[int
     ...
     ValueError: `labels` must lie in [0, 3), got values in [0, 3]
     """
-    if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be an int >= 1, got {num_classes!r}")
+    if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"`{name}` must be an integer torch.Tensor, got "
                         f"{getattr(labels, 'dtype', type(labels).__name__)}")
-    if tuple(labels.shape) != tuple(shape):
+    if not isinstance(shape, (tuple, list, torch.Size)) or tuple(labels.shape) != tuple(shape):
         raise ValueError(f"`{name}` must have shape {tuple(shape)}, got {tuple(labels.shape)}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"`{name}` must lie in [0, {num_classes}), got values in "

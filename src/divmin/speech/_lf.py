@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..engine import Number
+from ..eval._glottal import _real_array
 
 __all__ = ["LFParams", "VOICE_QUALITIES", "VoiceQuality", "lf_params_from_rd", "lf_waveform", "pitch_marks"]
 
@@ -53,7 +54,10 @@ def lf_params_from_rd(rd: float) -> LFParams:
 
 
 def _check(params: LFParams) -> LFParams:
-    tp, te, ta = (float(v) for v in params)
+    try:
+        tp, te, ta = (float(v) for v in params)
+    except (TypeError, ValueError):
+        raise TypeError(f"`params` must be an LFParams (tp, te, ta), got {params!r}") from None
     if not (0 < tp < te < 1 and 0 < ta < 1 - te):
         raise ValueError(f"`params` must satisfy 0 < tp < te < 1 and 0 < ta < 1 - te, got {params!r}")
     return LFParams(tp, te, ta)
@@ -90,7 +94,7 @@ def lf_waveform(t, params: LFParams) -> np.ndarray:
     -1.0
     """
     tp, te, ta = _check(params)
-    t = np.asarray(t, dtype=np.float64)
+    t = _real_array(t, "t")
     if np.any((t < 0) | (t >= 1)):
         raise ValueError("`t` must lie in [0, 1)")
     eps = _epsilon(te, ta)

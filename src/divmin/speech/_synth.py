@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import Int, Number
+from ..eval._glottal import _real_array
 from ._lf import MAX_DURATION_S, VOICE_QUALITIES, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
 
 __all__ = ["CHANNELS", "NOISE_COLORS", "SpeechEGG", "VOWELS", "add_noise", "apply_channel", "egg_from_instants",
@@ -67,12 +68,7 @@ class SpeechEGG:
 
 def _signal(signal) -> np.ndarray:
     """``signal`` as a finite, non-empty, mono (1-D) float64 array (real: complex input is refused)."""
-    if np.iscomplexobj(signal):
-        raise TypeError("`signal` must be real, got a complex array")
-    try:
-        x = np.asarray(signal, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`signal` must be an array of real numbers: {err}") from None
+    x = _real_array(signal, "signal")
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"`signal` must be mono (1-D) and non-empty, got shape {tuple(x.shape)}")
     if not np.all(np.isfinite(x)):
@@ -166,10 +162,7 @@ def apply_channel(signal, sample_rate: float, channel: str) -> np.ndarray:
 
 def _instants(x, name: str, size: int | None = None) -> np.ndarray:
     """``x`` as a finite 1-D float64 array (of ``size`` entries when given)."""
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be a 1-D sequence of real numbers: {err}") from None
+    arr = _real_array(x, name)
     if arr.ndim != 1 or (size is not None and arr.size != size):
         want = "1-D" if size is None else f"1-D with {size} entries (one per GCI)"
         raise ValueError(f"`{name}` must be {want}, got shape {tuple(arr.shape)}")

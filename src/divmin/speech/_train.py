@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
+from ..divergences.kernels import NonFiniteInputError
 from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, StepContext, StepOutput,
                       validate)
 from ..estimators import LogRatioEstimator, logistic_discriminator_loss
@@ -99,9 +100,10 @@ def normalize_speech(x: Tensor) -> Tensor:
         raise ValueError(f"`x` must have shape (..., T >= 1), got {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError("`x` must be finite")
-    peak = x.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    unit = x / peak
-    return unit / unit.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)
+    work = x.to(torch.promote_types(x.dtype, torch.float32))  # 1e-8 is 0 in float16
+    peak = work.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(work.dtype).tiny)
+    unit = work / peak
+    return (unit / unit.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)).to(x.dtype)
 
 
 def _real(x, name: str) -> Tensor:
@@ -193,6 +195,9 @@ def egg_loss(pred: Tensor, egg: Tensor, deriv_weight: float) -> Tensor:
     if deriv_weight > 0 and pred.shape[-1] < 2:
         raise ValueError(f"`pred` frames need at least 2 samples for the derivative term, got shape "
                          f"{tuple(pred.shape)}")
+    for name, t in (("pred", pred), ("egg", egg)):
+        if not bool(torch.isfinite(t).all()):  # inf - inf: a NaN loss; the engine reports it by step
+            raise NonFiniteInputError(f"`{name}` must be finite")
     dtype = torch.promote_types(torch.promote_types(pred.dtype, egg.dtype), torch.float32)
     pred, egg = pred.to(dtype), egg.to(dtype)
     err = F.mse_loss(pred, egg)

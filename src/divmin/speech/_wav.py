@@ -14,17 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..engine import Int
+from ..eval._glottal import _real_array
 
 __all__ = ["read_wav", "write_wav"]
 
 
 def _mono(x, name: str) -> np.ndarray:
-    if np.iscomplexobj(x):
-        raise TypeError(f"`{name}` must be real, got a complex array")
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be an array of real numbers: {err}") from None
+    arr = _real_array(x, name)
     if arr.ndim != 1:
         raise ValueError(f"`{name}` must be mono (1-D), got shape {tuple(arr.shape)}")
     if arr.size == 0:

@@ -27,18 +27,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Int, Number
+from ..eval._glottal import _real_array
 
 __all__ = ["average_pitch_period", "zff_gci", "zff_signal"]
 
 
 def _speech(speech) -> np.ndarray:
-    x = speech.detach().cpu() if hasattr(speech, "detach") else speech
-    if np.iscomplexobj(x) or (hasattr(x, "is_complex") and x.is_complex()):
-        raise TypeError("`speech` must be real, got a complex array")
-    try:
-        x = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`speech` must be an array of real numbers: {err}") from None
+    x = _real_array(speech, "speech")
     if x.ndim != 1:
         raise ValueError(f"`speech` must be mono (1-D), got shape {tuple(x.shape)}")
     if x.size < 16:
@@ -94,7 +89,8 @@ def zff_signal(speech, sample_rate: float, *, pitch_period: float | None = None,
     period = average_pitch_period(x, fs) if pitch_period is None else float(pitch_period)
     if not 0 < period * fs < x.size:
         raise ValueError(f"`pitch_period` must be positive and shorter than the signal, got {pitch_period!r}")
-    half = max(1, int(round(1.5 * period * fs / 2)))
+    # the window (2 half + 1 samples) may not exceed the signal: np.convolve's "same" would then be longer
+    half = max(1, min(int(round(1.5 * period * fs / 2)), (x.size - 1) // 2))
     y = np.diff(x, prepend=x[0])
     for _ in range(2):  # two resonators, each a double integrator
         y = _remove_trend(np.cumsum(np.cumsum(y)), half)
