@@ -178,7 +178,8 @@ def test_synthesize(duration, fs, voice, vowel, snr, noise, f0, channel, seed):
 
 
 @FEW
-@given(n=ints(), voices=st.sampled_from([("modal",), (), ("x",), "modal"]), f0=st.sampled_from([None, (80, 200), (200, 80)]),
+@given(n=ints(), voices=st.sampled_from([("modal",), (), ("x",), "modal"]),
+       f0=st.sampled_from([None, (80, 200), (200, 80)]),
        snr=st.sampled_from([None, (0, 10), 5.0, (math.nan, 1.0)]), duration=DURATIONS)
 def test_synthesize_corpus(n, voices, f0, snr, duration):
     if isinstance(n, int) and not isinstance(n, bool) and n > 3:
@@ -513,8 +514,9 @@ def test_robust_loss_and_settings(data, field, objective):
     value = data.draw(SETTINGS_FIELDS[field])
     value = min(value, 2) if field == "steps" and isinstance(value, int) and not isinstance(value, bool) else value
     check("AttackSettings", robust.AttackSettings, **{field: value})
-    x, y = data.draw(tensors((2, 2), low=0, high=1, dtypes=MODEL_DTYPES)), data.draw(st.sampled_from([torch.tensor([0, 2]), torch.tensor(
-        [0, 3]), torch.tensor([0.0, 1.0]), torch.tensor([0])]))
+    x = data.draw(tensors((2, 2), low=0, high=1, dtypes=MODEL_DTYPES))
+    y = data.draw(st.sampled_from([torch.tensor([0, 2]), torch.tensor([0, 3]), torch.tensor([0.0, 1.0]),
+                                   torch.tensor([0])]))
     settings_ = data.draw(st.sampled_from([robust.AttackSettings(steps=1), None, "x"]))
     check("robust_loss", lambda *a, **k: robust.robust_loss(*a, **k)["loss"], MODEL, x, y, objective=objective,
           settings=settings_)
@@ -545,10 +547,10 @@ def test_class_inits(data, m, shrinkage, components, sample, bounds):
     x = data.draw(tensors((4, data.draw(st.sampled_from([2, 1]))), low=0, high=1))
     if data.draw(st.booleans()):
         x = x.reshape(-1)
-    labels = data.draw(st.sampled_from([torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1]), torch.tensor([0.0, 0, 1, 1])]))
-    s = {"ok": torch.arange(m) % 2, "absent": torch.full((m,), 5), "float": torch.zeros(m), "2d": torch.zeros(m, 1,
-                                                                                                          dtype=torch.long),
-         "list": [0] * m}[sample]
+    labels = data.draw(st.sampled_from([torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1]),
+                                        torch.tensor([0.0, 0, 1, 1])]))
+    s = {"ok": torch.arange(m) % 2, "absent": torch.full((m,), 5), "float": torch.zeros(m),
+         "2d": torch.zeros(m, 1, dtype=torch.long), "list": [0] * m}[sample]
     if data.draw(st.booleans()):  # half the cases valid
         x = data.draw(tensors((4, 2), dtypes=FLOATS, specials=False, low=0, high=1))
         labels, s, bounds = torch.tensor([0, 0, 1, 1]), torch.arange(m) % 2, (0.0, 1.0)
@@ -575,7 +577,8 @@ def test_sgld_sample(data, b, step_size, noise, steps, bounds):
 
 @FUZZ
 @given(data=st.data(), eps=scalars(), norm=st.sampled_from(["linf", "l2", "x"]),
-       version=st.sampled_from(["standard", "x"]), batch_size=ints(), image_shape=st.sampled_from([None, (1, 1, 2), (3,)]))
+       version=st.sampled_from(["standard", "x"]), batch_size=ints(),
+       image_shape=st.sampled_from([None, (1, 1, 2), (3,)]))
 def test_autoattack_accuracy(data, eps, norm, version, batch_size, image_shape):
     x = data.draw(tensors((2, 2), low=0, high=1.5))
     y = data.draw(st.sampled_from([torch.tensor([0, 1]), torch.tensor([0.0, 1.0]), torch.tensor([5, 0])]))

@@ -66,7 +66,8 @@ def check_labels(labels: Tensor, num_classes: int, shape: torch.Size | tuple[int
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"`num_classes` must be an int >= 1, got {num_classes!r}")
-    if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.is_complex() or labels.dtype == torch.bool:
+    if (not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.is_complex()
+            or labels.dtype == torch.bool):
         raise TypeError(f"`{name}` must be an integer torch.Tensor, got "
                         f"{getattr(labels, 'dtype', type(labels).__name__)}")
     if not isinstance(shape, (tuple, list, torch.Size)) or tuple(labels.shape) != tuple(shape):
