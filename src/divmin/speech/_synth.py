@@ -232,7 +232,9 @@ def synthesize(duration: float = 0.5, *, sample_rate: float = 16000.0, voice: st
     Speech is normalised to peak 0.9 before the noise; the EGG peaks near 1. Deterministic
     given ``seed``. ``f0`` overrides the voice quality's mean f0; ``noise`` is the noise
     color of :func:`add_noise`; ``channel`` the recording channel of :data:`CHANNELS`
-    (``clean`` is the speech after it, before the noise).
+    (``clean`` is the speech after it, before the noise). ``duration`` must hold one whole glottal
+    cycle and is at most 600 s, and ``duration * sample_rate`` at most 2^24 samples (the work and
+    memory are linear in both).
 
     >>> u = synthesize(0.1, voice="modal", seed=0)
     >>> u.speech.shape, len(u.gci) == len(u.goi), bool(np.all(u.gci < u.goi))
