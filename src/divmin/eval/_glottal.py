@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..engine import Number
+from ..divergences._checks import check_real
 
 __all__ = ["GCIMetrics", "GlottalInstants", "detect_egg_instants", "gci_metrics"]
 
@@ -73,8 +73,15 @@ def _mono(x, name: str) -> np.ndarray:
 
 
 def _rate(sample_rate, name: str = "sample_rate") -> float:
-    Number(gt=0)(name, sample_rate)
-    return float(sample_rate)
+    return check_real(name, sample_rate, gt=0)
+
+
+def _fraction(value, name: str) -> float:
+    """A number in the open interval (0, 1)."""
+    value = check_real(name, value, gt=0)
+    if not value < 1:
+        raise ValueError(f"`{name}` must be in (0, 1), got {value!r}")
+    return value
 
 
 def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, threshold: float = 0.3,
@@ -103,13 +110,11 @@ def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, thres
 
     egg, fs = _mono(egg, "egg"), _rate(sample_rate)
     f0_min = _rate(f0_min, "f0_min")
-    Number(gt=f0_min)("f0_max", f0_max)  # the pitch range [f0_min, f0_max] must not be empty
-    Number(gt=0, lt=1)("threshold", threshold)
-    Number(ge=0)("smooth_ms", smooth_ms)
-    if local_s is not None:
-        Number(gt=0)("local_s", local_s)
-    if period_fraction is not None:
-        Number(gt=0, lt=1)("period_fraction", period_fraction)
+    f0_max = check_real("f0_max", f0_max, gt=f0_min)  # the pitch range [f0_min, f0_max] must not be empty
+    threshold = _fraction(threshold, "threshold")
+    smooth_ms = check_real("smooth_ms", smooth_ms, ge=0)
+    local_s = None if local_s is None else _rate(local_s, "local_s")
+    period_fraction = None if period_fraction is None else _fraction(period_fraction, "period_fraction")
     d = np.gradient(egg)
     width = int(round(smooth_ms * 1e-3 * fs))
     if width >= 2:
