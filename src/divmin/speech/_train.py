@@ -109,7 +109,7 @@ def normalize_speech(x: Tensor) -> Tensor:
 def _real(x, name: str) -> Tensor:
     """``x`` (a tensor, array or sequence of real numbers) as a float32 CPU tensor."""
     x = x.detach().cpu() if isinstance(x, Tensor) else x
-    if (isinstance(x, Tensor) and x.is_complex()) or np.iscomplexobj(x):
+    if x.is_complex() if isinstance(x, Tensor) else np.iscomplexobj(x):
         raise TypeError(f"`{name}` must be real, got a complex signal")
     try:
         return torch.as_tensor(x, dtype=torch.float32)
