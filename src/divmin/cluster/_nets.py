@@ -25,11 +25,14 @@ Heads (both initialised from k-means centroids mu_k by ``init_from_centroids``):
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..engine import Int, Number, Tuple
 
 __all__ = ["HEADS", "DepictNet", "SoftmaxHead", "StudentTHead"]
 
@@ -55,7 +58,7 @@ class StudentTHead(nn.Module):
         self.alpha = alpha
         self.centroids = nn.Parameter(torch.randn(n_clusters, embed_dim))
         self.register_buffer("scale", torch.ones(()))
-        self.out_features = n_clusters
+        self.in_features, self.out_features = embed_dim, n_clusters
 
     def forward(self, z: Tensor) -> Tensor:
         d2 = (z[:, None, :] - self.centroids[None]).pow(2).sum(-1)
@@ -70,6 +73,15 @@ class StudentTHead(nn.Module):
 
 # name -> head class (embed_dim, n_clusters) -> module with init_from_centroids(mu (K, d), scale)
 HEADS: dict[str, type[nn.Module]] = {"softmax": SoftmaxHead, "student_t": StudentTHead}
+
+
+def _in_shape(in_shape: Sequence[int]) -> tuple[int, int, int]:
+    """(C, H, W) of ``in_shape``: three positive ints."""
+    ok = (isinstance(in_shape, Sequence) and not isinstance(in_shape, (str, bytes)) and len(in_shape) == 3
+          and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in in_shape))
+    if not ok:
+        raise ValueError(f"`in_shape` must be three positive ints (C, H, W), got {in_shape!r}")
+    return tuple(int(v) for v in in_shape)  # type: ignore[return-value]
 
 
 class DepictNet(nn.Module):
@@ -87,12 +99,16 @@ class DepictNet(nn.Module):
     def __init__(self, in_shape: Sequence[int], *, n_clusters: int, channels: Sequence[int] = (32, 64),
                  embed_dim: int = 10, noise: float = 0.1, head: str = "softmax") -> None:
         super().__init__()
-        c, h, w = (int(v) for v in in_shape)
+        c, h, w = _in_shape(in_shape)
+        Int(ge=2)("n_clusters", n_clusters)
+        Tuple(each=Int(ge=1), min_len=1)("channels", channels)
+        Int(ge=1)("embed_dim", embed_dim)
+        Number(ge=0, lt=1)("noise", noise)
+        if not isinstance(head, str) or head not in HEADS:
+            raise ValueError(f"`head` must be one of {sorted(HEADS)}, got {head!r}")
         scale = 2 ** len(channels)
         if h % scale or w % scale:
             raise ValueError(f"`in_shape` height and width must be divisible by {scale}, got {tuple(in_shape)}")
-        if head not in HEADS:
-            raise ValueError(f"`head` must be one of {sorted(HEADS)}, got {head!r}")
         widths = [c, *channels]
         self.noise = noise
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
@@ -103,6 +119,13 @@ class DepictNet(nn.Module):
         self.embed = nn.Linear(flat, embed_dim)
         self.unembed = nn.Linear(embed_dim, flat)
         self.head = HEADS[head](embed_dim, n_clusters)
+        self.in_shape = (c, h, w)
+
+    def _check_x(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"`x` must be a floating torch.Tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(f"`x` must have shape (N, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
 
     def _encode(self, x: Tensor, noisy: bool) -> list[Tensor]:
         """[input, conv outputs..., z], each perturbed by dropout on the noisy path."""
@@ -124,6 +147,7 @@ class DepictNet(nn.Module):
         return outs[::-1]
 
     def forward(self, x: Tensor, reconstruct: bool = True) -> tuple[Tensor, Tensor]:
+        self._check_x(x)
         if not reconstruct:
             return self.head(self._encode(x, noisy=False)[-1]), x.new_zeros(())
         noisy = self._encode(x, noisy=True)
@@ -134,5 +158,6 @@ class DepictNet(nn.Module):
         return self.head(noisy[-1]), loss
 
     def clean(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self._check_x(x)
         z = self._encode(x, noisy=False)[-1]
         return z, self.head(z)

@@ -44,28 +44,44 @@ TARGET_RULES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"paper": _paper, 
 
 
 def _check_probs(q: Tensor, argname: str) -> None:
-    if not isinstance(q, Tensor):
-        raise TypeError(f"`{argname}` must be a torch.Tensor, got {type(q).__name__}")
+    """``q`` is an (N >= 1, K >= 2) floating table of probabilities: finite, >= 0, rows summing to 1."""
+    if not isinstance(q, Tensor) or not q.is_floating_point():
+        raise TypeError(f"`{argname}` must be a floating torch.Tensor, got "
+                        f"{getattr(q, 'dtype', type(q).__name__)}")
     if q.ndim != 2 or q.shape[0] < 1 or q.shape[1] < 2:
         raise ValueError(f"`{argname}` must have shape (N >= 1, K >= 2), got {tuple(q.shape)}")
+    if not bool(torch.isfinite(q).all()) or bool((q < 0).any()):
+        raise ValueError(f"`{argname}` must hold finite probabilities >= 0")
+    # the rows' rounding error grows with K and the dtype's epsilon; a row summing to 2 is far outside it
+    tol = max(1e-3, 4 * q.shape[1] * torch.finfo(q.dtype).eps)
+    worst = float((q.double().sum(1) - 1).abs().max())
+    if worst > tol:
+        raise ValueError(f"`{argname}` rows must sum to 1, one is off by {worst:.3g}")
 
 
 def auxiliary_target(q: Tensor, *, rule: str = "paper") -> Tensor:
     """The auxiliary target P (N, K) from soft assignments ``q`` (N, K), rows summing to 1.
 
-    Computed in log space (p_i = softmax_k of the rule's log-score), so zeros in
-    ``q`` give zeros in P. ``rule`` is a name in ``TARGET_RULES``.
+    Computed in log space (p_i = softmax_k of the rule's log-score, in at least float32),
+    so zeros in ``q`` give zeros in P, also for an empty cluster (f_k = 0, a column of
+    zeros, e.g. a float32 softmax that underflowed): its column of P is 0 and the other
+    columns are the rule on the remaining clusters. ``rule`` is a name in ``TARGET_RULES``.
 
     >>> auxiliary_target(torch.tensor([[0.5, 0.5], [0.5, 0.5]]), rule="dec")
     tensor([[0.5000, 0.5000],
             [0.5000, 0.5000]])
     """
     _check_probs(q, "q")
-    if rule not in TARGET_RULES:
+    if not isinstance(rule, str) or rule not in TARGET_RULES:
         raise ValueError(f"`rule` must be one of {sorted(TARGET_RULES)}, got {rule!r}")
-    log_q = q.clamp_min(0).log()
+    work = q.detach().to(torch.promote_types(q.dtype, torch.float32))
+    log_q = work.log()
     log_f = torch.logsumexp(log_q, dim=0)
-    return torch.softmax(TARGET_RULES[rule](log_q, log_f), dim=-1)
+    # an empty cluster has log f = -inf and -inf - (-inf) is NaN: any finite stand-in works there,
+    # since its scores are forced to -inf (p = 0) below whatever the rule makes of them
+    log_f = torch.where(torch.isfinite(log_f), log_f, torch.zeros_like(log_f))
+    scores = TARGET_RULES[rule](log_q, log_f).masked_fill(work == 0, -math.inf)
+    return torch.softmax(scores, dim=-1).to(q.dtype)
 
 
 def depict_loss(model_logits: Tensor, target: Tensor, *, divergence: str | Divergence = "forward_kl",
@@ -83,9 +99,14 @@ def depict_loss(model_logits: Tensor, target: Tensor, *, divergence: str | Diver
     0.6931
     """
     _check_probs(target, "target")
-    if not isinstance(model_logits, Tensor) or model_logits.shape != target.shape:
+    if not isinstance(model_logits, Tensor) or not model_logits.is_floating_point():
+        raise TypeError(f"`model_logits` must be a floating torch.Tensor, got "
+                        f"{getattr(model_logits, 'dtype', type(model_logits).__name__)}")
+    if model_logits.shape != target.shape:
         raise ValueError(f"`model_logits` must have the shape of `target` {tuple(target.shape)}, "
-                         f"got {tuple(getattr(model_logits, 'shape', ()))}")
+                         f"got {tuple(model_logits.shape)}")
+    if not isinstance(prior, bool):
+        raise TypeError(f"`prior` must be a bool, got {prior!r}")
     div = as_divergence(divergence, "divergence", kinds=("f",))
     target = target.detach().to(model_logits.dtype)
     loss = categorical_divergence(model_logits, target.log(), divergence=div, reduction="mean")

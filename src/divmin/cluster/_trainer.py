@@ -91,18 +91,35 @@ def kmeans_init_head(head: nn.Module, z: Tensor, *, seed: int = 0, n_init: int =
         from sklearn.cluster import KMeans
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError('DEPICT\'s k-means initialisation needs scikit-learn: pip install "divmin[data]"') from err
-    k = head.out_features
+    k, d = _head_size(head)
+    Int(ge=1)("n_init", n_init)
+    Int(ge=0)("seed", seed)
+    if not isinstance(z, Tensor) or not z.is_floating_point():
+        raise TypeError(f"`z` must be a floating torch.Tensor (N, d), got {getattr(z, 'dtype', type(z).__name__)}")
+    if z.ndim != 2 or z.shape[1] != d or z.shape[0] < k:
+        raise ValueError(f"`z` must have shape (N >= {k} clusters, d = {d}, the head's input width), "
+                         f"got {tuple(z.shape)}")
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError("`z` must be finite (k-means of NaN/inf embeddings is undefined)")
     km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(z.detach().double().cpu().numpy())
     ref = next(head.parameters())
     mu = torch.as_tensor(km.cluster_centers_, dtype=ref.dtype, device=ref.device)
     scale = max(float(km.inertia_) / z.shape[0], 1e-8)
     if hasattr(head, "init_from_centroids"):
         head.init_from_centroids(mu, scale)
-    elif isinstance(head, nn.Linear):  # a plain linear head: DEPICT's softmax
+    else:  # a plain linear head: DEPICT's softmax
         SoftmaxHead.init_from_centroids(head, mu, scale)
-    else:
-        raise TypeError(f"`head` must be an nn.Linear or a HEADS member, got {type(head).__name__}")
     return torch.as_tensor(km.labels_, dtype=torch.long)
+
+
+def _head_size(head: Any) -> tuple[int, int]:
+    """(K outputs, d inputs) of a clustering head: an ``nn.Linear`` or a ``HEADS`` member."""
+    if not (isinstance(head, nn.Linear) or hasattr(head, "init_from_centroids")):
+        raise TypeError(f"`head` must be an nn.Linear or a HEADS member, got {type(head).__name__}")
+    k, d = getattr(head, "out_features", None), getattr(head, "in_features", None)
+    if not (isinstance(k, int) and isinstance(d, int)) or k < 1:
+        raise TypeError("`head` must have int `in_features` and `out_features` >= 1")
+    return k, d
 
 
 class _DepictTask:
@@ -223,7 +240,7 @@ class DepictTrainer(MethodTrainer):
         """Clean embeddings (N, embed_dim) and head logits (N, K) of ``x`` (default: the training images)."""
         net = self.model if net is None else net
         if net is None:
-            raise ValueError("no model yet: call `train()` first")
+            raise ValueError("`model` is None: call train() first")
         x = self.x if x is None else x
         device = next(net.parameters()).device if device is None else device
         parts = [net.clean(x[i:i + chunk].to(device)) for i in range(0, x.shape[0], chunk)]

@@ -29,7 +29,10 @@ def _labels(labels: Any, argname: str) -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"`{argname}` is empty")
     if not np.issubdtype(arr.dtype, np.integer):
-        if not np.issubdtype(arr.dtype, np.number) or not np.all(arr == np.round(arr)):
+        # whole floats are accepted; NaN/inf, complex and floats beyond int64 (2^63) are not labels
+        whole = (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
+                 and np.all(np.abs(arr) < 2.0 ** 63) and np.all(arr == np.round(arr)))
+        if not whole:
             raise ValueError(f"`{argname}` must hold integer labels, got dtype {arr.dtype}")
         arr = arr.astype(np.int64)
     return arr

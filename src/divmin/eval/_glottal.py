@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..divergences._checks import check_real
+
 __all__ = ["GCIMetrics", "GlottalInstants", "detect_egg_instants", "gci_metrics"]
 
 
@@ -44,8 +46,23 @@ class GCIMetrics(NamedTuple):
     n_cycles: int
 
 
+def _real_array(x, name: str) -> np.ndarray:
+    """``x`` (array, sequence or tensor of any real dtype) as a float64 array; TypeError naming ``name``
+    for complex or non-numeric input (NumPy would drop an imaginary part with a mere warning)."""
+    if hasattr(x, "detach"):  # a tensor, bfloat16 included (which NumPy cannot read)
+        if x.is_complex():
+            raise TypeError(f"`{name}` must be real, got a complex tensor")
+        x = x.detach().cpu().double()
+    if np.iscomplexobj(x):
+        raise TypeError(f"`{name}` must be real, got a complex array")
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` must be an array of real numbers: {err}") from None
+
+
 def _mono(x, name: str) -> np.ndarray:
-    arr = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)
+    arr = _real_array(x, name)
     if arr.ndim != 1:
         raise ValueError(f"`{name}` must be mono (1-D), got shape {tuple(arr.shape)}")
     if arr.size == 0:
@@ -56,9 +73,15 @@ def _mono(x, name: str) -> np.ndarray:
 
 
 def _rate(sample_rate, name: str = "sample_rate") -> float:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not sample_rate > 0:
-        raise ValueError(f"`{name}` must be a positive number, got {sample_rate!r}")
-    return float(sample_rate)
+    return check_real(name, sample_rate, gt=0)
+
+
+def _fraction(value, name: str) -> float:
+    """A number in the open interval (0, 1)."""
+    value = check_real(name, value, gt=0)
+    if not value < 1:
+        raise ValueError(f"`{name}` must be in (0, 1), got {value!r}")
+    return value
 
 
 def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, threshold: float = 0.3,
@@ -86,11 +109,12 @@ def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, thres
     from scipy.signal import find_peaks
 
     egg, fs = _mono(egg, "egg"), _rate(sample_rate)
-    f0_max = _rate(f0_max, "f0_max")
-    if not 0 < threshold < 1:
-        raise ValueError(f"`threshold` must be in (0, 1), got {threshold!r}")
-    if isinstance(smooth_ms, bool) or not isinstance(smooth_ms, (int, float)) or not smooth_ms >= 0:
-        raise ValueError(f"`smooth_ms` must be a number >= 0, got {smooth_ms!r}")
+    f0_min = _rate(f0_min, "f0_min")
+    f0_max = check_real("f0_max", f0_max, gt=f0_min)  # the pitch range [f0_min, f0_max] must not be empty
+    threshold = _fraction(threshold, "threshold")
+    smooth_ms = check_real("smooth_ms", smooth_ms, ge=0)
+    local_s = None if local_s is None else _rate(local_s, "local_s")
+    period_fraction = None if period_fraction is None else _fraction(period_fraction, "period_fraction")
     d = np.gradient(egg)
     width = int(round(smooth_ms * 1e-3 * fs))
     if width >= 2:
@@ -103,13 +127,11 @@ def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, thres
     if local_s is not None:
         from scipy.ndimage import maximum_filter1d
 
-        size = int(round(_rate(local_s, "local_s") * fs))
+        size = int(min(round(local_s * fs), 2 * d.size + 1))  # a window beyond the signal is the whole signal
         height = threshold * np.maximum(maximum_filter1d(d, max(1, size), mode="nearest"), 1e-12 * top)
     distance = max(1, int(fs / f0_max))
     if period_fraction is not None:
-        if not 0 < period_fraction < 1:
-            raise ValueError(f"`period_fraction` must be in (0, 1), got {period_fraction!r}")
-        distance = max(distance, int(period_fraction * _average_period(d, distance, int(fs / _rate(f0_min, "f0_min")))))
+        distance = max(distance, int(period_fraction * _average_period(d, distance, int(fs / f0_min))))
     gci, _ = find_peaks(d, height=height, distance=distance)
     ends = list(gci[1:])
     if len(gci) > 1:
@@ -134,7 +156,9 @@ def _average_period(d: np.ndarray, lo: int, hi: int) -> int:
 
 
 def _instants(x, name: str, fs: float | None) -> np.ndarray:
-    arr = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64).reshape(-1)
+    arr = _real_array(x, name)
+    if arr.ndim != 1:  # a 2-D table was read as one flattened sequence
+        raise ValueError(f"`{name}` must be 1-D, got shape {tuple(arr.shape)}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"`{name}` must be finite")
     if np.any(np.diff(arr) <= 0):

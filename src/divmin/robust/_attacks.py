@@ -69,12 +69,20 @@ def _checks(x: Tensor, eps: float, step_size: float | None, steps: int, norm: st
         raise ValueError(f"`steps` must be an int >= 1, got {steps!r}")
     if norm not in NORMS:
         raise ValueError(f"`norm` must be one of {', '.join(map(repr, NORMS))}, got {norm!r}")
-    if bounds is not None and not (len(bounds) == 2 and bounds[0] < bounds[1]):
-        raise ValueError(f"`bounds` must be (lo, hi) with lo < hi, or None, got {bounds!r}")
+    check_bounds(bounds)
     alpha = 2.5 * eps / steps if step_size is None else step_size
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"`step_size` must be a finite number >= 0, got {step_size!r}")
     return float(alpha)
+
+
+def check_bounds(bounds: Any) -> None:
+    """``bounds`` is None or (lo, hi), two real numbers with lo < hi (the input range)."""
+    ok = bounds is None or (isinstance(bounds, (tuple, list)) and len(bounds) == 2
+                            and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+                            and not math.isnan(bounds[0]) and not math.isnan(bounds[1]) and bounds[0] < bounds[1])
+    if not ok:
+        raise ValueError(f"`bounds` must be (lo, hi) with lo < hi, or None, got {bounds!r}")
 
 
 def _ce_sum(logits: Tensor, labels: Tensor) -> Tensor:
@@ -162,6 +170,7 @@ def trades_attack(model: nn.Module | Callable[[Tensor], Tensor], x: Tensor, *, e
     >>> tuple(x_adv.shape), bool((x_adv - x).abs().max() <= 0.05 + 1e-6)
     ((4, 2), True)
     """
+    _checks(x, eps, step_size, steps, norm, bounds)
     with torch.no_grad():
         natural = model(x.detach()).detach()
 

@@ -19,6 +19,7 @@ which down-weights examples of large |energy| (already confidently modelled).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -29,8 +30,9 @@ __all__ = ["check_labels", "energy", "joint_energy", "kl_energy_terms", "weat_we
 
 
 def _check_logits(logits: Tensor, name: str = "logits") -> None:
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(logits).__name__}")
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating torch.Tensor, got "
+                        f"{getattr(logits, 'dtype', type(logits).__name__)}")
     if logits.dim() < 1 or logits.shape[-1] < 1:
         raise ValueError(f"`{name}` must have shape (..., C) with C >= 1, got {tuple(logits.shape)}")
 
@@ -62,10 +64,13 @@ def check_labels(labels: Tensor, num_classes: int, shape: torch.Size | tuple[int
     ...
     ValueError: `labels` must lie in [0, 3), got values in [0, 3]
     """
-    if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be an int >= 1, got {num_classes!r}")
+    if (not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.is_complex()
+            or labels.dtype == torch.bool):
         raise TypeError(f"`{name}` must be an integer torch.Tensor, got "
                         f"{getattr(labels, 'dtype', type(labels).__name__)}")
-    if tuple(labels.shape) != tuple(shape):
+    if not isinstance(shape, (tuple, list, torch.Size)) or tuple(labels.shape) != tuple(shape):
         raise ValueError(f"`{name}` must have shape {tuple(shape)}, got {tuple(labels.shape)}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"`{name}` must lie in [0, {num_classes}), got values in "
@@ -140,6 +145,11 @@ def kl_energy_terms(adv_logits: Tensor, natural_logits: Tensor) -> dict[str, Ten
     if adv_logits.shape != natural_logits.shape:
         raise ValueError(f"`adv_logits` {tuple(adv_logits.shape)} and `natural_logits` "
                          f"{tuple(natural_logits.shape)} must have the same shape")
+    for name, t in (("adv_logits", adv_logits), ("natural_logits", natural_logits)):
+        if bool((torch.isnan(t) | (t == math.inf)).any()) or bool((t == -math.inf).all(-1).any()):
+            raise ValueError(f"`{name}` holds NaN, +inf or a row without a finite logit: its softmax is undefined")
     p = natural_logits.softmax(-1)
-    return {"marginal": energy(natural_logits) - energy(adv_logits),
-            "joint": (p * (natural_logits - adv_logits)).sum(-1)}  # E(x', y) - E(x, y) = f(x)[y] - f(x')[y]
+    gap = natural_logits - adv_logits  # E(x', y) - E(x, y) = f(x)[y] - f(x')[y]
+    # a class of probability 0 (logit -inf) adds nothing, whatever its gap (0 * inf would be NaN)
+    joint = torch.where(p > 0, p * gap, torch.zeros_like(gap)).sum(-1)
+    return {"marginal": energy(natural_logits) - energy(adv_logits), "joint": joint}

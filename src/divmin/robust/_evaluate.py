@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._attacks import pgd_attack, trades_attack
+from ._attacks import _checks, pgd_attack, trades_attack
 from ._energy import _num_classes, check_labels, energy, kl_energy_terms
 
 __all__ = ["robustness_metrics"]
@@ -43,6 +43,9 @@ def robustness_metrics(model: nn.Module, x: Tensor, labels: Tensor, *, eps: floa
         raise ValueError(f"`batch_size` must be an int >= 1, got {batch_size!r}")
     if not isinstance(kl_terms, bool):
         raise TypeError(f"`kl_terms` must be a bool, got {kl_terms!r}")
+    _checks(x, eps, step_size, steps, norm, bounds)  # also when no batch reaches the attack
+    if x.shape[0] == 0:
+        raise ValueError("`x` is empty: accuracies over no example are undefined")
     was = model.training
     model.eval()
     sums = torch.zeros(6, dtype=torch.float64)

@@ -73,9 +73,14 @@ OBJECTIVES: dict[str, Objective] = {}
 
 def register_objective(name: str) -> Callable[[Objective], Objective]:
     """Decorator adding ``fn(model, x, labels, settings) -> {"loss": ..., metrics...}`` as ``name``."""
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"`name` must be a non-empty string, got {name!r}")
+
     def add(fn: Objective) -> Objective:
+        if not callable(fn):
+            raise TypeError(f"`fn` must be callable (model, x, labels, settings) -> dict, got {type(fn).__name__}")
         if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} is already registered")
+            raise ValueError(f"`name`: objective {name!r} is already registered")
         OBJECTIVES[name] = fn
         return fn
     return add

@@ -21,7 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ._attacks import _rand
+from ..engine import Number
+from ._attacks import _rand, check_bounds
 from ._energy import _num_classes, check_labels, joint_energy
 
 __all__ = ["SGLD_INITS", "class_gaussian_init", "class_pca_init", "sgld_sample"]
@@ -30,9 +31,16 @@ __all__ = ["SGLD_INITS", "class_gaussian_init", "class_pca_init", "sgld_sample"]
 def _class_draws(x: Tensor, labels: Tensor, sample_labels: Tensor, draw: Callable[[Tensor, Tensor], Tensor],
                  bounds: tuple[float, float] | None, generator: torch.Generator | None) -> Tensor:
     """``draw(rows (n, D) of one class, z (m, D) standard normals) -> (m, D)`` per class of ``sample_labels``."""
-    check_labels(labels, int(labels.max()) + 1 if labels.numel() else 1, x.shape[:1])
-    if not isinstance(sample_labels, Tensor) or sample_labels.dim() != 1:
-        raise ValueError("`sample_labels` must be a (M,) integer tensor")
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
+        raise TypeError(f"`x` must be a floating torch.Tensor (N, ...), got {getattr(x, 'dtype', type(x).__name__)} "
+                        f"of shape {tuple(getattr(x, 'shape', ()))}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("`x` must be finite (a class's mean and covariance are undefined otherwise)")
+    check_bounds(bounds)
+    check_labels(labels, int(labels.max()) + 1 if isinstance(labels, Tensor) and labels.numel() else 1, x.shape[:1])
+    if (not isinstance(sample_labels, Tensor) or sample_labels.dim() != 1 or sample_labels.is_floating_point()
+            or sample_labels.is_complex() or sample_labels.dtype == torch.bool):
+        raise TypeError("`sample_labels` must be a (M,) integer tensor")
     flat, out = x.flatten(1).double(), torch.empty(sample_labels.shape[0], x[0].numel(), dtype=torch.float64)
     for c in sample_labels.unique().tolist():
         rows = flat[labels == c].cpu()
@@ -43,6 +51,16 @@ def _class_draws(x: Tensor, labels: Tensor, sample_labels: Tensor, draw: Callabl
         out[pick] = draw(rows, z)
     out = out.to(x).view(-1, *x.shape[1:])
     return out if bounds is None else out.clamp(*bounds)
+
+
+def _sqrt_factor(cov: Tensor, eye: Tensor) -> Tensor:
+    """L with L L^T = cov (+ jitter): Cholesky, or for a covariance that is singular at its own scale
+    (a jitter of 1e-8 is nothing next to entries of 1e30) the symmetric square root from eigh."""
+    factor, info = torch.linalg.cholesky_ex(cov + 1e-8 * eye)
+    if int(info) == 0:
+        return factor
+    values, vectors = torch.linalg.eigh(cov)
+    return vectors * values.clamp_min(0).sqrt()
 
 
 def class_gaussian_init(x: Tensor, labels: Tensor, sample_labels: Tensor, *, shrinkage: float = 0.1,
@@ -65,15 +83,14 @@ def class_gaussian_init(x: Tensor, labels: Tensor, sample_labels: Tensor, *, shr
     >>> class_gaussian_init(x, y, torch.tensor([1, 0, 1]), generator=torch.Generator().manual_seed(0)).shape
     torch.Size([3, 2])
     """
-    if not 0 <= shrinkage <= 1:
-        raise ValueError(f"`shrinkage` must be in [0, 1], got {shrinkage!r}")
+    Number(ge=0, le=1)("shrinkage", shrinkage)
 
     def draw(rows: Tensor, z: Tensor) -> Tensor:
         centred, d = rows - rows.mean(0), rows.shape[1]
         cov = centred.T @ centred / max(rows.shape[0] - 1, 1)
         eye = torch.eye(d, dtype=torch.float64)
         cov = (1 - shrinkage) * cov + shrinkage * (cov.trace() / d).clamp_min(1e-8) * eye
-        return rows.mean(0) + z @ torch.linalg.cholesky(cov + 1e-8 * eye).T
+        return rows.mean(0) + z @ _sqrt_factor(cov, eye).T
 
     return _class_draws(x, labels, sample_labels, draw, bounds, generator)
 
@@ -135,6 +152,9 @@ def sgld_sample(model: nn.Module, x0: Tensor, labels: Tensor, *, step_size: floa
     >>> x.shape, bool(x.min() >= 0 and x.max() <= 1)
     (torch.Size([3, 2]), True)
     """
+    if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.dim() < 1:
+        raise TypeError(f"`x0` must be a floating torch.Tensor (B, ...), got {getattr(x0, 'dtype', type(x0).__name__)}")
+    check_bounds(bounds)
     for name, v in (("step_size", step_size), ("noise", noise)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ValueError(f"`{name}` must be a finite number >= 0, got {v!r}")

@@ -125,6 +125,8 @@ class RobustTrainer(MethodTrainer):
         self.use_config(config, RobustConfig)
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+        if train_dataset is not None and not hasattr(train_dataset, "__len__"):
+            raise TypeError(f"`train_dataset` must be a sized dataset, got {type(train_dataset).__name__}")
         if train_dataset is None or len(train_dataset) == 0:
             raise ValueError("`train_dataset` must hold at least one example")
         self.model, self.train_dataset, self.eval_dataset = model, train_dataset, eval_dataset

@@ -16,12 +16,19 @@ Rg = Rk / 4 / (0.11 Rd / (0.5 + 1.2 Rk) - Ra); then tp = 1/(2 Rg), te = tp (1 + 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
+from ..engine import Number
+from ..eval._glottal import _real_array
+
 __all__ = ["LFParams", "VOICE_QUALITIES", "VoiceQuality", "lf_params_from_rd", "lf_waveform", "pitch_marks"]
+
+# the longest signal synthesised in one call (10 minutes): pitch marks are placed one cycle at a time
+MAX_DURATION_S = 600.0
 
 
 class LFParams(NamedTuple):
@@ -47,18 +54,23 @@ def lf_params_from_rd(rd: float) -> LFParams:
 
 
 def _check(params: LFParams) -> LFParams:
-    tp, te, ta = (float(v) for v in params)
+    try:
+        tp, te, ta = (float(v) for v in params)
+    except (TypeError, ValueError):
+        raise TypeError(f"`params` must be an LFParams (tp, te, ta), got {params!r}") from None
     if not (0 < tp < te < 1 and 0 < ta < 1 - te):
         raise ValueError(f"`params` must satisfy 0 < tp < te < 1 and 0 < ta < 1 - te, got {params!r}")
     return LFParams(tp, te, ta)
 
 
+@functools.lru_cache(maxsize=256)  # one root per voice quality, reused by every cycle of an utterance
 def _epsilon(te: float, ta: float) -> float:
     from scipy.optimize import brentq
 
     return brentq(lambda e: e * ta - 1 + np.exp(-e * (1 - te)), 1e-9 + 1 / ta * 1e-3, 1e3 / ta)
 
 
+@functools.lru_cache(maxsize=256)
 def _alpha(tp: float, te: float, ta: float, eps: float) -> float:
     """alpha making the cycle's flow return to zero (integral of E = 0), by root finding."""
     from scipy.optimize import brentq
@@ -82,7 +94,7 @@ def lf_waveform(t, params: LFParams) -> np.ndarray:
     -1.0
     """
     tp, te, ta = _check(params)
-    t = np.asarray(t, dtype=np.float64)
+    t = _real_array(t, "t")
     if np.any((t < 0) | (t >= 1)):
         raise ValueError("`t` must lie in [0, 1)")
     eps = _epsilon(te, ta)
@@ -123,17 +135,20 @@ def pitch_marks(duration: float, sample_rate: float, *, f0: float, jitter: float
     f0(t) = f0 (1 + vibrato sin(2 pi rate_hz t + phi)); each period is 1/f0(t_k) scaled by
     (1 + jitter z_k), z_k ~ N(0, 1) clipped to [-3, 3]. Returns starts t_0 = 0 < t_1 < ...,
     the last one the end of the last whole cycle inside ``duration`` (so K cycles, K + 1 marks).
+    ``duration`` is at most 600 s (the work is one step per cycle); ``sample_rate`` is checked only.
 
     >>> marks = pitch_marks(0.05, 16000, f0=100.0, vibrato=0.0)
     >>> np.round(marks, 4).tolist()
     [0.0, 0.01, 0.02, 0.03, 0.04, 0.05]
     """
-    if not (isinstance(duration, (int, float)) and duration > 0):
-        raise ValueError(f"`duration` must be positive, got {duration!r}")
-    if not (isinstance(f0, (int, float)) and 20 <= f0 <= 1000):
-        raise ValueError(f"`f0` must be in [20, 1000] Hz, got {f0!r}")
-    if not 0 <= jitter < 0.2 or not 0 <= vibrato < 0.5:
-        raise ValueError(f"`jitter` must be in [0, 0.2) and `vibrato` in [0, 0.5), got {jitter!r}, {vibrato!r}")
+    Number(gt=0, le=MAX_DURATION_S)("duration", duration)
+    Number(gt=0)("sample_rate", sample_rate)
+    Number(ge=20, le=1000)("f0", f0)
+    Number(ge=0, lt=0.2)("jitter", jitter)
+    Number(ge=0, lt=0.5)("vibrato", vibrato)
+    Number(ge=0)("rate_hz", rate_hz)
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"`rng` must be a numpy Generator or None, got {type(rng).__name__}")
     rng = np.random.default_rng(0) if rng is None else rng
     phase = rng.uniform(0, 2 * np.pi) if vibrato > 0 else 0.0
     marks = [0.0]

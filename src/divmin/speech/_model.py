@@ -20,8 +20,11 @@ the frame edges (the least context) count least.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ..engine import Int
 
 __all__ = ["FrameDecoder", "FrameEncoder", "LatentCritic", "frame_signal", "overlap_add"]
 
@@ -32,11 +35,16 @@ def frame_signal(x, frame_len: int, hop: int) -> Tensor:
     >>> frame_signal(torch.arange(5.0), 4, 2).tolist()
     [[0.0, 1.0, 2.0, 3.0], [2.0, 3.0, 4.0, 0.0]]
     """
-    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.is_complex() if isinstance(x, Tensor) else np.iscomplexobj(x):
+        raise TypeError("`x` must be a real signal, got a complex one")
+    try:
+        x = torch.as_tensor(x, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"`x` must be a signal of real numbers: {err}") from None
     if x.ndim != 1 or x.numel() == 0:
         raise ValueError(f"`x` must be a non-empty mono (1-D) signal, got shape {tuple(x.shape)}")
-    if not (isinstance(frame_len, int) and isinstance(hop, int) and 1 <= hop <= frame_len):
-        raise ValueError(f"`frame_len` and `hop` must be ints with 1 <= hop <= frame_len, got {frame_len}, {hop}")
+    Int(ge=1)("frame_len", frame_len)
+    Int(ge=1, le=frame_len)("hop", hop)
     n = max(1, -(-(x.numel() - frame_len) // hop) + 1)
     pad = (n - 1) * hop + frame_len - x.numel()
     return torch.nn.functional.pad(x, (0, max(0, pad))).unfold(0, frame_len, hop)
@@ -49,12 +57,18 @@ def overlap_add(frames: Tensor, hop: int, length: int, *, window: Tensor | None 
     >>> overlap_add(frame_signal(torch.arange(5.0), 4, 2), 2, 5).tolist()
     [0.0, 1.0, 2.0, 3.0, 4.0]
     """
-    if frames.ndim != 2:
-        raise ValueError(f"`frames` must be (N, frame_len), got shape {tuple(frames.shape)}")
+    if not isinstance(frames, Tensor) or not frames.is_floating_point():
+        raise TypeError(f"`frames` must be a floating torch.Tensor, got "
+                        f"{getattr(frames, 'dtype', type(frames).__name__)}")
+    if frames.ndim != 2 or frames.shape[0] < 1 or frames.shape[1] < 1:
+        raise ValueError(f"`frames` must be (N >= 1, frame_len >= 1), got shape {tuple(frames.shape)}")
     n, size = frames.shape
+    # a hop beyond the frame length leaves samples no frame covers (0 / 0)
+    Int(ge=1, le=size)("hop", hop)
+    Int(ge=0, le=(n - 1) * hop + size)("length", length)
     w = torch.ones(size, dtype=frames.dtype) if window is None else torch.as_tensor(window, dtype=frames.dtype)
-    if w.shape != (size,) or not bool(torch.all(w > 0)):
-        raise ValueError(f"`window` must be ({size},) and positive, got shape {tuple(w.shape)}")
+    if w.shape != (size,) or not bool(torch.all(w > 0)) or not bool(torch.isfinite(w).all()):
+        raise ValueError(f"`window` must be ({size},), finite and positive, got shape {tuple(w.shape)}")
     w = w.to(frames.device).expand(n, size)
     total = (n - 1) * hop + size
     idx = (torch.arange(n, device=frames.device)[:, None] * hop + torch.arange(size, device=frames.device)).reshape(-1)
@@ -63,8 +77,13 @@ def overlap_add(frames: Tensor, hop: int, length: int, *, window: Tensor | None 
     return (out / count)[:length]
 
 
+MAX_LAYERS = 24  # a dilation of 2^23 samples already spans 17 minutes at 8 kHz
+
+
 def _dilated_stack(c_in: int, hidden: int, c_out: int, layers: int, kernel: int) -> nn.Sequential:
     """Conv1d stack c_in -> hidden (dilations 1, 2, 4, ...) -> 1x1 conv to c_out; length-preserving."""
+    Int(ge=1)("hidden", hidden)
+    Int(ge=1, le=MAX_LAYERS)("layers", layers)
     mods: list[nn.Module] = []
     c = c_in
     for i in range(layers):
@@ -75,6 +94,21 @@ def _dilated_stack(c_in: int, hidden: int, c_out: int, layers: int, kernel: int)
     return nn.Sequential(*mods)
 
 
+def _check_input(x: Tensor, name: str, ndim: int | None, channels: int) -> None:
+    """A floating tensor of ``ndim`` dims (None: any >= 1) whose channel dim (1 for 3-D, else last) is ``channels``."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating torch.Tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if ndim == 2:  # frames (B, L): one input channel
+        ok = x.ndim == 2 and x.shape[1] >= 1
+    elif ndim == 3:
+        ok = x.ndim == 3 and x.shape[1] == channels and x.shape[2] >= 1
+    else:
+        ok = x.ndim >= 1 and x.shape[-1] == channels
+    if not ok:
+        want = {2: "(B, L)", 3: f"(B, {channels}, L)", None: f"(..., {channels})"}[ndim]
+        raise ValueError(f"`{name}` must have shape {want}, got {tuple(x.shape)}")
+
+
 class FrameEncoder(nn.Module):
     """Frames (B, L) -> codes (B, latent_dim, L), dilated convolutions; used for EGG (E_g) and speech (E_s).
 
@@ -82,11 +116,14 @@ class FrameEncoder(nn.Module):
 
     def __init__(self, latent_dim: int, hidden: int = 32, layers: int = 6, kernel: int = 5) -> None:
         super().__init__()
+        Int(ge=1)("latent_dim", latent_dim)
+        Int(ge=1)("kernel", kernel)
         if kernel % 2 == 0:
             raise ValueError(f"`kernel` must be odd (length-preserving padding), got {kernel}")
         self.net = _dilated_stack(1, hidden, latent_dim, layers, kernel)
 
     def forward(self, frames: Tensor) -> Tensor:
+        _check_input(frames, "frames", 2, self.net[0].in_channels)
         return self.net(frames[:, None, :])
 
 
@@ -95,11 +132,14 @@ class FrameDecoder(nn.Module):
 
     def __init__(self, latent_dim: int, hidden: int = 32, layers: int = 3, kernel: int = 5) -> None:
         super().__init__()
+        Int(ge=1)("latent_dim", latent_dim)
+        Int(ge=1)("kernel", kernel)
         if kernel % 2 == 0:
             raise ValueError(f"`kernel` must be odd (length-preserving padding), got {kernel}")
         self.net = _dilated_stack(latent_dim, hidden, 1, layers, kernel)
 
     def forward(self, z: Tensor) -> Tensor:
+        _check_input(z, "z", 3, self.net[0].in_channels)
         return self.net(z)[:, 0, :]
 
 
@@ -108,8 +148,11 @@ class LatentCritic(nn.Module):
 
     def __init__(self, latent_dim: int, hidden: int = 64) -> None:
         super().__init__()
+        Int(ge=1)("latent_dim", latent_dim)
+        Int(ge=1)("hidden", hidden)
         self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                                  nn.Linear(hidden, 1))
 
     def forward(self, z: Tensor) -> Tensor:
+        _check_input(z, "z", None, self.net[0].in_features)
         return self.net(z).squeeze(-1)

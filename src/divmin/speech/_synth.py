@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._lf import VOICE_QUALITIES, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
+from ..engine import Int, Number
+from ..eval._glottal import _real_array
+from ._lf import MAX_DURATION_S, VOICE_QUALITIES, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
 
 __all__ = ["CHANNELS", "NOISE_COLORS", "SpeechEGG", "VOWELS", "add_noise", "apply_channel", "egg_from_instants",
            "synthesize", "vocal_tract"]
@@ -41,6 +43,11 @@ VOWELS = {  # (formants Hz, bandwidths Hz)
     "e": ((530.0, 1840.0, 2480.0, 3500.0), (70.0, 100.0, 120.0, 150.0)),
     "o": ((570.0, 840.0, 2410.0, 3300.0), (70.0, 80.0, 120.0, 150.0)),
 }
+
+
+def _choice(name: str, value, table) -> None:
+    if not isinstance(value, str) or value not in table:
+        raise ValueError(f"`{name}` must be one of {sorted(table)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,16 @@ class SpeechEGG:
     snr_db: float | None
 
 
+def _signal(signal) -> np.ndarray:
+    """``signal`` as a finite, non-empty, mono (1-D) float64 array (real: complex input is refused)."""
+    x = _real_array(signal, "signal")
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"`signal` must be mono (1-D) and non-empty, got shape {tuple(x.shape)}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("`signal` must be finite")
+    return x
+
+
 def vocal_tract(formants, bandwidths, sample_rate: float) -> np.ndarray:
     """Denominator coefficients a (1 + 2K,) of the all-pole tract, for ``scipy.signal.lfilter([1], a, x)``.
 
@@ -66,12 +83,11 @@ def vocal_tract(formants, bandwidths, sample_rate: float) -> np.ndarray:
     >>> a.shape, round(float(a[2]), 4)
     ((3,), 0.9245)
     """
-    formants, bandwidths = np.asarray(formants, float).reshape(-1), np.asarray(bandwidths, float).reshape(-1)
+    formants, bandwidths = _instants(formants, "formants"), _instants(bandwidths, "bandwidths")
     if formants.size == 0 or formants.shape != bandwidths.shape:
         raise ValueError(f"`formants` and `bandwidths` must be non-empty and equal in length, "
                          f"got {formants.size} and {bandwidths.size}")
-    if not (isinstance(sample_rate, (int, float)) and sample_rate > 0):
-        raise ValueError(f"`sample_rate` must be positive, got {sample_rate!r}")
+    Number(gt=0)("sample_rate", sample_rate)
     if np.any(formants <= 0) or np.any(formants >= sample_rate / 2) or np.any(bandwidths <= 0):
         raise ValueError("`formants` must lie in (0, sample_rate / 2) and `bandwidths` be positive")
     a = np.ones(1)
@@ -95,16 +111,15 @@ def add_noise(signal, snr_db: float, rng: np.random.Generator, *, color: str = "
     >>> round(float(10 * np.log10(np.sum(x ** 2) / np.sum((y - x) ** 2))), 9)
     10.0
     """
-    x = np.asarray(signal, dtype=np.float64)
-    if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"`signal` must be mono (1-D) and non-empty, got shape {tuple(x.shape)}")
-    if not (isinstance(snr_db, (int, float)) and np.isfinite(snr_db)):
-        raise ValueError(f"`snr_db` must be a finite number, got {snr_db!r}")
-    power = np.sum(x * x)
-    if power == 0:
+    x = _signal(signal)
+    Number(ge=-300, le=300)("snr_db", snr_db)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"`rng` must be a numpy Generator, got {type(rng).__name__}")
+    scale = np.max(np.abs(x))  # powers of x / scale: no overflow for any finite signal
+    if scale == 0:
         raise ValueError("`signal` is silent: the SNR is undefined")
-    if color not in NOISE_COLORS:
-        raise ValueError(f"`color` must be one of {sorted(NOISE_COLORS)}, got {color!r}")
+    power = np.sum((x / scale) ** 2)
+    _choice("color", color, NOISE_COLORS)
     noise = rng.standard_normal(x.size)
     if NOISE_COLORS[color] > 0:
         spec = np.fft.rfft(noise)
@@ -112,7 +127,7 @@ def add_noise(signal, snr_db: float, rng: np.random.Generator, *, color: str = "
         spec[1:] *= f[1:] ** (-NOISE_COLORS[color] / 2)
         spec[0] = 0
         noise = np.fft.irfft(spec, x.size)
-    noise *= np.sqrt(power / (np.sum(noise * noise) * 10 ** (snr_db / 10)))
+    noise *= scale * np.sqrt(power / (np.sum(noise * noise) * 10 ** (snr_db / 10)))
     return x + noise
 
 
@@ -131,11 +146,9 @@ def apply_channel(signal, sample_rate: float, channel: str) -> np.ndarray:
     >>> bool(np.allclose(apply_channel(x, 8000.0, "none"), x)), abs(float(y.sum())) < 1e-9
     (True, True)
     """
-    if channel not in CHANNELS:
-        raise ValueError(f"`channel` must be one of {sorted(CHANNELS)}, got {channel!r}")
-    x = np.asarray(signal, dtype=np.float64)
-    if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"`signal` must be mono (1-D) and non-empty, got shape {tuple(x.shape)}")
+    _choice("channel", channel, CHANNELS)
+    x = _signal(signal)
+    Number(gt=0)("sample_rate", sample_rate)
     spec = CHANNELS[channel]
     if spec is None:
         return x.copy()
@@ -147,20 +160,52 @@ def apply_channel(signal, sample_rate: float, channel: str) -> np.ndarray:
     return sosfilt(butter(order, cutoff, btype=btype, fs=sample_rate, output="sos"), x)
 
 
+def _instants(x, name: str, size: int | None = None) -> np.ndarray:
+    """``x`` as a finite 1-D float64 array (of ``size`` entries when given)."""
+    arr = _real_array(x, name)
+    if arr.ndim != 1 or (size is not None and arr.size != size):
+        want = "1-D" if size is None else f"1-D with {size} entries (one per GCI)"
+        raise ValueError(f"`{name}` must be {want}, got shape {tuple(arr.shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` must be finite")
+    return arr
+
+
+# the longest signal built in one call (2^24 samples: 17 minutes at 16 kHz, 134 MB per float64 array)
+MAX_SAMPLES = 2 ** 24
+_SATURATED = 20.0  # |x| beyond which tanh(x) rounds to +-1 in float64 (1 - tanh 20 = 8e-18)
+
+
 def egg_from_instants(gci, goi_next, amplitude, n_samples: int, sample_rate: float, *,
                       closure_ms: float = 0.1, opening_ms: float = 0.4) -> np.ndarray:
     """Contact-positive EGG (n_samples,) from closures ``gci`` and following openings ``goi_next``
-    (seconds, (K,)), per-cycle ``amplitude`` (K,); formula in the module docstring.
+    (seconds, (K,), each ``goi_next[k] > gci[k]``), per-cycle ``amplitude`` (K,); formula in the
+    module docstring. Each cycle's term is exactly 0 in float64 where both tanh are saturated
+    (20 widths before its GCI and GOI, or after both), so it is summed over its own span only: the work is
+    O(n_samples + K * span), not O(n_samples * K). ``n_samples`` is at most 2^24.
 
     >>> egg = egg_from_instants([0.002], [0.006], [1.0], 80, 10000.0)
     >>> int(np.argmax(np.gradient(egg))), int(np.argmin(np.gradient(egg)))
     (20, 60)
     """
-    t = np.arange(n_samples) / sample_rate
-    egg = np.zeros(n_samples)
+    gci = _instants(gci, "gci")
+    goi = _instants(goi_next, "goi_next", gci.size)
+    amp = _instants(amplitude, "amplitude", gci.size)
+    if np.any(goi <= gci):
+        raise ValueError("`goi_next` must follow its GCI: goi_next[k] > gci[k] for every cycle")
+    Int(ge=1, le=MAX_SAMPLES)("n_samples", n_samples)
+    Number(gt=0)("sample_rate", sample_rate)
+    Number(gt=0)("closure_ms", closure_ms)
+    Number(gt=0)("opening_ms", opening_ms)
+    egg, fs = np.zeros(n_samples), float(sample_rate)
     wc, wo = closure_ms * 1e-3, opening_ms * 1e-3
-    for c, o, a in zip(np.asarray(gci, float), np.asarray(goi_next, float), np.asarray(amplitude, float)):
-        egg += a * (np.tanh((t - c) / wc) - np.tanh((t - o) / wo)) / 2
+    for c, o, a in zip(gci, goi, amp):
+        # outside [lo, hi) both tanh are saturated at the same sign: the term is exactly 0
+        lo = max(0, int(np.floor(min(c - _SATURATED * wc, o - _SATURATED * wo) * fs)))
+        hi = min(n_samples, int(np.ceil(max(c + _SATURATED * wc, o + _SATURATED * wo) * fs)) + 1)
+        if lo < hi:
+            t = np.arange(lo, hi) / fs
+            egg[lo:hi] += a * (np.tanh((t - c) / wc) - np.tanh((t - o) / wo)) / 2
     return egg
 
 
@@ -187,25 +232,34 @@ def synthesize(duration: float = 0.5, *, sample_rate: float = 16000.0, voice: st
     Speech is normalised to peak 0.9 before the noise; the EGG peaks near 1. Deterministic
     given ``seed``. ``f0`` overrides the voice quality's mean f0; ``noise`` is the noise
     color of :func:`add_noise`; ``channel`` the recording channel of :data:`CHANNELS`
-    (``clean`` is the speech after it, before the noise).
+    (``clean`` is the speech after it, before the noise). ``duration`` must hold one whole glottal
+    cycle and is at most 600 s, and ``duration * sample_rate`` at most 2^24 samples (the work and
+    memory are linear in both).
 
     >>> u = synthesize(0.1, voice="modal", seed=0)
     >>> u.speech.shape, len(u.gci) == len(u.goi), bool(np.all(u.gci < u.goi))
     ((1600,), True, True)
     """
-    if voice not in VOICE_QUALITIES:
-        raise ValueError(f"`voice` must be one of {sorted(VOICE_QUALITIES)}, got {voice!r}")
-    if vowel not in VOWELS:
-        raise ValueError(f"`vowel` must be one of {sorted(VOWELS)}, got {vowel!r}")
-    if not (isinstance(sample_rate, (int, float)) and sample_rate >= 4000):
-        raise ValueError(f"`sample_rate` must be a number >= 4000, got {sample_rate!r}")
-    if channel not in CHANNELS:
-        raise ValueError(f"`channel` must be one of {sorted(CHANNELS)}, got {channel!r}")
+    _choice("voice", voice, VOICE_QUALITIES)
+    _choice("vowel", vowel, VOWELS)
+    _choice("noise", noise, NOISE_COLORS)
+    Number(gt=0, le=MAX_DURATION_S)("duration", duration)
+    Number(ge=4000)("sample_rate", sample_rate)
+    if duration * sample_rate > MAX_SAMPLES:
+        raise ValueError(f"`sample_rate` * `duration` must be at most {MAX_SAMPLES} samples, got "
+                         f"{duration * sample_rate:.4g}")
+    _choice("channel", channel, CHANNELS)
+    Int(ge=0)("seed", seed)
+    if snr_db is not None:
+        Number()("snr_db", snr_db)
     from scipy.signal import lfilter
 
     vq, rng, fs = VOICE_QUALITIES[voice], np.random.default_rng(seed), float(sample_rate)
     n = int(round(duration * fs))
     marks = pitch_marks(duration, fs, f0=vq.f0 if f0 is None else f0, jitter=vq.jitter, rng=rng)
+    if len(marks) < 2:
+        raise ValueError(f"`duration` ({duration!r} s) must hold at least one whole glottal cycle "
+                         f"(f0 {vq.f0 if f0 is None else f0} Hz)")
     src, amps, params = _source(marks, fs, n, vq, rng)
     clean = lfilter([1.0], vocal_tract(*VOWELS[vowel], fs), src)
     clean = apply_channel(clean, fs, channel)

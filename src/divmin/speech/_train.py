@@ -27,11 +27,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
+from ..divergences.kernels import NonFiniteInputError
 from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, StepContext, StepOutput,
                       validate)
 from ..estimators import LogRatioEstimator, logistic_discriminator_loss
@@ -87,12 +89,36 @@ class SpeechToEGGConfig:
 
 
 def normalize_speech(x: Tensor) -> Tensor:
-    """Speech (..., T) scaled to unit RMS along T (the level of a recording carries no glottal timing)."""
-    return x / x.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)
+    """Speech (..., T) scaled to unit RMS along T (the level of a recording carries no glottal timing).
+
+    The RMS is taken of x / max|x| (then scaled back), so no finite level overflows its square;
+    a silent row stays zero.
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"`x` must be a floating torch.Tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"`x` must have shape (..., T >= 1), got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("`x` must be finite")
+    work = x.to(torch.promote_types(x.dtype, torch.float32))  # 1e-8 is 0 in float16
+    peak = work.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(work.dtype).tiny)
+    unit = work / peak
+    return (unit / unit.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)).to(x.dtype)
+
+
+def _real(x, name: str) -> Tensor:
+    """``x`` (a tensor, array or sequence of real numbers) as a float32 CPU tensor."""
+    x = x.detach().cpu() if isinstance(x, Tensor) else x
+    if x.is_complex() if isinstance(x, Tensor) else np.iscomplexobj(x):
+        raise TypeError(f"`{name}` must be real, got a complex signal")
+    try:
+        return torch.as_tensor(x, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"`{name}` must be a signal of real numbers: {err}") from None
 
 
 def _paired_frames(speech, egg, frame_len: int, hop: int) -> tuple[Tensor, Tensor]:
-    s, e = torch.as_tensor(speech, dtype=torch.float32), torch.as_tensor(egg, dtype=torch.float32)
+    s, e = _real(speech, "speech"), _real(egg, "egg")
     if s.ndim == 1:
         s, e = s[None], e[None]
     if s.ndim != 2 or s.shape != e.shape or s.shape[1] < frame_len:
@@ -138,11 +164,13 @@ class SpeechToEGG(MethodTrainer):
         """The predicted EGG (T,) of mono ``speech`` (T,): unit RMS, frames, E_s, D, overlap-add
         with a Hann taper (floored at 1e-3 so every sample has weight)."""
         c = self.config
-        x = torch.as_tensor(speech.detach().cpu() if hasattr(speech, "detach") else speech, dtype=torch.float32)
+        x = _real(speech, "speech")
         if x.ndim != 1 or x.numel() < 2:
             raise ValueError(f"`speech` must be mono (1-D) and non-empty, got shape {tuple(x.shape)}")
         if not torch.isfinite(x).all():
             raise ValueError("`speech` must be finite")
+        if self.engine is None:
+            raise ValueError("the speech encoder and decoder are untrained: call `train` first")
         frames = frame_signal(normalize_speech(x), c.frame_len, c.hop)
         dev = next(self.decoder.parameters()).device
         out = torch.cat([self.decoder(self.speech_encoder(f.to(dev))).cpu() for f in frames.split(256)])
@@ -152,7 +180,26 @@ class SpeechToEGG(MethodTrainer):
 
 def egg_loss(pred: Tensor, egg: Tensor, deriv_weight: float) -> Tensor:
     """Reconstruction error of EGG frames (B, L): mean (pred - egg)^2 + w mean (d pred - d egg)^2,
-    d the first difference along L; the derivative term weights the closures, whose peaks give the GCIs."""
+    d the first difference along L; the derivative term weights the closures, whose peaks give the GCIs.
+
+    Accumulated in at least float32. With ``deriv_weight > 0`` the frames need L >= 2 samples.
+    """
+    for name, t in (("pred", pred), ("egg", egg)):
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            raise TypeError(f"`{name}` must be a floating torch.Tensor, got {getattr(t, 'dtype', type(t).__name__)}")
+    if pred.ndim < 1 or pred.numel() == 0:
+        raise ValueError(f"`pred` must be non-empty frames (B, L), got shape {tuple(pred.shape)}")
+    if egg.shape != pred.shape:
+        raise ValueError(f"`egg` must have the shape of `pred` {tuple(pred.shape)}, got {tuple(egg.shape)}")
+    Number(ge=0)("deriv_weight", deriv_weight)
+    if deriv_weight > 0 and pred.shape[-1] < 2:
+        raise ValueError(f"`pred` frames need at least 2 samples for the derivative term, got shape "
+                         f"{tuple(pred.shape)}")
+    for name, t in (("pred", pred), ("egg", egg)):
+        if not bool(torch.isfinite(t).all()):  # inf - inf: a NaN loss; the engine reports it by step
+            raise NonFiniteInputError(f"`{name}` must be finite")
+    dtype = torch.promote_types(torch.promote_types(pred.dtype, egg.dtype), torch.float32)
+    pred, egg = pred.to(dtype), egg.to(dtype)
     err = F.mse_loss(pred, egg)
     if deriv_weight > 0:
         err = err + deriv_weight * F.mse_loss(pred.diff(dim=-1), egg.diff(dim=-1))

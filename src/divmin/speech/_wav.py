@@ -7,16 +7,20 @@ that store them the other way round). Samples map to [-1, 1) by x = int16 / 3276
 
 from __future__ import annotations
 
+import os
 import wave
 from pathlib import Path
 
 import numpy as np
 
+from ..engine import Int
+from ..eval._glottal import _real_array
+
 __all__ = ["read_wav", "write_wav"]
 
 
 def _mono(x, name: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
+    arr = _real_array(x, name)
     if arr.ndim != 1:
         raise ValueError(f"`{name}` must be mono (1-D), got shape {tuple(arr.shape)}")
     if arr.size == 0:
@@ -42,6 +46,8 @@ def write_wav(path, speech, *, sample_rate: int, egg=None) -> Path:
         if channels[1].size != channels[0].size:
             raise ValueError(f"`egg` must have as many samples as `speech`, got {channels[1].size} "
                              f"and {channels[0].size}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`path` must be a str or os.PathLike, got {type(path).__name__}")
     pcm = np.clip(np.round(np.stack(channels, axis=1) * 32768), -32768, 32767).astype("<i2")
     path = Path(path)
     with wave.open(str(path), "wb") as f:
@@ -58,9 +64,18 @@ def read_wav(path, *, sample_rate: int | None = None, egg_channel: int = 1):
     ``sample_rate``, when given, must match the file's (no resampling here). A stereo file
     gives the EGG from ``egg_channel`` and speech from the other channel.
     """
-    with wave.open(str(path), "rb") as f:
-        n_ch, width, fs, n = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
-        raw = f.readframes(n)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`path` must be a str or os.PathLike, got {type(path).__name__}")
+    if sample_rate is not None:
+        Int(ge=1)("sample_rate", sample_rate)
+    if isinstance(egg_channel, bool) or egg_channel not in (0, 1):
+        raise ValueError(f"`egg_channel` must be 0 or 1, got {egg_channel!r}")
+    try:
+        with wave.open(os.fspath(path), "rb") as f:
+            n_ch, width, fs, n = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
+            raw = f.readframes(n)
+    except (wave.Error, EOFError) as err:  # not RIFF/WAVE, a compressed format, or cut inside the header
+        raise ValueError(f"`path` is not a readable PCM WAV file: {path} ({err or 'truncated header'})") from None
     if width != 2:
         raise ValueError(f"`path` must be 16-bit PCM, got {8 * width}-bit samples")
     if sample_rate is not None and sample_rate != fs:
@@ -69,8 +84,9 @@ def read_wav(path, *, sample_rate: int | None = None, egg_channel: int = 1):
         raise ValueError(f"`path` holds an empty signal: {path}")
     if n_ch not in (1, 2):
         raise ValueError(f"`path` must be mono or stereo, got {n_ch} channels")
-    if egg_channel not in (0, 1):
-        raise ValueError(f"`egg_channel` must be 0 or 1, got {egg_channel!r}")
+    if len(raw) != 2 * n_ch * n:
+        raise ValueError(f"`path` is truncated: its header announces {n} frames, the file holds "
+                         f"{len(raw) // (2 * n_ch)}: {path}")
     data = np.frombuffer(raw, dtype="<i2").reshape(n, n_ch).astype(np.float64) / 32768
     if n_ch == 1:
         return data[:, 0], None, fs

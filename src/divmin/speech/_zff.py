@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..engine import Int, Number
+from ..eval._glottal import _real_array
+
 __all__ = ["average_pitch_period", "zff_gci", "zff_signal"]
 
 
 def _speech(speech) -> np.ndarray:
-    x = np.asarray(speech.detach().cpu() if hasattr(speech, "detach") else speech, dtype=np.float64)
+    x = _real_array(speech, "speech")
     if x.ndim != 1:
         raise ValueError(f"`speech` must be mono (1-D), got shape {tuple(x.shape)}")
     if x.size < 16:
@@ -41,8 +44,7 @@ def _speech(speech) -> np.ndarray:
 
 
 def _fs(sample_rate) -> float:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not sample_rate > 0:
-        raise ValueError(f"`sample_rate` must be a positive number, got {sample_rate!r}")
+    Number(gt=0)("sample_rate", sample_rate)
     return float(sample_rate)
 
 
@@ -55,6 +57,8 @@ def average_pitch_period(speech, sample_rate: float, *, min_ms: float = 2.5, max
     8.0
     """
     x, fs = _speech(speech), _fs(sample_rate)
+    Number(gt=0)("min_ms", min_ms)
+    Number(gt=min_ms)("max_ms", max_ms)
     x = zff_signal(x, fs, pitch_period=min(0.005, (x.size - 1) / fs))
     x = x - x.mean()
     spec = np.fft.rfft(x, 2 * x.size)
@@ -79,12 +83,14 @@ def zff_signal(speech, sample_rate: float, *, pitch_period: float | None = None,
     (4000,)
     """
     x, fs = _speech(speech), _fs(sample_rate)
-    if not isinstance(n_trend, int) or n_trend < 2:
-        raise ValueError(f"`n_trend` must be an int >= 2, got {n_trend!r}")
+    Int(ge=2, le=10)("n_trend", n_trend)  # more passes change nothing measurable; the bound keeps the work finite
+    if pitch_period is not None:
+        Number(gt=0)("pitch_period", pitch_period)
     period = average_pitch_period(x, fs) if pitch_period is None else float(pitch_period)
     if not 0 < period * fs < x.size:
         raise ValueError(f"`pitch_period` must be positive and shorter than the signal, got {pitch_period!r}")
-    half = max(1, int(round(1.5 * period * fs / 2)))
+    # the window (2 half + 1 samples) may not exceed the signal: np.convolve's "same" would then be longer
+    half = max(1, min(int(round(1.5 * period * fs / 2)), (x.size - 1) // 2))
     y = np.diff(x, prepend=x[0])
     for _ in range(2):  # two resonators, each a double integrator
         y = _remove_trend(np.cumsum(np.cumsum(y)), half)
