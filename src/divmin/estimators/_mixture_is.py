@@ -191,7 +191,7 @@ def pooled_divergence(model_logps: Tensor, target_log_scores: Tensor, proposal_l
     terms = torch.sign(f) * torch.exp(logq - log_m + torch.log(f.abs()))
     # Q = 0 with f(r) = inf is 0 * inf: the perspective's limit depends on f, so refuse rather than guess
     if bool(torch.isnan(terms).any()):
-        raise ValueError(f"{div}: a pooled sample has Q = 0 or Q / M = 0 with an infinite f(r); "
+        raise ValueError(f"`model_logps`: a pooled sample has Q = 0 or Q / M = 0 with an infinite f(r); "
                          "the estimate is undefined (the divergence may be infinite)")
     total = float(terms.sum() / n)
     if not math.isfinite(total) and bool(log_r.isfinite().all()):
