@@ -21,8 +21,10 @@ networks' GCIs are the positive dEGG peaks of the predicted EGG
 ZFF also works from an average period); all are scored
 against the exact GCIs by :func:`divmin.eval.gci_metrics` (Naylor's IDR, MR, FAR, IDA in ms),
 pooled over the utterances of a condition (rates weighted by cycles; IDA the root of the
-hit-weighted mean of the utterances' IDA^2). ``speech_egg.png``
-shows a speech frame, the true EGG and both networks' predicted EGGs (first creaky condition).
+hit-weighted mean of the utterances' IDA^2). ``speech_egg.png`` shows the claim: IDR per test
+condition for each method, ZFF as the baseline bar (grey, hatched), and the mean over conditions;
+``speech_egg_frame.png`` shows a speech frame, the true EGG and both networks' predicted EGGs
+(first condition of the first test voice).
 
 Full-size run (``divmin recipes`` shows it): ``divmin run speech-egg --out runs/speech-egg --full``, that is
 ``--set engine.max_steps=3000 --set train_utterances=96 --set test_utterances=20 --set hidden=32``.
@@ -164,8 +166,33 @@ def _run(c: SpeechEGGConfig, out_dir: Path) -> RecipeResult:
                "adversary_helps": mean["model"] > mean["no-adversary"],
                "model_beats_zff_in": [k for k in conds if idr["model", k] > idr["zff", k]],
                "adversary_helps_in": [k for k in conds if idr["model", k] > idr["no-adversary", k]]}
-    plot = _plot(*example, c.sample_rate, c.frame_len, out_dir / "speech_egg.png")
-    return RecipeResult(["method", "condition", "idr", "mr", "far", "ida_ms"], rows, [str(plot)], summary)
+    plots = [_idr_plot(rows, conds, mean, out_dir / "speech_egg.png"),
+             _plot(*example, c.sample_rate, c.frame_len, out_dir / "speech_egg_frame.png")]
+    return RecipeResult(["method", "condition", "idr", "mr", "far", "ida_ms"], rows, [str(p) for p in plots], summary)
+
+
+_STYLE = {"model": dict(color="C0"), "no-adversary": dict(color="C1"),
+          "zff": dict(color="0.6", hatch="//", edgecolor="0.3")}  # the baseline looks unlike the networks
+
+
+def _idr_plot(rows: list[dict], conds: list[str], mean: dict[str, float], path: Path) -> Path:
+    """Grouped bars: IDR per condition (and the mean over conditions) for each method, ZFF as the baseline."""
+    idr = {m: [next(r["idr"] for r in rows if r["method"] == m and r["condition"] == k) for k in conds]
+           for m in METHODS}
+    groups = [*conds, "mean"]
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(groups) + 2), 4.4))
+    width = 0.8 / len(METHODS)
+    for j, m in enumerate(METHODS):
+        xs = [i + (j - (len(METHODS) - 1) / 2) * width for i in range(len(groups))]
+        label = "ZFF (baseline)" if m == "zff" else m
+        bars = ax.bar(xs, [*idr[m], mean[m]], width=width, label=label, **_STYLE[m])
+        ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1, rotation=90)
+    ax.axvline(len(conds) - 0.5, color="0.5", ls=":", lw=0.8)  # conditions | their mean
+    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=8)
+    ax.set(ylim=(0, 1.15), xlabel="test condition (voice/channel/SNR)", ylabel="identification rate (IDR)",
+           title="GCI identification rate per condition: speech-to-EGG networks against ZFF")
+    ax.legend(fontsize=7, ncol=3, loc="upper left")
+    return save_figure(fig, path, data={"conditions": conds, "idr": idr, "mean_idr": mean})
 
 
 def _plot(cond: str, utt, preds: dict[str, np.ndarray], fs: float, frame_len: int, path: Path) -> Path:
