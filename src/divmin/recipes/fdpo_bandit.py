@@ -279,19 +279,32 @@ def _evaluate(task: FDPOBanditTask, logits: torch.Tensor) -> list[dict]:
 
 
 def reward_vs_kl_plot(rows: list[dict], ref_reward: float, path: Path) -> Path:
-    """Expected true reward vs KL(pi || pi_ref): trained (solid) and optimum (dashed), a colour per divergence."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    """Expected true reward vs KL(pi || pi_ref), a colour per divergence: trained policies as filled dots
+    (solid line, each labelled with its beta) and closed-form optima as larger hollow diamonds drawn on
+    top (dashed line), so that an optimum under its trained point stays visible."""
+    fig, ax = plt.subplots(figsize=(7.2, 5.0))
     specs = list(dict.fromkeys(r["divergence"] for r in rows))
     for c, spec in enumerate(specs):
         mine = sorted((r for r in rows if r["divergence"] == spec), key=lambda r: r["beta"])
-        ax.plot([r["KL(pi||ref)"] for r in mine], [r["reward"] for r in mine], "o-", color=f"C{c}", label=spec)
-        ax.plot([r["opt KL"] for r in mine], [r["opt reward"] for r in mine], "x--", color=f"C{c}", alpha=0.6)
+        kl, rew = [r["KL(pi||ref)"] for r in mine], [r["reward"] for r in mine]
+        ax.plot(kl, rew, "o-", color=f"C{c}", ms=5, lw=1, zorder=2, label=f"{spec} (trained)")
+        ax.plot([r["opt KL"] for r in mine], [r["opt reward"] for r in mine], "D--", ms=9, lw=0.8,
+                markerfacecolor="none", markeredgecolor=f"C{c}", markeredgewidth=1.6, color=f"C{c}", alpha=0.9,
+                zorder=4)
+        for r in mine:  # beta next to each trained point
+            ax.annotate(f"β={r['beta']:g}", (r["KL(pi||ref)"], r["reward"]), xytext=(4, -9),
+                        textcoords="offset points", fontsize=6, color=f"C{c}", zorder=5)
+    ax.plot([], [], "D", ms=9, markerfacecolor="none", markeredgecolor="k", label="closed-form optimum (hollow ◇)")
     ax.axhline(ref_reward, color="0.6", lw=0.8, ls=":", label="pi_ref")
     ax.set_xlabel("KL(pi || pi_ref)")
     ax.set_ylabel("expected true reward")
-    ax.set_title("f-DPO bandit: trained (o, solid) vs closed-form optimum (x, dashed)", fontsize=9)
+    ax.set_title("f-DPO bandit: trained (filled o, solid) vs closed-form optimum (hollow ◇, dashed),\n"
+                 "each trained point labelled with its beta", fontsize=9)
     ax.legend(fontsize=7)
-    return save_figure(fig, path, data={"kl": [r["KL(pi||ref)"] for r in rows], "reward": [r["reward"] for r in rows]})
+    data = {"kl": [r["KL(pi||ref)"] for r in rows], "reward": [r["reward"] for r in rows],
+            "beta": [r["beta"] for r in rows], "divergence": [r["divergence"] for r in rows],
+            "opt_kl": [r["opt KL"] for r in rows], "opt_reward": [r["opt reward"] for r in rows]}
+    return save_figure(fig, path, data=data)
 
 
 def _why_not_reached(row: dict, pairs_seen: float) -> str:
