@@ -25,6 +25,9 @@ students took (process time, all seeds) go to ``timing.json`` beside ``results.j
 the table: a resumed run must reproduce the table exactly, and time does not.
 ``summary["ranking"]`` orders the methods by mean accuracy and ``summary["paper_ordering"]`` says
 whether SinKD beats each f-divergence on every seed (the paper's claim: SinKD above forward KL, reverse KL and JS).
+
+Full-size run (``divmin recipes`` shows it): ``divmin run kd-sinkd --out runs/kd-sinkd --full``, that is
+``--set engine.max_steps=600 --set "seeds=(0, 1, 2, 3, 4)"``.
 """
 
 from __future__ import annotations
@@ -128,7 +131,8 @@ def _student_config(c: KDSinkdConfig, method: str, seed: int, out: Path) -> Dist
     return DistillConfig(divergence=method, **common)
 
 
-@recipe("kd-sinkd", KDSinkdConfig, "SinKD vs forward KL, reverse KL and JS where teacher and student barely overlap")
+@recipe("kd-sinkd", KDSinkdConfig, "SinKD vs forward KL, reverse KL and JS where teacher and student barely overlap",
+        full_size=("engine.max_steps=600", "seeds=(0, 1, 2, 3, 4)"))
 def run_kd_sinkd(config: KDSinkdConfig, out_dir: Path) -> RecipeResult:
     with torch_threads(config.num_threads):
         return _run(config, out_dir)
