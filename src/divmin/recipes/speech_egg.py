@@ -176,22 +176,30 @@ _STYLE = {"model": dict(color="C0"), "no-adversary": dict(color="C1"),
 
 
 def _idr_plot(rows: list[dict], conds: list[str], mean: dict[str, float], path: Path) -> Path:
-    """Grouped bars: IDR per condition (and the mean over conditions) for each method, ZFF as the baseline."""
+    """IDR per condition for each method, ZFF as the baseline: a panel per test voice (x: channel/SNR);
+    the mean over all conditions in the title."""
     idr = {m: [next(r["idr"] for r in rows if r["method"] == m and r["condition"] == k) for k in conds]
            for m in METHODS}
-    groups = [*conds, "mean"]
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(groups) + 2), 4.4))
+    voices = list(dict.fromkeys(k.split("/")[0] for k in conds))
+    per_voice = max(sum(k.split("/")[0] == v for k in conds) for v in voices)
+    fig, axes = plt.subplots(len(voices), 1, figsize=(max(6.4, 0.75 * per_voice + 2), 2.3 * len(voices) + 1.2),
+                             sharey=True, squeeze=False)
     width = 0.8 / len(METHODS)
-    for j, m in enumerate(METHODS):
-        xs = [i + (j - (len(METHODS) - 1) / 2) * width for i in range(len(groups))]
-        label = "ZFF (baseline)" if m == "zff" else m
-        bars = ax.bar(xs, [*idr[m], mean[m]], width=width, label=label, **_STYLE[m])
-        ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1, rotation=90)
-    ax.axvline(len(conds) - 0.5, color="0.5", ls=":", lw=0.8)  # conditions | their mean
-    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=8)
-    ax.set(ylim=(0, 1.15), xlabel="test condition (voice/channel/SNR)", ylabel="identification rate (IDR)",
-           title="GCI identification rate per condition: speech-to-EGG networks against ZFF")
-    ax.legend(fontsize=7, ncol=3, loc="upper left")
+    for ax, voice in zip(axes[:, 0], voices):
+        idx = [i for i, k in enumerate(conds) if k.split("/")[0] == voice]
+        for j, m in enumerate(METHODS):
+            xs = [i + (j - (len(METHODS) - 1) / 2) * width for i in range(len(idx))]
+            bars = ax.bar(xs, [idr[m][i] for i in idx], width=width, label="ZFF (baseline)" if m == "zff" else m,
+                          **_STYLE[m])
+            ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+        ax.set_xticks(range(len(idx)), [conds[i].split("/", 1)[1] for i in idx], fontsize=8)
+        ax.set(ylim=(0, 1.35), ylabel="IDR")  # headroom: the legend sits above bars at 1
+        ax.set_title(f"{voice} voice", fontsize=9)
+    axes[-1, 0].set_xlabel("test condition: recording channel / SNR")
+    axes[0, 0].legend(fontsize=7, ncol=3, loc="upper center")
+    means = ", ".join(f"{'ZFF' if m == 'zff' else m} {mean[m]:.3f}" for m in METHODS)
+    fig.suptitle(f"GCI identification rate (IDR) per condition, networks against ZFF\nmean over conditions: {means}",
+                 fontsize=10)
     return save_figure(fig, path, data={"conditions": conds, "idr": idr, "mean_idr": mean})
 
 
