@@ -41,8 +41,11 @@ def test_outputs_are_written(bandit_run):
     assert_close_lists(figure["data"]["reward"], [r["reward"] for r in saved["rows"]])
     assert {f"{spec} (trained)" for spec in SPECS} <= set(figure["legend"])
     assert figure["data"]["beta"] == [r["beta"] for r in saved["rows"]]  # every point labelled with its beta
-    drawn = sorted(figure["texts"])  # the annotations on the panel, read back from the PNG
-    assert drawn == sorted(f"β={r['beta']:g}" for r in saved["rows"])
+    zoom = figure["data"]["zoom_betas"]
+    assert zoom == [0.05]  # the smallest beta gets the zoomed panel, its points named by member
+    drawn = sorted(figure["texts"])  # the annotations on the panels, read back from the PNG
+    assert drawn == sorted([f"β={r['beta']:g}" for r in saved["rows"]]
+                           + [r["divergence"] for r in saved["rows"] if r["beta"] == 0.05])
     assert figure["data"]["divergence"] == [r["divergence"] for r in saved["rows"]]
     assert_close_lists(figure["data"]["opt_kl"], [r["opt KL"] for r in saved["rows"]])
     assert_close_lists(figure["data"]["opt_reward"], [r["opt reward"] for r in saved["rows"]])
