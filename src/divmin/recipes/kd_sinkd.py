@@ -26,6 +26,25 @@ the table: a resumed run must reproduce the table exactly, and time does not.
 ``summary["ranking"]`` orders the methods by mean accuracy and ``summary["paper_ordering"]`` says
 whether SinKD beats each f-divergence on every seed (the paper's claim: SinKD above forward KL, reverse KL and JS).
 
+What the runs show (data seed 0; teacher 0.949 accurate, mean top probability 0.992; the
+students start at overlap 0.012-0.014). Test accuracy, mean +- sd over seeds:
+
+=============  ============================  ===========================  =========================
+method         defaults (300 steps, 3 seeds)  ``--full`` (600 steps, 5)    sinkd_weight=0.0008, 3
+=============  ============================  ===========================  =========================
+forward_kl     0.833 +- 0.014                0.853 +- 0.013               0.833 +- 0.014
+reverse_kl     0.447 +- 0.004                0.464 +- 0.029
+js             0.456 +- 0.030                0.542 +- 0.026
+sinkd          0.891 +- 0.007                0.907 +- 0.008               0.836 +- 0.013
+=============  ============================  ===========================  =========================
+
+SinKD > forward KL > JS ~ reverse KL, SinKD above each on every seed (the paper's ordering).
+Reverse KL and JS stall: from a student peaked on the wrong class their gradients through the
+teacher's near-zero probabilities are small (JS saturates at log 2), while forward KL's gradient
+q - p stays of order one. The Sinkhorn term is ~90 % of SinKD's loss at ``sinkd_weight=0.1``;
+at the research code's weight (last column) it is ~16 % and SinKD ties forward KL (better on
+every seed by 0.002-0.005). CPU: 23 s for the defaults, 53 s for ``--full`` (1 thread).
+
 Full-size run (``divmin recipes`` shows it): ``divmin run kd-sinkd --out runs/kd-sinkd --full``, that is
 ``--set engine.max_steps=600 --set "seeds=(0, 1, 2, 3, 4)"``.
 """
