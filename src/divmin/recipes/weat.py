@@ -278,10 +278,10 @@ def _robust_plot(per_seed: dict[str, list[dict[str, float]]], autoattack: str, c
     if "autoattack_acc" not in keys:  # say what is missing, in the figure itself
         acc_ax.bar([0], [0], width=0, color="none", label=f"AutoAttack {autoattack}")
     acc_ax.set_xticks(range(len(methods)), methods)
-    acc_ax.set(ylim=(0, 1.05), xlabel="training objective", ylabel="test accuracy",
+    acc_ax.set(ylim=(0, 1.32), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0], xlabel="training objective", ylabel="test accuracy",
                title=f"accuracy under L∞ eps={c.eps:g} ({c.dataset}, {len(c.seeds)} seed(s))"
                + ("" if "autoattack_acc" in keys else "; AutoAttack not measured"))
-    acc_ax.legend(fontsize=7, loc="upper right")
+    acc_ax.legend(fontsize=7, loc="upper center", ncol=len(keys) + 1)  # in the headroom above 1, not on bars
     data["energy_gap"] = _bars(gap_ax, list(range(len(methods))),
                                [[r["energy_gap"] for r in per_seed[m]] for m in methods], 0.6, "0.45",
                                "E(x') - E(x), PGD")
