@@ -39,7 +39,16 @@ def test_outputs_are_written(bandit_run):
     figure = check_figure(out / "reward_vs_kl.png")
     assert_close_lists(figure["data"]["kl"], [r["KL(pi||ref)"] for r in saved["rows"]])
     assert_close_lists(figure["data"]["reward"], [r["reward"] for r in saved["rows"]])
-    assert set(SPECS) <= set(figure["legend"])
+    assert {f"{spec} (trained)" for spec in SPECS} <= set(figure["legend"])
+    assert figure["data"]["beta"] == [r["beta"] for r in saved["rows"]]  # every point labelled with its beta
+    zoom = figure["data"]["zoom_betas"]
+    assert zoom == [0.05]  # the smallest beta gets the zoomed panel, its points named by member
+    drawn = sorted(figure["texts"])  # the annotations on the panels, read back from the PNG
+    assert drawn == sorted([f"β={r['beta']:g}" for r in saved["rows"]]
+                           + [r["divergence"] for r in saved["rows"] if r["beta"] == 0.05])
+    assert figure["data"]["divergence"] == [r["divergence"] for r in saved["rows"]]
+    assert_close_lists(figure["data"]["opt_kl"], [r["opt KL"] for r in saved["rows"]])
+    assert_close_lists(figure["data"]["opt_reward"], [r["opt reward"] for r in saved["rows"]])
 
 
 def test_every_member_at_every_beta_reaches_its_closed_form_optimum(bandit_run):

@@ -43,6 +43,10 @@ CASES = {
     "kd-cls": ([*_QUIET, "methods=('ce', 'forward_kl')", "seeds=(0, 1)", "teacher_examples=200",
                 "transfer_examples=40", "test_examples=100", "teacher_width=16", "student_width=8",
                 "teacher_steps=6", "engine.max_steps=4", "batch_size=8"], 20, 22),
+    # teacher 6 steps, then one student of 4 steps per method and seed: cut in the last student
+    "kd-sinkd": ([*_QUIET, "methods=('forward_kl', 'sinkd')", "seeds=(0, 1)", "classes=6", "dim=4",
+                  "teacher_examples=200", "transfer_examples=40", "test_examples=100", "teacher_width=16",
+                  "student_width=8", "teacher_steps=6", "engine.max_steps=4", "batch_size=8"], 20, 22),
     "kd-lm": ([*_QUIET, "methods=('ce', 'js:on-policy')", "seeds=(0,)", "teacher_sequences=40",
                "transfer_sequences=16", "test_sequences=20", "teacher_steps=6", "engine.max_steps=4",
                "max_words=6", "batch_size=8", "teacher_embd=16", "student_embd=8"], 12, 14),

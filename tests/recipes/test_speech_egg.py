@@ -10,7 +10,7 @@ import pytest
 from divmin.recipes import run_recipe
 from divmin.recipes.speech_egg import SpeechEGGConfig
 
-from ._figures import check_figure
+from ._figures import assert_close_lists, check_figure
 
 TINY = ["engine.progress=False", "engine.tensorboard=False", "engine.max_steps=20", "engine.log_every=10",
         "train_utterances=2", "duration=0.3", 'test_voices=("creaky", "modal")', "test_snr_db=(5.0, 0.0)",
@@ -34,8 +34,13 @@ def test_speech_egg_recipe_smoke(tmp_path):
     idr = {(r["method"], r["condition"]): r["idr"] for r in result.rows}
     assert s["model_beats_zff_in"] == [c for c in conds if idr["model", c] > idr["zff", c]]
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["plots"] == [str(tmp_path / "speech_egg.png")]
-    figure = check_figure(tmp_path / "speech_egg.png")
+    assert saved["plots"] == [str(tmp_path / "speech_egg.png"), str(tmp_path / "speech_egg_frame.png")]
+    claim = check_figure(tmp_path / "speech_egg.png")  # IDR per condition and method, ZFF the baseline
+    assert claim["data"]["conditions"] == conds and "ZFF (baseline)" in claim["legend"]
+    for m in ("model", "no-adversary", "zff"):
+        assert_close_lists(claim["data"]["idr"][m], [idr[m, c] for c in conds])
+        assert claim["data"]["mean_idr"][m] == pytest.approx(s["mean_idr"][m])
+    figure = check_figure(tmp_path / "speech_egg_frame.png")
     data = figure["data"]
     assert len(data["speech"]) == len(data["egg"]) == len(data["model"]) == len(data["no-adversary"]) == 64
     assert (tmp_path / "no-adversary" / "metrics.jsonl").stat().st_size > 0

@@ -12,7 +12,7 @@ from divmin.recipes._plots import figure_record
 from divmin.recipes.weat import WEATConfig, digits, fashion
 from divmin.robust import autoattack_available
 
-from ._figures import check_figure
+from ._figures import assert_close_lists, check_figure
 
 QUIET = ["engine.progress=False", "engine.tensorboard=False"]
 TINY = QUIET + ["width=32", "engine.max_steps=60", "eval_every=30", "attack_steps=3", "pgd_steps=5",
@@ -40,7 +40,15 @@ def test_weat_recipe_smoke(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["summary"]["pgd_acc"].keys() == {"standard", "weat"}
     assert saved["summary"]["autoattack"] == "off" and len(saved["summary"]["seeds"]["weat"]) == 2
-    figure = check_figure(tmp_path / "weat.png")
+    robust = check_figure(tmp_path / "weat.png")  # the claim: accuracy per method and attack, gap beside it
+    assert robust["data"]["methods"] == ["standard", "weat"]
+    assert "AutoAttack off" in robust["legend"] and "autoattack_acc" not in robust["data"]
+    for key in ("clean_acc", "pgd_acc", "energy_gap"):
+        per = [[s[key] for s in saved["summary"]["seeds"][m]] for m in ("standard", "weat")]
+        assert robust["data"][key]["seeds"] == per
+        assert_close_lists(robust["data"][key]["mean"], [r[key] for r in result.rows])
+    assert_close_lists(robust["data"]["pgd_acc"]["sd"], [r["pgd_acc_std"] for r in result.rows])
+    figure = check_figure(tmp_path / "weat_energy.png")
     weat_trace = figure["data"]["weat"]
     assert [p[0] for p in weat_trace["test"]] == [30, 60] and [p[0] for p in weat_trace["train"]] == [20, 40, 60]
     assert all(p[2] is not None for p in weat_trace["train"])  # the training attack's energies
@@ -48,7 +56,7 @@ def test_weat_recipe_smoke(tmp_path):
     assert (tmp_path / "weat" / "seed1" / "metrics.jsonl").stat().st_size > 0
     grid = figure_record(tmp_path / "weat_samples.png")
     assert grid["title"] and len(grid["data"]["weat"]) == 10 and len(grid["data"]["weat"][0]) == 64
-    assert saved["plots"] == [str(tmp_path / "weat.png"), str(tmp_path / "weat_samples.png")]
+    assert saved["plots"] == [str(tmp_path / n) for n in ("weat.png", "weat_energy.png", "weat_samples.png")]
     assert set(saved["summary"]["init"]) == {"sgld_acc", "sgld_fd"}
     course = saved["summary"]["train_energy_gap"]
     assert set(course) == {"weat"}  # standard training has no adversary
@@ -66,10 +74,14 @@ def test_weat_recipe_claims_and_autoattack_column(tmp_path):
     assert summary["weat_beats_trades_pgd_acc_every_seed"] == (w["pgd_acc"] > t["pgd_acc"])
     if autoattack_available():
         assert summary["autoattack"] == "run" and "autoattack_acc" in result.columns
+        plotted = check_figure(tmp_path / "weat.png")["data"]["autoattack_acc"]["mean"]
+        assert_close_lists(plotted, [r["autoattack_acc"] for r in result.rows])
         for r in result.rows:  # an accuracy over 20 examples: a multiple of 1/20
             assert 0 <= r["autoattack_acc"] <= 1 and round(r["autoattack_acc"] * 20, 6).is_integer()
     else:
         assert summary["autoattack"].startswith("not run") and "autoattack_acc" not in result.columns
+        figure = check_figure(tmp_path / "weat.png")
+        assert "AutoAttack not measured" in figure["title"] or any("not run" in t for t in figure["legend"])
 
 
 def test_bad_recipe_settings_name_the_field():

@@ -3,6 +3,7 @@
 from . import fdpg_lm, fdpg_toy, fdpo_bandit, fdpo_lm, fit  # noqa: F401  (register the recipes)
 from . import fdistill_gmm, fdistill_images  # noqa: F401  (f-distill recipes)
 from . import kd_cls, kd_lm  # noqa: F401  (knowledge-distillation recipes)
+from . import kd_sinkd  # noqa: F401  (SinKD where teacher and student barely overlap)
 from . import kd_cache  # noqa: F401  (kd-lm from teacher caches)
 from . import weat  # noqa: F401  (robust classification: WEAT)
 from . import depict  # noqa: F401  (deep clustering recipe)

@@ -76,6 +76,10 @@ COLUMNS: dict[str, str] = {
     "accuracy": "test accuracy (mean over seeds)",
     "agreement": "share of test inputs on which the student's argmax equals the teacher's",
     "KL(T||S)": "KL(teacher || student) per example (kd-cls, T = 1) or per token (kd-lm), held out",
+    # kd-sinkd
+    "kd-sinkd/accuracy sd": "standard deviation of the test accuracy over seeds",
+    "kd-sinkd/agreement sd": "standard deviation of the agreement over seeds",
+    "kd-sinkd/KL(T||S) sd": "standard deviation of KL(teacher || student) over seeds",
     "KL(S||T)": "KL(student || teacher) per token, held out",
     "ppl": "held-out perplexity of the completion tokens (teacher forcing)",
     # kd-cache

@@ -56,7 +56,8 @@ def _layout(fig: Any) -> dict:
     return {"title": next((t for t in titles if t), ""),
             "xlabels": [t for t in (fig.get_supxlabel(), *(ax.get_xlabel() for ax in axes)) if t],
             "ylabels": [t for t in (fig.get_supylabel(), *(ax.get_ylabel() for ax in axes)) if t],
-            "legend": [t.get_text() for leg in legends if leg is not None for t in leg.get_texts()]}
+            "legend": [t.get_text() for leg in legends if leg is not None for t in leg.get_texts()],
+            "texts": [t.get_text() for ax in axes for t in ax.texts]}  # annotations drawn on the panels
 
 
 def figure_legend(fig: Any, axes: Any, *, on: Any = None, **kw: Any) -> None:

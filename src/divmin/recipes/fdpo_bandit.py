@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -282,19 +283,47 @@ def _evaluate(task: FDPOBanditTask, logits: torch.Tensor) -> list[dict]:
 
 
 def reward_vs_kl_plot(rows: list[dict], ref_reward: float, path: Path) -> Path:
-    """Expected true reward vs KL(pi || pi_ref): trained (solid) and optimum (dashed), a colour per divergence."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    """Expected true reward vs KL(pi || pi_ref), a colour per divergence: trained policies as filled dots
+    (solid line, each labelled with its beta) and closed-form optima as larger hollow diamonds drawn on
+    top (dashed line), so that an optimum under its trained point stays visible. The right panel zooms
+    onto the smallest beta, where the members crowd together, and names the member at each point."""
+    betas = sorted({r["beta"] for r in rows})
+    zoom = betas[:1] if len(betas) > 1 else []
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(12.5 if zoom else 7.2, 5.0), squeeze=False)
     specs = list(dict.fromkeys(r["divergence"] for r in rows))
+    _reward_kl_points(axes[0, 0], rows, specs, lambda r: f"β={r['beta']:g}")
+    if zoom:
+        _reward_kl_points(axes[0, 1], [r for r in rows if r["beta"] in zoom], specs, lambda r: r["divergence"])
+    for ax in axes[0]:
+        ax.set_xlabel("KL(pi || pi_ref)")
+    axes[0, 0].axhline(ref_reward, color="0.6", lw=0.8, ls=":", label="pi_ref")  # not in the zoom: it would unzoom
+    axes[0, 0].set_ylabel("expected true reward")
+    axes[0, 0].set_title("all betas", fontsize=9)
+    if zoom:
+        axes[0, 1].set_title(f"zoom: beta = {zoom[0]:g}, the member named at each point", fontsize=9)
+    axes[0, 0].plot([], [], "D", ms=9, markerfacecolor="none", markeredgecolor="k",
+                    label="closed-form optimum (hollow ◇)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("f-DPO bandit: trained (filled o, solid) vs closed-form optimum (hollow ◇, dashed); "
+                 "each trained point labelled with its beta", fontsize=9)
+    data = {"kl": [r["KL(pi||ref)"] for r in rows], "reward": [r["reward"] for r in rows],
+            "beta": [r["beta"] for r in rows], "divergence": [r["divergence"] for r in rows],
+            "opt_kl": [r["opt KL"] for r in rows], "opt_reward": [r["opt reward"] for r in rows], "zoom_betas": zoom}
+    return save_figure(fig, path, data=data)
+
+
+def _reward_kl_points(ax, rows: list[dict], specs: list[str], text: Callable[[dict], str]) -> None:
+    """Trained points (labelled ``text(row)``) and hollow optimum diamonds above them, a colour per member."""
     for c, spec in enumerate(specs):
         mine = sorted((r for r in rows if r["divergence"] == spec), key=lambda r: r["beta"])
-        ax.plot([r["KL(pi||ref)"] for r in mine], [r["reward"] for r in mine], "o-", color=f"C{c}", label=spec)
-        ax.plot([r["opt KL"] for r in mine], [r["opt reward"] for r in mine], "x--", color=f"C{c}", alpha=0.6)
-    ax.axhline(ref_reward, color="0.6", lw=0.8, ls=":", label="pi_ref")
-    ax.set_xlabel("KL(pi || pi_ref)")
-    ax.set_ylabel("expected true reward")
-    ax.set_title("f-DPO bandit: trained (o, solid) vs closed-form optimum (x, dashed)", fontsize=9)
-    ax.legend(fontsize=7)
-    return save_figure(fig, path, data={"kl": [r["KL(pi||ref)"] for r in rows], "reward": [r["reward"] for r in rows]})
+        ax.plot([r["KL(pi||ref)"] for r in mine], [r["reward"] for r in mine], "o-", color=f"C{c}", ms=5, lw=1,
+                zorder=2, label=f"{spec} (trained)")
+        ax.plot([r["opt KL"] for r in mine], [r["opt reward"] for r in mine], "D--", ms=9, lw=0.8,
+                markerfacecolor="none", markeredgecolor=f"C{c}", markeredgewidth=1.6, color=f"C{c}", alpha=0.9,
+                zorder=4)  # drawn after and above the dots: an optimum under its trained point stays visible
+        for r in mine:
+            ax.annotate(text(r), (r["KL(pi||ref)"], r["reward"]), xytext=(4, -9),
+                        textcoords="offset points", fontsize=6, color=f"C{c}", zorder=5)
 
 
 def _why_not_reached(row: dict, pairs_seen: int) -> str:

@@ -21,8 +21,10 @@ networks' GCIs are the positive dEGG peaks of the predicted EGG
 ZFF also works from an average period); all are scored
 against the exact GCIs by :func:`divmin.eval.gci_metrics` (Naylor's IDR, MR, FAR, IDA in ms),
 pooled over the utterances of a condition (rates weighted by cycles; IDA the root of the
-hit-weighted mean of the utterances' IDA^2). ``speech_egg.png``
-shows a speech frame, the true EGG and both networks' predicted EGGs (first creaky condition).
+hit-weighted mean of the utterances' IDA^2). ``speech_egg.png`` shows the claim: IDR per test
+condition for each method, ZFF as the baseline bar (grey, hatched), and the mean over conditions;
+``speech_egg_frame.png`` shows a speech frame, the true EGG and both networks' predicted EGGs
+(first condition of the first test voice).
 
 Full-size run (``divmin recipes`` shows it): ``divmin run speech-egg --out runs/speech-egg --full``, that is
 ``--set engine.max_steps=3000 --set train_utterances=96 --set test_utterances=20 --set hidden=32``.
@@ -164,8 +166,41 @@ def _run(c: SpeechEGGConfig, out_dir: Path) -> RecipeResult:
                "adversary_helps": mean["model"] > mean["no-adversary"],
                "model_beats_zff_in": [k for k in conds if idr["model", k] > idr["zff", k]],
                "adversary_helps_in": [k for k in conds if idr["model", k] > idr["no-adversary", k]]}
-    plot = _plot(*example, c.sample_rate, c.frame_len, out_dir / "speech_egg.png")
-    return RecipeResult(["method", "condition", "idr", "mr", "far", "ida_ms"], rows, [str(plot)], summary)
+    plots = [_idr_plot(rows, conds, mean, out_dir / "speech_egg.png"),
+             _plot(*example, c.sample_rate, c.frame_len, out_dir / "speech_egg_frame.png")]
+    return RecipeResult(["method", "condition", "idr", "mr", "far", "ida_ms"], rows, [str(p) for p in plots], summary)
+
+
+_STYLE = {"model": dict(color="C0"), "no-adversary": dict(color="C1"),
+          "zff": dict(color="0.6", hatch="//", edgecolor="0.3")}  # the baseline looks unlike the networks
+
+
+def _idr_plot(rows: list[dict], conds: list[str], mean: dict[str, float], path: Path) -> Path:
+    """IDR per condition for each method, ZFF as the baseline: a panel per test voice (x: channel/SNR);
+    the mean over all conditions in the title."""
+    idr = {m: [next(r["idr"] for r in rows if r["method"] == m and r["condition"] == k) for k in conds]
+           for m in METHODS}
+    voices = list(dict.fromkeys(k.split("/")[0] for k in conds))
+    per_voice = max(sum(k.split("/")[0] == v for k in conds) for v in voices)
+    fig, axes = plt.subplots(len(voices), 1, figsize=(max(6.4, 0.75 * per_voice + 2), 2.3 * len(voices) + 1.2),
+                             sharey=True, squeeze=False)
+    width = 0.8 / len(METHODS)
+    for ax, voice in zip(axes[:, 0], voices):
+        idx = [i for i, k in enumerate(conds) if k.split("/")[0] == voice]
+        for j, m in enumerate(METHODS):
+            xs = [i + (j - (len(METHODS) - 1) / 2) * width for i in range(len(idx))]
+            bars = ax.bar(xs, [idr[m][i] for i in idx], width=width, label="ZFF (baseline)" if m == "zff" else m,
+                          **_STYLE[m])
+            ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+        ax.set_xticks(range(len(idx)), [conds[i].split("/", 1)[1] for i in idx], fontsize=8)
+        ax.set(ylim=(0, 1.35), ylabel="IDR")  # headroom: the legend sits above bars at 1
+        ax.set_title(f"{voice} voice", fontsize=9)
+    axes[-1, 0].set_xlabel("test condition: recording channel / SNR")
+    axes[0, 0].legend(fontsize=7, ncol=3, loc="upper center")
+    means = ", ".join(f"{'ZFF' if m == 'zff' else m} {mean[m]:.3f}" for m in METHODS)
+    fig.suptitle(f"GCI identification rate (IDR) per condition, networks against ZFF\nmean over conditions: {means}",
+                 fontsize=10)
+    return save_figure(fig, path, data={"conditions": conds, "idr": idr, "mean_idr": mean})
 
 
 def _plot(cond: str, utt, preds: dict[str, np.ndarray], fs: float, frame_len: int, path: Path) -> Path:

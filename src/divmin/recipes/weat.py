@@ -14,7 +14,11 @@ mean E(x') - mean E(x) between PGD examples and natural ones, and TRADES' KL(p(x
 at TRADES' adversary with its two energy terms (``kl_marginal`` = E(x) - E(x'),
 ``kl_joint``; Mirza et al. 2024). ``summary["seeds"]`` keeps every seed's figures.
 
-Energy traces (the paper's phases of adversarial training): ``weat.png`` plots, per
+Figures: ``weat.png`` shows the claim: per method, clean accuracy and robust accuracy under
+PGD and under AutoAttack (mean over seeds, error bar = sd, every seed as a dot), with the
+energy gap E(x') - E(x) on the test split in a panel beside it; when AutoAttack did not run
+the panel says so in its title and legend. Energy traces (the paper's phases of adversarial
+training): ``weat_energy.png`` plots, per
 method (first seed), the training batches' mean E(x) and E(x') of the training attack
 every ``trace_every`` steps (default: once an epoch) and the test split's E(x) and E(x')
 under PGD every ``eval_every`` steps; ``summary["train_energy_gap"]`` condenses the training
@@ -233,7 +237,8 @@ def _run(c: WEATConfig, out_dir: Path) -> RecipeResult:
     summary["train_energy_gap"] = {m: _gap_course(t["train"]) for m, t in traces.items()
                                    if t["train"][0][2] is not None}
     side = math.isqrt(data[0].tensors[0].shape[1])
-    plots = [_plot(traces, c.dataset, out_dir / "weat.png"), _grid(samples, side, out_dir / "weat_samples.png")]
+    plots = [_robust_plot(per_seed, summary["autoattack"], c, out_dir / "weat.png"),
+             _plot(traces, c.dataset, out_dir / "weat_energy.png"), _grid(samples, side, out_dir / "weat_samples.png")]
     if len(c.seeds) == 1:
         summary["pgd_acc_std"] = "not shown: one seed has no spread (set seeds=(0, 1, 2) for one)"
     cols = ["method", *cols[:2], *(["pgd_acc_std"] if len(c.seeds) > 1 else []), *cols[2:]]
@@ -256,6 +261,52 @@ def _claims(per_seed: dict[str, list[dict[str, float]]], run_aa: bool) -> dict[s
         out[f"weat_matches_trades_{k}"] = statistics.fmean(w) >= statistics.fmean(t) - 0.01
         out[f"weat_beats_trades_{k}_every_seed"] = all(a > b for a, b in zip(w, t))
     return out
+
+
+_ACC_LABELS = {"clean_acc": "clean", "pgd_acc": "PGD", "autoattack_acc": "AutoAttack"}
+
+
+def _robust_plot(per_seed: dict[str, list[dict[str, float]]], autoattack: str, c: WEATConfig, path: Path) -> Path:
+    """Left: accuracy per method and attack (bar = mean over seeds, error bar = sd, dots = seeds).
+    Right: the test energy gap E(x') - E(x) under PGD per method, drawn the same way."""
+    methods = list(per_seed)
+    keys = [k for k in _ACC_LABELS if k in per_seed[methods[0]][0]]
+    fig, (acc_ax, gap_ax) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    width = 0.8 / len(keys)
+    data: dict[str, dict[str, list[float]]] = {}
+    for j, key in enumerate(keys):
+        xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(methods))]
+        data[key] = _bars(acc_ax, xs, [[r[key] for r in per_seed[m]] for m in methods], width, f"C{j}",
+                          _ACC_LABELS[key])
+    if "autoattack_acc" not in keys:  # say what is missing, in the figure itself
+        acc_ax.bar([0], [0], width=0, color="none", label=f"AutoAttack {autoattack}")
+    acc_ax.set_xticks(range(len(methods)), methods)
+    acc_ax.set(ylim=(0, 1.32), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0], xlabel="training objective", ylabel="test accuracy",
+               title=f"accuracy under L∞ eps={c.eps:g} ({c.dataset}, {len(c.seeds)} seed(s))"
+               + ("" if "autoattack_acc" in keys else "; AutoAttack not measured"))
+    acc_ax.legend(fontsize=7, loc="upper center", ncol=len(keys) + 1)  # in the headroom above 1, not on bars
+    data["energy_gap"] = _bars(gap_ax, list(range(len(methods))),
+                               [[r["energy_gap"] for r in per_seed[m]] for m in methods], 0.6, "0.45",
+                               "E(x') - E(x), PGD")
+    gap_ax.axhline(0, color="k", lw=0.8)
+    gap_ax.set_xticks(range(len(methods)), methods)
+    gap_ax.set(xlabel="training objective", ylabel="energy gap E(x') - E(x)", title="test energy gap under PGD")
+    gap_ax.legend(fontsize=7)
+    fig.suptitle("Robust accuracy per method, with the energy gap beside it (bars: mean; error bars: sd; "
+                 "dots: seeds)", fontsize=10)
+    data["methods"] = methods  # type: ignore[assignment]
+    return save_figure(fig, path, data=data)
+
+
+def _bars(ax, xs: list[float], values: list[list[float]], width: float, color: str, label: str) -> dict:
+    """Bars at ``xs`` (mean of each ``values`` list, sd as error bar) with every value as a dot."""
+    means = [statistics.fmean(v) for v in values]
+    sds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+    bars = ax.bar(xs, means, width=width, yerr=sds, capsize=3, color=color, alpha=0.8, label=label)
+    ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)  # the number itself, for reading off the figure
+    for x, v in zip(xs, values):
+        ax.plot([x] * len(v), v, "o", color="k", ms=2.5, zorder=3)
+    return {"mean": means, "sd": sds, "seeds": values}
 
 
 def _plot(traces: dict[str, dict[str, list[list[float]]]], dataset: str, path: Path) -> Path:
