@@ -136,32 +136,36 @@ def jeffreys_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None
     return f_val, zero_nan_(t.mul_(q)).neg_().add_(q).sub_(p)
 
 
+def _chi2(logx: Tensor, logy: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """``(X - Y)^2 / Y`` and ``X^2 / Y`` elementwise, from logs and probabilities.
+
+    Near X = Y as Y (X/Y - 1)^2 (no cancellation), far (log X/Y > 1) as X^2/Y - 2X + Y with
+    X^2/Y formed in log space, so it overflows only where the term itself does.
+    """
+    t = logx - logy
+    x2y = torch.exp(2.0 * logx - logy)
+    near = torch.expm1(t).square_().mul_(y)
+    far = torch.add(y, x, alpha=-2.0).add_(x2y)
+    # X = 0: the term is Y (also where Y = 0, where t is NaN)
+    return torch.where(logx == -math.inf, y, torch.where(t > 1.0, far, near)), x2y
+
+
 def chi2_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
                q: Tensor | None = None) -> Terms:
-    """Fast path for Pearson chi^2: F = (P - Q)^2 / Q, B = Q - P^2/Q.
-
-    Near P = Q as Q (r - 1)^2 (no cancellation), far (log r > 1) as P^2/Q - 2P + Q with
-    P^2/Q formed in log space, so it overflows only where the term itself does.
-    """
+    """Fast path for Pearson chi^2: F = (P - Q)^2 / Q, B = Q - P^2/Q."""
     p, q = _prob(logp, p), _prob(logq, q)
-    t = logp - logq
-    p2q = torch.exp(2.0 * logp - logq)
-    near = torch.expm1(t).square_().mul_(q)
-    far = torch.add(q, p, alpha=-2.0).add_(p2q)
-    p_zero = logp == -math.inf  # f(0) = 1: the term is Q, also where Q = 0
-    f_val = torch.where(p_zero, q, torch.where(t > 1.0, far, near))
-    return f_val, (torch.where(p_zero, q, q - p2q) if with_grad else None)
+    f_val, p2q = _chi2(logp, logq, p, q)
+    return f_val, (torch.where(logp == -math.inf, q, q - p2q) if with_grad else None)
 
 
 def neyman_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
                  q: Tensor | None = None) -> Terms:
     """Fast path for Neyman chi^2: F = (P - Q)^2 / P (Pearson's with the roles swapped), B = 2 Q^2/P - 2 Q."""
     p, q = _prob(logp, p), _prob(logq, q)
-    f_val = chi2_terms(logq, logp, False, q, p)[0]
+    f_val, q2p = _chi2(logq, logp, q, p)
     if not with_grad:
         return f_val, None
-    b_val = torch.exp(2.0 * logq - logp).sub_(q).mul_(2.0)
-    return f_val, torch.where(logq == -math.inf, 0.0, b_val)
+    return f_val, torch.where(logq == -math.inf, 0.0, q2p.sub_(q).mul_(2.0))
 
 
 def skew_terms(logp: Tensor, logq: Tensor, lam: float, with_grad: bool, p: Tensor | None = None,
