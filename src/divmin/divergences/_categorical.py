@@ -134,7 +134,9 @@ class _CategoricalDivergence(torch.autograd.Function):
         scale = grad_rows.to(ctx.dtype) / ctx.temperature
         if mask is not None:
             scale = torch.where(mask, scale, torch.zeros_like(scale))
-        zero = scale == 0  # rows the caller drops get exactly zero, even where their own gradient is infinite
+        # rows the caller drops get exactly zero, even where their own gradient is infinite
+        # (uncounted rows are zero already)
+        zero = scale == 0 if mask is None else (scale == 0) & mask
         if error is not None and bool((error & ~zero).any()):
             raise ValueError(_overflow_error(ctx.div, int((error & ~zero).sum())))
         out = []
@@ -151,34 +153,33 @@ class _CategoricalDivergence(torch.autograd.Function):
 def _run(ctx: Any, a: Tensor, b: Tensor, mask: Tensor | None, need_a: bool,
          need_b: bool) -> tuple[Tensor, tuple[Tensor | None, Tensor | None], Tensor | None]:
     """Rows of D and, if asked, the unscaled gradient buffers, chunk by chunk, and the rows whose
-    gradient overflows float64 (None if none): backward raises if the caller uses one of them."""
+    gradient overflows float64 (None if none): backward raises if the caller uses one of them.
+
+    Only counted rows are computed: with a mask, the chunks are gathered from the counted rows
+    (a causal LM's prompt and padding positions cost nothing), and the other rows stay 0.
+    """
     n, dtype, chunk = a.shape[0], ctx.dtype, ctx.chunk
+    index = None if mask is None or bool(mask.all()) else torch.nonzero(mask).squeeze(1)
+    counted = n if index is None else index.numel()
     rows = torch.zeros(n, dtype=dtype, device=a.device)
     # float16 cannot hold a gradient before the upstream scale shrinks it: keep those in float32
-    bufs = [torch.empty_like(x, dtype=torch.float32 if x.dtype == torch.float16 else x.dtype) if need else None
+    new = torch.empty_like if index is None else torch.zeros_like
+    bufs = [new(x, dtype=torch.float32 if x.dtype == torch.float16 else x.dtype) if need else None
             for x, need in ((a, need_a), (b, need_b))]
-    host_mask = None if mask is None else mask.cpu()
     bad_in = torch.zeros(2, dtype=torch.long, device=a.device)
     refine = torch.zeros(n, dtype=torch.bool, device=a.device)
-    for lo in range(0, n, chunk):
-        hi = min(lo + chunk, n)
-        if host_mask is not None and not bool(host_mask[lo:hi].any()):
-            for g in bufs:
-                if g is not None:
-                    g[lo:hi].zero_()
-            continue
-        logp, p = softmax_pair(_scaled(a[lo:hi], ctx.temperature, dtype))
-        logq, q = softmax_pair(_scaled(b[lo:hi], ctx.temperature, dtype))
-        counted = None if mask is None else mask[lo:hi]
+    for lo in range(0, counted, chunk):
+        sel = slice(lo, min(lo + chunk, counted)) if index is None else index[lo:lo + chunk]
+        logp, p = softmax_pair(_scaled(a[sel], ctx.temperature, dtype))
+        logq, q = softmax_pair(_scaled(b[sel], ctx.temperature, dtype))
         # a NaN or +inf logit, or a row with no finite logit, makes the whole log_softmax row NaN
-        bad = torch.stack([torch.isnan(logp[:, 0]), torch.isnan(logq[:, 0])])
-        bad_in += (bad if counted is None else bad & counted).sum(-1)
+        bad_in += torch.stack([torch.isnan(logp[:, 0]), torch.isnan(logq[:, 0])]).sum(-1)
         r, ga, gb, finite = chunk_rows_and_grads(ctx.div, logp, logq, p, q, need_a, need_b)
-        rows[lo:hi] = r if counted is None else torch.where(counted, r, 0.0)
-        refine[lo:hi] = ~finite if counted is None else ~finite & counted
+        rows[sel] = r
+        refine[sel] = ~finite
         for g, gc in zip(bufs, (ga, gb)):
             if g is not None:
-                g[lo:hi] = gc if counted is None else torch.where(counted[:, None], gc, 0.0)
+                g[sel] = gc
     if bool(bad_in.any()):
         name, count = next((nm, k) for nm, k in zip(("target_logits", "model_logits"), bad_in.tolist()) if k)
         raise NonFiniteInputError(_NONFINITE.format(name, count))
