@@ -10,7 +10,8 @@ where a position counts unless its label is ``ignore_index`` and n is
 ``num_items`` (the global number of counted positions, the way Hugging Face
 passes ``num_items_in_batch``: the loss is then exact under gradient
 accumulation and data parallelism) or the local count. The per-row closed form
-and its chunked analytic backward are :func:`divmin.categorical_divergence`'s.
+and its analytic gradient, computed chunk by chunk on the counted positions only,
+are :func:`divmin.categorical_divergence`'s.
 
 Vocabulary mismatch (teacher V_t != student V_s, e.g. embedding matrices padded
 to different multiples): ``vocab_policy="truncate"`` (default) compares the two
@@ -190,7 +191,8 @@ def token_kd_loss(
         num_items: divide the summed loss by this (global counted positions) instead of
             the local count; the local count of 0 gives a loss of 0.
         vocab_policy: ``"truncate"`` or ``"pad"`` when V_t != V_s (module docstring).
-        chunk_size: rows per chunk of the closed form (memory O(chunk_size x V)); None: all.
+        chunk_size: rows per chunk of the closed form (memory O(chunk_size x V) besides the
+            gradient); None: cache-sized chunks (:func:`~divmin.categorical_divergence`).
         backend: :func:`~divmin.categorical_divergence`'s (``"auto"``: the Triton kernel for
             CUDA float32/16/bf16 logits when Triton is installed).
 
