@@ -96,9 +96,11 @@ def mixture_terms(logp: Tensor, logq: Tensor, beta: float, with_grad: bool, p: T
                   q: Tensor | None = None) -> Terms:
     """Fast path for generalized JS: F = b P log(P/M) + (1-b) Q log(Q/M), B = -(1-b) Q log(M/Q)."""
     p, q = _prob(logp, p), _prob(logq, q)
-    logm = _log_mix_probs(p, q, beta)
-    b_val = zero_nan_(torch.sub(logq, logm).mul_(q)).mul_(1.0 - beta)
-    f_val = zero_nan_(torch.sub(logp, logm).mul_(p)).mul_(beta).add_(b_val)
+    m = torch.mul(p, beta).add_(q, alpha=1.0 - beta)
+    # log(Q/M) and log(P/M) from the probabilities alone: invariant to the rounding of the
+    # log-sum-exps (two callers passing the same distribution as logits or as log-probs agree)
+    b_val = zero_nan_(torch.div(q, m).log_().mul_(q)).mul_(1.0 - beta)
+    f_val = zero_nan_(torch.div(p, m).log_().mul_(p)).mul_(beta).add_(b_val)
     return f_val, (b_val if with_grad else None)
 
 
