@@ -159,8 +159,9 @@ def _topk_pair(student_logits: Tensor, teacher: TopKTeacher, temperature: float)
             raise ValueError("`teacher_logits.log_probs` hold more than probability 1 in some row (tail='bucket')")
         t_tail = _log1mexp(t_lse)
     if idx.shape[-1] >= student_logits.shape[-1]:
-        # k = V (distinct ids): both tails are exactly empty; rounding must not leave one side a speck of mass
-        t_tail, s_tail = torch.full_like(t_tail, -math.inf), torch.full_like(s_tail, -math.inf)
+        # k = V (distinct ids): both tails are exactly empty, so the pair is the dense one, permuted: the
+        # student's logits as they are (the closed form normalises them; no log-sum-exp rounded in here)
+        return t_k, torch.gather(s, -1, idx.long())
     return torch.cat([t_k, t_tail], dim=-1), torch.cat([s_k, s_tail], dim=-1)
 
 
