@@ -175,3 +175,25 @@ def test_fused_losses_equal_unfused():
 def test_bad_config(bad, err):
     with pytest.raises(ValueError, match=err):
         DistillConfig(**bad)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_alpha_one_neither_computes_nor_backpropagates_the_hard_loss(fused, monkeypatch):
+    """With alpha = 1 the cross-entropy has no weight: it is not computed (no `hard` part), and the
+    step's gradient is the soft loss's alone."""
+    tok = build_tokenizer()
+    teacher, student = build_model(0, n_layer=1, n_embd=32), build_model(1, n_layer=1, n_embd=16)
+    batch = LMCollator(PAD_ID)([{"prompt_ids": tok(p)["input_ids"], "completion_ids": tok(c)["input_ids"]}
+                                for p, c in corpus(4, 3, 0.2, 0.2, (2, 5))])
+    calls = []
+    monkeypatch.setattr(trainer_module.F, "cross_entropy", lambda *a, **k: calls.append(1) or F.cross_entropy(*a, **k))
+    monkeypatch.setattr(trainer_module, "fused_linear_cross_entropy", lambda *a, **k: calls.append(1))
+    cfg = DistillConfig(divergence="generalized_js", alpha=1.0, fused=fused, engine=_engine(1))
+    tr = DistillTrainer(student, teacher, _lm_rows(4, 0), tokenizer=tok, config=cfg)
+    parts = tr.losses(student, teacher, batch)
+    assert set(parts) == {"soft"} and not calls
+    ctx = SimpleNamespace(call=lambda name, fn, *args: fn(student, *args), models={"teacher": teacher},
+                          generator=None, cpu_generator=torch.Generator().manual_seed(0))
+    tr.config.lmbda = 0.0
+    out = _DistillTask(tr).train_step(batch, ctx)
+    torch.testing.assert_close(out.loss, parts["soft"])

@@ -44,7 +44,8 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
-from ..divergences.kernels import BACKENDS, check_backend, check_float_tensor, triton_terms_for
+from ..divergences.kernels import (BACKENDS, check_backend, check_float_tensor, chunk_rows_and_grads, softmax_pair,
+                                   triton_terms_for)
 from ._token import VOCAB_POLICIES, check_temperature, label_mask, normalise_sum
 
 __all__ = ["fused_linear_kd_loss", "fused_linear_cross_entropy", "default_chunk_size", "BACKENDS"]
@@ -68,17 +69,16 @@ def _chunk(div: Divergence, hs: Tensor, ws: Tensor, wts: Tensor, ht: Tensor, *, 
            temperature: float, need_grad: bool) -> tuple[Tensor, Tensor | None]:
     """Weighted loss sum of one chunk and dL/d(student logits) for the first ``ws.shape[0]`` ids."""
     vocab = max(ws.shape[0], wt.shape[0])
-    logq = torch.log_softmax(_chunk_logits(hs, ws, vocab, temperature), dim=-1)
+    logq, q = softmax_pair(_chunk_logits(hs, ws, vocab, temperature))
     with torch.no_grad():
-        logp = torch.log_softmax(_chunk_logits(ht, wt, vocab, temperature), dim=-1)
-    f_val, b_val = div.categorical_terms(logp, logq, with_grad=need_grad)
+        logp, p = softmax_pair(_chunk_logits(ht, wt, vocab, temperature))
+    rows, _, grad, _ = chunk_rows_and_grads(div, logp, logq, p, q, False, need_grad)
     keep = wts != 0
     # masked rows (possibly inf/NaN) contribute exactly 0; NaN in a counted row stays NaN
-    total = torch.where(keep, f_val.sum(-1) * wts, 0.0).sum()
+    total = torch.where(keep, rows * wts, 0.0).sum()
     if not need_grad:
         return total, None
-    grad = (b_val - torch.exp(logq) * b_val.sum(-1, keepdim=True)) * (wts / temperature)[:, None]
-    grad = torch.where(keep[:, None], grad, 0.0)
+    grad = torch.where(keep[:, None], grad.mul_((wts / temperature)[:, None]), 0.0)
     return total, grad[:, : ws.shape[0]]
 
 

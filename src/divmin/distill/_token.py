@@ -10,7 +10,8 @@ where a position counts unless its label is ``ignore_index`` and n is
 ``num_items`` (the global number of counted positions, the way Hugging Face
 passes ``num_items_in_batch``: the loss is then exact under gradient
 accumulation and data parallelism) or the local count. The per-row closed form
-and its chunked analytic backward are :func:`divmin.categorical_divergence`'s.
+and its analytic gradient, computed chunk by chunk on the counted positions only,
+are :func:`divmin.categorical_divergence`'s.
 
 Vocabulary mismatch (teacher V_t != student V_s, e.g. embedding matrices padded
 to different multiples): ``vocab_policy="truncate"`` (default) compares the two
@@ -158,8 +159,9 @@ def _topk_pair(student_logits: Tensor, teacher: TopKTeacher, temperature: float)
             raise ValueError("`teacher_logits.log_probs` hold more than probability 1 in some row (tail='bucket')")
         t_tail = _log1mexp(t_lse)
     if idx.shape[-1] >= student_logits.shape[-1]:
-        # k = V (distinct ids): both tails are exactly empty; rounding must not leave one side a speck of mass
-        t_tail, s_tail = torch.full_like(t_tail, -math.inf), torch.full_like(s_tail, -math.inf)
+        # k = V (distinct ids): both tails are exactly empty, so the pair is the dense one, permuted: the
+        # student's logits as they are (the closed form normalises them; no log-sum-exp rounded in here)
+        return t_k, torch.gather(s, -1, idx.long())
     return torch.cat([t_k, t_tail], dim=-1), torch.cat([s_k, s_tail], dim=-1)
 
 
@@ -190,7 +192,8 @@ def token_kd_loss(
         num_items: divide the summed loss by this (global counted positions) instead of
             the local count; the local count of 0 gives a loss of 0.
         vocab_policy: ``"truncate"`` or ``"pad"`` when V_t != V_s (module docstring).
-        chunk_size: rows per chunk of the closed form (memory O(chunk_size x V)); None: all.
+        chunk_size: rows per chunk of the closed form (memory O(chunk_size x V) besides the
+            gradient); None: cache-sized chunks (:func:`~divmin.categorical_divergence`).
         backend: :func:`~divmin.categorical_divergence`'s (``"auto"``: the Triton kernel for
             CUDA float32/16/bf16 logits when Triton is installed).
 

@@ -4,6 +4,8 @@ Per micro-batch the loss is
 
     L = alpha * c_T * D(teacher || student) + (1 - alpha) * CE(labels, student) + beta * SinKD,
 
+(the CE term, and its ``hard`` metric, only when alpha < 1 gives it weight),
+
 with D any registry divergence (:func:`~divmin.distill.token_kd_loss`, averaged
 over completion tokens or examples), c_T = T^2 when ``temperature_squared`` (as
 in Hinton et al.) else 1, and SinKD the batch-level Sinkhorn loss
@@ -150,7 +152,7 @@ class _DistillTask:
         parts = ctx.call("student", self.o.losses,
                        ctx.models["teacher"] if self.o.cache is None else self.o.cache, batch)
         c = self.o.config
-        loss = c.alpha * parts["soft"] + (1 - c.alpha) * parts["hard"]
+        loss = c.alpha * parts["soft"] + ((1 - c.alpha) * parts["hard"] if "hard" in parts else 0.0)
         if c.sinkd_weight > 0:
             loss = loss + c.sinkd_weight * parts["sinkd"]
         metrics.update({k: v.detach() for k, v in parts.items()})
@@ -211,23 +213,25 @@ class DistillTrainer(MethodTrainer):
 
     # ------------------------------------------------------------------ losses
     def losses(self, student: nn.Module, teacher: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``soft`` (c_T x divergence), ``hard`` (CE) and, if used, ``sinkd`` for one batch."""
+        """``soft`` (c_T x divergence), ``hard`` (CE; only when ``alpha`` < 1 gives it weight) and, if
+        used, ``sinkd`` for one batch. The soft loss is the chunked closed form with analytic gradients."""
         c = self.config
         scale = c.temperature ** 2 if c.temperature_squared else 1.0
         labels = batch["labels"]
         if c.fused:  # causal_lm only (DistillConfig)
             return self._fused_losses(student, teacher, batch, scale)
         s = self.task.forward(student, batch)
+        # with alpha = 1 the hard loss has no weight: neither computed nor backpropagated
+        out = {} if c.alpha == 1 else {
+            "hard": F.cross_entropy(s.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE)}
         if self.cache is not None:  # the cached rows are the batch's completion tokens in order (TeacherCache)
             keep = labels != IGNORE
-            return {"hard": F.cross_entropy(s.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE),
-                    "soft": scale * token_kd_loss(s[keep], self.cache(batch["cache_row"], device=s.device),
-                                                  divergence=self.div,
-                                                  temperature=c.temperature)}
+            out["soft"] = scale * token_kd_loss(s[keep], self.cache(batch["cache_row"], device=s.device),
+                                                divergence=self.div, temperature=c.temperature)
+            return out
         with torch.no_grad():
             t = self.task.forward(teacher, batch)
-        out = {"hard": F.cross_entropy(s.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE),
-               "soft": scale * token_kd_loss(s, t, labels=labels, divergence=self.div, temperature=c.temperature)}
+        out["soft"] = scale * token_kd_loss(s, t, labels=labels, divergence=self.div, temperature=c.temperature)
         if c.sinkd_weight > 0:
             s_rows, t_rows, _ = self.task.pick(s, t, labels)
             out["sinkd"] = s.sum() * 0.0 if s_rows.shape[0] == 0 else sinkd_loss(
@@ -245,8 +249,7 @@ class DistillTrainer(MethodTrainer):
             ht = t_body(**lm_inputs(batch)).last_hidden_state
         out = {"soft": scale * fused_linear_kd_loss(hs, s_w, ht, t_w, divergence=self.div, labels=labels,
                                                    temperature=c.temperature, backend=c.fused_backend)}
-        # chunked too: neither loss holds (tokens x vocab) logits; with alpha = 1 CE is only reported
-        with torch.set_grad_enabled(torch.is_grad_enabled() and c.alpha < 1):
+        if c.alpha < 1:  # chunked too: neither loss holds (tokens x vocab) logits
             out["hard"] = fused_linear_cross_entropy(hs, s_w, labels, ignore_index=IGNORE)
         return out
 

@@ -203,11 +203,16 @@ class Divergence(Discrepancy):
         """``exp(log_w) * g(exp(s))`` for ``s <= 0``."""
         return torch.exp(log_w) * self.g(s)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Elementwise ``Q f(P/Q)`` and (if ``with_grad``) ``Q g(P/Q)`` from log-probabilities.
 
-        The generic version works for any member; members may override it with a
-        direct formula for speed (tests check every override against the generic one).
+        ``p``, ``q``: the probabilities ``exp(logp)``, ``exp(logq)`` when the caller has them
+        (fast paths use them). The generic version works for any member from f, g and the
+        perspective; members override it with a direct formula for speed (tests check every
+        override against the generic one). The closed form's value is the sum of the first
+        and its gradient is built from both (``divmin.divergences._categorical``), so a
+        member's gradient is defined where its terms are.
         """
         return generic_categorical_terms(self, logp, logq, with_grad)
 

@@ -14,10 +14,14 @@ The gradient is analytic. With A = P f'(r) and B = Q g(r) (g = f - r f'),
 
     dD/da = (A - P sum(A)) / T,      dD/db = (B - Q sum(B)) / T,
 
-and A = F - B with F = Q f(r) the term itself, so f, g and the perspective are all
-a member needs. A custom autograd function computes it chunk by chunk in the
-backward pass from the saved row log-sum-exps: peak extra memory is
-O(chunk_size x V) besides the gradients themselves.
+and A = F - B with F = Q f(r) the term itself, so a member's terms F and B
+(:meth:`~divmin.Divergence.categorical_terms`: generic from f, g and the
+perspective, or a member's fast path) define both its value and its gradient. A
+custom autograd function walks the rows in chunks of ``chunk_size``; when a gradient
+is needed it is formed in the same pass as the value, while the chunk's softmaxes
+are in cache, and the backward pass only scales it by the upstream gradient. Peak
+extra memory is O(chunk_size x V) besides the gradients themselves; no autograd
+graph of size (rows x V) is ever built.
 
 On CUDA, ``backend="auto"`` (or ``"triton"``) runs the same closed form as one
 Triton kernel (``_triton.py``, ``pip install "divmin[triton]"``) that streams
@@ -39,7 +43,7 @@ from ._backend import check_backend, triton_terms_for
 from ._base import Divergence, as_divergence
 from ._checks import NonFiniteInputError, check_float_tensor, check_index_tensor
 
-__all__ = ["categorical_divergence"]
+__all__ = ["categorical_divergence", "chunk_rows_and_grads", "default_chunk_rows", "softmax_pair"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -49,117 +53,163 @@ def _scaled(x: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
     return x if temperature == 1.0 else x / temperature
 
 
-def _log_probs(x: Tensor, lse: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
-    return _scaled(x, temperature, dtype) - lse.unsqueeze(-1)
+def default_chunk_rows(vocab: int, device: torch.device) -> int:
+    """Rows per chunk when ``chunk_size`` is None: about 2^18 entries on CPU, so that a
+    chunk's handful of (rows x V) temporaries stays in cache; 2^24 on accelerators."""
+    return max(1, (2**18 if device.type == "cpu" else 2**24) // max(vocab, 1))
+
+
+def softmax_pair(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log_softmax(x), softmax(x))`` over the last dim; each from its own kernel, for accuracy.
+
+    ``softmax`` rounds ``exp(x - max) / sum`` once or twice, ``exp(log_softmax(x))``
+    inherits log_softmax's absolute error (~|log P| ulp) as a relative one.
+    """
+    return torch.log_softmax(x, dim=-1), torch.softmax(x, dim=-1)
+
+
+def chunk_rows_and_grads(div: Divergence, logp: Tensor, logq: Tensor, p: Tensor, q: Tensor, need_a: bool,
+                         need_b: bool) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+    """Row values of D and the logit gradients of a chunk, unscaled (module docstring).
+
+    Returns ``(rows, dD/da * T, dD/db * T, finite)``, the gradients None unless asked for;
+    ``finite`` is False on rows whose gradient cannot be formed in the working dtype
+    (a sum of B or A that is not finite: the gradient holds ``inf - inf`` there).
+    """
+    f_val, b_val = div.categorical_terms(logp, logq, with_grad=need_a or need_b, p=p, q=q)
+    # a row whose softmax is undefined (NaN, +inf, or no finite logit) is NaN in every entry of its
+    # log_softmax; the fast terms zero 0 * inf products, so say NaN explicitly there
+    rows = torch.where(torch.isnan(logp[:, 0]) | torch.isnan(logq[:, 0]), math.nan, f_val.sum(-1))
+    finite = torch.ones_like(rows, dtype=torch.bool)
+    ga = gb = None
+    if need_b:
+        sum_b = b_val.sum(-1, keepdim=True)
+        gb = torch.addcmul(b_val, q, sum_b, value=-1.0)
+        finite &= torch.isfinite(sum_b[:, 0])
+    if need_a:
+        a_val = f_val.sub_(b_val)  # P f'(r)
+        sum_a = a_val.sum(-1, keepdim=True)
+        ga = torch.addcmul(a_val, p, sum_a, value=-1.0)
+        finite &= torch.isfinite(sum_a[:, 0])
+    return rows, ga, gb, finite
+
+
+_NONFINITE = ("`{}`: {} counted row(s) hold a NaN or +inf logit, or no finite logit, so their softmax is "
+              "undefined; fix them or leave them out with `mask`")
+
+
+def _overflow_error(div: Divergence, rows: int) -> str:
+    return (f"categorical_divergence: the gradient of {div} overflows float64 on {rows} row(s) (log-ratios of "
+            "several hundred): it cannot be represented; raise the temperature or use a member with bounded "
+            "growth (JS, Hellinger, alpha in [0, 1])")
 
 
 class _CategoricalDivergence(torch.autograd.Function):
-    """Rows of D(softmax(a/T) || softmax(b/T)) for 2-D a, b; analytic chunked backward."""
+    """Rows of D(softmax(a/T) || softmax(b/T)) for 2-D a, b; analytic gradients chunk by chunk.
+
+    When a gradient is needed, the forward pass computes it with the values, chunk by chunk
+    (the chunk's softmaxes are in cache then, and are not recomputed), into one buffer per
+    input; the backward pass scales it by the upstream row gradients in place. A second
+    backward through the same graph (``retain_graph``) recomputes it from the saved logits.
+    """
 
     @staticmethod
     def forward(ctx: Any, a: Tensor, b: Tensor, mask: Tensor | None, div: Divergence,
                 temperature: float, chunk: int, dtype: torch.dtype) -> Tensor:
-        n = a.shape[0]
-        out = torch.empty(n, dtype=dtype, device=a.device)
-        lse_a = torch.empty(n, dtype=dtype, device=a.device)
-        lse_b = torch.empty_like(lse_a)
-        for lo in range(0, n, chunk):
-            hi = min(lo + chunk, n)
-            ac = _scaled(a[lo:hi], temperature, dtype)
-            bc = _scaled(b[lo:hi], temperature, dtype)
-            lse_a[lo:hi] = torch.logsumexp(ac, dim=-1)
-            lse_b[lo:hi] = torch.logsumexp(bc, dim=-1)
-            f_val, _ = div.categorical_terms(ac - lse_a[lo:hi, None], bc - lse_b[lo:hi, None], with_grad=False)
-            out[lo:hi] = f_val.sum(dim=-1)
-        # a NaN or +inf logit, or a row with no finite logit, leaves softmax undefined: its
-        # log-sum-exp is not finite. One check on (rows,) values, not on the logits themselves.
-        for name, lse in (("target_logits", lse_a), ("model_logits", lse_b)):
-            bad = ~torch.isfinite(lse) if mask is None else ~torch.isfinite(lse) & mask
-            if bool(bad.any()):
-                raise NonFiniteInputError(f"`{name}`: {int(bad.sum())} counted row(s) hold a NaN or +inf logit, or no finite "
-                                 "logit, so their softmax is undefined; fix them or leave them out with `mask`")
-        if mask is not None:
-            out = torch.where(mask, out, torch.zeros((), dtype=dtype, device=out.device))
-        ctx.save_for_backward(a, b, lse_a, lse_b, mask)
         ctx.div, ctx.temperature, ctx.chunk, ctx.dtype = div, temperature, chunk, dtype
-        return out
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        rows, ctx.grads, ctx.error = _run(ctx, a, b, mask, need_a, need_b)
+        ctx.save_for_backward(a, b, mask)
+        return rows
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, ...]:
-        a, b, lse_a, lse_b, mask = ctx.saved_tensors
+        a, b, mask = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_a = torch.zeros_like(a) if need_a else None
-        grad_b = torch.zeros_like(b) if need_b else None
-        if not (need_a or need_b):
-            return (None,) * 7
+        grads, error = ctx.grads, ctx.error
+        ctx.grads = None  # scaled in place below: a second backward recomputes them
+        if grads is None:
+            _, grads, error = _run(ctx, a, b, mask, need_a, need_b)
         scale = grad_rows.to(ctx.dtype) / ctx.temperature
         if mask is not None:
             scale = torch.where(mask, scale, torch.zeros_like(scale))
-        for lo in range(0, a.shape[0], ctx.chunk):
-            hi = min(lo + ctx.chunk, a.shape[0])
-            if mask is not None and not bool(mask[lo:hi].any()):
-                continue
-            logp = _log_probs(a[lo:hi], lse_a[lo:hi], ctx.temperature, ctx.dtype)
-            logq = _log_probs(b[lo:hi], lse_b[lo:hi], ctx.temperature, ctx.dtype)
-            s = scale[lo:hi, None]
-            ga, gb = _row_grads(ctx.div, logp, logq, s, need_a, need_b)
-            # rows with zero upstream gradient (masked, or dropped by the caller) get exactly
-            # zero, even where their own local gradient is infinite
-            keep = s != 0
-            _refine_overflow(ctx, a[lo:hi], b[lo:hi], s, keep, ga, gb)
-            if need_a:
-                grad_a[lo:hi] = torch.where(keep, ga, 0.0)
-            if need_b:
-                grad_b[lo:hi] = torch.where(keep, gb, 0.0)
-        return grad_a, grad_b, None, None, None, None, None
+        # rows the caller drops get exactly zero, even where their own gradient is infinite
+        # (uncounted rows are zero already)
+        zero = scale == 0 if mask is None else (scale == 0) & mask
+        if error is not None and bool((error & ~zero).any()):
+            raise ValueError(_overflow_error(ctx.div, int((error & ~zero).sum())))
+        out = []
+        for g, x in zip(grads, (a, b)):
+            if g is not None:
+                g.mul_(scale.to(g.dtype)[:, None])
+                if bool(zero.any()):
+                    g.masked_fill_(zero[:, None], 0.0)
+                g = g.to(x.dtype)
+            out.append(g)
+        return out[0], out[1], None, None, None, None, None
 
 
-def _row_grads(div: Divergence, logp: Tensor, logq: Tensor, s: Tensor, need_a: bool,
-               need_b: bool) -> tuple[Tensor | None, Tensor | None]:
-    """dD/da = (A - P sum A) s and dD/db = (B - Q sum B) s for a chunk of rows (module docstring)."""
-    f_val, b_val = div.categorical_terms(logp, logq, with_grad=True)
-    ga = gb = None
-    if need_a:
-        a_val = f_val - b_val  # P f'(r)
-        ga = (a_val - torch.exp(logp) * a_val.sum(-1, keepdim=True)) * s
-    if need_b:
-        gb = (b_val - torch.exp(logq) * b_val.sum(-1, keepdim=True)) * s
-    return ga, gb
+def _run(ctx: Any, a: Tensor, b: Tensor, mask: Tensor | None, need_a: bool,
+         need_b: bool) -> tuple[Tensor, tuple[Tensor | None, Tensor | None], Tensor | None]:
+    """Rows of D and, if asked, the unscaled gradient buffers, chunk by chunk, and the rows whose
+    gradient overflows float64 (None if none): backward raises if the caller uses one of them.
+
+    Only counted rows are computed: with a mask, the chunks are gathered from the counted rows
+    (a causal LM's prompt and padding positions cost nothing), and the other rows stay 0.
+    """
+    n, dtype, chunk = a.shape[0], ctx.dtype, ctx.chunk
+    index = None if mask is None or bool(mask.all()) else torch.nonzero(mask).squeeze(1)
+    counted = n if index is None else index.numel()
+    rows = torch.zeros(n, dtype=dtype, device=a.device)
+    # float16 cannot hold a gradient before the upstream scale shrinks it: keep those in float32
+    new = torch.empty_like if index is None else torch.zeros_like
+    bufs = [new(x, dtype=torch.float32 if x.dtype == torch.float16 else x.dtype) if need else None
+            for x, need in ((a, need_a), (b, need_b))]
+    bad_in = torch.zeros(2, dtype=torch.long, device=a.device)
+    refine = torch.zeros(n, dtype=torch.bool, device=a.device)
+    for lo in range(0, counted, chunk):
+        sel = slice(lo, min(lo + chunk, counted)) if index is None else index[lo:lo + chunk]
+        logp, p = softmax_pair(_scaled(a[sel], ctx.temperature, dtype))
+        logq, q = softmax_pair(_scaled(b[sel], ctx.temperature, dtype))
+        # a NaN or +inf logit, or a row with no finite logit, makes the whole log_softmax row NaN
+        bad_in += torch.stack([torch.isnan(logp[:, 0]), torch.isnan(logq[:, 0])]).sum(-1)
+        r, ga, gb, finite = chunk_rows_and_grads(ctx.div, logp, logq, p, q, need_a, need_b)
+        rows[sel] = r
+        refine[sel] = ~finite
+        for g, gc in zip(bufs, (ga, gb)):
+            if g is not None:
+                g[sel] = gc
+    if bool(bad_in.any()):
+        name, count = next((nm, k) for nm, k in zip(("target_logits", "model_logits"), bad_in.tolist()) if k)
+        raise NonFiniteInputError(_NONFINITE.format(name, count))
+    error = _refine_overflow(ctx, a, b, refine, bufs) if any(g is not None for g in bufs) else None
+    return rows, (bufs[0], bufs[1]), error
 
 
-def _refine_overflow(ctx: Any, a: Tensor, b: Tensor, s: Tensor, keep: Tensor, ga: Tensor | None,
-                     gb: Tensor | None) -> None:
-    """Recompute in float64, in place, the rows whose gradient is NaN in the working dtype.
+def _refine_overflow(ctx: Any, a: Tensor, b: Tensor, bad: Tensor, bufs: list[Tensor | None]) -> Tensor | None:
+    """Recompute in float64, in place, the rows whose gradient is not finite in the working dtype.
 
     Members whose f grows like a power of r (Pearson, Neyman, alpha outside [0, 1]) overflow
     float32 at |log r| of about 45 to 90: their terms become inf and ``inf - inf`` gives NaN,
     although the true gradient is finite or a signed infinity. float64 holds them up to
-    |log r| of about 350; beyond that the gradient cannot be formed and a ValueError says so.
+    |log r| of about 350; beyond that the gradient cannot be formed: those rows are
+    returned, and the backward pass raises if the caller's gradient uses one, never NaN.
     """
-    grads = [g for g in (ga, gb) if g is not None]
-    bad = torch.zeros(a.shape[0], dtype=torch.bool, device=a.device)
-    for g in grads:
-        bad |= torch.isnan(g).any(-1) & keep[:, 0]
-    if ctx.dtype == torch.float64 or not bool(bad.any()):
-        if bool(bad.any()):
-            raise ValueError(f"categorical_divergence: the gradient of {ctx.div} overflows float64 on "
-                             f"{int(bad.sum())} row(s) (log-ratios of several hundred): it cannot be represented; "
-                             "raise the temperature or use a member with bounded growth (JS, Hellinger, alpha in [0, 1])")
-        return
+    if not bool(bad.any()):
+        return None
+    if ctx.dtype == torch.float64:
+        return bad
     wide = torch.float64
-    a64, b64 = _scaled(a[bad], ctx.temperature, wide), _scaled(b[bad], ctx.temperature, wide)
-    logp = a64 - torch.logsumexp(a64, -1, keepdim=True)
-    logq = b64 - torch.logsumexp(b64, -1, keepdim=True)
-    ga64, gb64 = _row_grads(ctx.div, logp, logq, s[bad].to(wide), ga is not None, gb is not None)
-    for g, g64 in ((ga, ga64), (gb, gb64)):
-        if g is None:
-            continue
-        if bool(torch.isnan(g64).any()):
-            raise ValueError(f"categorical_divergence: the gradient of {ctx.div} overflows float64 on some rows "
-                             "(log-ratios of several hundred): it cannot be represented; raise the temperature or "
-                             "use a member with bounded growth (JS, Hellinger, alpha in [0, 1])")
-        g[bad] = g64.to(g.dtype)  # values beyond the working dtype's range become signed infinities
+    logp, p = softmax_pair(_scaled(a[bad], ctx.temperature, wide))
+    logq, q = softmax_pair(_scaled(b[bad], ctx.temperature, wide))
+    _, ga, gb, _ = chunk_rows_and_grads(ctx.div, logp, logq, p, q, bufs[0] is not None, bufs[1] is not None)
+    failed = torch.zeros_like(bad)
+    for g, g64 in zip(bufs, (ga, gb)):
+        if g is not None:
+            failed[bad] |= torch.isnan(g64).any(-1)
+            g[bad] = g64.to(g.dtype)  # values beyond the working dtype's range become signed infinities
+    return failed if bool(failed.any()) else None
 
 
 class _TritonCategorical(torch.autograd.Function):
@@ -244,7 +294,8 @@ def categorical_divergence(
         reduction: ``"mean"`` over counted rows (0 if none), ``"sum"``, or ``"none"``
             for the ``(...)`` per-row values (0 at masked rows).
         chunk_size: rows processed at a time; peak extra memory is then
-            O(chunk_size x V) instead of O(rows x V). None: all rows at once.
+            O(chunk_size x V) besides the gradient. None: about 2^18 entries per chunk on
+            CPU (cache-sized: the fastest), 2^24 on accelerators.
             (Not used by the Triton kernel, which needs no chunks.)
         backend: ``"auto"`` (Triton for CUDA float32/16/bf16 inputs when it is installed,
             unless the target needs a gradient), ``"torch"`` or ``"triton"``.
@@ -288,7 +339,7 @@ def categorical_divergence(
                                       "NaN or +inf logit, or no finite logit, so their softmax is undefined; fix "
                                       "them or leave them out with `mask`")
     else:
-        chunk = max(1, n if chunk_size is None else min(chunk_size, n))
+        chunk = max(1, min(n, chunk_size or default_chunk_rows(vocab, b.device)))
         rows = _CategoricalDivergence.apply(a, b, flat_mask, div, float(temperature), chunk, dtype)
     if reduction == "none":
         return rows.reshape(lead)

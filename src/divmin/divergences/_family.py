@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ._base import Divergence, register
 from ._numerics import LOG2, mul_exp, piecewise
-from ._terms import kl_terms, mixture_terms
+from . import _terms
 
 __all__ = [
     "ForwardKL",
@@ -56,8 +56,9 @@ class ForwardKL(Divergence):
     def perspective(self) -> Divergence:
         return ReverseKL()
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
-        return kl_terms(logp, logq, with_grad)
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.kl_terms(logp, logq, with_grad, p)
 
 
 @register("reverse_kl")
@@ -85,9 +86,9 @@ class ReverseKL(Divergence):
     def perspective(self) -> Divergence:
         return ForwardKL()
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
-        f_val = kl_terms(logq, logp, False)[0]  # Q log(Q/P)
-        return f_val, (f_val + torch.exp(logq) if with_grad else None)  # Q (1 - log r) = Q + F
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.reverse_kl_terms(logp, logq, with_grad, q)
 
 
 @register("js")
@@ -114,9 +115,10 @@ class JS(Divergence):
     def g(self, log_r: Tensor) -> Tensor:
         return LOG2 - F.softplus(log_r)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
-        f_val, b_val = mixture_terms(logp, logq, 0.5, with_grad)  # JS = 2 x generalized JS(1/2)
-        return 2.0 * f_val, (None if b_val is None else 2.0 * b_val)
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        f_val, b_val = _terms.mixture_terms(logp, logq, 0.5, with_grad, p, q)  # JS = 2 x generalized JS(1/2)
+        return f_val.mul_(2.0), (None if b_val is None else b_val * 2.0)
 
     def h(self, log_r: Tensor) -> Tensor:
         return torch.sigmoid(log_r)
@@ -146,6 +148,10 @@ class TotalVariation(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return torch.zeros_like(log_r)
 
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.total_variation_terms(logp, logq, with_grad, p, q)
+
     def perspective(self) -> Divergence:
         return self
 
@@ -170,6 +176,10 @@ class SquaredHellinger(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return 0.5 * log_r - LOG2
 
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.hellinger_terms(logp, logq, with_grad, p, q)
+
     def perspective(self) -> Divergence:
         return self
 
@@ -193,6 +203,10 @@ class PearsonChi2(Divergence):
 
     def log_h(self, log_r: Tensor) -> Tensor:
         return 2.0 * log_r + LOG2
+
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.chi2_terms(logp, logq, with_grad, p, q)
 
     def perspective(self) -> Divergence:
         return NeymanChi2()
@@ -228,6 +242,10 @@ class NeymanChi2(Divergence):
         far = 2.0 * (torch.exp(log_w - s) - torch.exp(log_w))
         return torch.where(s < -1.0, far, super().weighted_g(log_w, s))
 
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.neyman_terms(logp, logq, with_grad, p, q)
+
     def perspective(self) -> Divergence:
         return PearsonChi2()
 
@@ -251,6 +269,10 @@ class Jeffreys(Divergence):
 
     def log_h(self, log_r: Tensor) -> Tensor:
         return F.softplus(log_r)
+
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.jeffreys_terms(logp, logq, with_grad, p, q)
 
     def perspective(self) -> Divergence:
         return self

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ._base import Divergence, register
 from ._numerics import LOG2, log_mix, mul_exp, piecewise
-from ._terms import mixture_terms
+from . import _terms
 
 __all__ = [
     "Alpha",
@@ -161,8 +161,9 @@ class GeneralizedJS(Divergence):
         b = float(self.beta)
         return -(1.0 - b) * log_mix(log_r, b)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool) -> tuple[Tensor, Tensor | None]:
-        return mixture_terms(logp, logq, float(self.beta), with_grad)
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.mixture_terms(logp, logq, float(self.beta), with_grad, p, q)
 
     def h(self, log_r: Tensor) -> Tensor:
         b = float(self.beta)
@@ -195,6 +196,10 @@ class SoftenedReverseKL(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return F.logsigmoid(-log_r)
 
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.softened_terms(logp, logq, True, with_grad, p, q)
+
     def perspective(self) -> Divergence:
         return SoftenedForwardKL()
 
@@ -219,6 +224,10 @@ class SoftenedForwardKL(Divergence):
 
     def log_h(self, log_r: Tensor) -> Tensor:
         return log_r + F.logsigmoid(log_r)
+
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.softened_terms(logp, logq, False, with_grad, p, q)
 
     def perspective(self) -> Divergence:
         return SoftenedReverseKL()
@@ -253,6 +262,10 @@ class SkewForwardKL(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return 2.0 * math.log(1.0 - float(self.skew)) - log_mix(-log_r, 1.0 - float(self.skew)) - log_mix(log_r, float(self.skew))
 
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.skew_terms(logp, logq, float(self.skew), with_grad, p, q)
+
     def perspective(self) -> Divergence:
         return SkewReverseKL(skew=self.skew)
 
@@ -284,6 +297,10 @@ class SkewReverseKL(Divergence):
 
     def log_h(self, log_r: Tensor) -> Tensor:
         return 2.0 * math.log(1.0 - float(self.skew)) - 2.0 * log_mix(-log_r, float(self.skew))
+
+    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        return _terms.skew_reverse_terms(logp, logq, float(self.skew), with_grad, p, q)
 
     def perspective(self) -> Divergence:
         return SkewForwardKL(skew=self.skew)

@@ -66,8 +66,12 @@ def reverse_kl_terms(lp, lq, p, q, c0, c1, c2):
 
 @triton.jit
 def mixture_terms(lp, lq, p, q, c0, c1, c2):
-    """Generalized JS with c0 = log b, c1 = log(1 - b), times c2 (js: b = 1/2, c2 = 2)."""
-    lm = _logaddexp(lp + c0, lq + c1)
+    """Generalized JS with c0 = log b, c1 = log(1 - b), times c2 (js: b = 1/2, c2 = 2).
+
+    M in probability space (one rounding; logaddexp of the logs loses float32 accuracy),
+    clamped to the smallest normal number, below which both weights are negligible.
+    """
+    lm = tl.log(tl.maximum(tl.exp(c0) * p + tl.exp(c1) * q, 1.1754943508222875e-38))
     fq = _wdiff(lq, q, lq - lm)
     return c2 * (tl.exp(c0) * _wdiff(lp, p, lp - lm) + tl.exp(c1) * fq), c2 * tl.exp(c1) * fq
 
@@ -90,7 +94,8 @@ def skew_reverse_kl_terms(lp, lq, p, q, c0, c1, c2):
 @triton.jit
 def total_variation_terms(lp, lq, p, q, c0, c1, c2):
     half_q = 0.5 * q
-    return 0.5 * tl.abs(p - q), tl.where(lq > lp, half_q, tl.where(lq < lp, -half_q, 0.0))
+    # the sign from the probabilities, as the torch terms take it (near ties)
+    return 0.5 * tl.abs(p - q), tl.where(q > p, half_q, tl.where(q < p, -half_q, 0.0))
 
 
 @triton.jit
