@@ -100,7 +100,9 @@ def test_distill_trainer_with_a_full_cache_trains_as_with_the_live_teacher(tmp_p
         params[name] = torch.cat([p.detach().flatten() for p in tr.model.parameters()])
     init = torch.cat([p.detach().flatten() for p in tiny_gpt2(V, seed=5, n_layer=1, n_embd=8, n_positions=16)
                       .parameters()])
-    assert float((params["live"] - params["cache"]).abs().max()) < 1e-5
+    # the two runs differ by float32 rounding of the teacher's log-probs (gradients agree to ~2e-9); Adam divides
+    # by sqrt(v) + eps, which lifts that to ~1e-5 in the weights after 4 steps: 1e-4 is rounding, far below the move
+    assert float((params["live"] - params["cache"]).abs().max()) < 1e-4
     assert float((params["live"] - init).abs().max()) > 1e-3  # training moved the weights
 
 

@@ -179,7 +179,7 @@ def _run(ctx: Any, a: Tensor, b: Tensor, mask: Tensor | None, need_a: bool,
         refine[sel] = ~finite
         for g, gc in zip(bufs, (ga, gb)):
             if g is not None:
-                g[sel] = gc
+                g[sel] = gc.to(g.dtype)  # index_put (a masked chunk) does not cast a float32 chunk to bf16
     if bool(bad_in.any()):
         name, count = next((nm, k) for nm, k in zip(("target_logits", "model_logits"), bad_in.tolist()) if k)
         raise NonFiniteInputError(_NONFINITE.format(name, count))
