@@ -31,11 +31,18 @@ def test_depict_recipe_tiny(tmp_path):
     assert result.summary["depict_beats_dec"] == (by["depict-dec"]["acc"] > by["dec"]["acc"])
     wins = sum(a > b for a, b in zip(by["dec"]["acc_per_seed"], by["kmeans-pixels"]["acc_per_seed"]))
     assert result.summary["seeds_won_over_kmeans_pixels"]["dec"] == wins
-    confusion = check_figure(result.plots[0])["data"]["confusion"]
+    accuracy = check_figure(result.plots[0])
+    assert [t.split(":")[0] for t in accuracy["legend"][1:]] == methods  # one entry per method after "one seed"
+    for r in result.rows:  # the figure shows every seed's accuracy and the mean +- sd of the table
+        assert accuracy["data"]["acc_per_seed"][r["method"]] == r["acc_per_seed"]
+        assert accuracy["data"]["acc"][r["method"]] == pytest.approx(r["acc"])
+        assert accuracy["data"]["acc_std"][r["method"]] == pytest.approx(r["acc_std"])
+    assert result.summary["images"] == 1797 and result.summary["cpu_seconds"] > 0
+    confusion = check_figure(result.plots[1])["data"]["confusion"]
     assert sum(map(sum, confusion)) == 1797
     assert sum(confusion[i][i] for i in range(10)) / 1797 == pytest.approx(by["depict-dec"]["acc_per_seed"][0],
                                                                            abs=1e-4)
-    embedding = check_figure(result.plots[1])
+    embedding = check_figure(result.plots[2])
     assert len(embedding["legend"]) == 10
     for panel in embedding["data"].values():
         assert len(panel["class_means"]) == 10 and 0 < sum(panel["explained_variance_ratio"]) <= 1 + 1e-9

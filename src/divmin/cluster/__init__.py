@@ -6,9 +6,9 @@ Xie et al. 2016) and its soft assignments Q, with any registry divergence, plus
 a layer-wise reconstruction loss; targets and network are updated alternately.
 """
 
-from ._nets import HEADS, DepictNet
+from ._nets import HEADS, PATHS, DepictNet
 from ._objective import TARGET_RULES, auxiliary_target, depict_loss
 from ._trainer import DepictConfig, DepictTrainer, kmeans_init_head
 
-__all__ = ["HEADS", "TARGET_RULES", "DepictConfig", "DepictNet", "DepictTrainer", "auxiliary_target", "depict_loss",
+__all__ = ["HEADS", "PATHS", "TARGET_RULES", "DepictConfig", "DepictNet", "DepictTrainer", "auxiliary_target", "depict_loss",
            "kmeans_init_head"]
