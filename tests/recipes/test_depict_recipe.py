@@ -7,6 +7,9 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+import torch  # noqa: E402
+
+from divmin.data import fashion_mnist, find_fashion_mnist  # noqa: E402
 from divmin.recipes import run_recipe  # noqa: E402
 
 from ._figures import check_figure  # noqa: E402
@@ -48,3 +51,28 @@ def test_depict_recipe_tiny(tmp_path):
         assert len(panel["class_means"]) == 10 and 0 < sum(panel["explained_variance_ratio"]) <= 1 + 1e-9
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["rows"][0]["method"] == "depict-dec"
+
+
+def test_full_preset_is_per_dataset_and_leaves_explicit_settings():
+    from divmin.engine._overrides import parse_overrides
+    from divmin.recipes.depict import FULL_SIZES, DepictRecipeConfig, _full_size
+
+    assert _full_size(DepictRecipeConfig()) == DepictRecipeConfig()  # without --full nothing changes
+    fashion = _full_size(parse_overrides(DepictRecipeConfig(), ("full=True", "dataset=fashion-mnist")))
+    want = FULL_SIZES["fashion-mnist"]
+    assert fashion.max_samples is None and len(fashion.seeds) >= 3 and fashion.seeds == want["seeds"]
+    assert (fashion.pretrain_steps, fashion.engine.max_steps) == (want["pretrain_steps"], want["max_steps"])
+    digits = _full_size(parse_overrides(DepictRecipeConfig(), ("full=True", "pretrain_steps=7")))
+    assert digits.pretrain_steps == 7 and digits.engine.max_steps == FULL_SIZES["digits"]["max_steps"]
+    assert len(digits.seeds) >= 5
+
+
+@pytest.mark.skipif(find_fashion_mnist() is None, reason="Fashion-MNIST IDX files are not installed")
+def test_fashion_mnist_is_train_then_test():
+    from divmin.recipes.depict import DepictRecipeConfig, _load
+
+    x, y = _load(DepictRecipeConfig(dataset="fashion-mnist"))
+    assert x.shape == (70000, 1, 28, 28) and np.bincount(y).tolist() == [7000] * 10
+    test_x, _ = fashion_mnist("test")
+    assert torch.equal(x[60000:], test_x)
+    assert _load(DepictRecipeConfig(dataset="fashion-mnist", max_samples=50))[0].shape[0] == 50
