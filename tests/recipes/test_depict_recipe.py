@@ -31,6 +31,9 @@ def test_depict_recipe_tiny(tmp_path):
     margin = by["depict-dec"]["acc"] - by["kmeans-pixels"]["acc"]
     assert result.summary["margin_over_kmeans_pixels"]["depict-dec"] == pytest.approx(margin)
     assert result.summary["depict_beats_kmeans_pixels"] == (margin > 0)
+    spread = max(by["depict-dec"]["acc_std"], by["kmeans-pixels"]["acc_std"])
+    want = "win" if margin > spread else "loss" if margin < -spread else "tie"
+    assert result.summary["depict_vs_kmeans_pixels"] == want
     assert result.summary["depict_beats_dec"] == (by["depict-dec"]["acc"] > by["dec"]["acc"])
     wins = sum(a > b for a, b in zip(by["dec"]["acc_per_seed"], by["kmeans-pixels"]["acc_per_seed"]))
     assert result.summary["seeds_won_over_kmeans_pixels"]["dec"] == wins

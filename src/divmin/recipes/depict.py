@@ -18,8 +18,10 @@ paper's rule (fewer than ``tol`` of the assignments change between target update
 Columns: ``acc`` (Hungarian-matched clustering accuracy), ``nmi``, ``ari``, their std
 over ``seeds``, and ``acc_per_seed``. The claim checked
 (``summary["depict_beats_kmeans_pixels"]``): DEPICT with its default target
-(``depict-dec``) beats k-means on pixels in mean accuracy; the summary also gives the
-margin of each target and on how many seeds it wins. Figures: the confusion matrix of
+(``depict-dec``) beats k-means on pixels in mean accuracy; ``depict_vs_kmeans_pixels`` says
+"win", "tie" (the margin is within the larger sd over seeds) or "loss"; the summary also gives the
+margin of each target and on how many seeds it wins. Figures: every method's accuracy
+(each seed, mean ± sd), the confusion matrix of
 ``depict-dec`` at the first seed (clusters relabelled by the matching) and a 2-D PCA
 of its embedding before (pretrained) and after DEPICT, coloured by true class.
 
@@ -77,7 +79,7 @@ def _default_engine() -> EngineConfig:
 class DepictRecipeConfig:
     dataset: str = "digits"  # "digits" (scikit-learn) or "fashion-mnist" (Debian's dataset-fashion-mnist)
     max_samples: int | None = None  # fashion-mnist: first this many of the 70,000 train + test images (None: all)
-    seeds: tuple[int, ...] = (0, 1, 2)  # seeds of the network init, data order and k-means
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # seeds of the network init, data order and k-means (5: see README)
     divergence: str = "forward_kl"  # D(P || Q) of DEPICT's clustering loss
     channels: tuple[int, ...] = (16, 32)  # encoder conv widths
     embed_dim: int = 32  # embedding size (32 gave better k-means on the pretrained embedding than 10 on seeds 10, 11)
@@ -206,10 +208,13 @@ def _summary(rows: list[dict[str, object]], seeds: tuple[int, ...]) -> dict[str,
     pixels = by["kmeans-pixels"]
     margin = {m: by[m]["acc"] - pixels["acc"] for m in _DEEP}
     wins = {m: sum(a > b for a, b in zip(by[m]["acc_per_seed"], pixels["acc_per_seed"])) for m in _DEEP}
-    return {"acc": {m: r["acc"] for m, r in by.items()}, "seeds": list(seeds),
+    spread = max(by["depict-dec"]["acc_std"], pixels["acc_std"])
+    # the claim in words: a mean margin within the seeds' spread is a tie
+    verdict = "win" if margin["depict-dec"] > spread else "loss" if margin["depict-dec"] < -spread else "tie"
+    return {"acc": {m: r["acc"] for m, r in by.items()}, "seeds": list(seeds), "depict_vs_kmeans_pixels": verdict,
             "depict_beats_kmeans_pixels": margin["depict-dec"] > 0,
             # a margin smaller than the seeds' spread is a tie in all but name
-            "depict_margin_exceeds_spread": margin["depict-dec"] > max(by["depict-dec"]["acc_std"], pixels["acc_std"]),
+            "depict_margin_exceeds_spread": margin["depict-dec"] > spread,
             "margin_over_kmeans_pixels": margin, "seeds_won_over_kmeans_pixels": wins,
             "depict_beats_dec": by["depict-dec"]["acc"] > by["dec"]["acc"]}
 
