@@ -26,7 +26,7 @@ images, two emptied, accuracy fell to 0.41; the same with lr 1e-4 (0.37), dropou
 lr 1e-4 (0.40), dropout 0.05 (0.40), reconstruction weight 10 (0.44) or a tanh-bounded
 embedding (the authors' code) all merged clusters too. On the clean path the cluster sizes
 stayed put (0.511 after 600 steps): the noisy path, not the target rule, step size or
-reconstruction balance, drives the fall (``scratch`` runs of issue 29).
+reconstruction balance, drives the fall (diagnostic runs for issue 29).
 """
 
 from __future__ import annotations
