@@ -222,6 +222,7 @@ def _summary(rows: list[dict[str, object]], seeds: tuple[int, ...]) -> dict[str,
 def _accuracy_plot(rows: list[dict[str, object]], path: Path, dataset: str, n: int) -> Path:
     """Accuracy of each method: one dot per seed, the mean with a bar of +- one sd over seeds."""
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    seeds = len(rows[0]["acc_per_seed"])
     for i, r in enumerate(rows):
         accs = r["acc_per_seed"]
         ax.scatter([i] * len(accs), accs, s=18, color="tab:gray", alpha=0.8, zorder=3,
@@ -231,7 +232,7 @@ def _accuracy_plot(rows: list[dict[str, object]], path: Path, dataset: str, n: i
     ax.axhline(rows[-1]["acc"], color="tab:gray", ls=":", lw=1)  # k-means on pixels, the claim's baseline
     ax.set(xticks=range(len(rows)), xticklabels=[r["method"] for r in rows], ylabel="clustering accuracy",
            xlabel="method (mean ± sd over seeds; dotted: k-means on pixels)",
-           title=f"depict: accuracy on {dataset} ({n} images, {len(rows[0]['acc_per_seed'])} seeds)")
+           title=f"depict: accuracy on {dataset} ({n} images, {seeds} seed{'s' * (seeds > 1)})")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
