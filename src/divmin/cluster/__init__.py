@@ -10,5 +10,5 @@ from ._nets import HEADS, PATHS, DepictNet
 from ._objective import TARGET_RULES, auxiliary_target, depict_loss
 from ._trainer import DepictConfig, DepictTrainer, kmeans_init_head
 
-__all__ = ["HEADS", "PATHS", "TARGET_RULES", "DepictConfig", "DepictNet", "DepictTrainer", "auxiliary_target", "depict_loss",
-           "kmeans_init_head"]
+__all__ = ["HEADS", "PATHS", "TARGET_RULES", "DepictConfig", "DepictNet", "DepictTrainer", "auxiliary_target",
+           "depict_loss", "kmeans_init_head"]

@@ -75,7 +75,8 @@ class DepictConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        n_clusters=Int(ge=2), head=OneOf(HEADS), clustering_path=OneOf(PATHS), target=OneOf(TARGET_RULES), divergence=IsDivergence(),
+        n_clusters=Int(ge=2), head=OneOf(HEADS), clustering_path=OneOf(PATHS), target=OneOf(TARGET_RULES),
+        divergence=IsDivergence(),
         reconstruction_weight=Number(ge=0), channels=Tuple(each=Int(ge=1), min_len=1), embed_dim=Int(ge=1),
         noise=Number(ge=0, lt=1), pretrain_steps=Int(ge=0), update_interval=Int(ge=1), tol=Number(ge=0, le=1),
         kmeans_n_init=Int(ge=1), lr=Number(gt=0), weight_decay=Number(ge=0), batch_size=Int(ge=1),

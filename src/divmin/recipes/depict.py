@@ -2,8 +2,9 @@
 
 Data need no download: scikit-learn's 8x8 digits (1797 images, 10 classes), or
 Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package (``dataset=fashion-mnist``:
-the 60,000 training then 10,000 test images, the first ``max_samples`` of them, all by default). Per seed, one noisy/clean convolutional
-autoencoder is pretrained (``pretrain_steps``) and every deep method starts from it:
+the 60,000 training then 10,000 test images, the first ``max_samples`` of them, all by default).
+Per seed, one noisy/clean convolutional autoencoder is pretrained (``pretrain_steps``) and every deep
+method starts from it:
 
 * ``depict-dec`` / ``depict-paper``: :class:`divmin.cluster.DepictTrainer` (softmax head,
   reconstruction kept) with the DEC target (p ∝ q^2 / f, the authors' code) or the
@@ -46,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cluster import DepictConfig, DepictTrainer
+from ..cluster import PATHS, DepictConfig, DepictTrainer
 from ..data import fashion_mnist, load_digits_images
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
 from ..eval import ari, clustering_accuracy, nmi
@@ -83,6 +84,7 @@ class DepictRecipeConfig:
     divergence: str = "forward_kl"  # D(P || Q) of DEPICT's clustering loss
     channels: tuple[int, ...] = (16, 32)  # encoder conv widths
     embed_dim: int = 32  # embedding size (32 gave better k-means on the pretrained embedding than 10 on seeds 10, 11)
+    clustering_path: str = "clean"  # encoder path of DEPICT's clustering loss ("noisy": the paper; see divmin.cluster)
     noise: float = 0.2  # dropout rate of DEPICT's noisy encoder path (also the denoising of pretraining)
     pretrain_steps: int = 1500  # reconstruction-only steps of the shared autoencoder
     update_interval: int = 20  # steps between target updates
@@ -96,10 +98,11 @@ class DepictRecipeConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # each fine-tuning (max_steps etc.)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        dataset=OneOf(_DATASETS), max_samples=Int(ge=10, optional=True), full=Bool(), seeds=Tuple(each=Int(ge=0), min_len=1),
-        divergence=IsDivergence(), channels=Tuple(each=Int(ge=1), min_len=1), embed_dim=Int(ge=1),
-        noise=Number(ge=0, lt=1), pretrain_steps=Int(ge=1), update_interval=Int(ge=1), tol=Number(ge=0, le=1),
-        lr=Number(gt=0), fine_tune_lr=Number(gt=0), batch_size=Int(ge=1), num_threads=Int(ge=1, optional=True),
+        dataset=OneOf(_DATASETS), max_samples=Int(ge=10, optional=True), full=Bool(),
+        seeds=Tuple(each=Int(ge=0), min_len=1), divergence=IsDivergence(), channels=Tuple(each=Int(ge=1), min_len=1),
+        embed_dim=Int(ge=1), clustering_path=OneOf(PATHS), noise=Number(ge=0, lt=1), pretrain_steps=Int(ge=1),
+        update_interval=Int(ge=1), tol=Number(ge=0, le=1), lr=Number(gt=0), fine_tune_lr=Number(gt=0),
+        batch_size=Int(ge=1), num_threads=Int(ge=1, optional=True),
         resume=Bool(), engine=Instance(EngineConfig),
     )
 
@@ -138,7 +141,8 @@ def _trainer(c: DepictRecipeConfig, x: torch.Tensor, seed: int, out: Path, steps
              pretrained=None, lr: float | None = None, **fields) -> DepictTrainer:
     engine = run_engine(c.engine, out, seed=seed, max_steps=steps)
     cfg = DepictConfig(n_clusters=10, divergence=c.divergence, channels=c.channels, embed_dim=c.embed_dim,
-                       noise=c.noise, pretrain_steps=pretrain_steps, update_interval=c.update_interval, tol=c.tol,
+                       noise=c.noise, clustering_path=c.clustering_path, pretrain_steps=pretrain_steps,
+                       update_interval=c.update_interval, tol=c.tol,
                        lr=c.lr if lr is None else lr, batch_size=c.batch_size, engine=engine, **fields)
     trainer = DepictTrainer(x, config=cfg, pretrained=pretrained)
     trainer.train(resume=resumable(engine, c.resume))
@@ -160,7 +164,8 @@ def run_depict(config: DepictRecipeConfig, out_dir: Path) -> RecipeResult:
 
 
 def _say(message: str) -> None:
-    print(f"[depict {time.strftime('%H:%M:%S')}, {time.process_time():.0f} CPU s] {message}", file=sys.stderr, flush=True)
+    stamp = f"{time.strftime('%H:%M:%S')}, {time.process_time():.0f} CPU s"
+    print(f"[depict {stamp}] {message}", file=sys.stderr, flush=True)
 
 
 def _run(c: DepictRecipeConfig, out_dir: Path) -> RecipeResult:
