@@ -140,4 +140,4 @@ def test_clean_clustering_path_feeds_the_head_from_the_clean_encoder():
         net(x, path="both")
     with pytest.raises(ValueError, match="clustering_path"):
         DepictConfig(clustering_path="both")
-    assert DepictConfig().clustering_path == "clean"
+    assert DepictConfig().clustering_path == "noisy"  # the paper's

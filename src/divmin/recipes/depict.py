@@ -72,6 +72,11 @@ FULL_SIZES: dict[str, dict[str, object]] = {
 }
 
 
+# dataset -> the encoder path of DEPICT's clustering loss: the paper's noisy path, except on
+# Fashion-MNIST where it merged clusters (divmin.cluster._trainer's docstring has the numbers)
+_PATHS = {"digits": "noisy", "fashion-mnist": "clean"}
+
+
 def _default_engine() -> EngineConfig:
     return EngineConfig(max_steps=1000, log_every=100, progress=True, tensorboard=False)
 
@@ -84,7 +89,7 @@ class DepictRecipeConfig:
     divergence: str = "forward_kl"  # D(P || Q) of DEPICT's clustering loss
     channels: tuple[int, ...] = (16, 32)  # encoder conv widths
     embed_dim: int = 32  # embedding size (32 gave better k-means on the pretrained embedding than 10 on seeds 10, 11)
-    clustering_path: str = "clean"  # encoder path of DEPICT's clustering loss ("noisy": the paper; see divmin.cluster)
+    clustering_path: str | None = None  # path of DEPICT's clustering loss (divmin.cluster.PATHS); None: _PATHS[dataset]
     noise: float = 0.2  # dropout rate of DEPICT's noisy encoder path (also the denoising of pretraining)
     pretrain_steps: int = 1500  # reconstruction-only steps of the shared autoencoder
     update_interval: int = 20  # steps between target updates
@@ -100,7 +105,8 @@ class DepictRecipeConfig:
     CHECKS = dict(  # one per field: divmin.engine.validate
         dataset=OneOf(_DATASETS), max_samples=Int(ge=10, optional=True), full=Bool(),
         seeds=Tuple(each=Int(ge=0), min_len=1), divergence=IsDivergence(), channels=Tuple(each=Int(ge=1), min_len=1),
-        embed_dim=Int(ge=1), clustering_path=OneOf(PATHS), noise=Number(ge=0, lt=1), pretrain_steps=Int(ge=1),
+        embed_dim=Int(ge=1), clustering_path=OneOf(PATHS, optional=True), noise=Number(ge=0, lt=1),
+        pretrain_steps=Int(ge=1),
         update_interval=Int(ge=1), tol=Number(ge=0, le=1), lr=Number(gt=0), fine_tune_lr=Number(gt=0),
         batch_size=Int(ge=1), num_threads=Int(ge=1, optional=True),
         resume=Bool(), engine=Instance(EngineConfig),
@@ -141,8 +147,8 @@ def _trainer(c: DepictRecipeConfig, x: torch.Tensor, seed: int, out: Path, steps
              pretrained=None, lr: float | None = None, **fields) -> DepictTrainer:
     engine = run_engine(c.engine, out, seed=seed, max_steps=steps)
     cfg = DepictConfig(n_clusters=10, divergence=c.divergence, channels=c.channels, embed_dim=c.embed_dim,
-                       noise=c.noise, clustering_path=c.clustering_path, pretrain_steps=pretrain_steps,
-                       update_interval=c.update_interval, tol=c.tol,
+                       noise=c.noise, clustering_path=c.clustering_path or _PATHS[c.dataset],
+                       pretrain_steps=pretrain_steps, update_interval=c.update_interval, tol=c.tol,
                        lr=c.lr if lr is None else lr, batch_size=c.batch_size, engine=engine, **fields)
     trainer = DepictTrainer(x, config=cfg, pretrained=pretrained)
     trainer.train(resume=resumable(engine, c.resume))
