@@ -26,8 +26,8 @@ default); "clean" feeds it from the clean path. Why both: on 5,000 Fashion-MNIST
 did with lr 1e-4 (0.37), dropout 0.1 and lr 1e-4 (0.40), dropout 0.05 (0.40), reconstruction
 weight 10 (0.44) and a tanh-bounded embedding as in the authors' code. On the clean path the
 cluster sizes stayed put (0.511 after 600 steps): the noisy pathway, not the target rule, step
-size or reconstruction balance, drives that fall. On digits the noisy path is the better one
-(5 seeds: see the README).
+size or reconstruction balance, drives that fall. On digits (the depict recipe's defaults, 5 seeds)
+the noisy path is the better one: accuracy 0.793 ± 0.028 against 0.754 ± 0.034 on the clean path.
 """
 
 from __future__ import annotations
