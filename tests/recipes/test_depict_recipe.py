@@ -15,10 +15,12 @@ from divmin.recipes import run_recipe  # noqa: E402
 from ._figures import check_figure  # noqa: E402
 
 
-def test_depict_recipe_tiny(tmp_path):
+def test_depict_recipe_tiny(tmp_path, capsys):
     result = run_recipe("depict", tmp_path, overrides=(
         "seeds=(0, 1)", "channels=(4,)", "embed_dim=4", "pretrain_steps=3", "update_interval=2",
         "engine.max_steps=4", "batch_size=64"))
+    progress = capsys.readouterr().err  # one line per stage, with the CPU seconds spent
+    assert "seed 1: pretraining the autoencoder on 1797 images" in progress and "CPU s]" in progress
     methods = [r["method"] for r in result.rows]
     assert methods == ["depict-dec", "depict-paper", "dec", "kmeans-embedding", "kmeans-pixels"]
     for r in result.rows:
