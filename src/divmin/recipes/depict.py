@@ -107,9 +107,8 @@ class DepictRecipeConfig:
         dataset=OneOf(_DATASETS), max_samples=Int(ge=10, optional=True), full=Bool(),
         seeds=Tuple(each=Int(ge=0), min_len=1), divergence=IsDivergence(), channels=Tuple(each=Int(ge=1), min_len=1),
         embed_dim=Int(ge=1), clustering_path=OneOf(PATHS, optional=True), noise=Number(ge=0, lt=1),
-        pretrain_steps=Int(ge=1),
-        update_interval=Int(ge=1), tol=Number(ge=0, le=1), lr=Number(gt=0), fine_tune_lr=Number(gt=0),
-        batch_size=Int(ge=1), num_threads=Int(ge=1, optional=True),
+        pretrain_steps=Int(ge=1), update_interval=Int(ge=1), tol=Number(ge=0, le=1), lr=Number(gt=0),
+        fine_tune_lr=Number(gt=0), batch_size=Int(ge=1), num_threads=Int(ge=1, optional=True),
         resume=Bool(), engine=Instance(EngineConfig),
     )
 
