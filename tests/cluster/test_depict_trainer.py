@@ -121,3 +121,23 @@ def test_student_t_head_after_kmeans_init_does_not_depend_on_the_embedding_scale
     kmeans_init_head(large, z, n_init=2)
     with torch.no_grad():
         torch.testing.assert_close(torch.softmax(small(0.01 * z), -1), torch.softmax(large(z), -1))
+
+
+def test_clean_clustering_path_feeds_the_head_from_the_clean_encoder():
+    torch.manual_seed(0)
+    net = DepictNet((1, 8, 8), n_clusters=3, channels=(4,), embed_dim=3, noise=0.5)
+    x = torch.rand(6, 1, 8, 8)
+    torch.manual_seed(1)
+    logits, recon = net(x, path="clean")
+    torch.testing.assert_close(logits, net.clean(x)[1])
+    torch.manual_seed(1)
+    noisy_logits, noisy_recon = net(x)  # same dropout draw: same reconstruction, noisy head input
+    torch.testing.assert_close(recon, noisy_recon)
+    assert not torch.allclose(noisy_logits, logits)
+    logits.sum().backward()  # the clustering loss on the clean path trains the encoder
+    assert float(net.convs[0].weight.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="`path`"):
+        net(x, path="both")
+    with pytest.raises(ValueError, match="clustering_path"):
+        DepictConfig(clustering_path="both")
+    assert DepictConfig().clustering_path == "noisy"  # the paper's

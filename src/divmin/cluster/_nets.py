@@ -34,7 +34,10 @@ from torch import Tensor, nn
 
 from ..engine import Int, Number, Tuple
 
-__all__ = ["HEADS", "DepictNet", "SoftmaxHead", "StudentTHead"]
+__all__ = ["HEADS", "PATHS", "DepictNet", "SoftmaxHead", "StudentTHead"]
+
+# which encoder pathway feeds the clustering head in training: "noisy" (DEPICT, sec. 3.3) or "clean"
+PATHS = ("noisy", "clean")
 
 
 class SoftmaxHead(nn.Linear):
@@ -88,6 +91,8 @@ class DepictNet(nn.Module):
     """Autoencoder + clustering head for images ``(N, C, H, W)`` with H and W divisible by 2^len(channels).
 
     ``forward(x)`` (the training path) returns ``(noisy_logits (N, K), reconstruction_loss ())``;
+    ``forward(x, path="clean")`` feeds the head from the clean path instead (the decoder still reconstructs
+    the clean layers from the noisy embedding);
     ``forward(x, reconstruct=False)`` returns ``(clean_logits (N, K), 0)`` without the decoder (DEC);
     ``clean(x)`` returns ``(z (N, embed_dim), logits (N, K))`` without noise.
 
@@ -146,16 +151,20 @@ class DepictNet(nn.Module):
             outs.append(h)
         return outs[::-1]
 
-    def forward(self, x: Tensor, reconstruct: bool = True) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, reconstruct: bool = True, path: str = "noisy") -> tuple[Tensor, Tensor]:
         self._check_x(x)
+        if not isinstance(path, str) or path not in PATHS:
+            raise ValueError(f"`path` must be one of {list(PATHS)}, got {path!r}")
         if not reconstruct:
             return self.head(self._encode(x, noisy=False)[-1]), x.new_zeros(())
         noisy = self._encode(x, noisy=True)
-        with torch.no_grad():
+        # the clean layers are the reconstruction targets (no gradient through them); on the clean
+        # clustering path the head's input keeps its gradient
+        with torch.set_grad_enabled(path == "clean" and torch.is_grad_enabled()):
             clean = self._encode(x, noisy=False)
         recon = self._decode(noisy[-1])
-        loss = sum(F.mse_loss(r, t) for r, t in zip(recon, clean[:-1]))
-        return self.head(noisy[-1]), loss
+        loss = sum(F.mse_loss(r, t.detach()) for r, t in zip(recon, clean[:-1]))
+        return self.head((noisy if path == "noisy" else clean)[-1]), loss
 
     def clean(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check_x(x)

@@ -10,12 +10,24 @@ Schedule (engine steps, one optimizer "clusterer" over the whole `DepictNet`):
    centroids;
 3. then, every ``update_interval`` steps, the target P is recomputed from the clean
    soft assignments Q over the whole data set (rule ``target``), and between updates
-   the network minimises ``depict_loss(noisy logits, P) + reconstruction_weight * L_rec``;
+   the network minimises ``depict_loss(logits, P) + reconstruction_weight * L_rec``, the logits
+   from the encoder path ``clustering_path`` (the reconstruction always decodes the noisy
+   embedding against the clean layers);
    with ``reconstruction_weight=0`` the decoder is dropped and the clean path is trained
    (DEC: ``head="student_t", target="dec", reconstruction_weight=0``).
    Training stops (``ctx.request_stop()``) when the fraction of samples whose
    argmax assignment changed between two target updates is below ``tol`` (the
    paper's and DEC's stop rule), or after ``engine.max_steps``.
+
+``clustering_path``: the paper feeds the clustering loss from the noisy path ("noisy", the
+default); "clean" feeds it from the clean path. Why both: on 5,000 Fashion-MNIST images (seed 0,
+1000 pretraining steps, k-means start 0.516) the noisy path (dropout 0.2) merged clusters within
+300 steps: one cluster grew from 462 to 2,629 images, two emptied, accuracy fell to 0.41; so it
+did with lr 1e-4 (0.37), dropout 0.1 and lr 1e-4 (0.40), dropout 0.05 (0.40), reconstruction
+weight 10 (0.44) and a tanh-bounded embedding as in the authors' code. On the clean path the
+cluster sizes stayed put (0.511 after 600 steps): the noisy pathway, not the target rule, step
+size or reconstruction balance, drives that fall. On digits (the depict recipe's defaults, 5 seeds)
+the noisy path is the better one: accuracy 0.793 ± 0.028 against 0.754 ± 0.034 on the clean path.
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..divergences import Divergence, as_divergence
 from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
                       StepOutput, Tuple, trainable_adamw, validate)
-from ._nets import HEADS, DepictNet, SoftmaxHead
+from ._nets import HEADS, PATHS, DepictNet, SoftmaxHead
 from ._objective import TARGET_RULES, auxiliary_target, depict_loss
 
 __all__ = ["DepictConfig", "DepictTrainer", "kmeans_init_head"]
@@ -49,6 +61,7 @@ class DepictConfig:
     head: str = "softmax"  # clustering head, a name in HEADS ("softmax": DEPICT; "student_t": DEC)
     target: str = "dec"  # auxiliary target rule, a name in TARGET_RULES ("dec": the authors' code; "paper")
     divergence: str | Divergence = "forward_kl"  # D(P || Q) of the clustering loss; KL is the paper's
+    clustering_path: str = "noisy"  # encoder path of the clustering loss, a name in PATHS (see the module docstring)
     reconstruction_weight: float = 1.0  # weight of the layer-wise reconstruction loss in the joint phase (0: DEC)
     channels: tuple[int, ...] = (32, 64)  # conv widths of the encoder (each halves H and W)
     embed_dim: int = 10  # embedding size
@@ -63,7 +76,8 @@ class DepictConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        n_clusters=Int(ge=2), head=OneOf(HEADS), target=OneOf(TARGET_RULES), divergence=IsDivergence(),
+        n_clusters=Int(ge=2), head=OneOf(HEADS), clustering_path=OneOf(PATHS), target=OneOf(TARGET_RULES),
+        divergence=IsDivergence(),
         reconstruction_weight=Number(ge=0), channels=Tuple(each=Int(ge=1), min_len=1), embed_dim=Int(ge=1),
         noise=Number(ge=0, lt=1), pretrain_steps=Int(ge=0), update_interval=Int(ge=1), tol=Number(ge=0, le=1),
         kmeans_n_init=Int(ge=1), lr=Number(gt=0), weight_decay=Number(ge=0), batch_size=Int(ge=1),
@@ -165,7 +179,7 @@ class _DepictTask:
             metrics.update(self._refresh(ctx))
         x, idx = batch
         reconstruct = self.target is None or c.reconstruction_weight > 0
-        logits, recon = ctx.models["clusterer"](x, reconstruct=reconstruct)
+        logits, recon = ctx.models["clusterer"](x, reconstruct=reconstruct, path=c.clustering_path)
         metrics["reconstruction"] = recon.detach()
         if self.target is None:
             return StepOutput(loss=recon, metrics=metrics)
