@@ -45,7 +45,8 @@ def test_depict_recipe_tiny(tmp_path, capsys):
         assert accuracy["data"]["acc_per_seed"][r["method"]] == r["acc_per_seed"]
         assert accuracy["data"]["acc"][r["method"]] == pytest.approx(r["acc"])
         assert accuracy["data"]["acc_std"][r["method"]] == pytest.approx(r["acc_std"])
-    assert result.summary["images"] == 1797 and result.summary["cpu_seconds"] > 0
+    assert result.summary["images"] == 1797 and "cpu_seconds" not in result.summary  # not reproducible
+    assert json.loads((tmp_path / "timing.json").read_text())["cpu_s"] > 0
     confusion = check_figure(result.plots[1])["data"]["confusion"]
     assert sum(map(sum, confusion)) == 1797
     assert sum(confusion[i][i] for i in range(10)) / 1797 == pytest.approx(by["depict-dec"]["acc_per_seed"][0],

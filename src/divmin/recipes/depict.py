@@ -40,6 +40,7 @@ vectors about 45 s): about 1,500 CPU seconds a seed, 76 CPU minutes in all, with
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
 import sys
 import time
@@ -50,10 +51,10 @@ import torch
 
 from ..cluster import PATHS, DepictConfig, DepictTrainer
 from ..data import fashion_mnist, load_digits_images
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, atomic_write, validate
 from ..eval import ari, clustering_accuracy, nmi
 from ._plots import plt, save_figure
-from ._registry import RecipeResult, recipe, torch_threads
+from ._registry import RecipeResult, is_main_process, recipe, torch_threads
 from ._runs import resumable, run_engine
 
 __all__ = ["DepictRecipeConfig", "run_depict"]
@@ -200,7 +201,11 @@ def _run(c: DepictRecipeConfig, out_dir: Path) -> RecipeResult:
              _confusion_plot(y, shown["pred"], out_dir / "depict_confusion.png", c.dataset),
              _embedding_plot(y, shown["before"], shown["after"], out_dir / "depict_embedding.png", c.dataset)]
     columns = ["method", "acc", "acc_std", "nmi", "nmi_std", "ari", "ari_std", "acc_per_seed"]
-    summary = {**_summary(rows, c.seeds), "images": int(x.shape[0]), "cpu_seconds": time.process_time() - cpu0}
+    summary = {**_summary(rows, c.seeds), "images": int(x.shape[0])}
+    # CPU time differs between an interrupted-and-resumed run and an uninterrupted one, whose results must be
+    # equal: it goes beside results.json, not into the summary (as kd-sinkd's timing.json)
+    if is_main_process():
+        atomic_write(out_dir / "timing.json", json.dumps({"cpu_s": time.process_time() - cpu0}, indent=1))
     return RecipeResult(columns, rows, [str(p) for p in plots], summary)
 
 
