@@ -123,7 +123,7 @@ def _bad_values(check) -> list:
     if isinstance(check, Bool):
         return ["yes", 1, None]
     if isinstance(check, OneOf):
-        return ["no_such_choice", None, []]
+        return ["no_such_choice", [], *none]
     if isinstance(check, Tuple):
         wrong = (object(),) if check.items is None else (0,) * (len(check.items) + 1)  # no item check accepts object()
         return [3, "ab", wrong, *none]

@@ -131,9 +131,10 @@ class EDMDenoiser(nn.Module):
         """(D(x, sigma), trunk features (B, width)) from one forward."""
         s = expand_sigma(sigma, x)
         x = x.to(next(self.parameters()).dtype) if next(self.parameters(), None) is not None else x
-        sd2 = self.sigma_data**2
-        c_skip, c_out = sd2 / (s.square() + sd2), s * self.sigma_data / (s.square() + sd2).sqrt()
-        c_in = 1.0 / (s.square() + sd2).sqrt()
+        # hypot, not sqrt(sigma^2 + sd^2): sigma^2 overflows float32 past ~1.8e19 and c_out became inf / inf
+        norm = torch.hypot(s, torch.full_like(s, self.sigma_data))  # sqrt(sigma^2 + sd^2)
+        c_skip, c_out = (self.sigma_data / norm).square(), s * (self.sigma_data / norm)
+        c_in = 1.0 / norm
         out, feat = self.backbone(c_in * x, s.flatten().log() / 4)
         return c_skip * x + c_out * out, feat
 
@@ -162,10 +163,14 @@ class EDMDenoiser(nn.Module):
             raise ValueError(f"`eps` must have the shape of `x0` {tuple(x0.shape)}, "
                              f"got {tuple(getattr(eps, 'shape', ())) or type(eps).__name__}")
         x_t = x0 + s * eps
-        denoised, feat = self.denoise_with_features(x_t, sigma)
-        weight = (s.square() + self.sigma_data**2) / (s * self.sigma_data).square()
-        err = (denoised - x0).float().square()
-        return (weight.float() * err).flatten(1).sum(1).mean(), x_t, feat
+        # lambda(sigma) |D - x0|^2 with lambda = 1 / c_out^2 is |F - (x0 - c_skip x_t) / c_out|^2: the backbone's
+        # own target, finite at every sigma (the weighted form is 0 * inf at tiny sigma and inf / inf at huge)
+        x_t = x_t.to(next(self.parameters()).dtype) if next(self.parameters(), None) is not None else x_t
+        norm = torch.hypot(s, torch.full_like(s, self.sigma_data))  # sqrt(sigma^2 + sd^2)
+        out, feat = self.backbone(x_t / norm, s.flatten().log() / 4)
+        target = s / (self.sigma_data * norm) * x0 - (self.sigma_data / norm) * eps
+        err = (out.float() - target.float()).square()
+        return err.flatten(1).sum(1).mean(), x_t, feat
 
 
 class MLPGenerator(nn.Module):

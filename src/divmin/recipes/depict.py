@@ -27,7 +27,7 @@ margin of each target and on how many seeds it wins. Figures: every method's acc
 ``depict-dec`` at the first seed (clusters relabelled by the matching) and a 2-D PCA
 of its embedding before (pretrained) and after DEPICT, coloured by true class.
 
-Full-size run: ``divmin run depict --out runs/depict --full`` applies ``FULL_SIZES[dataset]`` to the
+Full-size run: ``divmin run depict --out runs/depict --full`` (``--set full=True``) applies ``FULL_SIZES[dataset]`` to the
 fields left at their defaults (digits: 3000 + 3000 steps, 5 seeds). ``--full --set dataset=fashion-mnist``
 clusters all 70,000 images (train + test) with 3 seeds: 30,000 pretraining steps (55 epochs) and at
 most 6,000 steps (11 epochs) per method and seed, the target refreshed every 250 steps. Its cost,
