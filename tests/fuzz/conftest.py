@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seeded_torch():
+    """Networks built inside a case draw their weights from torch's global generator: seed it per test, so a
+    case's outcome does not depend on which tests ran before it (the cases themselves are derandomized)."""
+    torch.manual_seed(0)
+
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     from ._harness import TALLY
