@@ -148,6 +148,7 @@ class _DistillTask:
         metrics: dict[str, Any] = {}
         if self.o.task.samples:
             batch, metrics["on_policy"] = self._completions(batch, ctx)
+        batch = self.o.task.compact(batch)  # completions are final: no model work on padding columns
         # as the student's forward, so that DDP averages the gradients of the fused path too
         parts = ctx.call("student", self.o.losses,
                        ctx.models["teacher"] if self.o.cache is None else self.o.cache, batch)
@@ -220,22 +221,20 @@ class DistillTrainer(MethodTrainer):
         labels = batch["labels"]
         if c.fused:  # causal_lm only (DistillConfig)
             return self._fused_losses(student, teacher, batch, scale)
-        s = self.task.forward(student, batch)
+        # (N, V) logits at the counted rows only: the losses read nothing else, so the head skips the rest
+        s = self.task.counted(student, batch)  # ctx.call passes the bare module
         # with alpha = 1 the hard loss has no weight: neither computed nor backpropagated
-        out = {} if c.alpha == 1 else {
-            "hard": F.cross_entropy(s.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE)}
+        out = {} if c.alpha == 1 else {"hard": F.cross_entropy(s.float(), labels[labels != IGNORE])}
         if self.cache is not None:  # the cached rows are the batch's completion tokens in order (TeacherCache)
-            keep = labels != IGNORE
-            out["soft"] = scale * token_kd_loss(s[keep], self.cache(batch["cache_row"], device=s.device),
+            out["soft"] = scale * token_kd_loss(s, self.cache(batch["cache_row"], device=s.device),
                                                 divergence=self.div, temperature=c.temperature)
             return out
         with torch.no_grad():
-            t = self.task.forward(teacher, batch)
-        out["soft"] = scale * token_kd_loss(s, t, labels=labels, divergence=self.div, temperature=c.temperature)
+            t = self.task.counted(teacher, batch)
+        out["soft"] = scale * token_kd_loss(s, t, divergence=self.div, temperature=c.temperature)
         if c.sinkd_weight > 0:
-            s_rows, t_rows, _ = self.task.pick(s, t, labels)
-            out["sinkd"] = s.sum() * 0.0 if s_rows.shape[0] == 0 else sinkd_loss(
-                s_rows, t_rows, epsilon=c.sinkd_epsilon, n_iters=c.sinkd_iters, temperature=c.sinkd_temperature,
+            out["sinkd"] = s.sum() * 0.0 if s.shape[0] == 0 else sinkd_loss(
+                s, t, epsilon=c.sinkd_epsilon, n_iters=c.sinkd_iters, temperature=c.sinkd_temperature,
                 mode=c.sinkd_mode)
         return out
 
@@ -276,9 +275,10 @@ class DistillTrainer(MethodTrainer):
         try:
             for batch in DataLoader(rows, batch_size=c.eval_batch_size, collate_fn=self.collate):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                s = self.task.forward(student, batch).float()
-                t = s if self.cache is not None else self.task.forward(self.teacher.to(device), batch).float()
-                s, t, y = self.task.pick(s, t, batch["labels"])
+                batch = self.task.compact(batch)
+                s = self.task.counted(student, batch).float()
+                t = s if self.cache is not None else self.task.counted(self.teacher.to(device), batch).float()
+                y = batch["labels"][batch["labels"] != IGNORE]
                 n = y.numel()
                 sums += torch.tensor([
                     float(F.cross_entropy(s, y, reduction="sum")),

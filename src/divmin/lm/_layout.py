@@ -15,6 +15,10 @@ Left padding moves the first real token of a row to a column > 0, so the batch
 carries ``position_ids`` that restart at 0 on every row's first real token
 (``cumsum(attention_mask) - 1``); pass them to the model, whose default
 positions (0, 1, ...) would be wrong on padded rows.
+
+Once the completions are final (nothing more to sample), :func:`compact` rolls
+each row to column 0 and cuts the all-padding columns: the same tokens,
+positions and labels in the same order, at the width of the longest row.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["IGNORE", "LMCollator", "assemble", "tokenize_pairs"]
+__all__ = ["IGNORE", "LMCollator", "assemble", "compact", "tokenize_pairs"]
 
 IGNORE = -100  # label of positions that carry no loss (as F.cross_entropy's default ignore_index)
 
@@ -135,6 +139,49 @@ def assemble(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
         labels[:, lp - 1:lp - 1 + lc] = torch.where(completion_mask.bool(), completion_ids.to(ids), IGNORE)
     return {"input_ids": ids, "attention_mask": att, "position_ids": position_ids, "labels": labels,
             "prompt_ids": prompt_ids, "prompt_mask": prompt_mask.long()}
+
+
+def compact(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The batch with each row's tokens moved to column 0 and the width cut to the longest row.
+
+    :func:`assemble` left-pads prompts so that a sampler can continue them all
+    from one column; a model run on the batch as it is spends work on width
+    ``max prompt + max completion`` rather than ``max(prompt + completion)``.
+    Rolling row b left by its left padding ``s_b`` (``x'[b, t] = x[b, t + s_b]``)
+    keeps every relation the losses read: labels stay aligned with the logits,
+    ``position_ids`` still restart at 0, the counted positions keep their
+    row-major order, and a causal LM's outputs on real tokens do not change
+    (the padding is now on the right, after every real token). Other entries
+    (``prompt_ids``, ``prompt_mask``, anything a caller added) are kept as they are.
+
+    Args:
+        batch: :func:`assemble`'s layout: ``input_ids``, ``attention_mask``,
+            ``position_ids`` and ``labels``, each (B, T), real tokens contiguous per row.
+
+    Returns:
+        A new dict with those four entries (B, T') where T' is the longest row's
+        token count; the batch itself when no column is all padding.
+
+    >>> b = compact(assemble(torch.tensor([[0, 5], [4, 5]]), torch.tensor([[0, 1], [1, 1]]),
+    ...                      torch.tensor([[7, 1], [1, 0]]), torch.tensor([[1, 1], [1, 0]])))
+    >>> b["input_ids"].tolist(), b["labels"].tolist()
+    ([[5, 7, 1], [4, 5, 1]], [[7, 1, -100], [1, -100, -100]])
+    """
+    att = batch["attention_mask"]
+    length = att.sum(1)
+    width = max(int(length.max()), 1) if att.numel() else att.shape[1]
+    if width == att.shape[1]:  # the longest row fills the batch: rolling would cut nothing
+        return batch
+    shift = (att.cumsum(1) == 0).sum(1)  # left padding of each row
+    cols = torch.arange(width, device=att.device)
+    src = (cols[None] + shift[:, None]).clamp(max=att.shape[1] - 1)
+    real = cols[None] < length[:, None]
+    out = dict(batch)
+    for key in ("input_ids", "position_ids"):
+        out[key] = batch[key].gather(1, src)
+    out["attention_mask"] = torch.where(real, att.gather(1, src), 0)
+    out["labels"] = torch.where(real, batch["labels"].gather(1, src), IGNORE)
+    return out
 
 
 class LMCollator:
