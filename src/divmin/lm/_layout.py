@@ -75,6 +75,9 @@ def tokenize_pairs(rows: Any, tokenizer: Any, name: str = "dataset") -> list[dic
 
 def _int_ids(ids: list[Any], name: str, i: int) -> list[int]:
     """Token ids as Python ints >= 0 (NumPy integers and 0-d integer tensors accepted; 1.5 or True refused)."""
+    # fast path for plain ints (the collator re-checks every row of every batch); `type is int` refuses bools
+    if all(type(t) is int for t in ids) and (not ids or min(ids) >= 0):
+        return list(ids)
     out = []
     for t in ids:
         if isinstance(t, Tensor) and t.ndim == 0 and not (t.is_floating_point() or t.is_complex()
@@ -206,13 +209,13 @@ class LMCollator:
         rows = tokenize_pairs(rows, None, "rows")
         lp = max(len(r["prompt_ids"]) for r in rows)
         lc = max(len(r["completion_ids"]) for r in rows)
-        prompt = torch.full((len(rows), lp), self.pad_id, dtype=torch.long)
-        pmask = torch.zeros_like(prompt)
-        comp = torch.full((len(rows), lc), self.pad_id, dtype=torch.long)
-        cmask = torch.zeros_like(comp)
-        for i, r in enumerate(rows):
-            p, c = r["prompt_ids"], r["completion_ids"]
-            prompt[i, lp - len(p):], pmask[i, lp - len(p):] = torch.tensor(p, dtype=torch.long), 1
-            if c:
-                comp[i, :len(c)], cmask[i, :len(c)] = torch.tensor(c, dtype=torch.long), 1
+        pad = self.pad_id
+        # one tensor per field from padded lists: a small copy per row would cost more than the rows
+        prompt = torch.tensor([[pad] * (lp - len(r["prompt_ids"])) + r["prompt_ids"] for r in rows], dtype=torch.long)
+        pmask = torch.tensor([[0] * (lp - len(r["prompt_ids"])) + [1] * len(r["prompt_ids"]) for r in rows],
+                             dtype=torch.long)
+        comp = torch.tensor([r["completion_ids"] + [pad] * (lc - len(r["completion_ids"])) for r in rows],
+                            dtype=torch.long).reshape(len(rows), lc)
+        cmask = torch.tensor([[1] * len(r["completion_ids"]) + [0] * (lc - len(r["completion_ids"])) for r in rows],
+                             dtype=torch.long).reshape(len(rows), lc)
         return assemble(prompt, pmask, comp, cmask)
