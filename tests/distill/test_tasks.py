@@ -65,7 +65,8 @@ def test_classifier_rows_are_collated_and_forwarded_by_keyword():
 
 
 @pytest.mark.parametrize("divergence,extra", [("forward_kl", {}), ("generalized_js", {"sinkd_weight": 0.1}),
-                                              ("reverse_kl", {"alpha": 0.3, "temperature": 2.0})])
+                                              ("reverse_kl", {"alpha": 0.3, "temperature": 2.0}),
+                                              ("generalized_js", {"alpha": 0.5, "fused": True})])
 def test_compact_batch_and_counted_head_give_the_full_forwards_losses_and_gradients(divergence, extra):
     """The step's layout (compact) and head (counted rows only) change nothing: the oracle is the full
     forward on the left-padded batch with every position's logits, the labels masking the losses."""

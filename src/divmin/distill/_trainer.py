@@ -243,13 +243,14 @@ class DistillTrainer(MethodTrainer):
         c, labels = self.config, batch["labels"]
         s_body, s_w = _head(student.module if hasattr(student, "module") else student)
         t_body, t_w = _head(teacher)
-        hs = s_body(**lm_inputs(batch)).last_hidden_state
+        keep = labels != IGNORE  # the counted rows only: the losses read nothing else
+        hs = s_body(**lm_inputs(batch)).last_hidden_state[keep]
         with torch.no_grad():
-            ht = t_body(**lm_inputs(batch)).last_hidden_state
-        out = {"soft": scale * fused_linear_kd_loss(hs, s_w, ht, t_w, divergence=self.div, labels=labels,
+            ht = t_body(**lm_inputs(batch)).last_hidden_state[keep]
+        out = {"soft": scale * fused_linear_kd_loss(hs, s_w, ht, t_w, divergence=self.div,
                                                    temperature=c.temperature, backend=c.fused_backend)}
         if c.alpha < 1:  # chunked too: neither loss holds (tokens x vocab) logits
-            out["hard"] = fused_linear_cross_entropy(hs, s_w, labels, ignore_index=IGNORE)
+            out["hard"] = fused_linear_cross_entropy(hs, s_w, labels[keep], ignore_index=IGNORE)
         return out
 
     # -------------------------------------------------------------- running
