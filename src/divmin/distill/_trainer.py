@@ -12,7 +12,11 @@ in Hinton et al.) else 1, and SinKD the batch-level Sinkhorn loss
 (:func:`~divmin.distill.sinkd_loss`; over examples, or over all completion
 tokens of the batch for causal LMs, at O(tokens^2 V)).
 
-Causal LMs see prompt/completion pairs and distil on completion tokens only.
+Causal LMs see prompt/completion pairs and distil on completion tokens only. Once a
+step's completions are final its batch is compacted (:func:`divmin.lm.compact`: rows
+rolled to column 0, padding columns cut) and both models' heads run on the completion
+positions alone (:func:`divmin.lm.counted_logits`); neither changes the losses or
+their gradients beyond float rounding.
 Where the completions come from (as in GKD, Agarwal et al. 2024):
 
 * off-policy: the dataset's completions (``lmbda = 0``, ``seq_kd = False``);
