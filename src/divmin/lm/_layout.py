@@ -168,7 +168,7 @@ def compact(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     >>> b = compact(assemble(torch.tensor([[0, 5], [4, 5]]), torch.tensor([[0, 1], [1, 1]]),
     ...                      torch.tensor([[7, 1], [1, 0]]), torch.tensor([[1, 1], [1, 0]])))
     >>> b["input_ids"].tolist(), b["labels"].tolist()
-    ([[5, 7, 1], [4, 5, 1]], [[7, 1, -100], [1, -100, -100]])
+    ([[5, 7, 1], [4, 5, 1]], [[7, 1, -100], [-100, 1, -100]])
     """
     att = batch["attention_mask"]
     length = att.sum(1)
