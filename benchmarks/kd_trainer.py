@@ -18,6 +18,7 @@ CPU time per step and peak RSS of each process, and last the median steps/s rati
 
     OMP_NUM_THREADS=1 python benchmarks/kd_trainer.py --quick               # 20 steps each
     OMP_NUM_THREADS=1 python benchmarks/kd_trainer.py --divergence forward_kl --steps 200
+    OMP_NUM_THREADS=1 python benchmarks/kd_trainer.py --divergence forward_kl --fused
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def run_divmin(args: argparse.Namespace, baton: _Baton) -> None:
     engine_trainer.Trainer._train_step = timed_step  # the benchmark's own hook: time each engine step
     engine = EngineConfig(max_steps=baton.total, log_every=10, progress=False, tensorboard=False,
                           max_grad_norm=1.0, lr_schedule="constant")
-    cfg = DistillConfig(divergence=_divmin_divergence(args), lr=1e-4, batch_size=BATCH, engine=engine)
+    cfg = DistillConfig(divergence=_divmin_divergence(args), lr=1e-4, batch_size=BATCH, engine=engine,
+                        fused=args.fused)
     trainer = DistillTrainer(_tiny(1), _tiny(0), _rows(args.rows, 0), config=cfg, pad_id=0)
     baton.take()
     trainer.train()
@@ -164,12 +166,14 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed first steps")
     p.add_argument("--rows", type=int, default=256, help="dataset rows")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--fused", action="store_true", help="DistillConfig(fused=True): the soft loss by "
+                   "fused_linear_kd_loss on the student's and teacher's hidden states")
     args = p.parse_args()
     args.steps = args.steps or (20 if args.quick else 100)
     import torch
     import trl
 
-    print(f"DistillTrainer vs TRL {trl.__version__} GKDTrainer, {args.divergence}, off-policy, tiny_gpt2 "
+    print(f"DistillTrainer{' (fused)' if args.fused else ''} vs TRL {trl.__version__} GKDTrainer, {args.divergence}, off-policy, tiny_gpt2 "
           f"(2 x 64, vocab {VOCAB}), batch {BATCH}, <= {MAX_LEN} tokens, fp32 CPU, torch {torch.__version__}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load {os.getloadavg()[0]:.2f}", flush=True)
     ctx = mp.get_context("spawn")

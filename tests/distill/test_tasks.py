@@ -62,3 +62,55 @@ def test_classifier_rows_are_collated_and_forwarded_by_keyword():
     assert set(tr.evaluate(rows)) == {"ce", "divergence", "teacher_agreement", "accuracy"}
     with pytest.raises(ValueError, match="`train_dataset` is empty"):
         DistillTrainer(_Kw(), _Kw(), [], config=DistillConfig(task="sequence_classification"))
+
+
+@pytest.mark.parametrize("divergence,extra", [("forward_kl", {}), ("generalized_js", {"sinkd_weight": 0.1}),
+                                              ("reverse_kl", {"alpha": 0.3, "temperature": 2.0}),
+                                              ("generalized_js", {"alpha": 0.5, "fused": True})])
+def test_compact_batch_and_counted_head_give_the_full_forwards_losses_and_gradients(divergence, extra):
+    """The step's layout (compact) and head (counted rows only) change nothing: the oracle is the full
+    forward on the left-padded batch with every position's logits, the labels masking the losses."""
+    import torch.nn.functional as F
+
+    from divmin.distill import sinkd_loss, token_kd_loss
+    from divmin.lm import IGNORE, LMCollator, tiny_gpt2
+
+    rows = [{"prompt_ids": [5, 6, 7, 8, 9], "completion_ids": [3]},
+            {"prompt_ids": [4], "completion_ids": [2, 3, 4, 5, 6, 1]},
+            {"prompt_ids": [7, 8], "completion_ids": []}, {"prompt_ids": [9, 2, 3], "completion_ids": [4, 4]}]
+    student, teacher = tiny_gpt2(10, n_layer=2, n_embd=16, seed=1), tiny_gpt2(10, n_layer=2, n_embd=16, seed=0)
+    cfg = DistillConfig(divergence=divergence, **extra)
+    tr = DistillTrainer(student, teacher, rows, config=cfg, pad_id=0)
+    batch = LMCollator(0)(rows)
+    small = tr.task.compact(batch)
+    assert small["input_ids"].shape[1] < batch["input_ids"].shape[1]  # the compact layout is exercised
+
+    def step(fn):
+        student.zero_grad()
+        parts = fn()
+        loss = sum(parts.values())
+        loss.backward()
+        return {k: v.detach() for k, v in parts.items()}, [p.grad.clone() for p in student.parameters()]
+
+    def oracle():
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+        s = student(**inputs).logits
+        with torch.no_grad():
+            t = teacher(**inputs).logits
+        y = batch["labels"]
+        out = {"soft": token_kd_loss(s, t, labels=y, divergence=tr.div, temperature=cfg.temperature)}
+        if cfg.alpha < 1:
+            out["hard"] = F.cross_entropy(s.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
+        if cfg.sinkd_weight:
+            keep = y != IGNORE
+            out["sinkd"] = sinkd_loss(s[keep], t[keep], epsilon=cfg.sinkd_epsilon, n_iters=cfg.sinkd_iters,
+                                      temperature=cfg.sinkd_temperature)
+        return out
+
+    got, got_g = step(lambda: tr.losses(student, teacher, small))
+    want, want_g = step(oracle)
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
+    for a, b in zip(got_g, want_g):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

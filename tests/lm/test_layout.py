@@ -90,3 +90,22 @@ def test_assemble_and_collator_reject_bad_arguments():
         LMCollator(-1)
     with pytest.raises(ValueError, match="rows"):
         LMCollator(PAD)([])
+
+
+@pytest.mark.parametrize("bad", [1.5, True, -1, torch.tensor(2.0), "7"])
+def test_token_ids_must_be_ints_at_least_zero_on_the_fast_path_and_off_it(bad):
+    """Plain-int rows take a fast check; a row with one odd id must be refused all the same."""
+    np = pytest.importorskip("numpy")
+    good = [{"prompt_ids": [np.int64(3), torch.tensor(4)], "completion_ids": [5, 0]}]
+    assert tokenize_pairs(good, None) == [{"prompt_ids": [3, 4], "completion_ids": [5, 0]}]
+    assert all(type(t) is int for t in tokenize_pairs(good, None)[0]["prompt_ids"])
+    with pytest.raises(ValueError, match="not an int >= 0"):
+        tokenize_pairs([{"prompt_ids": [3, 4], "completion_ids": [5, bad]}], None)
+    with pytest.raises(ValueError, match="not an int >= 0"):
+        LMCollator(PAD)([{"prompt_ids": [bad], "completion_ids": []}])
+
+
+def test_collator_with_no_completion_tokens_gives_no_labels():
+    b = LMCollator(PAD)([{"prompt_ids": [3, 4], "completion_ids": []}, {"prompt_ids": [5], "completion_ids": []}])
+    assert b["input_ids"].tolist() == [[3, 4], [PAD, 5]] and b["attention_mask"].tolist() == [[1, 1], [0, 1]]
+    assert bool((b["labels"] == IGNORE).all())

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..engine import is_default
-from ..lm import IGNORE, LMCollator, tokenize_pairs
+from ..lm import IGNORE, LMCollator, compact, counted_logits, tokenize_pairs
 
 __all__ = ["DISTILL_TASKS", "DistillTaskKind", "CausalLM", "SequenceClassification"]
 
@@ -57,6 +57,14 @@ class DistillTaskKind:
     def forward(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def counted(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        """(N, V) logits of ``model`` at the rows whose label is not IGNORE, in order (default: forward, then pick)."""
+        return self.forward(model, batch)[batch["labels"] != IGNORE]
+
+    def compact(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch the losses see once its completions are final (default: unchanged)."""
+        return batch
+
     def pick(self, student: Tensor, teacher: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(student, teacher, label) rows the losses see: those whose label is not IGNORE, flattened."""
         keep = labels != IGNORE
@@ -86,6 +94,14 @@ class CausalLM(DistillTaskKind):
 
     def forward(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         return _logits(model(**lm_inputs(batch)))
+
+    def counted(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        """The head on the completion positions only (:func:`divmin.lm.counted_logits`)."""
+        return counted_logits(model, batch)
+
+    def compact(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """No model work on the layout's padding columns (:func:`divmin.lm.compact`)."""
+        return compact(batch)
 
     def report(self, ce: float, accuracy: float) -> dict[str, float]:
         return {"ppl": math.exp(ce)}

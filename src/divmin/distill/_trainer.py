@@ -12,7 +12,11 @@ in Hinton et al.) else 1, and SinKD the batch-level Sinkhorn loss
 (:func:`~divmin.distill.sinkd_loss`; over examples, or over all completion
 tokens of the batch for causal LMs, at O(tokens^2 V)).
 
-Causal LMs see prompt/completion pairs and distil on completion tokens only.
+Causal LMs see prompt/completion pairs and distil on completion tokens only. Once a
+step's completions are final its batch is compacted (:func:`divmin.lm.compact`: rows
+rolled to column 0, padding columns cut) and both models' heads run on the completion
+positions alone (:func:`divmin.lm.counted_logits`); neither changes the losses or
+their gradients beyond float rounding.
 Where the completions come from (as in GKD, Agarwal et al. 2024):
 
 * off-policy: the dataset's completions (``lmbda = 0``, ``seq_kd = False``);
@@ -148,6 +152,7 @@ class _DistillTask:
         metrics: dict[str, Any] = {}
         if self.o.task.samples:
             batch, metrics["on_policy"] = self._completions(batch, ctx)
+        batch = self.o.task.compact(batch)  # completions are final: no model work on padding columns
         # as the student's forward, so that DDP averages the gradients of the fused path too
         parts = ctx.call("student", self.o.losses,
                        ctx.models["teacher"] if self.o.cache is None else self.o.cache, batch)
@@ -220,22 +225,20 @@ class DistillTrainer(MethodTrainer):
         labels = batch["labels"]
         if c.fused:  # causal_lm only (DistillConfig)
             return self._fused_losses(student, teacher, batch, scale)
-        s = self.task.forward(student, batch)
+        # (N, V) logits at the counted rows only: the losses read nothing else, so the head skips the rest
+        s = self.task.counted(student, batch)  # ctx.call passes the bare module
         # with alpha = 1 the hard loss has no weight: neither computed nor backpropagated
-        out = {} if c.alpha == 1 else {
-            "hard": F.cross_entropy(s.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE)}
+        out = {} if c.alpha == 1 else {"hard": F.cross_entropy(s.float(), labels[labels != IGNORE])}
         if self.cache is not None:  # the cached rows are the batch's completion tokens in order (TeacherCache)
-            keep = labels != IGNORE
-            out["soft"] = scale * token_kd_loss(s[keep], self.cache(batch["cache_row"], device=s.device),
+            out["soft"] = scale * token_kd_loss(s, self.cache(batch["cache_row"], device=s.device),
                                                 divergence=self.div, temperature=c.temperature)
             return out
         with torch.no_grad():
-            t = self.task.forward(teacher, batch)
-        out["soft"] = scale * token_kd_loss(s, t, labels=labels, divergence=self.div, temperature=c.temperature)
+            t = self.task.counted(teacher, batch)
+        out["soft"] = scale * token_kd_loss(s, t, divergence=self.div, temperature=c.temperature)
         if c.sinkd_weight > 0:
-            s_rows, t_rows, _ = self.task.pick(s, t, labels)
-            out["sinkd"] = s.sum() * 0.0 if s_rows.shape[0] == 0 else sinkd_loss(
-                s_rows, t_rows, epsilon=c.sinkd_epsilon, n_iters=c.sinkd_iters, temperature=c.sinkd_temperature,
+            out["sinkd"] = s.sum() * 0.0 if s.shape[0] == 0 else sinkd_loss(
+                s, t, epsilon=c.sinkd_epsilon, n_iters=c.sinkd_iters, temperature=c.sinkd_temperature,
                 mode=c.sinkd_mode)
         return out
 
@@ -244,13 +247,14 @@ class DistillTrainer(MethodTrainer):
         c, labels = self.config, batch["labels"]
         s_body, s_w = _head(student.module if hasattr(student, "module") else student)
         t_body, t_w = _head(teacher)
-        hs = s_body(**lm_inputs(batch)).last_hidden_state
+        keep = labels != IGNORE  # the counted rows only: the losses read nothing else
+        hs = s_body(**lm_inputs(batch)).last_hidden_state[keep]
         with torch.no_grad():
-            ht = t_body(**lm_inputs(batch)).last_hidden_state
-        out = {"soft": scale * fused_linear_kd_loss(hs, s_w, ht, t_w, divergence=self.div, labels=labels,
+            ht = t_body(**lm_inputs(batch)).last_hidden_state[keep]
+        out = {"soft": scale * fused_linear_kd_loss(hs, s_w, ht, t_w, divergence=self.div,
                                                    temperature=c.temperature, backend=c.fused_backend)}
         if c.alpha < 1:  # chunked too: neither loss holds (tokens x vocab) logits
-            out["hard"] = fused_linear_cross_entropy(hs, s_w, labels, ignore_index=IGNORE)
+            out["hard"] = fused_linear_cross_entropy(hs, s_w, labels[keep], ignore_index=IGNORE)
         return out
 
     # -------------------------------------------------------------- running
@@ -276,9 +280,10 @@ class DistillTrainer(MethodTrainer):
         try:
             for batch in DataLoader(rows, batch_size=c.eval_batch_size, collate_fn=self.collate):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                s = self.task.forward(student, batch).float()
-                t = s if self.cache is not None else self.task.forward(self.teacher.to(device), batch).float()
-                s, t, y = self.task.pick(s, t, batch["labels"])
+                batch = self.task.compact(batch)
+                s = self.task.counted(student, batch).float()
+                t = s if self.cache is not None else self.task.counted(self.teacher.to(device), batch).float()
+                y = batch["labels"][batch["labels"] != IGNORE]
                 n = y.numel()
                 sums += torch.tensor([
                     float(F.cross_entropy(s, y, reduction="sum")),

@@ -3,7 +3,9 @@
 - Layout (:func:`assemble`, :class:`LMCollator`, :func:`tokenize_pairs`): rows are
   ``[left-padded prompt][right-padded completion]`` with ``position_ids`` and
   ``labels`` aligned to the logits (``labels[:, t]`` is the token ``logits[:, t]``
-  predicts, :data:`IGNORE` = -100 elsewhere).
+  predicts, :data:`IGNORE` = -100 elsewhere); :func:`compact` cuts its padding
+  columns once completions are final, :func:`counted_logits` applies a model's head
+  to the labelled positions only.
 - Log-probabilities (:func:`sequence_logps`, :func:`completion_logps`): summed over
   labelled tokens, without a (B, T, V) log-softmax.
 - Sampling (:func:`sample_completions`, :func:`sample_n`, :class:`Completions`):
@@ -18,7 +20,8 @@
 """
 
 from ._judge import ARJudge, JudgeConfig, JudgeTrainer, tiny_judge
-from ._layout import IGNORE, LMCollator, assemble, tokenize_pairs
+from ._heads import counted_logits
+from ._layout import IGNORE, LMCollator, assemble, compact, tokenize_pairs
 from ._logps import completion_logps, sequence_logps
 from ._sampling import Completions, sample_completions, sample_n
 from ._tiny import tiny_gpt2, word_tokenizer
@@ -40,4 +43,6 @@ __all__ = [
     "sample_n",
     "tiny_judge",
     "tokenize_pairs",
+    "compact",
+    "counted_logits",
 ]

@@ -15,6 +15,10 @@ Left padding moves the first real token of a row to a column > 0, so the batch
 carries ``position_ids`` that restart at 0 on every row's first real token
 (``cumsum(attention_mask) - 1``); pass them to the model, whose default
 positions (0, 1, ...) would be wrong on padded rows.
+
+Once the completions are final (nothing more to sample), :func:`compact` rolls
+each row to column 0 and cuts the all-padding columns: the same tokens,
+positions and labels in the same order, at the width of the longest row.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["IGNORE", "LMCollator", "assemble", "tokenize_pairs"]
+__all__ = ["IGNORE", "LMCollator", "assemble", "compact", "tokenize_pairs"]
 
 IGNORE = -100  # label of positions that carry no loss (as F.cross_entropy's default ignore_index)
 
@@ -71,6 +75,9 @@ def tokenize_pairs(rows: Any, tokenizer: Any, name: str = "dataset") -> list[dic
 
 def _int_ids(ids: list[Any], name: str, i: int) -> list[int]:
     """Token ids as Python ints >= 0 (NumPy integers and 0-d integer tensors accepted; 1.5 or True refused)."""
+    # fast path for plain ints (the collator re-checks every row of every batch); `type is int` refuses bools
+    if all(type(t) is int for t in ids) and (not ids or min(ids) >= 0):
+        return list(ids)
     out = []
     for t in ids:
         if isinstance(t, Tensor) and t.ndim == 0 and not (t.is_floating_point() or t.is_complex()
@@ -137,6 +144,49 @@ def assemble(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
             "prompt_ids": prompt_ids, "prompt_mask": prompt_mask.long()}
 
 
+def compact(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The batch with each row's tokens moved to column 0 and the width cut to the longest row.
+
+    :func:`assemble` left-pads prompts so that a sampler can continue them all
+    from one column; a model run on the batch as it is spends work on width
+    ``max prompt + max completion`` rather than ``max(prompt + completion)``.
+    Rolling row b left by its left padding ``s_b`` (``x'[b, t] = x[b, t + s_b]``)
+    keeps every relation the losses read: labels stay aligned with the logits,
+    ``position_ids`` still restart at 0, the counted positions keep their
+    row-major order, and a causal LM's outputs on real tokens do not change
+    (the padding is now on the right, after every real token). Other entries
+    (``prompt_ids``, ``prompt_mask``, anything a caller added) are kept as they are.
+
+    Args:
+        batch: :func:`assemble`'s layout: ``input_ids``, ``attention_mask``,
+            ``position_ids`` and ``labels``, each (B, T), real tokens contiguous per row.
+
+    Returns:
+        A new dict with those four entries (B, T') where T' is the longest row's
+        token count; the batch itself when no column is all padding.
+
+    >>> b = compact(assemble(torch.tensor([[0, 5], [4, 5]]), torch.tensor([[0, 1], [1, 1]]),
+    ...                      torch.tensor([[7, 1], [1, 0]]), torch.tensor([[1, 1], [1, 0]])))
+    >>> b["input_ids"].tolist(), b["labels"].tolist()
+    ([[5, 7, 1], [4, 5, 1]], [[7, 1, -100], [-100, 1, -100]])
+    """
+    att = batch["attention_mask"]
+    length = att.sum(1)
+    width = max(int(length.max()), 1) if att.numel() else att.shape[1]
+    if width == att.shape[1]:  # the longest row fills the batch: rolling would cut nothing
+        return batch
+    shift = (att.cumsum(1) == 0).sum(1)  # left padding of each row
+    cols = torch.arange(width, device=att.device)
+    src = (cols[None] + shift[:, None]).clamp(max=att.shape[1] - 1)
+    real = cols[None] < length[:, None]
+    out = dict(batch)
+    for key in ("input_ids", "position_ids"):
+        out[key] = batch[key].gather(1, src)
+    out["attention_mask"] = torch.where(real, att.gather(1, src), 0)
+    out["labels"] = torch.where(real, batch["labels"].gather(1, src), IGNORE)
+    return out
+
+
 class LMCollator:
     """Collate :func:`tokenize_pairs` rows into :func:`assemble`'s layout, padding with ``pad_id``.
 
@@ -159,13 +209,13 @@ class LMCollator:
         rows = tokenize_pairs(rows, None, "rows")
         lp = max(len(r["prompt_ids"]) for r in rows)
         lc = max(len(r["completion_ids"]) for r in rows)
-        prompt = torch.full((len(rows), lp), self.pad_id, dtype=torch.long)
-        pmask = torch.zeros_like(prompt)
-        comp = torch.full((len(rows), lc), self.pad_id, dtype=torch.long)
-        cmask = torch.zeros_like(comp)
-        for i, r in enumerate(rows):
-            p, c = r["prompt_ids"], r["completion_ids"]
-            prompt[i, lp - len(p):], pmask[i, lp - len(p):] = torch.tensor(p, dtype=torch.long), 1
-            if c:
-                comp[i, :len(c)], cmask[i, :len(c)] = torch.tensor(c, dtype=torch.long), 1
+        pad = self.pad_id
+        # one tensor per field from padded lists: a small copy per row would cost more than the rows
+        prompt = torch.tensor([[pad] * (lp - len(r["prompt_ids"])) + r["prompt_ids"] for r in rows], dtype=torch.long)
+        pmask = torch.tensor([[0] * (lp - len(r["prompt_ids"])) + [1] * len(r["prompt_ids"]) for r in rows],
+                             dtype=torch.long)
+        comp = torch.tensor([r["completion_ids"] + [pad] * (lc - len(r["completion_ids"])) for r in rows],
+                            dtype=torch.long).reshape(len(rows), lc)
+        cmask = torch.tensor([[1] * len(r["completion_ids"]) + [0] * (lc - len(r["completion_ids"])) for r in rows],
+                             dtype=torch.long).reshape(len(rows), lc)
         return assemble(prompt, pmask, comp, cmask)
