@@ -562,6 +562,22 @@ def test_completion_logps_and_assemble(data, b, lp, lc):
                     pmask if pmask is not None else torch.ones_like(prompt), comp, cmask), prompt, pmask, comp, cmask)
 
 
+@FEW
+@given(data=st.data(), b=st.integers(0, 2), lp=st.integers(0, 3), lc=st.integers(0, 3),
+       drop=st.sampled_from([None, "labels", "position_ids"]))
+def test_compact_and_counted_logits(data, b, lp, lc, drop):
+    prompt = data.draw(ids((b, lp), 6))
+    comp = data.draw(ids((b, lc), 6))
+    try:  # the batch layout itself is fuzzed with assemble above; here only valid layouts are compacted
+        batch = lm.assemble(prompt, torch.ones_like(prompt), comp, torch.ones_like(comp))
+    except (TypeError, ValueError):
+        return
+    if drop is not None:
+        batch = {k: v for k, v in batch.items() if k != drop}
+    _check(classify("compact", lambda x: lm.compact(x)["input_ids"].float(), batch), prompt, comp)
+    _check(classify("counted_logits", lm.counted_logits, GPT, batch), prompt, comp)
+
+
 ROWS = st.sampled_from([[{"prompt_ids": [1, 2], "completion_ids": [3]}], [{"prompt_ids": [], "completion_ids": [3]}],
                         [{"prompt": "a b", "completion": "c"}], [{"prompt_ids": [1.5], "completion_ids": []}],
                         [], "x", [{"prompt_ids": [-1], "completion_ids": [3]}], [{"nope": 1}]])

@@ -26,6 +26,11 @@ _POST_HEAD = ("final_logit_softcapping", "logit_scale", "logits_scaling", "outpu
 
 def _split(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """(body returning hidden states, head) of a Hugging Face causal LM, or None when it has no such split."""
+    if getattr(model, "peft_config", None) is not None:  # a peft wrapper: its base_model returns logits
+        active = getattr(model, "active_peft_config", None)
+        if getattr(active, "is_prompt_learning", True) or not callable(getattr(model, "get_base_model", None)):
+            return None  # prompt learning adds virtual tokens in the wrapper's own forward
+        model = model.get_base_model()  # adapters (LoRA ...) live inside it, in place
     get_head = getattr(model, "get_output_embeddings", None)
     body = getattr(model, "base_model", None)
     head = get_head() if callable(get_head) else None
@@ -59,6 +64,11 @@ def counted_logits(model: nn.Module, batch: dict[str, Tensor], *, ignore_index: 
         raise TypeError(f"`batch` must hold integer `labels` of the shape of its `input_ids` "
                         f"{tuple(getattr(ids, 'shape', ()))}, got {type(labels).__name__} "
                         f"{tuple(getattr(labels, 'shape', ()))}")
+    embed = model.get_input_embeddings() if callable(getattr(model, "get_input_embeddings", None)) else None
+    vocab = getattr(embed, "num_embeddings", None)
+    if ids.numel() and vocab is not None and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise ValueError(f"`batch`'s `input_ids` must be token ids in [0, {vocab}) (the model's vocabulary), "
+                         f"got {int(ids.min())} to {int(ids.max())}")
     keep = labels != ignore_index
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
     split = _split(model)
