@@ -211,8 +211,6 @@ def profile(args: argparse.Namespace) -> None:
           "self time by group")
     for key, value in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"  {key:<40}{100 * value / whole:>6.1f}%")
-    ours = pstats.Stats(prof)
-    ours.sort_stats("tottime")
     engine_funcs = sorted(((v[2], k) for k, v in stats.items() if _group(k[0]).startswith("engine")), reverse=True)
     print("  the engine's costliest functions (self time per step):")
     for tt, (filename, line, name) in engine_funcs[:8]:
