@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import random
 import resource
 import statistics
 import time
@@ -38,6 +39,36 @@ def tokenizer() -> Any:
     from divmin.lm import word_tokenizer
 
     return word_tokenizer(word_vocab())
+
+
+def prompt_completion_rows(n: int, seed: int) -> list[dict[str, list[int]]]:
+    """``n`` rows of random word ids (never a special token): a 4 to 24 token prompt and a completion
+    of at least 8 tokens, ``MAX_LEN`` in all at most."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        plen = rng.randint(4, 24)
+        clen = rng.randint(8, MAX_LEN - plen)
+        rows.append({"prompt_ids": [rng.randrange(3, VOCAB) for _ in range(plen)],
+                     "completion_ids": [rng.randrange(3, VOCAB) for _ in range(clen)]})
+    return rows
+
+
+def timed_engine(baton: "Baton") -> Any:
+    """Hook divmin's engine so that every engine step ends with ``baton.step_done()``, and return the
+    benchmarks' ``EngineConfig`` for ``baton.total`` steps (AdamW by the method, clipping 1.0, constant lr)."""
+    import divmin.engine._trainer as engine_trainer
+    from divmin.engine import EngineConfig
+
+    inner = engine_trainer.Trainer._train_step
+
+    def timed_step(self: Any, run: Any, step: int) -> None:
+        inner(self, run, step)
+        baton.step_done()
+
+    engine_trainer.Trainer._train_step = timed_step  # the benchmark's own hook: time each engine step
+    return EngineConfig(max_steps=baton.total, log_every=10, progress=False, tensorboard=False,
+                        max_grad_norm=1.0, lr_schedule="constant")
 
 
 class Baton:

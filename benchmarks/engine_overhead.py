@@ -29,7 +29,6 @@ import argparse
 import cProfile
 import os
 import pstats
-import random
 import statistics
 import time
 from typing import Any
@@ -37,20 +36,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from _common import BATCH, MAX_LEN, VOCAB, load, print_table, spread, tiny
+from _common import BATCH, MAX_LEN, VOCAB, load, print_table, prompt_completion_rows, spread, tiny
 
 LR, CLIP, LOG_EVERY = 1e-4, 1.0, 10
-
-
-def _rows(n: int, seed: int) -> list[dict[str, list[int]]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        plen = rng.randint(4, 24)
-        clen = rng.randint(8, MAX_LEN - plen)
-        rows.append({"prompt_ids": [rng.randrange(3, VOCAB) for _ in range(plen)],
-                     "completion_ids": [rng.randrange(3, VOCAB) for _ in range(clen)]})
-    return rows
 
 
 def _collate(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
@@ -140,7 +128,7 @@ def interleaved(args: argparse.Namespace) -> tuple[list[float], list[float]]:
     """(engine step times, hand-written step times), alternating step for step."""
     import divmin.engine._trainer as engine_trainer
 
-    rows = _rows(args.rows, 0)
+    rows = prompt_completion_rows(args.rows, 0)
     hand = _HandLoop(tiny(1), tiny(0), rows)
     engine_times: list[float] = []
     hand_times: list[float] = []
@@ -192,7 +180,7 @@ def profile(args: argparse.Namespace) -> None:
 
     engine_trainer.Trainer._train_step = hooked
     try:
-        _engine(args.warmup + args.steps, _rows(args.rows, 0)).fit()
+        _engine(args.warmup + args.steps, prompt_completion_rows(args.rows, 0)).fit()
     finally:
         prof.disable()
         engine_trainer.Trainer._train_step = inner

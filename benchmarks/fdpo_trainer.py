@@ -34,7 +34,8 @@ import statistics
 import tempfile
 from typing import Any
 
-from _common import BATCH, MAX_LEN, VOCAB, Baton, load, print_table, run_interleaved, spread, tiny, tokenizer
+from _common import (BATCH, MAX_LEN, VOCAB, Baton, load, print_table, run_interleaved, spread, timed_engine, tiny,
+                     tokenizer)
 
 BETA = 0.1
 TRL_NAMES = {"reverse_kl": "reverse_kl", "js": "js_divergence"}  # divmin name -> TRL's f_divergence_type
@@ -63,19 +64,9 @@ def _ids_digest(examples: Any) -> str:
 
 
 def run_divmin(args: argparse.Namespace, baton: Baton) -> str:
-    import divmin.engine._trainer as engine_trainer
     from divmin.align import FDPOConfig, FDPOTrainer
-    from divmin.engine import EngineConfig
 
-    inner = engine_trainer.Trainer._train_step
-
-    def timed_step(self: Any, run: Any, step: int) -> None:
-        inner(self, run, step)
-        baton.step_done()
-
-    engine_trainer.Trainer._train_step = timed_step  # the benchmark's own hook: time each engine step
-    engine = EngineConfig(max_steps=baton.total, log_every=10, progress=False, tensorboard=False,
-                          max_grad_norm=1.0, lr_schedule="constant")
+    engine = timed_engine(baton)
     cfg = FDPOConfig(divergence=args.divergence, beta=BETA, lr=1e-4, batch_size=BATCH, max_length=MAX_LEN + 1,
                      max_prompt_length=32, reference="copy", engine=engine)
     trainer = FDPOTrainer(tiny(1), tokenizer(), _rows(args.rows, 0), ref_model=tiny(1), config=cfg)

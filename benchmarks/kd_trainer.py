@@ -24,76 +24,22 @@ CPU time per step and peak RSS of each process, and last the median steps/s rati
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
-import random
-import resource
 import statistics
 import tempfile
-import time
 from typing import Any
 
-VOCAB = 1000
-BATCH = 8
-MAX_LEN = 63
+from _common import (BATCH, MAX_LEN, VOCAB, Baton, load, print_table, prompt_completion_rows, run_interleaved,
+                     timed_engine, tiny, tokenizer)
 
 
-def _rows(n: int, seed: int) -> list[dict[str, list[int]]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        plen = rng.randint(4, 24)
-        clen = rng.randint(8, MAX_LEN - plen)
-        rows.append({"prompt_ids": [rng.randrange(2, VOCAB) for _ in range(plen)],
-                     "completion_ids": [rng.randrange(2, VOCAB) for _ in range(clen)]})
-    return rows
-
-
-class _Baton:
-    """Step-by-step alternation between two processes, and the time each step held the baton."""
-
-    def __init__(self, mine: Any, theirs: Any, total: int) -> None:
-        self.mine, self.theirs, self.total = mine, theirs, total
-        self.times: list[float] = []
-        self.cpu: list[float] = []
-        self.start = self.cpu_start = 0.0
-
-    def take(self) -> None:
-        self.mine.wait()
-        self.start, self.cpu_start = time.perf_counter(), time.process_time()
-
-    def step_done(self) -> None:
-        self.times.append(time.perf_counter() - self.start)
-        self.cpu.append(time.process_time() - self.cpu_start)
-        self.mine.clear()
-        self.theirs.set()
-        if len(self.times) < self.total:
-            self.take()
-
-
-def _tiny(seed: int) -> Any:
-    from divmin.lm import tiny_gpt2
-
-    return tiny_gpt2(VOCAB, seed=seed, n_layer=2, n_embd=64, n_positions=64)
-
-
-def run_divmin(args: argparse.Namespace, baton: _Baton) -> None:
-    import divmin.engine._trainer as engine_trainer
+def run_divmin(args: argparse.Namespace, baton: Baton) -> None:
     from divmin.distill import DistillConfig, DistillTrainer
-    from divmin.engine import EngineConfig
 
-    inner = engine_trainer.Trainer._train_step
-
-    def timed_step(self: Any, run: Any, step: int) -> None:
-        inner(self, run, step)
-        baton.step_done()
-
-    engine_trainer.Trainer._train_step = timed_step  # the benchmark's own hook: time each engine step
-    engine = EngineConfig(max_steps=baton.total, log_every=10, progress=False, tensorboard=False,
-                          max_grad_norm=1.0, lr_schedule="constant")
+    engine = timed_engine(baton)
     cfg = DistillConfig(divergence=_divmin_divergence(args), lr=1e-4, batch_size=BATCH, engine=engine,
                         fused=args.fused)
-    trainer = DistillTrainer(_tiny(1), _tiny(0), _rows(args.rows, 0), config=cfg, pad_id=0)
+    trainer = DistillTrainer(tiny(1), tiny(0), prompt_completion_rows(args.rows, 0), config=cfg, pad_id=0)
     baton.take()
     trainer.train()
 
@@ -119,12 +65,10 @@ def _trl_collator(batch: list[dict[str, list[int]]]) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def run_trl(args: argparse.Namespace, baton: _Baton) -> None:
+def run_trl(args: argparse.Namespace, baton: Baton) -> None:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl.experimental.gkd import GKDConfig, GKDTrainer
-
-    from divmin.lm import word_tokenizer
 
     class Timer(TrainerCallback):
         def on_train_begin(self, *a: Any, **k: Any) -> None:
@@ -133,7 +77,7 @@ def run_trl(args: argparse.Namespace, baton: _Baton) -> None:
         def on_step_end(self, *a: Any, **k: Any) -> None:
             baton.step_done()
 
-    tok = word_tokenizer(["[PAD]", "[EOS]", "[UNK]"] + [f"w{i}" for i in range(3, VOCAB)])
+    tok = tokenizer()
     out = tempfile.mkdtemp(prefix="kd_trainer_trl_")
     beta = 0.5 if args.divergence == "generalized_js" else 0.0  # TRL's beta 0 is forward KL
     cfg = GKDConfig(output_dir=out, per_device_train_batch_size=BATCH, learning_rate=1e-4, max_grad_norm=1.0,
@@ -141,22 +85,9 @@ def run_trl(args: argparse.Namespace, baton: _Baton) -> None:
                     max_steps=baton.total, logging_steps=10, save_strategy="no", report_to=[], use_cpu=True,
                     gradient_checkpointing=False, bf16=False, fp16=False, dataloader_num_workers=0,
                     remove_unused_columns=False, disable_tqdm=True, seed=0, max_length=None)
-    trainer = GKDTrainer(model=_tiny(1), teacher_model=_tiny(0), args=cfg, train_dataset=Dataset.from_list(_rows(args.rows, 0)),
+    trainer = GKDTrainer(model=tiny(1), teacher_model=tiny(0), args=cfg, train_dataset=Dataset.from_list(prompt_completion_rows(args.rows, 0)),
                          data_collator=_trl_collator, processing_class=tok, callbacks=[Timer()])
     trainer.train()
-
-
-def _worker(name: str, args: argparse.Namespace, mine: Any, theirs: Any, results: Any) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    baton = _Baton(mine, theirs, args.warmup + args.steps)
-    try:
-        (run_divmin if name == "divmin" else run_trl)(args, baton)
-    finally:
-        theirs.set()  # never leave the other process waiting
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    results.put((name, baton.times[args.warmup:], baton.cpu[args.warmup:], peak))
 
 
 def main() -> None:
@@ -176,27 +107,10 @@ def main() -> None:
     print(f"DistillTrainer{' (fused)' if args.fused else ''} vs TRL {trl.__version__} GKDTrainer, {args.divergence}, off-policy, tiny_gpt2 "
           f"(2 x 64, vocab {VOCAB}), batch {BATCH}, <= {MAX_LEN} tokens, fp32 CPU, torch {torch.__version__}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load {os.getloadavg()[0]:.2f}", flush=True)
-    ctx = mp.get_context("spawn")
-    turns = {"divmin": ctx.Event(), "trl": ctx.Event()}
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(name, args, turns[name], turns[other], results))
-             for name, other in (("divmin", "trl"), ("trl", "divmin"))]
-    for proc in procs:
-        proc.start()
-    turns["divmin"].set()  # divmin takes the first step once it is set up; then they alternate
-    got = {}
-    for _ in procs:
-        name, times, cpu, peak = results.get()
-        got[name] = (times, cpu, peak)
-    for proc in procs:
-        proc.join()
-    print(f"{'trainer':<10}{'median step (ms)':>18}{'steps/s':>10}{'CPU ms/step':>13}{'peak RSS (MB)':>15}")
-    for name in ("divmin", "trl"):
-        times, cpu, peak = got[name]
-        med = statistics.median(times)
-        print(f"{name:<10}{1e3 * med:>18.1f}{1 / med:>10.2f}{1e3 * statistics.median(cpu):>13.1f}{peak / 1e6:>15.0f}")
+    got = run_interleaved({"divmin": run_divmin, "trl": run_trl}, args, args.warmup, args.steps)
+    print_table({name: got[name][:3] for name in ("divmin", "trl")})
     ratio = statistics.median(got["trl"][0]) / statistics.median(got["divmin"][0])
-    print(f"load at the end {os.getloadavg()[0]:.2f}")
+    print(f"load at the end {load()}")
     print(f"median steps/s ratio DistillTrainer / GKDTrainer ({args.divergence}): {ratio:.2f}x")
 
 
