@@ -54,6 +54,24 @@ def prompt_completion_rows(n: int, seed: int) -> list[dict[str, list[int]]]:
     return rows
 
 
+def right_padded(batch: list[dict[str, list[int]]], *, shift: int) -> dict[str, Any]:
+    """Rows of ``prompt_completion_rows`` right-padded with id 0: ids, mask, and labels holding the completion
+    tokens at their own positions (``shift=0``, Hugging Face's convention: the model shifts) or one earlier
+    (``shift=1``: ``labels[:, t]`` is what ``logits[:, t]`` predicts), -100 elsewhere."""
+    import torch
+
+    width = max(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in batch)
+    ids = torch.zeros(len(batch), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, r in enumerate(batch):
+        seq = r["prompt_ids"] + r["completion_ids"]
+        ids[i, :len(seq)] = torch.tensor(seq)
+        mask[i, :len(seq)] = 1
+        labels[i, len(r["prompt_ids"]) - shift:len(seq) - shift] = torch.tensor(r["completion_ids"])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
 def timed_engine(baton: "Baton") -> Any:
     """Hook divmin's engine so that every engine step ends with ``baton.step_done()``, and return the
     benchmarks' ``EngineConfig`` for ``baton.total`` steps (AdamW by the method, clipping 1.0, constant lr)."""

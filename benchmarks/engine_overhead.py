@@ -36,23 +36,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from _common import BATCH, MAX_LEN, VOCAB, load, print_table, prompt_completion_rows, spread, tiny
+from _common import BATCH, MAX_LEN, VOCAB, load, print_table, prompt_completion_rows, right_padded, spread, tiny
 
 LR, CLIP, LOG_EVERY = 1e-4, 1.0, 10
 
 
 def _collate(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
     """Right-padded ids and mask; ``labels[:, t]`` is the completion token logits[:, t] predicts, else -100."""
-    width = max(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in batch)
-    ids = torch.zeros(len(batch), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, -100)
-    for i, r in enumerate(batch):
-        seq = r["prompt_ids"] + r["completion_ids"]
-        ids[i, :len(seq)] = torch.tensor(seq)
-        mask[i, :len(seq)] = 1
-        labels[i, len(r["prompt_ids"]) - 1:len(seq) - 1] = torch.tensor(r["completion_ids"])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    return right_padded(batch, shift=1)
 
 
 def _kd_loss(student: torch.nn.Module, teacher: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

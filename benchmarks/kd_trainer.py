@@ -29,8 +29,8 @@ import statistics
 import tempfile
 from typing import Any
 
-from _common import (BATCH, MAX_LEN, VOCAB, Baton, load, print_table, prompt_completion_rows, run_interleaved,
-                     timed_engine, tiny, tokenizer)
+from _common import (BATCH, MAX_LEN, VOCAB, Baton, load, print_table, prompt_completion_rows, right_padded,
+                     run_interleaved, timed_engine, tiny, tokenizer)
 
 
 def run_divmin(args: argparse.Namespace, baton: Baton) -> None:
@@ -51,18 +51,7 @@ def _divmin_divergence(args: argparse.Namespace) -> Any:
 
 
 def _trl_collator(batch: list[dict[str, list[int]]]) -> dict[str, Any]:
-    import torch
-
-    width = max(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in batch)
-    ids = torch.zeros(len(batch), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, -100)
-    for i, r in enumerate(batch):
-        seq = r["prompt_ids"] + r["completion_ids"]
-        ids[i, :len(seq)] = torch.tensor(seq)
-        mask[i, :len(seq)] = 1
-        labels[i, len(r["prompt_ids"]):len(seq)] = torch.tensor(r["completion_ids"])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    return right_padded(batch, shift=0)  # TRL's GKD shifts labels itself
 
 
 def run_trl(args: argparse.Namespace, baton: Baton) -> None:
