@@ -49,7 +49,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..lm import IGNORE, LMCollator, tokenize_pairs
-from ..engine._safe_io import check_not_link
+from ..engine import check_not_link
 from . import _cache_io as io
 from ._tasks import DISTILL_TASKS
 from ._token import TopKTeacher, check_temperature

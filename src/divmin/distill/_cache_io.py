@@ -36,7 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..engine._safe_io import atomic_path, atomic_write
+from ..engine import atomic_path, atomic_write
 
 __all__ = ["ENCODINGS", "MANIFEST", "FORMAT", "id_bytes", "pack_ids", "unpack_ids", "encode", "decode",
            "write_shard", "ShardReader", "log1mexp", "sha256_file", "shard_name", "bytes_per_token", "check_plan",

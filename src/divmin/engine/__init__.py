@@ -23,7 +23,7 @@ from ._config import EngineConfig
 from ._context import StepContext
 from ._describe import describe_config, field_docs
 from ._method import MethodTrainer, trainable_adamw
-from ._safe_io import UnsafePathError, atomic_path, atomic_write, open_nofollow, safe_dir
+from ._safe_io import UnsafePathError, atomic_path, atomic_write, check_not_link, open_nofollow, safe_dir
 from ._schedules import available_schedules, lr_multiplier, register_schedule
 from ._serialize import load_tree, save_tree
 from ._task import StepOutput, Task, TrainResult
@@ -74,6 +74,7 @@ __all__ = [
     "UnsafePathError",
     "atomic_path",
     "atomic_write",
+    "check_not_link",
     "available_schedules",
     "checks_of",
     "default_checkpoint_every",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..engine import EngineConfig, default_checkpoint_every, latest_checkpoint
-from ..engine._safe_io import check_not_link
+from ..engine import check_not_link
 
 __all__ = ["default_checkpoint_every", "recipe_scope", "resumable", "run_engine", "run_history"]
 

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from ..engine._safe_io import check_not_link
+from ..engine import check_not_link
 from ._models import quiet_transformers
 
 __all__ = ["exportable_module", "export_hf", "export_module", "load_exported"]
