@@ -28,7 +28,7 @@ from typing import Any, Callable, ClassVar, Sequence, TypeVar
 import torch
 from torch import Tensor
 
-from .._suggest import did_you_mean
+from ..registry import did_you_mean
 from ._numerics import finite_interval
 from ._terms import generic_categorical_terms
 

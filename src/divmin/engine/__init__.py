@@ -23,6 +23,19 @@ from ._config import EngineConfig
 from ._context import StepContext
 from ._describe import describe_config, field_docs
 from ._method import MethodTrainer, trainable_adamw
+from ._overrides import (
+    RESUME_SAFE,
+    apply_values,
+    config_items,
+    config_keys,
+    jsonable,
+    parse_overrides,
+    parse_value,
+    resume_changes,
+    tree_items,
+)
+from ._describe import PLUMBING_KEYS, shown_doc
+from ._runnable import METHODS, Models, TrainMethod, available_methods, discover_methods, get_method, train_method
 from ._safe_io import UnsafePathError, atomic_path, atomic_write, check_not_link, open_nofollow, safe_dir
 from ._schedules import available_schedules, lr_multiplier, register_schedule
 from ._serialize import load_tree, save_tree
@@ -88,4 +101,22 @@ __all__ = [
     "safe_dir",
     "save_tree",
     "trainable_adamw",
+    "RESUME_SAFE",
+    "apply_values",
+    "config_items",
+    "config_keys",
+    "jsonable",
+    "parse_overrides",
+    "parse_value",
+    "resume_changes",
+    "tree_items",
+    "PLUMBING_KEYS",
+    "shown_doc",
+    "METHODS",
+    "Models",
+    "TrainMethod",
+    "available_methods",
+    "discover_methods",
+    "get_method",
+    "train_method",
 ]

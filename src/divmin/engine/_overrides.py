@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Sequence
 
-from .._suggest import did_you_mean
+from ..registry import did_you_mean
 
 __all__ = ["RESUME_SAFE", "apply_values", "config_items", "config_keys", "jsonable", "parse_overrides", "parse_value",
            "resume_changes", "tree_items"]

@@ -51,9 +51,9 @@ import torch
 
 from ..engine import atomic_write, run_lock
 # shared with `divmin train` (divmin.train): lifted to the engine
-from ..engine._overrides import jsonable as _jsonable
-from ..engine._overrides import apply_values, parse_overrides, resume_changes, tree_items
-from .._suggest import did_you_mean
+from ..engine import jsonable as _jsonable
+from ..engine import apply_values, parse_overrides, resume_changes, tree_items
+from ..registry import did_you_mean
 from ._runs import recipe_scope
 
 __all__ = [

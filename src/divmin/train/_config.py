@@ -25,8 +25,8 @@ from typing import Any, Sequence
 import yaml
 
 from ..engine import Bool, Instance, Int, Number, OneOf, Text, Tuple, field_docs, validate
-from ..engine._describe import PLUMBING_KEYS, shown_doc
-from ..engine._overrides import apply_values, jsonable, parse_overrides
+from ..engine import PLUMBING_KEYS, shown_doc
+from ..engine import apply_values, jsonable, parse_overrides
 
 __all__ = ["LoraSettings", "load_config", "example_config", "flatten", "to_yaml"]
 

@@ -29,7 +29,7 @@ from safetensors.torch import load_model
 from torch import nn
 
 from ..engine import MethodTrainer, atomic_write, default_checkpoint_every, latest_checkpoint, run_lock
-from ..engine._overrides import apply_values, jsonable, resume_changes
+from ..engine import apply_values, jsonable, resume_changes
 from ._config import example_config, flatten, load_config
 from ._registry import Models, get_method
 
