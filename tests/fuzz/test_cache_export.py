@@ -20,7 +20,7 @@ from torch import nn
 from divmin.distill import TeacherCache, cache_teacher
 from divmin.lm import tiny_gpt2
 from divmin.train import exportable_module, load_exported
-from divmin.train._export import export_module
+from divmin.engine import export_module
 
 from ._harness import FUZZ, classify
 

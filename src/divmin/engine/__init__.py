@@ -35,6 +35,7 @@ from ._overrides import (
     tree_items,
 )
 from ._describe import PLUMBING_KEYS, shown_doc
+from ._export import export_hf, export_module, exportable_module, load_exported, quiet_transformers
 from ._runnable import METHODS, Models, TrainMethod, available_methods, discover_methods, get_method, train_method
 from ._safe_io import UnsafePathError, atomic_path, atomic_write, check_not_link, open_nofollow, safe_dir
 from ._schedules import available_schedules, lr_multiplier, register_schedule
@@ -119,4 +120,9 @@ __all__ = [
     "discover_methods",
     "get_method",
     "train_method",
+    "export_hf",
+    "export_module",
+    "exportable_module",
+    "load_exported",
+    "quiet_transformers",
 ]

@@ -14,7 +14,7 @@ See docs/training.md.
 
 from ._config import LoraSettings, load_config
 from ._data import load_rows
-from ._export import export_hf, export_module, exportable_module, load_exported
+from ..engine import export_hf, export_module, exportable_module, load_exported
 from ._methods import FDPOTrainConfig, KDTrainConfig, LMSource  # importing the methods registers them
 from ._methods_gen import FDistillTrainConfig, FDPGTrainConfig
 from ._methods_mdlm import MDLMTrainConfig, pack_texts

@@ -24,7 +24,7 @@ from ..engine import EngineConfig, Int, Number, Text, Tuple
 from . import _models as M
 from ._config import SOURCE_CHECKS
 from ._data import prompts_of
-from ._export import export_module, exportable_module
+from ..engine import export_module, exportable_module
 from ._methods import LMSource, _rows, _short_engine
 from ._registry import CausalLMMethod, Models, TrainMethod, train_method, trainer_config
 

@@ -23,7 +23,7 @@ from ..engine import Bool, EngineConfig, Int, Number
 from . import _models as M
 from ._config import SOURCE_CHECKS
 from ._data import check_columns, load_rows, tiny_kd_rows
-from ._export import export_module, exportable_module
+from ..engine import export_module, exportable_module
 from ._registry import Models, TrainMethod, train_method, trainer_config
 
 __all__ = ["MDLMTrainConfig", "pack_texts"]

@@ -8,7 +8,6 @@ with no download. They show the pipeline end to end; they are not useful models.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import socket
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from ..lm import tiny_gpt2, word_tokenizer
+from ..engine import quiet_transformers
 from ._config import LoraSettings
 
 __all__ = ["ModelLoadError", "apply_lora", "load_causal_lm", "load_tokenizer", "quiet_transformers", "tiny_lm",
@@ -50,31 +50,6 @@ def tiny_lm(role: str = "student", seed: int = 0) -> nn.Module:
     """A tiny GPT-2 over :data:`TINY_VOCAB` (``role``: "student" or the larger "teacher")."""
     return tiny_gpt2(TINY_VOCAB, seed=seed, n_positions=128, eos_id=TINY_VOCAB["[EOS]"],
                      pad_id=TINY_VOCAB["[PAD]"], **_TINY_SIZES[role])
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """Without transformers' own bars ("Loading weights", "Writing model shards") for the block.
-
-    They draw on every load and export, also off a terminal where they pile up into long lines;
-    divmin's console says what was loaded and written instead. huggingface_hub's download
-    bars stay as they were: a download can take minutes.
-    """
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    if was:
-        import huggingface_hub.utils as hub_utils
-
-        hub_bars = not hub_utils.are_progress_bars_disabled()
-        hf_logging.disable_progress_bar()  # it turns the Hub's off too: turn those back on
-        if hub_bars:
-            hub_utils.enable_progress_bars()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
 
 
 def _offline() -> bool:

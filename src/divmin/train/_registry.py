@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from ..engine import Models, TrainMethod, available_methods, get_method, train_method
-from ._export import export_hf
+from ..engine import export_hf
 
 __all__ = ["CausalLMMethod", "Models", "TrainMethod", "available_methods", "get_method", "train_method",
            "trainer_config"]

@@ -4,7 +4,7 @@
 
     train_config.yaml        the full config (method included): `divmin export` rebuilds from it
     metrics.jsonl, tensorboard/, checkpoints/step_*/   the engine's (a checkpoint at the last step at least)
-    final/                   the exported model (see divmin.train._export)
+    final/                   the exported model (see divmin.engine._export)
 
 Under ``torchrun`` / ``accelerate launch`` every process builds the models and trains (the
 engine averages the gradients); only the main process (RANK 0) writes the config and the export.

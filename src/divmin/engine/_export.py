@@ -28,10 +28,9 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from ..engine import check_not_link
-from ._models import quiet_transformers
+from ._safe_io import check_not_link
 
-__all__ = ["exportable_module", "export_hf", "export_module", "load_exported"]
+__all__ = ["exportable_module", "export_hf", "export_module", "load_exported", "quiet_transformers"]
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -45,6 +44,31 @@ def exportable_module(name: str) -> Callable[[Callable[..., nn.Module]], Callabl
         return fn
 
     return deco
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Without transformers' own bars ("Loading weights", "Writing model shards") for the block.
+
+    They draw on every load and export, also off a terminal where they pile up into long lines;
+    divmin's console says what was loaded and written instead. huggingface_hub's download
+    bars stay as they were: a download can take minutes.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if was:
+        import huggingface_hub.utils as hub_utils
+
+        hub_bars = not hub_utils.are_progress_bars_disabled()
+        hf_logging.disable_progress_bar()  # it turns the Hub's off too: turn those back on
+        if hub_bars:
+            hub_utils.enable_progress_bars()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def _written(final: Path) -> list[Path]:
