@@ -42,8 +42,8 @@ class MethodTrainer:
     ``evaluates()``: when True and ``engine.eval_every`` is None, the engine
     evaluates once, at the last step.
 
-    ``train(resume=False)`` runs the engine and returns its `TrainResult`;
-    ``engine`` is the `Trainer` of the last ``train`` call (None before).
+    ``fit(resume=False)`` runs the engine and returns its `TrainResult`;
+    ``engine`` is the `Trainer` of the last ``fit`` call (None before).
     """
 
     trained_models: Mapping[str, str] = {}  # engine model name -> attribute set to the trained model
@@ -66,7 +66,7 @@ class MethodTrainer:
         """Whether the task has something to evaluate (held-out data); default False."""
         return False
 
-    def train(self, resume: bool | str | Path = False) -> TrainResult:
+    def fit(self, resume: bool | str | Path = False) -> TrainResult:
         """Run ``config.engine.max_steps`` engine steps (``resume`` as in `Trainer.fit`); the trained
         (unwrapped) models replace the attributes named in ``trained_models``."""
         engine = self.config.engine
@@ -77,3 +77,7 @@ class MethodTrainer:
         for model, attr in self.trained_models.items():
             setattr(self, attr, self.engine.models[model])
         return result
+
+    def train(self, resume: bool | str | Path = False) -> TrainResult:
+        """The former name of :meth:`fit`."""
+        return self.fit(resume)

@@ -97,7 +97,7 @@ def run_prepared(m: Any, config: Any, models: Models, trainer: MethodTrainer, ou
         if main:
             text = yaml.safe_dump({"method": m.name, **jsonable(config)}, sort_keys=False)
             atomic_write(out / CONFIG_FILE, text)
-        trainer.train(resume=resume)
+        trainer.fit(resume=resume)
         model = m.trained(trainer)
         files = m.export(model, models, config, out) if main else []
     return TrainRun(trainer, model, models, files)
