@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from typing import Any, Callable
 
 import torch
@@ -104,11 +103,6 @@ class FDistill(MethodTrainer):
     # ------------------------------------------------------------------ public
     def make_task(self) -> _FDistillTask:
         return _FDistillTask(self)
-
-    def fit(self, resume: bool | str = False) -> TrainResult:
-        """Deprecated alias of ``train`` (every method trainer has ``train(resume) -> TrainResult``)."""
-        warnings.warn("FDistill.fit() is deprecated; use FDistill.train()", DeprecationWarning, stacklevel=2)
-        return self.train(resume=resume)
 
     @torch.no_grad()
     def sample(self, n: int, *, ema: bool = True, generator: torch.Generator | None = None) -> Tensor:
