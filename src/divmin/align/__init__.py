@@ -46,3 +46,7 @@ __all__ = [
     "tokenize_preferences",
     "vader_sentiment",
 ]
+
+from ._method import FDPGTrainConfig, FDPOTrainConfig  # noqa: E402  (`divmin train fdpo, fdpg`: registered on import)
+
+__all__ += ["FDPGTrainConfig", "FDPOTrainConfig"]

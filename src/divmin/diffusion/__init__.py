@@ -67,3 +67,7 @@ __all__ = [
     "subs_log_probs",
     "train_denoiser",
 ]
+
+from ._method import FDistillTrainConfig, MDLMTrainConfig  # noqa: E402  (`divmin train fdistill, mdlm`: registered on import)
+
+__all__ += ["FDistillTrainConfig", "MDLMTrainConfig"]

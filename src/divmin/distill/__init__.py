@@ -34,3 +34,7 @@ __all__ = [
     "default_chunk_size",
     "tokenize_pairs",
 ]
+
+from ._method import KDTrainConfig  # noqa: E402  (`divmin train kd`: registered on import)
+
+__all__ += ["KDTrainConfig"]

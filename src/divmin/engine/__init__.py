@@ -34,7 +34,8 @@ from ._overrides import (
     resume_changes,
     tree_items,
 )
-from ._describe import PLUMBING_KEYS, shown_doc
+from ._describe import PLUMBING_KEYS, example_config, shown_doc
+from .runs import RunDir, flatten, is_main_process, load_config, read_yaml
 from ._export import export_hf, export_module, exportable_module, load_exported, quiet_transformers
 from ._runnable import METHODS, Models, TrainMethod, available_methods, discover_methods, get_method, train_method
 from ._safe_io import UnsafePathError, atomic_path, atomic_write, check_not_link, open_nofollow, safe_dir
@@ -113,6 +114,12 @@ __all__ = [
     "tree_items",
     "PLUMBING_KEYS",
     "shown_doc",
+    "example_config",
+    "RunDir",
+    "flatten",
+    "is_main_process",
+    "load_config",
+    "read_yaml",
     "METHODS",
     "Models",
     "TrainMethod",

@@ -3,8 +3,8 @@
 divmin's config dataclasses document every field with a comment, either at the end of
 the field's line (recipe configs) or on the lines right above it (``EngineConfig``).
 :func:`field_docs` reads those comments back, so that ``divmin recipes NAME`` and
-``divmin train METHOD --print-config`` show the same words as the source, and cannot
-drift from it.
+``divmin train METHOD --print-config`` (:func:`example_config`, a commented YAML file) show
+the same words as the source, and cannot drift from it.
 
 >>> from divmin.engine import EngineConfig
 >>> field_docs(EngineConfig)["seed"].startswith("Seed for python/numpy/torch RNGs")
@@ -20,11 +20,12 @@ import dataclasses
 import functools
 import inspect
 import io
+import re
 import textwrap
 import tokenize
-from typing import Any
+from typing import Any, Sequence
 
-__all__ = ["PLUMBING_KEYS", "describe_config", "field_docs", "shown_doc"]
+__all__ = ["PLUMBING_KEYS", "describe_config", "example_config", "field_docs", "shown_doc"]
 
 # fields the command line and the recipes set themselves (--out, --resume, a run's label, the bar off a
 # terminal): settable, but not a user's choice, so listings of a config's keys leave them out
@@ -119,3 +120,47 @@ def shown_doc(config: Any, name: str, doc: str) -> str:
         return (f"Save a checkpoint every this many steps and at the end; None = a quarter of each run, on a "
                 f"log step (here every {every} of its {config.max_steps} steps).")
     return doc
+
+
+def _scalar(value: Any) -> str:
+    import yaml
+
+    from ._overrides import jsonable
+
+    return yaml.safe_dump(jsonable(value), default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of about ``width``; a last word or two is kept on the line before (alone on
+    a line of its own, "# teacher" read as a second comment)."""
+    lines = textwrap.wrap(text, width)
+    if len(lines) > 1 and len(lines[-1]) < 24:
+        lines = textwrap.wrap(text, width + len(lines[-1]) + 1)
+    return lines
+
+
+def _yaml_lines(config: Any, indent: str, first: Sequence[str]) -> list[str]:
+    comments = field_docs(type(config))
+    names = [f.name for f in dataclasses.fields(config)]
+    names = [n for n in first if n in names] + [n for n in names if n not in first]
+    out = []
+    for name in names:
+        if name in PLUMBING_KEYS:  # set by the command line (--out, --resume), not in a config file
+            continue
+        value = getattr(config, name)
+        # the value is shown, so a comment's "Default X." (the class's own default) would mislead
+        text = re.sub(r"(?<=\.)\s*Default .*$", "", shown_doc(config, name, comments.get(name, "")))
+        out += [f"{indent}# {line}" for line in _wrap(text, 100 - len(indent))]
+        if dataclasses.is_dataclass(value):
+            out.append(f"{indent}{name}:")
+            out += _yaml_lines(value, indent + "  ", ())
+        else:
+            out.append(f"{indent}{name}: {_scalar(value)}")
+    return out
+
+
+def example_config(config: Any, header: str, first: Sequence[str] = ()) -> str:
+    """A commented YAML file of every key of ``config`` (its values; nested configs as indented sections),
+    ``first`` keys on top, under the ``header`` lines as comments."""
+    head = [f"# {line}" if line else "#" for line in header.splitlines()]
+    return "\n".join(head + _yaml_lines(config, "", first)) + "\n"

@@ -122,13 +122,30 @@ def _collect(config: Any, path: list[str], key: str, value: Any, where: str, cha
     changes[head] = _coerce(key, value, types_[head], where)
 
 
-def _build(config: Any, changes: dict[str, Any]) -> Any:
+def _build(config: Any, changes: dict[str, Any], prefix: str = "") -> Any:
     if "" in changes:  # a nested config replaced whole, then some of its keys
         config = changes.pop("")
     if not changes:
         return config
-    new = {k: _build(getattr(config, k), v) if isinstance(v, dict) else v for k, v in changes.items()}
-    return dataclasses.replace(config, **new)
+    new = {k: _build(getattr(config, k), v, f"{prefix}{k}.") if isinstance(v, dict) else v for k, v in changes.items()}
+    try:
+        return dataclasses.replace(config, **new)
+    except (ValueError, TypeError) as err:
+        if not prefix:
+            raise
+        raise _dotted(err, config, prefix) from None
+
+
+def _dotted(err: Exception, config: Any, prefix: str) -> Exception:
+    """``err`` of a nested config, its backticked field names written as the dotted keys a user sets
+    (`lr` -> `kd.lr`), so that the message names the key to change."""
+    text = str(err)
+    for f in dataclasses.fields(config):
+        text = text.replace(f"`{f.name}`", f"`{prefix}{f.name}`")
+    try:
+        return type(err)(text)
+    except TypeError:  # an exception type built otherwise: keep it as it was
+        return err
 
 
 def config_keys(cls: type, prefix: str = "") -> list[str]:
@@ -193,15 +210,21 @@ def tree_items(config: Any, tree: Any, prefix: str = "") -> list[tuple[str, Any]
     return out
 
 
+def _matches(key: str, keys: Sequence[str]) -> bool:
+    """Whether dotted ``key`` is one of ``keys`` or ends with one (``kd.engine.max_steps``: a nested engine)."""
+    return any(key == k or key.endswith("." + k) for k in keys)
+
+
 def resume_changes(saved: Any, requested: Any, *, where: str) -> None:
     """Refuse, with one line naming the keys, a resumed run whose ``requested`` config differs from the
-    ``saved`` one (the run's own, read from ``where``) other than in :data:`RESUME_SAFE`."""
+    ``saved`` one (the run's own, read from ``where``) other than in :data:`RESUME_SAFE` (of any nested
+    engine: ``kd.engine.max_steps`` as ``engine.max_steps``)."""
     before, after = dict(config_items(saved)), dict(config_items(requested))
-    changed = [k for k in after if k not in _RESUME_IGNORED and before.get(k, after[k]) != after[k]]
-    unsafe = [k for k in changed if k not in RESUME_SAFE]
-    steps = "engine.max_steps"
-    if steps in changed and isinstance(before.get(steps), int) and after[steps] < before[steps]:
-        unsafe.append(f"{steps} (may only grow, {before[steps]} -> {after[steps]})")
+    changed = [k for k in after if not _matches(k, _RESUME_IGNORED) and before.get(k, after[k]) != after[k]]
+    unsafe = [k for k in changed if not _matches(k, RESUME_SAFE)]
+    for steps in (k for k in changed if _matches(k, ("engine.max_steps",))):
+        if isinstance(before.get(steps), int) and after[steps] < before[steps]:
+            unsafe.append(f"{steps} (may only grow, {before[steps]} -> {after[steps]})")
     if unsafe:
         raise ValueError(f"`--resume` continues the run saved in {where} with its own config; --config / --set "
                          f"change {', '.join(unsafe)}: drop them, or start a new run in another --out (keys a "

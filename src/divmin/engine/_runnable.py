@@ -2,6 +2,7 @@
 
 A method is a class registered, next to its code, with its config dataclass::
 
+    # divmin/distill/_method.py
     @train_method("kd", KDTrainConfig, "distil a teacher LM into a student")
     class KD(TrainMethod):
         checkpoint_model = "student"          # engine model exported (checkpoints/.../models/student.safetensors)
@@ -9,9 +10,11 @@ A method is a class registered, next to its code, with its config dataclass::
         def trainer(self, config, models): ...    # -> the method's MethodTrainer (loads the data)
         def export(self, model, models, config, run_dir): ...  # -> files written under run_dir/final
 
-:func:`get_method` and :func:`available_methods` first import every subpackage of
-``divmin`` (:func:`discover_methods`), so a method registered in any of them is found:
-adding one touches its own package only.
+The config nests the method's own config under the method's name (``KDTrainConfig.kd`` is a
+``DistillConfig``, with its ``engine``) beside where the models and data come from.
+:func:`get_method` and :func:`available_methods` first import every subpackage of ``divmin``
+that holds a module named ``_method`` or ``_<something>_method`` (:func:`discover_methods`), so a
+method registered in such a module of any package is found: adding one touches its own package only.
 """
 
 from __future__ import annotations
@@ -82,12 +85,23 @@ def train_method(name: str, config_cls: type, summary: str) -> Callable[[type], 
 _SKIP = frozenset({"recipes", "train"})  # layers above the methods: they register none
 
 
+def _registers(info: pkgutil.ModuleInfo) -> bool:
+    """Whether package ``info`` holds a method module (``_method``, ``_<x>_method``), read from its files:
+    the packages without one are not imported (nor their dependencies)."""
+    path = getattr(info.module_finder, "path", None)
+    if path is None:
+        return True  # not a plain directory (a zip...): import it to be sure
+    pkg = [str(Path(path) / info.name)]
+    return any(m.name == "_method" or (m.name.startswith("_") and m.name.endswith("_method"))
+               for m in pkgutil.iter_modules(pkg))
+
+
 def discover_methods() -> None:
-    """Import every method package of ``divmin`` (each registers its methods on import)."""
+    """Import every package of ``divmin`` that holds a method module (each registers its methods on import)."""
     import divmin
 
     for info in pkgutil.iter_modules(divmin.__path__):
-        if info.ispkg and info.name not in _SKIP:
+        if info.ispkg and info.name not in _SKIP and _registers(info):
             importlib.import_module(f"divmin.{info.name}")
 
 

@@ -12,6 +12,9 @@
   ancestral, KV-cached, temperature, stop at EOS, from an explicit ``torch.Generator``.
 - Tiny models (:func:`tiny_gpt2`, :func:`word_tokenizer`): a CPU-sized GPT-2 and an
   offline word-level tokenizer for tests, recipes and examples.
+- Hugging Face models (:func:`load_causal_lm`, :func:`load_tokenizer`, :func:`apply_lora`,
+  :class:`LMSource`, :class:`CausalLMMethod`): by name or local path, LoRA via peft, the tiny
+  offline defaults (:func:`tiny_lm`, :func:`tiny_tokenizer`) of ``divmin train``.
 - Judge (:class:`ARJudge`, :func:`tiny_judge`, :class:`JudgeTrainer`): a causal LM that scores whole
   token blocks, trained on the engine, for the generative perplexity of diffusion LMs' samples.
 
@@ -21,6 +24,21 @@
 
 from ._judge import ARJudge, JudgeConfig, JudgeTrainer, tiny_judge
 from ._heads import counted_logits
+from ._hf import (
+    SOURCE_CHECKS,
+    TINY_VOCAB,
+    CausalLMMethod,
+    LMSource,
+    LoraSettings,
+    ModelLoadError,
+    apply_lora,
+    causal_lm_of,
+    load_causal_lm,
+    load_tokenizer,
+    tiny_lm,
+    tiny_tokenizer,
+    tokenizer_of,
+)
 from ._layout import IGNORE, LMCollator, assemble, compact, tokenize_pairs
 from ._logps import completion_logps, sequence_logps
 from ._sampling import Completions, sample_completions, sample_n
@@ -45,4 +63,17 @@ __all__ = [
     "tokenize_pairs",
     "compact",
     "counted_logits",
+    "load_causal_lm",
+    "load_tokenizer",
+    "apply_lora",
+    "tiny_lm",
+    "tiny_tokenizer",
+    "tokenizer_of",
+    "causal_lm_of",
+    "LMSource",
+    "LoraSettings",
+    "CausalLMMethod",
+    "ModelLoadError",
+    "SOURCE_CHECKS",
+    "TINY_VOCAB",
 ]

@@ -1,25 +1,28 @@
 """``divmin train METHOD``: train a method on your own models and data, then export the result.
 
-- Configs (:func:`load_config`, :func:`print_config`): a YAML file (``yaml.safe_load``) and
-  ``--set key=value`` overrides, checked by the trainer's own config class.
-- Models (:func:`load_causal_lm`, :func:`apply_lora`): Hugging Face names or local paths, LoRA
-  via peft; with none named, tiny offline defaults.
-- Data (:func:`load_rows`): JSONL, CSV or a ``datasets`` directory in TRL's formats.
-- Export (:func:`export_run`, :func:`load_exported`): ``RUN_DIR/final`` in Hugging Face format
-  (or safetensors + JSON config for other modules).
+Each method registers itself in its own package (``divmin/<package>/_method.py``, with
+:func:`divmin.engine.train_method`); its config is where the models and data come from plus the
+method's own config nested under its name (``kd.divergence``, ``kd.engine.max_steps``). This
+package is the command's thin layer:
 
-Methods are registered with :func:`train_method`; :func:`available_methods` lists them.
+- :func:`train`, :func:`config_from`, :func:`print_config`: run a method into a run directory
+  (:class:`divmin.engine.RunDir`, as ``divmin run``), its config from a YAML file and ``--set``
+  overrides (:func:`divmin.engine.load_config`), the commented example config;
+- :func:`export_run`, :func:`read_run_config`: re-export a run from its checkpoint to ``RUN_DIR/final``.
+
+The names below from :mod:`divmin.lm`, :mod:`divmin.data` and :mod:`divmin.engine` (models,
+tokenizers, LoRA, data rows, export) are re-exported here, where they lived before.
 See docs/training.md.
 """
 
-from ._config import LoraSettings, load_config
-from ._data import load_rows
+from ..align import FDPGTrainConfig, FDPOTrainConfig
+from ..data import load_rows, pack_texts
+from ..diffusion import FDistillTrainConfig, MDLMTrainConfig
+from ..distill import KDTrainConfig
+from ..engine import Models, TrainMethod, available_methods, get_method, load_config, train_method
 from ..engine import export_hf, export_module, exportable_module, load_exported
-from ._methods import FDPOTrainConfig, KDTrainConfig, LMSource  # importing the methods registers them
-from ._methods_gen import FDistillTrainConfig, FDPGTrainConfig
-from ._methods_mdlm import MDLMTrainConfig, pack_texts
-from ._models import ModelLoadError, apply_lora, load_causal_lm, load_tokenizer, tiny_lm, tiny_tokenizer
-from ._registry import CausalLMMethod, Models, TrainMethod, available_methods, get_method, train_method
+from ..lm import CausalLMMethod, LMSource, LoraSettings, ModelLoadError, apply_lora, load_causal_lm, load_tokenizer
+from ..lm import tiny_lm, tiny_tokenizer
 from ._run import TrainRun, config_from, export_run, print_config, read_run_config, train
 
 # the API page (members_order: __all__) lists the entry points first, internals last

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._models import ModelLoadError
+from ..engine import available_methods, get_method, latest_checkpoint
+from ..lm import ModelLoadError
 from ._run import config_from, export_run, prepare, print_config, read_run_config, run_prepared
 
 __all__ = ["add_arguments", "export_command", "train_command"]
@@ -19,8 +20,8 @@ def add_arguments(train: argparse.ArgumentParser, export: argparse.ArgumentParse
     train.add_argument("method", help="method name (kd, fdpo, ...: `divmin train list`)")
     train.add_argument("--config", metavar="FILE.yaml", help="YAML config (see --print-config)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value (Python literal; dotted keys reach nested sections); "
-                            "applied after --config")
+                       help="override a config value (Python literal; dotted keys reach nested sections: "
+                            "kd.engine.max_steps=10); applied after --config")
     train.add_argument("--out", help="run directory (checkpoints, metrics, final/ export)")
     train.add_argument("--print-config", action="store_true", help="print a commented example config and exit")
     train.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --out")
@@ -33,8 +34,6 @@ def _error(err: BaseException) -> int:
 
 
 def _list() -> int:
-    from ._registry import available_methods, get_method
-
     names = available_methods()
     width = max(map(len, names))
     for name in names:
@@ -46,16 +45,17 @@ def train_command(args: argparse.Namespace) -> int:
     if args.method == "list":
         return _list()
     try:
+        m = get_method(args.method)
         if args.print_config:
-            print(print_config(args.method), end="")
+            print(print_config(m), end="")
             return 0
         if not args.out:
             raise ValueError("--out is required (the run directory)")
-        config = config_from(args.method, args.config, args.set, resume_dir=args.out if args.resume else None)
-        m, config, models, trainer = prepare(args.method, config, args.out, resume=args.resume)
+        config = config_from(m, args.config, args.set, resume_dir=args.out if args.resume else None)
+        prepared = prepare(m, config, args.out, resume=args.resume)
     except _USER_ERRORS as err:
         return _error(err)
-    run = run_prepared(m, config, models, trainer, Path(args.out), resume=args.resume)
+    run = run_prepared(prepared, resume=args.resume)
     if run.files:
         _report(Path(args.out), run.files)
     return 0
@@ -69,8 +69,6 @@ def _report(out: Path, files: list[Path]) -> None:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from ..engine import latest_checkpoint
-
     try:
         read_run_config(args.run_dir)  # not a run directory: say that first
         ckpt = latest_checkpoint(args.run_dir)  # verified once, here: export_run is told which one

@@ -4,36 +4,28 @@
 
     train_config.yaml        the full config (method included): `divmin export` rebuilds from it
     metrics.jsonl, tensorboard/, checkpoints/step_*/   the engine's (a checkpoint at the last step at least)
-    final/                   the exported model (see divmin.engine._export)
+    final/                   the exported model (see divmin.engine.export_hf / export_module)
 
-Under ``torchrun`` / ``accelerate launch`` every process builds the models and trains (the
-engine averages the gradients); only the main process (RANK 0) writes the config and the export.
-
-Resuming (``--resume``) continues the run with the config saved in ``train_config.yaml``:
-``divmin train METHOD --out RUN_DIR --resume`` needs no ``--config`` / ``--set``, and those given
-apply on top of the saved config; a change to any key but those a resume may change
-(:data:`divmin.engine._overrides.RESUME_SAFE`: extending ``engine.max_steps``, checkpoint
-cadence, progress and logging display) is refused naming the keys.
+The config, the directory, the lock and ``--resume`` are :mod:`divmin.engine.runs`' (as for
+``divmin run``): ``divmin train METHOD --out RUN_DIR --resume`` continues with the config saved in
+``train_config.yaml``; ``--config`` / ``--set`` given apply on top of it, and a change to any key but
+those a resume may change (:data:`divmin.engine.RESUME_SAFE`, of the method's engine: extending
+``kd.engine.max_steps``, checkpoint cadence, display) is refused naming the keys.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-import yaml
 from safetensors.torch import load_model
 from torch import nn
 
-from ..engine import MethodTrainer, atomic_write, default_checkpoint_every, latest_checkpoint, run_lock
-from ..engine import apply_values, jsonable, resume_changes
-from ._config import example_config, flatten, load_config
-from ._registry import Models, get_method
+from ..engine import EngineConfig, MethodTrainer, Models, RunDir, TrainMethod, apply_values, default_checkpoint_every
+from ..engine import example_config, get_method, latest_checkpoint, load_config, resume_changes
 
-__all__ = ["TrainRun", "export_run", "print_config", "train"]
+__all__ = ["TrainRun", "config_from", "export_run", "print_config", "read_run_config", "run_dir_of", "train"]
 
 CONFIG_FILE = "train_config.yaml"
 
@@ -47,80 +39,89 @@ class TrainRun(NamedTuple):
     files: list[Path]
 
 
-def _is_main() -> bool:
-    return os.environ.get("RANK", "0") == "0"
+def _method(method: str | TrainMethod) -> TrainMethod:
+    return method if isinstance(method, TrainMethod) else get_method(method)
+
+
+def run_dir_of(method: str | TrainMethod, out_dir: str | Path) -> RunDir:
+    """The :class:`~divmin.engine.RunDir` of a run of ``method`` in ``out_dir``."""
+    return RunDir(out_dir, kind="method", name=_method(method).name, config_file=CONFIG_FILE)
+
+
+def engine_key(config: Any, method: str) -> str:
+    """The dotted key of the run's engine: the nested method config's (``kd.engine``), or ``engine``."""
+    return "engine" if isinstance(getattr(config, "engine", None), EngineConfig) else f"{method}.engine"
+
+
+def _engine(config: Any, key: str) -> EngineConfig:
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
 
 
 def _with_run_dir(config: Any, out: Path, method: str) -> Any:
-    engine = dataclasses.replace(config.engine, out_dir=str(out), label=config.engine.label or method)
+    key = engine_key(config, method)
+    engine = _engine(config, key)
+    engine = dataclasses.replace(engine, out_dir=str(out), label=engine.label or method)
     if engine.checkpoint_every is None:
         # every quarter of the run, on a log step (as the recipes): an interruption loses at most a
         # quarter, and the engine also checkpoints the last step, which `divmin export` reads
         engine = dataclasses.replace(engine, checkpoint_every=default_checkpoint_every(engine.max_steps,
                                                                                        engine.log_every))
-    return dataclasses.replace(config, engine=engine)
+    return apply_values(config, [(key, engine)], source="--out")
 
 
-def prepare(method: str, config: Any, out_dir: str | Path, *, resume: bool = False
-            ) -> tuple[Any, Any, Models, MethodTrainer]:
-    """(method, config with the run directory set, models, trainer): everything a user can get wrong
-    (names, keys, values, models, data, a used run directory) fails here, before any file is written."""
-    m = get_method(method)
+class Prepared(NamedTuple):
+    """A run ready to train (what :func:`prepare` checked and built)."""
+
+    method: TrainMethod
+    run_dir: RunDir
+    config: Any  # with the run directory set in its engine
+    models: Models
+    trainer: MethodTrainer
+
+
+def prepare(method: str | TrainMethod, config: Any, out_dir: str | Path, *, resume: bool = False) -> Prepared:
+    """Everything a user can get wrong (keys, values, models, data, a used run directory) fails here,
+    before any file is written."""
+    m, run_dir = _method(method), run_dir_of(method, out_dir)
     if not isinstance(config, m.config_cls):
-        raise TypeError(f"`config` must be a {m.config_cls.__name__} for method {method!r}, got {type(config).__name__}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; name a directory")
-    if not resume and latest_checkpoint(out, verify=False) is not None:  # before train_config.yaml is replaced
-        raise FileExistsError(f"{out} already holds a run (checkpoints/); continue it with --resume, "
+        raise TypeError(f"`config` must be a {m.config_cls.__name__} for method {m.name!r}, got {type(config).__name__}")
+    if not resume and latest_checkpoint(run_dir.out, verify=False) is not None:  # before the config is replaced
+        raise FileExistsError(f"{run_dir.out} already holds a run (checkpoints/); continue it with --resume, "
                               "re-export it with `divmin export`, or choose another --out")
-    config = _with_run_dir(config, out, method)
-    saved = saved_config(out, method) if resume else None
+    config = _with_run_dir(config, run_dir.out, m.name)
+    saved = run_dir.saved(m.config_cls) if resume else None
     if saved is not None:
-        resume_changes(_with_run_dir(saved, out, method), config, where=str(out / CONFIG_FILE))
+        resume_changes(_with_run_dir(saved, run_dir.out, m.name), config, where=str(run_dir.config_path))
     models = m.models(config, training=True)
-    return m, config, models, m.trainer(config, models)
+    return Prepared(m, run_dir, config, models, m.trainer(config, models))
 
 
-def train(method: str, config: Any, out_dir: str | Path, *, resume: bool = False) -> TrainRun:
-    """Train ``method`` with ``config`` into ``out_dir`` and export the model to ``out_dir/final``."""
-    m, config, models, trainer = prepare(method, config, out_dir, resume=resume)
-    return run_prepared(m, config, models, trainer, Path(out_dir), resume=resume)
-
-
-def run_prepared(m: Any, config: Any, models: Models, trainer: MethodTrainer, out: Path, *,
-                 resume: bool = False) -> TrainRun:
-    main = _is_main()
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out) if main else contextlib.nullcontext():
+def run_prepared(run: Prepared, *, resume: bool = False) -> TrainRun:
+    """Train, then export (the main process), holding the run directory."""
+    m, run_dir = run.method, run.run_dir
+    with run_dir.open() as main:
         if main:
-            text = yaml.safe_dump({"method": m.name, **jsonable(config)}, sort_keys=False)
-            atomic_write(out / CONFIG_FILE, text)
-        trainer.fit(resume=resume)
-        model = m.trained(trainer)
-        files = m.export(model, models, config, out) if main else []
-    return TrainRun(trainer, model, models, files)
+            run_dir.write_config(run.config)
+        run.trainer.fit(resume=resume)
+        model = m.trained(run.trainer)
+        files = m.export(model, run.models, run.config, run_dir.out) if main else []
+    return TrainRun(run.trainer, model, run.models, files)
 
 
-def read_run_config(run_dir: str | Path) -> tuple[Any, Any]:
+def train(method: str | TrainMethod, config: Any, out_dir: str | Path, *, resume: bool = False) -> TrainRun:
+    """Train ``method`` with ``config`` into ``out_dir`` and export the model to ``out_dir/final``."""
+    return run_prepared(prepare(method, config, out_dir, resume=resume), resume=resume)
+
+
+def read_run_config(run_dir: str | Path) -> tuple[TrainMethod, Any]:
     """(method, config) of the run in ``run_dir`` (from its ``train_config.yaml``)."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
+    found = RunDir(run_dir, kind="method", name="", config_file=CONFIG_FILE).read()
+    if found is None:
         raise ValueError(f"{run_dir}: no {CONFIG_FILE}; is it a `divmin train` run directory?")
-    tree = yaml.safe_load(path.read_text()) or {}
-    m = get_method(tree.pop("method", ""))
-    return m, apply_values(m.config_cls(), flatten(tree), source=str(path))
-
-
-def saved_config(run_dir: str | Path, method: str) -> Any | None:
-    """The config a run of ``method`` in ``run_dir`` saved (None when it has none: it never started)."""
-    if not (Path(run_dir) / CONFIG_FILE).is_file():
-        return None
-    m, config = read_run_config(run_dir)
-    if m.name != method:
-        raise ValueError(f"`--resume`: {run_dir} holds a run of method {m.name!r}, not {method!r}")
-    return config
+    m = get_method(found[0] or "")
+    return m, run_dir_of(m, run_dir).saved(m.config_cls)
 
 
 def export_run(run_dir: str | Path, *, checkpoint: str | Path | None = None) -> list[Path]:
@@ -130,24 +131,26 @@ def export_run(run_dir: str | Path, *, checkpoint: str | Path | None = None) -> 
     if ckpt is None:
         raise ValueError(f"{run_dir}: no checkpoint to export (checkpoints/step_*)")
     models = m.models(config, training=False)
-    weights = ckpt / "models" / f"{m.checkpoint_model}.safetensors"
-    load_model(models.model, str(weights))
+    load_model(models.model, str(ckpt / "models" / f"{m.checkpoint_model}.safetensors"))
     return m.export(models.model, models, config, Path(run_dir))
 
 
-def print_config(method: str) -> str:
+def print_config(method: str | TrainMethod) -> str:
     """A commented example config of ``method``: every key, at its default."""
-    m = get_method(method)
-    header = (f"divmin train {method}: {m.summary}\n"
-              f"Run: divmin train {method} --config this.yaml --out runs/{method} [--set key=value ...]\n"
-              "Every key is optional (the default is shown); nested sections take dotted --set keys (engine.max_steps=10).")
+    m = _method(method)
+    key = engine_key(m.config_cls(), m.name)
+    header = (f"divmin train {m.name}: {m.summary}\n"
+              f"Run: divmin train {m.name} --config this.yaml --out runs/{m.name} [--set key=value ...]\n"
+              f"Every key is optional (the default is shown); nested sections take dotted --set keys "
+              f"({key}.max_steps=10).")
     first = ("model", "teacher", "ref_model", "tokenizer", "data", "eval_data", "lora", "merge_lora")
     return example_config(m.config_cls(), header, first)
 
 
-def config_from(method: str, config_path: str | None, overrides: Sequence[str], *,
+def config_from(method: str | TrainMethod, config_path: str | Path | None = None, overrides: Sequence[str] = (), *,
                 resume_dir: str | Path | None = None) -> Any:
     """The config of ``method`` from a YAML file and ``--set`` overrides (either optional), applied on top
     of the config the run in ``resume_dir`` saved (when resuming one), else on the defaults."""
-    base = saved_config(resume_dir, method) if resume_dir is not None else None
-    return load_config(get_method(method).config_cls, config_path, overrides, base=base)
+    m = _method(method)
+    base = run_dir_of(m, resume_dir).saved(m.config_cls) if resume_dir is not None else None
+    return load_config(m.config_cls, config_path, overrides, base=base)

@@ -1,4 +1,8 @@
-"""Models and tokenizers for ``divmin train``: by Hugging Face name or local path, LoRA, tiny defaults.
+"""Hugging Face causal LMs for training: by name or local path, LoRA, tiny defaults, and where they come from.
+
+:class:`LMSource` holds the fields every LM method of ``divmin train`` shares (model, tokenizer,
+data, LoRA...); :class:`CausalLMMethod` is the train method base that exports such a model with
+``save_pretrained`` and its tokenizer.
 
 With no model named, a method runs on the *tiny defaults*: GPT-2s of a few thousand parameters
 over a 40-word vocabulary, built from code (:func:`divmin.lm.tiny_gpt2`,
@@ -8,22 +12,25 @@ with no download. They show the pipeline end to end; they are not useful models.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import socket
 import threading
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..lm import tiny_gpt2, word_tokenizer
-from ..engine import quiet_transformers
-from ._config import LoraSettings
+from ..engine import Bool, Instance, Int, Models, Number, OneOf, Text, TrainMethod, Tuple, validate
+from ..engine import export_hf, quiet_transformers
+from ._tiny import tiny_gpt2, word_tokenizer
 
-__all__ = ["ModelLoadError", "apply_lora", "load_causal_lm", "load_tokenizer", "quiet_transformers", "tiny_lm",
-           "tiny_tokenizer", "TINY_VOCAB"]
+__all__ = ["CausalLMMethod", "LMSource", "LoraSettings", "ModelLoadError", "SOURCE_CHECKS", "TINY_VOCAB",
+           "apply_lora", "causal_lm_of", "load_causal_lm", "load_tokenizer", "tiny_lm", "tiny_tokenizer",
+           "tokenizer_of"]
 
 _SPECIALS = ["[PAD]", "[EOS]", "[UNK]"]
 _NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
@@ -35,6 +42,58 @@ TINY_VOCAB = {w: i for i, w in enumerate(_SPECIALS + _NUMBERS + _WORDS)}
 # the tiny defaults' sizes: a teacher twice as wide as the student (KD), the student the policy of the rest
 _TINY_SIZES = {"student": dict(n_layer=1, n_embd=32), "teacher": dict(n_layer=2, n_embd=64)}
 _DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclasses.dataclass
+class LoraSettings:
+    """LoRA adapters (peft ``LoraConfig``); ``r: 0`` trains every weight instead."""
+
+    r: int = 0  # adapter rank; 0 = no LoRA (full fine-tuning)
+    alpha: float = 16.0  # LoRA scaling numerator (lora_alpha); the update is scaled by alpha / r
+    dropout: float = 0.0  # dropout on the adapter input (lora_dropout)
+    target_modules: tuple[str, ...] | None = None  # module names to adapt, e.g. [q_proj, v_proj]; null = peft's default for the architecture
+
+    CHECKS = dict(r=Int(ge=0), alpha=Number(gt=0), dropout=Number(ge=0, lt=1),
+                  target_modules=Tuple(each=Text(), min_len=1, optional=True))
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")  # `torch_dtype` of named models
+_PATH = Instance((str, Path), optional=True)  # a Hugging Face name or a local path
+# the checks of LMSource's fields, for train configs that declare some of them themselves (mdlm: tokenizer, data)
+SOURCE_CHECKS = dict(
+    model=_PATH, tokenizer=_PATH, data=_PATH, eval_data=_PATH, lora=Instance(LoraSettings), merge_lora=Bool(),
+    torch_dtype=OneOf(DTYPES), trust_remote_code=Bool(),
+)
+
+
+@dataclasses.dataclass
+class LMSource:
+    """Where a causal-LM method's model, tokenizer and data come from (the base of the LM train configs,
+    which nest the method's own config beside these fields)."""
+
+    model: str | Path | None = None  # the trained model: Hugging Face name or local path; null = the tiny offline default
+    tokenizer: str | Path | None = None  # tokenizer name or path; null = the model's (the tiny default's without a model)
+    data: str | Path | None = None  # training data: a .jsonl / .csv file or a `datasets` save_to_disk directory; null = the tiny default data
+    eval_data: str | Path | None = None  # held-out data in the same format; null = no evaluation
+    lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)  # LoRA adapters (peft); r: 0 = full fine-tuning
+    merge_lora: bool = False  # at export, merge the LoRA adapters into the base (else final/ holds the adapter alone)
+    torch_dtype: str = "float32"  # dtype named models are loaded in: float32, bfloat16, float16 or auto
+    trust_remote_code: bool = False  # passed to from_pretrained (models with their own code on the Hub)
+
+    CHECKS = SOURCE_CHECKS
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+class CausalLMMethod(TrainMethod):
+    """A train method whose model is a Hugging Face causal LM: exported with ``save_pretrained`` + tokenizer."""
+
+    def export(self, model: nn.Module, models: Models, config: Any, run_dir: Path) -> list[Path]:
+        return export_hf(model, models.tokenizer, run_dir, merge_lora=config.merge_lora)
 
 
 class ModelLoadError(ValueError):
@@ -165,15 +224,16 @@ def apply_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
         raise ValueError(f"`lora`: {str(err).splitlines()[0]}") from None
 
 
-def source(config: Any, key: str, role: str, seed: int) -> nn.Module:
-    """The causal LM named by ``config.<key>`` (or the tiny default of ``role``)."""
+def causal_lm_of(config: LMSource, key: str, role: str, seed: int) -> nn.Module:
+    """The causal LM named by ``config.<key>`` (``model``, ``teacher``...), or the tiny default of ``role``
+    built with ``seed`` when it is null."""
     name = getattr(config, key)
     if name is None:
         return tiny_lm(role, seed=seed)
     return load_causal_lm(name, key=key, torch_dtype=config.torch_dtype, trust_remote_code=config.trust_remote_code)
 
 
-def tokenizer_of(config: Any) -> Any:
+def tokenizer_of(config: LMSource) -> Any:
     """``config.tokenizer``, else the tokenizer of ``config.model``, else the tiny default's."""
     name = config.tokenizer or config.model
     if name is None:

@@ -1,4 +1,4 @@
-"""Training data for ``divmin train``: JSONL, CSV or a ``datasets`` directory, in TRL's formats.
+"""Training rows from your files (``divmin train``): JSONL, CSV or a ``datasets`` directory, in TRL's formats.
 
 Formats (as TRL names them):
 
@@ -6,7 +6,8 @@ Formats (as TRL names them):
 - prompt-completion (``kd``): ``prompt`` / ``completion``, strings or message lists;
 - conversational (``kd``): ``messages``, a list of ``{"role", "content"}``; the last message is the
   completion, the others the prompt;
-- prompts only (``fdpg``): ``prompt``.
+- prompts only (``fdpg``): ``prompt``;
+- language modeling (``mdlm``): ``text`` (packed into blocks by :func:`pack_texts`).
 
 Messages are rendered with the tokenizer's chat template when it has one (the prompt with
 ``add_generation_prompt=True``, the completion as the text the template adds for it); without
@@ -21,7 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["load_rows", "kd_examples", "check_columns", "prompts_of", "tiny_kd_rows", "tiny_preference_rows"]
+import torch
+
+__all__ = ["check_columns", "kd_examples", "load_rows", "pack_texts", "prompts_of", "render_messages", "rows_of",
+           "tiny_kd_rows", "tiny_preference_rows"]
 
 
 def load_rows(path: str | Path, *, key: str = "data") -> list[dict[str, Any]]:
@@ -73,6 +77,19 @@ def _from_disk(p: Path, key: str) -> list[dict[str, Any]]:
             raise ValueError(f"`{key}`: {p} holds splits {sorted(ds)}; save the one to train on, or name it 'train'")
         ds = ds["train"]
     return [dict(r) for r in ds]
+
+
+def rows_of(config: Any, key: str, default: Any = None, columns: Sequence[Sequence[str]] = (),
+            method: str = "") -> list[dict[str, Any]] | None:
+    """The rows of the file ``config.<key>`` names (``data``, ``eval_data``), checked to hold one of the
+    ``columns`` sets; ``default()`` when it is null (None without a ``default``)."""
+    path = getattr(config, key)
+    if path is None:
+        return default() if default is not None else None
+    rows = load_rows(path, key=key)
+    if columns:
+        check_columns(rows, columns, key=key, method=method)
+    return rows
 
 
 def check_columns(rows: Sequence[Mapping[str, Any]], options: Sequence[Sequence[str]], *, key: str,
@@ -180,3 +197,15 @@ def tiny_preference_rows() -> list[dict[str, str]]:
     """The tiny default preference data: the next number is chosen over the previous one."""
     return [{"prompt": f"what comes after {_NUM[i]} :", "chosen": _NUM[i + 1], "rejected": _NUM[i - 1]}
             for i in range(1, len(_NUM) - 1)]
+
+
+def pack_texts(texts: list[str], tokenizer: Any, length: int) -> torch.Tensor:
+    """(N, length) token ids: every text then EOS, concatenated and cut into full blocks."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    stream: list[int] = []
+    for text in texts:
+        stream += list(tokenizer(text, add_special_tokens=False)["input_ids"]) + ([eos] if eos is not None else [])
+    n = len(stream) // length
+    if n == 0:
+        raise ValueError(f"`data` holds {len(stream)} tokens, fewer than one sequence of `length` {length}")
+    return torch.tensor(stream[:n * length], dtype=torch.long).view(n, length)
