@@ -18,16 +18,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .divergences import available_divergences, divergence
+from .registry import Registry
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def _command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
-    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        _COMMANDS[name] = fn
-        return fn
-
-    return deco
+COMMANDS: Registry[Callable[[argparse.Namespace], int]] = Registry("command")
+_command = COMMANDS.register
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -166,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
+        return COMMANDS.get(args.command)(args)
     except KeyboardInterrupt:
         print(f"divmin: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130

@@ -77,6 +77,10 @@ class Registry(Generic[T]):
 
         return deco
 
+    def discard(self, name: str) -> None:
+        """Remove the entry under ``name`` if there is one (a test's throwaway entry)."""
+        self._entries.pop(name, None)
+
     def get(self, name: str) -> T:
         """The entry under ``name``; ValueError naming the valid ones when there is none."""
         try:
@@ -92,6 +96,10 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, T]]:
         """(name, entry) pairs sorted by name."""
         return sorted(self._entries.items())
+
+    def values(self) -> list[T]:
+        """The entries, sorted by name."""
+        return [entry for _, entry in self.items()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -1,11 +1,11 @@
-"""divmin.engine._overrides: --set strings and parsed values applied at once, named errors."""
+"""divmin.engine.runs (the override parser): --set strings and parsed values applied at once, named errors."""
 
 import dataclasses
 
 import pytest
 
 from divmin.engine import EngineConfig, Int, Instance, validate
-from divmin.engine._overrides import apply_values, config_keys, parse_overrides
+from divmin.engine.runs import apply_values, config_keys, parse_overrides
 
 
 @dataclasses.dataclass

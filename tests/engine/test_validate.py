@@ -257,7 +257,7 @@ def test_a_config_without_a_check_per_field_is_refused():
 def test_recipe_cli_sets_every_field_back_to_its_default():
     from divmin.recipes import _registry
 
-    for rec in _registry._RECIPES.values():
+    for rec in _registry.RECIPES.values():
         default = rec.config_cls()
         for field in dataclasses.fields(default):
             value = getattr(default, field.name)

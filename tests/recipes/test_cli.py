@@ -10,7 +10,7 @@ import divmin
 from divmin.cli import main
 import divmin.recipes
 from divmin.recipes import available_recipes, parse_overrides, run_recipe
-from divmin.engine._overrides import config_keys
+from divmin.engine import config_keys
 from divmin.recipes.fit import FitConfig
 
 from ._figures import max_significant_digits
@@ -159,7 +159,7 @@ def no_resume():
 
     recipe("no-resume", _NoResumeConfig, "a recipe that does not train")(lambda c, out: RecipeResult([], [], []))
     yield "no-resume"
-    _registry._RECIPES.pop("no-resume", None)
+    _registry.RECIPES.discard("no-resume")
 
 
 def test_resume_is_refused_by_recipes_that_cannot_resume(no_resume, tmp_path, capsys):
@@ -173,7 +173,7 @@ def test_resume_is_refused_by_recipes_that_cannot_resume(no_resume, tmp_path, ca
 @pytest.mark.parametrize(
     "recipe, extra, expected",
     [
-        ("fit", ["--set", "engine.lr_schedule=cosin"], "`lr_schedule` must be one of"),
+        ("fit", ["--set", "engine.lr_schedule=cosin"], "`engine.lr_schedule` must be one of"),
         ("fit", ["--set", "lr=-1"], "`lr` must be a finite number > 0"),
         ("fit", ["--set", "lr=1e309"], "`lr` must be a finite number > 0, got inf"),
         ("fit", ["--set", "divergences=reverse_kl"], "expected a tuple, got 'reverse_kl'; write divergences=('reverse_kl',)"),
@@ -311,7 +311,7 @@ def test_train_into_a_read_only_out_is_one_line_and_exit_2(tmp_path, capsys, mon
     out = tmp_path / "o"
     out.mkdir()
     _deny_writes_under(monkeypatch, out)
-    assert main(["train", "kd", "--out", str(out), "--set", "engine.max_steps=1", "--set", "engine.progress=False"]) == 2
+    assert main(["train", "kd", "--out", str(out), "--set", "kd.engine.max_steps=1", "--set", "kd.engine.progress=False"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Permission denied" in err
 

@@ -37,7 +37,7 @@ def toy():
     """A recipe registered for one test only: full size = steps 1000, width 64; 3 threads."""
     recipe("toy", _ToyConfig, "a toy", full_size=("steps=1000", "width=64"), threads=3)(_toy_run)
     yield get_recipe("toy")
-    _registry._RECIPES.pop("toy", None)
+    _registry.RECIPES.discard("toy")
 
 
 def test_full_applies_the_preset_and_set_values_win(toy, tmp_path, monkeypatch):

@@ -18,14 +18,14 @@ def _yaml(tmp_path, text, name="run.yaml"):
 
 
 @pytest.mark.parametrize("method, text, sets", [
-    ("kd", "divergence: js\ntemperature: 2\nlora: {r: 4, target_modules: [c_attn]}\nengine:\n  max_steps: 7\n"
-           "  lr_schedule: cosine\n",
-     ["divergence=js", "temperature=2", "lora.r=4", "lora.target_modules=['c_attn']", "engine.max_steps=7",
-      "engine.lr_schedule=cosine"]),
-    ("fdpo", "beta: 0.3\ndivergence: 'alpha:0.5'\ndata: prefs.jsonl\nengine: {seed: 3}\n",
-     ["beta=0.3", "divergence=alpha:0.5", "data=prefs.jsonl", "engine.seed=3"]),
-    ("fdistill", "means: [[0, 1], [2, 3]]\nadam_betas: [0.5, 0.9]\n",
-     ["means=((0, 1), (2, 3))", "adam_betas=(0.5, 0.9)"]),
+    ("kd", "kd:\n  divergence: js\n  temperature: 2\n  engine:\n    max_steps: 7\n    lr_schedule: cosine\n"
+           "lora: {r: 4, target_modules: [c_attn]}\n",
+     ["kd.divergence=js", "kd.temperature=2", "lora.r=4", "lora.target_modules=['c_attn']", "kd.engine.max_steps=7",
+      "kd.engine.lr_schedule=cosine"]),
+    ("fdpo", "fdpo: {beta: 0.3, divergence: 'alpha:0.5', engine: {seed: 3}}\ndata: prefs.jsonl\n",
+     ["fdpo.beta=0.3", "fdpo.divergence=alpha:0.5", "data=prefs.jsonl", "fdpo.engine.seed=3"]),
+    ("fdistill", "means: [[0, 1], [2, 3]]\nfdistill:\n  adam_betas: [0.5, 0.9]\n",
+     ["means=((0, 1), (2, 3))", "fdistill.adam_betas=(0.5, 0.9)"]),
 ])
 def test_yaml_and_set_give_the_same_config(tmp_path, method, text, sets):
     from_yaml = config_from(method, _yaml(tmp_path, text), [])
@@ -35,8 +35,8 @@ def test_yaml_and_set_give_the_same_config(tmp_path, method, text, sets):
 
 
 def test_set_wins_over_the_file_and_types_are_coerced(tmp_path):
-    cfg = config_from("kd", _yaml(tmp_path, "temperature: 2\nlr: 1\n"), ["temperature=3"])
-    assert cfg.temperature == 3.0 and isinstance(cfg.lr, float) and cfg.lr == 1.0
+    cfg = config_from("kd", _yaml(tmp_path, "kd: {temperature: 2, lr: 1}\n"), ["kd.temperature=3"])
+    assert cfg.kd.temperature == 3.0 and isinstance(cfg.kd.lr, float) and cfg.kd.lr == 1.0
 
 
 def _cli_error(capsys, argv):
@@ -48,11 +48,11 @@ def _cli_error(capsys, argv):
 
 @pytest.mark.parametrize("text, key", [
     ("lr_typo: 0.1\n", "lr_typo"),  # unknown key
-    ("engine: {max_stepz: 3}\n", "engine.max_stepz"),  # unknown nested key
-    ("temperature: hot\n", "temperature"),  # wrong type
-    ("batch_size: 2.5\n", "batch_size"),  # wrong type (int field)
-    ("temperature: -1\n", "temperature"),  # right type, out of range: the trainer config's own check
-    ("lora: {r: -2}\n", "r"),
+    ("kd: {engine: {max_stepz: 3}}\n", "kd.engine.max_stepz"),  # unknown nested key
+    ("kd: {temperature: hot}\n", "kd.temperature"),  # wrong type
+    ("kd: {batch_size: 2.5}\n", "kd.batch_size"),  # wrong type (int field)
+    ("kd: {temperature: -1}\n", "`kd.temperature`"),  # right type, out of range: the trainer config's own check
+    ("lora: {r: -2}\n", "`lora.r`"),
 ])
 def test_a_bad_key_or_value_is_one_line_naming_it(tmp_path, capsys, text, key):
     err = _cli_error(capsys, ["train", "kd", "--config", _yaml(tmp_path, text), "--out", str(tmp_path / "o")])
@@ -62,10 +62,10 @@ def test_a_bad_key_or_value_is_one_line_naming_it(tmp_path, capsys, text, key):
 
 def test_the_same_error_from_set_and_from_yaml(tmp_path):
     with pytest.raises(ValueError) as a:
-        config_from("kd", _yaml(tmp_path, "temperature: -1\n"), [])
+        config_from("kd", _yaml(tmp_path, "kd: {temperature: -1}\n"), [])
     with pytest.raises(ValueError) as b:
-        config_from("kd", None, ["temperature=-1"])
-    assert str(a.value) == str(b.value) and "`temperature`" in str(a.value)
+        config_from("kd", None, ["kd.temperature=-1"])
+    assert str(a.value) == str(b.value) and "`kd.temperature`" in str(a.value)
 
 
 def test_unknown_method_lists_the_valid_ones(capsys, tmp_path):
@@ -89,12 +89,14 @@ def test_yaml_is_loaded_safely(tmp_path, capsys):
 def test_cross_field_rules():
     with pytest.raises(ValueError, match="`model` and `teacher`"):
         config_from("kd", None, ["model=gpt2"])
-    with pytest.raises(ValueError, match="`task`"):
-        config_from("kd", None, ["task=sequence_classification"])
-    with pytest.raises(ValueError, match="lora.r"):
-        config_from("fdpo", None, ["reference=adapter"])
+    with pytest.raises(ValueError, match="`kd.task` must be 'causal_lm'"):
+        config_from("kd", None, ["kd.task=sequence_classification"])
+    with pytest.raises(ValueError, match=r"`fdpo.reference`='adapter' needs LoRA: set `lora.r`"):
+        config_from("fdpo", None, ["fdpo.reference=adapter"])
+    with pytest.raises(ValueError, match="`ref_model` is not used with `fdpo.reference`"):
+        config_from("fdpo", None, ["fdpo.reference=adapter", "lora.r=2", "ref_model=x"])
     with pytest.raises(ValueError, match="implicit_reward|admissible|cannot|does not"):
-        config_from("fdpo", None, ["divergence=total_variation"])
+        config_from("fdpo", None, ["fdpo.divergence=total_variation"])
 
 
 @pytest.mark.parametrize("method", available_methods())
@@ -123,27 +125,29 @@ def test_print_config_lists_user_keys_with_whole_comments(method):
     above = " ".join(line.strip() for line in lines[at - 3:at])
     assert "None = never" not in above and "a quarter of each run" in above
     if method == "kd":
-        task = lines[next(i for i, line in enumerate(lines) if line.startswith("task:")) - 1]
+        task = lines[next(i for i, line in enumerate(lines) if line.startswith("  task:")) - 1]
         assert '"causal_lm"' in task and '"sequence_classification"' in task and "a name in" not in task
 
 
 def test_print_config_from_the_command_line(capsys):
     assert main(["train", "fdpo", "--print-config"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("# divmin train fdpo") and "\nbeta: 0.1\n" in out and "\nref_model: null\n" in out
+    assert out.startswith("# divmin train fdpo") and "\n  beta: 0.1\n" in out and "\nref_model: null\n" in out
+    tree = yaml.safe_load(out)  # the method config, nested under the method's name, with its short engine
+    assert tree["fdpo"]["beta"] == 0.1 and tree["fdpo"]["engine"]["max_steps"] == 100 and "beta" not in tree
 
 
 def test_divergence_objects_in_the_config_still_check():
-    cfg = config_from("kd", None, ["divergence=alpha:0.3"])
-    assert divergence(cfg.divergence).params == divergence("alpha:0.3").params
+    cfg = config_from("kd", None, ["kd.divergence=alpha:0.3"])
+    assert divergence(cfg.kd.divergence).params == divergence("alpha:0.3").params
 
 
 def test_keys_apply_together_whatever_their_order(tmp_path):
     # `model` alone is refused (kd needs a teacher too): applied together, the pair is accepted
-    cfg = config_from("kd", _yaml(tmp_path, "engine: {max_steps: 5}\n"), ["model=a", "teacher=b", "engine.seed=2"])
-    assert (cfg.model, cfg.teacher, cfg.engine.max_steps, cfg.engine.seed) == ("a", "b", 5, 2)
+    cfg = config_from("kd", _yaml(tmp_path, "kd: {engine: {max_steps: 5}}\n"), ["model=a", "teacher=b", "kd.engine.seed=2"])
+    assert (cfg.model, cfg.teacher, cfg.kd.engine.max_steps, cfg.kd.engine.seed) == ("a", "b", 5, 2)
     # a key given in the file and by --set keeps the --set value
-    assert config_from("kd", _yaml(tmp_path, "lr: 0.5\n"), ["lr=0.25"]).lr == 0.25
+    assert config_from("kd", _yaml(tmp_path, "kd: {lr: 0.5}\n"), ["kd.lr=0.25"]).kd.lr == 0.25
 
 
 @pytest.mark.parametrize("argv", [["train", "kd", "--print-config"], ["train", "list"], ["recipes"],

@@ -7,7 +7,7 @@ import datasets
 import pytest
 
 from divmin.train import tiny_tokenizer
-from divmin.train._data import check_columns, kd_examples, load_rows, prompts_of
+from divmin.data import check_columns, kd_examples, load_rows, prompts_of
 
 ROWS = [{"prompt": "count from one :", "completion": "two three"},
         {"prompt": "what comes after two :", "completion": "three"}]

@@ -13,8 +13,8 @@ from .._torchrun import torchrun
 @pytest.mark.slow
 def test_train_kd_under_torchrun(tmp_path):
     out = tmp_path / "kd"
-    stdout = torchrun("-m", "divmin", "train", "kd", "--out", out, "--set", "engine.max_steps=3",
-                      "--set", "engine.progress=False", "--set", "engine.tensorboard=False", "--set", "lr=0.01")
+    stdout = torchrun("-m", "divmin", "train", "kd", "--out", out, "--set", "kd.engine.max_steps=3",
+                      "--set", "kd.engine.progress=False", "--set", "kd.engine.tensorboard=False", "--set", "kd.lr=0.01")
     assert stdout.count("exported ") == 1  # rank 0 alone writes and reports
     ckpt = out / "checkpoints" / "step_0000003"
     assert json.loads((ckpt / "engine.json").read_text())["num_processes"] == 2

@@ -17,8 +17,9 @@ def test_pack_texts_concatenates_with_eos_and_drops_the_partial_block():
 
 
 def test_train_export_reload_same_log_probs(tmp_path):
-    cfg = config_from("mdlm", None, ["width=16", "depth=1", "heads=2", "length=8", "batch_size=8",
-                                     "engine.max_steps=3", "engine.progress=False", "engine.tensorboard=False"])
+    cfg = config_from("mdlm", None, ["width=16", "depth=1", "heads=2", "length=8", "mdlm.batch_size=8",
+                                     "mdlm.engine.max_steps=3", "mdlm.engine.progress=False",
+                                     "mdlm.engine.tensorboard=False"])
     run = train("mdlm", cfg, tmp_path / "run")
     final = tmp_path / "run" / "final"
     assert {p.name for p in run.files} >= {"config.json", "model.safetensors", "tokenizer.json"}

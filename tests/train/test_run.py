@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from divmin.cli import main
 from divmin.train import config_from, export_run, load_exported, tiny_lm, tiny_tokenizer, train
 
-QUIET = ["engine.progress=False", "engine.tensorboard=False", "engine.log_every=2"]
+def quiet(method):
+    return [f"{method}.engine.progress=False", f"{method}.engine.tensorboard=False", f"{method}.engine.log_every=2"]
 
 
 def _logits(model, ids):
@@ -26,7 +27,7 @@ IDS = torch.tensor([[5, 6, 7, 8, 9, 10]])
 def test_train_export_reload_gives_the_same_logits(tmp_path, method):
     out = tmp_path / method
     init = _logits(tiny_lm("student"), IDS)
-    run = train(method, config_from(method, None, ["engine.max_steps=3", "lr=0.01", *QUIET]), out)
+    run = train(method, config_from(method, None, [f"{method}.engine.max_steps=3", f"{method}.lr=0.01", *quiet(method)]), out)
     trained = _logits(run.model, IDS)
     assert not torch.allclose(trained, init)  # it trained
     reloaded = AutoModelForCausalLM.from_pretrained(out / "final")
@@ -55,9 +56,9 @@ def local_models(tmp_path_factory):
 def test_cli_kd_with_models_named_by_local_path(tmp_path, local_models, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"model: {local_models / 'student'}\nteacher: {local_models / 'teacher'}\n"
-                   "divergence: js\nlr: 0.01\nengine: {max_steps: 2, progress: false, tensorboard: false}\n")
+                   "kd:\n  divergence: js\n  lr: 0.01\n  engine: {max_steps: 2, progress: false, tensorboard: false}\n")
     out = tmp_path / "run"
-    assert main(["train", "kd", "--config", str(cfg), "--out", str(out), "--set", "temperature=2"]) == 0
+    assert main(["train", "kd", "--config", str(cfg), "--out", str(out), "--set", "kd.temperature=2"]) == 0
     printed = capsys.readouterr().out
     assert f"exported {out / 'final'}: config.json" in printed and "model.safetensors" in printed
     recorded = (out / "train_config.yaml").read_text()
@@ -71,8 +72,8 @@ def test_train_and_export_print_no_transformers_bars_and_export_names_its_checkp
                                                                                       capsys):
     out = tmp_path / "run"
     argv = ["train", "kd", "--out", str(out), "--set", f"model={local_models / 'student'}",
-            "--set", f"teacher={local_models / 'teacher'}", "--set", "engine.max_steps=2",
-            "--set", "engine.checkpoint_every=1", "--set", "engine.tensorboard=False"]
+            "--set", f"teacher={local_models / 'teacher'}", "--set", "kd.engine.max_steps=2",
+            "--set", "kd.engine.checkpoint_every=1", "--set", "kd.engine.tensorboard=False"]
     assert main(argv) == 0
     assert main(["export", str(out)]) == 0
     printed = capsys.readouterr()
@@ -86,8 +87,8 @@ def test_train_and_export_print_no_transformers_bars_and_export_names_its_checkp
 
 
 def test_lora_merged_at_export(tmp_path):
-    cfg = config_from("fdpo", None, ["lora.r=4", "lora.alpha=8", "merge_lora=True", "reference=adapter",
-                                     "lr=0.01", "engine.max_steps=2", *QUIET])
+    cfg = config_from("fdpo", None, ["lora.r=4", "lora.alpha=8", "merge_lora=True", "fdpo.reference=adapter",
+                                     "fdpo.lr=0.01", "fdpo.engine.max_steps=2", *quiet("fdpo")])
     run = train("fdpo", cfg, tmp_path / "run")
     assert type(run.model).__name__ == "PeftModelForCausalLM"
     final = tmp_path / "run" / "final"
@@ -97,7 +98,7 @@ def test_lora_merged_at_export(tmp_path):
 
 
 def test_lora_adapter_alone_without_merge(tmp_path):
-    cfg = config_from("kd", None, ["lora.r=2", "lr=0.01", "engine.max_steps=2", *QUIET])
+    cfg = config_from("kd", None, ["lora.r=2", "kd.lr=0.01", "kd.engine.max_steps=2", *quiet("kd")])
     run = train("kd", cfg, tmp_path / "run")
     final = tmp_path / "run" / "final"
     assert (final / "adapter_config.json").is_file() and (final / "adapter_model.safetensors").is_file()
@@ -139,15 +140,15 @@ def test_a_model_name_with_no_network_fails_at_once_in_one_line(tmp_path):
 
 
 def test_fdpg_runs_and_exports(tmp_path):
-    run = train("fdpg", config_from("fdpg", None, ["engine.max_steps=2", "samples_per_context=4",
-                                                   "max_new_tokens=4", *QUIET]), tmp_path / "run")
+    run = train("fdpg", config_from("fdpg", None, ["fdpg.engine.max_steps=2", "fdpg.samples_per_context=4",
+                                                   "fdpg.max_new_tokens=4", *quiet("fdpg")]), tmp_path / "run")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
     torch.testing.assert_close(_logits(reloaded, IDS), _logits(run.model, IDS), rtol=0, atol=0)
 
 
 def test_fdistill_exports_a_module_that_load_exported_rebuilds(tmp_path):
-    cfg = config_from("fdistill", None, ["engine.max_steps=2", "batch_size=32", "eval_samples=64", "hidden=16",
-                                         *QUIET])
+    cfg = config_from("fdistill", None, ["fdistill.engine.max_steps=2", "fdistill.batch_size=32", "fdistill.eval_samples=64",
+                                         "hidden=16", *quiet("fdistill")])
     run = train("fdistill", cfg, tmp_path / "run")
     spec = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert spec == {"divmin_module": "mlp_generator", "args": {"dim": 2, "hidden": 16, "depth": 3, "init_scale": 3.0}}
@@ -167,7 +168,7 @@ def test_export_command(tmp_path, capsys):
     assert main(["export", str(tmp_path)]) == 2  # not a run directory: one line
     assert "no train_config.yaml" in capsys.readouterr().err
     out = tmp_path / "run"
-    train("kd", config_from("kd", None, ["engine.max_steps=1", *QUIET]), out)
+    train("kd", config_from("kd", None, ["kd.engine.max_steps=1", *quiet("kd")]), out)
     capsys.readouterr()
     assert main(["export", str(out)]) == 0
     ckpt = out / "checkpoints" / "step_0000001"
@@ -176,11 +177,11 @@ def test_export_command(tmp_path, capsys):
 
 def test_a_used_run_directory_is_refused_and_resume_restores_the_final_model(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "kd", "--out", str(out), *[a for s in ["engine.max_steps=2", *QUIET] for a in ("--set", s)]]
+    argv = ["train", "kd", "--out", str(out), *[a for s in ["kd.engine.max_steps=2", *quiet("kd")] for a in ("--set", s)]]
     assert main(argv) == 0
     recorded = (out / "train_config.yaml").read_text()
     first = load_file(out / "final" / "model.safetensors")
-    assert main([*argv, "--set", "lr=0.5"]) == 2  # refused before anything is replaced
+    assert main([*argv, "--set", "kd.lr=0.5"]) == 2  # refused before anything is replaced
     assert "--resume" in capsys.readouterr().err
     assert (out / "train_config.yaml").read_text() == recorded
     (out / "final" / "model.safetensors").unlink()
@@ -194,7 +195,7 @@ def test_the_printed_resume_line_finishes_the_interrupted_run_with_its_own_confi
     continued to its end and the export equals an uninterrupted run's (issue 26 s.3)."""
     from divmin.engine._trainer import Trainer
 
-    sets = ["engine.max_steps=6", "engine.checkpoint_every=2", "lr=0.003", *QUIET]
+    sets = ["kd.engine.max_steps=6", "kd.engine.checkpoint_every=2", "kd.lr=0.003", *quiet("kd")]
     argv = lambda out: ["train", "kd", "--out", str(out), *[a for s in sets for a in ("--set", s)]]  # noqa: E731
     assert main(argv(tmp_path / "straight")) == 0
     real = Trainer._train_step
@@ -211,8 +212,8 @@ def test_the_printed_resume_line_finishes_the_interrupted_run_with_its_own_confi
     assert hint == f"divmin train kd --out {out} --resume"
     monkeypatch.setattr(Trainer, "_train_step", real)
     recorded = (out / "train_config.yaml").read_text()
-    assert main([*hint.split()[1:], "--set", "lr=0.5"]) == 2  # a change of the run: refused, naming the key
-    assert "change lr:" in capsys.readouterr().err and (out / "train_config.yaml").read_text() == recorded
+    assert main([*hint.split()[1:], "--set", "kd.lr=0.5"]) == 2  # a change of the run: refused, naming the key
+    assert "change kd.lr:" in capsys.readouterr().err and (out / "train_config.yaml").read_text() == recorded
     assert main(hint.split()[1:]) == 0
     assert "max_steps: 6" in (out / "train_config.yaml").read_text()
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()][-1] == 6
@@ -222,11 +223,11 @@ def test_the_printed_resume_line_finishes_the_interrupted_run_with_its_own_confi
 
 def test_resume_may_extend_max_steps_but_not_shorten_it(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "kd", "--out", str(out), *[a for s in ["engine.max_steps=2", *QUIET] for a in ("--set", s)]]
+    argv = ["train", "kd", "--out", str(out), *[a for s in ["kd.engine.max_steps=2", *quiet("kd")] for a in ("--set", s)]]
     assert main(argv) == 0
-    assert main(["train", "kd", "--out", str(out), "--resume", "--set", "engine.max_steps=1"]) == 2
-    assert "engine.max_steps (may only grow, 2 -> 1)" in capsys.readouterr().err
-    assert main(["train", "kd", "--out", str(out), "--resume", "--set", "engine.max_steps=4"]) == 0
+    assert main(["train", "kd", "--out", str(out), "--resume", "--set", "kd.engine.max_steps=1"]) == 2
+    assert "kd.engine.max_steps (may only grow, 2 -> 1)" in capsys.readouterr().err
+    assert main(["train", "kd", "--out", str(out), "--resume", "--set", "kd.engine.max_steps=4"]) == 0
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4]
 
 
@@ -235,7 +236,7 @@ def test_named_models_load_with_the_dtype_keyword_transformers_expects(tmp_path,
     import transformers
     from packaging.version import Version
 
-    from divmin.train._models import load_causal_lm
+    from divmin.lm import load_causal_lm
 
     tiny_lm().save_pretrained(tmp_path / "m")
     model = load_causal_lm(tmp_path / "m", torch_dtype="bfloat16")
@@ -262,7 +263,7 @@ def test_a_link_in_the_run_directory_is_refused_and_its_target_kept(tmp_path, ca
     victim.mkdir() if name == "final" else victim.write_text("precious\n")
     out.mkdir()
     (out / name).symlink_to(victim)
-    argv = ["train", "kd", "--out", str(out), *[a for s in ["engine.max_steps=1", *QUIET] for a in ("--set", s)]]
+    argv = ["train", "kd", "--out", str(out), *[a for s in ["kd.engine.max_steps=1", *quiet("kd")] for a in ("--set", s)]]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"{name}: it is a symbolic link" in err and err.count("\n") == 1
@@ -272,7 +273,7 @@ def test_a_link_in_the_run_directory_is_refused_and_its_target_kept(tmp_path, ca
 def test_load_exported_names_the_file_for_a_missing_directory_or_a_malformed_config(tmp_path):
     with pytest.raises(ValueError, match=r"`path` .*nowhere: no such directory"):
         load_exported(tmp_path / "nowhere")  # a local path, never a Hub lookup
-    train("fdistill", config_from("fdistill", None, ["engine.max_steps=1", *QUIET]), tmp_path / "run")
+    train("fdistill", config_from("fdistill", None, ["fdistill.engine.max_steps=1", *quiet("fdistill")]), tmp_path / "run")
     config = tmp_path / "run" / "final" / "config.json"
     spec = json.loads(config.read_text())
     config.write_text(json.dumps({"divmin_module": spec["divmin_module"]}))  # no "args"

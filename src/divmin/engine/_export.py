@@ -28,22 +28,27 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ..registry import Registry
 from ._safe_io import check_not_link
 
 __all__ = ["exportable_module", "export_hf", "export_module", "load_exported", "quiet_transformers"]
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+BUILDERS: Registry[Callable[..., nn.Module]] = Registry("exportable module")
 
 
 def exportable_module(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register ``builder(**args) -> nn.Module`` under ``name``, for :func:`export_module` / :func:`load_exported`."""
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _BUILDERS:
-            raise ValueError(f"exportable module {name!r} is already registered")
-        _BUILDERS[name] = fn
-        return fn
+    return BUILDERS.register(name)
 
-    return deco
+
+def _builder(name: Any) -> Callable[..., nn.Module] | None:
+    """The builder registered under ``name``; the method packages (where builders are registered, next to
+    their methods) are imported first when it is not there yet."""
+    if isinstance(name, str) and name not in BUILDERS:
+        from ._runnable import discover_methods
+
+        discover_methods()
+    return BUILDERS.get(name) if isinstance(name, str) and name in BUILDERS else None
 
 
 @contextlib.contextmanager
@@ -114,8 +119,7 @@ def export_module(module: nn.Module, builder: str, args: dict[str, Any], run_dir
                   tokenizer: Any = None) -> list[Path]:
     """Write ``module`` as ``run_dir/final/model.safetensors`` + ``config.json`` ({builder, args}),
     and ``tokenizer`` (if given) with its ``save_pretrained``."""
-    if builder not in _BUILDERS:
-        raise ValueError(f"unknown exportable module {builder!r}; registered: {', '.join(sorted(_BUILDERS))}")
+    BUILDERS.get(builder)  # ValueError naming the registered ones
     with _new_final(run_dir) as tmp:
         save_model(module, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps({"divmin_module": builder, "args": args}, indent=2))
@@ -171,8 +175,9 @@ def _load_module(spec: dict[str, Any], config: Path, weights: Path) -> nn.Module
     weights file's header, so ``args`` asking for a huge module cost nothing before they are refused.
     """
     name, args = spec["divmin_module"], spec.get("args")
-    if not isinstance(name, str) or name not in _BUILDERS:
-        raise ValueError(f"`path`: {config} names an unknown module {name!r}; registered: {', '.join(sorted(_BUILDERS))}")
+    build = _builder(name)
+    if build is None:
+        raise ValueError(f"`path`: {config} names an unknown module {name!r}; registered: {', '.join(BUILDERS.names())}")
     if not isinstance(args, dict):
         raise ValueError(f"`path`: {config}'s 'args' must be a JSON object of the builder's arguments, got {args!r}")
     if not weights.is_file():
@@ -180,7 +185,7 @@ def _load_module(spec: dict[str, Any], config: Path, weights: Path) -> nn.Module
     stored = _stored_shapes(weights, name)
     try:
         with torch.device("meta"):
-            state = _BUILDERS[name](**args).state_dict(keep_vars=True)
+            state = build(**args).state_dict(keep_vars=True)
     except Exception as err:  # a builder's own complaint about its arguments, whatever its type
         raise ValueError(f"`path`: {config}'s 'args' do not build module {name!r}: {_first_line(err)}") from None
     tied: dict[int, list[str]] = {}  # save_model stores one name of tied tensors
@@ -191,7 +196,7 @@ def _load_module(spec: dict[str, Any], config: Path, weights: Path) -> nn.Module
     if wrong:
         raise ValueError(f"`path`: {weights} does not hold the weights of module {name!r} built from {config}'s "
                          f"'args' (tensors {', '.join(wrong[:3])}{'...' if len(wrong) > 3 else ''} differ)")
-    module = _BUILDERS[name](**args)
+    module = build(**args)
     try:
         load_model(module, str(weights))
     except Exception as err:  # noqa: BLE001 - a damaged file: name it, not the parser

@@ -106,7 +106,7 @@ def _collect(config: Any, path: list[str], key: str, value: Any, where: str, cha
     types_ = _field_types(type(config))
     head = path[0]
     if head not in types_:
-        hint = did_you_mean(head, types_, prefix=key[:len(key) - len(".".join(path))])
+        hint = did_you_mean(head, types_, prefix=key[:len(key) - len(".".join(path))]) or _nested_hint(config, path)
         raise ValueError(f"unknown config key {key!r}{hint}; valid keys: {', '.join(config_keys(type(config)))}")
     if len(path) > 1:
         child = getattr(config, head)
@@ -120,6 +120,14 @@ def _collect(config: Any, path: list[str], key: str, value: Any, where: str, cha
     if dataclasses.is_dataclass(getattr(config, head)) and not dataclasses.is_dataclass(value):
         raise ValueError(f"config key {key!r} is a group; set one of its sub-keys (e.g. {key}.<name>=...)")
     changes[head] = _coerce(key, value, types_[head], where)
+
+
+def _nested_hint(config: Any, path: list[str]) -> str:
+    """``" (did you mean 'kd.engine.max_steps'?)"`` when ``path`` is a key of a nested config of ``config``
+    (a train config nests its method's: ``engine.max_steps`` is ``kd.engine.max_steps`` there)."""
+    tail = "." + ".".join(path)
+    found = [k for k in config_keys(type(config)) if k.endswith(tail)]
+    return f" (did you mean {found[0]!r}?)" if len(found) == 1 else ""
 
 
 def _build(config: Any, changes: dict[str, Any], prefix: str = "") -> Any:

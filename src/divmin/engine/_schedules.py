@@ -22,34 +22,29 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from ..registry import Registry
+
 Schedule = Callable[[int, int, int], float]
 
-_SCHEDULES: dict[str, Schedule] = {}
+SCHEDULES: Registry[Schedule] = Registry("schedule")
 
 
 def register_schedule(name: str) -> Callable[[Schedule], Schedule]:
     """Decorator adding ``fn(step, warmup_steps, max_steps) -> multiplier`` under ``name``."""
-
-    def deco(fn: Schedule) -> Schedule:
-        if name in _SCHEDULES:
-            raise ValueError(f"schedule {name!r} is already registered")
-        _SCHEDULES[name] = fn
-        return fn
-
-    return deco
+    return SCHEDULES.register(name)
 
 
 def available_schedules() -> tuple[str, ...]:
     """Names accepted by ``EngineConfig.lr_schedule``."""
-    return tuple(sorted(_SCHEDULES))
+    return tuple(SCHEDULES.names())
 
 
 def lr_multiplier(name: str, step: int, warmup_steps: int, max_steps: int) -> float:
     """Multiplier of the initial lr at 0-based engine ``step`` for schedule ``name``."""
     try:
-        fn = _SCHEDULES[name]
-    except KeyError:
-        raise ValueError(f"lr_schedule: unknown schedule {name!r}; available: {available_schedules()}") from None
+        fn = SCHEDULES.get(name)
+    except ValueError as err:
+        raise ValueError(f"lr_schedule: {err}") from None
     return float(fn(step, warmup_steps, max_steps))
 
 

@@ -32,16 +32,16 @@ table exactly; without ``resume``, a directory that already holds checkpoints
 is refused (``FileExistsError``). A resume continues with the config the run saved
 in ``config.json`` (``divmin run NAME --out DIR --resume`` needs no ``--set``);
 ``--set`` / ``--full`` apply on top of it, and a change to any key but those a
-resume may change (:data:`divmin.engine._overrides.RESUME_SAFE`: extending
+resume may change (:data:`divmin.engine.RESUME_SAFE`: extending
 ``engine.max_steps``, checkpoint cadence, progress and logging display) is
-refused naming the keys.
+refused naming the keys. The config, the directory, its lock and the resume rules are
+:mod:`divmin.engine.runs`' (:class:`~divmin.engine.RunDir`), shared with ``divmin train``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import warnings
 from pathlib import Path
@@ -49,11 +49,8 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 
-from ..engine import atomic_write, run_lock
-# shared with `divmin train` (divmin.train): lifted to the engine
-from ..engine import jsonable as _jsonable
-from ..engine import apply_values, parse_overrides, resume_changes, tree_items
-from ..registry import did_you_mean
+from ..engine import RunDir, is_main_process, parse_overrides
+from ..registry import Registry
 from ._runs import recipe_scope
 
 __all__ = [
@@ -64,6 +61,7 @@ __all__ = [
     "get_recipe",
     "is_main_process",
     "parse_overrides",
+    "RECIPES",
     "recipe",
     "run_recipe",
     "torch_threads",
@@ -89,7 +87,7 @@ class Recipe:
     threads: int = 1  # torch intra-op threads of a run (unless the config has a `num_threads` field)
 
 
-_RECIPES: dict[str, Recipe] = {}
+RECIPES: Registry[Recipe] = Registry("recipe")
 
 
 def recipe(name: str, config_cls: type, summary: str, *, full_size: Sequence[str] = (),
@@ -105,26 +103,15 @@ def recipe(name: str, config_cls: type, summary: str, *, full_size: Sequence[str
         raise ValueError(f"recipe {name!r}: `threads` must be an int >= 1, got {threads!r}")
     full_size = tuple(full_size)
     parse_overrides(config_cls(), full_size)  # a bad preset fails at import, not at the end of a long run
-
-    def deco(fn: Callable[[Any, Path], RecipeResult]) -> Callable[[Any, Path], RecipeResult]:
-        if name in _RECIPES:
-            raise ValueError(f"recipe {name!r} is already registered")
-        _RECIPES[name] = Recipe(name, config_cls, fn, summary, full_size, threads)
-        return fn
-
-    return deco
+    return RECIPES.register(name, lambda name, fn: Recipe(name, config_cls, fn, summary, full_size, threads))
 
 
 def available_recipes() -> list[str]:
-    return sorted(_RECIPES)
+    return RECIPES.names()
 
 
 def get_recipe(name: str) -> Recipe:
-    try:
-        return _RECIPES[name]
-    except KeyError:
-        hint = did_you_mean(name, available_recipes())
-        raise ValueError(f"unknown recipe {name!r}{hint}; available: {', '.join(available_recipes())}") from None
+    return RECIPES.get(name)
 
 
 def format_table(result: RecipeResult) -> str:
@@ -146,55 +133,27 @@ def run_recipe(name: str, out_dir: str | Path, overrides: Sequence[str] = (), *,
     ``full``: apply the recipe's ``full_size`` preset first (``overrides`` still win).
     """
     rec = get_recipe(name)
-    out = Path(out_dir)
-    saved = _saved_config(rec, out) if resume else None
-    config = parse_overrides(saved if saved is not None else rec.config_cls(),
-                             (*(rec.full_size if full else ()), *overrides))
+    run_dir = RunDir(out_dir, kind="recipe", name=name, config_file="config.json")
+    config = run_dir.config(rec.config_cls, None, (*(rec.full_size if full else ()), *overrides), resume=resume)
     if resume and not hasattr(config, "resume"):
         raise ValueError(f"recipe {name!r} does not resume (its runs are short and restart); run it without --resume")
-    if saved is not None:
-        resume_changes(saved, config, where=str(out / "config.json"))
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; name a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = run_dir.out
     if hasattr(config, "resume"):
         config = dataclasses.replace(config, resume=resume)
         if resume and not any(out.glob("**/checkpoints/step_*")):
             warnings.warn(f"resume: no checkpoint under {out}; running {name!r} from the beginning",
                           RuntimeWarning, stacklevel=2)
-    main = is_main_process()
     # one run per directory: a second run into a directory in use is refused (engine.run_lock)
-    with run_lock(out) if main else contextlib.nullcontext():
+    with run_dir.open() as main:
         if main:
-            atomic_write(out / "config.json", json.dumps({"recipe": name, "config": _jsonable(config)}, indent=2))
+            run_dir.write_config(config)
         with torch_threads(getattr(config, "num_threads", rec.threads)), recipe_scope(name, out):
             result = rec.run(config, out)
         if main:
-            payload = {"recipe": name, "processes": int(os.environ.get("WORLD_SIZE", "1")), "columns": result.columns,
-                       "rows": _jsonable(result.rows), "plots": result.plots, "summary": _jsonable(result.summary)}
-            atomic_write(out / "results.json", json.dumps(payload, indent=2))
+            run_dir.write_json("results.json", {
+                "recipe": name, "processes": int(os.environ.get("WORLD_SIZE", "1")), "columns": result.columns,
+                "rows": result.rows, "plots": result.plots, "summary": result.summary})
     return result
-
-
-def _saved_config(rec: Recipe, out: Path) -> Any:
-    """The config the run of ``rec`` in ``out`` saved in its config.json (None when there is none)."""
-    path = out / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(f"`--resume`: {path} is unreadable ({type(err).__name__}: {err})") from None
-    if not isinstance(saved, dict) or saved.get("recipe") != rec.name:
-        got = saved.get("recipe") if isinstance(saved, dict) else None
-        raise ValueError(f"`--resume`: {path} is not a run of recipe {rec.name!r} (it names {got!r})")
-    base = rec.config_cls()
-    return apply_values(base, tree_items(base, saved.get("config", {})), source=str(path))
-
-
-def is_main_process() -> bool:
-    """True unless this is a non-zero rank of a ``torchrun`` / ``accelerate launch`` job (which sets RANK)."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def _cores_per_process() -> int:
