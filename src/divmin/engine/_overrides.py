@@ -106,8 +106,9 @@ def _collect(config: Any, path: list[str], key: str, value: Any, where: str, cha
     types_ = _field_types(type(config))
     head = path[0]
     if head not in types_:
-        hint = did_you_mean(head, types_, prefix=key[:len(key) - len(".".join(path))]) or _nested_hint(config, path)
-        raise ValueError(f"unknown config key {key!r}{hint}; valid keys: {', '.join(config_keys(type(config)))}")
+        above = key[:len(key) - len(".".join(path))]  # the sections the key went through ("kd.")
+        hint = did_you_mean(head, types_, prefix=above) or _nested_hint(config, path)
+        raise ValueError(f"unknown config key {key!r}{hint}; valid keys: {', '.join(config_keys(type(config), above))}")
     if len(path) > 1:
         child = getattr(config, head)
         if not dataclasses.is_dataclass(child):
