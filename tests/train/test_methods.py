@@ -99,7 +99,7 @@ def new_package(tmp_path):
     import) in a directory of divmin's package path; removed afterwards."""
     pkg = tmp_path / "zzmean"
     pkg.mkdir()
-    (pkg / "__init__.py").write_text("from ._method import MeanTrainConfig  # registers the method\n")
+    (pkg / "__init__.py").write_text("")  # the package need not import its method module: discovery does
     (pkg / "_method.py").write_text(textwrap.dedent(_METHOD))
     (tmp_path / "zznomethod").mkdir()
     (tmp_path / "zznomethod" / "__init__.py").write_text("raise RuntimeError('imported by discovery')\n")
@@ -113,7 +113,7 @@ def new_package(tmp_path):
 
 
 def test_a_method_in_its_own_package_is_found_run_exported_and_resumed(new_package, tmp_path, capsys):
-    assert "divmin.zzmean" not in sys.modules
+    assert "divmin.zzmean" not in sys.modules and "zzmean" not in METHODS
     assert get_method("zzmean").summary.startswith("pull a weight")  # discovery imported the package
     assert "divmin.zznomethod" not in sys.modules  # a package without a method module is left alone
     assert main(["train", "list"]) == 0 and "zzmean" in capsys.readouterr().out

@@ -13,8 +13,9 @@ A method is a class registered, next to its code, with its config dataclass::
 The config nests the method's own config under the method's name (``KDTrainConfig.kd`` is a
 ``DistillConfig``, with its ``engine``) beside where the models and data come from.
 :func:`get_method` and :func:`available_methods` first import every subpackage of ``divmin``
-that holds a module named ``_method`` or ``_<something>_method`` (:func:`discover_methods`), so a
-method registered in such a module of any package is found: adding one touches its own package only.
+that holds a module named ``_method`` or ``_<something>_method``, and those modules
+(:func:`discover_methods`), so a method registered in such a module of any package is found:
+adding one touches its own package only (a new file; no list to extend anywhere).
 """
 
 from __future__ import annotations
@@ -85,24 +86,24 @@ def train_method(name: str, config_cls: type, summary: str) -> Callable[[type], 
 _SKIP = frozenset({"recipes", "train"})  # layers above the methods: they register none
 
 
-def _registers(info: pkgutil.ModuleInfo) -> bool:
-    """Whether package ``info`` holds a method module (``_method``, ``_<x>_method``), read from its files:
-    the packages without one are not imported (nor their dependencies)."""
+def _method_modules(info: pkgutil.ModuleInfo) -> list[str]:
+    """The method modules (``_method``, ``_<x>_method``) of package ``info``, read from its files without
+    importing it: the packages without one are not imported (nor their dependencies)."""
     path = getattr(info.module_finder, "path", None)
-    if path is None:
-        return True  # not a plain directory (a zip...): import it to be sure
-    pkg = [str(Path(path) / info.name)]
-    return any(m.name == "_method" or (m.name.startswith("_") and m.name.endswith("_method"))
-               for m in pkgutil.iter_modules(pkg))
+    if path is None:  # not a plain directory (a zip...): import the package to be sure
+        return [f"divmin.{info.name}"]
+    return [f"divmin.{info.name}.{m.name}" for m in pkgutil.iter_modules([str(Path(path) / info.name)])
+            if m.name == "_method" or (m.name.startswith("_") and m.name.endswith("_method"))]
 
 
 def discover_methods() -> None:
-    """Import every package of ``divmin`` that holds a method module (each registers its methods on import)."""
+    """Import the method modules of every package of ``divmin`` (each registers its methods on import)."""
     import divmin
 
     for info in pkgutil.iter_modules(divmin.__path__):
-        if info.ispkg and info.name not in _SKIP and _registers(info):
-            importlib.import_module(f"divmin.{info.name}")
+        if info.ispkg and info.name not in _SKIP:
+            for module in _method_modules(info):
+                importlib.import_module(module)
 
 
 def available_methods() -> list[str]:
