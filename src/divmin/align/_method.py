@@ -19,7 +19,7 @@ from typing import Callable
 
 from ..data import prompts_of, rows_of, tiny_preference_rows
 from ..engine import EngineConfig, Instance, Models, Number, Text, Tuple, train_method
-from ..lm import SOURCE_CHECKS, CausalLMMethod, LMSource, apply_lora, causal_lm_of, load_causal_lm, tokenizer_of
+from ..lm import SOURCE_CHECKS, CausalLMMethod, LMSource, load_causal_lm
 from ._fdpg_trainer import FDPGConfig, FDPGTrainer
 from ._fdpo_trainer import FDPOConfig, FDPOTrainer
 from ._targets import EnergyTarget, PointwiseConstraint
@@ -56,8 +56,7 @@ class FDPO(CausalLMMethod):
     checkpoint_model = "policy"
 
     def models(self, config: FDPOTrainConfig, training: bool) -> Models:
-        tokenizer = tokenizer_of(config)
-        policy = apply_lora(causal_lm_of(config, "model", "student", config.fdpo.engine.seed), config.lora)
+        policy, tokenizer = self.trained_lm(config, config.fdpo.engine.seed)
         ref = load_causal_lm(config.ref_model, key="ref_model", torch_dtype=config.torch_dtype,
                              trust_remote_code=config.trust_remote_code) if training and config.ref_model else None
         return Models(policy, tokenizer, {"ref_model": ref})
@@ -101,8 +100,7 @@ class FDPG(CausalLMMethod):
     checkpoint_model = "policy"
 
     def models(self, config: FDPGTrainConfig, training: bool) -> Models:
-        policy = apply_lora(causal_lm_of(config, "model", "student", config.fdpg.engine.seed), config.lora)
-        return Models(policy, tokenizer_of(config))
+        return Models(*self.trained_lm(config, config.fdpg.engine.seed))
 
     def trainer(self, config: FDPGTrainConfig, models: Models) -> FDPGTrainer:
         contexts = prompts_of(rows_of(config, "data", _tiny_prompts), models.tokenizer)

@@ -97,7 +97,8 @@ class FDistillMethod(TrainMethod):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.fdistill.engine.seed + 1)
             fake = EDMDenoiser(MLPBackbone(dim, config.hidden, config.depth), sigma_data=radius)
-        return FDistill(models.model, teacher, fake, config=config.fdistill, sample_shape=(dim,))
+            # the trainer builds its discriminator from the global RNG: seeded here, so a run is reproducible
+            return FDistill(models.model, teacher, fake, config=config.fdistill, sample_shape=(dim,))
 
     def export(self, model: nn.Module, models: Models, config: Any, run_dir: Path) -> list[Path]:
         return export_module(model, "mlp_generator", _generator_args(config), run_dir)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..data import kd_examples, rows_of, tiny_kd_rows
 from ..engine import EngineConfig, Instance, Int, Models, train_method
-from ..lm import SOURCE_CHECKS, CausalLMMethod, LMSource, apply_lora, causal_lm_of, tokenizer_of
+from ..lm import SOURCE_CHECKS, CausalLMMethod, LMSource, causal_lm_of
 from ._trainer import DistillConfig, DistillTrainer
 
 __all__ = ["KDTrainConfig"]
@@ -51,9 +51,8 @@ class KD(CausalLMMethod):
     checkpoint_model = "student"
 
     def models(self, config: KDTrainConfig, training: bool) -> Models:
-        seed, tokenizer = config.kd.engine.seed, tokenizer_of(config)
-        student = apply_lora(causal_lm_of(config, "model", "student", seed), config.lora)
-        teacher = causal_lm_of(config, "teacher", "teacher", seed + 1) if training else None
+        student, tokenizer = self.trained_lm(config, config.kd.engine.seed)
+        teacher = causal_lm_of(config, "teacher", "teacher", config.kd.engine.seed + 1) if training else None
         return Models(student, tokenizer, {"teacher": teacher})
 
     def trainer(self, config: KDTrainConfig, models: Models) -> DistillTrainer:

@@ -90,7 +90,14 @@ class LMSource:
 
 
 class CausalLMMethod(TrainMethod):
-    """A train method whose model is a Hugging Face causal LM: exported with ``save_pretrained`` + tokenizer."""
+    """A train method whose model is a Hugging Face causal LM (its config an :class:`LMSource`): built by
+    :meth:`trained_lm`, exported with ``save_pretrained`` + tokenizer."""
+
+    def trained_lm(self, config: LMSource, seed: int) -> tuple[nn.Module, Any]:
+        """(the trained model: ``config.model`` or the tiny default student built with ``seed``, with the
+        LoRA adapters of ``config.lora``; its tokenizer)."""
+        tokenizer = tokenizer_of(config)
+        return apply_lora(causal_lm_of(config, "model", "student", seed), config.lora), tokenizer
 
     def export(self, model: nn.Module, models: Models, config: Any, run_dir: Path) -> list[Path]:
         return export_hf(model, models.tokenizer, run_dir, merge_lora=config.merge_lora)
