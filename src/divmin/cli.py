@@ -116,16 +116,75 @@ def _distill(args: argparse.Namespace) -> int:
 
 @_command("train")
 def _train(args: argparse.Namespace) -> int:
-    from .train._cli import train_command  # the logic lives in divmin.train
+    """``divmin train METHOD``: the method found once (``get_method``), its config, then one run."""
+    from .engine import available_methods, get_method
+    from .train import config_from, prepare, print_config, run_prepared
 
-    return train_command(args)
+    if args.method == "list":
+        names = available_methods()
+        width = max(map(len, names))
+        for name in names:
+            print(f"{name.ljust(width)}  {get_method(name).summary}")
+        return 0
+    try:
+        m = get_method(args.method)
+        if args.print_config:
+            print(print_config(m), end="")
+            return 0
+        if not args.out:
+            raise ValueError("--out is required (the run directory)")
+        config = config_from(m, args.config, args.set, resume_dir=args.out if args.resume else None)
+        prepared = prepare(m, config, args.out, resume=args.resume)  # every user mistake fails here
+    except _TRAIN_ERRORS as err:
+        return _error(err)
+    run = run_prepared(prepared, resume=args.resume)
+    if run.files:
+        out = Path(args.out)
+        written = [out / n for n in ("train_config.yaml", "metrics.jsonl") if (out / n).is_file()]
+        print("wrote " + ", ".join(map(str, written + sorted((out / "checkpoints").glob("step_*"))[-1:])))
+        print(f"exported {out / 'final'}: " + ", ".join(p.name for p in run.files))
+    return 0
 
 
 @_command("export")
 def _export(args: argparse.Namespace) -> int:
-    from .train._cli import export_command
+    from .engine import latest_checkpoint
+    from .train import export_run, read_run_config
 
-    return export_command(args)
+    try:
+        read_run_config(args.run_dir)  # not a run directory: say that first
+        ckpt = latest_checkpoint(args.run_dir)  # verified once, here: export_run is told which one
+        if ckpt is None:
+            raise ValueError(f"{args.run_dir}: no checkpoint to export (checkpoints/step_*)")
+        files = export_run(args.run_dir, checkpoint=ckpt)
+    except _TRAIN_ERRORS as err:
+        return _error(err)
+    print(f"exported {Path(args.run_dir) / 'final'} from {ckpt}: " + ", ".join(p.name for p in files))
+    return 0
+
+
+def _error(err: BaseException) -> int:
+    print(f"divmin: error: {err}", file=sys.stderr)
+    return 2
+
+
+# what a user can get wrong before `divmin train` trains (a model that does not load is a ValueError,
+# divmin.lm.ModelLoadError): one line on stderr, exit 2
+_TRAIN_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError)
+
+
+def _add_train_parsers(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a method on your models and data (`divmin train list`)")
+    train.add_argument("method", help="method name (kd, fdpo, ...: `divmin train list`)")
+    train.add_argument("--config", metavar="FILE.yaml", help="YAML config (see --print-config)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value (Python literal; dotted keys reach nested sections: "
+                            "kd.engine.max_steps=10); applied after --config")
+    train.add_argument("--out", help="run directory (checkpoints, metrics, final/ export)")
+    train.add_argument("--print-config", action="store_true", help="print a commented example config and exit")
+    train.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --out")
+    export = sub.add_parser("export", help="export a `divmin train` run to RUN_DIR/final")
+    export.add_argument("run_dir", help="a `divmin train` run directory")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,10 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .distill._cache_cli import add_parser as add_distill_parser
 
     add_distill_parser(sub)  # divmin distill cache ...
-    from .train._cli import add_arguments
-
-    add_arguments(sub.add_parser("train", help="train a method on your models and data (`divmin train list`)"),
-                  sub.add_parser("export", help="export a `divmin train` run to RUN_DIR/final"))
+    _add_train_parsers(sub)  # divmin train ..., divmin export RUN_DIR
     return parser
 
 

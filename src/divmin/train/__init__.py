@@ -8,7 +8,9 @@ package is the command's thin layer:
 - :func:`train`, :func:`config_from`, :func:`print_config`: run a method into a run directory
   (:class:`divmin.engine.RunDir`, as ``divmin run``), its config from a YAML file and ``--set``
   overrides (:func:`divmin.engine.load_config`), the commented example config;
-- :func:`export_run`, :func:`read_run_config`: re-export a run from its checkpoint to ``RUN_DIR/final``.
+- :func:`export_run`, :func:`read_run_config`: re-export a run from its checkpoint to ``RUN_DIR/final``;
+- :func:`prepare` then :func:`run_prepared` are :func:`train` in two steps: everything a user can get
+  wrong fails in the first, before any file is written (the command line reports it in one line).
 
 The names below from :mod:`divmin.lm`, :mod:`divmin.data` and :mod:`divmin.engine` (models,
 tokenizers, LoRA, data rows, export) are re-exported here, where they lived before.
@@ -23,7 +25,7 @@ from ..engine import Models, TrainMethod, available_methods, get_method, load_co
 from ..engine import export_hf, export_module, exportable_module, load_exported
 from ..lm import CausalLMMethod, LMSource, LoraSettings, ModelLoadError, apply_lora, load_causal_lm, load_tokenizer
 from ..lm import tiny_lm, tiny_tokenizer
-from ._run import TrainRun, config_from, export_run, print_config, read_run_config, train
+from ._run import Prepared, TrainRun, config_from, export_run, prepare, print_config, read_run_config, run_prepared, train
 
 # the API page (members_order: __all__) lists the entry points first, internals last
 __all__ = [
@@ -59,4 +61,7 @@ __all__ = [
     "tiny_lm",
     "tiny_tokenizer",
     "train_method",
+    "prepare",
+    "run_prepared",
+    "Prepared",
 ]

@@ -25,7 +25,8 @@ from torch import nn
 from ..engine import EngineConfig, MethodTrainer, Models, RunDir, TrainMethod, apply_values, default_checkpoint_every
 from ..engine import example_config, get_method, latest_checkpoint, load_config, resume_changes
 
-__all__ = ["TrainRun", "config_from", "export_run", "print_config", "read_run_config", "run_dir_of", "train"]
+__all__ = ["Prepared", "TrainRun", "config_from", "export_run", "prepare", "print_config", "read_run_config", "run_dir_of",
+           "run_prepared", "train"]
 
 CONFIG_FILE = "train_config.yaml"
 
