@@ -84,3 +84,16 @@ def test_refuse_owned_names_the_recipe_field_to_set_and_compares_with_the_nested
         parse_overrides(_Recipe(), ["method.divergence=js"])
     with pytest.raises(ValueError, match=r"`method.engine.seed` .*set `seed` instead"):
         parse_overrides(_Recipe(), ["method.engine.seed=3"])
+
+
+def test_a_resume_may_extend_the_steps_of_a_nested_engine_and_nothing_else():
+    from divmin.engine import resume_changes
+    from divmin.recipes.fdpo_lm import FDPOLMConfig
+
+    saved = FDPOLMConfig()
+    resume_changes(saved, parse_overrides(saved, ["fdpo.engine.max_steps=200", "fdpo.engine.progress=False"]),
+                   where="config.json")
+    with pytest.raises(ValueError, match=r"fdpo\.engine\.max_steps \(may only grow, 120 -> 60\)"):
+        resume_changes(saved, parse_overrides(saved, ["fdpo.engine.max_steps=60"]), where="config.json")
+    with pytest.raises(ValueError, match=r"change fdpo\.beta:"):
+        resume_changes(saved, parse_overrides(saved, ["fdpo.beta=0.5"]), where="config.json")

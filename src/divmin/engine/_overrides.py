@@ -193,15 +193,21 @@ def tree_items(config: Any, tree: Any, prefix: str = "") -> list[tuple[str, Any]
     return out
 
 
+def _matches(key: str, keys: tuple[str, ...]) -> bool:
+    """``key`` is one of ``keys``, at the top or in a nested config (``fdpo.engine.max_steps``: an engine nested
+    in a recipe's method config)."""
+    return any(key == k or key.endswith("." + k) for k in keys)
+
+
 def resume_changes(saved: Any, requested: Any, *, where: str) -> None:
     """Refuse, with one line naming the keys, a resumed run whose ``requested`` config differs from the
     ``saved`` one (the run's own, read from ``where``) other than in :data:`RESUME_SAFE`."""
     before, after = dict(config_items(saved)), dict(config_items(requested))
-    changed = [k for k in after if k not in _RESUME_IGNORED and before.get(k, after[k]) != after[k]]
-    unsafe = [k for k in changed if k not in RESUME_SAFE]
-    steps = "engine.max_steps"
-    if steps in changed and isinstance(before.get(steps), int) and after[steps] < before[steps]:
-        unsafe.append(f"{steps} (may only grow, {before[steps]} -> {after[steps]})")
+    changed = [k for k in after if not _matches(k, _RESUME_IGNORED) and before.get(k, after[k]) != after[k]]
+    unsafe = [k for k in changed if not _matches(k, RESUME_SAFE)]
+    for steps in (k for k in changed if _matches(k, ("engine.max_steps",))):
+        if isinstance(before.get(steps), int) and after[steps] < before[steps]:
+            unsafe.append(f"{steps} (may only grow, {before[steps]} -> {after[steps]})")
     if unsafe:
         raise ValueError(f"`--resume` continues the run saved in {where} with its own config; --config / --set "
                          f"change {', '.join(unsafe)}: drop them, or start a new run in another --out (keys a "
