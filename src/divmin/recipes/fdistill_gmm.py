@@ -125,7 +125,8 @@ def _distill(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, name: str, s
     fake = EDMDenoiser(MLPBackbone(2, c.hidden, c.depth), sigma_data=radius)
     engine = run_engine(c.fdistill.engine, out / _run_name(name, seed, sigma_max), seed=seed, label=label)
     cfg = dataclasses.replace(c.fdistill, divergence=name, sigma_max=sigma_max, engine=engine)
-    fd = FDistill(gen, teacher, fake, cfg, sample_shape=(2,), eval_metrics=functools.partial(_mode_metrics, c, teacher))
+    fd = FDistill(gen, teacher, fake, config=cfg, sample_shape=(2,),
+                 eval_metrics=functools.partial(_mode_metrics, c, teacher))
     fd.train(resume=resumable(engine, c.resume))
     return fd, [r for r in run_history(engine) if "eval/quality" in r]
 

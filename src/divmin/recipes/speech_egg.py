@@ -123,7 +123,7 @@ def _train(c: SpeechEGGConfig, adv_weight: float, out: Path) -> SpeechToEGG:
     ae_steps = max(1, int(c.ae_fraction * engine.max_steps))
     cfg = dataclasses.replace(c.speech, ae_steps=ae_steps, adv_weight=adv_weight,
                               adv_warmup=int(c.adv_warmup_fraction * (engine.max_steps - ae_steps)), engine=engine)
-    model = SpeechToEGG(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]), cfg)
+    model = SpeechToEGG(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]), config=cfg)
     model.train(resume=resumable(engine, c.resume))
     return model
 
