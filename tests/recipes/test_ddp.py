@@ -74,15 +74,15 @@ def test_fit_under_torchrun_matches_one_process(tmp_path):
 
 # response_words=(2, 2): every warm-up row has the same number of loss tokens, so the two processes'
 # mean token losses average to the one-process mean; f-DPO's loss is a mean over pairs.
-FDPO_LM = ["divergences=('reverse_kl',)", "sft_steps=20", "corpus_size=200", "response_words=(2, 2)",
-           "train_pairs=64", "eval_pairs=16", "engine.max_steps=6", "samples_per_prompt=16",
-           "engine.progress=False", "engine.tensorboard=False"]
+FDPO_LM = ["divergences=('reverse_kl',)", "warmup.steps=20", "warmup.corpus_size=200", "warmup.response_words=(2, 2)",
+           "train_pairs=64", "eval_pairs=16", "fdpo.engine.max_steps=6", "samples_per_prompt=16",
+           "fdpo.engine.progress=False", "fdpo.engine.tensorboard=False"]
 
 
 @pytest.mark.slow
 def test_fdpo_lm_under_torchrun_matches_one_process_with_the_same_global_batch(tmp_path):
-    _torchrun("fdpo-lm", tmp_path / "ddp", [*FDPO_LM, "sft_batch=10", "batch_size=4"])
-    run_recipe("fdpo-lm", tmp_path / "one", [*FDPO_LM, "sft_batch=20", "batch_size=8"])
+    _torchrun("fdpo-lm", tmp_path / "ddp", [*FDPO_LM, "warmup.batch=10", "fdpo.batch_size=4"])
+    run_recipe("fdpo-lm", tmp_path / "one", [*FDPO_LM, "warmup.batch=20", "fdpo.batch_size=8"])
     # float32 models trained on sums in another order: 1e-4 relative (the runs agree to ~1e-6)
     _assert_same(tmp_path / "ddp", tmp_path / "one", rtol=1e-4, atol=1e-6)
     for sub in ("warmup", "fdpo/reverse_kl"):
@@ -92,7 +92,7 @@ def test_fdpo_lm_under_torchrun_matches_one_process_with_the_same_global_batch(t
             assert math.isclose(ddp[key], ref[key], rel_tol=1e-4, abs_tol=1e-5), (sub, key, ddp[key], ref[key])
     # a one-process run on half the batch (what each rank sees) is not that run: both ranks counted
     ref = _last_record(tmp_path / "one" / "warmup" / "metrics.jsonl")
-    run_recipe("fdpo-lm", tmp_path / "half", [*FDPO_LM, "sft_batch=10", "batch_size=4"])
+    run_recipe("fdpo-lm", tmp_path / "half", [*FDPO_LM, "warmup.batch=10", "fdpo.batch_size=4"])
     half = _last_record(tmp_path / "half" / "warmup" / "metrics.jsonl")
     assert not math.isclose(half["loss"], ref["loss"], rel_tol=1e-3)
 

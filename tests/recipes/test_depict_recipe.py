@@ -17,8 +17,8 @@ from ._figures import check_figure  # noqa: E402
 
 def test_depict_recipe_tiny(tmp_path, capsys):
     result = run_recipe("depict", tmp_path, overrides=(
-        "seeds=(0, 1)", "channels=(4,)", "embed_dim=4", "pretrain_steps=3", "update_interval=2",
-        "engine.max_steps=4", "batch_size=64"))
+        "seeds=(0, 1)", "depict.channels=(4,)", "depict.embed_dim=4", "depict.pretrain_steps=3",
+        "depict.update_interval=2", "depict.engine.max_steps=4", "depict.batch_size=64"))
     progress = capsys.readouterr().err  # one line per stage, with the CPU seconds spent
     assert "seed 1: pretraining the autoencoder on 1797 images" in progress and "CPU s]" in progress
     methods = [r["method"] for r in result.rows]
@@ -59,18 +59,24 @@ def test_depict_recipe_tiny(tmp_path, capsys):
     assert saved["rows"][0]["method"] == "depict-dec"
 
 
-def test_full_preset_is_per_dataset_and_leaves_explicit_settings():
-    from divmin.engine._overrides import parse_overrides
-    from divmin.recipes.depict import FULL_SIZES, DepictRecipeConfig, _full_size
+def test_full_preset_and_clustering_path_are_per_dataset_and_leave_explicit_settings():
+    from divmin.engine import parse_overrides
+    from divmin.recipes.depict import FULL_SIZES, DepictRecipeConfig, _dataset_defaults
 
-    assert _full_size(DepictRecipeConfig()) == DepictRecipeConfig()  # without --full nothing changes
-    fashion = _full_size(parse_overrides(DepictRecipeConfig(), ("full=True", "dataset=fashion-mnist")))
+    plain = _dataset_defaults(DepictRecipeConfig())  # without --full only the dataset's path is applied
+    assert plain == DepictRecipeConfig() and plain.depict.clustering_path == "noisy"
+    fashion = _dataset_defaults(parse_overrides(DepictRecipeConfig(), ("full=True", "dataset=fashion-mnist")))
     want = FULL_SIZES["fashion-mnist"]
     assert fashion.max_samples is None and len(fashion.seeds) >= 3 and fashion.seeds == want["seeds"]
-    assert (fashion.pretrain_steps, fashion.engine.max_steps) == (want["pretrain_steps"], want["max_steps"])
-    digits = _full_size(parse_overrides(DepictRecipeConfig(), ("full=True", "pretrain_steps=7")))
-    assert digits.pretrain_steps == 7 and digits.engine.max_steps == FULL_SIZES["digits"]["max_steps"]
+    assert (fashion.depict.pretrain_steps, fashion.depict.engine.max_steps, fashion.depict.update_interval) == (
+        want["depict.pretrain_steps"], want["depict.engine.max_steps"], want["depict.update_interval"])
+    assert fashion.depict.clustering_path == "clean"
+    digits = _dataset_defaults(parse_overrides(DepictRecipeConfig(), ("full=True", "depict.pretrain_steps=7")))
+    assert digits.depict.pretrain_steps == 7
+    assert digits.depict.engine.max_steps == FULL_SIZES["digits"]["depict.engine.max_steps"]
     assert len(digits.seeds) >= 5
+    with pytest.raises(ValueError, match="`depict.target` is set by the recipe"):
+        parse_overrides(DepictRecipeConfig(), ("depict.target=paper",))
 
 
 @pytest.mark.skipif(find_fashion_mnist() is None, reason="Fashion-MNIST IDX files are not installed")

@@ -13,7 +13,7 @@ from ._figures import check_figure
 
 def test_didi_synthetic_tiny(tmp_path):
     result = run_recipe("didi-synthetic", tmp_path, overrides=(
-        "vocab_size=4", "length=5", "width=16", "depth=1", "heads=2", "nfes=(1, 4, 8)", "eval_samples=40",
+        "vocab_size=4", "length=5", "width=16", "depth=1", "heads=2", "nfes=(1, 4, 8)", "score_samples=40",
         "teacher.batch_size=16", "teacher.engine.max_steps=3", "didi.engine.max_steps=2", "didi.batch_size=8",
         "didi.teacher_pool=16", "didi.teacher_nfe=4", "didi.eval_samples=8", "didi.disc_warmup=1"))
     assert result.columns == ["model", "nfe", "gen_ppl", "entropy"]
@@ -40,7 +40,7 @@ def test_didi_synthetic_tiny(tmp_path):
 
 def test_didi_synthetic_without_ablations(tmp_path):
     result = run_recipe("didi-synthetic", tmp_path, overrides=(
-        "vocab_size=4", "length=5", "width=16", "depth=1", "heads=2", "nfes=(2,)", "eval_samples=10", "ablations=False",
+        "vocab_size=4", "length=5", "width=16", "depth=1", "heads=2", "nfes=(2,)", "score_samples=10", "ablations=False",
         "teacher.batch_size=16", "teacher.engine.max_steps=2", "didi.engine.max_steps=1", "didi.batch_size=8",
         "didi.teacher_pool=8", "didi.teacher_nfe=2", "didi.eval_samples=8", "didi.disc_warmup=0"))
     assert [r["model"] for r in result.rows] == ["teacher", "student"]

@@ -35,7 +35,7 @@ def _mode_stats_by_hand(x: np.ndarray, means: np.ndarray, weights: np.ndarray, s
 
 def test_fdistill_gmm_outputs(tmp_path):
     overrides = ["divergences=('reverse_kl', 'forward_kl')", "seeds=(0, 1)", "sigma_maxes=(1.0, 10.0)",
-                 "fdistill.engine.max_steps=10", "fdistill.engine.eval_every=2", "eval_samples=400", "hidden=16",
+                 "fdistill.engine.max_steps=10", "fdistill.engine.eval_every=2", "score_samples=400", "hidden=16",
                  *_QUIET]
     result = run_recipe("fdistill-gmm", tmp_path, overrides)
     rows = [r for r in result.rows if r["seed"] not in ("mean", "std")]
@@ -117,8 +117,10 @@ def test_fdistill_gmm_noise_range_is_set_per_setting():
     import dataclasses
 
     cfg = FDistillGMMConfig().fdistill
-    with pytest.raises(ValueError, match="sigma_maxes"):
+    with pytest.raises(ValueError, match="from `sigma_maxes`"):
         FDistillGMMConfig(fdistill=dataclasses.replace(cfg, sigma_max=5.0))
+    with pytest.raises(ValueError, match="from `divergences`"):  # also set per run
+        FDistillGMMConfig(fdistill=dataclasses.replace(cfg, divergence="js"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="digits ship with scikit-learn")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 
 from divmin.data import all_sequences
+from divmin.engine import parse_overrides
 from divmin.recipes import run_recipe
 from divmin.recipes.fdpg_lm import FDPGLMConfig
 from divmin.recipes.fdpg_toy import FDPGToyConfig, _modes, toy_target
@@ -59,8 +61,9 @@ def test_toy_outputs_and_exact_metrics(toy_run):
 
 
 def test_lm_recipe_runs_end_to_end(tmp_path):
-    overrides = QUIET + ["divergences=('js',)", "sft_steps=30", "corpus_size=300", "engine.max_steps=3",
-                         "contexts_per_step=2", "samples_per_context=4", "eval_samples=16", "z_samples=64"]
+    overrides = ["fdpg.engine.progress=False", "fdpg.engine.tensorboard=False", "divergences=('js',)",
+                 "warmup.steps=30", "warmup.corpus_size=300", "fdpg.engine.max_steps=3", "fdpg.contexts_per_step=2",
+                 "fdpg.samples_per_context=4", "eval_samples=16", "z_samples=64"]
     result = run_recipe("fdpg-lm", tmp_path, overrides)
     (row,) = result.rows
     # alignment is the share of the 2 held-out prompts x 16 samples that meet the constraint
@@ -84,8 +87,17 @@ def test_lm_recipe_runs_end_to_end(tmp_path):
     (FDPGToyConfig, dict(divergences=("nope",))), (FDPGToyConfig, dict(vocab=50, length=5)),
     (FDPGToyConfig, dict(epsilon=0.0)), (FDPGToyConfig, dict(token=9)),
     (FDPGLMConfig, dict(min_good=9)), (FDPGLMConfig, dict(epsilon=0.0)), (FDPGLMConfig, dict(divergences=())),
-    (FDPGLMConfig, dict(mode="sideways")),
 ])
 def test_configs_reject_bad_values(cls, bad):
     with pytest.raises(ValueError):
         cls(**bad)
+
+
+@pytest.mark.parametrize("bad, named", [
+    (["fdpg.mode=sideways"], "`mode`"),
+    (["fdpg.max_new_tokens=5"], "`warmup.response_words`"),  # a corpus answer (5 words + 2) must fit the cap
+    (["fdpg.divergence=reverse_kl"], "`fdpg.divergence` is set by the recipe"),  # per run, from `divergences`
+])
+def test_lm_config_checks_its_nested_keys(bad, named):
+    with pytest.raises(ValueError, match=re.escape(named)):
+        parse_overrides(FDPGLMConfig(), bad)

@@ -16,8 +16,10 @@ from divmin.recipes.mdlm_text import MDLMTextConfig, synthetic_text
 
 from ._figures import assert_close_lists, check_figure
 
-QUIET = ["engine.progress=False", "engine.tensorboard=False", "num_threads=1"]
-TINY = QUIET + ["sentences=600", "mdlm_steps=120", "judge_steps=150", "samples=64", "width=32", "judge_embd=32"]
+QUIET = ["mdlm.engine.progress=False", "mdlm.engine.tensorboard=False", "judge.engine.progress=False",
+         "judge.engine.tensorboard=False", "num_threads=1"]
+TINY = QUIET + ["sentences=600", "mdlm.engine.max_steps=120", "judge.engine.max_steps=150", "samples=64",
+                "mdlm.eval_samples=64", "width=32", "judge_embd=32"]
 
 
 def _check_table(saved: dict, nfes: list[int], vocab_size: int) -> None:
@@ -75,8 +77,9 @@ def test_a_user_text_file_with_a_saved_tokenizer(tmp_path):
     text.write_text("\n".join(lines * 12), encoding="utf-8")
     tok_dir = tmp_path / "tok"
     word_tokenizer(word_vocab(lines)).save_pretrained(tok_dir)  # any AutoTokenizer-loadable directory works
-    over = QUIET + [f"text_file={str(text)!r}", f"tokenizer={str(tok_dir)!r}", "block_length=12", "mdlm_steps=30",
-                    "judge_steps=30", "samples=16", "width=16", "judge_embd=16", "nfes=(1, 2)"]
+    over = QUIET + [f"text_file={str(text)!r}", f"tokenizer={str(tok_dir)!r}", "block_length=12",
+                    "mdlm.engine.max_steps=30", "judge.engine.max_steps=30", "samples=16", "mdlm.eval_samples=16",
+                    "width=16", "judge_embd=16", "nfes=(1, 2)"]
     run_recipe("mdlm-text", tmp_path / "run", over)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     _check_table(saved, [1, 2], len(word_vocab(lines)))

@@ -23,8 +23,13 @@ from ._figures import max_significant_digits
 # log_every=1: the default checkpoint interval is a multiple of log_every (a quarter of the run here)
 _QUIET = ["engine.progress=False", "engine.tensorboard=False", "engine.log_every=1"]
 _FD_QUIET = ["fdistill.engine.progress=False", "fdistill.engine.tensorboard=False", "fdistill.engine.log_every=1"]
-_LM = ["n_layer=1", "n_embd=16", "corpus_size=60", "sft_steps=6", "sft_batch=8", "response_words=(1, 2)", "max_new_tokens=4",
-       "heldout_topics=2"]
+_LM = ["warmup.n_layer=1", "warmup.n_embd=16", "warmup.corpus_size=60", "warmup.steps=6", "warmup.batch=8",
+       "warmup.response_words=(1, 2)", "heldout_topics=2"]
+
+
+def _quiet(method: str) -> list[str]:
+    """_QUIET for the engine of the method config a recipe nests under ``method``."""
+    return [f"{method}.{o}" for o in _QUIET]
 
 # recipe -> (tiny overrides, K = engine steps before the interrupt (all runs together), total engine steps)
 CASES = {
@@ -35,10 +40,11 @@ CASES = {
     "fdpg-toy": ([*_QUIET, "divergences=('reverse_kl', 'js')", "base_seeds=(0, 1)", "engine.max_steps=8",
                   "batch=32", "exact_steps=10"], 5, 8),
     # warm-up 6 steps, then one f-DPO run of 4 steps per divergence: cut in the second f-DPO run
-    "fdpo-lm": ([*_QUIET, *_LM, "divergences=('reverse_kl', 'js')", "train_pairs=16", "eval_pairs=8",
-                 "batch_size=4", "engine.max_steps=4", "samples_per_prompt=4"], 12, 14),
-    "fdpg-lm": ([*_QUIET, *_LM, "divergences=('js', 'reverse_kl')", "engine.max_steps=3", "contexts_per_step=2",
-                 "samples_per_context=2", "eval_samples=4", "z_samples=8"], 10, 12),
+    "fdpo-lm": ([*_quiet("fdpo"), *_LM, "max_new_tokens=4", "divergences=('reverse_kl', 'js')", "train_pairs=16",
+                 "eval_pairs=8", "fdpo.batch_size=4", "fdpo.engine.max_steps=4", "samples_per_prompt=4"], 12, 14),
+    "fdpg-lm": ([*_quiet("fdpg"), *_LM, "fdpg.max_new_tokens=4", "divergences=('js', 'reverse_kl')",
+                 "fdpg.engine.max_steps=3", "fdpg.contexts_per_step=2", "fdpg.samples_per_context=2", "eval_samples=4",
+                 "z_samples=8"], 10, 12),
     # teacher 6 steps, then one student of 4 steps per method and seed: cut in the last student
     "kd-cls": ([*_QUIET, "methods=('ce', 'forward_kl')", "seeds=(0, 1)", "teacher_examples=200",
                 "transfer_examples=40", "test_examples=100", "teacher_width=16", "student_width=8",
@@ -55,39 +61,43 @@ CASES = {
                   "transfer_sequences=16", "test_sequences=20", "teacher_steps=6", "engine.max_steps=4",
                   "max_words=6", "words=20", "batch_size=8", "teacher_embd=16", "student_embd=8"], 16, 22),
     "fdistill-gmm": ([*_FD_QUIET, "divergences=('reverse_kl', 'js')", "seeds=(0,)", "sigma_maxes=(1.0,)", "fdistill.engine.max_steps=4",
-                      "fdistill.batch_size=32", "eval_samples=60", "hidden=16"], 6, 8),
+                      "fdistill.batch_size=32", "score_samples=60", "hidden=16"], 6, 8),
     # classifier 6 steps, teacher 6, one student of 4 steps per divergence: cut in the teacher
     "fdistill-images": ([*_FD_QUIET, "divergences=('reverse_kl',)", "classifier_steps=6", "teacher_steps=6",
                          "width=16", "depth=1", "fdistill.engine.max_steps=4", "fdistill.batch_size=16",
                          "eval_samples=80", "sampler_steps=2", "fdistill.critic_steps=1"], 9, 16),
     # judge 6 steps, then the MDLM 6 steps: cut in the MDLM
-    "mdlm-text": ([*_QUIET, "sentences=60", "mdlm_steps=6", "judge_steps=6", "samples=16", "width=16",
+    "mdlm-text": ([*_quiet("mdlm"), *_quiet("judge"), "sentences=60", "mdlm.engine.max_steps=6",
+                   "judge.engine.max_steps=6", "samples=16", "width=16",
                    "judge_embd=16", "nfes=(1, 4)", "block_length=8"], 9, 12),
     # teacher 4 steps, then 3 students of 2 steps (full, no grouped norm, no intermediate matching; the
     # no-guided-sampler row samples the full student): cut in the third student
     "didi-synthetic": (["teacher.engine.progress=False", "didi.engine.progress=False", "vocab_size=4", "length=5",
-                        "width=16", "depth=1", "heads=2", "nfes=(1, 4)", "eval_samples=20", "teacher.batch_size=16",
+                        "width=16", "depth=1", "heads=2", "nfes=(1, 4)", "score_samples=20", "teacher.batch_size=16",
                         "teacher.engine.max_steps=4", "teacher.engine.log_every=1", "didi.engine.max_steps=2",
                         "didi.engine.log_every=1", "didi.batch_size=8", "didi.teacher_pool=8", "didi.teacher_nfe=2",
                         "didi.eval_samples=8", "didi.disc_warmup=0"], 9, 10),
     # judge 6 steps, then standard and weat for one seed, 6 steps each: cut in the weat run
-    "weat": ([*_QUIET, "width=16", "engine.max_steps=6", "eval_every=3", "trace_every=2", "attack_steps=2",
-              "pgd_steps=2", "methods=('standard', 'weat')", "seeds=(0,)", "autoattack=False", "sgld_per_class=2",
-              "sgld_steps=3", "batch_size=64"], 14, 18),
+    # (weat.engine.log_every is the recipe's: trace_every)
+    "weat": (["weat.engine.progress=False", "weat.engine.tensorboard=False", "width=16", "weat.engine.max_steps=6",
+              "weat.engine.eval_every=3", "trace_every=2", "weat.steps=2", "weat.eval_steps=2",
+              "methods=('standard', 'weat')", "seeds=(0,)", "autoattack=False", "sgld_per_class=2", "sgld_steps=3",
+              "weat.batch_size=64"], 14, 18),
     # the model (with the adversary), then the no-adversary network, 8 steps each: cut in the second
-    "speech-egg": ([*_QUIET, "engine.max_steps=8", "train_utterances=2", "duration=0.3",
+    "speech-egg": ([*_quiet("speech"), "speech.engine.max_steps=8", "train_utterances=2", "duration=0.3",
                     "test_voices=('creaky',)", "test_snr_db=(5.0,)", "test_channels=('telephone',)",
-                    "test_utterances=1", "hidden=4", "frame_len=64", "batch_size=4"], 11, 16),
+                    "test_utterances=1", "speech.hidden=4", "speech.frame_len=64", "speech.hop=16",
+                    "speech.batch_size=4"], 11, 16),
     # per seed: pretraining 3 steps, then depict-dec, depict-paper and dec 4 steps each: cut in seed 1's
-    "depict": (["engine.progress=False", "engine.tensorboard=False", "engine.log_every=1", "seeds=(0, 1)",
-                "channels=(4,)", "embed_dim=4", "pretrain_steps=3", "update_interval=2", "engine.max_steps=4",
-                "batch_size=64"], 20, 30),
+    "depict": ([*_quiet("depict"), "seeds=(0, 1)", "depict.channels=(4,)", "depict.embed_dim=4",
+                "depict.pretrain_steps=3", "depict.update_interval=2", "depict.engine.max_steps=4",
+                "depict.batch_size=64"], 20, 30),
 }
 # more cuts, keyed "recipe/where": in the warm-up, between two log steps (log_every=2: checkpoints on
 # steps 2, 4, 6; cut after 5, so the resumed warm-up's last logged loss, the summary's warmup_loss,
 # must still be the mean over steps 5-6)
 EXTRA = {
-    "fdpo-lm/warm-up": ([*CASES["fdpo-lm"][0], "engine.log_every=2"], 5, 14),
+    "fdpo-lm/warm-up": ([*CASES["fdpo-lm"][0], "fdpo.engine.log_every=2"], 5, 14),
 }
 
 # Recipes this test does not cover (none today). A recipe registered without an entry in CASES or here

@@ -7,14 +7,16 @@ import json
 import numpy as np
 import pytest
 
+from divmin.engine import parse_overrides
 from divmin.recipes import run_recipe
 from divmin.recipes.speech_egg import SpeechEGGConfig
 
 from ._figures import assert_close_lists, check_figure
 
-TINY = ["engine.progress=False", "engine.tensorboard=False", "engine.max_steps=20", "engine.log_every=10",
-        "train_utterances=2", "duration=0.3", 'test_voices=("creaky", "modal")', "test_snr_db=(5.0, 0.0)",
-        'test_channels=("telephone",)', "test_utterances=1", "hidden=4", "frame_len=64", "batch_size=4"]
+TINY = ["speech.engine.progress=False", "speech.engine.tensorboard=False", "speech.engine.max_steps=20",
+        "speech.engine.log_every=10", "train_utterances=2", "duration=0.3", 'test_voices=("creaky", "modal")',
+        "test_snr_db=(5.0, 0.0)", 'test_channels=("telephone",)', "test_utterances=1", "speech.hidden=4",
+        "speech.frame_len=64", "speech.hop=16", "speech.batch_size=4"]
 
 
 def test_speech_egg_recipe_smoke(tmp_path):
@@ -46,10 +48,14 @@ def test_speech_egg_recipe_smoke(tmp_path):
     assert (tmp_path / "no-adversary" / "metrics.jsonl").stat().st_size > 0
 
 
-@pytest.mark.parametrize("kwargs, name", [(dict(test_voices=("falsetto",)), "test_voices"),
-                                          (dict(train_channels=("radio",)), "train_channels"),
-                                          (dict(adv_weight=0.0), "adv_weight"), (dict(divergence="nope"), "divergence"),
-                                          (dict(sample_rate=4000.0), "sample_rate")])
-def test_speech_egg_config_bad_input(kwargs, name):
+@pytest.mark.parametrize("overrides, name", [
+    (["test_voices=('falsetto',)"], "test_voices"), (["train_channels=('radio',)"], "train_channels"),
+    (["speech.adv_weight=0.0"], "adv_weight"), (["speech.divergence=nope"], "divergence"),
+    (["sample_rate=4000.0"], "sample_rate"),
+    # set per run from the fractions / the seed: refused rather than silently replaced
+    (["speech.ae_steps=10"], "from `ae_fraction`"), (["speech.adv_warmup=10"], "from `adv_warmup_fraction`"),
+    (["speech.engine.seed=1"], "from `seed`"),
+])
+def test_speech_egg_config_bad_input(overrides, name):
     with pytest.raises(ValueError, match=name):
-        SpeechEGGConfig(**kwargs)
+        parse_overrides(SpeechEGGConfig(), overrides)

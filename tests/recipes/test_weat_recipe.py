@@ -7,16 +7,17 @@ import json
 import pytest
 
 from divmin.data import find_fashion_mnist
+from divmin.engine import parse_overrides
 from divmin.recipes import run_recipe
 from divmin.recipes._plots import figure_record
-from divmin.recipes.weat import WEATConfig, digits, fashion
+from divmin.recipes.weat import WEATRecipeConfig, digits, fashion
 from divmin.robust import autoattack_available
 
 from ._figures import assert_close_lists, check_figure
 
-QUIET = ["engine.progress=False", "engine.tensorboard=False"]
-TINY = QUIET + ["width=32", "engine.max_steps=60", "eval_every=30", "attack_steps=3", "pgd_steps=5",
-                "sgld_per_class=4", "sgld_steps=5"]
+QUIET = ["weat.engine.progress=False", "weat.engine.tensorboard=False"]
+TINY = QUIET + ["width=32", "weat.engine.max_steps=60", "weat.engine.eval_every=30", "weat.steps=3",
+                "weat.eval_steps=5", "sgld_per_class=4", "sgld_steps=5"]
 
 
 def test_digits_split_is_disjoint_and_in_range():
@@ -66,7 +67,7 @@ def test_weat_recipe_smoke(tmp_path):
 
 def test_weat_recipe_claims_and_autoattack_column(tmp_path):
     over = TINY + ['methods=("trades", "weat")', "autoattack_size=20", "sgld_init=gaussian",
-                   "engine.max_steps=30"]
+                   "weat.engine.max_steps=30"]
     result = run_recipe("weat", tmp_path, over)
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]
     w, t = summary["seeds"]["weat"][0], summary["seeds"]["trades"][0]
@@ -86,9 +87,14 @@ def test_weat_recipe_claims_and_autoattack_column(tmp_path):
 
 def test_bad_recipe_settings_name_the_field():
     with pytest.raises(ValueError, match="`dataset`"):
-        WEATConfig(dataset="cifar10")
+        WEATRecipeConfig(dataset="cifar10")
     with pytest.raises(ValueError, match="`sgld_init`"):
-        WEATConfig(sgld_init="noise")
+        WEATRecipeConfig(sgld_init="noise")
+    # set per run by the recipe: refused rather than silently replaced
+    for key, source in (("weat.objective=trades", "methods"), ("weat.engine.log_every=5", "trace_every"),
+                        ("weat.engine.seed=3", "seeds")):
+        with pytest.raises(ValueError, match=f"from `{source}`"):
+            parse_overrides(WEATRecipeConfig(), [key])
 
 
 @pytest.mark.skipif(find_fashion_mnist() is None, reason="Fashion-MNIST IDX files are not installed")

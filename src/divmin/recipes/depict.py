@@ -3,19 +3,20 @@
 Data need no download: scikit-learn's 8x8 digits (1797 images, 10 classes), or
 Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package (``dataset=fashion-mnist``:
 the 60,000 training then 10,000 test images, the first ``max_samples`` of them, all by default).
-Per seed, one noisy/clean convolutional autoencoder is pretrained (``pretrain_steps``) and every deep
+Per seed, one noisy/clean convolutional autoencoder is pretrained (``depict.pretrain_steps`` steps,
+learning rate ``pretrain_lr``) and every deep
 method starts from it:
 
 * ``depict-dec`` / ``depict-paper``: :class:`divmin.cluster.DepictTrainer` (softmax head,
   reconstruction kept) with the DEC target (p ∝ q^2 / f, the authors' code) or the
-  paper's (p ∝ q / sqrt f), D = ``divergence`` (KL by default);
+  paper's (p ∝ q / sqrt f), D = ``depict.divergence`` (KL by default);
 * ``dec``: DEC (Xie et al. 2016) on the same backbone: Student-t head on the k-means
   centroids, DEC target, KL, clean encoder without the decoder;
 * ``kmeans-embedding``: k-means on the pretrained embedding (every deep method's initialisation);
 * ``kmeans-pixels``: k-means on the raw pixels.
 
-Each deep method runs at most ``engine.max_steps`` steps and stops earlier by the
-paper's rule (fewer than ``tol`` of the assignments change between target updates).
+Each deep method runs at most ``depict.engine.max_steps`` steps (learning rate ``depict.lr``) and stops earlier by
+the paper's rule (fewer than ``depict.tol`` of the assignments change between target updates).
 Columns: ``acc`` (Hungarian-matched clustering accuracy), ``nmi``, ``ari``, their std
 over ``seeds``, and ``acc_per_seed``. The claim checked
 (``summary["depict_beats_kmeans_pixels"]``): DEPICT with its default target
@@ -28,7 +29,7 @@ margin of each target and on how many seeds it wins. Figures: every method's acc
 of its embedding before (pretrained) and after DEPICT, coloured by true class.
 
 Full-size run: ``divmin run depict --out runs/depict --full`` (``--set full=True``) applies ``FULL_SIZES[dataset]`` to the
-fields left at their defaults (digits: 3000 + 3000 steps, 5 seeds). ``--full --set dataset=fashion-mnist``
+keys left at their defaults (digits: 3000 + 3000 steps, 5 seeds). ``--full --set dataset=fashion-mnist``
 clusters all 70,000 images (train + test) with 3 seeds: 30,000 pretraining steps (55 epochs) and at
 most 6,000 steps (11 epochs) per method and seed, the target refreshed every 250 steps. Its cost,
 projected from CPU seconds measured on 5,000 images with one thread (pretraining 0.029 s a step of
@@ -49,12 +50,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cluster import PATHS, DepictConfig, DepictTrainer
+from ..cluster import DepictConfig, DepictTrainer
 from ..data import fashion_mnist, load_digits_images
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, atomic_write, validate
+from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, apply_values, atomic_write, validate
 from ..eval import ari, clustering_accuracy, nmi
 from ._plots import plt, save_figure
-from ._registry import RecipeResult, is_main_process, recipe, torch_threads
+from ._engines import refuse_owned
+from ._registry import RecipeResult, is_main_process, recipe
 from ._runs import resumable, run_engine
 
 __all__ = ["DepictRecipeConfig", "run_depict"]
@@ -66,21 +68,27 @@ _DEEP = {"depict-dec": dict(target="dec"), "depict-paper": dict(target="paper"),
          "dec": dict(target="dec", head="student_t", reconstruction_weight=0.0)}
 
 
-# dataset -> the full-size run (`--full`); it changes only the fields left at their defaults.
+# dataset -> the full-size run (`--full`); it changes only the keys left at their defaults.
 # Fashion-MNIST: all 70,000 images, 3 seeds, about 80 CPU minutes projected (see the module docstring).
 FULL_SIZES: dict[str, dict[str, object]] = {
-    "digits": dict(max_steps=3000, pretrain_steps=3000, seeds=(0, 1, 2, 3, 4)),
-    "fashion-mnist": dict(max_steps=6000, pretrain_steps=30000, update_interval=250, seeds=(0, 1, 2)),
+    "digits": {"depict.engine.max_steps": 3000, "depict.pretrain_steps": 3000, "seeds": (0, 1, 2, 3, 4)},
+    "fashion-mnist": {"depict.engine.max_steps": 6000, "depict.pretrain_steps": 30000, "depict.update_interval": 250,
+                      "seeds": (0, 1, 2)},
 }
 
 
-# dataset -> the encoder path of DEPICT's clustering loss: the paper's noisy path, except on
-# Fashion-MNIST where it merged clusters (divmin.cluster._trainer's docstring has the numbers)
+# dataset -> the encoder path of DEPICT's clustering loss when `depict.clustering_path` is left at its default:
+# the paper's noisy path, except on Fashion-MNIST where it merged clusters (divmin.cluster._trainer's
+# docstring has the numbers)
 _PATHS = {"digits": "noisy", "fashion-mnist": "clean"}
 
 
-def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=1000, log_every=100, progress=True, tensorboard=False)
+def _default_depict() -> DepictConfig:
+    # embed_dim 32 gave better k-means on the pretrained embedding than 10 on seeds 10, 11; pretrain_steps are
+    # the shared autoencoder's, engine.max_steps each fine-tuning's
+    engine = EngineConfig(max_steps=1000, log_every=100, progress=True, tensorboard=False)
+    return DepictConfig(n_clusters=10, divergence="forward_kl", channels=(16, 32), embed_dim=32, noise=0.2,
+                        pretrain_steps=1500, update_interval=20, tol=0.001, lr=1e-3, batch_size=128, engine=engine)
 
 
 @dataclasses.dataclass
@@ -88,33 +96,26 @@ class DepictRecipeConfig:
     dataset: str = "digits"  # "digits" (scikit-learn) or "fashion-mnist" (Debian's dataset-fashion-mnist)
     max_samples: int | None = None  # fashion-mnist: first this many of the 70,000 train + test images (None: all)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # seeds of the network init, data order and k-means (5: see README)
-    divergence: str = "forward_kl"  # D(P || Q) of DEPICT's clustering loss
-    channels: tuple[int, ...] = (16, 32)  # encoder conv widths
-    embed_dim: int = 32  # embedding size (32 gave better k-means on the pretrained embedding than 10 on seeds 10, 11)
-    clustering_path: str | None = None  # path of DEPICT's clustering loss (divmin.cluster.PATHS); None: _PATHS[dataset]
-    noise: float = 0.2  # dropout rate of DEPICT's noisy encoder path (also the denoising of pretraining)
-    pretrain_steps: int = 1500  # reconstruction-only steps of the shared autoencoder
-    update_interval: int = 20  # steps between target updates
-    tol: float = 0.001  # stop rule: fraction of changed assignments between updates
-    lr: float = 1e-3  # AdamW learning rate of the autoencoder pretraining
-    fine_tune_lr: float = 1e-3  # AdamW learning rate of DEPICT's and DEC's joint phase (from the pretrained net)
-    batch_size: int = 128  # images per step
+    pretrain_lr: float = 1e-3  # AdamW learning rate of the shared autoencoder pretraining (depict.lr: fine-tuning's)
     num_threads: int | None = 1  # torch intra-op threads during the run (tiny nets: 1 is fastest); None = as is
-    full: bool = False  # apply FULL_SIZES[dataset] to the fields left at their defaults (`divmin run depict --full`)
+    full: bool = False  # apply FULL_SIZES[dataset] to the keys left at their defaults (`divmin run depict --full`)
     resume: bool = False  # resume every training run (pretraining, each method and seed) from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # each fine-tuning (max_steps etc.)
+    # DEPICT's settings: the shared pretraining (depict.pretrain_steps, with pretrain_lr) and every method's
+    # fine-tuning from it (depict.lr, at most depict.engine.max_steps steps; each method sets its target)
+    depict: DepictConfig = dataclasses.field(default_factory=_default_depict)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        dataset=OneOf(_DATASETS), max_samples=Int(ge=10, optional=True), full=Bool(),
-        seeds=Tuple(each=Int(ge=0), min_len=1), divergence=IsDivergence(), channels=Tuple(each=Int(ge=1), min_len=1),
-        embed_dim=Int(ge=1), clustering_path=OneOf(PATHS, optional=True), noise=Number(ge=0, lt=1),
-        pretrain_steps=Int(ge=1), update_interval=Int(ge=1), tol=Number(ge=0, le=1), lr=Number(gt=0),
-        fine_tune_lr=Number(gt=0), batch_size=Int(ge=1), num_threads=Int(ge=1, optional=True),
-        resume=Bool(), engine=Instance(EngineConfig),
+        dataset=OneOf(_DATASETS), max_samples=Int(ge=10, optional=True), seeds=Tuple(each=Int(ge=0), min_len=1),
+        pretrain_lr=Number(gt=0), num_threads=Int(ge=1, optional=True), full=Bool(), resume=Bool(),
+        depict=Instance(DepictConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
+        refuse_owned(self, {"depict.target": "the method names (METHODS)", "depict.engine.seed": "seeds"})
+        if self.depict.pretrain_steps < 1:
+            raise ValueError(f"`depict.pretrain_steps` must be >= 1 (the shared autoencoder), got "
+                             f"{self.depict.pretrain_steps}")
 
 
 def _load(c: DepictRecipeConfig) -> tuple[torch.Tensor, np.ndarray]:
@@ -126,31 +127,29 @@ def _load(c: DepictRecipeConfig) -> tuple[torch.Tensor, np.ndarray]:
     return x, y.numpy()
 
 
-def _full_size(c: DepictRecipeConfig) -> DepictRecipeConfig:
-    """``c`` with the dataset's ``FULL_SIZES`` entry applied to the fields still at their defaults."""
-    if not c.full:
-        return c
-    default, changed = DepictRecipeConfig(), {}
-    for key, value in FULL_SIZES[c.dataset].items():
-        if key == "max_steps":
-            if c.engine.max_steps == default.engine.max_steps:
-                changed["engine"] = dataclasses.replace(c.engine, max_steps=value)
-        elif getattr(c, key) == getattr(default, key):
-            changed[key] = value
-    return dataclasses.replace(c, **changed)
+def _at_default(c: DepictRecipeConfig, key: str) -> bool:
+    value, default = c, DepictRecipeConfig()
+    for part in key.split("."):
+        value, default = getattr(value, part), getattr(default, part)
+    return value == default
+
+
+def _dataset_defaults(c: DepictRecipeConfig) -> DepictRecipeConfig:
+    """``c`` with the dataset's clustering path, and with ``full`` its ``FULL_SIZES`` entry, applied to the keys
+    still at their defaults."""
+    items = dict(FULL_SIZES[c.dataset]) if c.full else {}
+    items["depict.clustering_path"] = _PATHS[c.dataset]
+    return apply_values(c, [(k, v) for k, v in items.items() if _at_default(c, k)], source="the depict recipe")
 
 
 def _scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {"acc": clustering_accuracy(y, pred), "nmi": nmi(y, pred), "ari": ari(y, pred)}
 
 
-def _trainer(c: DepictRecipeConfig, x: torch.Tensor, seed: int, out: Path, steps: int, pretrain_steps: int,
-             pretrained=None, lr: float | None = None, **fields) -> DepictTrainer:
-    engine = run_engine(c.engine, out, seed=seed, max_steps=steps)
-    cfg = DepictConfig(n_clusters=10, divergence=c.divergence, channels=c.channels, embed_dim=c.embed_dim,
-                       noise=c.noise, clustering_path=c.clustering_path or _PATHS[c.dataset],
-                       pretrain_steps=pretrain_steps, update_interval=c.update_interval, tol=c.tol,
-                       lr=c.lr if lr is None else lr, batch_size=c.batch_size, engine=engine, **fields)
+def _trainer(c: DepictRecipeConfig, x: torch.Tensor, seed: int, out: Path, *, steps: int, pretrain_steps: int,
+             lr: float, pretrained=None, **fields) -> DepictTrainer:
+    engine = run_engine(c.depict.engine, out, seed=seed, max_steps=steps)
+    cfg = dataclasses.replace(c.depict, pretrain_steps=pretrain_steps, lr=lr, engine=engine, **fields)
     trainer = DepictTrainer(x, config=cfg, pretrained=pretrained)
     trainer.train(resume=resumable(engine, c.resume))
     return trainer
@@ -165,9 +164,7 @@ def _kmeans_pixels(x: torch.Tensor, seed: int) -> np.ndarray:
 @recipe("depict", DepictRecipeConfig, "DEPICT deep clustering (both targets) vs k-means and DEC on digits",
         full_size=("full=True",))
 def run_depict(config: DepictRecipeConfig, out_dir: Path) -> RecipeResult:
-    config = _full_size(config)
-    with torch_threads(config.num_threads):
-        return _run(config, out_dir)
+    return _run(_dataset_defaults(config), out_dir)
 
 
 def _say(message: str) -> None:
@@ -181,12 +178,14 @@ def _run(c: DepictRecipeConfig, out_dir: Path) -> RecipeResult:
     runs: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
     shown: dict[str, np.ndarray] = {}
     for seed in c.seeds:
-        _say(f"seed {seed}: pretraining the autoencoder on {x.shape[0]} images ({c.pretrain_steps} steps)")
-        base = _trainer(c, x, seed, out_dir / "pretrain" / f"seed{seed}", c.pretrain_steps, c.pretrain_steps)
+        steps = c.depict.pretrain_steps
+        _say(f"seed {seed}: pretraining the autoencoder on {x.shape[0]} images ({steps} steps)")
+        base = _trainer(c, x, seed, out_dir / "pretrain" / f"seed{seed}", steps=steps, pretrain_steps=steps,
+                        lr=c.pretrain_lr)
         for method, fields in _DEEP.items():
-            _say(f"seed {seed}: {method} (at most {c.engine.max_steps} steps)")
-            tr = _trainer(c, x, seed, out_dir / method / f"seed{seed}", c.engine.max_steps, 0, base.model,
-                          c.fine_tune_lr, **fields)
+            _say(f"seed {seed}: {method} (at most {c.depict.engine.max_steps} steps)")
+            tr = _trainer(c, x, seed, out_dir / method / f"seed{seed}", steps=c.depict.engine.max_steps,
+                          pretrain_steps=0, lr=c.depict.lr, pretrained=base.model, **fields)
             pred = tr.predict().numpy()
             runs[method].append(_scores(y, pred))
             if method == "depict-dec":

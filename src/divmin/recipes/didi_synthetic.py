@@ -6,7 +6,7 @@ trained on it (:class:`~divmin.diffusion.MDLMTrainer`), then a student is distil
 :class:`~divmin.diffusion.DiDiTrainer` (teacher sampled with ``didi.teacher_nfe`` steps as the
 target). For NFEs in ``nfes`` the table gives the exact generative perplexity (exp of the mean
 negative log-likelihood per token under the chain) and the unigram entropy (nats) of
-``eval_samples`` samples, one row per (model, nfe):
+``score_samples`` samples, one row per (model, nfe):
 
 * ``teacher``: the MDLM with the plain ancestral sampler;
 * ``student``: the EMA student with the reward-guided sampler (the full method);
@@ -25,7 +25,7 @@ CPU default: ~2.5 minutes of CPU time (one thread). Full-size run (a GPU setting
 ``divmin recipes`` shows it): ``divmin run didi-synthetic --out runs/didi-synthetic --full``, that is
 ``--set width=256 --set depth=4 --set length=32 --set teacher.engine.max_steps=20000
 --set didi.engine.max_steps=3000 --set didi.teacher_pool=16384 --set didi.lr_student=5e-5
---set didi.lr_discriminator=1e-4 --set eval_samples=5000``.
+--set didi.lr_discriminator=1e-4 --set score_samples=5000``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from ..diffusion import (DiDiConfig, DiDiTrainer, MaskedDiffusionLM, MDLMConfig,
 from ..engine import Bool, EngineConfig, Instance, Int, Number, Tuple, validate
 from ..eval import generative_perplexity, unigram_entropy
 from ._plots import plt, save_figure
+from ._engines import refuse_owned
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 
@@ -76,7 +77,7 @@ class DiDiSyntheticConfig:
     depth: int = 2  # its layers
     heads: int = 4  # its attention heads
     nfes: tuple[int, ...] = (1, 2, 4, 8, 16)  # sampling steps evaluated
-    eval_samples: int = 1000  # samples per (model, nfe)
+    score_samples: int = 1000  # samples per (model, nfe) scored for the table (didi.eval_samples: training's)
     ablations: bool = True  # also train and score the ablated students
     seed: int = 0  # torch seed of the models and the runs
     resume: bool = False  # resume every training run (teacher, students) from its latest checkpoint
@@ -86,12 +87,13 @@ class DiDiSyntheticConfig:
     CHECKS = dict(  # one per field: divmin.engine.validate
         vocab_size=Int(ge=2), length=Int(ge=2), order=Int(ge=1, le=2), sharpness=Number(ge=0),
         language_seed=Int(ge=0), width=Int(ge=2), depth=Int(ge=1), heads=Int(ge=1),
-        nfes=Tuple(each=Int(ge=1), min_len=1), eval_samples=Int(ge=1), ablations=Bool(), seed=Int(ge=0),
+        nfes=Tuple(each=Int(ge=1), min_len=1), score_samples=Int(ge=1), ablations=Bool(), seed=Int(ge=0),
         resume=Bool(), teacher=Instance(MDLMConfig), didi=Instance(DiDiConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
+        refuse_owned(self, {"teacher.engine.seed": "seed", "didi.engine.seed": "seed"})
 
 
 def _score(x: torch.Tensor, lang: MarkovLanguage) -> dict[str, float]:
@@ -102,7 +104,7 @@ def _distill(c: DiDiSyntheticConfig, teacher: MaskedDiffusionLM, lang: MarkovLan
              name: str, out_dir: Path, **changes) -> DiDiTrainer:
     torch.manual_seed(c.seed)
     engine = run_engine(c.didi.engine, out_dir / name, seed=c.seed)
-    trainer = DiDiTrainer(teacher, dataclasses.replace(c.didi, engine=engine, **changes), judge=lang, target=target)
+    trainer = DiDiTrainer(teacher, config=dataclasses.replace(c.didi, engine=engine, **changes), judge=lang, target=target)
     trainer.train(resume=resumable(engine, c.resume))
     return trainer
 
@@ -111,7 +113,7 @@ def _distill(c: DiDiSyntheticConfig, teacher: MaskedDiffusionLM, lang: MarkovLan
         "DiDi-Instruct on a Markov language: exact generative perplexity and entropy of teacher vs student per NFE",
         full_size=("width=256", "depth=4", "length=32", "teacher.engine.max_steps=20000", "didi.engine.max_steps=3000",
                    "didi.teacher_pool=16384", "didi.lr_student=5e-5", "didi.lr_discriminator=1e-4",
-                   "eval_samples=5000"))
+                   "score_samples=5000"))
 def run_didi_synthetic(config: DiDiSyntheticConfig, out_dir: Path) -> RecipeResult:
     c = config
     lang = MarkovLanguage(c.vocab_size, c.length, order=c.order, sharpness=c.sharpness, seed=c.language_seed)
@@ -119,7 +121,7 @@ def run_didi_synthetic(config: DiDiSyntheticConfig, out_dir: Path) -> RecipeResu
     teacher = MaskedDiffusionLM(MDLMTransformer(c.vocab_size, c.length, width=c.width, depth=c.depth, heads=c.heads),
                                 c.vocab_size, c.length)
     engine = run_engine(c.teacher.engine, out_dir / "teacher", seed=c.seed)
-    trainer = MDLMTrainer(teacher, lang.sample, dataclasses.replace(c.teacher, engine=engine))
+    trainer = MDLMTrainer(teacher, lang.sample, config=dataclasses.replace(c.teacher, engine=engine))
     trainer.train(resume=resumable(engine, c.resume))
     teacher = trainer.model.eval().requires_grad_(False)
     target = mdlm_sample(teacher, c.didi.teacher_pool, c.length, mask_id=teacher.mask_id, nfe=c.didi.teacher_nfe,
@@ -131,13 +133,13 @@ def run_didi_synthetic(config: DiDiSyntheticConfig, out_dir: Path) -> RecipeResu
     rows = []
     for nfe in c.nfes:
         gen = torch.Generator().manual_seed(10_000 + nfe)
-        rows.append({"model": "teacher", "nfe": nfe, **_score(teacher.sample(c.eval_samples, nfe=nfe, generator=gen),
+        rows.append({"model": "teacher", "nfe": nfe, **_score(teacher.sample(c.score_samples, nfe=nfe, generator=gen),
                                                              lang)})
         for name, trainer in runs.items():
-            x = trainer.sample(c.eval_samples, nfe=nfe, guided=True, generator=gen)
+            x = trainer.sample(c.score_samples, nfe=nfe, guided=True, generator=gen)
             rows.append({"model": name, "nfe": nfe, **_score(x, lang)})
             if name == "student" and c.ablations:
-                x = trainer.sample(c.eval_samples, nfe=nfe, guided=False, generator=gen)
+                x = trainer.sample(c.score_samples, nfe=nfe, guided=False, generator=gen)
                 rows.append({"model": "student-no-guided-sampler", "nfe": nfe, **_score(x, lang)})
     plot = _plot(rows, lang, generative_perplexity(target, lang), out_dir / "didi_synthetic.png")
     return RecipeResult(["model", "nfe", "gen_ppl", "entropy"], rows, [str(plot)], _summary(rows, lang, target))

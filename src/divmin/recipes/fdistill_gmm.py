@@ -49,6 +49,7 @@ from ..divergences import divergence
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tuple, atomic_path, validate
 from ..eval import mode_stats, precision_recall, sliced_wasserstein
 from ._plots import figure_legend, plt, save_figure
+from ._engines import refuse_owned
 from ._registry import RecipeResult, is_main_process, recipe
 from ._runs import resumable, run_engine, run_history
 
@@ -81,7 +82,7 @@ class FDistillGMMConfig:
     init_scale: float = 3.0  # the generator starts as N(0, init_scale^2 I)
     hidden: int = 64  # width of the generator, fake score and discriminator MLPs
     depth: int = 2  # residual blocks of the fake score / discriminator MLPs (generator: depth + 1 layers)
-    eval_samples: int = 5000  # samples per metric
+    score_samples: int = 5000  # samples per metric of the table (fdistill.eval_samples: training's)
     k_std: float = 3.0  # a sample belongs to a mode within k_std of its std
     coverage: float = 0.25  # a mode is covered when its share >= coverage x its weight
     pr_k: int = 5  # k of the k-NN precision / recall
@@ -92,19 +93,19 @@ class FDistillGMMConfig:
     CHECKS = dict(  # one per field: divmin.engine.validate
         divergences=Tuple(each=IsDivergence(parse=divergence, capability="score_weight"), min_len=1),
         seeds=Tuple(each=Int(ge=0), min_len=1), sigma_maxes=Tuple(each=Number(gt=0), min_len=1), modes=Int(ge=2), spacing=Number(gt=0), mode_std=Number(gt=0),
-        zipf=Number(ge=0), init_scale=Number(gt=0), hidden=Int(ge=8), depth=Int(ge=1), eval_samples=Int(ge=1),
+        zipf=Number(ge=0), init_scale=Number(gt=0), hidden=Int(ge=8), depth=Int(ge=1), score_samples=Int(ge=1),
         k_std=Number(gt=0), coverage=Number(gt=0, le=1), pr_k=Int(ge=1), converge_tol=Number(gt=0), resume=Bool(),
         fdistill=Instance(FDistillConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.fdistill.sigma_max != _default_fdistill().sigma_max:
-            raise ValueError("set the noise range with `sigma_maxes` (one setting per value), not `fdistill.sigma_max`")
+        refuse_owned(self, {"fdistill.divergence": "divergences", "fdistill.sigma_max": "sigma_maxes",
+                            "fdistill.engine.seed": "seeds"})
         if len(set(self.sigma_maxes)) != len(self.sigma_maxes) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"`sigma_maxes` {self.sigma_maxes} and `seeds` {self.seeds} must not repeat a value")
-        if self.eval_samples <= self.pr_k:
-            raise ValueError(f"`eval_samples` ({self.eval_samples}) must be > `pr_k` ({self.pr_k})")
+        if self.score_samples <= self.pr_k:
+            raise ValueError(f"`score_samples` ({self.score_samples}) must be > `pr_k` ({self.pr_k})")
 
 
 def make_teacher(c: FDistillGMMConfig) -> GaussianMixtureTeacher:
@@ -124,7 +125,8 @@ def _distill(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, name: str, s
     fake = EDMDenoiser(MLPBackbone(2, c.hidden, c.depth), sigma_data=radius)
     engine = run_engine(c.fdistill.engine, out / _run_name(name, seed, sigma_max), seed=seed, label=label)
     cfg = dataclasses.replace(c.fdistill, divergence=name, sigma_max=sigma_max, engine=engine)
-    fd = FDistill(gen, teacher, fake, cfg, sample_shape=(2,), eval_metrics=functools.partial(_mode_metrics, c, teacher))
+    fd = FDistill(gen, teacher, fake, config=cfg, sample_shape=(2,),
+                 eval_metrics=functools.partial(_mode_metrics, c, teacher))
     fd.train(resume=resumable(engine, c.resume))
     return fd, [r for r in run_history(engine) if "eval/quality" in r]
 
@@ -152,7 +154,7 @@ def _run_name(name: str, seed: int, sigma_max: float) -> str:
 
 def _score(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, x: torch.Tensor, seed: int) -> dict:
     gen = torch.Generator().manual_seed(10_000 + seed)
-    real = teacher.sample(c.eval_samples, generator=gen)
+    real = teacher.sample(c.score_samples, generator=gen)
     ms = mode_stats(x, teacher.means, teacher.weights, c.mode_std, k_std=c.k_std, coverage=c.coverage)
     pr = precision_recall(x, real, k=c.pr_k)
     return {"modes covered": ms.covered, "TV weights": ms.tv, "quality": ms.quality,
@@ -166,7 +168,7 @@ def _score(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, x: torch.Tenso
                    "divergences=('reverse_kl', 'forward_kl', 'js', 'squared_hellinger', 'jeffreys')"))
 def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
     c, teacher = config, make_teacher(config)
-    rows, panels = [], {"teacher": teacher.sample(c.eval_samples, generator=torch.Generator().manual_seed(0))}
+    rows, panels = [], {"teacher": teacher.sample(c.score_samples, generator=torch.Generator().manual_seed(0))}
     samples, summary = {}, {}  # every scored sample set, saved for re-scoring
     metrics = ["modes covered", "TV weights", "quality", "precision", "recall", "SW", "lightest share", "drift"]
     runs = [(smax, name, seed) for smax in c.sigma_maxes for name in c.divergences for seed in c.seeds]
@@ -177,7 +179,7 @@ def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
                 i = runs.index((smax, name, seed)) + 1
                 label = f"fdistill-gmm {name}, seed {seed}, sigma_max {smax:g} [{i}/{len(runs)}]"
                 fd, evals = _distill(c, teacher, name, seed, smax, out_dir, label)
-                x = fd.sample(c.eval_samples, generator=torch.Generator().manual_seed(20_000 + seed)).cpu()
+                x = fd.sample(c.score_samples, generator=torch.Generator().manual_seed(20_000 + seed)).cpu()
                 converged, drift = convergence(evals, c.fdistill.engine.max_steps, c.converge_tol)
                 mine.append({"sigma_max": smax, "divergence": name, "seed": seed, **_score(c, teacher, x, seed),
                              "drift": drift, "converged": converged})

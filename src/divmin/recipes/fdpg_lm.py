@@ -21,8 +21,9 @@
    computed claims (each member best on its own objective; forward KL mass-covering).
 
 Full-size run (``divmin recipes`` shows it): ``divmin run fdpg-lm --out runs/fdpg-lm --full``, that is
-``--set corpus_size=3000 --set sft_steps=300 --set engine.max_steps=450 --set eval_samples=256
---set z_samples=4096``.
+``--set warmup.corpus_size=3000 --set warmup.steps=300 --set fdpg.engine.max_steps=450 --set eval_samples=256
+--set z_samples=4096``. Keys: the recipe's own fields, ``warmup.*`` (:class:`._lm_warmup.WarmUpConfig`) and
+``fdpg.*`` (:class:`divmin.align.FDPGConfig`: ``fdpg.lr``, ``fdpg.mode``, ``fdpg.samples_per_context``...).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from ..eval import distinct_n, self_bleu
 from ..lm import completion_logps, sample_n
 from . import tiny_lm as lm
 from ._plots import points_panels
+from ._engines import refuse_owned
+from ._lm_warmup import WarmUpConfig, warm_up
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 
@@ -51,53 +54,45 @@ __all__ = ["FDPGLMConfig", "run_fdpg_lm"]
 _GOOD = frozenset(lm.GOOD)
 
 
-def _default_engine() -> EngineConfig:
+def _default_fdpg() -> FDPGConfig:
     # 150 steps left every member still falling (KL(P||pi) of forward KL 0.18 at 150, 0.05 at 300-450)
-    return EngineConfig(max_steps=300, log_every=50, progress=True, max_grad_norm=1.0)
+    engine = EngineConfig(max_steps=300, log_every=50, progress=True, max_grad_norm=1.0)
+    return FDPGConfig(lr=1e-3, contexts_per_step=4, samples_per_context=16, max_new_tokens=10, engine=engine)
 
 
 @dataclasses.dataclass
 class FDPGLMConfig:
     divergences: tuple[str, ...] = ("reverse_kl", "forward_kl", "js", "total_variation")  # f-DPG members
     seed: int = 0  # model init, corpus and evaluation sampling
-    n_layer: int = 2  # GPT-2 layers
-    n_embd: int = 64  # GPT-2 width (2 heads)
-    corpus_size: int = 3000  # warm-up sentences
-    p_good: float = 0.2  # probability that a corpus word is drawn from the GOOD pool
-    p_bad: float = 0.2  # probability that a corpus word is drawn from the BAD pool (else NEUTRAL)
-    response_words: tuple[int, int] = (2, 5)  # (min, max) pool words after the topic in a corpus answer
-    sft_steps: int = 300  # warm-up steps
-    sft_lr: float = 3e-3  # warm-up AdamW learning rate
-    sft_batch: int = 64  # warm-up sentences per step
+    warmup: WarmUpConfig = dataclasses.field(default_factory=WarmUpConfig)  # the base model and its warm-up
     min_good: int = 2  # b(y) = 1 iff the answer has at least this many GOOD words
     epsilon: float = 1e-2  # target a (b + epsilon): finite for reverse-KL-type members
     heldout_topics: int = 2  # the last k topics are only used for evaluation
     objective_prompts: int = 4  # training prompts (the first k) on which each member's own objective is measured
-    lr: float = 1e-3  # f-DPG AdamW learning rate
-    mode: str = "online"  # "online" (sample the policy) or "offline" (DPG: a frozen proposal, replaced when beaten)
-    contexts_per_step: int = 4  # prompts per f-DPG step
-    samples_per_context: int = 16  # samples per prompt and step
-    max_new_tokens: int = 10  # sampling cap (corpus answers have at most response_words[1] + 2 tokens)
     eval_samples: int = 256  # evaluation samples per evaluated prompt and policy
     z_samples: int = 4096  # base samples per evaluated prompt for log Z (pooled with the policy's for D_f)
     resume: bool = False  # resume every training run from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # f-DPG training loop settings
+    # f-DPG settings shared by every divergence (its divergence is set per run from `divergences`);
+    # fdpg.max_new_tokens also caps the evaluation samples; its engine also runs the warm-up
+    fdpg: FDPGConfig = dataclasses.field(default_factory=_default_fdpg)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        **lm.CORPUS_CHECKS, divergences=Tuple(each=IsDivergence(parse=divergence), min_len=1), seed=Int(ge=0),
-        min_good=Int(ge=1), epsilon=Number(gt=0, lt=1), lr=Number(gt=0), mode=FDPGConfig.CHECKS["mode"],
-        contexts_per_step=Int(ge=1), samples_per_context=Int(ge=2), max_new_tokens=Int(ge=1), eval_samples=Int(ge=2),
-        z_samples=Int(ge=1), objective_prompts=Int(ge=1), resume=Bool(), engine=Instance(EngineConfig),
+        divergences=Tuple(each=IsDivergence(parse=divergence), min_len=1), seed=Int(ge=0),
+        warmup=Instance(WarmUpConfig), min_good=Int(ge=1), epsilon=Number(gt=0, lt=1),
+        heldout_topics=Int(ge=1, le=len(lm.TOPICS) - 1), objective_prompts=Int(ge=1), eval_samples=Int(ge=2),
+        z_samples=Int(ge=1), resume=Bool(), fdpg=Instance(FDPGConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
-        lm.check_corpus_config(self)
+        self.warmup.check_cap(self.fdpg.max_new_tokens)
+        refuse_owned(self, {"fdpg.divergence": "divergences"})
         if self.objective_prompts > len(lm.TOPICS) - self.heldout_topics:
             raise ValueError(f"`objective_prompts` must be <= the {len(lm.TOPICS) - self.heldout_topics} "
                              "training topics")
-        if self.min_good > self.response_words[1]:
-            raise ValueError(f"`min_good` must be <= {self.response_words[1]} (the max of `response_words`)")
+        if self.min_good > self.warmup.response_words[1]:
+            raise ValueError(f"`min_good` must be <= {self.warmup.response_words[1]} (the max of "
+                             "`warmup.response_words`)")
 
 
 def _constraint(config: FDPGLMConfig) -> PointwiseConstraint:
@@ -109,10 +104,8 @@ def _constraint(config: FDPGLMConfig) -> PointwiseConstraint:
 def _train_one(spec: str, base: torch.nn.Module, tokenizer, contexts: list[str], config: FDPGLMConfig,
                out_dir: Path) -> torch.nn.Module:
     policy = copy.deepcopy(base).requires_grad_(True).train()
-    engine = run_engine(config.engine, out_dir / "fdpg" / re.sub(r"[^\w.-]", "_", spec))
-    cfg = FDPGConfig(divergence=divergence(spec), lr=config.lr, contexts_per_step=config.contexts_per_step,
-                     samples_per_context=config.samples_per_context, max_new_tokens=config.max_new_tokens,
-                     mode=config.mode, engine=engine)
+    engine = run_engine(config.fdpg.engine, out_dir / "fdpg" / re.sub(r"[^\w.-]", "_", spec))
+    cfg = dataclasses.replace(config.fdpg, divergence=divergence(spec), engine=engine)
     target = EnergyTarget() * _constraint(config)
     trainer = FDPGTrainer(policy, tokenizer, target, base_model=base, contexts=contexts, config=cfg)
     trainer.train(resume=resumable(engine, config.resume))
@@ -121,7 +114,7 @@ def _train_one(spec: str, base: torch.nn.Module, tokenizer, contexts: list[str],
 
 @torch.no_grad()
 def _draw(model, tokenizer, prompt: torch.Tensor, n: int, config: FDPGLMConfig, seed: int):
-    comp = sample_n(model, prompt, n, max_new_tokens=config.max_new_tokens, eos_id=lm.EOS_ID, pad_id=lm.PAD_ID,
+    comp = sample_n(model, prompt, n, max_new_tokens=config.fdpg.max_new_tokens, eos_id=lm.EOS_ID, pad_id=lm.PAD_ID,
                     generator=torch.Generator().manual_seed(seed))
     rows = [t[m & (t != lm.EOS_ID)].tolist() for t, m in zip(comp.tokens, comp.mask)]
     return comp, tokenizer.batch_decode(rows, skip_special_tokens=True)
@@ -184,14 +177,12 @@ def _plot(rows: list[dict], base_row: dict, path: Path) -> Path:
 
 @recipe("fdpg-lm", FDPGLMConfig,
         "f-DPG on a warmed-up tiny GPT-2 toward a GDC constraint: alignment, KL both ways and diversity per divergence",
-        full_size=("corpus_size=3000", "sft_steps=300", "engine.max_steps=450", "eval_samples=256", "z_samples=4096"))
+        full_size=("warmup.corpus_size=3000", "warmup.steps=300", "fdpg.engine.max_steps=450", "eval_samples=256",
+                   "z_samples=4096"))
 def run_fdpg_lm(config: FDPGLMConfig, out_dir: Path) -> RecipeResult:
     tokenizer = lm.build_tokenizer()
     c = config
-    base, sft_loss = lm.warm_up(tokenizer, out_dir / "warmup", c.engine, seed=c.seed, n_layer=c.n_layer,
-                                n_embd=c.n_embd, corpus_size=c.corpus_size, p_good=c.p_good, p_bad=c.p_bad,
-                                response_words=c.response_words, steps=c.sft_steps, lr=c.sft_lr, batch=c.sft_batch,
-                                resume=c.resume)
+    base, sft_loss = warm_up(c.warmup, tokenizer, out_dir / "warmup", c.fdpg.engine, seed=c.seed, resume=c.resume)
     topics = list(lm.TOPICS)
     train_ctx = [lm.prompt_text(t) for t in topics[:-c.heldout_topics]]
     ids = [torch.tensor(tokenizer(lm.prompt_text(t), add_special_tokens=False)["input_ids"]) for t in topics]

@@ -31,6 +31,7 @@ Full-size run (``divmin recipes`` shows it): ``divmin run fdpg-toy --out runs/fd
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -41,19 +42,14 @@ from torch import nn
 from ..align import EnergyTarget, PointwiseConstraint
 from ..data import BigramLM, PrefixTreeLM, all_sequences
 from ..divergences import Divergence, available_divergences, divergence
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, atomic_write, validate
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Tuple, atomic_write, validate
 from ..estimators import LogZEstimator, MovingBaseline, score_function_surrogate
 from ..eval import acceptance_rate, exact_divergence
 from ._plots import plt, save_figure  # headless (Agg) matplotlib
+from ._engines import fit_task, unclipped_engine
 from ._registry import RecipeResult, is_main_process, recipe
-from ._runs import resumable, run_engine
 
 __all__ = ["FDPGToyConfig", "FDPGToyTask", "run_fdpg_toy", "toy_target", "train_exact"]
-
-
-def _default_engine() -> EngineConfig:
-    # independent policies share one Adam: a global clip would couple them
-    return EngineConfig(max_steps=250, log_every=50, max_grad_norm=None, progress=True)
 
 
 @dataclasses.dataclass
@@ -72,7 +68,7 @@ class FDPGToyConfig:
     exact_steps: int = 400  # Adam steps of the exact-gradient reference optimum
     coverage: float = 0.25  # a mode is covered when Q(x) >= coverage * P(x)
     resume: bool = False  # resume every training run from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
+    engine: EngineConfig = dataclasses.field(default_factory=functools.partial(unclipped_engine, 250, 50))  # the runs
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         divergences=Tuple(each=IsDivergence(parse=divergence)), base_seeds=Tuple(each=Int(ge=0), min_len=1),
@@ -254,9 +250,7 @@ def _claims(per_seed: list[dict], seeds: tuple[int, ...]) -> dict:
         full_size=("base_seeds=(0, 1, 2, 3, 4)", "batch=256", "engine.max_steps=250", "exact_steps=400"))
 def run_fdpg_toy(config: FDPGToyConfig, out_dir: Path) -> RecipeResult:
     task = FDPGToyTask(config)
-    engine = run_engine(config.engine, out_dir)
-    trainer = Trainer(task, engine)
-    trainer.fit(resume=resumable(engine, config.resume))
+    trainer = fit_task(task, config.engine, out_dir, resume=config.resume)
     policies = trainer.models["policies"].cpu()
     seqs = all_sequences(config.vocab, config.length)
     per_seed, targets, n_modes = [], [], 0

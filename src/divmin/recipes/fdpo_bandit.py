@@ -55,6 +55,7 @@ Full-size run (``divmin recipes`` shows it): ``divmin run fdpo-bandit --out runs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -67,21 +68,15 @@ from torch import nn
 from ..align import (bandit_metrics, fdpo_loss, fdpo_optimum, optimum_sample_size, pair_fisher,
                      population_fdpo_loss)
 from ..divergences import divergence
-from ..engine import (Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, StepOutput, Trainer, Tuple,
-                      validate)
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, StepOutput, Tuple, validate
 from ._plots import plt, save_figure  # headless (Agg) matplotlib
+from ._engines import fit_task, unclipped_engine
 from ._registry import RecipeResult, recipe
-from ._runs import resumable, run_engine
 
 __all__ = ["FDPOBanditConfig", "FDPOBanditTask", "NaturalGradient", "make_bandit", "reward_vs_kl_plot",
            "run_fdpo_bandit"]
 
 F64 = torch.float64
-
-
-def _default_engine() -> EngineConfig:
-    # the policies are independent rows of one optimizer: a global clip would couple them
-    return EngineConfig(max_steps=300, log_every=50, max_grad_norm=None, lr_schedule="cosine", progress=True)
 
 
 @dataclasses.dataclass
@@ -102,7 +97,8 @@ class FDPOBanditConfig:
     average_tail: float = 0.5  # natural gradient: report the mean of the iterates over this last fraction of steps
     tv_tolerance: float = 0.05  # a trained policy "reaches its optimum" when TV(pi, pi*) is below this
     resume: bool = False  # resume every training run from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
+    engine: EngineConfig = dataclasses.field(  # training loop settings
+        default_factory=functools.partial(unclipped_engine, 300, 50, lr_schedule="cosine"))
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         responses=Int(ge=2), seed=Int(ge=0), ref_scale=Number(gt=0), reward_scale=Number(gt=0),
@@ -364,9 +360,7 @@ def _summary(rows: list[dict], config: FDPOBanditConfig, pairs_seen: int) -> dic
         full_size=("responses=64", "batch_pairs=4096", "engine.max_steps=600"))
 def run_fdpo_bandit(config: FDPOBanditConfig, out_dir: Path) -> RecipeResult:
     task = FDPOBanditTask(config)
-    engine = run_engine(config.engine, out_dir)
-    trainer = Trainer(task, engine)
-    trainer.fit(resume=resumable(engine, config.resume))
+    trainer = fit_task(task, config.engine, out_dir, resume=config.resume)
     logits = trainer.models["policies"].logits
     rows = _evaluate(task, logits if task._natural is None else task._natural.averaged(logits))
     ref_reward = float((task.ref * task.reward).sum())

@@ -34,8 +34,9 @@ Files: ``warmup/`` and ``fdpo/<divergence>/`` (engine logs per run) and
 ``reward_vs_kl.png``.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run fdpo-lm --out runs/fdpo-lm --full``, that is
-``--set corpus_size=3000 --set sft_steps=300 --set train_pairs=1024 --set engine.max_steps=120
---set samples_per_prompt=128``.
+``--set warmup.corpus_size=3000 --set warmup.steps=300 --set train_pairs=1024 --set fdpo.engine.max_steps=120
+--set samples_per_prompt=128``. Keys: the recipe's own fields, ``warmup.*`` (:class:`._lm_warmup.WarmUpConfig`)
+and ``fdpo.*`` (:class:`divmin.align.FDPOConfig`: ``fdpo.beta``, ``fdpo.lr``, ``fdpo.engine.max_steps``...).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tu
 from ..eval import distinct_n
 from . import tiny_lm as lm
 from ._plots import points_panels
+from ._engines import refuse_owned
+from ._lm_warmup import WarmUpConfig
+from ._lm_warmup import warm_up as _warm_up
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 
@@ -62,24 +66,18 @@ __all__ = ["FDPOLMConfig", "run_fdpo_lm", "warm_up"]
 _ID_TO_WORD = {i: w for w, i in lm.VOCAB.items()}
 
 
-def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=120, log_every=20, progress=True)
+def _default_fdpo() -> FDPOConfig:
+    # the responses are short (prompt 4 tokens, at most max_new_tokens after it): the method's default
+    # max_length / max_prompt_length never cut them
+    engine = EngineConfig(max_steps=120, log_every=20, progress=True)
+    return FDPOConfig(beta=0.1, lr=1e-3, batch_size=32, eval_batch_size=128, engine=engine)
 
 
 @dataclasses.dataclass
 class FDPOLMConfig:
     divergences: tuple[str, ...] = ("reverse_kl", "forward_kl", "js", "alpha:0.5")  # f-DPO members; "name:v" = param
-    beta: float = 0.1  # f-DPO constraint strength, shared by every divergence
-    seed: int = 0  # model init, corpus, preference and evaluation sampling (engine.seed drives data order)
-    n_layer: int = 2  # GPT-2 layers
-    n_embd: int = 64  # GPT-2 width (2 heads)
-    corpus_size: int = 3000  # warm-up sentences
-    p_good: float = 0.2  # probability that a corpus word is drawn from the GOOD pool
-    p_bad: float = 0.2  # probability that a corpus word is drawn from the BAD pool (else NEUTRAL)
-    response_words: tuple[int, int] = (2, 5)  # (min, max) pool words after the topic in a corpus response
-    sft_steps: int = 300  # warm-up steps (supervised, response tokens only)
-    sft_lr: float = 3e-3  # warm-up AdamW learning rate
-    sft_batch: int = 64  # warm-up sentences per step
+    seed: int = 0  # model init, corpus, preference and evaluation sampling (fdpo.engine.seed drives data order)
+    warmup: WarmUpConfig = dataclasses.field(default_factory=WarmUpConfig)  # the reference policy's model and warm-up
     heldout_topics: int = 2  # the last k topics are kept out of the training pairs and used for evaluation
     train_pairs: int = 1024  # training preference pairs (split evenly over the training prompts)
     eval_pairs: int = 128  # held-out preference pairs for the trainer's eval ECE / accuracy
@@ -88,33 +86,31 @@ class FDPOLMConfig:
     # sharp as count preferences on reference-length (4.5-word) answers
     reward_scale: float = 4.0
     length_penalty: float = 0.05  # subtracted per word from R: keeps answers off the max_new_tokens cap
-    lr: float = 1e-3  # f-DPO AdamW learning rate
-    batch_size: int = 32  # f-DPO preference pairs per step
     samples_per_prompt: int = 128  # evaluation samples per held-out prompt and policy
-    max_new_tokens: int = 10  # sampling cap (corpus responses have at most response_words[1] + 2 tokens)
+    max_new_tokens: int = 10  # sampling cap (corpus responses have at most warmup.response_words[1] + 2 tokens)
     resume: bool = False  # resume every training run from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # f-DPO training loop settings
+    # f-DPO settings shared by every divergence (its divergence is set per run from `divergences`); its
+    # engine also runs the warm-up (with warmup.steps steps)
+    fdpo: FDPOConfig = dataclasses.field(default_factory=_default_fdpo)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        **lm.CORPUS_CHECKS,
         divergences=Tuple(each=IsDivergence(parse=divergence, capability="implicit_reward"), min_len=1),
-        beta=Number(gt=0), seed=Int(ge=0), train_pairs=Int(ge=1), eval_pairs=Int(ge=1), reward_per_word=Bool(),
-        reward_scale=Number(gt=0),
-        length_penalty=Number(ge=0), lr=Number(gt=0), batch_size=Int(ge=1), samples_per_prompt=Int(ge=1),
-        max_new_tokens=Int(ge=1), resume=Bool(), engine=Instance(EngineConfig),
+        seed=Int(ge=0), warmup=Instance(WarmUpConfig), heldout_topics=Int(ge=1, le=len(lm.TOPICS) - 1),
+        train_pairs=Int(ge=1), eval_pairs=Int(ge=1), reward_per_word=Bool(), reward_scale=Number(gt=0),
+        length_penalty=Number(ge=0), samples_per_prompt=Int(ge=1), max_new_tokens=Int(ge=1), resume=Bool(),
+        fdpo=Instance(FDPOConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
-        lm.check_corpus_config(self)
+        self.warmup.check_cap(self.max_new_tokens)
+        refuse_owned(self, {"fdpo.divergence": "divergences"})
 
 
 def warm_up(config: FDPOLMConfig, tokenizer, out_dir: Path) -> tuple[torch.nn.Module, float]:
     """The frozen reference policy (supervised warm-up through the engine) and its final loss."""
-    c = config
-    return lm.warm_up(tokenizer, out_dir / "warmup", c.engine, seed=c.seed, n_layer=c.n_layer, n_embd=c.n_embd,
-                      corpus_size=c.corpus_size, p_good=c.p_good, p_bad=c.p_bad, response_words=c.response_words,
-                      steps=c.sft_steps, lr=c.sft_lr, batch=c.sft_batch, resume=c.resume)
+    return _warm_up(config.warmup, tokenizer, out_dir / "warmup", config.fdpo.engine, seed=config.seed,
+                    resume=config.resume)
 
 
 # ------------------------------------------------------- preferences, metrics
@@ -177,10 +173,8 @@ def _train_one(spec: str, ref: torch.nn.Module, tokenizer, train_rows: list[dict
                config: FDPOLMConfig, out_dir: Path) -> tuple[torch.nn.Module, dict[str, float]]:
     """One f-DPO run from a copy of ``ref``; returns the trained policy and its last logged metrics."""
     policy = copy.deepcopy(ref).requires_grad_(True).train()
-    engine = run_engine(config.engine, out_dir / "fdpo" / re.sub(r"[^\w.-]", "_", spec))
-    fcfg = FDPOConfig(divergence=divergence(spec), beta=config.beta, lr=config.lr, batch_size=config.batch_size,
-                      max_length=8 + config.max_new_tokens + 1, max_prompt_length=8, eval_batch_size=128,
-                      engine=engine)
+    engine = run_engine(config.fdpo.engine, out_dir / "fdpo" / re.sub(r"[^\w.-]", "_", spec))
+    fcfg = dataclasses.replace(config.fdpo, divergence=divergence(spec), engine=engine)
     trainer = FDPOTrainer(policy, tokenizer, train_rows, eval_dataset=eval_rows, ref_model=ref, config=fcfg)
     result = trainer.train(resume=resumable(engine, config.resume))
     return trainer.model.cpu().eval(), result.metrics
@@ -210,7 +204,7 @@ def _summary(rows: list[dict], ref: dict[str, float], sft_loss: float) -> dict:
 
 @recipe("fdpo-lm", FDPOLMConfig,
         "f-DPO on a warmed-up tiny GPT-2 with a computable reward: reward, diversity and KL per divergence",
-        full_size=("corpus_size=3000", "sft_steps=300", "train_pairs=1024", "engine.max_steps=120",
+        full_size=("warmup.corpus_size=3000", "warmup.steps=300", "train_pairs=1024", "fdpo.engine.max_steps=120",
                    "samples_per_prompt=128"))
 def run_fdpo_lm(config: FDPOLMConfig, out_dir: Path) -> RecipeResult:
     tokenizer = lm.build_tokenizer()

@@ -30,6 +30,7 @@ one core, every member covering the same modes as at the defaults.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -37,15 +38,10 @@ import torch
 from torch import nn
 
 from ..divergences import available_divergences, categorical_divergence, divergence
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Trainer, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, StepOutput, Tuple, validate
 from ._plots import density_grid_plot
+from ._engines import fit_task, unclipped_engine
 from ._registry import RecipeResult, recipe
-from ._runs import resumable, run_engine
-
-
-def _default_engine() -> EngineConfig:
-    # independent fits share one optimizer: a global clip would couple them
-    return EngineConfig(max_steps=1500, log_every=50, max_grad_norm=None, progress=True)
 
 
 @dataclasses.dataclass
@@ -61,7 +57,7 @@ class FitConfig:
     coverage: float = 0.25  # a mode counts as covered if Q puts >= coverage x P's mass in its +-2 std window
     mode_starts: bool = True  # start each fit from the best of: the default start, one on each target component
     resume: bool = False  # resume every training run from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
+    engine: EngineConfig = dataclasses.field(default_factory=functools.partial(unclipped_engine, 1500, 50))  # the fits
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         divergences=Tuple(each=IsDivergence(parse=divergence)), weights=Tuple(each=Number(gt=0), min_len=2),
@@ -181,9 +177,7 @@ def _evaluate(task: FitTask, fits: nn.ModuleDict) -> list[dict]:
         full_size=("engine.max_steps=6000", "grid=(-16.0, 16.0, 8192)", "lr=0.025"))
 def run_fit(config: FitConfig, out_dir: Path) -> RecipeResult:
     task = FitTask(config)
-    engine = run_engine(config.engine, out_dir)
-    trainer = Trainer(task, engine)
-    trainer.fit(resume=resumable(engine, config.resume))
+    trainer = fit_task(task, config.engine, out_dir, resume=config.resume)
     fits = trainer.models["fits"]
     rows = _evaluate(task, fits)
     with torch.no_grad():

@@ -11,9 +11,10 @@ by default, a built-in synthetic text that needs nothing offline: ``sentences`` 
 ended by the ``separator`` token, EOS by default) and holds out ``valid_fraction`` of the documents.
 
 Models, both trained on the engine on the same training blocks: the MDLM teacher
-(:class:`divmin.diffusion.MDLMTransformer`, ``width`` x ``depth``, :class:`~divmin.diffusion.MDLMTrainer`,
-``mdlm_steps`` steps) and the judge (:func:`divmin.lm.tiny_judge`, ``judge_layers`` x ``judge_embd``,
-:class:`~divmin.lm.JudgeTrainer`, ``judge_steps`` steps), as MDLM papers judge with GPT-2 Large.
+(:class:`divmin.diffusion.MDLMTransformer`, ``width`` x ``depth``, :class:`~divmin.diffusion.MDLMTrainer`
+with the nested ``mdlm`` settings, ``mdlm.engine.max_steps`` steps) and the judge (:func:`divmin.lm.tiny_judge`,
+``judge_layers`` x ``judge_embd``, :class:`~divmin.lm.JudgeTrainer` with the nested ``judge`` settings,
+``judge.engine.max_steps`` steps), as MDLM papers judge with GPT-2 Large.
 
 Reported, one row per number of sampling steps in ``nfes``: the generative perplexity of
 ``samples`` MDLM samples under the judge (``gen_ppl``, :func:`divmin.eval.generative_perplexity`)
@@ -27,7 +28,8 @@ which the judge's should approach. ``mdlm_text.png`` plots gen_ppl and entropy a
 (``.json`` + ``.safetensors``, read with :func:`divmin.engine.load_tree`) the trained state dicts.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run mdlm-text --out runs/mdlm-text --full``, that is
-``--set mdlm_steps=3000 --set judge_steps=1500 --set samples=1024``.
+``--set mdlm.engine.max_steps=3000 --set judge.engine.max_steps=1500 --set samples=1024
+--set mdlm.eval_samples=1024``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, at
 from ..eval import generative_perplexity, unigram_entropy
 from ..lm import ARJudge, JudgeConfig, JudgeTrainer, tiny_judge, word_tokenizer
 from ._plots import plt, save_figure
+from ._engines import refuse_owned
 from ._registry import RecipeResult, is_main_process, recipe
 from ._runs import resumable, run_engine
 
@@ -53,8 +56,15 @@ __all__ = ["MDLMTextConfig", "run_mdlm_text", "synthetic_text"]
 _WORDS = [c + v for v in "aeiou" for c in "bdgklmnprstvz"]  # 65 made-up words of the built-in text
 
 
-def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=1, log_every=200, progress=True, tensorboard=False, max_grad_norm=1.0)
+def _default_mdlm() -> MDLMConfig:
+    # its in-training evaluation (at the last step, metrics.jsonl) samples like the table's largest NFE row
+    engine = EngineConfig(max_steps=800, log_every=200, progress=True, tensorboard=False, max_grad_norm=1.0)
+    return MDLMConfig(batch_size=64, lr=1e-3, eval_samples=256, eval_nfe=16, engine=engine)
+
+
+def _default_judge() -> JudgeConfig:
+    engine = EngineConfig(max_steps=400, log_every=200, progress=True, tensorboard=False, max_grad_norm=1.0)
+    return JudgeConfig(batch_size=64, lr=3e-3, engine=engine)
 
 
 @dataclasses.dataclass
@@ -72,37 +82,34 @@ class MDLMTextConfig:
     order: int = 1  # built-in text: Markov order (1 or 2)
     sharpness: float = 2.0  # built-in text: scale of the chain's logits (larger = more predictable)
     data_seed: int = 0  # built-in text: the chain and its lines; also the document shuffle
+    seed: int = 0  # both models' init and training runs (their engine seed), and the sampling of the table
     width: int = 64  # MDLM transformer width
     depth: int = 2  # MDLM transformer layers
     heads: int = 4  # MDLM attention heads
-    mdlm_steps: int = 800  # MDLM training steps
-    mdlm_lr: float = 1e-3  # MDLM AdamW learning rate
     judge_layers: int = 1  # judge GPT-2 layers
     judge_embd: int = 64  # judge GPT-2 width
-    judge_steps: int = 400  # judge training steps
-    judge_lr: float = 3e-3  # judge AdamW learning rate
-    batch_size: int = 64  # blocks per step (both models)
     nfes: tuple[int, ...] = (1, 2, 4, 8, 16)  # sampling steps of the MDLM rows
     samples: int = 256  # MDLM samples per NFE
     entropy_per_sequence: bool = False  # entropy per sample (long real-text blocks) instead of over all tokens
     num_threads: int | None = 1  # torch intra-op threads (tiny models: 1 is fastest); None = as is
     resume: bool = False  # resume every training run (judge, MDLM) from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # seed, device, logging (steps above)
+    mdlm: MDLMConfig = dataclasses.field(default_factory=_default_mdlm)  # MDLM training (mdlm.engine.max_steps...)
+    judge: JudgeConfig = dataclasses.field(default_factory=_default_judge)  # judge training (judge.engine.max_steps...)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         text_file=Instance((str, Path), optional=True), tokenizer=Instance((str, Path), optional=True),
         max_words=Int(ge=1, optional=True), split=OneOf(TEXT_SPLITS), separator=OneOf((*SEPARATORS, "none")),
         block_length=Int(ge=2),
         valid_fraction=Number(gt=0, lt=1), words=Int(ge=2, le=len(_WORDS)), sentence_length=Int(ge=3),
-        sentences=Int(ge=2), order=Int(ge=1, le=2), sharpness=Number(ge=0), data_seed=Int(ge=0), width=Int(ge=2),
-        depth=Int(ge=1), heads=Int(ge=1), mdlm_steps=Int(ge=1), mdlm_lr=Number(gt=0), judge_layers=Int(ge=1),
-        judge_embd=Int(ge=2), judge_steps=Int(ge=1), judge_lr=Number(gt=0), batch_size=Int(ge=1),
+        sentences=Int(ge=2), order=Int(ge=1, le=2), sharpness=Number(ge=0), data_seed=Int(ge=0), seed=Int(ge=0),
+        width=Int(ge=2), depth=Int(ge=1), heads=Int(ge=1), judge_layers=Int(ge=1), judge_embd=Int(ge=2),
         nfes=Tuple(each=Int(ge=1), min_len=1), samples=Int(ge=1), entropy_per_sequence=Bool(),
-        num_threads=Int(ge=1, optional=True), resume=Bool(), engine=Instance(EngineConfig),
+        num_threads=Int(ge=1, optional=True), resume=Bool(), mdlm=Instance(MDLMConfig), judge=Instance(JudgeConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
+        refuse_owned(self, {"mdlm.engine.seed": "seed", "judge.engine.seed": "seed"})
         if self.width % self.heads or self.width % 2:
             raise ValueError(f"`width` ({self.width}) must be even and divisible by `heads` ({self.heads})")
         if self.judge_embd % 2:
@@ -139,21 +146,16 @@ def _exact_ppl(blocks: TextBlocks, lang: MarkovLanguage, c: MDLMTextConfig) -> f
     return math.exp(-float(lang.log_prob(words).sum()) / blocks.valid.numel())
 
 
-def _engine(c: MDLMTextConfig, steps: int, out: Path) -> EngineConfig:
-    return run_engine(c.engine, out, max_steps=steps, eval_every=None)
-
-
 def _train(c: MDLMTextConfig, blocks: TextBlocks, out_dir: Path) -> tuple[MaskedDiffusionLM, ARJudge]:
     v, length = blocks.vocab_size, c.block_length
-    judge_cfg = JudgeConfig(batch_size=c.batch_size, lr=c.judge_lr, engine=_engine(c, c.judge_steps, out_dir / "judge"))
-    trainer = JudgeTrainer(tiny_judge(v, length, seed=c.engine.seed, n_layer=c.judge_layers, n_embd=c.judge_embd),
-                           blocks.train, judge_cfg, valid=blocks.valid)
+    judge_cfg = dataclasses.replace(c.judge, engine=run_engine(c.judge.engine, out_dir / "judge", seed=c.seed))
+    trainer = JudgeTrainer(tiny_judge(v, length, seed=c.seed, n_layer=c.judge_layers, n_embd=c.judge_embd),
+                           blocks.train, config=judge_cfg, valid=blocks.valid)
     trainer.train(resume=resumable(judge_cfg.engine, c.resume))
     judge = trainer.judge.eval().requires_grad_(False)
     net = MDLMTransformer(v, length, width=c.width, depth=c.depth, heads=c.heads)
-    mdlm_cfg = MDLMConfig(batch_size=c.batch_size, lr=c.mdlm_lr, eval_samples=c.samples, eval_nfe=max(c.nfes),
-                          engine=_engine(c, c.mdlm_steps, out_dir / "mdlm"))
-    mdlm = MDLMTrainer(MaskedDiffusionLM(net, v, length), blocks.train, mdlm_cfg, judge=judge)
+    mdlm_cfg = dataclasses.replace(c.mdlm, engine=run_engine(c.mdlm.engine, out_dir / "mdlm", seed=c.seed))
+    mdlm = MDLMTrainer(MaskedDiffusionLM(net, v, length), blocks.train, config=mdlm_cfg, judge=judge)
     mdlm.train(resume=resumable(mdlm_cfg.engine, c.resume))  # its evaluation logs eval/gen_ppl under the judge at the last step (metrics.jsonl)
     return mdlm.model.eval(), judge
 
@@ -164,7 +166,8 @@ def _quality(samples: Tensor, judge: ARJudge, c: MDLMTextConfig, vocab_size: int
 
 
 @recipe("mdlm-text", MDLMTextConfig, "MDLM + an autoregressive judge on a text file: generative perplexity vs NFE",
-        full_size=("mdlm_steps=3000", "judge_steps=1500", "samples=1024"))
+        full_size=("mdlm.engine.max_steps=3000", "judge.engine.max_steps=1500", "samples=1024",
+                   "mdlm.eval_samples=1024"))
 def run_mdlm_text(config: MDLMTextConfig, out_dir: Path) -> RecipeResult:
     c, lang = config, None
     if c.text_file is None:
@@ -181,13 +184,13 @@ def run_mdlm_text(config: MDLMTextConfig, out_dir: Path) -> RecipeResult:
     rows = [{"model": "held-out text", "nfe": None, **_quality(blocks.valid, judge, c, v)}]
     texts = []
     for nfe in c.nfes:
-        x = mdlm.sample(c.samples, nfe=nfe, generator=torch.Generator().manual_seed(c.engine.seed + nfe)).cpu()
+        x = mdlm.sample(c.samples, nfe=nfe, generator=torch.Generator().manual_seed(c.seed + nfe)).cpu()
         rows.append({"model": "mdlm", "nfe": nfe, **_quality(x, judge, c, v)})
         texts += [f"# nfe={nfe}", *blocks.decode(x[:4]), ""]
     atomic_write(out_dir / "samples.txt", "\n".join(texts))
     with torch.no_grad():
         nelbo = float(mdlm.loss(blocks.valid.to(next(mdlm.parameters()).device),
-                                generator=torch.Generator().manual_seed(c.engine.seed)).mean()) / c.block_length
+                                generator=torch.Generator().manual_seed(c.seed)).mean()) / c.block_length
     ppl = {r["nfe"]: r["gen_ppl"] for r in rows[1:]}
     summary = {"vocab_size": v, "train_blocks": blocks.train.shape[0], "valid_blocks": blocks.valid.shape[0],
                "judge_valid_ppl": rows[0]["gen_ppl"], "mdlm_valid_ppl_bound": math.exp(nelbo),

@@ -10,8 +10,8 @@ utterances each (another corpus seed), with ``test_noise`` noise; creaky voice (
 Rd 0.5, 4 % jitter, 12 % shimmer) never appears in training.
 
 Methods: ``model`` (:class:`divmin.speech.SpeechToEGG`, adversarial latent term of weight
-``adv_weight``, ramped up over ``adv_warmup_fraction`` of the speech-encoder steps, with the
-registry divergence ``divergence``: Jensen-Shannon by default, whose f >= 0 pulls each code's
+``speech.adv_weight``, ramped up over ``adv_warmup_fraction`` of the speech-encoder steps, with the
+registry divergence ``speech.divergence``: Jensen-Shannon by default, whose f >= 0 pulls each code's
 estimated ratio to 1; with the paper's reverse KL, f = -log r rewards ever larger critic logits
 and training collapsed in some of our seeds), ``no-adversary`` (the same network
 and steps, ``adv_weight = 0``) and ``zff`` (:func:`divmin.speech.zff_gci` on the speech). The
@@ -27,7 +27,9 @@ condition for each method, ZFF as the baseline bar (grey, hatched), and the mean
 (first condition of the first test voice).
 
 Full-size run (``divmin recipes`` shows it): ``divmin run speech-egg --out runs/speech-egg --full``, that is
-``--set engine.max_steps=3000 --set train_utterances=96 --set test_utterances=20 --set hidden=32``.
+``--set speech.engine.max_steps=3000 --set train_utterances=96 --set test_utterances=20 --set speech.hidden=32``.
+The network and its training are the nested method config ``speech``
+(:class:`divmin.speech.SpeechToEGGConfig`: ``speech.lr``, ``speech.critic_steps``, ``speech.frame_len``...).
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, validate
 from ..eval import detect_egg_instants, gci_metrics
 from ..speech import CHANNELS, NOISE_COLORS, VOICE_QUALITIES, SpeechToEGG, SpeechToEGGConfig, synthesize_corpus, zff_gci
 from ._plots import plt, save_figure
-from ._registry import RecipeResult, recipe, torch_threads
+from ._engines import refuse_owned
+from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 
 __all__ = ["SpeechEGGConfig", "run_speech_egg"]
@@ -49,8 +52,13 @@ __all__ = ["SpeechEGGConfig", "run_speech_egg"]
 METHODS = ("model", "no-adversary", "zff")
 
 
-def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=600, log_every=100, progress=True, tensorboard=False, lr_schedule="cosine")
+def _default_speech() -> SpeechToEGGConfig:
+    # ae_steps and adv_warmup are set per run from `ae_fraction` and `adv_warmup_fraction` (0 here: valid for
+    # any speech.engine.max_steps); adv_weight is the `model` row's (the no-adversary row uses 0)
+    engine = EngineConfig(max_steps=600, log_every=100, progress=True, tensorboard=False, lr_schedule="cosine")
+    return SpeechToEGGConfig(frame_len=256, hop=64, hidden=16, batch_size=16, ae_steps=0, critic_steps=3,
+                             adv_weight=0.1, adv_warmup=0, divergence="js", deriv_weight=10.0, lr=3e-3,
+                             lr_critic=3e-3, engine=engine)
 
 
 @dataclasses.dataclass
@@ -69,23 +77,16 @@ class SpeechEGGConfig:
     test_noise: str = "pink"  # noise colour of the test utterances
     test_utterances: int = 6  # utterances per test condition
     seed: int = 0  # data seeds (train corpus seed + 1, test seed + 2) and engine seed
-    adv_weight: float = 0.1  # weight of the adversarial latent term of `model`
-    adv_warmup_fraction: float = 0.5  # share of the speech-encoder steps over which that weight ramps up
-    critic_steps: int = 3  # critic updates per speech-encoder update
-    lr_critic: float = 3e-3  # Adam learning rate of the critic
-    divergence: str = "js"  # registry divergence of the latent matching ("reverse_kl" = the paper's KL)
-    deriv_weight: float = 10.0  # EGG-derivative weight of the reconstruction loss
-    frame_len: int = 256  # samples per frame
-    hidden: int = 16  # conv channels
-    batch_size: int = 16  # frames per step
-    lr: float = 3e-3  # Adam learning rate
+    adv_warmup_fraction: float = 0.5  # share of the speech-encoder steps over which adv_weight ramps up
     ae_fraction: float = 0.4  # share of engine steps spent on the EGG autoencoder
     detect_threshold: float = 0.3  # dEGG peak threshold (share of the max) on predicted EGGs
     smooth_ms: float = 1.0  # Hann smoothing of the predicted dEGG before peak picking
     period_fraction: float = 0.5  # GCIs at least this share of the average pitch period apart
     num_threads: int | None = 1  # torch intra-op threads during the run; None = as is
     resume: bool = False  # resume every training run (model, no-adversary) from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)
+    # both networks' training (the paper's knobs: speech.divergence, the registry divergence of the latent
+    # matching, "reverse_kl" = the paper's KL; speech.adv_weight, speech.critic_steps, speech.lr...)
+    speech: SpeechToEGGConfig = dataclasses.field(default_factory=_default_speech)
 
     CHECKS = dict(
         sample_rate=Number(ge=8000), duration=Number(gt=0), train_utterances=Int(ge=1),
@@ -94,37 +95,35 @@ class SpeechEGGConfig:
         train_channels=Tuple(each=OneOf(CHANNELS), min_len=1),
         test_voices=Tuple(each=OneOf(VOICE_QUALITIES), min_len=1),
         test_snr_db=Tuple(each=Number(), min_len=1), test_channels=Tuple(each=OneOf(CHANNELS), min_len=1),
-        test_noise=OneOf(NOISE_COLORS), test_utterances=Int(ge=1), seed=Int(ge=0), adv_weight=Number(gt=0),
-        adv_warmup_fraction=Number(ge=0, le=1), critic_steps=Int(ge=1), lr_critic=Number(gt=0),
-        divergence=IsDivergence(), deriv_weight=Number(ge=0), frame_len=Int(ge=8), hidden=Int(ge=1),
-        batch_size=Int(ge=1), lr=Number(gt=0), ae_fraction=Number(gt=0, lt=1), detect_threshold=Number(gt=0, lt=1),
+        test_noise=OneOf(NOISE_COLORS), test_utterances=Int(ge=1), seed=Int(ge=0),
+        adv_warmup_fraction=Number(ge=0, le=1), ae_fraction=Number(gt=0, lt=1), detect_threshold=Number(gt=0, lt=1),
         smooth_ms=Number(ge=0), period_fraction=Number(gt=0, lt=1),
-        num_threads=Int(ge=1, optional=True), resume=Bool(), engine=Instance(EngineConfig),
+        num_threads=Int(ge=1, optional=True), resume=Bool(), speech=Instance(SpeechToEGGConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
+        refuse_owned(self, {"speech.ae_steps": "ae_fraction", "speech.adv_warmup": "adv_warmup_fraction",
+                            "speech.engine.seed": "seed"})
+        if self.speech.adv_weight == 0:
+            raise ValueError("`speech.adv_weight` must be > 0: it is the `model` row's (no-adversary is the 0 row)")
 
 
 @recipe("speech-egg", SpeechEGGConfig, "speech to EGG (adversarial prior) vs no adversary vs ZFF: GCI IDR/MR/FAR/IDA",
-        full_size=("engine.max_steps=3000", "train_utterances=96", "test_utterances=20", "hidden=32"))
+        full_size=("speech.engine.max_steps=3000", "train_utterances=96", "test_utterances=20", "speech.hidden=32"))
 def run_speech_egg(config: SpeechEGGConfig, out_dir: Path) -> RecipeResult:
-    with torch_threads(config.num_threads):
-        return _run(config, out_dir)
+    return _run(config, out_dir)
 
 
 def _train(c: SpeechEGGConfig, adv_weight: float, out: Path) -> SpeechToEGG:
     corpus = synthesize_corpus(c.train_utterances, voices=c.train_voices, f0=c.train_f0, snr_db=c.train_snr_db,
                                noises=c.train_noises, channels=c.train_channels, duration=c.duration,
                                sample_rate=c.sample_rate, seed=c.seed + 1)
-    engine = run_engine(c.engine, out, seed=c.seed)
+    engine = run_engine(c.speech.engine, out, seed=c.seed)
     ae_steps = max(1, int(c.ae_fraction * engine.max_steps))
-    cfg = SpeechToEGGConfig(frame_len=c.frame_len, hop=c.frame_len // 4, hidden=c.hidden, batch_size=c.batch_size,
-                            ae_steps=ae_steps, adv_weight=adv_weight,
-                            adv_warmup=int(c.adv_warmup_fraction * (engine.max_steps - ae_steps)),
-                            divergence=c.divergence, deriv_weight=c.deriv_weight, lr=c.lr, critic_steps=c.critic_steps,
-                            lr_critic=c.lr_critic, engine=engine)
-    model = SpeechToEGG(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]), cfg)
+    cfg = dataclasses.replace(c.speech, ae_steps=ae_steps, adv_weight=adv_weight,
+                              adv_warmup=int(c.adv_warmup_fraction * (engine.max_steps - ae_steps)), engine=engine)
+    model = SpeechToEGG(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]), config=cfg)
     model.train(resume=resumable(engine, c.resume))
     return model
 
@@ -139,7 +138,7 @@ def _pooled(parts: list) -> dict[str, float]:
 
 
 def _run(c: SpeechEGGConfig, out_dir: Path) -> RecipeResult:
-    nets = {"model": _train(c, c.adv_weight, out_dir / "model"),
+    nets = {"model": _train(c, c.speech.adv_weight, out_dir / "model"),
             "no-adversary": _train(c, 0.0, out_dir / "no-adversary")}
     rows, example = [], None
     for voice in c.test_voices:
@@ -167,7 +166,7 @@ def _run(c: SpeechEGGConfig, out_dir: Path) -> RecipeResult:
                "model_beats_zff_in": [k for k in conds if idr["model", k] > idr["zff", k]],
                "adversary_helps_in": [k for k in conds if idr["model", k] > idr["no-adversary", k]]}
     plots = [_idr_plot(rows, conds, mean, out_dir / "speech_egg.png"),
-             _plot(*example, c.sample_rate, c.frame_len, out_dir / "speech_egg_frame.png")]
+             _plot(*example, c.sample_rate, c.speech.frame_len, out_dir / "speech_egg_frame.png")]
     return RecipeResult(["method", "condition", "idr", "mr", "far", "ida_ms"], rows, [str(p) for p in plots], summary)
 
 

@@ -5,9 +5,9 @@ split into train and test by ``split_seed``) or ``"fashion-mnist"`` (the 28x28 I
 of Debian's ``dataset-fashion-mnist``, read by :func:`divmin.data.fashion_mnist`; its
 train and t10k splits, subsampled to ``train_size`` / ``test_size`` by ``split_seed``).
 Pixels are in [0, 1]. Each method trains the same MLP with
-:class:`divmin.robust.RobustTrainer` (L∞ ball of radius ``eps``, ``attack_steps``-step
-attacks, beta for TRADES and WEAT). Reported per method (means over ``seeds``): clean
-accuracy, accuracy under PGD-``pgd_steps`` (random start), under AutoAttack
+:class:`divmin.robust.RobustTrainer` under the nested method config ``weat`` (L∞ ball of radius
+``weat.eps``, ``weat.steps``-step attacks, ``weat.beta`` for TRADES and WEAT). Reported per method
+(means over ``seeds``): clean accuracy, accuracy under PGD-``weat.eval_steps`` (random start), under AutoAttack
 (``autoattack_acc``, on the first ``autoattack_size`` test examples, only when the optional
 ``torchattacks`` package is importable, or never with ``autoattack=False``), the energy gap
 mean E(x') - mean E(x) between PGD examples and natural ones, and TRADES' KL(p(x) ‖ p(x'))
@@ -21,7 +21,7 @@ the panel says so in its title and legend. Energy traces (the paper's phases of 
 training): ``weat_energy.png`` plots, per
 method (first seed), the training batches' mean E(x) and E(x') of the training attack
 every ``trace_every`` steps (default: once an epoch) and the test split's E(x) and E(x')
-under PGD every ``eval_every`` steps; ``summary["train_energy_gap"]`` condenses the training
+under PGD every ``weat.engine.eval_every`` steps; ``summary["train_energy_gap"]`` condenses the training
 gap E(x') - E(x) of each attacked method (first, min, max, last).
 
 Generation: each trained classifier draws ``sgld_per_class`` samples per class by SGLD on
@@ -34,7 +34,7 @@ features; ``summary["init"]`` gives both for the starts themselves.
 ``weat_samples.png`` shows one sample per class and method (first seed).
 
 Full-size run (``divmin recipes`` shows it): ``divmin run weat --out runs/weat --full``, that is
-``--set engine.max_steps=3000 --set eval_every=300 --set "seeds=(0, 1, 2)"``; Fashion-MNIST:
+``--set weat.engine.max_steps=3000 --set weat.engine.eval_every=300 --set "seeds=(0, 1, 2)"``; Fashion-MNIST:
 add ``--set dataset=fashion-mnist`` (10000 training and 2000 test images by default).
 """
 
@@ -50,23 +50,28 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
+from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, validate
 from ..eval import frechet_distance
 from ..robust import (OBJECTIVES, SGLD_INITS, RobustConfig, RobustTrainer, autoattack_accuracy, autoattack_available,
                       robustness_metrics, sgld_sample)
 from ._plots import figure_legend, plt, save_figure
-from ._registry import RecipeResult, recipe, torch_threads
+from ._engines import refuse_owned
+from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine, run_history
 
-__all__ = ["WEATConfig", "run_weat"]
+__all__ = ["WEATRecipeConfig", "run_weat"]
 
 
-def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=600, log_every=100, progress=True, tensorboard=False, max_grad_norm=None)
+def _default_weat() -> RobustConfig:
+    # the engine's log_every is set per run from `trace_every` (default: once an epoch)
+    engine = EngineConfig(max_steps=600, log_every=100, eval_every=100, progress=True, tensorboard=False,
+                          max_grad_norm=None)
+    return RobustConfig(eps=0.1, steps=10, beta=6.0, divergence="forward_kl", weat_normalize=False, eval_steps=20,
+                        lr=1e-3, batch_size=128, engine=engine)
 
 
 @dataclasses.dataclass
-class WEATConfig:
+class WEATRecipeConfig:
     methods: tuple[str, ...] = ("standard", "pgd-at", "trades", "weat")  # names in divmin.robust.OBJECTIVES
     seeds: tuple[int, ...] = (0,)  # model init, data order and attacks; rows average over them
     dataset: str = "digits"  # a name in DATASETS: "digits" or "fashion-mnist"
@@ -75,15 +80,6 @@ class WEATConfig:
     train_size: int = 10000  # Fashion-MNIST training images used (of 60000)
     test_size: int = 2000  # Fashion-MNIST test images used (of 10000)
     width: int = 256  # hidden width of the MLP (2 hidden layers)
-    eps: float = 0.1  # L∞ radius (pixels in [0, 1])
-    attack_steps: int = 10  # training attack steps
-    pgd_steps: int = 20  # evaluation PGD steps
-    beta: float = 6.0  # TRADES / WEAT divergence weight
-    divergence: str = "forward_kl"  # D(p(x) || p(x')) of TRADES and WEAT
-    weat_normalize: bool = False  # WEAT's weights divided by their batch mean (the paper: raw weights)
-    lr: float = 1e-3  # AdamW learning rate
-    batch_size: int = 128  # examples per step
-    eval_every: int = 100  # steps between the test-energy evaluations
     trace_every: int | None = None  # steps between training-energy records (None: one epoch)
     autoattack: bool = True  # run AutoAttack when torchattacks is importable (False: never)
     autoattack_size: int = 1000  # test examples AutoAttack sees (the first ones)
@@ -95,22 +91,26 @@ class WEATConfig:
     sgld_noise: float = 0.01  # SGLD noise sigma
     num_threads: int | None = 1  # torch intra-op threads during the run; None = as is
     resume: bool = False  # resume every training run (judge, each method and seed) from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop (max_steps etc.)
+    # every method's training (its objective set per run from `methods`): weat.eps is the L∞ radius (pixels in
+    # [0, 1]) of training and evaluation attacks, weat.steps the training attack's steps, weat.eval_steps the
+    # evaluation PGD's, weat.engine.eval_every the steps between test-energy evaluations
+    weat: RobustConfig = dataclasses.field(default_factory=_default_weat)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         methods=Tuple(each=OneOf(OBJECTIVES), min_len=1), seeds=Tuple(each=Int(ge=0), min_len=1),
         dataset=OneOf(lambda: list(DATASETS)), split_seed=Int(ge=0), test_fraction=Number(gt=0, lt=1),
-        train_size=Int(ge=10), test_size=Int(ge=10), width=Int(ge=1), eps=Number(ge=0), attack_steps=Int(ge=1),
-        pgd_steps=Int(ge=1), beta=Number(ge=0), divergence=IsDivergence(), weat_normalize=Bool(), lr=Number(gt=0),
-        batch_size=Int(ge=1),
-        eval_every=Int(ge=1), trace_every=Int(ge=1, optional=True), autoattack=Bool(), autoattack_size=Int(ge=1),
-        sgld_init=OneOf(SGLD_INITS), pca_components=Int(ge=1), sgld_per_class=Int(ge=1), sgld_steps=Int(ge=1),
-        sgld_step_size=Number(ge=0), sgld_noise=Number(ge=0), num_threads=Int(ge=1, optional=True), resume=Bool(),
-        engine=Instance(EngineConfig),
+        train_size=Int(ge=10), test_size=Int(ge=10), width=Int(ge=1), trace_every=Int(ge=1, optional=True),
+        autoattack=Bool(), autoattack_size=Int(ge=1), sgld_init=OneOf(SGLD_INITS), pca_components=Int(ge=1),
+        sgld_per_class=Int(ge=1), sgld_steps=Int(ge=1), sgld_step_size=Number(ge=0), sgld_noise=Number(ge=0),
+        num_threads=Int(ge=1, optional=True), resume=Bool(), weat=Instance(RobustConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
+        refuse_owned(self, {"weat.objective": "methods", "weat.engine.seed": "seeds",
+                            "weat.engine.log_every": "trace_every"})
+        if self.weat.engine.eval_every is None:
+            raise ValueError("`weat.engine.eval_every` must be set: the test energies are traced at every evaluation")
 
 
 Splits = tuple[TensorDataset, TensorDataset]
@@ -142,7 +142,7 @@ def fashion(train_size: int, test_size: int, seed: int) -> Splits:
 
 
 # the recipe's data sets by name: config -> (train, test), flat inputs in [0, 1], 10 classes
-DATASETS: dict[str, Callable[[WEATConfig], Splits]] = {
+DATASETS: dict[str, Callable[[WEATRecipeConfig], Splits]] = {
     "digits": lambda c: digits(c.test_fraction, c.split_seed),
     "fashion-mnist": lambda c: fashion(c.train_size, c.test_size, c.split_seed),
 }
@@ -153,20 +153,18 @@ def _mlp(d: int, width: int, seed: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
 
 
-@recipe("weat", WEATConfig, "standard, PGD-AT, TRADES and WEAT on digits / Fashion-MNIST: robust accuracy and energies",
-        full_size=("engine.max_steps=3000", "eval_every=300", "seeds=(0, 1, 2)"))
-def run_weat(config: WEATConfig, out_dir: Path) -> RecipeResult:
-    with torch_threads(config.num_threads):
-        return _run(config, out_dir)
+@recipe("weat", WEATRecipeConfig,
+        "standard, PGD-AT, TRADES and WEAT on digits / Fashion-MNIST: robust accuracy and energies",
+        full_size=("weat.engine.max_steps=3000", "weat.engine.eval_every=300", "seeds=(0, 1, 2)"))
+def run_weat(config: WEATRecipeConfig, out_dir: Path) -> RecipeResult:
+    return _run(config, out_dir)
 
 
-def _train(c: WEATConfig, method: str, seed: int, train: TensorDataset, test: TensorDataset,
+def _train(c: WEATRecipeConfig, method: str, seed: int, train: TensorDataset, test: TensorDataset,
            out: Path) -> tuple[RobustTrainer, list[dict[str, float]]]:
-    epoch = -(-len(train) // c.batch_size)
-    engine = run_engine(c.engine, out, seed=seed, eval_every=c.eval_every, log_every=c.trace_every or epoch)
-    cfg = RobustConfig(objective=method, eps=c.eps, steps=c.attack_steps, beta=c.beta, divergence=c.divergence,
-                       weat_normalize=c.weat_normalize,
-                       eval_steps=c.pgd_steps, lr=c.lr, batch_size=c.batch_size, engine=engine)
+    epoch = -(-len(train) // c.weat.batch_size)
+    engine = run_engine(c.weat.engine, out, seed=seed, log_every=c.trace_every or epoch)
+    cfg = dataclasses.replace(c.weat, objective=method, engine=engine)
     trainer = RobustTrainer(_mlp(train.tensors[0].shape[1], c.width, seed), train, eval_dataset=test, config=cfg)
     trainer.train(resume=resumable(engine, c.resume))
     return trainer, run_history(engine)  # the whole run's records, also when it was resumed
@@ -179,7 +177,7 @@ def _judge(judge: nn.Module, x: torch.Tensor, y: torch.Tensor, reference: torch.
         return {"sgld_acc": float((judge(x).argmax(1) == y).float().mean()), "sgld_fd": frechet_distance(feats, ref)}
 
 
-def _starts(c: WEATConfig, train: TensorDataset, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+def _starts(c: WEATRecipeConfig, train: TensorDataset, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
     gen = torch.Generator().manual_seed(seed)
     draw_y = torch.arange(10).repeat_interleave(c.sgld_per_class)
     kw = {"components": c.pca_components} if c.sgld_init == "pca" else {}
@@ -197,24 +195,24 @@ def _trace(history: list[dict[str, float]]) -> dict[str, list[list[float]]]:
     return {"train": rows("energy_natural", "energy_adv"), "test": rows("eval/energy_natural", "eval/energy_adv")}
 
 
-def _one(c: WEATConfig, method: str, seed: int, data: Splits, judge: nn.Module, run_aa: bool,
+def _one(c: WEATRecipeConfig, method: str, seed: int, data: Splits, judge: nn.Module, run_aa: bool,
          out: Path) -> tuple[dict[str, float], dict[str, list[list[float]]], torch.Tensor]:
     """(metrics, energy traces, one SGLD sample per class) of ``method`` trained from ``seed``."""
     train, test = data
     trainer, history = _train(c, method, seed, train, test, out)
     model = trainer.model.eval()
-    final = robustness_metrics(model, *test.tensors, eps=c.eps, steps=c.pgd_steps, kl_terms=True,
+    final = robustness_metrics(model, *test.tensors, eps=c.weat.eps, steps=c.weat.eval_steps, kl_terms=True,
                                generator=torch.Generator().manual_seed(seed))
     if run_aa:
         x_aa, y_aa = (t[:c.autoattack_size] for t in test.tensors)
-        final["autoattack_acc"] = autoattack_accuracy(model, x_aa, y_aa, eps=c.eps, seed=seed)
+        final["autoattack_acc"] = autoattack_accuracy(model, x_aa, y_aa, eps=c.weat.eps, seed=seed)
     x0, draw_y, gen = _starts(c, train, seed)
     x = sgld_sample(model, x0, draw_y, step_size=c.sgld_step_size, noise=c.sgld_noise, steps=c.sgld_steps,
                     generator=gen)
     return {**final, **_judge(judge, x, draw_y, test.tensors[0])}, _trace(history), x[::c.sgld_per_class]
 
 
-def _run(c: WEATConfig, out_dir: Path) -> RecipeResult:
+def _run(c: WEATRecipeConfig, out_dir: Path) -> RecipeResult:
     data = DATASETS[c.dataset](c)
     run_aa = c.autoattack and autoattack_available()
     judge = _train(c, "standard", 1000 + c.seeds[0], *data, out_dir / "judge")[0].model.eval()
@@ -266,7 +264,7 @@ def _claims(per_seed: dict[str, list[dict[str, float]]], run_aa: bool) -> dict[s
 _ACC_LABELS = {"clean_acc": "clean", "pgd_acc": "PGD", "autoattack_acc": "AutoAttack"}
 
 
-def _robust_plot(per_seed: dict[str, list[dict[str, float]]], autoattack: str, c: WEATConfig, path: Path) -> Path:
+def _robust_plot(per_seed: dict[str, list[dict[str, float]]], autoattack: str, c: WEATRecipeConfig, path: Path) -> Path:
     """Left: accuracy per method and attack (bar = mean over seeds, error bar = sd, dots = seeds).
     Right: the test energy gap E(x') - E(x) under PGD per method, drawn the same way."""
     methods = list(per_seed)
@@ -282,7 +280,7 @@ def _robust_plot(per_seed: dict[str, list[dict[str, float]]], autoattack: str, c
         acc_ax.bar([0], [0], width=0, color="none", label=f"AutoAttack {autoattack}")
     acc_ax.set_xticks(range(len(methods)), methods)
     acc_ax.set(ylim=(0, 1.32), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0], xlabel="training objective", ylabel="test accuracy",
-               title=f"accuracy under L∞ eps={c.eps:g} ({c.dataset}, {len(c.seeds)} seed(s))"
+               title=f"accuracy under L∞ eps={c.weat.eps:g} ({c.dataset}, {len(c.seeds)} seed(s))"
                + ("" if "autoattack_acc" in keys else "; AutoAttack not measured"))
     acc_ax.legend(fontsize=7, loc="upper center", ncol=len(keys) + 1)  # in the headroom above 1, not on bars
     data["energy_gap"] = _bars(gap_ax, list(range(len(methods))),
