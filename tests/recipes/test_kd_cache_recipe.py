@@ -8,9 +8,10 @@ from divmin.recipes import run_recipe
 
 from ._figures import check_figure
 
-TINY = ["engine.progress=False", "engine.tensorboard=False", "teacher_sequences=80", "transfer_sequences=24",
-        "test_sequences=30", "teacher_steps=20", "engine.max_steps=8", "max_words=8", "words=30", "batch_size=8",
-        "teacher_embd=16", "student_embd=8"]
+TINY = ["kd.engine.progress=False", "kd.engine.tensorboard=False", "setting.teacher_sequences=80",
+        "setting.transfer_sequences=24", "setting.test_sequences=30", "setting.teacher_steps=20",
+        "kd.engine.max_steps=8", "setting.max_words=8", "setting.words=30", "kd.batch_size=8",
+        "setting.teacher_embd=16", "setting.student_embd=8"]
 
 
 def test_no_row_for_a_cache_of_the_whole_vocabulary(tmp_path):
