@@ -139,9 +139,14 @@ def warm_up(tokenizer, out_dir: Path, engine: EngineConfig, *, seed: int, n_laye
     enc = lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     rows = [{"prompt_ids": enc(p), "completion_ids": enc(r) + [EOS_ID]}
             for p, r in corpus(corpus_size, seed, p_good, p_bad, response_words)]
-    # next-token cross-entropy on the response tokens (EOS included), in divmin.lm's batch layout
+    if len({len(r["prompt_ids"]) for r in rows}) > 1:  # the default positions below assume no left padding
+        raise ValueError("`tokenizer` must give every corpus prompt the same number of tokens")
+    # next-token cross-entropy on the response tokens (EOS included), in divmin.lm's batch layout. Every prompt
+    # has the same length (no left padding), so the model's default positions are the layout's on every counted
+    # token; leaving `position_ids` out keeps the pad columns' positions, hence the order of the position
+    # embedding's gradient sum and the warm-up's numbers, bitwise as they were
     task = CrossEntropyTask(build_model(seed, n_layer=n_layer, n_embd=n_embd), rows, lr=lr, batch_size=batch,
-                            collate=LMCollator(PAD_ID), name="lm")
+                            collate=LMCollator(PAD_ID), name="lm", inputs=("input_ids", "attention_mask"))
     engine = run_engine(engine, out_dir, max_steps=steps, lr_schedule="cosine", warmup_steps=0, eval_every=None)
     trainer = Trainer(task, engine)
     result = trainer.fit(resume=resumable(engine, resume))
