@@ -37,11 +37,11 @@ from torch import nn
 
 from ..distill import ENCODINGS, TAILS, DistillConfig, DistillTrainer, TeacherCache, cache_teacher
 from ..engine import Bool, Instance, Int, IsDivergence, OneOf, Tuple, validate
-from ._defaults import recipe_engine
+from ._defaults import check_recipe_kd, recipe_engine
 from ._plots import figure_legend, plt, save_figure
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
-from .kd_lm import EOS, PAD, MarkovCorpus, MarkovSetting, check_lm_kd, heldout_metrics, student_lm, train_teacher_lm
+from .kd_lm import EOS, PAD, MarkovCorpus, MarkovSetting, heldout_metrics, student_lm, train_teacher_lm
 
 __all__ = ["KDCacheConfig", "run_kd_cache"]
 
@@ -72,7 +72,7 @@ class KDCacheConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        check_lm_kd(self.kd, "divergences")
+        check_recipe_kd(self.kd, by="divergences", task="causal_lm")
 
 
 def _caches(c: KDCacheConfig, teacher: nn.Module, rows: list, out_dir: Path) -> dict[int, TeacherCache]:

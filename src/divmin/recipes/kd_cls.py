@@ -36,15 +36,14 @@ from torch import Tensor, nn
 
 from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
-from ..engine import (Bool, CrossEntropyTask, Instance, Int, IsDivergence, Number, Trainer, Tuple, is_default,
-                      validate)
-from ._defaults import recipe_engine
+from ..engine import Bool, CrossEntropyTask, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
+from ._defaults import check_recipe_kd, recipe_engine
 from ._plots import students_plot
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine, run_history
 
-__all__ = ["KDClsConfig", "MixtureSetting", "MixtureTask", "check_kd", "mean_std", "mlp", "run_kd_cls", "student_metrics",
-           "train_teacher"]
+__all__ = ["KDClsConfig", "MixtureSetting", "MixtureTask", "mean_std", "mlp", "run_kd_cls",
+           "student_metrics", "train_teacher"]
 
 _SPECIAL = ("ce", "sinkd")
 
@@ -101,15 +100,7 @@ class KDClsConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        check_kd(self.kd, "methods")
-
-
-def check_kd(kd: DistillConfig, by: str) -> None:
-    """A recipe's nested `kd` config may not set what the recipe sets per run (its divergence)."""
-    if not is_default(kd, "divergence"):
-        raise ValueError(f"`kd.divergence` is set per run by `{by}`; leave it at its default")
-    if kd.task != "sequence_classification":
-        raise ValueError(f"`kd.task` must be 'sequence_classification' (an MLP classifier), got {kd.task!r}")
+        check_recipe_kd(self.kd, by="methods", task="sequence_classification")
 
 
 class MixtureTask:

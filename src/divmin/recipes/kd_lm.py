@@ -43,12 +43,12 @@ from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
 from ..engine import Bool, CrossEntropyTask, Instance, Int, IsDivergence, Number, Trainer, Tuple, is_default, validate
 from ..lm import LMCollator, tiny_gpt2
-from ._defaults import recipe_engine
+from ._defaults import check_recipe_kd, recipe_engine
 from ._plots import students_plot
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 
-__all__ = ["EOS", "PAD", "KDLMConfig", "MarkovCorpus", "MarkovSetting", "check_lm_kd", "heldout_metrics", "run_kd_lm",
+__all__ = ["EOS", "PAD", "KDLMConfig", "MarkovCorpus", "MarkovSetting", "heldout_metrics", "run_kd_lm",
            "student_lm", "train_teacher_lm"]
 
 PAD, EOS = 0, 1
@@ -113,17 +113,9 @@ class KDLMConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        check_lm_kd(self.kd, "methods")
+        check_recipe_kd(self.kd, by="methods", task="causal_lm")
         if not is_default(self.kd, "max_new_tokens"):
             raise ValueError("`kd.max_new_tokens` is `setting.max_words` (the corpus's longest sequence); leave it")
-
-
-def check_lm_kd(kd: DistillConfig, by: str) -> None:
-    """A recipe's nested `kd` config may not set what the recipe sets per run (its divergence)."""
-    if not is_default(kd, "divergence"):
-        raise ValueError(f"`kd.divergence` is set per run by `{by}`; leave it at its default")
-    if kd.task != "causal_lm":
-        raise ValueError(f"`kd.task` must be 'causal_lm' (GPT-2 students), got {kd.task!r}")
 
 
 class MarkovCorpus:

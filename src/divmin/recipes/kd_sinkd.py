@@ -63,11 +63,11 @@ from torch import Tensor, nn
 from ..distill import DistillConfig, DistillTrainer
 from ..divergences import divergence
 from ..engine import Bool, Instance, Int, IsDivergence, Number, Tuple, atomic_write, validate
-from ._defaults import recipe_engine
+from ._defaults import check_recipe_kd, recipe_engine
 from ._plots import bar_panel, plt, save_figure
 from ._registry import RecipeResult, is_main_process, recipe
 from ._runs import resumable, run_engine, run_history
-from .kd_cls import MixtureSetting, MixtureTask, check_kd, mean_std, mlp, student_metrics, train_teacher
+from .kd_cls import MixtureSetting, MixtureTask, mean_std, mlp, student_metrics, train_teacher
 
 __all__ = ["KDSinkdConfig", "run_kd_sinkd"]
 
@@ -106,7 +106,7 @@ class KDSinkdConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        check_kd(self.kd, "methods")
+        check_recipe_kd(self.kd, by="methods", task="sequence_classification")
         if self.kd.batch_size < 2:
             raise ValueError(f"`kd.batch_size` must be >= 2 (SinKD transports a batch), got {self.kd.batch_size}")
         if self.kd.sinkd_weight <= 0:
