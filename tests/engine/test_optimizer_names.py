@@ -10,7 +10,7 @@ import pytest
 import torch
 from engine_toys import RegressionTask, quiet_config
 
-from divmin.engine import Trainer
+from divmin.engine import CrossEntropyTask, Trainer
 
 
 class _Named(RegressionTask):
@@ -54,8 +54,14 @@ def test_method_and_recipe_optimizers_follow_the_rule():
 
     methods = [sys.modules[obj.__module__] for obj in (FDPGTrainer, FDPOTrainer, train_denoiser, FDistill,
                                                        DistillTrainer, MDLMTrainer, RobustTrainer, DepictTrainer, DiDiTrainer)]
-    for module in (*methods, tiny, images, fdpg_toy, bandit, fit):
+    for module in (*methods, fdpg_toy, bandit, fit):
         names = re.findall(r'"(\w+)": (?:torch\.optim\.\w+|trainable_adamw)\(', inspect.getsource(module))
+        assert names, module.__name__
+        assert not {n.lower() for n in names} & {"adam", "adamw", "sgd", "opt", "optimizer"}, (module.__name__, names)
+    # the supervised task names its optimizer after its model: the default and every name a recipe passes
+    assert inspect.signature(CrossEntropyTask).parameters["name"].default == "model"
+    for module in (tiny, images):
+        names = re.findall(r'CrossEntropyTask\(.*?name="(\w+)"', inspect.getsource(module), flags=re.S)
         assert names, module.__name__
         assert not {n.lower() for n in names} & {"adam", "adamw", "sgd", "opt", "optimizer"}, (module.__name__, names)
 

@@ -125,7 +125,7 @@ def test_fdistill_gmm_noise_range_is_set_per_setting():
 
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="digits ship with scikit-learn")
 def test_fdistill_images_outputs(tmp_path):
-    overrides = ["divergences=('reverse_kl',)", "teacher_steps=60", "classifier_steps=150", "width=64",
+    overrides = ["divergences=('reverse_kl',)", "teacher.engine.max_steps=60", "classifier_steps=150", "width=64",
                  "fdistill.engine.max_steps=4", "eval_samples=200", "sampler_steps=6", *_QUIET]
     result = run_recipe("fdistill-images", tmp_path, overrides)
     by = {r["sampler"]: r for r in result.rows}

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from divmin.recipes import run_recipe
 
 from ._figures import check_figure
 
-TINY = ["engine.progress=False", "engine.tensorboard=False", "teacher_sequences=80", "transfer_sequences=24",
-        "test_sequences=30", "teacher_steps=20", "engine.max_steps=8", "max_words=8", "words=30", "batch_size=8",
-        "teacher_embd=16", "student_embd=8"]
+TINY = ["kd.engine.progress=False", "kd.engine.tensorboard=False", "setting.teacher_sequences=80",
+        "setting.transfer_sequences=24", "setting.test_sequences=30", "setting.teacher_steps=20",
+        "kd.engine.max_steps=8", "setting.max_words=8", "setting.words=30", "kd.batch_size=8",
+        "setting.teacher_embd=16", "setting.student_embd=8"]
 
 
 def test_no_row_for_a_cache_of_the_whole_vocabulary(tmp_path):
@@ -42,3 +45,19 @@ def test_rows_claims_and_figure(tmp_path):
     assert record["data"]["js"]["live"] == pytest.approx(by["live"]["student_ppl"])
     assert [p[1] for p in record["data"]["js"]["cache"]] == pytest.approx([by["4"]["student_ppl"],
                                                                            by["32"]["student_ppl"]])
+
+
+def test_the_nested_kd_config_nests_and_refuses_what_the_recipe_sets():
+    from divmin.distill import DistillConfig
+    from divmin.recipes.kd_cache import KDCacheConfig
+    from divmin.recipes.kd_lm import KDLMConfig
+
+    c = KDCacheConfig()
+    # the shared setting is kd-lm's with a larger vocabulary; the KD settings are the students' of kd-lm
+    assert c.setting == dataclasses.replace(KDLMConfig().setting, words=60)
+    assert (c.kd.lr, c.kd.batch_size, c.kd.engine) == (KDLMConfig().kd.lr, KDLMConfig().kd.batch_size,
+                                                        KDLMConfig().kd.engine)
+    with pytest.raises(ValueError, match="`kd.divergence` is set per run by `divergences`"):
+        KDCacheConfig(kd=DistillConfig(divergence="js"))
+    with pytest.raises(ValueError, match="`kd.task`"):
+        KDCacheConfig(kd=DistillConfig(task="sequence_classification"))

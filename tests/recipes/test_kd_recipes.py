@@ -10,17 +10,17 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from divmin.recipes import run_recipe
-from divmin.recipes.kd_cls import KDClsConfig, MixtureTask
-from divmin.recipes.kd_lm import EOS, KDLMConfig, MarkovCorpus
+from divmin.distill import DistillConfig
+from divmin.recipes.kd_cls import KDClsConfig, MixtureSetting, MixtureTask
+from divmin.recipes.kd_lm import EOS, KDLMConfig, MarkovCorpus, MarkovSetting
 
 from ._figures import check_figure
 
-QUIET = ["engine.progress=False", "engine.tensorboard=False"]
+QUIET = ["kd.engine.progress=False", "kd.engine.tensorboard=False"]
 
 
 def test_bayes_posterior_matches_scipy_densities():
-    c = KDClsConfig(classes=3, dim=2, modes_per_class=2)
-    task = MixtureTask(c)
+    task = MixtureTask(MixtureSetting(classes=3, dim=2, modes_per_class=2))
     x, _ = task.sample(20)
     dens = np.stack([sum(multivariate_normal(task.means[k, m].numpy(), np.eye(2)).pdf(x.numpy())
                          for m in range(2)) for k in range(3)], -1)
@@ -29,8 +29,7 @@ def test_bayes_posterior_matches_scipy_densities():
 
 
 def test_markov_law_is_normalised_and_matches_sample_frequencies():
-    c = KDLMConfig(topics=2, words=5, max_words=6)
-    corpus = MarkovCorpus(c)
+    corpus = MarkovCorpus(MarkovSetting(topics=2, words=5, max_words=6))
     for k in range(1, 7):
         assert float(corpus.next_law(1, 3, k).sum()) == pytest.approx(1.0, abs=1e-6)
     rows = corpus.sample(6000)
@@ -45,9 +44,9 @@ def test_markov_law_is_normalised_and_matches_sample_frequencies():
 
 
 def test_kd_cls_smoke(tmp_path):
-    over = QUIET + ['methods=("ce", "forward_kl", "sinkd")', "seeds=(0, 1)", "teacher_examples=3000",
-                    "transfer_examples=200", "test_examples=1500", "teacher_steps=300", "engine.max_steps=200",
-                    "temperature=1.0"]
+    over = QUIET + ['methods=("ce", "forward_kl", "sinkd")', "seeds=(0, 1)", "setting.teacher_examples=3000",
+                    "setting.transfer_examples=200", "setting.test_examples=1500", "setting.teacher_steps=300",
+                    "kd.engine.max_steps=200", "kd.temperature=1.0"]
     result = run_recipe("kd-cls", tmp_path, over)
     rows = {r["model"].split(" (")[0]: r for r in result.rows}
     assert list(rows)[:2] == ["Bayes classifier", "teacher"]
@@ -76,9 +75,9 @@ def test_kd_cls_smoke(tmp_path):
 
 
 def test_kd_lm_smoke(tmp_path):
-    over = QUIET + ['methods=("ce", "forward_kl", "js:on-policy", "sinkd")', "seeds=(0,)", "teacher_sequences=400",
-                    "transfer_sequences=64", "test_sequences=100", "teacher_steps=150", "engine.max_steps=40",
-                    "max_words=8", "batch_size=16"]
+    over = QUIET + ['methods=("ce", "forward_kl", "js:on-policy", "sinkd")', "seeds=(0,)",
+                    "setting.teacher_sequences=400", "setting.transfer_sequences=64", "setting.test_sequences=100",
+                    "setting.teacher_steps=150", "kd.engine.max_steps=40", "setting.max_words=8", "kd.batch_size=16"]
     result = run_recipe("kd-lm", tmp_path, over)
     rows = {r["model"].split(" (")[0]: r for r in result.rows}
     true_ppl, teacher = rows["true law"]["ppl"], rows["teacher"]["ppl"]
@@ -98,9 +97,35 @@ def test_kd_lm_smoke(tmp_path):
     assert figure["data"]["references"]["teacher"] == pytest.approx(teacher)
 
 
-@pytest.mark.parametrize("cls,bad", [(KDClsConfig, dict(methods=("nope",))), (KDClsConfig, dict(alpha=2.0)),
-                                     (KDClsConfig, dict(classes=1)), (KDLMConfig, dict(methods=("js:on-policy2",))),
-                                     (KDLMConfig, dict(p_end=0.0)), (KDLMConfig, dict(seeds=()))])
+@pytest.mark.parametrize("cls,bad", [(KDClsConfig, dict(methods=("nope",))), (MixtureSetting, dict(classes=1)),
+                                     (KDLMConfig, dict(methods=("js:on-policy2",))), (MarkovSetting, dict(p_end=0.0)),
+                                     (KDLMConfig, dict(seeds=()))])
 def test_bad_configs(cls, bad):
     with pytest.raises(ValueError):
         cls(**bad)
+
+
+@pytest.mark.parametrize("cls,kd,name", [
+    (KDClsConfig, DistillConfig(task="sequence_classification", divergence="js"), "kd.divergence"),
+    (KDClsConfig, DistillConfig(), "kd.task"),
+    (KDLMConfig, DistillConfig(divergence="js"), "kd.divergence"),
+    (KDLMConfig, DistillConfig(max_new_tokens=5), "kd.max_new_tokens"),
+    (KDLMConfig, DistillConfig(task="sequence_classification"), "kd.task"),
+])
+def test_the_nested_kd_config_may_not_set_what_the_recipe_sets(cls, kd, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        cls(kd=kd)
+
+
+def test_student_configs_are_the_nested_kd_config_per_method(tmp_path):
+    from divmin.recipes import kd_cls, kd_lm
+
+    c = KDClsConfig()
+    ce, fkl, sinkd = (kd_cls._student_config(c, m, 0, tmp_path) for m in ("ce", "forward_kl", "sinkd"))
+    assert (ce.alpha, ce.sinkd_weight, fkl.alpha, fkl.sinkd_weight) == (0.0, 0.0, 0.9, 0.0)
+    assert (sinkd.divergence, sinkd.sinkd_weight, sinkd.temperature, sinkd.lr) == ("forward_kl", 0.0008, 4.0, 3e-3)
+    c = KDLMConfig()
+    off, on, sk = (kd_lm._student_config(c, m, 0, tmp_path) for m in ("js", "js:on-policy", "sinkd"))
+    assert (off.divergence, off.lmbda, on.divergence, on.lmbda, sk.lmbda, sk.sinkd_weight) == ("js", 0.0, "js", 0.5,
+                                                                                               0.0, 0.0008)
+    assert off.max_new_tokens == c.setting.max_words and off.engine.seed == 0 and off.engine.max_steps == 300

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,12 +10,15 @@ import pytest
 import torch
 
 from divmin.recipes import run_recipe
+from divmin.distill import DistillConfig
+from divmin.recipes.kd_cls import MixtureSetting
 from divmin.recipes.kd_sinkd import KDSinkdConfig, far_student, overlap
 
 from ._figures import assert_close_lists, check_figure
 
-TINY = ["engine.progress=False", "engine.tensorboard=False", "engine.max_steps=30", "teacher_steps=60",
-        "seeds=(0, 1)", "classes=20", "teacher_examples=1000", "transfer_examples=200", "test_examples=300"]
+TINY = ["kd.engine.progress=False", "kd.engine.tensorboard=False", "kd.engine.max_steps=30",
+        "setting.teacher_steps=60", "seeds=(0, 1)", "setting.classes=20", "setting.teacher_examples=1000",
+        "setting.transfer_examples=200", "setting.test_examples=300"]
 
 
 def test_overlap_is_the_bhattacharyya_coefficient_in_float64():
@@ -28,11 +32,11 @@ def test_overlap_is_the_bhattacharyya_coefficient_in_float64():
 
 
 def test_far_student_starts_peaked_on_one_class_for_every_input():
-    c = KDSinkdConfig(classes=50, dim=4)
+    c = KDSinkdConfig(setting=MixtureSetting(classes=50, dim=4))
     x = torch.randn(200, 4, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         probs = torch.softmax(far_student(c, 0)(x), -1)
-        near = torch.softmax(far_student(KDSinkdConfig(classes=50, dim=4, student_init_scale=0.0), 0)(x), -1)
+        near = torch.softmax(far_student(dataclasses.replace(c, student_init_scale=0.0), 0)(x), -1)
     assert float(probs.amax(-1).mean()) > 0.9 and probs.argmax(-1).unique().numel() == 1
     assert float(near.amax(-1).mean()) < 0.2  # without the far start it begins near uniform
 
@@ -63,10 +67,16 @@ def test_kd_sinkd_recipe_smoke(tmp_path):
     assert figure["data"]["accuracy"]["references"]["teacher"] == pytest.approx(s["teacher_accuracy"])
 
 
+def _kd(**kw) -> DistillConfig:
+    return DistillConfig(task="sequence_classification", **kw)
+
+
 @pytest.mark.parametrize("kwargs, name", [(dict(teacher_temperature=0.0), "teacher_temperature"),
                                           (dict(methods=("nope",)), "methods"),
-                                          (dict(sinkd_weight=0.0), "sinkd_weight"),
-                                          (dict(batch_size=1), "batch_size")])
+                                          (dict(kd=_kd(sinkd_weight=0.0)), "kd.sinkd_weight"),
+                                          (dict(kd=_kd(batch_size=1, sinkd_weight=0.1)), "kd.batch_size"),
+                                          (dict(kd=_kd(divergence="js", sinkd_weight=0.1)), "kd.divergence"),
+                                          (dict(kd=DistillConfig(sinkd_weight=0.1)), "kd.task")])
 def test_bad_settings_name_the_field(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}"):
         KDSinkdConfig(**kwargs)

@@ -22,6 +22,7 @@ from ._figures import max_significant_digits
 
 # log_every=1: the default checkpoint interval is a multiple of log_every (a quarter of the run here)
 _QUIET = ["engine.progress=False", "engine.tensorboard=False", "engine.log_every=1"]
+_KD_QUIET = ["kd.engine.progress=False", "kd.engine.tensorboard=False", "kd.engine.log_every=1"]
 _FD_QUIET = ["fdistill.engine.progress=False", "fdistill.engine.tensorboard=False", "fdistill.engine.log_every=1"]
 _LM = ["warmup.n_layer=1", "warmup.n_embd=16", "warmup.corpus_size=60", "warmup.steps=6", "warmup.batch=8",
        "warmup.response_words=(1, 2)", "heldout_topics=2"]
@@ -46,24 +47,29 @@ CASES = {
                  "fdpg.engine.max_steps=3", "fdpg.contexts_per_step=2", "fdpg.samples_per_context=2", "eval_samples=4",
                  "z_samples=8"], 10, 12),
     # teacher 6 steps, then one student of 4 steps per method and seed: cut in the last student
-    "kd-cls": ([*_QUIET, "methods=('ce', 'forward_kl')", "seeds=(0, 1)", "teacher_examples=200",
-                "transfer_examples=40", "test_examples=100", "teacher_width=16", "student_width=8",
-                "teacher_steps=6", "engine.max_steps=4", "batch_size=8"], 20, 22),
+    "kd-cls": ([*_KD_QUIET, "methods=('ce', 'forward_kl')", "seeds=(0, 1)", "setting.teacher_examples=200",
+                "setting.transfer_examples=40", "setting.test_examples=100", "setting.teacher_width=16",
+                "setting.student_width=8", "setting.teacher_steps=6", "kd.engine.max_steps=4", "kd.batch_size=8"],
+               20, 22),
     # teacher 6 steps, then one student of 4 steps per method and seed: cut in the last student
-    "kd-sinkd": ([*_QUIET, "methods=('forward_kl', 'sinkd')", "seeds=(0, 1)", "classes=6", "dim=4",
-                  "teacher_examples=200", "transfer_examples=40", "test_examples=100", "teacher_width=16",
-                  "student_width=8", "teacher_steps=6", "engine.max_steps=4", "batch_size=8"], 20, 22),
-    "kd-lm": ([*_QUIET, "methods=('ce', 'js:on-policy')", "seeds=(0,)", "teacher_sequences=40",
-               "transfer_sequences=16", "test_sequences=20", "teacher_steps=6", "engine.max_steps=4",
-               "max_words=6", "batch_size=8", "teacher_embd=16", "student_embd=8"], 12, 14),
+    "kd-sinkd": ([*_KD_QUIET, "methods=('forward_kl', 'sinkd')", "seeds=(0, 1)", "setting.classes=6", "setting.dim=4",
+                  "setting.teacher_examples=200", "setting.transfer_examples=40", "setting.test_examples=100",
+                  "setting.teacher_width=16", "setting.student_width=8", "setting.teacher_steps=6",
+                  "kd.engine.max_steps=4", "kd.batch_size=8"], 20, 22),
+    "kd-lm": ([*_KD_QUIET, "methods=('ce', 'js:on-policy')", "seeds=(0,)", "setting.teacher_sequences=40",
+               "setting.transfer_sequences=16", "setting.test_sequences=20", "setting.teacher_steps=6",
+               "kd.engine.max_steps=4", "setting.max_words=6", "kd.batch_size=8", "setting.teacher_embd=16",
+               "setting.student_embd=8"], 12, 14),
     # teacher 6 steps, then one student of 4 steps per divergence and teacher (cache k=8, live): cut in the third
-    "kd-cache": ([*_QUIET, "divergences=('forward_kl', 'js')", "ks=(8,)", "teacher_sequences=40",
-                  "transfer_sequences=16", "test_sequences=20", "teacher_steps=6", "engine.max_steps=4",
-                  "max_words=6", "words=20", "batch_size=8", "teacher_embd=16", "student_embd=8"], 16, 22),
+    "kd-cache": ([*_KD_QUIET, "divergences=('forward_kl', 'js')", "ks=(8,)", "setting.teacher_sequences=40",
+                  "setting.transfer_sequences=16", "setting.test_sequences=20", "setting.teacher_steps=6",
+                  "kd.engine.max_steps=4", "setting.max_words=6", "setting.words=20", "kd.batch_size=8",
+                  "setting.teacher_embd=16", "setting.student_embd=8"], 16, 22),
     "fdistill-gmm": ([*_FD_QUIET, "divergences=('reverse_kl', 'js')", "seeds=(0,)", "sigma_maxes=(1.0,)", "fdistill.engine.max_steps=4",
                       "fdistill.batch_size=32", "score_samples=60", "hidden=16"], 6, 8),
     # classifier 6 steps, teacher 6, one student of 4 steps per divergence: cut in the teacher
-    "fdistill-images": ([*_FD_QUIET, "divergences=('reverse_kl',)", "classifier_steps=6", "teacher_steps=6",
+    "fdistill-images": ([*_FD_QUIET, "divergences=('reverse_kl',)", "classifier_steps=6", "teacher.engine.max_steps=6",
+                         "teacher.engine.log_every=1", "teacher.engine.progress=False",
                          "width=16", "depth=1", "fdistill.engine.max_steps=4", "fdistill.batch_size=16",
                          "eval_samples=80", "sampler_steps=2", "fdistill.critic_steps=1"], 9, 16),
     # judge 6 steps, then the MDLM 6 steps: cut in the MDLM

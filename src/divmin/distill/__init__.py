@@ -9,7 +9,8 @@ runs off-policy, on-policy (GKD) and sequence-level KD on the shared engine;
 """
 
 from ..lm import LMCollator, assemble, tokenize_pairs  # re-exported: they moved to divmin.lm
-from ._cache import TeacherCache, cache_teacher
+from ._cache import TAILS, TeacherCache, cache_teacher
+from ._cache_io import ENCODINGS
 from ._fused import default_chunk_size, fused_linear_cross_entropy, fused_linear_kd_loss
 from ._sinkd import sinkd_loss
 from ._tasks import DISTILL_TASKS, DistillTaskKind
@@ -27,6 +28,8 @@ __all__ = [
     "cache_teacher",
     "TeacherCache",
     "TopKTeacher",
+    "TAILS",
+    "ENCODINGS",
     "DISTILL_TASKS",
     "DistillTaskKind",
     "LMCollator",

@@ -42,6 +42,7 @@ from ._safe_io import UnsafePathError, atomic_path, atomic_write, check_not_link
 from ._schedules import available_schedules, lr_multiplier, register_schedule
 from ._serialize import load_tree, save_tree
 from ._task import StepOutput, Task, TrainResult
+from ._supervised import CrossEntropyTask
 from ._trainer import Trainer
 from ._validate import (
     Bool,
@@ -67,6 +68,7 @@ __all__ = [
     "StepContext",
     "StepOutput",
     "TrainResult",
+    "CrossEntropyTask",
     "MethodTrainer",
     "latest_checkpoint",
     "verify_checkpoint",

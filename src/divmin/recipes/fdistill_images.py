@@ -18,7 +18,7 @@ teacher's multi-step sampler, the one-step teacher (the generator before
 distillation) and each student.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-images --out runs/fdistill-images --full``, that is
-``--set teacher_steps=2000 --set classifier_steps=600 --set fdistill.engine.max_steps=300
+``--set teacher.engine.max_steps=2000 --set classifier_steps=600 --set fdistill.engine.max_steps=300
 --set eval_samples=1000``.
 """
 
@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..diffusion import (
@@ -47,16 +46,22 @@ from ..diffusion import (
     train_denoiser,
 )
 from ..divergences import divergence
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, StepContext, Trainer, Tuple, validate
+from ..engine import (Bool, CrossEntropyTask, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Trainer, Tuple,
+                      validate)
 from ..eval import class_coverage, frechet_distance
 from ._plots import bar_panel, plt, save_figure
+from ._defaults import recipe_engine
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 
 
 def _engine(steps: int) -> EngineConfig:
-    return EngineConfig(max_steps=steps, log_every=max(steps // 4, 1), max_grad_norm=10.0, progress=True,
-                        tensorboard=False)
+    return recipe_engine(steps, max_grad_norm=10.0, log_every=max(steps // 4, 1))
+
+
+def _default_teacher() -> DenoiserTrainingConfig:
+    # sigma_max: the largest noise level of the teacher's training and of its sampler (EDM's 80)
+    return DenoiserTrainingConfig(lr=1e-3, sigma_max=80.0, engine=_engine(2000))
 
 
 def _default_fdistill() -> FDistillConfig:
@@ -74,10 +79,7 @@ class FDistillImagesConfig:
     backbone: str = "mlp"  # "mlp" (CPU-sized) or "conv" (for a GPU)
     width: int = 256  # MLP hidden size, or conv channels
     depth: int = 3  # residual blocks
-    teacher_steps: int = 2000  # denoiser training steps
-    teacher_lr: float = 1e-3  # denoiser Adam learning rate
     sampler_steps: int = 18  # EDM Heun steps of the teacher's sampler (NFE = 2 x steps - 1)
-    teacher_sigma_max: float = 80.0  # largest noise level of the teacher's training and sampler (EDM)
     # the generator is D(sigma_init z, sigma_init), the teacher's denoiser at one noise level (DMD2 uses
     # sigma_max; on 8x8 digits D at 80 ignores z and a student started there collapsed to 2-3 classes)
     sigma_init: float = 5.0
@@ -86,21 +88,24 @@ class FDistillImagesConfig:
     eval_samples: int = 1000  # generated samples per metric
     coverage: float = 0.5  # a class is covered when its share >= coverage x 1/10
     resume: bool = False  # resume every training run from its latest checkpoint
+    # the teacher's denoising score matching (Adam lr, noise range, engine.max_steps = its training steps)
+    teacher: DenoiserTrainingConfig = dataclasses.field(default_factory=_default_teacher)
     fdistill: FDistillConfig = dataclasses.field(default_factory=_default_fdistill)  # method settings
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         divergences=Tuple(each=IsDivergence(parse=divergence, capability="score_weight")), seed=Int(ge=0),
-        backbone=OneOf(lambda: _BACKBONES), width=Int(ge=1), depth=Int(ge=1), teacher_steps=Int(ge=1),
-        teacher_lr=Number(gt=0), sampler_steps=Int(ge=1), teacher_sigma_max=Number(gt=0), sigma_init=Number(gt=0),
+        backbone=OneOf(lambda: _BACKBONES), width=Int(ge=1), depth=Int(ge=1), sampler_steps=Int(ge=1),
+        sigma_init=Number(gt=0),
         classifier_steps=Int(ge=1), test_fraction=Number(gt=0, lt=1), eval_samples=Int(ge=1),
-        coverage=Number(gt=0, le=1), resume=Bool(), fdistill=Instance(FDistillConfig),
+        coverage=Number(gt=0, le=1), resume=Bool(), teacher=Instance(DenoiserTrainingConfig),
+        fdistill=Instance(FDistillConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.sigma_init > self.teacher_sigma_max:
-            raise ValueError(f"`sigma_init` ({self.sigma_init}) must be <= `teacher_sigma_max` "
-                             f"({self.teacher_sigma_max})")
+        if self.sigma_init > self.teacher.sigma_max:
+            raise ValueError(f"`sigma_init` ({self.sigma_init}) must be <= `teacher.sigma_max` "
+                             f"({self.teacher.sigma_max})")
 
 
 class _FlatMLP(nn.Module):
@@ -149,22 +154,6 @@ class DigitClassifier(nn.Module):
         return self.head(self.body(x))
 
 
-class _ClassifierTask:
-    def __init__(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
-        self.model, self.x, self.y = model, x, y
-
-    def models(self) -> dict[str, nn.Module]:
-        return {"classifier": self.model}
-
-    def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"classifier": torch.optim.Adam(models["classifier"].parameters(), lr=1e-3)}
-
-    def train_step(self, batch: Any, ctx: StepContext) -> Tensor:
-        idx = torch.randint(len(self.y), (128,), generator=ctx.cpu_generator)
-        x = self.x[idx] + 0.05 * torch.randn(self.x[idx].shape, generator=ctx.cpu_generator)  # light noise
-        return F.cross_entropy(ctx.models["classifier"](x.to(ctx.device)), self.y[idx].to(ctx.device))
-
-
 def _metrics(clf: DigitClassifier, x: Tensor, ref_features: Tensor, coverage: float) -> dict[str, Any]:
     with torch.no_grad():
         x = x.float().clamp(-1, 1).cpu()
@@ -186,14 +175,17 @@ def _student(c: FDistillImagesConfig, teacher: nn.Module, real: Tensor, name: st
 
 
 @recipe("fdistill-images", FDistillImagesConfig, "digits diffusion teacher vs one-step f-distill students (FD, classes)",
-        full_size=("teacher_steps=2000", "classifier_steps=600", "fdistill.engine.max_steps=300",
+        full_size=("teacher.engine.max_steps=2000", "classifier_steps=600", "fdistill.engine.max_steps=300",
                    "eval_samples=1000"), threads=2)
 def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeResult:
     c = config
     x_tr, y_tr, x_te, y_te = load_digits_images(c.seed, c.test_fraction)
     torch.manual_seed(c.seed)
     clf_engine = run_engine(_engine(c.classifier_steps), out_dir / "classifier", seed=c.seed)
-    clf_trainer = Trainer(_ClassifierTask(DigitClassifier(), x_tr, y_tr), clf_engine)
+    # light input noise (std 0.05) on each drawn batch of digits
+    clf_task = CrossEntropyTask(DigitClassifier(), (x_tr, y_tr), lr=1e-3, batch_size=128, optimizer=torch.optim.Adam,
+                                name="classifier", input_noise=0.05)
+    clf_trainer = Trainer(clf_task, clf_engine)
     clf_trainer.fit(resume=resumable(clf_engine, c.resume))
     clf = clf_trainer.models["classifier"].cpu().eval()
     with torch.no_grad():
@@ -201,9 +193,8 @@ def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeRe
         test_acc = float((clf(x_te).argmax(-1) == y_te).float().mean())
     torch.manual_seed(c.seed)
     denoiser = EDMDenoiser(_BACKBONES[c.backbone](c), sigma_data=float(x_tr.std()))
-    t_engine = run_engine(_engine(c.teacher_steps), out_dir / "teacher", seed=c.seed)
-    teacher = train_denoiser(denoiser, x_tr, DenoiserTrainingConfig(lr=c.teacher_lr, sigma_max=c.teacher_sigma_max,
-                                                                     engine=t_engine),
+    t_engine = run_engine(c.teacher.engine, out_dir / "teacher", seed=c.seed)
+    teacher = train_denoiser(denoiser, x_tr, dataclasses.replace(c.teacher, engine=t_engine),
                              resume=resumable(t_engine, c.resume))
     teacher.sampler_steps = c.sampler_steps
     gen = torch.Generator(device=next(teacher.parameters()).device).manual_seed(c.seed + 1)

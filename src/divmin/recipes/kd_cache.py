@@ -2,10 +2,10 @@
 
 The corpus, teacher and students are kd-lm's (:mod:`divmin.recipes.kd_lm`: a
 topic-conditioned Markov chain, a tiny GPT-2 teacher trained on it, smaller GPT-2
-students), with a larger vocabulary (``words`` = 60, V = 70, by default; kd-lm has 40)
+students), with a larger vocabulary (``setting.words`` = 60, V = 70, by default; kd-lm has 40)
 so that k = 8 and 32 truncate the teacher; k = 128 >= V then keeps every id (a check:
 its students must match the live teacher's). Larger ``words`` make the small teacher
-flatter (at words = 120 it is near its unigram law) and the truncation costlier.
+flatter (at setting.words = 120 it is near its unigram law) and the truncation costlier.
 After the teacher is trained it is run once over the students' training
 rows per k (:func:`divmin.distill.cache_teacher`, ``dtype`` log-probs, ids packed
 to the vocabulary's width); every student of the grid divergence x teacher is then
@@ -22,7 +22,7 @@ the ratio of each cache student's perplexity to the live-teacher student's, and
 the computed claims of the issue's goal (k = 32 within 2 %, at most 150 bytes per token).
 
 Full-size run (``divmin recipes`` shows it): ``divmin run kd-cache --out runs/kd-cache --full``, that is
-``--set "seeds=(0, 1, 2)" --set engine.max_steps=600``.
+``--set "seeds=(0, 1, 2)" --set kd.engine.max_steps=600``.
 """
 
 from __future__ import annotations
@@ -33,83 +33,49 @@ import shutil
 import statistics
 from pathlib import Path
 
-import torch
+from torch import nn
 
-from ..distill import DistillConfig, DistillTrainer, TeacherCache, cache_teacher
-from ..distill._cache import TAILS
-from ..distill._cache_io import ENCODINGS
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Trainer, Tuple, validate
-from ..lm import tiny_gpt2
+from ..distill import ENCODINGS, TAILS, DistillConfig, DistillTrainer, TeacherCache, cache_teacher
+from ..engine import Bool, Instance, Int, IsDivergence, OneOf, Tuple, validate
+from ._defaults import check_recipe_kd, recipe_engine
 from ._plots import figure_legend, plt, save_figure
-from ._registry import RecipeResult, recipe, torch_threads
+from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
-from .kd_lm import EOS, PAD, MarkovCorpus, _evaluate, _LMCETask
+from .kd_lm import EOS, PAD, MarkovCorpus, MarkovSetting, heldout_metrics, student_lm, train_teacher_lm
 
 __all__ = ["KDCacheConfig", "run_kd_cache"]
 
 
-def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=300, log_every=100, progress=True, tensorboard=False, max_grad_norm=1.0)
+def _default_kd() -> DistillConfig:
+    return DistillConfig(lr=3e-3, batch_size=32, engine=recipe_engine(300, max_grad_norm=1.0))
 
 
 @dataclasses.dataclass
 class KDCacheConfig:
     divergences: tuple[str, ...] = ("forward_kl", "reverse_kl", "js")  # D(teacher || student) of the soft loss
     ks: tuple[int, ...] = (8, 32, 128)  # ids per token of each cache
-    dtype: str = "int8"  # log-prob encoding of the caches (divmin.distill._cache_io.ENCODINGS)
+    dtype: str = "int8"  # log-prob encoding of the caches (divmin.distill.ENCODINGS)
     tail: str = "bucket"  # TeacherCache tail: "bucket", "renormalize" or "uniform"
     seeds: tuple[int, ...] = (0,)  # student seeds (init, data order): every teacher gets the same ones
-    data_seed: int = 0  # seed of the Markov chain and the sequences
-    topics: int = 8  # topic tokens
-    words: int = 60  # word tokens (V = 2 + topics + words)
-    concentration: float = 0.1  # Dirichlet concentration of each transition row
-    p_end: float = 0.08  # probability that a sequence ends after each word
-    max_words: int = 24  # words per sequence at most
-    teacher_sequences: int = 4000  # training sequences of the teacher
-    transfer_sequences: int = 400  # training sequences of each student (the cached rows)
-    test_sequences: int = 500  # held-out sequences
-    teacher_layers: int = 2  # teacher GPT-2 depth
-    teacher_embd: int = 64  # teacher GPT-2 width
-    student_layers: int = 1  # student GPT-2 depth
-    student_embd: int = 32  # student GPT-2 width
-    teacher_steps: int = 600  # teacher training steps (batch 32)
-    lr: float = 3e-3  # AdamW learning rate of teacher and students
-    batch_size: int = 32  # student micro-batch size
+    # kd-lm's corpus, teacher and students with a larger vocabulary (V = 2 + topics + words = 70)
+    setting: MarkovSetting = dataclasses.field(default_factory=lambda: MarkovSetting(words=60))
     num_threads: int | None = 1  # torch intra-op threads during the run; None = as is
     resume: bool = False  # resume every training run (and cache) from where it stopped
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop
+    kd: DistillConfig = dataclasses.field(default_factory=_default_kd)  # students' KD (divergence: `divergences`)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         divergences=Tuple(each=IsDivergence(), min_len=1), ks=Tuple(each=Int(ge=1), min_len=1),
         dtype=OneOf(tuple(ENCODINGS)), tail=OneOf(TAILS), seeds=Tuple(each=Int(ge=0), min_len=1),
-        data_seed=Int(ge=0), topics=Int(ge=1), words=Int(ge=1), concentration=Number(gt=0), p_end=Number(gt=0, lt=1),
-        max_words=Int(ge=2), teacher_sequences=Int(ge=1), transfer_sequences=Int(ge=1), test_sequences=Int(ge=1),
-        teacher_layers=Int(ge=1), teacher_embd=Int(ge=1), student_layers=Int(ge=1), student_embd=Int(ge=1),
-        teacher_steps=Int(ge=1), lr=Number(gt=0), batch_size=Int(ge=1), num_threads=Int(ge=1, optional=True),
-        resume=Bool(), engine=Instance(EngineConfig),
+        setting=Instance(MarkovSetting), num_threads=Int(ge=1, optional=True), resume=Bool(),
+        kd=Instance(DistillConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
+        check_recipe_kd(self.kd, by="divergences", task="causal_lm")
 
 
-@recipe("kd-cache", KDCacheConfig, "kd-lm distilled from top-k teacher caches (k = 8, 32, 128) vs the live teacher",
-        full_size=("seeds=(0, 1, 2)", "engine.max_steps=600"))
-def run_kd_cache(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
-    with torch_threads(config.num_threads):
-        return _run(config, out_dir)
-
-
-def _teacher(c: KDCacheConfig, corpus: MarkovCorpus, rows: list, out_dir: Path) -> torch.nn.Module:
-    teacher = tiny_gpt2(corpus.vocab, seed=c.data_seed, n_layer=c.teacher_layers, n_embd=c.teacher_embd,
-                        n_positions=c.max_words + 4, eos_id=EOS, pad_id=PAD)
-    engine = run_engine(c.engine, out_dir / "teacher", max_steps=c.teacher_steps, seed=c.data_seed)
-    trainer = Trainer(_LMCETask(teacher, rows, c.lr, 32), engine)
-    trainer.fit(resume=resumable(engine, c.resume))
-    return trainer.models["model"].cpu().eval()
-
-
-def _caches(c: KDCacheConfig, teacher: torch.nn.Module, rows: list, out_dir: Path) -> dict[int, TeacherCache]:
+def _caches(c: KDCacheConfig, teacher: nn.Module, rows: list, out_dir: Path) -> dict[int, TeacherCache]:
     out = {}
     for k in c.ks:
         d = out_dir / "caches" / f"k{k}"
@@ -121,16 +87,19 @@ def _caches(c: KDCacheConfig, teacher: torch.nn.Module, rows: list, out_dir: Pat
     return out
 
 
-def _run(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
-    corpus = MarkovCorpus(config)
+@recipe("kd-cache", KDCacheConfig, "kd-lm distilled from top-k teacher caches (k = 8, 32, 128) vs the live teacher",
+        full_size=("seeds=(0, 1, 2)", "kd.engine.max_steps=600"))
+def run_kd_cache(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
+    s = config.setting
+    corpus = MarkovCorpus(s)
     # k >= V caches the whole distribution, at more bytes per token than fp16 logits: the live row is that case
     dropped = [k for k in config.ks if k >= corpus.vocab]
     if len(dropped) == len(config.ks):
         raise ValueError(f"`ks`: every k is >= the vocabulary V = {corpus.vocab}; a top-k cache needs k < V")
     c = dataclasses.replace(config, ks=tuple(k for k in config.ks if k < corpus.vocab))
     teach_rows, train_rows, test_rows = (corpus.sample(n) for n in
-                                         (c.teacher_sequences, c.transfer_sequences, c.test_sequences))
-    teacher = _teacher(c, corpus, teach_rows, out_dir)
+                                         (s.teacher_sequences, s.transfer_sequences, s.test_sequences))
+    teacher = train_teacher_lm(s, corpus.vocab, teach_rows, c.kd, out_dir / "teacher", c.resume)
     caches = _caches(c, teacher, train_rows, out_dir)
     teachers: dict[str, object] = {**{str(k): caches[k] for k in c.ks}, "live": teacher}
     rows, ppl = [], {}
@@ -138,19 +107,18 @@ def _run(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
         for key, t in teachers.items():
             runs = []
             for seed in c.seeds:
-                student = tiny_gpt2(corpus.vocab, seed=1000 + seed, n_layer=c.student_layers, n_embd=c.student_embd,
-                                    n_positions=c.max_words + 4, eos_id=EOS, pad_id=PAD)
+                student = student_lm(s, corpus.vocab, seed)
                 run = f"{div}_{key if key == 'live' else 'k' + key}"
-                engine = run_engine(c.engine, out_dir / "students" / run / f"seed{seed}", seed=seed)
-                cfg = DistillConfig(divergence=div, alpha=1.0, lr=c.lr, batch_size=c.batch_size, engine=engine)
+                engine = run_engine(c.kd.engine, out_dir / "students" / run / f"seed{seed}", seed=seed)
+                cfg = dataclasses.replace(c.kd, divergence=div, engine=engine)
                 trainer = DistillTrainer(student, t, train_rows, config=cfg, pad_id=PAD, eos_id=EOS)
                 trainer.train(resume=resumable(engine, c.resume))
-                runs.append(_evaluate(trainer.model.cpu().eval(), teacher, test_rows))
+                runs.append(heldout_metrics(trainer.model.cpu().eval(), teacher, test_rows))
             bpt = caches[int(key)].manifest["bytes_per_token_on_disk"] if key != "live" else 2.0 * corpus.vocab
             ppl[div, key] = statistics.fmean(r["ppl"] for r in runs)
             rows.append({"divergence": str(div), "k": key, "student_ppl": ppl[div, key],
                          "kl_to_teacher": statistics.fmean(r["kl_ts"] for r in runs), "bytes_per_token": bpt})
-    summary = _summary(c, corpus.vocab, ppl, caches, _evaluate(teacher, teacher, test_rows)["ppl"])
+    summary = _summary(c, corpus.vocab, ppl, caches, heldout_metrics(teacher, teacher, test_rows)["ppl"])
     summary["true_ppl"] = math.exp(corpus.true_nll(test_rows))
     if dropped:
         summary["ks_not_run"] = (f"k = {', '.join(map(str, dropped))} >= V = {corpus.vocab}: a cache of the whole "

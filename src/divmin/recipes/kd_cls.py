@@ -10,8 +10,8 @@ trained with :class:`divmin.distill.DistillTrainer`:
 
 * ``ce``: hard labels only (the no-teacher baseline);
 * a registry name (forward_kl, reverse_kl, js, total_variation, skew_forward_kl, ...):
-  ``alpha * T^2 * D(teacher || student) + (1 - alpha) * CE`` at temperature T;
-* ``sinkd``: the SinKD recipe, forward-KL KD + CE + ``sinkd_weight`` x the
+  ``alpha * T^2 * D(teacher || student) + (1 - alpha) * CE`` at temperature T (``kd.alpha``, ``kd.temperature``);
+* ``sinkd``: the SinKD recipe, forward-KL KD + CE + ``kd.sinkd_weight`` x the
   reference-mode Sinkhorn loss (research code: 0.001 x beta 0.8).
 
 Reported per method over ``seeds`` (student init and data order): test accuracy
@@ -21,7 +21,8 @@ teacher's soft targets (forward KL) beats the same student trained on the labels
 alone; ``kd_beats_ce`` says it for every method.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run kd-cls --out runs/kd-cls --full``, that is
-``--set teacher_examples=20000 --set teacher_steps=1500 --set engine.max_steps=400 --set "seeds=(0, 1, 2)"``.
+``--set setting.teacher_examples=20000 --set setting.teacher_steps=1500 --set kd.engine.max_steps=400
+--set "seeds=(0, 1, 2)"``.
 """
 
 from __future__ import annotations
@@ -31,23 +32,52 @@ import statistics
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
+from ..engine import Bool, CrossEntropyTask, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
+from ._defaults import check_recipe_kd, recipe_engine
 from ._plots import students_plot
-from ._registry import RecipeResult, recipe, torch_threads
+from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine, run_history
 
-__all__ = ["KDClsConfig", "run_kd_cls"]
+__all__ = ["KDClsConfig", "MixtureSetting", "MixtureTask", "mean_std", "mlp", "run_kd_cls",
+           "student_metrics", "train_teacher"]
 
 _SPECIAL = ("ce", "sinkd")
 
 
-def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=400, log_every=100, progress=True, tensorboard=False, max_grad_norm=None)
+@dataclasses.dataclass
+class MixtureSetting:
+    """The synthetic classification problem, its teacher and its students (kd-cls and kd-sinkd)."""
+
+    data_seed: int = 0  # seed of the class mixtures, the samples and the teacher
+    classes: int = 10  # number of classes
+    dim: int = 8  # input dimension
+    modes_per_class: int = 2  # Gaussian modes per class
+    separation: float = 1.5  # std of the mode means (larger = easier)
+    teacher_examples: int = 20000  # labelled examples the teacher trains on
+    transfer_examples: int = 300  # examples the students train on
+    test_examples: int = 5000  # held-out examples for every metric
+    teacher_width: int = 256  # hidden width of the teacher MLP (2 hidden layers)
+    student_width: int = 32  # hidden width of the student MLP (1 hidden layer)
+    teacher_steps: int = 1500  # teacher training steps (batch 256, AdamW at the students' `kd.lr`)
+
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        data_seed=Int(ge=0), classes=Int(ge=2), dim=Int(ge=1), modes_per_class=Int(ge=1), separation=Number(gt=0),
+        teacher_examples=Int(ge=1), transfer_examples=Int(ge=1), test_examples=Int(ge=1), teacher_width=Int(ge=1),
+        student_width=Int(ge=1), teacher_steps=Int(ge=1),
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def _default_kd() -> DistillConfig:
+    return DistillConfig(task="sequence_classification", lr=3e-3, batch_size=64, temperature=4.0,
+                         temperature_squared=True, alpha=0.9, sinkd_weight=0.0008,
+                         engine=recipe_engine(400))
 
 
 @dataclasses.dataclass
@@ -55,44 +85,28 @@ class KDClsConfig:
     methods: tuple[str, ...] = ("ce", "forward_kl", "reverse_kl", "js", "total_variation", "skew_forward_kl",
                                 "sinkd")  # "ce", "sinkd" or registry names (default parameters)
     seeds: tuple[int, ...] = (0, 1, 2)  # student seeds (init and data order)
-    data_seed: int = 0  # seed of the class mixtures and the samples
-    classes: int = 10  # number of classes
-    dim: int = 8  # input dimension
-    modes_per_class: int = 2  # Gaussian modes per class
-    separation: float = 1.5  # std of the mode means (larger = easier)
-    teacher_examples: int = 20000  # labelled examples the teacher trains on
-    transfer_examples: int = 300  # labelled examples the students train on
-    test_examples: int = 5000  # held-out examples for every metric
-    teacher_width: int = 256  # hidden width of the teacher MLP (2 hidden layers)
-    student_width: int = 32  # hidden width of the student MLP (1 hidden layer)
-    teacher_steps: int = 1500  # teacher training steps (batch 256)
-    lr: float = 3e-3  # AdamW learning rate of teacher and students
-    batch_size: int = 64  # student micro-batch size
-    temperature: float = 4.0  # KD temperature T (the soft loss is scaled by T^2)
-    alpha: float = 0.9  # weight of the soft loss; CE gets 1 - alpha
-    sinkd_weight: float = 0.0008  # SinKD term weight (research code 0.001 x 0.8)
+    setting: MixtureSetting = dataclasses.field(default_factory=MixtureSetting)  # data, teacher, student sizes
     num_threads: int | None = 1  # torch intra-op threads during the run (tiny models: 1 is fastest); None = as is
     resume: bool = False  # resume every training run from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
+    # the students' KD settings (lr, batch_size, temperature, alpha, engine...); per method the recipe sets
+    # `divergence`, "ce" sets alpha = 0, and only "sinkd" keeps `sinkd_weight` (the research code: 0.001 x 0.8)
+    kd: DistillConfig = dataclasses.field(default_factory=_default_kd)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         methods=Tuple(each=IsDivergence(parse=lambda m: None if m in _SPECIAL else divergence(m)), min_len=1),
-        seeds=Tuple(each=Int(ge=0), min_len=1), data_seed=Int(ge=0), classes=Int(ge=2), dim=Int(ge=1),
-        modes_per_class=Int(ge=1), separation=Number(gt=0), teacher_examples=Int(ge=1), transfer_examples=Int(ge=1),
-        test_examples=Int(ge=1), teacher_width=Int(ge=1), student_width=Int(ge=1), teacher_steps=Int(ge=1),
-        lr=Number(gt=0), batch_size=Int(ge=1), temperature=Number(gt=0), alpha=Number(ge=0, le=1),
-        sinkd_weight=Number(ge=0), num_threads=Int(ge=1, optional=True), resume=Bool(),
-        engine=Instance(EngineConfig),
+        seeds=Tuple(each=Int(ge=0), min_len=1), setting=Instance(MixtureSetting),
+        num_threads=Int(ge=1, optional=True), resume=Bool(), kd=Instance(DistillConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
+        check_recipe_kd(self.kd, by="methods", task="sequence_classification")
 
 
 class MixtureTask:
     """The synthetic problem: class c has modes mu[c, m] ~ N(0, s^2 I), x | c ~ mean of N(mu[c, m], I)."""
 
-    def __init__(self, c: KDClsConfig) -> None:
+    def __init__(self, c: MixtureSetting) -> None:
         g = torch.Generator().manual_seed(c.data_seed)
         self.means = c.separation * torch.randn(c.classes, c.modes_per_class, c.dim, generator=g)
         self.gen = g
@@ -117,35 +131,25 @@ def mlp(d_in: int, width: int, classes: int, layers: int, seed: int) -> nn.Seque
     return nn.Sequential(*mods, nn.Linear(width, classes))
 
 
-class _CETask:
-    """Engine task: cross-entropy on a fixed tensor dataset, random batches from ``ctx.generator``."""
-
-    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, lr: float, batch: int) -> None:
-        self.model, self.x, self.y, self.lr, self.batch = model, x, y, lr, batch
-
-    def models(self) -> dict[str, nn.Module]:
-        return {"model": self.model}
-
-    def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"model": torch.optim.AdamW(models["model"].parameters(), lr=self.lr)}
-
-    def train_step(self, batch: object, ctx) -> Tensor:
-        idx = torch.randint(0, self.x.shape[0], (self.batch,), generator=ctx.cpu_generator)
-        return F.cross_entropy(ctx.models["model"](self.x[idx].to(ctx.device)), self.y[idx].to(ctx.device))
+def train_teacher(s: MixtureSetting, x: Tensor, y: Tensor, kd: DistillConfig, out: Path, resume: bool) -> nn.Module:
+    """The wide MLP teacher, trained by cross-entropy on (x, y) at ``kd.lr``, batch 256, ``s.teacher_steps`` steps."""
+    net = mlp(s.dim, s.teacher_width, s.classes, 2, seed=s.data_seed)
+    engine = run_engine(kd.engine, out, max_steps=s.teacher_steps, seed=s.data_seed)
+    trainer = Trainer(CrossEntropyTask(net, (x, y), lr=kd.lr, batch_size=256), engine)
+    trainer.fit(resume=resumable(engine, resume))
+    return trainer.models["model"].cpu().eval()
 
 
 def _student_config(c: KDClsConfig, method: str, seed: int, out: Path) -> DistillConfig:
-    engine = run_engine(c.engine, out, seed=seed)
-    common = dict(task="sequence_classification", lr=c.lr, batch_size=c.batch_size, engine=engine,
-                  temperature=c.temperature, temperature_squared=True)
+    kd = dataclasses.replace(c.kd, engine=run_engine(c.kd.engine, out, seed=seed))
     if method == "ce":
-        return DistillConfig(alpha=0.0, **common)
+        return dataclasses.replace(kd, alpha=0.0, sinkd_weight=0.0)
     if method == "sinkd":
-        return DistillConfig(divergence="forward_kl", alpha=c.alpha, sinkd_weight=c.sinkd_weight, **common)
-    return DistillConfig(divergence=method, alpha=c.alpha, **common)
+        return dataclasses.replace(kd, divergence="forward_kl")
+    return dataclasses.replace(kd, divergence=method, sinkd_weight=0.0)
 
 
-def _metrics(student: nn.Module, teacher_logits: Tensor, x: Tensor, y: Tensor) -> dict[str, float]:
+def student_metrics(student: nn.Module, teacher_logits: Tensor, x: Tensor, y: Tensor) -> dict[str, float]:
     with torch.no_grad():
         s = student(x)
     return {"accuracy": float((s.argmax(-1) == y).float().mean()),
@@ -153,49 +157,41 @@ def _metrics(student: nn.Module, teacher_logits: Tensor, x: Tensor, y: Tensor) -
             "kl": float(token_kd_loss(s, teacher_logits, divergence="forward_kl"))}
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 @recipe("kd-cls", KDClsConfig, "distil a classifier into a smaller student with each divergence and SinKD",
-        full_size=("teacher_examples=20000", "teacher_steps=1500", "engine.max_steps=400", "seeds=(0, 1, 2)"))
+        full_size=("setting.teacher_examples=20000", "setting.teacher_steps=1500", "kd.engine.max_steps=400",
+                   "seeds=(0, 1, 2)"))
 def run_kd_cls(config: KDClsConfig, out_dir: Path) -> RecipeResult:
-    with torch_threads(config.num_threads):
-        return _run(config, out_dir)
-
-
-def _run(config: KDClsConfig, out_dir: Path) -> RecipeResult:
-    c = config
-    data = MixtureTask(c)
-    x_teach, y_teach = data.sample(c.teacher_examples)
-    x_tr, y_tr = data.sample(c.transfer_examples)
-    x_te, y_te = data.sample(c.test_examples)
+    c, s = config, config.setting
+    data = MixtureTask(s)
+    x_teach, y_teach = data.sample(s.teacher_examples)
+    x_tr, y_tr = data.sample(s.transfer_examples)
+    x_te, y_te = data.sample(s.test_examples)
     bayes = float((data.bayes_log_posterior(x_te).argmax(-1) == y_te).float().mean())
-    teacher = mlp(c.dim, c.teacher_width, c.classes, 2, seed=c.data_seed)
-    t_engine = run_engine(c.engine, out_dir / "teacher", max_steps=c.teacher_steps, seed=c.data_seed)
-    t_trainer = Trainer(_CETask(teacher, x_teach, y_teach, c.lr, 256), t_engine)
-    t_trainer.fit(resume=resumable(t_engine, c.resume))
-    teacher = t_trainer.models["model"].cpu().eval()
+    teacher = train_teacher(s, x_teach, y_teach, c.kd, out_dir / "teacher", c.resume)
     with torch.no_grad():
         t_test = teacher(x_te)
     t_acc = float((t_test.argmax(-1) == y_te).float().mean())
     train_rows = [{"x": x_tr[i], "labels": y_tr[i]} for i in range(len(y_tr))]
     rows = [{"model": "Bayes classifier", "accuracy": bayes, "std": 0.0},
-            {"model": f"teacher (width {c.teacher_width}, {c.teacher_examples} labels)", "accuracy": t_acc,
+            {"model": f"teacher (width {s.teacher_width}, {s.teacher_examples} labels)", "accuracy": t_acc,
              "std": 0.0, "agreement": 1.0, "KL(T||S)": 0.0}]
     per_method, spread, sinkd_share = {}, {}, []
     for method in c.methods:
         runs = []
         for seed in c.seeds:
-            student = mlp(c.dim, c.student_width, c.classes, 1, seed=1000 + seed)
+            student = mlp(s.dim, s.student_width, s.classes, 1, seed=1000 + seed)
             cfg = _student_config(c, method, seed, out_dir / "students" / method / f"seed{seed}")
             trainer = DistillTrainer(student, teacher, train_rows, config=cfg)
             trainer.train(resume=resumable(cfg.engine, c.resume))
-            runs.append(_metrics(trainer.model.cpu().eval(), t_test, x_te, y_te))
+            runs.append(student_metrics(trainer.model.cpu().eval(), t_test, x_te, y_te))
             if method == "sinkd":  # how much of the loss the Sinkhorn term is, at its last log
                 last = run_history(cfg.engine)[-1]
-                sinkd_share.append(c.sinkd_weight * last["sinkd"] / last["loss"])
-        acc, sd = _mean_std([r["accuracy"] for r in runs])
+                sinkd_share.append(cfg.sinkd_weight * last["sinkd"] / last["loss"])
+        acc, sd = mean_std([r["accuracy"] for r in runs])
         per_method[method], spread[method] = acc, sd
         rows.append({"model": f"student: {method}", "accuracy": acc, "std": sd,
                      "agreement": statistics.fmean(r["agreement"] for r in runs),

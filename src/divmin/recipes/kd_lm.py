@@ -1,20 +1,20 @@
 """Recipe ``kd-lm``: distil a tiny GPT-2 teacher into a smaller GPT-2 with several divergences.
 
 The corpus is synthetic with an exactly known law: a sequence is a topic token,
-then words from a topic-conditioned first-order Markov chain over ``words``
-words (rows drawn from a Dirichlet(``concentration``), so each context has a
-few likely successors), each step ending with probability ``p_end`` (then
+then words from a topic-conditioned first-order Markov chain over ``setting.words``
+words (rows drawn from a Dirichlet(``setting.concentration``), so each context has a
+few likely successors), each step ending with probability ``setting.p_end`` (then
 ``[EOS]``). The prompt is the topic and the first word; the completion is the
 rest. The true next-token law gives the exact floor of held-out perplexity.
 
-The teacher (``teacher_layers`` x ``teacher_embd``) is trained in the recipe
-with cross-entropy on ``teacher_sequences`` sequences; each student
-(``student_layers`` x ``student_embd``) gets ``transfer_sequences`` sequences and
+The teacher (``setting.teacher_layers`` x ``setting.teacher_embd``) is trained in the recipe
+with cross-entropy on ``setting.teacher_sequences`` sequences; each student
+(``setting.student_layers`` x ``setting.student_embd``) gets ``setting.transfer_sequences`` sequences and
 is trained with :class:`divmin.distill.DistillTrainer` by a method spec:
 ``"ce"`` (labels only), a registry name (off-policy KD with that divergence,
-pure soft loss), ``"<name>:on-policy"`` (GKD: with probability ``lmbda`` a
+pure soft loss), ``"<name>:on-policy"`` (GKD: with probability ``kd.lmbda`` a
 micro-batch's completions are the student's own samples) or ``"sinkd"`` (SinKD:
-forward-KL KD plus ``sinkd_weight`` x the research code's Sinkhorn loss between
+forward-KL KD plus ``kd.sinkd_weight`` x the research code's Sinkhorn loss between
 the student's and the teacher's next-token distributions over a batch's
 completion tokens).
 
@@ -23,7 +23,8 @@ perplexity, KL(teacher || student) and KL(student || teacher) per token; the
 teacher's and the true law's perplexities as reference rows.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run kd-lm --out runs/kd-lm --full``, that is
-``--set teacher_sequences=4000 --set teacher_steps=600 --set engine.max_steps=300 --set "seeds=(0, 1)"``.
+``--set setting.teacher_sequences=4000 --set setting.teacher_steps=600 --set kd.engine.max_steps=300
+--set "seeds=(0, 1)"``.
 """
 
 from __future__ import annotations
@@ -40,31 +41,28 @@ from torch.utils.data import DataLoader
 
 from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
-from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
+from ..engine import Bool, CrossEntropyTask, Instance, Int, IsDivergence, Number, Trainer, Tuple, is_default, validate
 from ..lm import LMCollator, tiny_gpt2
+from ._defaults import check_recipe_kd, recipe_engine
 from ._plots import students_plot
-from ._registry import RecipeResult, recipe, torch_threads
+from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 
-__all__ = ["KDLMConfig", "MarkovCorpus", "run_kd_lm"]
+__all__ = ["EOS", "PAD", "KDLMConfig", "MarkovCorpus", "MarkovSetting", "heldout_metrics", "run_kd_lm",
+           "student_lm", "train_teacher_lm"]
 
 PAD, EOS = 0, 1
 _ON = ":on-policy"
 _SPECIAL = ("ce", "sinkd")  # methods that are not a registry name
 
 
-def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=300, log_every=100, progress=True, tensorboard=False, max_grad_norm=1.0)
-
-
 @dataclasses.dataclass
-class KDLMConfig:
-    methods: tuple[str, ...] = ("ce", "forward_kl", "reverse_kl", "js", "total_variation", "skew_forward_kl",
-                                "forward_kl:on-policy", "reverse_kl:on-policy", "sinkd")  # see the module docstring
-    seeds: tuple[int, ...] = (0, 1)  # student seeds (init, data order, samples)
-    data_seed: int = 0  # seed of the Markov chain and the sequences
+class MarkovSetting:
+    """The synthetic corpus, its GPT-2 teacher and its GPT-2 students (kd-lm and kd-cache)."""
+
+    data_seed: int = 0  # seed of the Markov chain, the sequences and the teacher
     topics: int = 8  # topic tokens (each has its own transition matrix)
-    words: int = 40  # word tokens
+    words: int = 40  # word tokens (V = 2 + topics + words)
     concentration: float = 0.1  # Dirichlet concentration of each transition row (small = peaky)
     p_end: float = 0.08  # probability that a sequence ends after each word
     max_words: int = 24  # words per sequence at most (prompt word included)
@@ -75,34 +73,55 @@ class KDLMConfig:
     teacher_embd: int = 64  # teacher GPT-2 width
     student_layers: int = 1  # student GPT-2 depth
     student_embd: int = 32  # student GPT-2 width
-    teacher_steps: int = 600  # teacher training steps (batch 32)
-    lr: float = 3e-3  # AdamW learning rate of teacher and students
-    batch_size: int = 32  # student micro-batch size
-    lmbda: float = 0.5  # on-policy fraction of the ":on-policy" methods
-    sinkd_weight: float = 0.0008  # SinKD term weight of the "sinkd" method (research code 0.001 x beta 0.8)
-    num_threads: int | None = 1  # torch intra-op threads during the run (tiny models: 1 is fastest); None = as is
-    resume: bool = False  # resume every training run from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
+    teacher_steps: int = 600  # teacher training steps (batch 32, AdamW at the students' `kd.lr`)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        methods=Tuple(each=IsDivergence(parse=lambda m: None if m in _SPECIAL else divergence(m.removesuffix(_ON))),
-                      min_len=1),
-        seeds=Tuple(each=Int(ge=0), min_len=1), data_seed=Int(ge=0), topics=Int(ge=1), words=Int(ge=1),
-        concentration=Number(gt=0), p_end=Number(gt=0, lt=1), max_words=Int(ge=2), teacher_sequences=Int(ge=1),
-        transfer_sequences=Int(ge=1), test_sequences=Int(ge=1), teacher_layers=Int(ge=1), teacher_embd=Int(ge=1),
-        student_layers=Int(ge=1), student_embd=Int(ge=1), teacher_steps=Int(ge=1), lr=Number(gt=0),
-        batch_size=Int(ge=1), lmbda=Number(ge=0, le=1), sinkd_weight=Number(ge=0), num_threads=Int(ge=1, optional=True), resume=Bool(),
-        engine=Instance(EngineConfig),
+        data_seed=Int(ge=0), topics=Int(ge=1), words=Int(ge=1), concentration=Number(gt=0), p_end=Number(gt=0, lt=1),
+        max_words=Int(ge=2), teacher_sequences=Int(ge=1), transfer_sequences=Int(ge=1), test_sequences=Int(ge=1),
+        teacher_layers=Int(ge=1), teacher_embd=Int(ge=1), student_layers=Int(ge=1), student_embd=Int(ge=1),
+        teacher_steps=Int(ge=1),
     )
 
     def __post_init__(self) -> None:
         validate(self)
 
 
+def _default_kd() -> DistillConfig:
+    return DistillConfig(lr=3e-3, batch_size=32, lmbda=0.5, sinkd_weight=0.0008,
+                         engine=recipe_engine(300, max_grad_norm=1.0))
+
+
+@dataclasses.dataclass
+class KDLMConfig:
+    methods: tuple[str, ...] = ("ce", "forward_kl", "reverse_kl", "js", "total_variation", "skew_forward_kl",
+                                "forward_kl:on-policy", "reverse_kl:on-policy", "sinkd")  # see the module docstring
+    seeds: tuple[int, ...] = (0, 1)  # student seeds (init, data order, samples)
+    setting: MarkovSetting = dataclasses.field(default_factory=MarkovSetting)  # corpus, teacher, student sizes
+    num_threads: int | None = 1  # torch intra-op threads during the run (tiny models: 1 is fastest); None = as is
+    resume: bool = False  # resume every training run from its latest checkpoint
+    # the students' KD settings (lr, batch_size, engine...); per method the recipe sets `divergence`, "ce" sets
+    # alpha = 0, only the ":on-policy" methods keep `lmbda` and only "sinkd" keeps `sinkd_weight` (research code:
+    # 0.001 x beta 0.8); max_new_tokens is `setting.max_words`
+    kd: DistillConfig = dataclasses.field(default_factory=_default_kd)
+
+    CHECKS = dict(  # one per field: divmin.engine.validate
+        methods=Tuple(each=IsDivergence(parse=lambda m: None if m in _SPECIAL else divergence(m.removesuffix(_ON))),
+                      min_len=1),
+        seeds=Tuple(each=Int(ge=0), min_len=1), setting=Instance(MarkovSetting),
+        num_threads=Int(ge=1, optional=True), resume=Bool(), kd=Instance(DistillConfig),
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+        check_recipe_kd(self.kd, by="methods", task="causal_lm")
+        if not is_default(self.kd, "max_new_tokens"):
+            raise ValueError("`kd.max_new_tokens` is `setting.max_words` (the corpus's longest sequence); leave it")
+
+
 class MarkovCorpus:
     """Topic-conditioned Markov chain over words; token ids: PAD, EOS, topics, then words."""
 
-    def __init__(self, c: KDLMConfig) -> None:
+    def __init__(self, c: MarkovSetting) -> None:
         self.c = c
         self.gen = torch.Generator().manual_seed(c.data_seed)
         conc = torch.full((c.words,), c.concentration)
@@ -150,32 +169,31 @@ class MarkovCorpus:
         return total / count
 
 
+def train_teacher_lm(s: MarkovSetting, vocab: int, rows: list, kd: DistillConfig, out: Path,
+                     resume: bool) -> nn.Module:
+    """The GPT-2 teacher, trained by next-token cross-entropy on completion tokens (``kd.lr``, batch 32)."""
+    teacher = tiny_gpt2(vocab, seed=s.data_seed, n_layer=s.teacher_layers, n_embd=s.teacher_embd,
+                        n_positions=s.max_words + 4, eos_id=EOS, pad_id=PAD)
+    engine = run_engine(kd.engine, out, max_steps=s.teacher_steps, seed=s.data_seed)
+    trainer = Trainer(CrossEntropyTask(teacher, rows, lr=kd.lr, batch_size=32, collate=LMCollator(PAD)), engine)
+    trainer.fit(resume=resumable(engine, resume))
+    return trainer.models["model"].cpu().eval()
+
+
+def student_lm(s: MarkovSetting, vocab: int, seed: int) -> nn.Module:
+    """A fresh GPT-2 student (initialised from ``1000 + seed``)."""
+    return tiny_gpt2(vocab, seed=1000 + seed, n_layer=s.student_layers, n_embd=s.student_embd,
+                     n_positions=s.max_words + 4, eos_id=EOS, pad_id=PAD)
+
+
 def _inputs(b: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: b[k] for k in ("input_ids", "attention_mask", "position_ids")}
 
 
-class _LMCETask:
-    """Engine task: next-token cross-entropy on completion tokens."""
-
-    def __init__(self, model: nn.Module, rows: list, lr: float, batch: int) -> None:
-        self.model, self.rows, self.lr, self.batch = model, rows, lr, batch
-
-    def models(self) -> dict[str, nn.Module]:
-        return {"model": self.model}
-
-    def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"model": torch.optim.AdamW(models["model"].parameters(), lr=self.lr)}
-
-    def batches(self, ctx) -> DataLoader:
-        return DataLoader(self.rows, batch_size=self.batch, shuffle=True, collate_fn=LMCollator(PAD))
-
-    def train_step(self, b: dict[str, Tensor], ctx) -> Tensor:
-        logits = ctx.models["model"](**_inputs(b)).logits
-        return F.cross_entropy(logits.flatten(0, 1), b["labels"].flatten(), ignore_index=-100)
-
-
 @torch.no_grad()
-def _evaluate(student: nn.Module, teacher: nn.Module, rows: list) -> dict[str, float]:
+def heldout_metrics(student: nn.Module, teacher: nn.Module, rows: list) -> dict[str, float]:
+    """Teacher-forced on the rows' completion tokens: student perplexity ``ppl``, and per token
+    ``kl_ts`` = KL(teacher || student) and ``kl_st`` = KL(student || teacher)."""
     sums, n = torch.zeros(3, dtype=torch.float64), 0
     for b in DataLoader(rows, batch_size=128, collate_fn=LMCollator(PAD)):
         keep = b["labels"] != -100
@@ -191,50 +209,40 @@ def _evaluate(student: nn.Module, teacher: nn.Module, rows: list) -> dict[str, f
 
 
 def _student_config(c: KDLMConfig, method: str, seed: int, out: Path) -> DistillConfig:
-    engine = run_engine(c.engine, out, seed=seed)
-    common = dict(lr=c.lr, batch_size=c.batch_size, engine=engine, max_new_tokens=c.max_words)
+    engine = run_engine(c.kd.engine, out, seed=seed)
+    kd = dataclasses.replace(c.kd, engine=engine, max_new_tokens=c.setting.max_words)
     if method == "ce":
-        return DistillConfig(alpha=0.0, **common)
+        return dataclasses.replace(kd, alpha=0.0, lmbda=0.0, sinkd_weight=0.0)
     if method == "sinkd":
-        return DistillConfig(divergence="forward_kl", alpha=1.0, sinkd_weight=c.sinkd_weight, **common)
+        return dataclasses.replace(kd, divergence="forward_kl", lmbda=0.0)
     on = method.endswith(_ON)
-    return DistillConfig(divergence=method.removesuffix(_ON), alpha=1.0, lmbda=c.lmbda if on else 0.0, **common)
+    return dataclasses.replace(kd, divergence=method.removesuffix(_ON), lmbda=kd.lmbda if on else 0.0,
+                               sinkd_weight=0.0)
 
 
 @recipe("kd-lm", KDLMConfig, "distil a tiny GPT-2 into a smaller one with several divergences, on/off-policy",
-        full_size=("teacher_sequences=4000", "teacher_steps=600", "engine.max_steps=300", "seeds=(0, 1)"))
+        full_size=("setting.teacher_sequences=4000", "setting.teacher_steps=600", "kd.engine.max_steps=300",
+                   "seeds=(0, 1)"))
 def run_kd_lm(config: KDLMConfig, out_dir: Path) -> RecipeResult:
-    with torch_threads(config.num_threads):
-        return _run(config, out_dir)
-
-
-def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
-    c = config
-    corpus = MarkovCorpus(c)
+    c, s = config, config.setting
+    corpus = MarkovCorpus(s)
     teach_rows, train_rows, test_rows = (corpus.sample(n) for n in
-                                         (c.teacher_sequences, c.transfer_sequences, c.test_sequences))
-    positions = c.max_words + 4
-    teacher = tiny_gpt2(corpus.vocab, seed=c.data_seed, n_layer=c.teacher_layers, n_embd=c.teacher_embd,
-                        n_positions=positions, eos_id=EOS, pad_id=PAD)
-    t_engine = run_engine(c.engine, out_dir / "teacher", max_steps=c.teacher_steps, seed=c.data_seed)
-    t_trainer = Trainer(_LMCETask(teacher, teach_rows, c.lr, 32), t_engine)
-    t_trainer.fit(resume=resumable(t_engine, c.resume))
-    teacher = t_trainer.models["model"].cpu().eval()
+                                         (s.teacher_sequences, s.transfer_sequences, s.test_sequences))
+    teacher = train_teacher_lm(s, corpus.vocab, teach_rows, c.kd, out_dir / "teacher", c.resume)
     true_ppl = math.exp(corpus.true_nll(test_rows))
-    t_eval = _evaluate(teacher, teacher, test_rows)
+    t_eval = heldout_metrics(teacher, teacher, test_rows)
     rows = [{"model": "true law", "ppl": true_ppl},
-            {"model": f"teacher ({c.teacher_layers}x{c.teacher_embd}, {c.teacher_sequences} seqs)",
+            {"model": f"teacher ({s.teacher_layers}x{s.teacher_embd}, {s.teacher_sequences} seqs)",
              "ppl": t_eval["ppl"], "KL(T||S)": 0.0, "KL(S||T)": 0.0}]
     per_method, spread = {}, {}
     for method in c.methods:
         runs = []
         for seed in c.seeds:
-            student = tiny_gpt2(corpus.vocab, seed=1000 + seed, n_layer=c.student_layers, n_embd=c.student_embd,
-                                n_positions=positions, eos_id=EOS, pad_id=PAD)
+            student = student_lm(s, corpus.vocab, seed)
             cfg = _student_config(c, method, seed, out_dir / "students" / method.replace(":", "_") / f"seed{seed}")
             trainer = DistillTrainer(student, teacher, train_rows, config=cfg, pad_id=PAD, eos_id=EOS)
             trainer.train(resume=resumable(cfg.engine, c.resume))
-            runs.append(_evaluate(trainer.model.cpu().eval(), teacher, test_rows))
+            runs.append(heldout_metrics(trainer.model.cpu().eval(), teacher, test_rows))
         ppl = [r["ppl"] for r in runs]
         per_method[method] = statistics.fmean(ppl)
         spread[method] = statistics.stdev(ppl) if len(ppl) > 1 else 0.0

@@ -7,14 +7,14 @@ by a few log-ratios, while a transport cost still says how far apart the predict
 SinKD there equals forward-KL KD. This recipe builds it from the same parts
 (:class:`divmin.recipes.kd_cls.MixtureTask`, its MLPs, :class:`divmin.distill.DistillTrainer`):
 
-* a larger label space: ``classes`` (default 100) Gaussian-mixture classes in ``dim`` dimensions;
+* a larger label space: ``setting.classes`` (default 100) Gaussian-mixture classes in ``setting.dim`` dimensions;
 * a peaked teacher: the trained teacher's logits divided by ``teacher_temperature`` (< 1), so its
   mean top probability is near 1 (``summary["teacher_top_prob"]``);
 * a student started far from it: the student's output bias drawn with std ``student_init_scale``,
   so it starts peaked on one arbitrary class for every input;
-* distillation at T = 1 on the transfer set with ``alpha`` of the soft loss (default 1: the
+* distillation at T = 1 on the transfer set with ``kd.alpha`` of the soft loss (default 1: the
   divergence alone, no labels), for ``forward_kl``, ``reverse_kl``, ``js`` (registry names) and
-  ``sinkd`` (forward-KL KD + ``sinkd_weight`` x the reference-mode Sinkhorn loss of
+  ``sinkd`` (forward-KL KD + ``kd.sinkd_weight`` x the reference-mode Sinkhorn loss of
   :func:`divmin.distill.sinkd_loss`).
 
 ``summary["start_overlap"]`` is the mean Bhattacharyya coefficient sum_c sqrt(p_c q_c) between
@@ -30,7 +30,7 @@ What the runs show (data seed 0; teacher 0.949 accurate, mean top probability 0.
 students start at overlap 0.012-0.014). Test accuracy, mean +- sd over seeds:
 
 =============  ============================  ===========================  =========================
-method         defaults (300 steps, 3 seeds)  ``--full`` (600 steps, 5)    sinkd_weight=0.0008, 3
+method         defaults (300 steps, 3 seeds)  ``--full`` (600 steps, 5)    kd.sinkd_weight=0.0008, 3
 =============  ============================  ===========================  =========================
 forward_kl     0.833 +- 0.014                0.853 +- 0.013               0.833 +- 0.014
 reverse_kl     0.447 +- 0.004                0.464 +- 0.029
@@ -41,12 +41,12 @@ sinkd          0.891 +- 0.007                0.907 +- 0.008               0.836 
 SinKD > forward KL > JS ~ reverse KL, SinKD above each on every seed (the paper's ordering).
 Reverse KL and JS stall (our reading, not measured here: from a student peaked on the wrong
 class their gradients are weighted by the student's own tiny mass where the teacher is, and JS
-saturates at log 2; forward KL's logit gradient q - p stays of order one). The Sinkhorn term is ~90 % of SinKD's loss at ``sinkd_weight=0.1``;
+saturates at log 2; forward KL's logit gradient q - p stays of order one). The Sinkhorn term is ~90 % of SinKD's loss at ``kd.sinkd_weight=0.1``;
 at the research code's weight (last column) it is ~16 % and SinKD ties forward KL (better on
 every seed by 0.002-0.005). CPU: 23 s for the defaults, 53 s for ``--full`` (1 thread).
 
 Full-size run (``divmin recipes`` shows it): ``divmin run kd-sinkd --out runs/kd-sinkd --full``, that is
-``--set engine.max_steps=600 --set "seeds=(0, 1, 2, 3, 4)"``.
+``--set kd.engine.max_steps=600 --set "seeds=(0, 1, 2, 3, 4)"``.
 """
 
 from __future__ import annotations
@@ -62,57 +62,56 @@ from torch import Tensor, nn
 
 from ..distill import DistillConfig, DistillTrainer
 from ..divergences import divergence
-from ..engine import (Bool, EngineConfig, Instance, Int, IsDivergence, Number, Trainer, Tuple, atomic_write,
-                      validate)
+from ..engine import Bool, Instance, Int, IsDivergence, Number, Tuple, atomic_write, validate
+from ._defaults import check_recipe_kd, recipe_engine
 from ._plots import bar_panel, plt, save_figure
-from ._registry import RecipeResult, is_main_process, recipe, torch_threads
+from ._registry import RecipeResult, is_main_process, recipe
 from ._runs import resumable, run_engine, run_history
-from .kd_cls import MixtureTask, _CETask, _mean_std, _metrics, mlp
+from .kd_cls import MixtureSetting, MixtureTask, mean_std, mlp, student_metrics, train_teacher
 
 __all__ = ["KDSinkdConfig", "run_kd_sinkd"]
 
 
-def _default_engine() -> EngineConfig:
-    return EngineConfig(max_steps=300, log_every=100, progress=True, tensorboard=False, max_grad_norm=None)
+def _default_setting() -> MixtureSetting:
+    return MixtureSetting(classes=100, dim=16, modes_per_class=1, teacher_examples=10000, transfer_examples=1000,
+                          test_examples=3000, teacher_width=128, student_width=64, teacher_steps=600)
+
+
+def _default_kd() -> DistillConfig:
+    # alpha 1: the divergence alone, no labels; sinkd_weight: the research code's 0.0008 is ~1% of the loss
+    return DistillConfig(task="sequence_classification", lr=3e-3, batch_size=64, temperature=1.0, alpha=1.0,
+                         sinkd_weight=0.1, engine=recipe_engine(300))
 
 
 @dataclasses.dataclass
 class KDSinkdConfig:
     methods: tuple[str, ...] = ("forward_kl", "reverse_kl", "js", "sinkd")  # "sinkd" or registry names
     seeds: tuple[int, ...] = (0, 1, 2)  # student seeds (init and data order)
-    data_seed: int = 0  # seed of the class mixtures, the samples and the teacher
-    classes: int = 100  # label space (larger = less overlap by chance)
-    dim: int = 16  # input dimension
-    modes_per_class: int = 1  # Gaussian modes per class
-    separation: float = 1.5  # std of the mode means
-    teacher_examples: int = 10000  # labelled examples the teacher trains on
-    transfer_examples: int = 1000  # unlabelled-use examples the students are distilled on
-    test_examples: int = 3000  # held-out examples for every metric
-    teacher_width: int = 128  # hidden width of the teacher MLP (2 hidden layers)
-    student_width: int = 64  # hidden width of the student MLP (1 hidden layer)
-    teacher_steps: int = 600  # teacher training steps (batch 256)
+    # data, teacher and student sizes: a larger label space (less overlap by chance), one mode per class
+    setting: MixtureSetting = dataclasses.field(default_factory=_default_setting)
     teacher_temperature: float = 0.25  # the teacher's logits are divided by this (< 1: more peaked)
     student_init_scale: float = 10.0  # std of the student's initial output bias (far from the teacher)
-    lr: float = 3e-3  # AdamW learning rate of teacher and students
-    batch_size: int = 64  # student batch size (SinKD's batch of predictions)
-    alpha: float = 1.0  # weight of the soft loss; CE on the labels gets 1 - alpha
-    sinkd_weight: float = 0.1  # SinKD's Sinkhorn weight (research code: 0.0008, where it is ~1% of the loss)
     num_threads: int | None = 1  # torch intra-op threads during the run; None = as is
     resume: bool = False  # resume every training run from its latest checkpoint
-    engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # student loop (max_steps etc.)
+    # the students' KD settings (batch_size is SinKD's batch of predictions); per method the recipe sets
+    # `divergence`, and only "sinkd" keeps `sinkd_weight`
+    kd: DistillConfig = dataclasses.field(default_factory=_default_kd)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         methods=Tuple(each=IsDivergence(parse=lambda m: None if m == "sinkd" else divergence(m)), min_len=1),
-        seeds=Tuple(each=Int(ge=0), min_len=1), data_seed=Int(ge=0), classes=Int(ge=2), dim=Int(ge=1),
-        modes_per_class=Int(ge=1), separation=Number(gt=0), teacher_examples=Int(ge=1), transfer_examples=Int(ge=1),
-        test_examples=Int(ge=1), teacher_width=Int(ge=1), student_width=Int(ge=1), teacher_steps=Int(ge=1),
-        teacher_temperature=Number(gt=0), student_init_scale=Number(ge=0), lr=Number(gt=0), batch_size=Int(ge=2),
-        alpha=Number(ge=0, le=1), sinkd_weight=Number(gt=0), num_threads=Int(ge=1, optional=True), resume=Bool(),
-        engine=Instance(EngineConfig),
+        seeds=Tuple(each=Int(ge=0), min_len=1), setting=Instance(MixtureSetting), teacher_temperature=Number(gt=0),
+        student_init_scale=Number(ge=0), num_threads=Int(ge=1, optional=True), resume=Bool(),
+        kd=Instance(DistillConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
+        check_recipe_kd(self.kd, by="methods", task="sequence_classification")
+        if self.kd.batch_size < 2:
+            raise ValueError(f"`kd.batch_size` must be >= 2 (SinKD transports a batch), got {self.kd.batch_size}")
+        if self.kd.sinkd_weight <= 0:
+            raise ValueError(f"`kd.sinkd_weight` must be > 0 (the weight of the sinkd method), got "
+                             f"{self.kd.sinkd_weight}")
 
 
 class Sharpened(nn.Module):
@@ -128,10 +127,11 @@ class Sharpened(nn.Module):
 
 def far_student(c: KDSinkdConfig, seed: int) -> nn.Sequential:
     """The student MLP with its output bias ~ N(0, student_init_scale^2): peaked on one arbitrary class."""
-    net = mlp(c.dim, c.student_width, c.classes, 1, seed=1000 + seed)
+    s = c.setting
+    net = mlp(s.dim, s.student_width, s.classes, 1, seed=1000 + seed)
     with torch.no_grad():
         g = torch.Generator().manual_seed(2000 + seed)
-        net[-1].bias.copy_(c.student_init_scale * torch.randn(c.classes, generator=g))
+        net[-1].bias.copy_(c.student_init_scale * torch.randn(s.classes, generator=g))
     return net
 
 
@@ -142,35 +142,21 @@ def overlap(student_logits: Tensor, teacher_logits: Tensor) -> float:
 
 
 def _student_config(c: KDSinkdConfig, method: str, seed: int, out: Path) -> DistillConfig:
-    engine = run_engine(c.engine, out, seed=seed)
-    common = dict(task="sequence_classification", lr=c.lr, batch_size=c.batch_size, engine=engine,
-                  temperature=1.0, alpha=c.alpha)
+    kd = dataclasses.replace(c.kd, engine=run_engine(c.kd.engine, out, seed=seed))
     if method == "sinkd":
-        return DistillConfig(divergence="forward_kl", sinkd_weight=c.sinkd_weight, **common)
-    return DistillConfig(divergence=method, **common)
+        return dataclasses.replace(kd, divergence="forward_kl")
+    return dataclasses.replace(kd, divergence=method, sinkd_weight=0.0)
 
 
 @recipe("kd-sinkd", KDSinkdConfig, "SinKD vs forward KL, reverse KL and JS where teacher and student barely overlap",
-        full_size=("engine.max_steps=600", "seeds=(0, 1, 2, 3, 4)"))
-def run_kd_sinkd(config: KDSinkdConfig, out_dir: Path) -> RecipeResult:
-    with torch_threads(config.num_threads):
-        return _run(config, out_dir)
-
-
-def _teacher(c: KDSinkdConfig, data: MixtureTask, out: Path) -> nn.Module:
-    x, y = data.sample(c.teacher_examples)
-    net = mlp(c.dim, c.teacher_width, c.classes, 2, seed=c.data_seed)
-    engine = run_engine(c.engine, out, max_steps=c.teacher_steps, seed=c.data_seed)
-    trainer = Trainer(_CETask(net, x, y, c.lr, 256), engine)
-    trainer.fit(resume=resumable(engine, c.resume))
-    return Sharpened(trainer.models["model"].cpu().eval(), c.teacher_temperature).eval()
-
-
-def _run(c: KDSinkdConfig, out_dir: Path) -> RecipeResult:
-    data = MixtureTask(c)
-    teacher = _teacher(c, data, out_dir / "teacher")
-    x_tr, y_tr = data.sample(c.transfer_examples)
-    x_te, y_te = data.sample(c.test_examples)
+        full_size=("kd.engine.max_steps=600", "seeds=(0, 1, 2, 3, 4)"))
+def run_kd_sinkd(c: KDSinkdConfig, out_dir: Path) -> RecipeResult:
+    s = c.setting
+    data = MixtureTask(s)
+    x, y = data.sample(s.teacher_examples)
+    teacher = Sharpened(train_teacher(s, x, y, c.kd, out_dir / "teacher", c.resume), c.teacher_temperature).eval()
+    x_tr, y_tr = data.sample(s.transfer_examples)
+    x_te, y_te = data.sample(s.test_examples)
     with torch.no_grad():
         t_test = teacher(x_te)
         starts = [overlap(far_student(c, s)(x_te), t_test) for s in c.seeds]
@@ -182,14 +168,14 @@ def _run(c: KDSinkdConfig, out_dir: Path) -> RecipeResult:
             cfg = _student_config(c, method, seed, out_dir / "students" / method / f"seed{seed}")
             trainer = DistillTrainer(far_student(c, seed), teacher, train_rows, config=cfg)
             trainer.train(resume=resumable(cfg.engine, c.resume))
-            runs.append(_metrics(trainer.model.cpu().eval(), t_test, x_te, y_te))
+            runs.append(student_metrics(trainer.model.cpu().eval(), t_test, x_te, y_te))
             if method == "sinkd":  # how much of the loss the Sinkhorn term is, at its last log
                 last = run_history(cfg.engine)[-1]
-                sinkd_share.append(c.sinkd_weight * last["sinkd"] / last["loss"])
+                sinkd_share.append(cfg.sinkd_weight * last["sinkd"] / last["loss"])
         per_seed[method] = runs
         row: dict = {"method": method}
         for key, col in (("accuracy", "accuracy"), ("agreement", "agreement"), ("kl", "KL(T||S)")):
-            row[col], row[f"{col} sd"] = _mean_std([r[key] for r in runs])
+            row[col], row[f"{col} sd"] = mean_std([r[key] for r in runs])
         cpu_s[method] = time.process_time() - cpu
         rows.append(row)
     if is_main_process():

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from ..engine import EngineConfig, Int, Number, StepOutput, Trainer, Tuple
+from ..engine import CrossEntropyTask, EngineConfig, Int, Number, Trainer, Tuple
 from ..lm import LMCollator, completion_logps, sample_completions, tiny_gpt2, word_tokenizer
 from ._runs import resumable, run_engine
 
@@ -133,45 +132,21 @@ def response_logps(model: torch.nn.Module, prompts: list[list[int]], responses: 
 
 
 # ------------------------------------------------------------------ warm-up
-def _collate_sft(rows: list[tuple[list[int], list[int]]]) -> dict[str, Tensor]:
-    """(prompt ids, response ids + EOS) rows -> right-padded batch; loss on response tokens only."""
-    length = max(len(p) + len(r) for p, r in rows)
-    ids = torch.full((len(rows), length), PAD_ID, dtype=torch.long)
-    labels = torch.full_like(ids, -100)
-    att = torch.zeros_like(ids)
-    for k, (p, r) in enumerate(rows):
-        ids[k, :len(p) + len(r)] = torch.tensor(p + r)
-        labels[k, len(p):len(p) + len(r)] = torch.tensor(r)
-        att[k, :len(p) + len(r)] = 1
-    return {"input_ids": ids, "attention_mask": att, "labels": labels}
-
-
-class _WarmUpTask:
-    """Engine task: next-token prediction of the corpus responses given their prompts."""
-
-    def __init__(self, rows: list[tuple[list[int], list[int]]], model_kwargs: dict, lr: float, batch: int) -> None:
-        self.rows, self.model_kwargs, self.lr, self.batch = rows, model_kwargs, lr, batch
-
-    def models(self) -> dict[str, torch.nn.Module]:
-        return {"lm": build_model(**self.model_kwargs)}
-
-    def optimizers(self, models: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"lm": torch.optim.AdamW(models["lm"].parameters(), lr=self.lr)}
-
-    def batches(self, ctx) -> DataLoader:
-        return DataLoader(self.rows, batch_size=self.batch, shuffle=True, collate_fn=_collate_sft)
-
-    def train_step(self, batch: dict[str, Tensor], ctx) -> StepOutput:
-        return StepOutput(loss=ctx.models["lm"](**batch).loss)
-
-
 def warm_up(tokenizer, out_dir: Path, engine: EngineConfig, *, seed: int, n_layer: int, n_embd: int,
             corpus_size: int, p_good: float, p_bad: float, response_words: tuple[int, int], steps: int, lr: float,
             batch: int, resume: bool = False) -> tuple[torch.nn.Module, float]:
     """A tiny GPT-2 trained (through the engine) on :func:`corpus`, frozen; and its final loss."""
     enc = lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    rows = [(enc(p), enc(r) + [EOS_ID]) for p, r in corpus(corpus_size, seed, p_good, p_bad, response_words)]
-    task = _WarmUpTask(rows, dict(seed=seed, n_layer=n_layer, n_embd=n_embd), lr, batch)
+    rows = [{"prompt_ids": enc(p), "completion_ids": enc(r) + [EOS_ID]}
+            for p, r in corpus(corpus_size, seed, p_good, p_bad, response_words)]
+    if len({len(r["prompt_ids"]) for r in rows}) > 1:  # the default positions below assume no left padding
+        raise ValueError("`tokenizer` must give every corpus prompt the same number of tokens")
+    # next-token cross-entropy on the response tokens (EOS included), in divmin.lm's batch layout. Every prompt
+    # has the same length (no left padding), so the model's default positions are the layout's on every counted
+    # token; leaving `position_ids` out keeps the pad columns' positions, hence the order of the position
+    # embedding's gradient sum and the warm-up's numbers, bitwise as they were
+    task = CrossEntropyTask(build_model(seed, n_layer=n_layer, n_embd=n_embd), rows, lr=lr, batch_size=batch,
+                            collate=LMCollator(PAD_ID), name="lm", inputs=("input_ids", "attention_mask"))
     engine = run_engine(engine, out_dir, max_steps=steps, lr_schedule="cosine", warmup_steps=0, eval_every=None)
     trainer = Trainer(task, engine)
     result = trainer.fit(resume=resumable(engine, resume))
