@@ -171,6 +171,10 @@ def _load_module(spec: dict[str, Any], config: Path, weights: Path) -> nn.Module
     weights file's header, so ``args`` asking for a huge module cost nothing before they are refused.
     """
     name, args = spec["divmin_module"], spec.get("args")
+    if isinstance(name, str) and name not in _BUILDERS:
+        from ._runnable import discover_methods
+
+        discover_methods()  # a method package registers its builders on import: `load_exported` alone finds them
     if not isinstance(name, str) or name not in _BUILDERS:
         raise ValueError(f"`path`: {config} names an unknown module {name!r}; registered: {', '.join(sorted(_BUILDERS))}")
     if not isinstance(args, dict):

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import yaml
-from safetensors.torch import load_model
 from torch import nn
 
 from ..engine import MethodTrainer, atomic_write, default_checkpoint_every, latest_checkpoint, run_lock
@@ -51,14 +50,25 @@ def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _engine_owner(config: Any, method: str) -> tuple[str | None, Any]:
+    """(field, config) holding the run's engine config: (None, config) when ``config`` has an ``engine``,
+    else the method config nested under the method's name (``depict.engine``, ``speech_egg.engine``)."""
+    if hasattr(config, "engine"):
+        return None, config
+    field = method.replace("-", "_")
+    return field, getattr(config, field)
+
+
 def _with_run_dir(config: Any, out: Path, method: str) -> Any:
-    engine = dataclasses.replace(config.engine, out_dir=str(out), label=config.engine.label or method)
+    field, owner = _engine_owner(config, method)
+    engine = dataclasses.replace(owner.engine, out_dir=str(out), label=owner.engine.label or method)
     if engine.checkpoint_every is None:
         # every quarter of the run, on a log step (as the recipes): an interruption loses at most a
         # quarter, and the engine also checkpoints the last step, which `divmin export` reads
         engine = dataclasses.replace(engine, checkpoint_every=default_checkpoint_every(engine.max_steps,
                                                                                        engine.log_every))
-    return dataclasses.replace(config, engine=engine)
+    owner = dataclasses.replace(owner, engine=engine)
+    return owner if field is None else dataclasses.replace(config, **{field: owner})
 
 
 def prepare(method: str, config: Any, out_dir: str | Path, *, resume: bool = False
@@ -130,9 +140,7 @@ def export_run(run_dir: str | Path, *, checkpoint: str | Path | None = None) -> 
     if ckpt is None:
         raise ValueError(f"{run_dir}: no checkpoint to export (checkpoints/step_*)")
     models = m.models(config, training=False)
-    weights = ckpt / "models" / f"{m.checkpoint_model}.safetensors"
-    load_model(models.model, str(weights))
-    return m.export(models.model, models, config, Path(run_dir))
+    return m.export(m.restore(models, ckpt), models, config, Path(run_dir))
 
 
 def print_config(method: str) -> str:
