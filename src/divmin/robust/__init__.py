@@ -17,6 +17,7 @@ from ._evaluate import robustness_metrics
 from ._objectives import OBJECTIVES, AttackSettings, available_objectives, register_objective, robust_loss
 from ._sgld import SGLD_INITS, class_gaussian_init, class_pca_init, sgld_sample
 from ._trainer import RobustConfig, RobustTrainer
+from ._method import WEATTrainConfig  # registers `divmin train weat`
 
 # the API page (members_order: __all__) lists the entry points first, internals last
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "class_gaussian_init",
     "class_pca_init",
     "register_objective",
+    "WEATTrainConfig",
 ]
