@@ -47,7 +47,7 @@ IMAGE_SETS.add("fashion-mnist", ImageSet(_fashion, (1, 28, 28)))
 
 
 def _tiny_depict() -> DepictConfig:
-    # seconds on a CPU (about 4 s of one core on digits; clustering accuracy 0.65, k-means on its
+    # seconds on a CPU (about 6 s of one core on digits; clustering accuracy 0.65, k-means on its
     # pretrained embedding 0.62): the depict recipe's network, a fifth of its training
     return DepictConfig(channels=(16, 32), embed_dim=32, noise=0.2, pretrain_steps=200, kmeans_n_init=3,
                         engine=EngineConfig(max_steps=300, log_every=50))
