@@ -76,7 +76,7 @@ class SpeechEGGTrainConfig:
     noises: tuple[str, ...] = ("white", "pink", "brown")  # noise colours drawn (divmin.speech.NOISE_COLORS)
     channels: tuple[str, ...] = ("none", "highpass", "telephone")  # recording channels drawn (divmin.speech.CHANNELS)
     duration: float = 0.5  # seconds per utterance
-    sample_rate: float = 8000.0  # Hz
+    sample_rate: float = 8000.0  # sampling rate of the corpus (Hz)
     corpus_seed: int = 1  # seed of the corpus (each utterance's draws and synthesis)
     speech_egg: SpeechToEGGConfig = dataclasses.field(default_factory=_tiny_speech_egg)  # the method (speech_egg.engine: the loop)
 
