@@ -14,7 +14,7 @@ from ._corpus import synthesize_corpus
 from ._synth import (CHANNELS, NOISE_COLORS, VOWELS, SpeechEGG, add_noise, apply_channel, egg_from_instants, synthesize,
                      vocal_tract)
 from ._train import SpeechToEGG, SpeechToEGGConfig, egg_loss, normalize_speech
-from ._method import SpeechEGGNet, SpeechEGGTrainConfig  # registers `divmin train speech-egg`
+from ._method import SpeechEGGNet, SpeechEGGTrainConfig  # registers `divmin train speech_egg`
 from ._wav import read_wav, write_wav
 from ._zff import average_pitch_period, zff_gci, zff_signal
 

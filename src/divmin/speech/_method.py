@@ -1,4 +1,4 @@
-"""``divmin train speech-egg``: speech to EGG (Prathosh et al., 2019) on the synthetic paired corpus.
+"""``divmin train speech_egg``: speech to EGG (Prathosh et al., 2019) on the synthetic paired corpus.
 
 Data: ``utterances`` paired speech / EGG utterances of :func:`divmin.speech.synthesize_corpus`, drawn
 over the voices, f0 and SNR ranges, noise colours and recording channels of the config (seed
@@ -67,7 +67,7 @@ def _tiny_speech_egg() -> SpeechToEGGConfig:
 
 @dataclasses.dataclass
 class SpeechEGGTrainConfig:
-    """``divmin train speech-egg``: the synthetic training corpus, and the method's settings under ``speech_egg``."""
+    """``divmin train speech_egg``: the synthetic training corpus, and the method's settings under ``speech_egg``."""
 
     utterances: int = 12  # paired speech / EGG utterances of the synthetic corpus
     voices: tuple[str, ...] = ("modal", "breathy")  # voice qualities drawn (divmin.speech.VOICE_QUALITIES)
@@ -108,7 +108,7 @@ def _net_args(config: SpeechEGGTrainConfig) -> dict[str, Any]:
             "kernel": c.kernel, "frame_len": c.frame_len, "hop": c.hop}
 
 
-@train_method("speech-egg", SpeechEGGTrainConfig, "speech to EGG by adversarial approximate inference (synthetic corpus)")
+@train_method("speech_egg", SpeechEGGTrainConfig, "speech to EGG by adversarial approximate inference (synthetic corpus)")
 class SpeechEGGMethod(TrainMethod):
     parts = ("speech_encoder", "decoder")  # the engine models exported, as SpeechEGGNet's submodules
 

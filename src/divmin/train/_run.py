@@ -52,11 +52,8 @@ def _is_main() -> bool:
 
 def _engine_owner(config: Any, method: str) -> tuple[str | None, Any]:
     """(field, config) holding the run's engine config: (None, config) when ``config`` has an ``engine``,
-    else the method config nested under the method's name (``depict.engine``, ``speech_egg.engine``)."""
-    if hasattr(config, "engine"):
-        return None, config
-    field = method.replace("-", "_")
-    return field, getattr(config, field)
+    else the method config nested under the method's name (``depict.engine``)."""
+    return (None, config) if hasattr(config, "engine") else (method, getattr(config, method))
 
 
 def _with_run_dir(config: Any, out: Path, method: str) -> Any:
