@@ -31,5 +31,5 @@ def test_config_nests_the_method():
     assert "\nweat:\n" in text and "\n  objective: weat\n" in text and "\nwidth: 128\n" in text
     with pytest.raises(ValueError, match="`test_fraction`"):
         WEATTrainConfig(test_fraction=1.0)
-    cfg = config_from("weat", None, ["weat.objective=trades", "weat.beta=3.0"])
-    assert (cfg.weat.objective, cfg.weat.beta) == ("trades", 3.0)
+    cfg = config_from("weat", None, ["weat.objective=trades", "weat.lr=0.01"])
+    assert (cfg.weat.objective, cfg.weat.lr) == ("trades", 0.01)

@@ -159,8 +159,8 @@ class DiDiMethod(TrainMethod):
         return Models(student, tokenizer, {"teacher": teacher, "spec": spec, "judge": judge})
 
     def trainer(self, config: DiDiTrainConfig, models: Models) -> DiDiTrainer:
-        return DiDiTrainer(models.others["teacher"], config=config.didi, judge=models.others["judge"],
-                           student=models.model)
+        return DiDiTrainer(student=models.model, teacher=models.others["teacher"], config=config.didi,
+                           judge=models.others["judge"])
 
     def export(self, model: nn.Module, models: Models, config: Any, run_dir: Path) -> list[Path]:
         spec = models.others["spec"]

@@ -8,7 +8,7 @@ over the voices, f0 and SNR ranges, noise colours and recording channels of the 
 Export: the speech encoder and the decoder as one :class:`SpeechEGGNet` (``model.safetensors`` +
 ``config.json`` in ``RUN_DIR/final``); :func:`divmin.engine.load_exported` rebuilds it:
 ``net(frames)`` maps speech frames (B, frame_len) to EGG frames, ``net.predict(speech)`` a whole
-mono utterance (T,) to its EGG (T,), as :meth:`SpeechToEGG.predict` does.
+mono utterance (T,) to its EGG (T,), as the trainer's ``predict`` does.
 """
 
 from __future__ import annotations
@@ -28,7 +28,12 @@ from ._corpus import synthesize_corpus
 from ._lf import VOICE_QUALITIES
 from ._model import FrameDecoder, FrameEncoder, frame_signal, overlap_add
 from ._synth import CHANNELS, NOISE_COLORS
-from ._train import SpeechToEGG, SpeechToEGGConfig, normalize_speech
+from ._train import SpeechToEGGConfig, normalize_speech
+
+try:  # issue 27 renames SpeechToEGG to SpeechToEGGTrainer (helper `trainers`): drop the fallback once merged
+    from ._train import SpeechToEGGTrainer
+except ImportError:
+    from ._train import SpeechToEGG as SpeechToEGGTrainer
 
 __all__ = ["SpeechEGGNet", "SpeechEGGTrainConfig"]
 
@@ -47,7 +52,7 @@ class SpeechEGGNet(nn.Module):
     @torch.no_grad()
     def predict(self, speech: Tensor) -> Tensor:
         """The EGG (T,) of mono ``speech`` (T,): unit RMS, frames at ``hop``, E_s and D, overlap-add with a
-        Hann taper floored at 1e-3 (as :meth:`SpeechToEGG.predict`)."""
+        Hann taper floored at 1e-3 (as the trainer's ``predict``)."""
         if not isinstance(speech, Tensor) or speech.ndim != 1:
             raise ValueError(f"`speech` must be a mono (T,) tensor, got {getattr(speech, 'shape', type(speech).__name__)}")
         frames = frame_signal(normalize_speech(speech.float()), self.frame_len, self.hop)
@@ -113,15 +118,15 @@ class SpeechEGGMethod(TrainMethod):
     parts = ("speech_encoder", "decoder")  # the engine models exported, as SpeechEGGNet's submodules
 
     def models(self, config: SpeechEGGTrainConfig, training: bool) -> Models:
-        # the exported network's shape, to reload a checkpoint into; SpeechToEGG builds and trains its own
+        # the exported network's shape, to reload a checkpoint into; the trainer builds and trains its own
         return Models(_speech_egg_net(**_net_args(config)))
 
-    def trainer(self, config: SpeechEGGTrainConfig, models: Models) -> SpeechToEGG:
+    def trainer(self, config: SpeechEGGTrainConfig, models: Models) -> SpeechToEGGTrainer:
         corpus = config.corpus()
-        return SpeechToEGG(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]),
+        return SpeechToEGGTrainer(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]),
                            config=config.speech_egg)
 
-    def trained(self, trainer: SpeechToEGG) -> nn.Module:
+    def trained(self, trainer: SpeechToEGGTrainer) -> nn.Module:
         c = trainer.config
         return SpeechEGGNet(trainer.speech_encoder, trainer.decoder, frame_len=c.frame_len, hop=c.hop)
 
