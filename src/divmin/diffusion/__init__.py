@@ -13,6 +13,7 @@ from ._didi import MaskedDiscriminator, group_normalize, integral_policy_loss, p
 from ._didi_config import DiDiConfig
 from ._didi_sampler import GuidedSample, guided_sample
 from ._didi_trainer import DiDiInstruct, DiDiTrainer
+from ._didi_method import DiDiTrainConfig, ToyTeacherConfig  # registers `divmin train didi`
 from ._config import FEATURE_SOURCES, SIGMA_SAMPLERS, TIME_WEIGHTS, FDistillConfig
 from ._fdistill import FDistill
 from ._mdlm import MDLMSample, MaskedDiffusionLM, mdlm_loss, mdlm_reverse_step, mdlm_sample, sample_times, subs_log_probs
@@ -66,6 +67,8 @@ __all__ = [
     "score_from_denoiser",
     "subs_log_probs",
     "train_denoiser",
+    "DiDiTrainConfig",
+    "ToyTeacherConfig",
 ]
 
 from ._method import FDistillTrainConfig, MDLMTrainConfig  # noqa: E402  (`divmin train fdistill, mdlm`: registered on import)

@@ -26,6 +26,7 @@ import pkgutil
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+from safetensors.torch import load_model
 from torch import nn
 
 from ..registry import Registry
@@ -61,6 +62,13 @@ class TrainMethod:
 
     def trained(self, trainer: MethodTrainer) -> nn.Module:
         return getattr(trainer, self.trained_attr)
+
+    def restore(self, models: Models, checkpoint: Path) -> nn.Module:
+        """The model to export, its weights read from the engine checkpoint directory ``checkpoint``
+        (``divmin export``); default: ``checkpoint_model``'s weights into ``models.model``. A method whose
+        export spans several engine models (speech-to-EGG: encoder and decoder) overrides it."""
+        load_model(models.model, str(Path(checkpoint) / "models" / f"{self.checkpoint_model}.safetensors"))
+        return models.model
 
     def export(self, model: nn.Module, models: Models, config: Any, run_dir: Path) -> list[Path]:
         """Write the trained ``model`` under ``run_dir/final``; return the files written."""

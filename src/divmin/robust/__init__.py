@@ -13,6 +13,7 @@ runs AutoAttack through the optional torchattacks package.
 from ._attacks import NORMS, pgd_attack, trades_attack
 from ._autoattack import autoattack_accuracy, autoattack_available
 from ._energy import check_labels, energy, joint_energy, kl_energy_terms, weat_weights
+from ._method import WEATTrainConfig  # registers `divmin train weat`
 from ._evaluate import robustness_metrics
 from ._objectives import OBJECTIVES, AttackSettings, available_objectives, register_objective, robust_loss
 from ._sgld import SGLD_INITS, class_gaussian_init, class_pca_init, sgld_sample
@@ -42,4 +43,5 @@ __all__ = [
     "class_gaussian_init",
     "class_pca_init",
     "register_objective",
+    "WEATTrainConfig",
 ]

@@ -11,6 +11,7 @@ speech, EGG contact), while ``divmin.data`` holds the generic toys shared by met
 from ._model import FrameDecoder, FrameEncoder, LatentCritic, frame_signal, overlap_add
 from ._lf import VOICE_QUALITIES, LFParams, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
 from ._corpus import synthesize_corpus
+from ._method import SpeechEGGNet, SpeechEGGTrainConfig  # registers `divmin train speech_egg`
 from ._synth import (CHANNELS, NOISE_COLORS, VOWELS, SpeechEGG, add_noise, apply_channel, egg_from_instants, synthesize,
                      vocal_tract)
 from ._train import SpeechToEGG, SpeechToEGGConfig, egg_loss, normalize_speech
@@ -49,4 +50,6 @@ __all__ = [
     "vocal_tract",
     "write_wav",
     "zff_signal",
+    "SpeechEGGNet",
+    "SpeechEGGTrainConfig",
 ]

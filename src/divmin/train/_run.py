@@ -19,7 +19,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-from safetensors.torch import load_model
 from torch import nn
 
 from ..engine import EngineConfig, MethodTrainer, Models, RunDir, TrainMethod, apply_values, default_checkpoint_every
@@ -132,8 +131,7 @@ def export_run(run_dir: str | Path, *, checkpoint: str | Path | None = None) -> 
     if ckpt is None:
         raise ValueError(f"{run_dir}: no checkpoint to export (checkpoints/step_*)")
     models = m.models(config, training=False)
-    load_model(models.model, str(ckpt / "models" / f"{m.checkpoint_model}.safetensors"))
-    return m.export(models.model, models, config, Path(run_dir))
+    return m.export(m.restore(models, ckpt), models, config, Path(run_dir))
 
 
 def print_config(method: str | TrainMethod) -> str:
