@@ -8,6 +8,7 @@ functions of two distributions take the model first and the target second.
 from ._base import (Discrepancy, Divergence, as_divergence, available_divergences, available_kinds, divergence,
                     register)
 from ._capabilities import available_capabilities, capability
+from ._hooks import TritonTerms
 from ._categorical import categorical_divergence
 from ._family import (
     JS,
@@ -72,5 +73,6 @@ __all__ = [
     "SquaredHellinger",
     "TotalVariation",
     "Discrepancy",
+    "TritonTerms",
     "SinkhornConvergenceWarning",
 ]

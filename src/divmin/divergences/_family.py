@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._base import Divergence, register
+from ._hooks import kernel_terms
 from ._numerics import LOG2, mul_exp, piecewise
 from . import _terms
+from ._terms import Terms
 
 __all__ = [
     "ForwardKL",
@@ -56,9 +58,11 @@ class ForwardKL(Divergence):
     def perspective(self) -> Divergence:
         return ReverseKL()
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.kl_terms(logp, logq, with_grad, p)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.kl_terms(model_logp, target_logp, with_grad, target_p)
+
+    triton_terms = kernel_terms("forward_kl_terms")
 
 
 @register("reverse_kl")
@@ -86,9 +90,11 @@ class ReverseKL(Divergence):
     def perspective(self) -> Divergence:
         return ForwardKL()
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.reverse_kl_terms(logp, logq, with_grad, q)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.reverse_kl_terms(model_logp, target_logp, with_grad, model_p)
+
+    triton_terms = kernel_terms("reverse_kl_terms")
 
 
 @register("js")
@@ -115,10 +121,13 @@ class JS(Divergence):
     def g(self, log_r: Tensor) -> Tensor:
         return LOG2 - F.softplus(log_r)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        f_val, b_val = _terms.mixture_terms(logp, logq, 0.5, with_grad, p, q)  # JS = 2 x generalized JS(1/2)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        # JS = 2 x generalized JS(1/2)
+        f_val, b_val = _terms.mixture_terms(model_logp, target_logp, 0.5, with_grad, model_p, target_p)
         return f_val.mul_(2.0), (None if b_val is None else b_val * 2.0)
+
+    triton_terms = kernel_terms("mixture_terms", lambda d: (math.log(0.5), math.log(0.5), 2.0))
 
     def h(self, log_r: Tensor) -> Tensor:
         return torch.sigmoid(log_r)
@@ -148,9 +157,11 @@ class TotalVariation(Divergence):
     def h(self, log_r: Tensor) -> Tensor:
         return torch.zeros_like(log_r)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.total_variation_terms(logp, logq, with_grad, p, q)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.total_variation_terms(model_logp, target_logp, with_grad, model_p, target_p)
+
+    triton_terms = kernel_terms("total_variation_terms")
 
     def perspective(self) -> Divergence:
         return self
@@ -176,9 +187,11 @@ class SquaredHellinger(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return 0.5 * log_r - LOG2
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.hellinger_terms(logp, logq, with_grad, p, q)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.hellinger_terms(model_logp, target_logp, with_grad, model_p, target_p)
+
+    triton_terms = kernel_terms("squared_hellinger_terms")
 
     def perspective(self) -> Divergence:
         return self
@@ -204,9 +217,11 @@ class PearsonChi2(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return 2.0 * log_r + LOG2
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.chi2_terms(logp, logq, with_grad, p, q)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.chi2_terms(model_logp, target_logp, with_grad, model_p, target_p)
+
+    triton_terms = kernel_terms("pearson_chi2_terms")
 
     def perspective(self) -> Divergence:
         return NeymanChi2()
@@ -242,9 +257,11 @@ class NeymanChi2(Divergence):
         far = 2.0 * (torch.exp(log_w - s) - torch.exp(log_w))
         return torch.where(s < -1.0, far, super().weighted_g(log_w, s))
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.neyman_terms(logp, logq, with_grad, p, q)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.neyman_terms(model_logp, target_logp, with_grad, model_p, target_p)
+
+    triton_terms = kernel_terms("neyman_chi2_terms")
 
     def perspective(self) -> Divergence:
         return PearsonChi2()
@@ -270,9 +287,11 @@ class Jeffreys(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return F.softplus(log_r)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.jeffreys_terms(logp, logq, with_grad, p, q)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.jeffreys_terms(model_logp, target_logp, with_grad, model_p, target_p)
+
+    triton_terms = kernel_terms("jeffreys_terms")
 
     def perspective(self) -> Divergence:
         return self

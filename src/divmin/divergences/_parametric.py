@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._base import Divergence, register
+from ._hooks import TritonTerms, kernel_terms
 from ._numerics import LOG2, log_mix, mul_exp, piecewise
 from . import _terms
+from ._terms import Terms, log0
 
 __all__ = [
     "Alpha",
@@ -127,6 +129,15 @@ class Alpha(Divergence):
     def perspective(self) -> Divergence:
         return Alpha(alpha=1.0 - float(self.alpha))
 
+    def triton_terms(self) -> TritonTerms:
+        """Amari's terms with constants (a, 1 - a); forward / reverse KL's at a = 1 / 0, where they are those."""
+        from ._triton_terms import alpha_terms, forward_kl_terms, reverse_kl_terms
+
+        a = float(self.alpha)
+        if a in (0.0, 1.0):
+            return TritonTerms(forward_kl_terms if a == 1.0 else reverse_kl_terms)
+        return TritonTerms(alpha_terms, (a, 1.0 - a, 0.0))  # 1 - a in float64: the kernel never subtracts parameters
+
 
 @register("generalized_js")
 @dataclasses.dataclass(frozen=True)
@@ -161,9 +172,11 @@ class GeneralizedJS(Divergence):
         b = float(self.beta)
         return -(1.0 - b) * log_mix(log_r, b)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.mixture_terms(logp, logq, float(self.beta), with_grad, p, q)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.mixture_terms(model_logp, target_logp, float(self.beta), with_grad, model_p, target_p)
+
+    triton_terms = kernel_terms("mixture_terms", lambda d: (log0(float(d.beta)), log0(1.0 - float(d.beta)), 1.0))
 
     def h(self, log_r: Tensor) -> Tensor:
         b = float(self.beta)
@@ -196,9 +209,11 @@ class SoftenedReverseKL(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return F.logsigmoid(-log_r)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.softened_terms(logp, logq, True, with_grad, p, q)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.softened_terms(model_logp, target_logp, True, with_grad, model_p, target_p)
+
+    triton_terms = kernel_terms("softened_reverse_kl_terms")
 
     def perspective(self) -> Divergence:
         return SoftenedForwardKL()
@@ -225,9 +240,11 @@ class SoftenedForwardKL(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return log_r + F.logsigmoid(log_r)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.softened_terms(logp, logq, False, with_grad, p, q)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.softened_terms(model_logp, target_logp, False, with_grad, model_p, target_p)
+
+    triton_terms = kernel_terms("softened_forward_kl_terms")
 
     def perspective(self) -> Divergence:
         return SoftenedReverseKL()
@@ -262,9 +279,11 @@ class SkewForwardKL(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return 2.0 * math.log(1.0 - float(self.skew)) - log_mix(-log_r, 1.0 - float(self.skew)) - log_mix(log_r, float(self.skew))
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.skew_terms(logp, logq, float(self.skew), with_grad, p, q)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.skew_terms(model_logp, target_logp, float(self.skew), with_grad, model_p, target_p)
+
+    triton_terms = kernel_terms("skew_forward_kl_terms", lambda d: (log0(float(d.skew)), log0(1.0 - float(d.skew)), 0.0))
 
     def perspective(self) -> Divergence:
         return SkewReverseKL(skew=self.skew)
@@ -298,9 +317,11 @@ class SkewReverseKL(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return 2.0 * math.log(1.0 - float(self.skew)) - 2.0 * log_mix(-log_r, float(self.skew))
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.skew_reverse_terms(logp, logq, float(self.skew), with_grad, p, q)
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return _terms.skew_reverse_terms(model_logp, target_logp, float(self.skew), with_grad, model_p, target_p)
+
+    triton_terms = kernel_terms("skew_reverse_kl_terms", lambda d: (log0(1.0 - float(d.skew)), log0(float(d.skew)), 0.0))
 
     def perspective(self) -> Divergence:
         return SkewForwardKL(skew=self.skew)
