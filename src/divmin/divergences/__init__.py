@@ -10,6 +10,7 @@ from ._base import (Discrepancy, Divergence, as_divergence, available_divergence
 from ._capabilities import available_capabilities, capability
 from ._hooks import TritonTerms
 from ._categorical import categorical_divergence
+from ._checks import NonFiniteInputError, check_float_tensor, check_real
 from ._family import (
     JS,
     ForwardKL,
@@ -75,4 +76,7 @@ __all__ = [
     "Discrepancy",
     "TritonTerms",
     "SinkhornConvergenceWarning",
+    "NonFiniteInputError",
+    "check_float_tensor",
+    "check_real",
 ]
