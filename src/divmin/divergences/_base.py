@@ -29,7 +29,7 @@ from typing import Any, Callable, ClassVar, Sequence, TypeVar
 import torch
 from torch import Tensor
 
-from ..registry import did_you_mean
+from ..registry import Registry, did_you_mean
 from ._hooks import TritonTerms, inherited_terms, settle_hooks
 from ._numerics import finite_interval
 from ._terms import generic_categorical_terms
@@ -37,7 +37,7 @@ from ._terms import generic_categorical_terms
 __all__ = ["Discrepancy", "Divergence", "register", "divergence", "available_divergences", "available_kinds",
            "as_divergence"]
 
-_REGISTRY: dict[str, type["Discrepancy"]] = {}
+MEMBERS: Registry[type["Discrepancy"]] = Registry("divergence")
 
 _D = TypeVar("_D", bound=type["Discrepancy"])
 
@@ -296,11 +296,10 @@ def register(name: str) -> Callable[[_D], _D]:
             raise TypeError(f"register({name!r}) expects a Discrepancy subclass with a kind, got {cls!r}")
         if not name.isidentifier():
             raise ValueError(f"register: {name!r} is not a valid name (letters, digits and _)")
-        if name in _REGISTRY:
-            raise ValueError(f"divergence {name!r} is already registered by {_REGISTRY[name].__name__}")
+        if name in MEMBERS:
+            raise ValueError(f"divergence {name!r} is already registered by {MEMBERS.get(name).__name__}")
         cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return MEMBERS.add(name, cls)
 
     return deco
 
@@ -313,12 +312,12 @@ def available_divergences(kind: str | None = None) -> list[str]:
     """
     if kind is not None and kind not in available_kinds():
         raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(available_kinds())}")
-    return sorted(n for n, cls in _REGISTRY.items() if kind is None or cls.kind == kind)
+    return [n for n, cls in MEMBERS.items() if kind is None or cls.kind == kind]
 
 
 def available_kinds() -> list[str]:
     """The kinds of the registered members, sorted."""
-    return sorted({cls.kind for cls in _REGISTRY.values()})
+    return sorted({cls.kind for _, cls in MEMBERS.items()})
 
 
 def _parse_spec(spec: str, cls: type[Discrepancy]) -> dict[str, Any]:
@@ -352,13 +351,10 @@ def divergence(name: str, **params: Any) -> Discrepancy:
     if not isinstance(name, str):
         raise TypeError(f"divergence: `name` must be a str, got {type(name).__name__}")
     base, colon, rest = name.partition(":")
-    try:
-        cls = _REGISTRY[base.strip()]
-    except KeyError:
+    if base.strip() not in MEMBERS:  # the message says "valid names", as every divergence= error does
         hint = did_you_mean(base.strip(), available_divergences())
-        raise ValueError(
-            f"unknown divergence {base!r}{hint}; valid names: {', '.join(available_divergences())}"
-        ) from None
+        raise ValueError(f"unknown divergence {base!r}{hint}; valid names: {', '.join(available_divergences())}")
+    cls = MEMBERS.get(base.strip())
     if colon:
         parsed = _parse_spec(rest, cls)
         both = sorted(set(parsed) & set(params))

@@ -181,7 +181,9 @@ def gci_metrics(reference_instants, estimated_instants, *, sample_rate: float | 
 
     Instants are 1-D, strictly increasing, in seconds, or in samples when ``sample_rate``
     is given. ``IDR + MR + FAR = 1``. At least two reference instants are needed to
-    define the larynx cycles.
+    define the larynx cycles. The reference comes first, as in scikit-learn's metrics and
+    the GCI literature: with the clustering metrics, the one deliberate exception to
+    divmin's model-first order.
 
     >>> m = gci_metrics([0.01, 0.02, 0.03, 0.04], [0.01, 0.021, 0.031, 0.033])
     >>> round(m.idr, 2), round(m.mr, 2), round(m.far, 2), round(m.ida_ms, 3)
