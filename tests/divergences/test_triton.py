@@ -224,6 +224,43 @@ def test_backend_choice_and_errors(monkeypatch):
             divmin.categorical_divergence(b32, a32, backend="triton")
 
 
+_WALKTHROUGH_CHECK = textwrap.dedent("""
+    import os, re, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    page = open(sys.argv[1]).read()
+    exec(compile("\\n\\n".join(re.findall(r"```python\\n(.*?)```", page, flags=re.S)), "family.md", "exec"))
+    member = divmin.divergence("triangular")
+    g = torch.Generator().manual_seed(0)
+    model, target = torch.randn(5, 40, generator=g), torch.randn(5, 40, generator=g)
+    model[0, :3] = -torch.inf  # ids the model misses, ids both miss, ids the target misses
+    target[0, 2:6] = -torch.inf
+    out = {}
+    for backend in ("torch", "triton"):
+        m = model.clone().requires_grad_()
+        rows = divmin.categorical_divergence(m, target, divergence=member, reduction="none", backend=backend)
+        rows.sum().backward()
+        out[backend] = rows.detach().double(), m.grad.double()
+    m = model.double().requires_grad_()
+    q, p = m.softmax(-1), target.double().softmax(-1)
+    ref = ((p - q) ** 2 / (p + q).clamp_min(1e-300)).sum(-1)  # the plain sum, float64
+    ref.sum().backward()
+    for rows, grad in out.values():
+        torch.testing.assert_close(rows, ref.detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(grad, m.grad, rtol=1e-4, atol=1e-6)
+    print("walkthrough ok")
+""")
+
+
+def test_the_adding_a_member_walkthrough_runs_its_triton_terms():
+    """docs/family.md's example member, on both paths (the Triton one in the interpreter), against float64."""
+    page = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "family.md")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", _WALKTHROUGH_CHECK, page], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "walkthrough ok" in out.stdout
+
+
 _COMPILE = textwrap.dedent("""
     import os
     os.environ["TRITON_INTERPRET"] = "0"
