@@ -23,14 +23,13 @@ import dataclasses
 import functools
 import math
 import numbers
-import warnings
 from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
 from ..registry import Registry, did_you_mean
-from ._hooks import TritonTerms, inherited_terms, settle_hooks
+from ._hooks import TritonTerms, deprecated_categorical_terms, settle_hooks
 from ._numerics import finite_interval
 from ._terms import generic_categorical_terms
 
@@ -227,13 +226,7 @@ class Divergence(Discrepancy):
         """
         return generic_categorical_terms(self, model_logp, target_logp, with_grad)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Deprecated, target first: ``terms(logq, logp, with_grad=..., model_p=q, target_p=p)``."""
-        warnings.warn("Divergence.categorical_terms(logp, logq, ...) is target-first and deprecated; use "
-                      "terms(model_logp, target_logp, *, with_grad, model_p, target_p)", DeprecationWarning,
-                      stacklevel=2)
-        return inherited_terms(type(self))(self, logq, logp, with_grad=with_grad, model_p=q, target_p=p)
+    categorical_terms = deprecated_categorical_terms  # the target-first hook of earlier releases
 
     has_triton_terms: ClassVar[bool] = False
     """Whether the class provides GPU kernel terms (:meth:`triton_terms`), set when the class is

@@ -26,7 +26,8 @@ graph of size (rows x V) is ever built.
 On CUDA, ``backend="auto"`` (or ``"triton"``) runs the same closed form as one
 Triton kernel (``_triton.py``, ``pip install "divmin[triton]"``) that streams
 each row with an online log-sum-exp and allocates nothing of size (rows x V)
-but the gradient; it covers every registry member and the model-side gradient
+but the gradient; it covers every member whose class has Triton terms (every registry
+member: ``Divergence.triton_terms``) and the model-side gradient
 (a target that needs a gradient goes to the torch path).
 """
 

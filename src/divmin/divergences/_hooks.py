@@ -23,7 +23,7 @@ from torch import Tensor
 if TYPE_CHECKING:  # pragma: no cover
     from ._base import Divergence
 
-__all__ = ["TERMS_MATH", "TritonTerms", "kernel_terms", "settle_hooks"]
+__all__ = ["TERMS_MATH", "TritonTerms", "deprecated_categorical_terms", "kernel_terms", "settle_hooks"]
 
 # The methods the categorical terms are made of (``_terms.generic_categorical_terms``); h and
 # log_h are not among them (the closed form never reads them).
@@ -76,6 +76,14 @@ def inherited_terms(cls: type) -> Callable:
         if fn is not None and not getattr(fn, "adapts", False):
             return fn
     raise TypeError(f"{cls.__name__} has no `terms`")  # pragma: no cover (Divergence defines it)
+
+
+def deprecated_categorical_terms(self: Any, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
+                                 q: Tensor | None = None) -> Any:
+    """Deprecated, target first: ``terms(logq, logp, with_grad=..., model_p=q, target_p=p)``."""
+    warnings.warn("Divergence.categorical_terms(logp, logq, ...) is target-first and deprecated; use "
+                  "terms(model_logp, target_logp, *, with_grad, model_p, target_p)", DeprecationWarning, stacklevel=2)
+    return inherited_terms(type(self))(self, logq, logp, with_grad=with_grad, model_p=q, target_p=p)
 
 
 def settle_hooks(cls: type, base: type["Divergence"]) -> None:
