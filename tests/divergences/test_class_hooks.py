@@ -176,3 +176,18 @@ def test_an_old_style_override_that_calls_super_reaches_the_parents_terms():
     want = 2.0 * ForwardKL().categorical(model, target, reduction="none")
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     assert math.isfinite(float(got.sum()))
+
+
+def test_the_chunk_building_block_is_model_first_and_refuses_the_old_positional_order():
+    from divmin.divergences.kernels import chunk_rows_and_grads, softmax_pair
+
+    model, target = _pair(seed=5)
+    (logq, q), (logp, p) = softmax_pair(model), softmax_pair(target)
+    div = divmin.divergence("forward_kl")
+    rows, g_model, g_target, finite = chunk_rows_and_grads(div, model_logp=logq, target_logp=logp, model_p=q,
+                                                           target_p=p, model_grad=True, target_grad=False)
+    torch.testing.assert_close(rows, (p * (logp - logq)).sum(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_model, q - p, rtol=1e-12, atol=1e-12)  # d KL(P || Q) / d model logits
+    assert g_target is None and bool(finite.all())
+    with pytest.raises(TypeError):
+        chunk_rows_and_grads(div, logp, logq, p, q, False, True)  # the target-first call of earlier releases

@@ -69,17 +69,20 @@ def softmax_pair(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.log_softmax(x, dim=-1), torch.softmax(x, dim=-1)
 
 
-def chunk_rows_and_grads(div: Divergence, logq: Tensor, logp: Tensor, q: Tensor, p: Tensor, need_b: bool,
-                         need_a: bool) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+def chunk_rows_and_grads(div: Divergence, *, model_logp: Tensor, target_logp: Tensor, model_p: Tensor,
+                         target_p: Tensor, model_grad: bool, target_grad: bool
+                         ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
     """Row values of D and the logit gradients of a chunk, unscaled (module docstring); model first.
 
-    ``logq``, ``q``: the model's log-softmax and softmax (R, V); ``logp``, ``p``: the target's;
-    ``need_b``, ``need_a``: whether the model's / the target's logit gradient is wanted.
-    Returns ``(rows, dD/db * T, dD/da * T, finite)`` (b the model logits, a the target's), the
+    ``model_logp``, ``model_p``: the model's log-softmax and softmax (R, V); ``target_logp``,
+    ``target_p``: the target's; ``model_grad``, ``target_grad``: whether the gradient with
+    respect to the model's / the target's logits is wanted (keyword-only: an earlier release
+    took these target first). Returns ``(rows, dD/d model * T, dD/d target * T, finite)``, the
     gradients None unless asked for; ``finite`` is False on rows whose gradient cannot be
     formed in the working dtype (a sum of B or A that is not finite: the gradient holds
     ``inf - inf`` there).
     """
+    logq, logp, q, p, need_b, need_a = model_logp, target_logp, model_p, target_p, model_grad, target_grad
     f_val, b_val = div.terms(logq, logp, with_grad=need_a or need_b, model_p=q, target_p=p)
     # a row whose softmax is undefined (NaN, +inf, or no finite logit) is NaN in every entry of its
     # log_softmax; the fast terms zero 0 * inf products, so say NaN explicitly there
@@ -178,7 +181,8 @@ def _run(ctx: Any, a: Tensor, b: Tensor, mask: Tensor | None, need_a: bool,
         logq, q = softmax_pair(_scaled(b[sel], ctx.temperature, dtype))
         # a NaN or +inf logit, or a row with no finite logit, makes the whole log_softmax row NaN
         bad_in += torch.stack([torch.isnan(logp[:, 0]), torch.isnan(logq[:, 0])]).sum(-1)
-        r, gb, ga, finite = chunk_rows_and_grads(ctx.div, logq, logp, q, p, need_b, need_a)
+        r, gb, ga, finite = chunk_rows_and_grads(ctx.div, model_logp=logq, target_logp=logp, model_p=q, target_p=p,
+                                                  model_grad=need_b, target_grad=need_a)
         rows[sel] = r
         refine[sel] = ~finite
         for g, gc in zip(bufs, (ga, gb)):
@@ -207,7 +211,8 @@ def _refine_overflow(ctx: Any, a: Tensor, b: Tensor, bad: Tensor, bufs: list[Ten
     wide = torch.float64
     logp, p = softmax_pair(_scaled(a[bad], ctx.temperature, wide))
     logq, q = softmax_pair(_scaled(b[bad], ctx.temperature, wide))
-    _, gb, ga, _ = chunk_rows_and_grads(ctx.div, logq, logp, q, p, bufs[1] is not None, bufs[0] is not None)
+    _, gb, ga, _ = chunk_rows_and_grads(ctx.div, model_logp=logq, target_logp=logp, model_p=q, target_p=p,
+                                       model_grad=bufs[1] is not None, target_grad=bufs[0] is not None)
     failed = torch.zeros_like(bad)
     for g, g64 in zip(bufs, (ga, gb)):
         if g is not None:
