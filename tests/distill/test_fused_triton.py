@@ -85,7 +85,16 @@ def test_auto_backend_on_cpu_is_the_torch_path():
 
 
 class _Custom(type(divmin.divergence("forward_kl"))):
-    """A subclass that could change f: no Triton terms unless registered."""
+    """A subclass that changes f (to Jeffreys'): no Triton terms unless it writes its own."""
+
+    def f(self, log_r):
+        return torch.expm1(log_r) * log_r
+
+    def g(self, log_r):
+        return -torch.expm1(log_r) - log_r
+
+    def perspective(self):
+        return self
 
 
 def test_backend_errors(monkeypatch):

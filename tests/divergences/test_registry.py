@@ -164,3 +164,25 @@ def test_members_are_hashable_values():
     assert divmin.divergence("alpha", alpha=0.3) == divmin.divergence("alpha", alpha=0.3)
     assert len({*MEMBERS}) == len(MEMBERS)
     assert str(divmin.divergence("alpha", alpha=0.3)) == "alpha(alpha=0.3)"
+
+
+def test_the_tables_of_the_package_are_registries_with_one_error_shape():
+    from divmin.divergences import _base, _capabilities, _sinkhorn
+    from divmin.registry import Registry
+
+    for table in (_base.MEMBERS, _capabilities.CAPABILITIES, _sinkhorn.COSTS):
+        assert isinstance(table, Registry)
+    assert _base.MEMBERS.names() == divmin.available_divergences()
+    assert _capabilities.CAPABILITIES.names() == divmin.divergences.available_capabilities()
+    assert tuple(_sinkhorn.COSTS.names()) == divmin.divergences.available_costs() == ("euclidean", "l1", "sqeuclidean")
+    with pytest.raises(ValueError, match=r"unknown divergence 'jss' \(did you mean 'js'\?\); valid names: alpha, "):
+        divmin.divergence("jss")
+    with pytest.raises(ValueError, match=r"unknown `cost` 'l2'; valid names: \('euclidean', 'l1', 'sqeuclidean'\)"):
+        divmin.sinkhorn_divergence(torch.zeros(2, 1), torch.ones(2, 1), epsilon=0.1, cost="l2")
+    with pytest.raises(ValueError, match="unknown capability 'x'; valid: implicit_reward, score_weight"):
+        divmin.divergence("js").supports("x")
+
+
+def test_a_capability_registered_twice_is_refused():
+    with pytest.raises(ValueError, match="capability 'score_weight' is already registered"):
+        divmin.divergences.capability("score_weight", "anything")(lambda member: None)

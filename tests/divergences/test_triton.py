@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -21,8 +22,7 @@ triton = pytest.importorskip("triton")
 
 import divmin  # noqa: E402
 from divmin.divergences import kernels  # noqa: E402
-from divmin.divergences._triton import triton_block_size, triton_rows, triton_terms  # noqa: E402
-from divmin.divergences._triton_terms import TRITON_TERMS  # noqa: E402
+from divmin.divergences._triton import triton_block_size, triton_rows  # noqa: E402
 
 from .conftest import MEMBERS, members  # noqa: E402
 
@@ -51,9 +51,8 @@ def _rows_and_grad(backend, a, b, mask, div, dtype=torch.float32, **kw):
 
 
 def test_every_registry_member_has_triton_terms():
-    missing = [str(d) for d in MEMBERS if triton_terms(d) is None]
+    missing = [str(d) for d in MEMBERS if not d.has_triton_terms or d.triton_terms() is None]
     assert not missing, f"members without Triton terms: {missing}"
-    assert set(TRITON_TERMS) == {type(d) for d in MEMBERS}
 
 
 @members
@@ -134,7 +133,7 @@ def test_kernel_rows_with_minus_inf_and_extreme_logits(name):
     zt[3, :] = -torch.inf  # an ignored row that is not even a distribution
     zs_dev = zs.to(DEVICE)
     grad = torch.empty_like(zs_dev)
-    loss = triton_rows(triton_terms(div), zs_dev, zt.to(DEVICE), wts.to(DEVICE), 0.7, grad_out=grad).sum()
+    loss = triton_rows(div.triton_terms(), zs_dev, zt.to(DEVICE), wts.to(DEVICE), 0.7, grad_out=grad).sum()
     loss, grad = loss.cpu().double(), grad.cpu().double()
     assert grad[3].abs().sum() == 0 and torch.isfinite(grad).all()
     assert torch.equal(zs_dev.cpu(), zs)  # the logits are read, not written, when grad_out is another buffer
@@ -148,7 +147,58 @@ def test_kernel_rows_with_minus_inf_and_extreme_logits(name):
 
 
 class _Custom(divmin.divergences.ForwardKL):
-    """A subclass that could change f: no Triton terms unless registered."""
+    """A subclass that changes f (to Jeffreys'): the parent's kernel is not its kernel."""
+
+    def f(self, log_r):
+        return torch.expm1(log_r) * log_r
+
+    def g(self, log_r):
+        return -torch.expm1(log_r) - log_r
+
+    def perspective(self):
+        return self
+
+
+class _Same(divmin.divergences.ForwardKL):
+    """A subclass that leaves the math alone: it runs its parent's kernel."""
+
+
+class _CustomWithKernel(_Custom):
+    def triton_terms(self):
+        from divmin.divergences._triton_terms import jeffreys_terms
+
+        return divmin.divergences.TritonTerms(jeffreys_terms)
+
+
+@pytest.mark.parametrize("cls, like", [(_Same, "forward_kl"), (_CustomWithKernel, "jeffreys")])
+def test_a_subclass_runs_the_kernel_of_its_own_math(cls, like):
+    a, b, mask = _logits()
+    ref, g_ref, finite = _rows_and_grad("torch", a, b, mask, like, dtype=F64)
+    got, g_got, _ = _rows_and_grad("triton", a, b, mask, cls())
+    torch.testing.assert_close(got, ref, rtol=2e-4, atol=1e-6)
+    keep = finite[:, None].expand_as(g_ref)
+    torch.testing.assert_close(g_got[keep], g_ref[keep], rtol=2e-4, atol=2e-4 * float(g_ref[keep].abs().max()))
+
+
+def test_a_subclass_that_changes_f_is_refused_by_triton_and_reported_once_by_auto():
+    a, b, _ = _logits()
+    with pytest.raises(ValueError, match="overrides f, g, perspective of ForwardKL"):
+        divmin.categorical_divergence(b.float(), a.float(), divergence=_Custom(), backend="triton")
+
+    class OnCuda(torch.Tensor):  # what "auto" decides on a CUDA tensor, without a GPU
+        @property
+        def is_cuda(self):
+            return True
+
+    x = torch.zeros(2, 3).as_subclass(OnCuda)
+    kind = type("Fresh", (_Custom,), {})  # a class of its own: the report is once per class
+    with pytest.warns(UserWarning, match="runs on the torch path") as record:
+        assert kernels.triton_terms_for("auto", kind(), x) is None
+        assert kernels.triton_terms_for("auto", kind(), x) is None
+    assert len([w for w in record if "torch path" in str(w.message)]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a member with terms: no report
+        assert kernels.triton_terms_for("auto", _Same(), x) is not None
 
 
 def test_backend_choice_and_errors(monkeypatch):
@@ -158,13 +208,13 @@ def test_backend_choice_and_errors(monkeypatch):
         divmin.categorical_divergence(b32, a32, backend="cuda")
     with pytest.raises(ValueError, match="float64"):
         divmin.categorical_divergence(b.to(DEVICE), a.to(DEVICE), backend="triton")
-    with pytest.raises(ValueError, match="no terms"):
+    with pytest.raises(ValueError, match="no terms for forward_kl: _Custom overrides"):
         divmin.categorical_divergence(b32, a32, divergence=_Custom(), backend="triton")
     with pytest.raises(ValueError, match="target logits"):
         divmin.categorical_divergence(b32, a32.clone().requires_grad_(), backend="triton")
     # "auto" falls back to torch for all of these, and a target gradient then flows
-    a_leaf = a32.clone().requires_grad_()
-    divmin.categorical_divergence(b32, a_leaf, divergence=_Custom()).backward()
+    a_leaf = a32[2:].clone().requires_grad_()  # rows 0-1 hold ids one side misses: Jeffreys is infinite there
+    divmin.categorical_divergence(b32[2:], a_leaf, divergence=_Custom()).backward()
     assert torch.isfinite(a_leaf.grad).all()
     if DEVICE == "cpu":
         auto = divmin.categorical_divergence(b32, a32, divergence="js")  # CPU: "auto" is the torch path
@@ -174,16 +224,53 @@ def test_backend_choice_and_errors(monkeypatch):
             divmin.categorical_divergence(b32, a32, backend="triton")
 
 
+_WALKTHROUGH_CHECK = textwrap.dedent("""
+    import os, re, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    page = open(sys.argv[1]).read()
+    exec(compile("\\n\\n".join(re.findall(r"```python\\n(.*?)```", page, flags=re.S)), "family.md", "exec"))
+    member = divmin.divergence("triangular")
+    g = torch.Generator().manual_seed(0)
+    model, target = torch.randn(5, 40, generator=g), torch.randn(5, 40, generator=g)
+    model[0, :3] = -torch.inf  # ids the model misses, ids both miss, ids the target misses
+    target[0, 2:6] = -torch.inf
+    out = {}
+    for backend in ("torch", "triton"):
+        m = model.clone().requires_grad_()
+        rows = divmin.categorical_divergence(m, target, divergence=member, reduction="none", backend=backend)
+        rows.sum().backward()
+        out[backend] = rows.detach().double(), m.grad.double()
+    m = model.double().requires_grad_()
+    q, p = m.softmax(-1), target.double().softmax(-1)
+    ref = ((p - q) ** 2 / (p + q).clamp_min(1e-300)).sum(-1)  # the plain sum, float64
+    ref.sum().backward()
+    for rows, grad in out.values():
+        torch.testing.assert_close(rows, ref.detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(grad, m.grad, rtol=1e-4, atol=1e-6)
+    print("walkthrough ok")
+""")
+
+
+def test_the_adding_a_member_walkthrough_runs_its_triton_terms():
+    """docs/family.md's example member, on both paths (the Triton one in the interpreter), against float64."""
+    page = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "family.md")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", _WALKTHROUGH_CHECK, page], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "walkthrough ok" in out.stdout
+
+
 _COMPILE = textwrap.dedent("""
     import os
     os.environ["TRITON_INTERPRET"] = "0"
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, compile
-    from divmin.divergences._triton import divergence_rows_kernel, triton_terms
+    from divmin.divergences._triton import divergence_rows_kernel
     import divmin
     fns = {}
     for d in [divmin.divergence(n) for n in divmin.available_divergences("f")] + [divmin.divergence("alpha", alpha=0.3)]:
-        fns[triton_terms(d)[0].__name__] = triton_terms(d)[0]
+        fns[d.triton_terms().fn.__name__] = d.triton_terms().fn
     scalars = dict(s_stride="i64", t_stride="i64", g_stride="i64", n_s="i32", n_t="i32", n_cols="i32",
                    inv_temp="fp32", c0="fp32", c1="fp32", c2="fp32")
     jobs = [(fn, "bf16", True, 0, 90) for fn in fns.values()]  # the fused loss: one launch, gradient in place

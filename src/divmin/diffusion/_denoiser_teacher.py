@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..engine import EngineConfig, Instance, Int, Number, OneOf, StepContext, Trainer, validate
-from ..divergences._checks import check_float_tensor, check_real
+from ..divergences import check_float_tensor, check_real
 from ._config import SIGMA_SAMPLERS
 from ._mdlm_checks import MAX_STEPS
 from ._teacher import score_from_denoiser

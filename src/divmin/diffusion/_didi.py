@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..divergences import as_divergence
-from ..divergences._checks import check_float_tensor, check_real
+from ..divergences import check_float_tensor, check_real
 from ..estimators import score_function_surrogate
 from ._mdlm_checks import (MAX_STEPS, check_ids, check_int, check_log_probs3, check_mask_id, check_masked_rows,
                            check_times)

@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from ..divergences._checks import check_real
+from ..divergences import check_real
 from ._mdlm import _check_denoised, _time_grid, mdlm_reverse_step
 from ._mdlm_checks import check_int, check_mask_id
 

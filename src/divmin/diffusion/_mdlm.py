@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import check_token_ids
-from ..divergences._checks import check_real
+from ..divergences import check_real
 from ._mdlm_checks import (check_grid, check_ids, check_int, check_log_probs3, check_mask_id, check_masked_rows,
                            check_nfe, check_step_times, check_times)
 

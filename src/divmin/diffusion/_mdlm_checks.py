@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..data import check_token_ids
-from ..divergences._checks import check_float_tensor, check_real
+from ..divergences import check_float_tensor, check_real
 
 MAX_STEPS = 100_000
 """The most sampler steps accepted (``nfe`` or ``len(times) - 1``): MDLM papers use up to a few thousand;

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import check_token_ids
-from ..divergences._checks import check_float_tensor
+from ..divergences import check_float_tensor
 from ._mdlm_checks import check_times
 from ._nets import _noise_embedding
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..divergences._checks import check_real
+from ..divergences import check_real
 from ._teacher import expand_sigma, score_from_denoiser
 
 __all__ = ["ConvBackbone", "DenoiserGenerator", "EDMDenoiser", "MLPBackbone", "MLPGenerator", "RatioHead"]

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
-from ..divergences._checks import check_float_tensor
+from ..divergences import check_float_tensor
 from ..divergences.kernels import NonFiniteInputError
 
 __all__ = ["check_fdistill_divergence", "fdistill_surrogate", "fdistill_weight"]

@@ -72,7 +72,8 @@ def _chunk(div: Divergence, hs: Tensor, ws: Tensor, wts: Tensor, ht: Tensor, *, 
     logq, q = softmax_pair(_chunk_logits(hs, ws, vocab, temperature))
     with torch.no_grad():
         logp, p = softmax_pair(_chunk_logits(ht, wt, vocab, temperature))
-    rows, _, grad, _ = chunk_rows_and_grads(div, logp, logq, p, q, False, need_grad)
+    rows, grad, _, _ = chunk_rows_and_grads(div, model_logp=logq, target_logp=logp, model_p=q, target_p=p,
+                                            model_grad=need_grad, target_grad=False)
     keep = wts != 0
     # masked rows (possibly inf/NaN) contribute exactly 0; NaN in a counted row stays NaN
     total = torch.where(keep, rows * wts, 0.0).sum()

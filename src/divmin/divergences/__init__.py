@@ -8,7 +8,9 @@ functions of two distributions take the model first and the target second.
 from ._base import (Discrepancy, Divergence, as_divergence, available_divergences, available_kinds, divergence,
                     register)
 from ._capabilities import available_capabilities, capability
+from ._hooks import TritonTerms
 from ._categorical import categorical_divergence
+from ._checks import NonFiniteInputError, check_float_tensor, check_real
 from ._family import (
     JS,
     ForwardKL,
@@ -72,5 +74,9 @@ __all__ = [
     "SquaredHellinger",
     "TotalVariation",
     "Discrepancy",
+    "TritonTerms",
     "SinkhornConvergenceWarning",
+    "NonFiniteInputError",
+    "check_float_tensor",
+    "check_real",
 ]

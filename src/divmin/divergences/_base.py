@@ -28,14 +28,15 @@ from typing import Any, Callable, ClassVar, Sequence, TypeVar
 import torch
 from torch import Tensor
 
-from ..registry import did_you_mean
+from ..registry import Registry, did_you_mean
+from ._hooks import TritonTerms, deprecated_categorical_terms, settle_hooks
 from ._numerics import finite_interval
 from ._terms import generic_categorical_terms
 
 __all__ = ["Discrepancy", "Divergence", "register", "divergence", "available_divergences", "available_kinds",
            "as_divergence"]
 
-_REGISTRY: dict[str, type["Discrepancy"]] = {}
+MEMBERS: Registry[type["Discrepancy"]] = Registry("divergence")
 
 _D = TypeVar("_D", bound=type["Discrepancy"])
 
@@ -135,6 +136,9 @@ class Divergence(Discrepancy):
     perspective alone: each term ``Q f(P/Q)`` is evaluated on whichever side keeps
     the ratio at most 1, which is what keeps it finite for extreme logits.
 
+    Optional fast paths of that closed form: :meth:`terms` (torch) and :meth:`triton_terms`
+    (the GPU kernel's). A subclass inherits them only while it leaves f, g and the
+    perspective alone (:attr:`has_triton_terms` says whether the class has GPU terms).
     Parameters are dataclass fields, validated in ``__post_init__``.
     """
 
@@ -186,6 +190,7 @@ class Divergence(Discrepancy):
             fn = cls.__dict__.get(name)
             if fn is not None and not getattr(fn, "_takes_numbers", False):
                 setattr(cls, name, _takes_numbers(fn))
+        settle_hooks(cls, Divergence)  # which fast paths (terms, triton_terms) this class may inherit
 
     # --- weighted forms used by the categorical closed form --------------------------------
     # Categorical terms are w * f(s) with s = -|log r| <= 0 and log_w the log of the larger
@@ -203,18 +208,44 @@ class Divergence(Discrepancy):
         """``exp(log_w) * g(exp(s))`` for ``s <= 0``."""
         return torch.exp(log_w) * self.g(s)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Elementwise ``Q f(P/Q)`` and (if ``with_grad``) ``Q g(P/Q)`` from log-probabilities.
+    def terms(self, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Elementwise ``F = Q f(P/Q)`` and (if ``with_grad``) ``B = Q g(P/Q)``, model first.
 
-        ``p``, ``q``: the probabilities ``exp(logp)``, ``exp(logq)`` when the caller has them
-        (fast paths use them). The generic version works for any member from f, g and the
-        perspective; members override it with a direct formula for speed (tests check every
-        override against the generic one). The closed form's value is the sum of the first
-        and its gradient is built from both (``divmin.divergences._categorical``), so a
-        member's gradient is defined where its terms are.
+        ``model_logp``, ``target_logp``: log-probabilities ``log Q``, ``log P`` (any shape, the
+        same for both; ``-inf`` for probability 0); ``model_p``, ``target_p``: ``exp`` of them
+        when the caller has them (fast paths use them). Returns two tensors of that shape, or
+        ``(F, None)``. The categorical closed form's value is the sum of F, and its gradient is
+        built from F and B (``divmin.divergences._categorical``), so a member's gradient is
+        defined where its terms are.
+
+        This generic version works for any member from f, g and the perspective; members
+        override it with a direct formula for speed (the tests check every override against
+        this one). A subclass that changes f (or g, the perspective...) without overriding
+        ``terms`` gets this generic version back, never its parent's formula.
         """
-        return generic_categorical_terms(self, logp, logq, with_grad)
+        return generic_categorical_terms(self, model_logp, target_logp, with_grad)
+
+    categorical_terms = deprecated_categorical_terms  # the target-first hook of earlier releases
+
+    has_triton_terms: ClassVar[bool] = False
+    """Whether the class provides GPU kernel terms (:meth:`triton_terms`), set when the class is
+    defined: True for every registry member and for a subclass that leaves their math alone (or
+    writes its own ``triton_terms``); False for a member without them, whose categorical
+    divergences then run on the torch path (``backend="triton"`` refuses it with the reason,
+    ``"auto"`` on CUDA warns once per class)."""
+
+    _triton_missing: ClassVar[str | None] = "it defines no `triton_terms`"
+
+    def triton_terms(self) -> "TritonTerms | None":
+        """The member's GPU terms for the Triton kernel, or None (the torch path computes it).
+
+        A member returns a :class:`~divmin.divergences.TritonTerms`: a ``@triton.jit`` function
+        ``fn(lq, lp, q, p, c0, c1, c2) -> (F, B)`` computing :meth:`terms` on a block of one row
+        in float32 (model first), and its three constants. Called only when the Triton backend
+        may run (the function's module imports triton).
+        """
+        return None
 
     # --- conveniences ------------------------------------------------------------------------
     @property
@@ -258,11 +289,10 @@ def register(name: str) -> Callable[[_D], _D]:
             raise TypeError(f"register({name!r}) expects a Discrepancy subclass with a kind, got {cls!r}")
         if not name.isidentifier():
             raise ValueError(f"register: {name!r} is not a valid name (letters, digits and _)")
-        if name in _REGISTRY:
-            raise ValueError(f"divergence {name!r} is already registered by {_REGISTRY[name].__name__}")
+        if name in MEMBERS:
+            raise ValueError(f"divergence {name!r} is already registered by {MEMBERS.get(name).__name__}")
         cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return MEMBERS.add(name, cls)
 
     return deco
 
@@ -275,12 +305,12 @@ def available_divergences(kind: str | None = None) -> list[str]:
     """
     if kind is not None and kind not in available_kinds():
         raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(available_kinds())}")
-    return sorted(n for n, cls in _REGISTRY.items() if kind is None or cls.kind == kind)
+    return [n for n, cls in MEMBERS.items() if kind is None or cls.kind == kind]
 
 
 def available_kinds() -> list[str]:
     """The kinds of the registered members, sorted."""
-    return sorted({cls.kind for cls in _REGISTRY.values()})
+    return sorted({cls.kind for _, cls in MEMBERS.items()})
 
 
 def _parse_spec(spec: str, cls: type[Discrepancy]) -> dict[str, Any]:
@@ -314,13 +344,10 @@ def divergence(name: str, **params: Any) -> Discrepancy:
     if not isinstance(name, str):
         raise TypeError(f"divergence: `name` must be a str, got {type(name).__name__}")
     base, colon, rest = name.partition(":")
-    try:
-        cls = _REGISTRY[base.strip()]
-    except KeyError:
+    if base.strip() not in MEMBERS:  # the message says "valid names", as every divergence= error does
         hint = did_you_mean(base.strip(), available_divergences())
-        raise ValueError(
-            f"unknown divergence {base!r}{hint}; valid names: {', '.join(available_divergences())}"
-        ) from None
+        raise ValueError(f"unknown divergence {base!r}{hint}; valid names: {', '.join(available_divergences())}")
+    cls = MEMBERS.get(base.strip())
     if colon:
         parsed = _parse_spec(rest, cls)
         both = sorted(set(parsed) & set(params))

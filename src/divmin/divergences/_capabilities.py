@@ -18,17 +18,26 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import torch
+
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from ._base import Discrepancy
 
 __all__ = ["available_capabilities", "capability", "describe", "why_not"]
 
-_PROBES: dict[str, Callable[["Discrepancy"], "str | None"]] = {}
-_USES: dict[str, str] = {}  # capability -> what needs it, for error messages
+Probe = Callable[["Discrepancy"], "str | None"]
+
+
+class _Capability(NamedTuple):
+    probe: Probe
+    used_by: str  # what needs the capability, for error messages
+
+
+CAPABILITIES: Registry[_Capability] = Registry("capability")
 
 # log r grids on which the probes look at g and h: wide for the sign of h (f-DPO's
 # rewards can sit far out), moderate for f-distill's weights (clamped log ratios).
@@ -36,19 +45,12 @@ _WIDE = torch.linspace(-30.0, 30.0, 601, dtype=torch.float64)
 _MODERATE = torch.linspace(-8.0, 8.0, 33, dtype=torch.float64)
 
 
-def capability(name: str, used_by: str) -> Callable[[Callable], Callable]:
+def capability(name: str, used_by: str) -> Callable[[Probe], Probe]:
     """Register a probe ``member -> None (has it) | str (why not)`` under ``name``.
 
     ``used_by`` names what needs the capability ("f-DPO"), for error messages.
     """
-
-    def deco(fn: Callable[["Discrepancy"], "str | None"]) -> Callable[["Discrepancy"], "str | None"]:
-        if name in _PROBES:
-            raise ValueError(f"capability {name!r} is already registered")
-        _PROBES[name], _USES[name] = fn, used_by
-        return fn
-
-    return deco
+    return CAPABILITIES.register(name, wrap=lambda _, probe: _Capability(probe, used_by))
 
 
 def available_capabilities() -> list[str]:
@@ -57,40 +59,49 @@ def available_capabilities() -> list[str]:
     >>> available_capabilities()
     ['implicit_reward', 'score_weight']
     """
-    return sorted(_PROBES)
+    return CAPABILITIES.names()
+
+
+def _get(name: str) -> _Capability:
+    if name not in CAPABILITIES:
+        raise ValueError(f"unknown capability {name!r}; valid: {', '.join(available_capabilities())}")
+    return CAPABILITIES.get(name)
 
 
 def describe(name: str) -> str:
     """What needs capability ``name`` (e.g. ``"f-DPO"``)."""
-    if name not in _USES:
-        raise ValueError(f"unknown capability {name!r}; valid: {', '.join(available_capabilities())}")
-    return _USES[name]
+    return _get(name).used_by
 
 
 @functools.lru_cache(maxsize=1024)
 def why_not(member: "Discrepancy", name: str) -> str | None:
     """None if ``member`` has capability ``name``, else the reason (cached per member)."""
-    try:
-        probe = _PROBES[name]
-    except KeyError:
-        raise ValueError(f"unknown capability {name!r}; valid: {', '.join(available_capabilities())}") from None
+    probe = _get(name).probe
     if member.kind != "f":
         return f"it is of kind {member.kind!r}, and {name} is defined for f-divergences only"
     return probe(member)
 
 
-def _h_or_none(member, log_r: torch.Tensor) -> torch.Tensor | None:
-    try:
-        return member.h(log_r)
-    except NotImplementedError:
-        return None
+def _on_h(grid: torch.Tensor) -> Callable[[Callable], Probe]:
+    """A probe ``(member, h) -> reason`` given h = r^2 f'' on ``grid``; a member without h lacks it."""
+
+    def wrap(probe: Callable[["Discrepancy", torch.Tensor], "str | None"]) -> Probe:
+        @functools.wraps(probe)
+        def run(member: "Discrepancy") -> str | None:
+            try:
+                h = member.h(grid)
+            except NotImplementedError:
+                return "it defines no h = r^2 f''"
+            return probe(member, h)
+
+        return run
+
+    return wrap
 
 
 @capability("implicit_reward", "f-DPO (its implicit reward must map back to a policy)")
-def _implicit_reward(member) -> str | None:
-    h = _h_or_none(member, _WIDE)
-    if h is None:
-        return "it defines no h = r^2 f''"
+@_on_h(_WIDE)
+def _implicit_reward(member, h: torch.Tensor) -> str | None:
     if not bool((h > 0).all()):
         return "h = r^2 f''(r) = 0 somewhere: g is not invertible"
     g_inf = float(member.g(torch.tensor([math.inf], dtype=torch.float64)))
@@ -100,10 +111,8 @@ def _implicit_reward(member) -> str | None:
 
 
 @capability("score_weight", "f-distill (its score-matching weight h = r^2 f'')")
-def _score_weight(member) -> str | None:
-    h = _h_or_none(member, _MODERATE)
-    if h is None:
-        return "it defines no h = r^2 f''"
+@_on_h(_MODERATE)
+def _score_weight(member, h: torch.Tensor) -> str | None:
     if not bool(torch.isfinite(h).all()) or bool((h < 0).any()):
         return "h = r^2 f'' is non-finite or negative"
     if bool((h == 0).all()):

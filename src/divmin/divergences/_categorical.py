@@ -15,7 +15,7 @@ The gradient is analytic. With A = P f'(r) and B = Q g(r) (g = f - r f'),
     dD/da = (A - P sum(A)) / T,      dD/db = (B - Q sum(B)) / T,
 
 and A = F - B with F = Q f(r) the term itself, so a member's terms F and B
-(:meth:`~divmin.Divergence.categorical_terms`: generic from f, g and the
+(:meth:`~divmin.Divergence.terms`: generic from f, g and the
 perspective, or a member's fast path) define both its value and its gradient. A
 custom autograd function walks the rows in chunks of ``chunk_size``; when a gradient
 is needed it is formed in the same pass as the value, while the chunk's softmaxes
@@ -26,7 +26,8 @@ graph of size (rows x V) is ever built.
 On CUDA, ``backend="auto"`` (or ``"triton"``) runs the same closed form as one
 Triton kernel (``_triton.py``, ``pip install "divmin[triton]"``) that streams
 each row with an online log-sum-exp and allocates nothing of size (rows x V)
-but the gradient; it covers every registry member and the model-side gradient
+but the gradient; it covers every member whose class has Triton terms (every registry
+member: ``Divergence.triton_terms``) and the model-side gradient
 (a target that needs a gradient goes to the torch path).
 """
 
@@ -68,15 +69,21 @@ def softmax_pair(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.log_softmax(x, dim=-1), torch.softmax(x, dim=-1)
 
 
-def chunk_rows_and_grads(div: Divergence, logp: Tensor, logq: Tensor, p: Tensor, q: Tensor, need_a: bool,
-                         need_b: bool) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
-    """Row values of D and the logit gradients of a chunk, unscaled (module docstring).
+def chunk_rows_and_grads(div: Divergence, *, model_logp: Tensor, target_logp: Tensor, model_p: Tensor,
+                         target_p: Tensor, model_grad: bool, target_grad: bool
+                         ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+    """Row values of D and the logit gradients of a chunk, unscaled (module docstring); model first.
 
-    Returns ``(rows, dD/da * T, dD/db * T, finite)``, the gradients None unless asked for;
-    ``finite`` is False on rows whose gradient cannot be formed in the working dtype
-    (a sum of B or A that is not finite: the gradient holds ``inf - inf`` there).
+    ``model_logp``, ``model_p``: the model's log-softmax and softmax (R, V); ``target_logp``,
+    ``target_p``: the target's; ``model_grad``, ``target_grad``: whether the gradient with
+    respect to the model's / the target's logits is wanted (keyword-only: an earlier release
+    took these target first). Returns ``(rows, dD/d model * T, dD/d target * T, finite)``, the
+    gradients None unless asked for; ``finite`` is False on rows whose gradient cannot be
+    formed in the working dtype (a sum of B or A that is not finite: the gradient holds
+    ``inf - inf`` there).
     """
-    f_val, b_val = div.categorical_terms(logp, logq, with_grad=need_a or need_b, p=p, q=q)
+    logq, logp, q, p, need_b, need_a = model_logp, target_logp, model_p, target_p, model_grad, target_grad
+    f_val, b_val = div.terms(logq, logp, with_grad=need_a or need_b, model_p=q, target_p=p)
     # a row whose softmax is undefined (NaN, +inf, or no finite logit) is NaN in every entry of its
     # log_softmax; the fast terms zero 0 * inf products, so say NaN explicitly there
     rows = torch.where(torch.isnan(logp[:, 0]) | torch.isnan(logq[:, 0]), math.nan, f_val.sum(-1))
@@ -91,7 +98,7 @@ def chunk_rows_and_grads(div: Divergence, logp: Tensor, logq: Tensor, p: Tensor,
         sum_a = a_val.sum(-1, keepdim=True)
         ga = torch.addcmul(a_val, p, sum_a, value=-1.0)
         finite &= torch.isfinite(sum_a[:, 0])
-    return rows, ga, gb, finite
+    return rows, gb, ga, finite
 
 
 _NONFINITE = ("`{}`: {} counted row(s) hold a NaN or +inf logit, or no finite logit, so their softmax is "
@@ -174,7 +181,8 @@ def _run(ctx: Any, a: Tensor, b: Tensor, mask: Tensor | None, need_a: bool,
         logq, q = softmax_pair(_scaled(b[sel], ctx.temperature, dtype))
         # a NaN or +inf logit, or a row with no finite logit, makes the whole log_softmax row NaN
         bad_in += torch.stack([torch.isnan(logp[:, 0]), torch.isnan(logq[:, 0])]).sum(-1)
-        r, ga, gb, finite = chunk_rows_and_grads(ctx.div, logp, logq, p, q, need_a, need_b)
+        r, gb, ga, finite = chunk_rows_and_grads(ctx.div, model_logp=logq, target_logp=logp, model_p=q, target_p=p,
+                                                  model_grad=need_b, target_grad=need_a)
         rows[sel] = r
         refine[sel] = ~finite
         for g, gc in zip(bufs, (ga, gb)):
@@ -203,7 +211,8 @@ def _refine_overflow(ctx: Any, a: Tensor, b: Tensor, bad: Tensor, bufs: list[Ten
     wide = torch.float64
     logp, p = softmax_pair(_scaled(a[bad], ctx.temperature, wide))
     logq, q = softmax_pair(_scaled(b[bad], ctx.temperature, wide))
-    _, ga, gb, _ = chunk_rows_and_grads(ctx.div, logp, logq, p, q, bufs[0] is not None, bufs[1] is not None)
+    _, gb, ga, _ = chunk_rows_and_grads(ctx.div, model_logp=logq, target_logp=logp, model_p=q, target_p=p,
+                                       model_grad=bufs[1] is not None, target_grad=bufs[0] is not None)
     failed = torch.zeros_like(bad)
     for g, g64 in zip(bufs, (ga, gb)):
         if g is not None:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._base import Divergence, register
+from ._hooks import kernel_terms
 from ._numerics import LOG2, mul_exp, piecewise
 from . import _terms
 
@@ -41,6 +42,9 @@ class ForwardKL(Divergence):
     likelihood); it is TRL GKD's ``beta=0`` and the usual distillation loss.
     """
 
+    terms = _terms.kl_terms
+    triton_terms = kernel_terms("forward_kl_terms")
+
     def f(self, log_r: Tensor) -> Tensor:
         return mul_exp(log_r, log_r)
 
@@ -56,9 +60,6 @@ class ForwardKL(Divergence):
     def perspective(self) -> Divergence:
         return ReverseKL()
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.kl_terms(logp, logq, with_grad, p)
 
 
 @register("reverse_kl")
@@ -70,6 +71,9 @@ class ReverseKL(Divergence):
     ``beta * log(pi/pi_ref)`` up to a constant); in f-DPG it is KL-regularised
     policy gradient with reward ``log P - log Q``; in f-distill it is DMD / VSD.
     """
+
+    terms = _terms.reverse_kl_terms
+    triton_terms = kernel_terms("reverse_kl_terms")
 
     def f(self, log_r: Tensor) -> Tensor:
         return -log_r
@@ -86,9 +90,6 @@ class ReverseKL(Divergence):
     def perspective(self) -> Divergence:
         return ForwardKL()
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.reverse_kl_terms(logp, logq, with_grad, q)
 
 
 @register("js")
@@ -102,6 +103,9 @@ class JS(Divergence):
     u = pi/pi_ref, is ``g(pi_ref/pi)`` here up to sign-free constants.
     """
 
+    terms = _terms.js_terms
+    triton_terms = kernel_terms("mixture_terms", lambda d: (math.log(0.5), math.log(0.5), 2.0))
+
     def f_nonpos(self, s: Tensor) -> Tensor:  # finite at s = -inf, where f(0) = log 2
         return mul_exp(s, s) - (1.0 + torch.exp(s)) * (F.softplus(s) - LOG2)
 
@@ -114,11 +118,6 @@ class JS(Divergence):
 
     def g(self, log_r: Tensor) -> Tensor:
         return LOG2 - F.softplus(log_r)
-
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        f_val, b_val = _terms.mixture_terms(logp, logq, 0.5, with_grad, p, q)  # JS = 2 x generalized JS(1/2)
-        return f_val.mul_(2.0), (None if b_val is None else b_val * 2.0)
 
     def h(self, log_r: Tensor) -> Tensor:
         return torch.sigmoid(log_r)
@@ -139,6 +138,9 @@ class TotalVariation(Divergence):
     r = 1, so it has no f-DPO reward map and gives f-distill no gradient.
     """
 
+    terms = _terms.total_variation_terms
+    triton_terms = kernel_terms("total_variation_terms")
+
     def f(self, log_r: Tensor) -> Tensor:
         return 0.5 * torch.expm1(log_r).abs()
 
@@ -147,10 +149,6 @@ class TotalVariation(Divergence):
 
     def h(self, log_r: Tensor) -> Tensor:
         return torch.zeros_like(log_r)
-
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.total_variation_terms(logp, logq, with_grad, p, q)
 
     def perspective(self) -> Divergence:
         return self
@@ -164,6 +162,9 @@ class SquaredHellinger(Divergence):
     g(r) = 1 - sqrt r, h(r) = sqrt(r)/2. Equals half of ``alpha(alpha=0.5)``.
     """
 
+    terms = _terms.hellinger_terms
+    triton_terms = kernel_terms("squared_hellinger_terms")
+
     def f(self, log_r: Tensor) -> Tensor:
         return torch.expm1(0.5 * log_r).square()
 
@@ -175,10 +176,6 @@ class SquaredHellinger(Divergence):
 
     def log_h(self, log_r: Tensor) -> Tensor:
         return 0.5 * log_r - LOG2
-
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.hellinger_terms(logp, logq, with_grad, p, q)
 
     def perspective(self) -> Divergence:
         return self
@@ -192,6 +189,9 @@ class PearsonChi2(Divergence):
     g(r) = 1 - r^2, h(r) = 2 r^2. Infinite when Q misses mass of P.
     """
 
+    terms = _terms.chi2_terms
+    triton_terms = kernel_terms("pearson_chi2_terms")
+
     def f(self, log_r: Tensor) -> Tensor:
         return torch.expm1(log_r).square()
 
@@ -204,10 +204,6 @@ class PearsonChi2(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return 2.0 * log_r + LOG2
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.chi2_terms(logp, logq, with_grad, p, q)
-
     def perspective(self) -> Divergence:
         return NeymanChi2()
 
@@ -219,6 +215,9 @@ class NeymanChi2(Divergence):
 
     g(r) = 2/r - 2, h(r) = 2/r. Infinite when Q puts mass where P has none.
     """
+
+    terms = _terms.neyman_terms
+    triton_terms = kernel_terms("neyman_chi2_terms")
 
     def f(self, log_r: Tensor) -> Tensor:
         return 4.0 * torch.sinh(0.5 * log_r).square()
@@ -242,10 +241,6 @@ class NeymanChi2(Divergence):
         far = 2.0 * (torch.exp(log_w - s) - torch.exp(log_w))
         return torch.where(s < -1.0, far, super().weighted_g(log_w, s))
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.neyman_terms(logp, logq, with_grad, p, q)
-
     def perspective(self) -> Divergence:
         return PearsonChi2()
 
@@ -258,6 +253,9 @@ class Jeffreys(Divergence):
     g(r) = 1 - r - log r, h(r) = 1 + r.
     """
 
+    terms = _terms.jeffreys_terms
+    triton_terms = kernel_terms("jeffreys_terms")
+
     def f(self, log_r: Tensor) -> Tensor:
         return torch.expm1(log_r) * log_r
 
@@ -269,10 +267,6 @@ class Jeffreys(Divergence):
 
     def log_h(self, log_r: Tensor) -> Tensor:
         return F.softplus(log_r)
-
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.jeffreys_terms(logp, logq, with_grad, p, q)
 
     def perspective(self) -> Divergence:
         return self

@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._base import Divergence, register
+from ._hooks import TritonTerms, kernel_terms
 from ._numerics import LOG2, log_mix, mul_exp, piecewise
 from . import _terms
+from ._terms import log0
 
 __all__ = [
     "Alpha",
@@ -72,6 +74,11 @@ def _alpha_f_neg(a: float, t: Tensor) -> Tensor:
         return (_em1(a, t) - torch.expm1(t)) / (a - 1.0)
     # a > 1/2: the dual form r f_{1-a}(1/r), whose denominator a is >= 1/2
     return (_exp_em1(a, t) - torch.expm1(t)) / a
+
+
+def _mixture_weights(div: "GeneralizedJS") -> tuple[float, float, float]:
+    """The mixture kernel's constants: log beta, log(1 - beta) and the scale 1."""
+    return log0(float(div.beta)), log0(1.0 - float(div.beta)), 1.0
 
 
 @register("alpha")
@@ -127,6 +134,15 @@ class Alpha(Divergence):
     def perspective(self) -> Divergence:
         return Alpha(alpha=1.0 - float(self.alpha))
 
+    def triton_terms(self) -> TritonTerms:
+        """Amari's terms with constants (a, 1 - a); forward / reverse KL's at a = 1 / 0, where they are those."""
+        from ._triton_terms import alpha_terms, forward_kl_terms, reverse_kl_terms
+
+        a = float(self.alpha)
+        if a in (0.0, 1.0):
+            return TritonTerms(forward_kl_terms if a == 1.0 else reverse_kl_terms)
+        return TritonTerms(alpha_terms, (a, 1.0 - a, 0.0))  # 1 - a in float64: the kernel never subtracts parameters
+
 
 @register("generalized_js")
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +155,9 @@ class GeneralizedJS(Divergence):
     """
 
     beta: float = 0.5
+
+    terms = _terms.generalized_js_terms
+    triton_terms = kernel_terms("mixture_terms", _mixture_weights)
 
     def __post_init__(self) -> None:
         _check_real("beta", self.beta, 0.0, 1.0, lo_open=True, hi_open=True)
@@ -161,10 +180,6 @@ class GeneralizedJS(Divergence):
         b = float(self.beta)
         return -(1.0 - b) * log_mix(log_r, b)
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.mixture_terms(logp, logq, float(self.beta), with_grad, p, q)
-
     def h(self, log_r: Tensor) -> Tensor:
         b = float(self.beta)
         return b * (1.0 - b) * torch.exp(-log_mix(-log_r, 1.0 - b))
@@ -184,6 +199,9 @@ class SoftenedReverseKL(Divergence):
     g(r) = 1 + log((r + 1)/(2r)), h(r) = 1/(1 + r). Conjugate: ``softened_forward_kl``.
     """
 
+    terms = _terms.softened_reverse_terms
+    triton_terms = kernel_terms("softened_reverse_kl_terms")
+
     def f(self, log_r: Tensor) -> Tensor:
         return (1.0 + torch.exp(log_r)) * (F.softplus(-log_r) - LOG2)
 
@@ -195,10 +213,6 @@ class SoftenedReverseKL(Divergence):
 
     def log_h(self, log_r: Tensor) -> Tensor:
         return F.logsigmoid(-log_r)
-
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.softened_terms(logp, logq, True, with_grad, p, q)
 
     def perspective(self) -> Divergence:
         return SoftenedForwardKL()
@@ -212,6 +226,9 @@ class SoftenedForwardKL(Divergence):
     g(r) = log((1 + r)/2) - r, h(r) = r^2/(1 + r). Conjugate of ``softened_reverse_kl``.
     """
 
+    terms = _terms.softened_forward_terms
+    triton_terms = kernel_terms("softened_forward_kl_terms")
+
     def f(self, log_r: Tensor) -> Tensor:
         return (1.0 + torch.exp(log_r)) * (F.softplus(log_r) - LOG2)
 
@@ -224,10 +241,6 @@ class SoftenedForwardKL(Divergence):
 
     def log_h(self, log_r: Tensor) -> Tensor:
         return log_r + F.logsigmoid(log_r)
-
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.softened_terms(logp, logq, False, with_grad, p, q)
 
     def perspective(self) -> Divergence:
         return SoftenedReverseKL()
@@ -243,6 +256,9 @@ class SkewForwardKL(Divergence):
     """
 
     skew: float = 0.1
+
+    terms = _terms.skew_terms
+    triton_terms = kernel_terms("skew_forward_kl_terms", lambda d: (log0(float(d.skew)), log0(1.0 - float(d.skew)), 0.0))
 
     def __post_init__(self) -> None:
         _check_real("skew", self.skew, 0.0, 1.0, lo_open=False, hi_open=True)
@@ -262,10 +278,6 @@ class SkewForwardKL(Divergence):
     def log_h(self, log_r: Tensor) -> Tensor:
         return 2.0 * math.log(1.0 - float(self.skew)) - log_mix(-log_r, 1.0 - float(self.skew)) - log_mix(log_r, float(self.skew))
 
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.skew_terms(logp, logq, float(self.skew), with_grad, p, q)
-
     def perspective(self) -> Divergence:
         return SkewReverseKL(skew=self.skew)
 
@@ -280,6 +292,9 @@ class SkewReverseKL(Divergence):
     """
 
     skew: float = 0.1
+
+    terms = _terms.skew_reverse_terms
+    triton_terms = kernel_terms("skew_reverse_kl_terms", lambda d: (log0(1.0 - float(d.skew)), log0(float(d.skew)), 0.0))
 
     def __post_init__(self) -> None:
         _check_real("skew", self.skew, 0.0, 1.0, lo_open=False, hi_open=True)
@@ -297,10 +312,6 @@ class SkewReverseKL(Divergence):
 
     def log_h(self, log_r: Tensor) -> Tensor:
         return 2.0 * math.log(1.0 - float(self.skew)) - 2.0 * log_mix(-log_r, float(self.skew))
-
-    def categorical_terms(self, logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        return _terms.skew_reverse_terms(logp, logq, float(self.skew), with_grad, p, q)
 
     def perspective(self) -> Divergence:
         return SkewForwardKL(skew=self.skew)

@@ -44,6 +44,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from ..registry import Registry
 from ._sinkhorn_loop import iterate
 
 __all__ = [
@@ -329,24 +330,23 @@ def _sqeuclidean(x: Tensor, y: Tensor) -> Tensor:
     return (xx + yy - 2 * x @ y.transpose(-1, -2)).clamp_min(0)
 
 
-_COSTS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "sqeuclidean": _sqeuclidean,
-    "euclidean": functools.partial(torch.cdist, p=2.0),
-    "l1": functools.partial(torch.cdist, p=1.0),
-}
+COSTS: Registry[Callable[[Tensor, Tensor], Tensor]] = Registry("cost")
+COSTS.add("sqeuclidean", _sqeuclidean)
+COSTS.add("euclidean", functools.partial(torch.cdist, p=2.0))
+COSTS.add("l1", functools.partial(torch.cdist, p=1.0))
 
 
 def available_costs() -> tuple[str, ...]:
     """Names accepted by ``sinkhorn_divergence(cost=...)``."""
-    return tuple(sorted(_COSTS))
+    return tuple(COSTS.names())
 
 
 def _resolve_cost(cost: str | Callable[[Tensor, Tensor], Tensor]):
     if callable(cost):
         return cost
-    if cost not in _COSTS:
+    if cost not in COSTS:
         raise ValueError(f"unknown `cost` {cost!r}; valid names: {available_costs()}, or a callable")
-    return _COSTS[cost]
+    return COSTS.get(cost)
 
 
 def _check_points(x: Tensor, y: Tensor) -> None:

@@ -1,8 +1,8 @@
 """Elementwise terms of the categorical closed form, generic and fast paths.
 
 ``F = Q f(P/Q)`` (summing to D) and ``B = Q g(P/Q)`` (the gradient weight, with
-``P f'(P/Q) = F - B``), from log-probabilities ``logp``, ``logq`` of any shape and,
-optionally, the probabilities ``p``, ``q`` themselves (the caller usually has them:
+``P f'(P/Q) = F - B``), from log-probabilities ``logq``, ``logp`` (model first) of any
+shape and, optionally, the probabilities ``q``, ``p`` themselves (the caller usually has them:
 ``torch.softmax`` gives them more accurately than ``exp(log_softmax)``, and the
 gradient needs them anyway). Zero probabilities (``-inf``) give the exact limits.
 
@@ -11,13 +11,15 @@ cheaper; a product ``0 * inf`` (weight 0, log-ratio infinite) is NaN in IEEE
 arithmetic and its limit 0 here, so each such product goes through
 :func:`zero_nan_`. Each fast path equals :func:`generic_categorical_terms`
 (tests/divergences check every member), and the Triton terms
-(``_triton_terms.py``) are the same formulas.
+(``_triton_terms.py``) are the same formulas. Each fast path takes the member first
+(:func:`member_terms` makes it the member's ``terms`` method), for its parameters.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
@@ -28,7 +30,22 @@ if TYPE_CHECKING:  # pragma: no cover
 Terms = tuple[Tensor, "Tensor | None"]
 
 
-def generic_categorical_terms(div: "Divergence", logp: Tensor, logq: Tensor, with_grad: bool) -> Terms:
+def member_terms(fn: Callable[..., Terms]) -> Callable[..., Terms]:
+    """``fn(div, logq, logp, with_grad, q, p)`` as a member's ``terms`` method (the hook's signature).
+
+    The fast paths below are written with the short names (model first); a member assigns one
+    as its hook: ``terms = _terms.kl_terms``.
+    """
+
+    @functools.wraps(fn)
+    def terms(self: Any, model_logp: Tensor, target_logp: Tensor, *, with_grad: bool = False,
+              model_p: Tensor | None = None, target_p: Tensor | None = None) -> Terms:
+        return fn(self, model_logp, target_logp, with_grad, model_p, target_p)
+
+    return terms
+
+
+def generic_categorical_terms(div: "Divergence", logq: Tensor, logp: Tensor, with_grad: bool) -> Terms:
     """Elementwise ``F = Q f(P/Q)`` and, if ``with_grad``, ``B = Q g(P/Q)``; shapes of ``logp``.
 
     Works for any member from f, g and the perspective: each term is evaluated on the
@@ -78,22 +95,25 @@ def _log_mix_probs(p: Tensor, q: Tensor, beta: float) -> Tensor:
     return m.clamp_min_(torch.finfo(m.dtype).tiny).log_()
 
 
-def kl_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None) -> Terms:
+@member_terms
+def kl_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None, p: Tensor | None) -> Terms:
     """Fast path for forward KL: F = P log(P/Q), B = -P."""
     p = _prob(logp, p)
     f_val = zero_nan_(torch.sub(logp, logq).mul_(p))
     return f_val, (-p if with_grad else None)
 
 
-def reverse_kl_terms(logp: Tensor, logq: Tensor, with_grad: bool, q: Tensor | None = None) -> Terms:
+@member_terms
+def reverse_kl_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None,
+                     p: Tensor | None) -> Terms:
     """Fast path for reverse KL: F = Q log(Q/P), B = Q (1 - log r) = F + Q."""
     q = _prob(logq, q)
     f_val = zero_nan_(torch.sub(logq, logp).mul_(q))
     return f_val, (f_val + q if with_grad else None)
 
 
-def mixture_terms(logp: Tensor, logq: Tensor, beta: float, with_grad: bool, p: Tensor | None = None,
-                  q: Tensor | None = None) -> Terms:
+def _mixture(logq: Tensor, logp: Tensor, beta: float, with_grad: bool, q: Tensor | None,
+             p: Tensor | None) -> Terms:
     """Fast path for generalized JS: F = b P log(P/M) + (1-b) Q log(Q/M), B = -(1-b) Q log(M/Q)."""
     p, q = _prob(logp, p), _prob(logq, q)
     m = torch.mul(p, beta).add_(q, alpha=1.0 - beta)
@@ -104,8 +124,22 @@ def mixture_terms(logp: Tensor, logq: Tensor, beta: float, with_grad: bool, p: T
     return f_val, (b_val if with_grad else None)
 
 
-def total_variation_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                          q: Tensor | None = None) -> Terms:
+@member_terms
+def generalized_js_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None,
+                         p: Tensor | None) -> Terms:
+    return _mixture(logq, logp, float(div.beta), with_grad, q, p)
+
+
+@member_terms
+def js_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None, p: Tensor | None) -> Terms:
+    """JS = 2 x generalized JS(1/2)."""
+    f_val, b_val = _mixture(logq, logp, 0.5, with_grad, q, p)
+    return f_val.mul_(2.0), (None if b_val is None else b_val * 2.0)
+
+
+@member_terms
+def total_variation_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None,
+                          p: Tensor | None) -> Terms:
     """Fast path for total variation: F = |P - Q|/2, B = Q sign(Q - P)/2.
 
     The sign comes from the probabilities, not from the log-ratio: in float32 the
@@ -118,8 +152,9 @@ def total_variation_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor
     return f_val, (torch.sign(d).mul_(q).mul_(0.5) if with_grad else None)
 
 
-def hellinger_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                    q: Tensor | None = None) -> Terms:
+@member_terms
+def hellinger_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None,
+                    p: Tensor | None) -> Terms:
     """Fast path for squared Hellinger: F = (sqrt P - sqrt Q)^2, B = Q - sqrt(P Q)."""
     p, q = _prob(logp, p), _prob(logq, q)
     sp, sq = p.sqrt(), q.sqrt()
@@ -127,8 +162,9 @@ def hellinger_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | Non
     return f_val, (torch.addcmul(q, sp, sq, value=-1.0) if with_grad else None)
 
 
-def jeffreys_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                   q: Tensor | None = None) -> Terms:
+@member_terms
+def jeffreys_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None,
+                   p: Tensor | None) -> Terms:
     """Fast path for Jeffreys: F = (P - Q) log(P/Q), B = Q - P + Q log(Q/P)."""
     p, q = _prob(logp, p), _prob(logq, q)
     t = logp - logq
@@ -152,16 +188,18 @@ def _chi2(logx: Tensor, logy: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Ten
     return torch.where(logx == -math.inf, y, torch.where(t > 1.0, far, near)), x2y
 
 
-def chi2_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-               q: Tensor | None = None) -> Terms:
+@member_terms
+def chi2_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None,
+               p: Tensor | None) -> Terms:
     """Fast path for Pearson chi^2: F = (P - Q)^2 / Q, B = Q - P^2/Q."""
     p, q = _prob(logp, p), _prob(logq, q)
     f_val, p2q = _chi2(logp, logq, p, q)
     return f_val, (torch.where(logp == -math.inf, q, q - p2q) if with_grad else None)
 
 
-def neyman_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None = None,
-                 q: Tensor | None = None) -> Terms:
+@member_terms
+def neyman_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None,
+                 p: Tensor | None) -> Terms:
     """Fast path for Neyman chi^2: F = (P - Q)^2 / P (Pearson's with the roles swapped), B = 2 Q^2/P - 2 Q."""
     p, q = _prob(logp, p), _prob(logq, q)
     f_val, q2p = _chi2(logq, logp, q, p)
@@ -170,15 +208,16 @@ def neyman_terms(logp: Tensor, logq: Tensor, with_grad: bool, p: Tensor | None =
     return f_val, torch.where(logq == -math.inf, 0.0, q2p.sub_(q).mul_(2.0))
 
 
-def skew_terms(logp: Tensor, logq: Tensor, lam: float, with_grad: bool, p: Tensor | None = None,
-               q: Tensor | None = None) -> Terms:
+@member_terms
+def skew_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None, p: Tensor | None) -> Terms:
     """Fast path for DistiLLM's skew KL, KL(P || M) with M = lam P + (1 - lam) Q: F = P log(P/M), B = -(1-lam) P Q/M.
 
     ``log M`` by ``logaddexp`` of the logs: lam may be 0, where M = Q can underflow
     while P does not.
     """
+    lam = float(div.skew)
     p, q = _prob(logp, p), _prob(logq, q)
-    logm = torch.logaddexp(logp + _log(lam), logq + math.log1p(-lam))
+    logm = torch.logaddexp(logp + log0(lam), logq + math.log1p(-lam))
     f_val = zero_nan_(torch.sub(logp, logm).mul_(p))
     if not with_grad:
         return f_val, None
@@ -186,11 +225,13 @@ def skew_terms(logp: Tensor, logq: Tensor, lam: float, with_grad: bool, p: Tenso
     return f_val, pq_m.mul_(-(1.0 - lam))
 
 
-def skew_reverse_terms(logp: Tensor, logq: Tensor, lam: float, with_grad: bool, p: Tensor | None = None,
-                       q: Tensor | None = None) -> Terms:
+@member_terms
+def skew_reverse_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None,
+                       p: Tensor | None) -> Terms:
     """Fast path for skew reverse KL, KL(Q || M) with M = (1 - lam) P + lam Q: F = Q log(Q/M), B = F + (1-lam) P Q/M."""
+    lam = float(div.skew)
     p, q = _prob(logp, p), _prob(logq, q)
-    logm = torch.logaddexp(logp + math.log1p(-lam), logq + _log(lam))
+    logm = torch.logaddexp(logp + math.log1p(-lam), logq + log0(lam))
     f_val = zero_nan_(torch.sub(logq, logm).mul_(q))
     if not with_grad:
         return f_val, None
@@ -198,8 +239,8 @@ def skew_reverse_terms(logp: Tensor, logq: Tensor, lam: float, with_grad: bool, 
     return f_val, pq_m.mul_(1.0 - lam).add_(f_val)
 
 
-def softened_terms(logp: Tensor, logq: Tensor, reverse: bool, with_grad: bool, p: Tensor | None = None,
-                   q: Tensor | None = None) -> Terms:
+def _softened(logq: Tensor, logp: Tensor, reverse: bool, with_grad: bool, q: Tensor | None,
+              p: Tensor | None) -> Terms:
     """Fast paths for the softened KLs with M = (P + Q)/2.
 
     reverse: 2 KL(M || P), F = 2 M log(M/P), B = Q + Q log(M/P);
@@ -215,5 +256,18 @@ def softened_terms(logp: Tensor, logq: Tensor, reverse: bool, with_grad: bool, p
     return f_val, (qd.add_(q) if reverse else qd.sub_(p))
 
 
-def _log(x: float) -> float:
+@member_terms
+def softened_reverse_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None,
+                           p: Tensor | None) -> Terms:
+    return _softened(logq, logp, True, with_grad, q, p)
+
+
+@member_terms
+def softened_forward_terms(div: Any, logq: Tensor, logp: Tensor, with_grad: bool, q: Tensor | None,
+                           p: Tensor | None) -> Terms:
+    return _softened(logq, logp, False, with_grad, q, p)
+
+
+def log0(x: float) -> float:
+    """``log x``, ``-inf`` at 0 (a mixture weight of 0)."""
     return math.log(x) if x > 0 else -math.inf

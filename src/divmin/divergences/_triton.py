@@ -6,7 +6,7 @@ keeping only scalars:
 
 1. online max and sum of exponentials of ``zs / T`` and ``zt / T`` (log-sum-exp);
 2. ``sum_x F(x)`` and ``sum_x B(x)`` from the member's terms
-   (``_triton_terms``), with ``log Q = zs/T - lse_s``, ``log P = zt/T - lse_t``;
+   (``Divergence.triton_terms``), with ``log Q = zs/T - lse_s``, ``log P = zt/T - lse_t``;
 3. if asked, ``dL/dzs = w (B - Q sum B) / T`` into ``g`` (which may be ``zs``
    itself: the fused KD loss overwrites its chunk of logits in place).
 
@@ -31,9 +31,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._triton_terms import triton_terms
-
-__all__ = ["triton_rows", "triton_block_size", "interpreting", "divergence_rows_kernel", "triton_terms"]
+__all__ = ["triton_rows", "triton_block_size", "interpreting", "divergence_rows_kernel"]
 
 
 @triton.jit
@@ -91,7 +89,7 @@ def divergence_rows_kernel(
             cols = start + tl.arange(0, BLOCK)
             lq = _log_probs(s_row, cols, n_s, inv_temp, ms, lds)
             lp = _log_probs(t_row, cols, n_t, inv_temp, mt, ldt)
-            f, b = TERMS(lp, lq, tl.exp(lp), tl.exp(lq), c0, c1, c2)
+            f, b = TERMS(lq, lp, tl.exp(lq), tl.exp(lp), c0, c1, c2)
             inside = cols < n_cols
             f_sum += tl.sum(tl.where(inside, f, 0.0), 0)
             b_sum += tl.sum(tl.where(inside, b, 0.0), 0)
@@ -113,7 +111,7 @@ def divergence_rows_kernel(
             lq = _log_probs(s_row, cols, n_s, inv_temp, ms, lds)
             lp = _log_probs(t_row, cols, n_t, inv_temp, mt, ldt)
             q = tl.exp(lq)
-            _, b = TERMS(lp, lq, tl.exp(lp), q, c0, c1, c2)
+            _, b = TERMS(lq, lp, q, tl.exp(lp), c0, c1, c2)
             grad = tl.where(w != 0.0, (b - q * b_sum) * scale, 0.0)
             tl.store(g_row + cols, grad.to(g_ptr.dtype.element_ty), mask=cols < n_s)
 
@@ -144,7 +142,7 @@ def triton_rows(terms: tuple[object, tuple[float, float, float]], zs: Tensor, zt
                 stats_ready: bool = False) -> Tensor:
     """Per-row ``w_i D_f(softmax(zt_i/T) || softmax(zs_i/T))`` (R,) float32; dL/dzs into ``grad_out`` if given.
 
-    ``terms`` is :func:`triton_terms` of the member; ``wts`` (R,) are the row weights
+    ``terms`` is the member's ``triton_terms()``; ``wts`` (R,) are the row weights
     (0 for rows that do not count), and the gradient is that of ``sum_i`` of the
     output. ``zs``, ``zt`` and ``grad_out`` (R, V_s; may be ``zs`` itself) need a unit
     stride in their last dim. ``stats`` (R, 5) float32: filled with the rows' softmax

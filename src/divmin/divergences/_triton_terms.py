@@ -1,18 +1,19 @@
 """Elementwise divergence terms as Triton device functions, one per registry member.
 
-Each function maps log-probabilities ``lp = log P``, ``lq = log Q`` (and their
-exponentials ``p``, ``q``) of one vocabulary block to
+Each function maps log-probabilities ``lq = log Q``, ``lp = log P`` (model first) and
+their exponentials ``q``, ``p`` of one vocabulary block to
 
     F = Q f(P/Q)    (sums to D_f(P || Q) over the vocabulary)
     B = Q g(P/Q)    (g = f - r f'; the student-logit gradient is B - Q sum(B))
 
-exactly as :meth:`divmin.Divergence.categorical_terms` does, with the same limits
+exactly as :meth:`divmin.Divergence.terms` does, with the same limits
 at zero probabilities (``-inf`` logs): a term whose weight is 0 is 0, and a term
 that must be infinite (e.g. reverse KL where P = 0 < Q) is ``+inf``. Three
-runtime constants ``c0, c1, c2`` carry a member's parameters (see
-:data:`TRITON_TERMS`). Everything is float32; the kernel in ``_triton.py`` calls
-the function it is handed as a compile-time constant, so one kernel serves every
-member.
+runtime constants ``c0, c1, c2`` carry a member's parameters. Each member's class
+names its function and constants in ``triton_terms`` (``_hooks.TritonTerms``); nothing
+here maps classes to functions. Everything is float32; the kernel in ``_triton.py``
+calls the function it is handed as a compile-time constant, so one kernel serves
+every member.
 
 This module imports ``triton``; the package only imports it when Triton is
 installed (``pip install "divmin[triton]"``) and a Triton backend is asked for.
@@ -20,17 +21,13 @@ installed (``pip install "divmin[triton]"``) and a Triton backend is asked for.
 
 from __future__ import annotations
 
-import math
-from typing import Callable
-
 import triton
 import triton.language as tl
 
-from . import _family as fam
-from . import _parametric as par
-from ._base import Divergence
-
-__all__ = ["TRITON_TERMS", "triton_terms"]
+__all__ = ["alpha_terms", "forward_kl_terms", "jeffreys_terms", "mixture_terms", "neyman_chi2_terms",
+           "pearson_chi2_terms", "reverse_kl_terms", "skew_forward_kl_terms", "skew_reverse_kl_terms",
+           "softened_forward_kl_terms", "softened_reverse_kl_terms", "squared_hellinger_terms",
+           "total_variation_terms"]
 
 
 @triton.jit
@@ -54,18 +51,18 @@ def _pq_over_m(lp, lq, lm):
 
 
 @triton.jit
-def forward_kl_terms(lp, lq, p, q, c0, c1, c2):
+def forward_kl_terms(lq, lp, q, p, c0, c1, c2):
     return _wdiff(lp, p, lp - lq), -p
 
 
 @triton.jit
-def reverse_kl_terms(lp, lq, p, q, c0, c1, c2):
+def reverse_kl_terms(lq, lp, q, p, c0, c1, c2):
     f = _wdiff(lq, q, lq - lp)
     return f, f + q
 
 
 @triton.jit
-def mixture_terms(lp, lq, p, q, c0, c1, c2):
+def mixture_terms(lq, lp, q, p, c0, c1, c2):
     """Generalized JS with c0 = log b, c1 = log(1 - b), times c2 (js: b = 1/2, c2 = 2).
 
     M in probability space (one rounding; logaddexp of the logs loses float32 accuracy),
@@ -77,14 +74,14 @@ def mixture_terms(lp, lq, p, q, c0, c1, c2):
 
 
 @triton.jit
-def skew_forward_kl_terms(lp, lq, p, q, c0, c1, c2):
+def skew_forward_kl_terms(lq, lp, q, p, c0, c1, c2):
     """KL(P || M), M = l P + (1 - l) Q, with c0 = log l, c1 = log(1 - l); B = -(1 - l) P Q / M."""
     lm = _logaddexp(lp + c0, lq + c1)
     return _wdiff(lp, p, lp - lm), -tl.exp(c1) * _pq_over_m(lp, lq, lm)
 
 
 @triton.jit
-def skew_reverse_kl_terms(lp, lq, p, q, c0, c1, c2):
+def skew_reverse_kl_terms(lq, lp, q, p, c0, c1, c2):
     """KL(Q || M), M = (1 - l) P + l Q, with c0 = log(1 - l), c1 = log l; B = F + (1 - l) P Q / M."""
     lm = _logaddexp(lp + c0, lq + c1)
     f = _wdiff(lq, q, lq - lm)
@@ -92,20 +89,20 @@ def skew_reverse_kl_terms(lp, lq, p, q, c0, c1, c2):
 
 
 @triton.jit
-def total_variation_terms(lp, lq, p, q, c0, c1, c2):
+def total_variation_terms(lq, lp, q, p, c0, c1, c2):
     half_q = 0.5 * q
     # the sign from the probabilities, as the torch terms take it (near ties)
     return 0.5 * tl.abs(p - q), tl.where(q > p, half_q, tl.where(q < p, -half_q, 0.0))
 
 
 @triton.jit
-def squared_hellinger_terms(lp, lq, p, q, c0, c1, c2):
+def squared_hellinger_terms(lq, lp, q, p, c0, c1, c2):
     d = tl.exp(0.5 * lp) - tl.exp(0.5 * lq)
     return d * d, q - tl.exp(0.5 * (lp + lq))
 
 
 @triton.jit
-def jeffreys_terms(lp, lq, p, q, c0, c1, c2):
+def jeffreys_terms(lq, lp, q, p, c0, c1, c2):
     both_zero = (lp == float("-inf")) & (lq == float("-inf"))
     f = tl.where(both_zero, 0.0, (p - q) * (lp - lq))
     return f, q - p + _wdiff(lq, q, lq - lp)
@@ -124,12 +121,12 @@ def _chi2(lp, lq, p, q):
 
 
 @triton.jit
-def pearson_chi2_terms(lp, lq, p, q, c0, c1, c2):
+def pearson_chi2_terms(lq, lp, q, p, c0, c1, c2):
     return _chi2(lp, lq, p, q)
 
 
 @triton.jit
-def neyman_chi2_terms(lp, lq, p, q, c0, c1, c2):
+def neyman_chi2_terms(lq, lp, q, p, c0, c1, c2):
     f, _ = _chi2(lq, lp, q, p)  # (P - Q)^2 / P: Pearson with the roles swapped
     b = tl.where(lq == float("-inf"), 0.0, 2.0 * tl.exp(2.0 * lq - lp) - 2.0 * q)
     return f, b
@@ -164,7 +161,7 @@ def _alpha_side(lw, a, am1, t):
 
 
 @triton.jit
-def alpha_terms(lp, lq, p, q, c0, c1, c2):
+def alpha_terms(lq, lp, q, p, c0, c1, c2):
     """Amari alpha with c0 = a, c1 = 1 - a (a not 0 or 1): F = Q f_a(r) for r <= 1, else P f_(1-a)(1/r)."""
     t = lp - lq
     f = tl.where(t > 0.0, _alpha_side(lp, c1, -c0, -t), _alpha_side(lq, c0, -c1, t))
@@ -174,56 +171,12 @@ def alpha_terms(lp, lq, p, q, c0, c1, c2):
 
 
 @triton.jit
-def softened_reverse_kl_terms(lp, lq, p, q, c0, c1, c2):
+def softened_reverse_kl_terms(lq, lp, q, p, c0, c1, c2):
     lm = _logaddexp(lp, lq) - 0.6931471805599453  # M = (P + Q)/2
     return _wdiff(lm, 2.0 * tl.exp(lm), lm - lp), q + _wdiff(lq, q, lm - lp)
 
 
 @triton.jit
-def softened_forward_kl_terms(lp, lq, p, q, c0, c1, c2):
+def softened_forward_kl_terms(lq, lp, q, p, c0, c1, c2):
     lm = _logaddexp(lp, lq) - 0.6931471805599453
     return _wdiff(lm, 2.0 * tl.exp(lm), lm - lq), _wdiff(lq, q, lm - lq) - p
-
-
-def _log(x: float) -> float:
-    return math.log(x) if x > 0 else -math.inf
-
-
-def _mixture(beta: float, scale: float) -> tuple[float, float, float]:
-    return _log(beta), _log(1.0 - beta), scale
-
-
-def _alpha(div: par.Alpha) -> tuple[object, tuple[float, float, float]]:
-    a = float(div.alpha)
-    if a == 1.0:
-        return forward_kl_terms, (0.0, 0.0, 0.0)
-    if a == 0.0:
-        return reverse_kl_terms, (0.0, 0.0, 0.0)
-    return alpha_terms, (a, 1.0 - a, 0.0)  # 1 - a in float64: the kernel never subtracts parameters
-
-
-_NONE = (0.0, 0.0, 0.0)
-
-# exact type -> (member -> (device function, (c0, c1, c2))); a subclass that changes f is not listed
-TRITON_TERMS: dict[type, Callable[[Divergence], tuple[object, tuple[float, float, float]]]] = {
-    fam.ForwardKL: lambda d: (forward_kl_terms, _NONE),
-    fam.ReverseKL: lambda d: (reverse_kl_terms, _NONE),
-    fam.JS: lambda d: (mixture_terms, _mixture(0.5, 2.0)),
-    par.GeneralizedJS: lambda d: (mixture_terms, _mixture(float(d.beta), 1.0)),
-    par.SkewForwardKL: lambda d: (skew_forward_kl_terms, (_log(float(d.skew)), _log(1.0 - float(d.skew)), 0.0)),
-    par.SkewReverseKL: lambda d: (skew_reverse_kl_terms, (_log(1.0 - float(d.skew)), _log(float(d.skew)), 0.0)),
-    fam.TotalVariation: lambda d: (total_variation_terms, _NONE),
-    fam.SquaredHellinger: lambda d: (squared_hellinger_terms, _NONE),
-    fam.Jeffreys: lambda d: (jeffreys_terms, _NONE),
-    fam.PearsonChi2: lambda d: (pearson_chi2_terms, _NONE),
-    fam.NeymanChi2: lambda d: (neyman_chi2_terms, _NONE),
-    par.Alpha: _alpha,
-    par.SoftenedReverseKL: lambda d: (softened_reverse_kl_terms, _NONE),
-    par.SoftenedForwardKL: lambda d: (softened_forward_kl_terms, _NONE),
-}
-
-
-def triton_terms(div: Divergence) -> tuple[object, tuple[float, float, float]] | None:
-    """The device function and constants for ``div``, or None if the member has no Triton terms."""
-    make = TRITON_TERMS.get(type(div))
-    return None if make is None else make(div)

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence
-from ..divergences._checks import check_float_tensor, check_real
+from ..divergences import check_float_tensor, check_real
 
 __all__ = ["effective_sample_size", "importance_mean", "mixture_log_density", "pooled_divergence"]
 

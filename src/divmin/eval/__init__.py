@@ -5,7 +5,7 @@ from ._calibration import calibration_error, top_label_calibration_error
 from ._clustering import ari, clustering_accuracy, nmi
 from ._diversity import distinct_n, self_bleu
 from ._generative import generative_perplexity, unigram_entropy
-from ._glottal import GCIMetrics, GlottalInstants, detect_egg_instants, gci_metrics
+from ._glottal import GCIMetrics, GlottalInstants, detect_egg_instants, gci_metrics, mono_signal, real_array
 from ._samples import (ModeStats, PrecisionRecall, class_coverage, frechet_distance, gaussian_frechet_distance,
                        mode_stats, precision_recall, sliced_wasserstein)
 from ._target_metrics import TargetMetrics, acceptance_rate, exact_divergence, is_divergence, is_expectation, target_metrics
@@ -39,4 +39,6 @@ __all__ = [
     "sliced_wasserstein",
     "top_label_calibration_error",
     "unigram_entropy",
+    "mono_signal",
+    "real_array",
 ]

@@ -23,9 +23,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..divergences._checks import check_real
+from ..divergences import check_real
 
-__all__ = ["GCIMetrics", "GlottalInstants", "detect_egg_instants", "gci_metrics"]
+__all__ = ["GCIMetrics", "GlottalInstants", "detect_egg_instants", "gci_metrics", "mono_signal", "real_array"]
 
 
 class GlottalInstants(NamedTuple):
@@ -46,9 +46,13 @@ class GCIMetrics(NamedTuple):
     n_cycles: int
 
 
-def _real_array(x, name: str) -> np.ndarray:
+def real_array(x, name: str) -> np.ndarray:
     """``x`` (array, sequence or tensor of any real dtype) as a float64 array; TypeError naming ``name``
-    for complex or non-numeric input (NumPy would drop an imaginary part with a mere warning)."""
+    for complex or non-numeric input (NumPy would drop an imaginary part with a mere warning).
+
+    >>> real_array([1, 2], "x").dtype
+    dtype('float64')
+    """
     if hasattr(x, "detach"):  # a tensor, bfloat16 included (which NumPy cannot read)
         if x.is_complex():
             raise TypeError(f"`{name}` must be real, got a complex tensor")
@@ -61,14 +65,20 @@ def _real_array(x, name: str) -> np.ndarray:
         raise TypeError(f"`{name}` must be an array of real numbers: {err}") from None
 
 
-def _mono(x, name: str) -> np.ndarray:
-    arr = _real_array(x, name)
+def mono_signal(x, name: str, *, bound: float | None = None) -> np.ndarray:
+    """``x`` as a non-empty, finite, 1-D float64 array (:func:`real_array`); ValueError naming ``name``.
+
+    ``bound``: also require ``|x| <= bound`` (1 for PCM samples in [-1, 1)).
+    """
+    arr = real_array(x, name)
     if arr.ndim != 1:
         raise ValueError(f"`{name}` must be mono (1-D), got shape {tuple(arr.shape)}")
     if arr.size == 0:
         raise ValueError(f"`{name}` must not be empty")
-    if not np.all(np.isfinite(arr)):
+    if bound is None and not np.all(np.isfinite(arr)):
         raise ValueError(f"`{name}` must be finite")
+    if bound is not None and (not np.all(np.isfinite(arr)) or np.max(np.abs(arr)) > bound):
+        raise ValueError(f"`{name}` must be finite and within [{-bound:g}, {bound:g}]; scale it first")
     return arr
 
 
@@ -108,7 +118,7 @@ def detect_egg_instants(egg, sample_rate: float, *, f0_max: float = 500.0, thres
     """
     from scipy.signal import find_peaks
 
-    egg, fs = _mono(egg, "egg"), _rate(sample_rate)
+    egg, fs = mono_signal(egg, "egg"), _rate(sample_rate)
     f0_min = _rate(f0_min, "f0_min")
     f0_max = check_real("f0_max", f0_max, gt=f0_min)  # the pitch range [f0_min, f0_max] must not be empty
     threshold = _fraction(threshold, "threshold")
@@ -156,7 +166,7 @@ def _average_period(d: np.ndarray, lo: int, hi: int) -> int:
 
 
 def _instants(x, name: str, fs: float | None) -> np.ndarray:
-    arr = _real_array(x, name)
+    arr = real_array(x, name)
     if arr.ndim != 1:  # a 2-D table was read as one flattened sequence
         raise ValueError(f"`{name}` must be 1-D, got shape {tuple(arr.shape)}")
     if not np.all(np.isfinite(arr)):
@@ -171,7 +181,9 @@ def gci_metrics(reference_instants, estimated_instants, *, sample_rate: float | 
 
     Instants are 1-D, strictly increasing, in seconds, or in samples when ``sample_rate``
     is given. ``IDR + MR + FAR = 1``. At least two reference instants are needed to
-    define the larynx cycles.
+    define the larynx cycles. The reference comes first, as in scikit-learn's metrics and
+    the GCI literature: with the clustering metrics, the one deliberate exception to
+    divmin's model-first order.
 
     >>> m = gci_metrics([0.01, 0.02, 0.03, 0.04], [0.01, 0.021, 0.031, 0.033])
     >>> round(m.idr, 2), round(m.mr, 2), round(m.far, 2), round(m.ida_ms, 3)

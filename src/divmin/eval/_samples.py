@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..divergences._checks import check_real
+from ..divergences import check_real
 
 __all__ = [
     "ModeStats",

@@ -19,8 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..divergences import Divergence, as_divergence, categorical_divergence
-from ..divergences._checks import check_float_tensor, check_real
+from ..divergences import Divergence, as_divergence, categorical_divergence, check_float_tensor, check_real
 from ..estimators import self_normalized_log_z
 
 __all__ = ["TargetMetrics", "acceptance_rate", "exact_divergence", "is_divergence", "is_expectation", "target_metrics"]

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..engine import Number
-from ..eval._glottal import _real_array
+from ..eval import real_array as _real_array
 
 __all__ = ["LFParams", "VOICE_QUALITIES", "VoiceQuality", "lf_params_from_rd", "lf_waveform", "pitch_marks"]
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import Int, Number
-from ..eval._glottal import _real_array
+from ..eval import real_array as _real_array
 from ._lf import MAX_DURATION_S, VOICE_QUALITIES, VoiceQuality, lf_params_from_rd, lf_waveform, pitch_marks
 
 __all__ = ["CHANNELS", "NOISE_COLORS", "SpeechEGG", "VOWELS", "add_noise", "apply_channel", "egg_from_instants",

@@ -14,20 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..engine import Int
-from ..eval._glottal import _real_array
+from ..eval import mono_signal
 
 __all__ = ["read_wav", "write_wav"]
 
 
 def _mono(x, name: str) -> np.ndarray:
-    arr = _real_array(x, name)
-    if arr.ndim != 1:
-        raise ValueError(f"`{name}` must be mono (1-D), got shape {tuple(arr.shape)}")
-    if arr.size == 0:
-        raise ValueError(f"`{name}` must not be empty")
-    if not np.all(np.isfinite(arr)) or np.max(np.abs(arr)) > 1:
-        raise ValueError(f"`{name}` must be finite and within [-1, 1]; scale it first")
-    return arr
+    return mono_signal(x, name, bound=1.0)  # PCM samples lie in [-1, 1)
 
 
 def write_wav(path, speech, *, sample_rate: int, egg=None) -> Path:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Int, Number
-from ..eval._glottal import _real_array
+from ..eval import real_array as _real_array
 
 __all__ = ["average_pitch_period", "zff_gci", "zff_signal"]
 
