@@ -81,7 +81,7 @@ def main() -> None:
     out, method = Path(sys.argv[1]), sys.argv[2]
     engine = EngineConfig(max_steps=4, log_every=1, progress=False, tensorboard=False, out_dir=str(out), seed=0)
     trainer = BUILDERS[method](engine)
-    result = trainer.train()
+    result = trainer.fit()
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
     # every model the engine trained or carried (students, critics, EMA copies): one checksum over all

@@ -199,7 +199,7 @@ def test_trainer_runs_on_the_engine(kw):
     trainer, _ = _tiny(**kw)
     for a, b in zip(trainer.student.parameters(), trainer.teacher.parameters()):
         assert torch.equal(a, b)  # the student starts as the teacher
-    result = trainer.train()
+    result = trainer.fit()
     assert result.optimizer_steps == {"student": 2, "discriminator": 2}
     assert {"eval/gen_ppl", "eval/entropy", "disc/loss", "student/reward"} <= set(result.metrics)
     assert all(math.isfinite(v) for v in result.metrics.values())
@@ -246,7 +246,7 @@ def test_resume_is_exact(tmp_path):
         trainer, _ = _tiny(steps, grouped_normalization=False)
         trainer.config.engine = dataclasses.replace(trainer.config.engine, out_dir=str(out_dir), log_every=1,
                                                     checkpoint_every=2)
-        result = trainer.train(resume=resume)
+        result = trainer.fit(resume=resume)
         return trainer.student_ema, result
 
     assert_resumes_exactly(run, tmp_path)

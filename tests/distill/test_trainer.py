@@ -55,7 +55,7 @@ def test_classifier_student_moves_toward_teacher(extra):
     tr = DistillTrainer(student, teacher, _cls_rows(256, 0, teacher), eval_dataset=_cls_rows(128, 1, teacher),
                         config=cfg)
     before = tr.evaluate()
-    result = tr.train()
+    result = tr.fit()
     after = tr.evaluate()
     assert after["divergence"] < 0.5 * before["divergence"], (before, after)
     assert after["teacher_agreement"] >= before["teacher_agreement"]
@@ -98,7 +98,7 @@ def test_causal_lm_modes_reduce_the_divergence(mode, monkeypatch):
     monkeypatch.setattr(trainer_module, "sample_completions",
                         lambda model, *args, **kw: sampled_by.append(model is student) or real(model, *args, **kw))
     before = tr.evaluate()
-    result = tr.train()
+    result = tr.fit()
     after = tr.evaluate()
     assert after["divergence"] < 0.7 * before["divergence"], (before, after)
     on_policy = sum(sampled_by)  # one micro-batch per step, 30 steps, one log at the end
@@ -140,7 +140,7 @@ def test_on_policy_training_resumes_exactly(tmp_path):
         cfg = DistillConfig(divergence="js", lr=1e-2, batch_size=8, max_new_tokens=6, lmbda=0.5, engine=engine)
         tr = DistillTrainer(build_model(1, n_layer=1, n_embd=16), build_model(0, n_layer=1, n_embd=16),
                             _lm_rows(32, 0), tokenizer=build_tokenizer(), config=cfg)
-        result = tr.train(resume=resume)
+        result = tr.fit(resume=resume)
         return tr.model, result
 
     assert_resumes_exactly(run, tmp_path)

@@ -355,7 +355,7 @@ def test_train_denoiser_and_fdistill_configs(tmp_path):
     cfg = dif.FDistillConfig(batch_size=4)
     for gen, teacher, shape in ((dif.MLPGenerator(2, 8, 1), GMM, (2,)), (None, GMM, (2,)),
                                 (dif.MLPGenerator(2, 8, 1), None, (2,)), (dif.MLPGenerator(2, 8, 1), GMM, (-1,))):
-        _check(classify("FDistill", dif.FDistill, gen, teacher, _edm(), cfg, sample_shape=shape), gen, teacher, shape)
+        _check(classify("FDistillTrainer", dif.FDistillTrainer, gen, teacher, _edm(), cfg, sample_shape=shape), gen, teacher, shape)
 
 
 # ---------------------------------------------------------------- estimators

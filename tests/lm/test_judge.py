@@ -55,7 +55,7 @@ def test_trained_judge_approaches_the_exact_perplexity_of_a_markov_language():
     judge = tiny_judge(8, 8, n_layer=1, n_embd=32, seed=0)
     cfg = JudgeConfig(batch_size=64, lr=3e-3, engine=EngineConfig(max_steps=300, **QUIET))
     trainer = JudgeTrainer(judge, lang.sample, cfg, valid=held_out)
-    result = trainer.train()
+    result = trainer.fit()
     exact = generative_perplexity(held_out, lang)  # the true language as judge
     learned = generative_perplexity(held_out, trainer.judge)
     assert abs(math.log(learned) - math.log(exact)) < 0.05  # within 5% of the exact perplexity
@@ -73,7 +73,7 @@ def test_judge_trains_on_a_tensor_of_blocks():
     before = judge.nll_per_token(blocks)
     cfg = JudgeConfig(batch_size=32, engine=EngineConfig(max_steps=60, **QUIET))
     trainer = JudgeTrainer(judge, blocks, cfg)
-    assert trainer.train().optimizer_steps == {"judge": 60}
+    assert trainer.fit().optimizer_steps == {"judge": 60}
     assert trainer.judge.nll_per_token(blocks) < before - 0.2
 
 

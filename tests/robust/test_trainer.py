@@ -32,7 +32,7 @@ def test_each_objective_trains_on_the_engine(objective):
                           engine=EngineConfig(max_steps=40, log_every=10, seed=0))
     trainer = RobustTrainer(_net(), _blobs(), eval_dataset=_blobs(seed=1), config=config)
     before = trainer.evaluate()
-    result = trainer.train()
+    result = trainer.fit()
     after = trainer.evaluate()
     assert before["clean_acc"] < 0.7 and after["clean_acc"] > 0.9
     assert after["pgd_acc"] <= after["clean_acc"]
@@ -65,7 +65,7 @@ def test_weat_training_resumes_exactly_and_seeds_the_attacks(tmp_path):
         cfg = RobustConfig(objective="weat", eps=0.1, steps=2, lr=1e-2, batch_size=32, engine=engine)
         torch.manual_seed(0)
         tr = RobustTrainer(_net(), _blobs(64), config=cfg)
-        result = tr.train(resume=resume)
+        result = tr.fit(resume=resume)
         return tr.model, result
 
     full = assert_resumes_exactly(run, tmp_path)

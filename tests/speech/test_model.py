@@ -31,7 +31,7 @@ def _config(**kw) -> SpeechToEGGConfig:
 
 def test_phases_optimizer_counts_and_frozen_prior(pair):
     m = SpeechToEGG(*pair, _config(critic_steps=2, adv_weight=0.5))
-    result = m.train()
+    result = m.fit()
     assert result.optimizer_steps == {"autoencoder": 10, "speech_encoder": 10, "critic": 20}
     first = [h for h in result.history if "ae_recon" in h]
     assert first and all(np.isfinite(h["ae_recon"]) for h in first)
@@ -39,7 +39,7 @@ def test_phases_optimizer_counts_and_frozen_prior(pair):
     assert second and all(np.isfinite(h["latent_divergence"]) for h in second)
     # phase 2 leaves the prior alone: rerun phase 1 only and compare the autoencoder's weights
     m1 = SpeechToEGG(*pair, _config(critic_steps=2, adv_weight=0.5, engine=_engine(11)))
-    m1.train()
+    m1.fit()
     for a, b in zip(m.decoder.state_dict().values(), m1.decoder.state_dict().values()):
         assert torch.equal(a, b)
     for a, b in zip(m.egg_encoder.state_dict().values(), m1.egg_encoder.state_dict().values()):
@@ -50,7 +50,7 @@ def test_phases_optimizer_counts_and_frozen_prior(pair):
 
 def test_adversarial_weight_ramps_up_over_the_warmup(pair):
     engine = EngineConfig(max_steps=16, log_every=1, progress=False, tensorboard=False, cpu=True, seed=1)
-    history = SpeechToEGG(*pair, _config(adv_weight=0.4, adv_warmup=4, engine=engine)).train().history
+    history = SpeechToEGG(*pair, _config(adv_weight=0.4, adv_warmup=4, engine=engine)).fit().history
     weights = [h["adv_weight"] for h in history if "adv_weight" in h]
     assert weights == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])  # phase-2 steps 1..6 (engine steps 11..16)
 
@@ -58,7 +58,7 @@ def test_adversarial_weight_ramps_up_over_the_warmup(pair):
 def test_no_adversary_baseline_never_trains_the_critic(pair):
     m = SpeechToEGG(*pair, _config(adv_weight=0.0))
     before = [p.clone() for p in m.critic.parameters()]
-    result = m.train()
+    result = m.fit()
     assert result.optimizer_steps["critic"] == 0
     assert all(torch.equal(a, b) for a, b in zip(before, m.critic.parameters()))
     assert all("latent_divergence" not in h for h in result.history)
@@ -68,7 +68,7 @@ def test_predict_shape_and_framing_round_trip(pair):
     state = torch.random.get_rng_state()
     m = SpeechToEGG(*pair, _config(engine=_engine(11)))
     assert torch.equal(state, torch.random.get_rng_state())  # construction leaves the global RNG alone
-    m.train()
+    m.fit()
     assert m.predict(pair[0]).shape == (len(pair[0]),)
     x = torch.randn(103)
     assert torch.allclose(overlap_add(frame_signal(x, 16, 5), 5, 103), x)
@@ -121,7 +121,7 @@ def test_training_resumes_exactly_across_the_phase_boundary(pair, tmp_path):
         engine = EngineConfig(max_steps=steps, log_every=1, progress=False, tensorboard=False, cpu=True, seed=0,
                               out_dir=str(out), checkpoint_every=2)
         m = SpeechToEGG(*pair, _config(ae_steps=1, adv_weight=0.5, engine=engine))
-        result = m.train(resume=resume)
+        result = m.fit(resume=resume)
         return torch.nn.ModuleList([m.egg_encoder, m.decoder, m.speech_encoder, m.critic]), result
 
     assert_resumes_exactly(run, tmp_path)

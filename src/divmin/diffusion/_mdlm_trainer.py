@@ -73,7 +73,7 @@ class MDLMTrainer(MethodTrainer):
     >>> lang = MarkovLanguage(4, 5, seed=0)
     >>> lm = MaskedDiffusionLM(MDLMTransformer(4, 5, width=16, depth=1, heads=2), 4, 5)
     >>> cfg = MDLMConfig(batch_size=8, engine=EngineConfig(max_steps=2, progress=False, tensorboard=False))
-    >>> result = MDLMTrainer(lm, lang.sample, cfg).train()  # doctest: +ELLIPSIS
+    >>> result = MDLMTrainer(lm, lang.sample, cfg).fit()  # doctest: +ELLIPSIS
     step 2/2 | ...
     >>> result.optimizer_steps
     {'denoiser': 2}

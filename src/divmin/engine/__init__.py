@@ -22,6 +22,8 @@ from ._nonfinite import NONFINITE_POLICIES, NonFiniteError
 from ._config import EngineConfig
 from ._context import StepContext
 from ._describe import describe_config, field_docs
+from ._deprecate import deprecated_aliases
+from ._ema import ema_copy, ema_update
 from ._method import MethodTrainer, trainable_adamw
 from ._overrides import (
     RESUME_SAFE,
@@ -102,6 +104,9 @@ __all__ = [
     "safe_dir",
     "save_tree",
     "trainable_adamw",
+    "ema_copy",
+    "ema_update",
+    "deprecated_aliases",
     "RESUME_SAFE",
     "apply_values",
     "config_items",

@@ -174,7 +174,7 @@ class JudgeTrainer(MethodTrainer):
 
     >>> judge = tiny_judge(4, 6, n_layer=1, n_embd=8)
     >>> cfg = JudgeConfig(batch_size=4, engine=EngineConfig(max_steps=2, progress=False, tensorboard=False))
-    >>> result = JudgeTrainer(judge, torch.randint(4, (10, 6)), cfg).train()  # doctest: +ELLIPSIS
+    >>> result = JudgeTrainer(judge, torch.randint(4, (10, 6)), cfg).fit()  # doctest: +ELLIPSIS
     step 2/2 | ...
     >>> result.optimizer_steps
     {'judge': 2}

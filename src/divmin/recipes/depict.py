@@ -152,7 +152,7 @@ def _trainer(c: DepictRecipeConfig, x: torch.Tensor, seed: int, out: Path, steps
                        pretrain_steps=pretrain_steps, update_interval=c.update_interval, tol=c.tol,
                        lr=c.lr if lr is None else lr, batch_size=c.batch_size, engine=engine, **fields)
     trainer = DepictTrainer(x, config=cfg, pretrained=pretrained)
-    trainer.train(resume=resumable(engine, c.resume))
+    trainer.fit(resume=resumable(engine, c.resume))
     return trainer
 
 

@@ -182,7 +182,7 @@ def _train_one(spec: str, ref: torch.nn.Module, tokenizer, train_rows: list[dict
                       max_length=8 + config.max_new_tokens + 1, max_prompt_length=8, eval_batch_size=128,
                       engine=engine)
     trainer = FDPOTrainer(policy, tokenizer, train_rows, eval_dataset=eval_rows, ref_model=ref, config=fcfg)
-    result = trainer.train(resume=resumable(engine, config.resume))
+    result = trainer.fit(resume=resumable(engine, config.resume))
     return trainer.model.cpu().eval(), result.metrics
 
 

@@ -144,7 +144,7 @@ def _run(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
                 engine = run_engine(c.engine, out_dir / "students" / run / f"seed{seed}", seed=seed)
                 cfg = DistillConfig(divergence=div, alpha=1.0, lr=c.lr, batch_size=c.batch_size, engine=engine)
                 trainer = DistillTrainer(student, t, train_rows, config=cfg, pad_id=PAD, eos_id=EOS)
-                trainer.train(resume=resumable(engine, c.resume))
+                trainer.fit(resume=resumable(engine, c.resume))
                 runs.append(_evaluate(trainer.model.cpu().eval(), teacher, test_rows))
             bpt = caches[int(key)].manifest["bytes_per_token_on_disk"] if key != "live" else 2.0 * corpus.vocab
             ppl[div, key] = statistics.fmean(r["ppl"] for r in runs)

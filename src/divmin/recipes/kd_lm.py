@@ -233,7 +233,7 @@ def _run(config: KDLMConfig, out_dir: Path) -> RecipeResult:
                                 n_positions=positions, eos_id=EOS, pad_id=PAD)
             cfg = _student_config(c, method, seed, out_dir / "students" / method.replace(":", "_") / f"seed{seed}")
             trainer = DistillTrainer(student, teacher, train_rows, config=cfg, pad_id=PAD, eos_id=EOS)
-            trainer.train(resume=resumable(cfg.engine, c.resume))
+            trainer.fit(resume=resumable(cfg.engine, c.resume))
             runs.append(_evaluate(trainer.model.cpu().eval(), teacher, test_rows))
         ppl = [r["ppl"] for r in runs]
         per_method[method] = statistics.fmean(ppl)

@@ -125,7 +125,7 @@ def _train(c: SpeechEGGConfig, adv_weight: float, out: Path) -> SpeechToEGG:
                             divergence=c.divergence, deriv_weight=c.deriv_weight, lr=c.lr, critic_steps=c.critic_steps,
                             lr_critic=c.lr_critic, engine=engine)
     model = SpeechToEGG(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]), cfg)
-    model.train(resume=resumable(engine, c.resume))
+    model.fit(resume=resumable(engine, c.resume))
     return model
 
 

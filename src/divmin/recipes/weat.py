@@ -168,7 +168,7 @@ def _train(c: WEATConfig, method: str, seed: int, train: TensorDataset, test: Te
                        weat_normalize=c.weat_normalize,
                        eval_steps=c.pgd_steps, lr=c.lr, batch_size=c.batch_size, engine=engine)
     trainer = RobustTrainer(_mlp(train.tensors[0].shape[1], c.width, seed), train, eval_dataset=test, config=cfg)
-    trainer.train(resume=resumable(engine, c.resume))
+    trainer.fit(resume=resumable(engine, c.resume))
     return trainer, run_history(engine)  # the whole run's records, also when it was resumed
 
 

@@ -5,7 +5,7 @@ fdpg's target is GDC's pointwise constraint: P(y | x) proportional to a(y | x) (
 with a the initial model and b(y) = 1 when the completion contains one of ``target_words``.
 fdistill's teacher is the exact mixture of ``means`` / ``mode_std``; its generator is exported as
 ``model.safetensors`` + ``config.json`` (:func:`divmin.train.load_exported` rebuilds it).
-Other targets and teachers: the Python API (:class:`divmin.align.FDPGTrainer`, :class:`divmin.diffusion.FDistill`).
+Other targets and teachers: the Python API (:class:`divmin.align.FDPGTrainer`, :class:`divmin.diffusion.FDistillTrainer`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..align import EnergyTarget, FDPGConfig, FDPGTrainer, PointwiseConstraint
-from ..diffusion import EDMDenoiser, FDistill, FDistillConfig, GaussianMixtureTeacher, MLPBackbone, MLPGenerator
+from ..diffusion import EDMDenoiser, FDistillTrainer, FDistillConfig, GaussianMixtureTeacher, MLPBackbone, MLPGenerator
 from ..engine import EngineConfig, Int, Number, Text, Tuple
 from . import _models as M
 from ._config import SOURCE_CHECKS
@@ -115,7 +115,7 @@ def _generator_args(config: FDistillTrainConfig) -> dict[str, Any]:
 
 @train_method("fdistill", FDistillTrainConfig, "one-step generator distilled from a diffusion teacher (f-distill)")
 class FDistillMethod(TrainMethod):
-    checkpoint_model = "generator_ema"  # the EMA generator: what FDistill.sample(ema=True) draws from
+    checkpoint_model = "generator_ema"  # the EMA generator: what FDistillTrainer.sample(ema=True) draws from
     trained_attr = "generator_ema"
 
     def models(self, config: FDistillTrainConfig, training: bool) -> Models:
@@ -125,14 +125,14 @@ class FDistillMethod(TrainMethod):
         teacher = GaussianMixtureTeacher(torch.tensor(config.means), config.mode_std)
         return Models(gen, None, {"teacher": teacher})
 
-    def trainer(self, config: FDistillTrainConfig, models: Models) -> FDistill:
+    def trainer(self, config: FDistillTrainConfig, models: Models) -> FDistillTrainer:
         teacher = models.others["teacher"]
         radius = float(teacher.means.norm(dim=1).max().clamp_min(1.0))
         dim = teacher.dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.engine.seed + 1)
             fake = EDMDenoiser(MLPBackbone(dim, config.hidden, config.depth), sigma_data=radius)
-        return FDistill(models.model, teacher, fake, trainer_config(config, FDistillConfig), sample_shape=(dim,))
+        return FDistillTrainer(models.model, teacher, fake, config=trainer_config(config, FDistillConfig), sample_shape=(dim,))
 
     def export(self, model: nn.Module, models: Models, config: Any, run_dir: Path) -> list[Path]:
         return export_module(model, "mlp_generator", _generator_args(config), run_dir)
