@@ -190,7 +190,7 @@ def _tiny(steps: int = 2, **kw) -> tuple[DiDiTrainer, MarkovLanguage]:
     cfg = DiDiConfig(batch_size=8, group_size=4, teacher_pool=32, teacher_nfe=4, eval_samples=16, eval_nfe=2,
                      lr_student=1e-3, lr_discriminator=1e-3, **kw,
                      engine=EngineConfig(max_steps=steps, log_every=steps, progress=False, tensorboard=False))
-    return DiDiTrainer(teacher, cfg, judge=lang), lang
+    return DiDiTrainer(teacher=teacher, config=cfg, judge=lang), lang
 
 
 @pytest.mark.parametrize("kw", [{}, {"grouped_normalization": False, "intermediate_matching": False,
@@ -231,10 +231,10 @@ def test_bad_inputs_give_clear_errors():
     with pytest.raises(ValueError, match="`eval_nfe`"):
         DiDiConfig(eval_nfe=0)
     with pytest.raises(TypeError, match="`teacher`"):
-        DiDiTrainer(trainer.teacher.net)
+        DiDiTrainer(teacher=trainer.teacher.net)
     with pytest.raises(ValueError, match="`student`"):
-        DiDiTrainer(trainer.teacher, student=MaskedDiffusionLM(MDLMTransformer(4, 6, width=16, depth=1, heads=2),
-                                                               4, 6))
+        DiDiTrainer(MaskedDiffusionLM(MDLMTransformer(4, 6, width=16, depth=1, heads=2), 4, 6),
+                    teacher=trainer.teacher)
     with pytest.raises(TypeError, match="`trunk`"):
         MaskedDiscriminator(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="kind"):

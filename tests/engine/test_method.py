@@ -105,3 +105,49 @@ def test_fdistill_fit_replaces_the_modules():
     assert result.optimizer_steps == {"generator": 1, "critic": 4}
     for name in ("generator", "fake_score", "discriminator", "generator_ema"):
         assert getattr(fd, name) is fd.engine.models[name]
+
+
+def _all_method_trainers() -> list[type]:
+    from divmin.cluster import DepictTrainer
+    from divmin.diffusion import DiDiTrainer, MDLMTrainer
+    from divmin.lm import JudgeTrainer
+    from divmin.robust import RobustTrainer
+    from divmin.speech import SpeechToEGGTrainer
+
+    return TRAINERS + [DiDiTrainer, MDLMTrainer, JudgeTrainer, RobustTrainer, SpeechToEGGTrainer, DepictTrainer]
+
+
+@pytest.mark.parametrize("cls", _all_method_trainers(), ids=lambda c: c.__name__)
+def test_every_trainer_takes_config_by_keyword_and_is_named_a_trainer(cls):
+    assert cls.__name__.endswith("Trainer") and issubclass(cls, MethodTrainer)
+    param = inspect.signature(cls.__init__).parameters["config"]
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY
+
+
+@pytest.mark.parametrize("module, old, new", [("divmin.diffusion", "FDistill", "FDistillTrainer"),
+                                              ("divmin.speech", "SpeechToEGG", "SpeechToEGGTrainer"),
+                                              ("divmin.robust", "RobustConfig", "WEATConfig")])
+def test_former_names_warn_and_are_the_same_class(module, old, new):
+    import importlib
+
+    mod = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=rf"`{module}\.{old}` is deprecated.*use `{new}`"):
+        assert getattr(mod, old) is getattr(mod, new)
+    assert old not in mod.__all__ and new in mod.__all__
+    with pytest.raises(AttributeError, match="no_such_name"):
+        getattr(mod, "no_such_name")
+
+
+def test_deprecated_aliases_refuses_a_non_name():
+    from divmin.engine import deprecated_aliases
+
+    with pytest.raises(TypeError, match="`Old`"):
+        deprecated_aliases({"__name__": "m"}, Old=3)
+
+
+def test_a_task_is_built_without_its_trainer():
+    """No back-pointer: nothing a task holds is its trainer (the pattern of engine._method)."""
+    fd = _fdistill()
+    task = fd.make_task()
+    assert all(v is not fd for v in vars(task).values())
+    assert not any(getattr(v, "__self__", None) is fd for v in vars(task).values())  # no bound trainer method

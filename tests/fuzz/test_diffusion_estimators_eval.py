@@ -242,7 +242,7 @@ def test_didi_and_mdlm_configs_and_trainers():
     for model, d in ((LM, data), (NET, data), (LM, data.float()), (LM, data + V), (LM, "x")):
         _check(classify("MDLMTrainer", dif.MDLMTrainer, model, d), model, d)
     for teacher in (LM, NET, None):
-        _check(classify("DiDiTrainer", dif.DiDiTrainer, teacher), teacher)
+        _check(classify("DiDiTrainer", lambda t: dif.DiDiTrainer(teacher=t), teacher), teacher)
     _check(classify("DiDiInstruct", lambda: dif.DiDiInstruct), "alias")
 
 

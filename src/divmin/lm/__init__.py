@@ -19,7 +19,7 @@
 (``divmin.align``, ``divmin.distill``) build on it.
 """
 
-from ._judge import ARJudge, JudgeConfig, JudgeTrainer, tiny_judge
+from ._judge import ARJudge, JudgeConfig, JudgeTrainer, draw_token_batch, tiny_judge
 from ._heads import counted_logits
 from ._layout import IGNORE, LMCollator, assemble, compact, tokenize_pairs
 from ._logps import completion_logps, sequence_logps
@@ -42,6 +42,7 @@ __all__ = [
     "assemble",
     "sample_n",
     "tiny_judge",
+    "draw_token_batch",
     "tokenize_pairs",
     "compact",
     "counted_logits",

@@ -147,13 +147,13 @@ def _train(c: MDLMTextConfig, blocks: TextBlocks, out_dir: Path) -> tuple[Masked
     v, length = blocks.vocab_size, c.block_length
     judge_cfg = JudgeConfig(batch_size=c.batch_size, lr=c.judge_lr, engine=_engine(c, c.judge_steps, out_dir / "judge"))
     trainer = JudgeTrainer(tiny_judge(v, length, seed=c.engine.seed, n_layer=c.judge_layers, n_embd=c.judge_embd),
-                           blocks.train, judge_cfg, valid=blocks.valid)
+                           blocks.train, config=judge_cfg, valid=blocks.valid)
     trainer.fit(resume=resumable(judge_cfg.engine, c.resume))
     judge = trainer.judge.eval().requires_grad_(False)
     net = MDLMTransformer(v, length, width=c.width, depth=c.depth, heads=c.heads)
     mdlm_cfg = MDLMConfig(batch_size=c.batch_size, lr=c.mdlm_lr, eval_samples=c.samples, eval_nfe=max(c.nfes),
                           engine=_engine(c, c.mdlm_steps, out_dir / "mdlm"))
-    mdlm = MDLMTrainer(MaskedDiffusionLM(net, v, length), blocks.train, mdlm_cfg, judge=judge)
+    mdlm = MDLMTrainer(MaskedDiffusionLM(net, v, length), blocks.train, config=mdlm_cfg, judge=judge)
     mdlm.fit(resume=resumable(mdlm_cfg.engine, c.resume))  # its evaluation logs eval/gen_ppl under the judge at the last step (metrics.jsonl)
     return mdlm.model.eval(), judge
 

@@ -52,7 +52,8 @@ from torch.utils.data import TensorDataset
 
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
 from ..eval import frechet_distance
-from ..robust import (OBJECTIVES, SGLD_INITS, RobustConfig, RobustTrainer, autoattack_accuracy, autoattack_available,
+from ..robust import WEATConfig as RobustWEATConfig  # the method's config; this module's WEATConfig is the recipe's
+from ..robust import (OBJECTIVES, SGLD_INITS, AttackSettings, RobustTrainer, autoattack_accuracy, autoattack_available,
                       robustness_metrics, sgld_sample)
 from ._plots import figure_legend, plt, save_figure
 from ._registry import RecipeResult, recipe, torch_threads
@@ -164,9 +165,9 @@ def _train(c: WEATConfig, method: str, seed: int, train: TensorDataset, test: Te
            out: Path) -> tuple[RobustTrainer, list[dict[str, float]]]:
     epoch = -(-len(train) // c.batch_size)
     engine = run_engine(c.engine, out, seed=seed, eval_every=c.eval_every, log_every=c.trace_every or epoch)
-    cfg = RobustConfig(objective=method, eps=c.eps, steps=c.attack_steps, beta=c.beta, divergence=c.divergence,
-                       weat_normalize=c.weat_normalize,
-                       eval_steps=c.pgd_steps, lr=c.lr, batch_size=c.batch_size, engine=engine)
+    cfg = RobustWEATConfig(objective=method, attack=AttackSettings(eps=c.eps, steps=c.attack_steps, beta=c.beta,
+                           divergence=c.divergence, weat_normalize=c.weat_normalize),
+                           eval_steps=c.pgd_steps, lr=c.lr, batch_size=c.batch_size, engine=engine)
     trainer = RobustTrainer(_mlp(train.tensors[0].shape[1], c.width, seed), train, eval_dataset=test, config=cfg)
     trainer.fit(resume=resumable(engine, c.resume))
     return trainer, run_history(engine)  # the whole run's records, also when it was resumed

@@ -108,7 +108,7 @@ class MDLM(TrainMethod):
         if not all(isinstance(t, str) for t in texts):
             raise ValueError("`data`: every 'text' must be a string")
         data = pack_texts(texts, models.tokenizer, config.length)
-        return MDLMTrainer(models.model, data, trainer_config(config, MDLMConfig))
+        return MDLMTrainer(models.model, data, config=trainer_config(config, MDLMConfig))
 
     def export(self, model: nn.Module, models: Models, config: Any, run_dir: Path) -> list[Path]:
         return export_module(model, "mdlm", _args(config, models.tokenizer), run_dir, tokenizer=models.tokenizer)
