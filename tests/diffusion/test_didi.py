@@ -4,6 +4,7 @@ exact log ratio, and the sampler / normalisation / trainer behave as documented.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -191,6 +192,29 @@ def _tiny(steps: int = 2, **kw) -> tuple[DiDiTrainer, MarkovLanguage]:
                      lr_student=1e-3, lr_discriminator=1e-3, **kw,
                      engine=EngineConfig(max_steps=steps, log_every=steps, progress=False, tensorboard=False))
     return DiDiTrainer(teacher=teacher, config=cfg, judge=lang), lang
+
+
+def test_student_ema_is_the_engine_ema_and_copies_buffers():
+    """The EMA follows the student's parameters (decay rule of divmin.engine.ema_update) and copies its buffers
+    (before the shared EMA, DiDi's left a student's buffers at their initial values)."""
+    torch.manual_seed(0)
+    teacher = MaskedDiffusionLM(MDLMTransformer(4, 5, width=16, depth=1, heads=2), 4, 5)
+    student = copy.deepcopy(teacher)
+    student.net.register_buffer("calls", torch.zeros(()))
+
+    def count(module, args, out):  # a buffer that changes at every forward
+        module.calls.add_(1)
+
+    student.net.register_forward_hook(count)
+    start = [p.detach().clone() for p in student.parameters()]
+    cfg = DiDiConfig(batch_size=4, group_size=4, teacher_pool=8, teacher_nfe=2, ema_decay=0.5, lr_student=1e-3,
+                     engine=EngineConfig(max_steps=1, log_every=1, progress=False, tensorboard=False))
+    trainer = DiDiTrainer(student, teacher=teacher, config=cfg)
+    trainer.fit()
+    assert float(trainer.student.net.calls) > 0
+    assert float(trainer.student_ema.net.calls) == float(trainer.student.net.calls)
+    for p0, p, pe in zip(start, trainer.student.parameters(), trainer.student_ema.parameters()):
+        torch.testing.assert_close(pe, 0.5 * p0 + 0.5 * p.detach())  # one update: ema = d start + (1 - d) new
 
 
 @pytest.mark.parametrize("kw", [{}, {"grouped_normalization": False, "intermediate_matching": False,

@@ -13,7 +13,8 @@ symbolic link (`_safe_io`: `atomic_write`, `atomic_path`, `open_nofollow`, `safe
 Also here, for every method: `validate` and its field checks (`Number`, `Int`,
 `Bool`, `OneOf`, `Tuple`, `Instance`, `IsDivergence`), which every config
 dataclass runs on construction, and `MethodTrainer`, the base of the thin
-method trainers (``train(resume) -> TrainResult``, ``engine``).
+method trainers (``fit(resume) -> TrainResult``, ``engine``); `ema_update` / `ema_copy`, the one EMA
+of model weights; `deprecated_aliases`, former public names kept one release.
 """
 
 from ._checkpoint import NoIntactCheckpointError, default_checkpoint_every, latest_checkpoint, verify_checkpoint
