@@ -37,7 +37,8 @@ def ema_update(ema: nn.Module, model: nn.Module, *, decay: float) -> None:
     order and shapes); ``decay`` in [0, 1] (0: ``ema`` becomes ``model``, 1: it never moves).
 
     >>> ema, model = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
-    >>> _ = ema.weight.fill_(0.0), model.weight.fill_(1.0)
+    >>> with torch.no_grad():
+    ...     _ = ema.weight.fill_(0.0), model.weight.fill_(1.0)
     >>> ema_update(ema, model, decay=0.9)
     >>> round(float(ema.weight), 6)
     0.1
