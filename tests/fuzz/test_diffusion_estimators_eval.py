@@ -355,7 +355,8 @@ def test_train_denoiser_and_fdistill_configs(tmp_path):
     cfg = dif.FDistillConfig(batch_size=4)
     for gen, teacher, shape in ((dif.MLPGenerator(2, 8, 1), GMM, (2,)), (None, GMM, (2,)),
                                 (dif.MLPGenerator(2, 8, 1), None, (2,)), (dif.MLPGenerator(2, 8, 1), GMM, (-1,))):
-        _check(classify("FDistillTrainer", dif.FDistillTrainer, gen, teacher, _edm(), cfg, sample_shape=shape), gen, teacher, shape)
+        _check(classify("FDistillTrainer", dif.FDistillTrainer, gen, teacher, _edm(), config=cfg, sample_shape=shape),
+               gen, teacher, shape)
 
 
 # ---------------------------------------------------------------- estimators
@@ -622,6 +623,10 @@ def test_judge_trainer_and_config_and_word_tokenizer():
     for judge, data in ((JUDGE, torch.zeros(4, 6, dtype=torch.long)), (GPT, torch.zeros(4, 6, dtype=torch.long)),
                         (JUDGE, torch.full((4, 6), 7)), (JUDGE, torch.zeros(4, 9, dtype=torch.long)), (JUDGE, "x")):
         _check(classify("JudgeTrainer", lm.JudgeTrainer, judge, data), judge, data)
+    for data in (torch.zeros(4, 6, dtype=torch.long), lambda n, g: torch.zeros(n, 6, dtype=torch.long),
+                 lambda n, g: torch.full((n, 6), 9), lambda n, g: torch.zeros(n, 6), lambda n, g: "x"):
+        _check(classify("draw_token_batch", lm.draw_token_batch, data, 3, torch.Generator(), vocab_size=4, length=6),
+               data)
     for vocab in (["[PAD]", "[EOS]", "[UNK]", "a"], ["a", "b"], {"[PAD]": 0, "[EOS]": 1, "[UNK]": 5}, "abc", []):
         _check(classify("word_tokenizer", lm.word_tokenizer, vocab), vocab)
 

@@ -290,8 +290,8 @@ class FDPGTrainer(MethodTrainer):
     def make_task(self) -> _FDPGTask:
         return _FDPGTask(config=self.config, model=self.model, base_model=self.base_model, proposal=self.proposal,
                          target=self.target, divergence=self.divergence, contexts=self.contexts,
-                         prompt_ids=self._codec.prompt_ids, decode=self._codec.decode, eos_id=self.eos_id, pad_id=self.pad_id,
-                         state=self._state)
+                         prompt_ids=self._codec.prompt_ids, decode=self._codec.decode, eos_id=self.eos_id,
+                         pad_id=self.pad_id, state=self._state)
 
     def log_z(self, context: str = "") -> float:
         """The running estimate of log Z for ``context`` ("" when unconditional)."""

@@ -151,7 +151,8 @@ class _FDPOTask:
                  train_examples: list[dict[str, Any]], eval_examples: list[dict[str, Any]] | None,
                  collator: Callable, state: _FDPOState) -> None:
         self.c, self.model, self.reference, self.is_peft = config, model, reference, is_peft
-        self.train_examples, self.eval_examples, self.collator, self.state = train_examples, eval_examples, collator, state
+        self.train_examples, self.eval_examples = train_examples, eval_examples
+        self.collator, self.state = collator, state
         self.static_models = ("reference",) if config.reference == "copy" else ()
 
     def _loader(self, examples: list[dict[str, Any]]) -> DataLoader:

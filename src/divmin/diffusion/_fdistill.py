@@ -126,7 +126,8 @@ class _FDistillTask:
                  real: Tensor | Sampler | None, eval_metrics: Callable[[Tensor], dict[str, float]] | None,
                  ratio_estimator: LogRatioEstimator) -> None:
         self.c, self.sample_shape, self.real, self.eval_metrics = config, sample_shape, real, eval_metrics
-        self.generator, self.fake_score, self.discriminator, self.teacher = generator, fake_score, discriminator, teacher
+        self.generator, self.fake_score = generator, fake_score
+        self.discriminator, self.teacher = discriminator, teacher
         self.ratio_estimator = ratio_estimator
         self.static_models = ("teacher",) if isinstance(teacher, nn.Module) else ()
         # a discriminator with its own denoiser uses only its trunk: DDP must expect unused parameters

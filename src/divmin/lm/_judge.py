@@ -153,8 +153,8 @@ def draw_token_batch(data: Tensor | Sequences, n: int, generator: torch.Generato
     """
     if isinstance(data, Tensor):
         return data[torch.randint(data.shape[0], (n,), generator=generator)]
-    return check_token_ids(data(n, generator), "data(n, generator)", vocab_size=vocab_size, length=length,
-                           exact_length=False)
+    # the error names the argument: the sampler's output is `data`'s
+    return check_token_ids(data(n, generator), "data", vocab_size=vocab_size, length=length, exact_length=False)
 
 
 @dataclasses.dataclass

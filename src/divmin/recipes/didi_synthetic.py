@@ -102,7 +102,8 @@ def _distill(c: DiDiSyntheticConfig, teacher: MaskedDiffusionLM, lang: MarkovLan
              name: str, out_dir: Path, **changes) -> DiDiTrainer:
     torch.manual_seed(c.seed)
     engine = run_engine(c.didi.engine, out_dir / name, seed=c.seed)
-    trainer = DiDiTrainer(teacher=teacher, config=dataclasses.replace(c.didi, engine=engine, **changes), judge=lang, target=target)
+    trainer = DiDiTrainer(teacher=teacher, config=dataclasses.replace(c.didi, engine=engine, **changes), judge=lang,
+                          target=target)
     trainer.fit(resume=resumable(engine, c.resume))
     return trainer
 

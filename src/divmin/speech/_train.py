@@ -158,8 +158,8 @@ class SpeechToEGGTrainer(MethodTrainer):
 
     def make_task(self) -> _SpeechToEGGTask:
         return _SpeechToEGGTask(config=self.config, models={n: getattr(self, n) for n in self.trained_models},
-                     speech_frames=self.speech_frames, egg_frames=self.egg_frames, divergence=self.divergence,
-                     ratio_estimator=self.ratio_estimator)
+                                speech_frames=self.speech_frames, egg_frames=self.egg_frames,
+                                divergence=self.divergence, ratio_estimator=self.ratio_estimator)
 
     @torch.no_grad()
     def predict(self, speech) -> Tensor:
