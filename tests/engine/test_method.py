@@ -145,9 +145,41 @@ def test_deprecated_aliases_refuses_a_non_name():
         deprecated_aliases({"__name__": "m"}, Old=3)
 
 
-def test_a_task_is_built_without_its_trainer():
-    """No back-pointer: nothing a task holds is its trainer (the pattern of engine._method)."""
-    fd = _fdistill()
-    task = fd.make_task()
-    assert all(v is not fd for v in vars(task).values())
-    assert not any(getattr(v, "__self__", None) is fd for v in vars(task).values())  # no bound trainer method
+def _points_to(value, trainer) -> bool:
+    """Whether ``value`` is ``trainer``, a method bound to it, or holds one (containers, partials)."""
+    import functools
+
+    if value is trainer or getattr(value, "__self__", None) is trainer:
+        return True
+    if isinstance(value, functools.partial):
+        return any(_points_to(v, trainer) for v in (value.func, *value.args, *value.keywords.values()))
+    if isinstance(value, dict):
+        return any(_points_to(v, trainer) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_points_to(v, trainer) for v in value)
+    return False
+
+
+def _cheap_trainers() -> list:
+    from divmin.cluster import DepictConfig, DepictTrainer
+    from divmin.data import MarkovLanguage
+    from divmin.diffusion import DiDiTrainer, MaskedDiffusionLM, MDLMTrainer, MDLMTransformer
+    from divmin.lm import JudgeTrainer, tiny_judge
+    from divmin.robust import RobustTrainer
+    from divmin.speech import SpeechToEGGConfig, SpeechToEGGTrainer
+
+    lm = MaskedDiffusionLM(MDLMTransformer(4, 5, width=8, depth=1, heads=2), 4, 5)
+    blobs = torch.utils.data.TensorDataset(torch.rand(8, 4), torch.arange(8) % 3)
+    return [_fdistill(), MDLMTrainer(lm, MarkovLanguage(4, 5, seed=0).sample), DiDiTrainer(teacher=lm),
+            JudgeTrainer(tiny_judge(4, 5, n_layer=1, n_embd=8), torch.zeros(3, 5, dtype=torch.long)),
+            RobustTrainer(torch.nn.Linear(4, 3), blobs), DepictTrainer(torch.rand(8, 1, 8, 8),
+                                                                       config=DepictConfig(n_clusters=2)),
+            SpeechToEGGTrainer(torch.randn(400), torch.randn(400),
+                               config=SpeechToEGGConfig(frame_len=32, hop=8, hidden=4, layers=2, decoder_layers=1))]
+
+
+def test_no_task_holds_its_trainer():
+    """No back-pointer (the pattern of engine._method): nothing a task holds is its trainer or bound to it."""
+    for trainer in _cheap_trainers():
+        task = trainer.make_task()
+        assert not any(_points_to(v, trainer) for v in vars(task).values()), type(trainer).__name__
