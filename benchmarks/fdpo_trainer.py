@@ -72,7 +72,7 @@ def run_divmin(args: argparse.Namespace, baton: Baton) -> str:
     trainer = FDPOTrainer(tiny(1), tokenizer(), _rows(args.rows, 0), ref_model=tiny(1), config=cfg)
     digest = _ids_digest(trainer.train_examples)
     baton.take()
-    trainer.train()
+    trainer.fit()
     return digest
 
 
@@ -98,7 +98,7 @@ def run_trl(args: argparse.Namespace, baton: Baton) -> str:
     trainer = DPOTrainer(model=tiny(1), ref_model=tiny(1), args=cfg, train_dataset=Dataset.from_list(_rows(args.rows, 0)),
                          processing_class=tokenizer(), callbacks=[Timer()])
     digest = _ids_digest(trainer.train_dataset)
-    trainer.train()
+    trainer.fit()
     return digest
 
 

@@ -41,7 +41,7 @@ def run_divmin(args: argparse.Namespace, baton: Baton) -> None:
                         fused=args.fused)
     trainer = DistillTrainer(tiny(1), tiny(0), prompt_completion_rows(args.rows, 0), config=cfg, pad_id=0)
     baton.take()
-    trainer.train()
+    trainer.fit()
 
 
 def _divmin_divergence(args: argparse.Namespace) -> Any:
@@ -76,7 +76,7 @@ def run_trl(args: argparse.Namespace, baton: Baton) -> None:
                     remove_unused_columns=False, disable_tqdm=True, seed=0, max_length=None)
     trainer = GKDTrainer(model=tiny(1), teacher_model=tiny(0), args=cfg, train_dataset=Dataset.from_list(prompt_completion_rows(args.rows, 0)),
                          data_collator=_trl_collator, processing_class=tok, callbacks=[Timer()])
-    trainer.train()
+    trainer.fit()
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ from divmin.diffusion import (DiDiConfig, DiDiTrainer, MaskedDiffusionLM, MDLMCo
                               MDLMTransformer)
 from divmin.lm import JudgeConfig, JudgeTrainer, tiny_judge  # noqa: E402
 from divmin.engine import EngineConfig  # noqa: E402
-from divmin.robust import RobustConfig, RobustTrainer  # noqa: E402
-from divmin.speech import SpeechToEGG, SpeechToEGGConfig, synthesize  # noqa: E402
+from divmin.robust import AttackSettings, RobustTrainer, WEATConfig  # noqa: E402
+from divmin.speech import SpeechToEGGTrainer, SpeechToEGGConfig, synthesize  # noqa: E402
 
 
 def _robust(engine: EngineConfig) -> RobustTrainer:
@@ -33,22 +33,22 @@ def _robust(engine: EngineConfig) -> RobustTrainer:
     x = (torch.rand(3, 4, generator=g)[y] + 0.05 * torch.randn(128, 4, generator=g)).clamp(0, 1)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
-    return RobustTrainer(net, TensorDataset(x, y), config=RobustConfig(objective="weat", eps=0.1, steps=2, lr=1e-2,
-                                                                        batch_size=16, engine=engine))
+    return RobustTrainer(net, TensorDataset(x, y), config=WEATConfig(objective="weat", attack=AttackSettings(eps=0.1, steps=2),
+                                                                      lr=1e-2, batch_size=16, engine=engine))
 
 
 def _mdlm(engine: EngineConfig) -> MDLMTrainer:
     torch.manual_seed(0)
     lang = MarkovLanguage(5, 4, order=1, seed=0)
     lm = MaskedDiffusionLM(MDLMTransformer(5, 4, width=16, depth=1, heads=2), 5, 4)
-    return MDLMTrainer(lm, lang.sample, MDLMConfig(batch_size=8, engine=engine))
+    return MDLMTrainer(lm, lang.sample, config=MDLMConfig(batch_size=8, engine=engine))
 
 
-def _speech(engine: EngineConfig) -> SpeechToEGG:
+def _speech(engine: EngineConfig) -> SpeechToEGGTrainer:
     u = synthesize(0.1, sample_rate=8000.0, seed=0)
     cfg = SpeechToEGGConfig(frame_len=32, hop=8, latent_dim=4, hidden=8, layers=2, decoder_layers=2, batch_size=8,
                             ae_steps=2, critic_codes=32, adv_weight=0.5, engine=engine)
-    return SpeechToEGG(u.speech, u.egg, cfg)
+    return SpeechToEGGTrainer(u.speech, u.egg, config=cfg)
 
 
 def _depict(engine: EngineConfig) -> DepictTrainer:
@@ -65,12 +65,12 @@ def _didi(engine: EngineConfig) -> DiDiTrainer:
     teacher = MaskedDiffusionLM(MDLMTransformer(5, 4, width=16, depth=1, heads=2), 5, 4)
     cfg = DiDiConfig(batch_size=8, group_size=4, teacher_pool=16, teacher_nfe=2, eval_samples=8,
                      lr_student=1e-3, lr_discriminator=1e-3, engine=engine)
-    return DiDiTrainer(teacher, cfg)
+    return DiDiTrainer(teacher=teacher, config=cfg)
 
 
 def _judge(engine: EngineConfig) -> JudgeTrainer:
     blocks = MarkovLanguage(5, 4, order=1, seed=0).sample(64, torch.Generator().manual_seed(0))
-    return JudgeTrainer(tiny_judge(5, 4, seed=0), blocks, JudgeConfig(batch_size=8, engine=engine))
+    return JudgeTrainer(tiny_judge(5, 4, seed=0), blocks, config=JudgeConfig(batch_size=8, engine=engine))
 
 
 BUILDERS = {"robust": _robust, "mdlm": _mdlm, "speech": _speech, "depict": _depict, "didi": _didi,
@@ -81,7 +81,7 @@ def main() -> None:
     out, method = Path(sys.argv[1]), sys.argv[2]
     engine = EngineConfig(max_steps=4, log_every=1, progress=False, tensorboard=False, out_dir=str(out), seed=0)
     trainer = BUILDERS[method](engine)
-    result = trainer.train()
+    result = trainer.fit()
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
     # every model the engine trained or carried (students, critics, EMA copies): one checksum over all

@@ -1,4 +1,4 @@
-"""The newer method trainers (Robust, MDLM, SpeechToEGG, Depict, DiDi, Judge) under DDP: two CPU processes
+"""The newer method trainers (Robust, MDLM, SpeechToEGGTrainer, Depict, DiDi, Judge) under DDP: two CPU processes
 stay in sync."""
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def main() -> None:
         trainer = fdpo_trainer(fdpo_config(4, divergence="js", engine=dict(out_dir=str(out))))
     else:
         trainer = _trainer(out, 4, mode=mode, divergence="forward_kl" if mode == "offline" else "js")
-    result = trainer.train()
+    result = trainer.fit()
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
     total = float(sum(p.double().sum() for p in trainer.model.parameters()))

@@ -38,7 +38,7 @@ def _metrics(path):
 @pytest.mark.parametrize("divergence", ["js", "forward_kl"])
 def test_online_training_raises_alignment(tmp_path, divergence):
     trainer = _trainer(tmp_path, 20, divergence=divergence)
-    trainer.train()
+    trainer.fit()
     rows = [r for r in _metrics(tmp_path) if "alignment" in r]
     first = sum(r["alignment"] for r in rows[:5]) / 5
     last = sum(r["alignment"] for r in rows[-5:]) / 5
@@ -50,7 +50,7 @@ def test_online_training_raises_alignment(tmp_path, divergence):
 
 def test_offline_mode_trains_and_replaces_the_proposal(tmp_path):
     trainer = _trainer(tmp_path, 20, mode="offline", divergence="forward_kl")
-    trainer.train()
+    trainer.fit()
     rows = [r for r in _metrics(tmp_path) if "alignment" in r]
     assert trainer.proposal_updates >= 1
     assert rows[-1]["alignment"] > rows[0]["alignment"]
@@ -59,11 +59,11 @@ def test_offline_mode_trains_and_replaces_the_proposal(tmp_path):
 
 def test_resume_replays_the_uninterrupted_run(tmp_path):
     full = _trainer(tmp_path / "full", 6)
-    full.train()
+    full.fit()
     part = _trainer(tmp_path / "part", 3, checkpoint_every=3)
-    part.train()
+    part.fit()
     resumed = _trainer(tmp_path / "part", 6, checkpoint_every=3)
-    resumed.train(resume=True)
+    resumed.fit(resume=True)
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
     assert resumed.log_z("question about cats") == pytest.approx(full.log_z("question about cats"))

@@ -103,7 +103,7 @@ def test_ece_matches_a_hand_computation():
 @pytest.mark.parametrize("divergence", ["reverse_kl", "js"])
 def test_training_learns_the_preference_and_logs_calibration(divergence):
     cfg = _config(60, divergence=divergence, engine=dict(eval_every=60))
-    result = _trainer(cfg, eval_dataset=_tiny.preference_rows(32, seed=1)).train()
+    result = _trainer(cfg, eval_dataset=_tiny.preference_rows(32, seed=1)).fit()
     hist = result.history
     assert hist[0]["loss"] == pytest.approx(LOG2, abs=1e-5) and hist[0]["rewards/accuracies"] == 0.0
     assert hist[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)  # policy == reference at step 1
@@ -120,7 +120,7 @@ def test_training_learns_the_preference_and_logs_calibration(divergence):
 
 def test_eval_metrics_match_a_direct_computation():
     tr = _trainer(_config(5), eval_dataset=_tiny.preference_rows(12, seed=2))
-    result = tr.train()
+    result = tr.fit()
     batch = tr.collator(tr.eval_examples)
     pol, ref = tr.batch_logps(batch)
     margin = 0.1 * ((pol[:12] - ref[:12]) - (pol[12:] - ref[12:]))  # reverse KL: DPO rewards
@@ -135,7 +135,7 @@ def test_resume_replays_the_uninterrupted_run(tmp_path, reference):
     def run(out, steps, resume, seed=0):
         eng = dict(out_dir=str(tmp_path / out), checkpoint_every=5, log_every=2, eval_every=4)
         cfg = _config(steps, reference=reference, engine=eng)
-        return _trainer(cfg, model=_tiny.model(seed), eval_dataset=_tiny.preference_rows(8, seed=3)).train(resume=resume)
+        return _trainer(cfg, model=_tiny.model(seed), eval_dataset=_tiny.preference_rows(8, seed=3)).fit(resume=resume)
 
     full = run("full", 14, False)
     run("split", 6, False)  # an interrupted run: checkpoints at 5 and 6
@@ -161,7 +161,7 @@ def test_lora_adapter_reference_is_the_base_model():
     model = peft.get_peft_model(_tiny.model(), lora)
     cfg = _config(40, reference="adapter", lr=1e-2, beta=0.5)
     tr = _trainer(cfg, model=model)
-    hist = tr.train().history
+    hist = tr.fit().history
     assert hist[0]["loss"] == pytest.approx(LOG2, abs=1e-5)
     assert sum(h["loss"] for h in hist[-5:]) / 5 < 0.55
     assert sum(h["rewards/accuracies"] for h in hist[-5:]) / 5 > 0.9
@@ -178,7 +178,7 @@ def test_precomputed_reference_gives_the_copy_path_trajectory():
     runs = {}
     for mode in ("copy", "precomputed"):
         tr = _trainer(_config(3, reference=mode), ref_model=copy.deepcopy(ref_model))
-        runs[mode] = [h["loss"] for h in tr.train().history]
+        runs[mode] = [h["loss"] for h in tr.fit().history]
     assert abs(runs["copy"][0] - LOG2) > 1e-3
     assert runs["precomputed"] == pytest.approx(runs["copy"], rel=1e-5)
     assert tr.cache["train"].shape == (96, 2) and tr.reference is not None
@@ -187,7 +187,7 @@ def test_precomputed_reference_gives_the_copy_path_trajectory():
 def test_precomputed_reference_without_ref_model_uses_the_initial_policy():
     tr = _trainer(_config(4, reference="precomputed"))
     initial = copy.deepcopy(tr.model)
-    hist = tr.train().history
+    hist = tr.fit().history
     assert hist[0]["loss"] == pytest.approx(LOG2, abs=1e-5) and hist[-1]["loss"] < hist[0]["loss"]
     batch = tr.collator(tr.train_examples[:4])
     with torch.no_grad():
@@ -200,7 +200,7 @@ def test_conversational_rows_train():
     rows = _tiny.preference_rows(64, conversational=True)
     cfg = _config(30, max_length=40, max_prompt_length=16)
     tr = FDPOTrainer(_tiny.model(), _tiny.tokenizer(), rows, config=cfg)
-    hist = tr.train().history
+    hist = tr.fit().history
     assert sum(h["rewards/accuracies"] for h in hist[-5:]) / 5 > 0.9 and hist[-1]["loss"] < 0.6
 
 
@@ -245,5 +245,5 @@ def test_a_policy_with_one_nan_weight_stops_the_run_instead_of_saving_nan(tmp_pa
         next(model.parameters()).view(-1)[0] = float("nan")
     cfg = _config(steps=3, engine=dict(out_dir=str(tmp_path), checkpoint_every=1))
     with pytest.raises(NonFiniteError, match="step 0: .*`policy_chosen_logps` contains NaN.*of model 'policy' holds NaN"):
-        _trainer(cfg, model=model).train()
+        _trainer(cfg, model=model).fit()
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())

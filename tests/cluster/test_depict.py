@@ -109,7 +109,7 @@ def test_tiny_training_separates_two_blobs_and_stops():
                        batch_size=20, kmeans_n_init=2,
                        engine=EngineConfig(max_steps=60, log_every=50, progress=False, tensorboard=False))
     tr = DepictTrainer(x, config=cfg)
-    result = tr.train()
+    result = tr.fit()
     pred = tr.predict()
     assert result.stopped_early and result.step < 60
     assert len(set(pred[:20].tolist())) == 1 and len(set(pred[20:].tolist())) == 1 and pred[0] != pred[20]

@@ -59,7 +59,7 @@ def test_pretrained_backbone_is_copied_and_the_head_is_new():
     cfg = DepictConfig(n_clusters=2, channels=(4, 8), embed_dim=4, pretrain_steps=3, kmeans_n_init=2,
                        batch_size=20, engine=_engine(3))
     base = DepictTrainer(x, config=cfg)
-    base.train()
+    base.fit()
     dec_cfg = DepictConfig(n_clusters=2, channels=(4, 8), embed_dim=4, pretrain_steps=0, head="student_t",
                            reconstruction_weight=0.0, kmeans_n_init=2, batch_size=20, engine=_engine(1))
     dec = DepictTrainer(x, config=dec_cfg, pretrained=base.model)
@@ -68,7 +68,7 @@ def test_pretrained_backbone_is_copied_and_the_head_is_new():
         if not name.startswith("head."):
             assert torch.equal(net.state_dict()[name], value), name
     assert isinstance(net.head, HEADS["student_t"])
-    dec.train()  # step 0 initialises the centroids by k-means on the pretrained embedding
+    dec.fit()  # step 0 initialises the centroids by k-means on the pretrained embedding
     assert sorted(set(dec.kmeans_labels.tolist())) == [0, 1]
     with pytest.raises(ValueError, match="pretrained"):
         DepictTrainer(x, config=DepictConfig(n_clusters=2, channels=(4,), embed_dim=4), pretrained=base.model)
@@ -83,10 +83,10 @@ def test_starting_from_a_pretrained_net_reproduces_one_long_run_at_the_kmeans_st
     x = _two_blobs()
     cfg = dict(n_clusters=2, channels=(4, 8), embed_dim=4, kmeans_n_init=3, batch_size=20)
     base = DepictTrainer(x, config=DepictConfig(pretrain_steps=5, engine=_engine(5, seed=3), **cfg))
-    base.train()
+    base.fit()
     tr = DepictTrainer(x, config=DepictConfig(pretrain_steps=0, engine=_engine(1, seed=3), **cfg),
                        pretrained=base.model)
-    tr.train()
+    tr.fit()
     km = KMeans(n_clusters=2, n_init=3, random_state=3).fit(base.embed()[0].double().numpy())
     assert tr.kmeans_labels.tolist() == km.labels_.tolist()
 
@@ -101,7 +101,7 @@ def test_training_resumes_exactly_across_target_updates(tmp_path, head, weight):
                            head=head, reconstruction_weight=weight, kmeans_n_init=2, batch_size=16,
                            engine=_engine(steps, log_every=1, out_dir=str(out), checkpoint_every=2))
         tr = DepictTrainer(x, config=cfg)
-        result = tr.train(resume=resume)
+        result = tr.fit(resume=resume)
         runs.append(tr)
         return tr.model, result
 

@@ -4,6 +4,7 @@ exact log ratio, and the sampler / normalisation / trainer behave as documented.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -190,7 +191,30 @@ def _tiny(steps: int = 2, **kw) -> tuple[DiDiTrainer, MarkovLanguage]:
     cfg = DiDiConfig(batch_size=8, group_size=4, teacher_pool=32, teacher_nfe=4, eval_samples=16, eval_nfe=2,
                      lr_student=1e-3, lr_discriminator=1e-3, **kw,
                      engine=EngineConfig(max_steps=steps, log_every=steps, progress=False, tensorboard=False))
-    return DiDiTrainer(teacher, cfg, judge=lang), lang
+    return DiDiTrainer(teacher=teacher, config=cfg, judge=lang), lang
+
+
+def test_student_ema_is_the_engine_ema_and_copies_buffers():
+    """The EMA follows the student's parameters (decay rule of divmin.engine.ema_update) and copies its buffers
+    (before the shared EMA, DiDi's left a student's buffers at their initial values)."""
+    torch.manual_seed(0)
+    teacher = MaskedDiffusionLM(MDLMTransformer(4, 5, width=16, depth=1, heads=2), 4, 5)
+    student = copy.deepcopy(teacher)
+    student.net.register_buffer("calls", torch.zeros(()))
+
+    def count(module, args, out):  # a buffer that changes at every forward
+        module.calls.add_(1)
+
+    student.net.register_forward_hook(count)
+    start = [p.detach().clone() for p in student.parameters()]
+    cfg = DiDiConfig(batch_size=4, group_size=4, teacher_pool=8, teacher_nfe=2, ema_decay=0.5, lr_student=1e-3,
+                     engine=EngineConfig(max_steps=1, log_every=1, progress=False, tensorboard=False))
+    trainer = DiDiTrainer(student, teacher=teacher, config=cfg)
+    trainer.fit()
+    assert float(trainer.student.net.calls) > 0
+    assert float(trainer.student_ema.net.calls) == float(trainer.student.net.calls)
+    for p0, p, pe in zip(start, trainer.student.parameters(), trainer.student_ema.parameters()):
+        torch.testing.assert_close(pe, 0.5 * p0 + 0.5 * p.detach())  # one update: ema = d start + (1 - d) new
 
 
 @pytest.mark.parametrize("kw", [{}, {"grouped_normalization": False, "intermediate_matching": False,
@@ -199,7 +223,7 @@ def test_trainer_runs_on_the_engine(kw):
     trainer, _ = _tiny(**kw)
     for a, b in zip(trainer.student.parameters(), trainer.teacher.parameters()):
         assert torch.equal(a, b)  # the student starts as the teacher
-    result = trainer.train()
+    result = trainer.fit()
     assert result.optimizer_steps == {"student": 2, "discriminator": 2}
     assert {"eval/gen_ppl", "eval/entropy", "disc/loss", "student/reward"} <= set(result.metrics)
     assert all(math.isfinite(v) for v in result.metrics.values())
@@ -231,10 +255,10 @@ def test_bad_inputs_give_clear_errors():
     with pytest.raises(ValueError, match="`eval_nfe`"):
         DiDiConfig(eval_nfe=0)
     with pytest.raises(TypeError, match="`teacher`"):
-        DiDiTrainer(trainer.teacher.net)
+        DiDiTrainer(teacher=trainer.teacher.net)
     with pytest.raises(ValueError, match="`student`"):
-        DiDiTrainer(trainer.teacher, student=MaskedDiffusionLM(MDLMTransformer(4, 6, width=16, depth=1, heads=2),
-                                                               4, 6))
+        DiDiTrainer(MaskedDiffusionLM(MDLMTransformer(4, 6, width=16, depth=1, heads=2), 4, 6),
+                    teacher=trainer.teacher)
     with pytest.raises(TypeError, match="`trunk`"):
         MaskedDiscriminator(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="kind"):
@@ -246,7 +270,7 @@ def test_resume_is_exact(tmp_path):
         trainer, _ = _tiny(steps, grouped_normalization=False)
         trainer.config.engine = dataclasses.replace(trainer.config.engine, out_dir=str(out_dir), log_every=1,
                                                     checkpoint_every=2)
-        result = trainer.train(resume=resume)
+        result = trainer.fit(resume=resume)
         return trainer.student_ema, result
 
     assert_resumes_exactly(run, tmp_path)

@@ -1,4 +1,4 @@
-"""`FDistill` on the engine: it runs on CPU, moves the generator toward the teacher, keeps its state."""
+"""`FDistillTrainer` on the engine: it runs on CPU, moves the generator toward the teacher, keeps its state."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from divmin.diffusion import (
     EDMDenoiser,
-    FDistill,
+    FDistillTrainer,
     FDistillConfig,
     GaussianMixtureTeacher,
     MLPBackbone,
@@ -30,13 +30,13 @@ def _setup(steps: int, **cfg):
     gen, fake = MLPGenerator(2, 32, 2, init_scale=3.0), EDMDenoiser(MLPBackbone(2, 32, 2), sigma_data=2.0)
     config = FDistillConfig(batch_size=128, critic_steps=2, lr_generator=1e-3, lr_critic=2e-3, sigma_max=2.0,
                             ema_decay=0.9, engine=_engine(steps, eval_every=steps), **cfg)
-    return teacher, FDistill(gen, teacher, fake, config, sample_shape=(2,))
+    return teacher, FDistillTrainer(gen, teacher, fake, config=config, sample_shape=(2,))
 
 
 @pytest.mark.parametrize("feature_source,gan_weight", [("own", 1e-3), ("fake_score", 0.0)])
 def test_runs_on_cpu_and_logs_finite_metrics(feature_source, gan_weight):
     _, fd = _setup(3, divergence="jeffreys", feature_source=feature_source, gan_weight=gan_weight, critic_warmup=2)
-    result = fd.train()
+    result = fd.fit()
     assert result.step == 3 and result.optimizer_steps == {"generator": 3, "critic": 3 * 2 + 2}
     last = result.history[-1]
     for key in ("critic/dsm", "critic/disc", "gen/log_r", "gen/h", "eval/sliced_wasserstein"):
@@ -51,25 +51,25 @@ def test_generator_moves_toward_the_teacher():
     gen = torch.Generator().manual_seed(1)
     real = teacher.sample(2000, generator=gen)
     before = sliced_wasserstein(fd.sample(2000, ema=False, generator=gen), real, generator=gen)
-    fd.train()
+    fd.fit()
     after = sliced_wasserstein(fd.sample(2000, generator=gen), real, generator=gen)
     assert after < 0.5 * before, (float(before), float(after))
 
 
 def test_ema_generator_is_the_exponential_average_of_the_generator_trajectory(monkeypatch):
-    from divmin.diffusion._fdistill import _FDistillTask
+    from divmin.diffusion import _fdistill
 
     _, fd = _setup(4, divergence="reverse_kl")
     start = [p.detach().clone() for p in fd.generator.parameters()]
     trajectory = []  # generator weights right after each generator update, when the EMA takes them
-    update_ema = _FDistillTask._update_ema
+    update_ema = _fdistill.ema_update
 
-    def spy(self, ctx):
-        trajectory.append([p.detach().clone() for p in ctx.unwrap("generator").parameters()])
-        update_ema(self, ctx)
+    def spy(ema, model, *, decay):
+        trajectory.append([p.detach().clone() for p in model.parameters()])
+        update_ema(ema, model, decay=decay)
 
-    monkeypatch.setattr(_FDistillTask, "_update_ema", spy)
-    fd.train()
+    monkeypatch.setattr(_fdistill, "ema_update", spy)
+    fd.fit()
     assert len(trajectory) == 4
     d = fd.config.ema_decay
     expected = start
@@ -82,10 +82,8 @@ def test_ema_generator_is_the_exponential_average_of_the_generator_trajectory(mo
 
 
 def test_log_ratio_normalisation_uses_the_per_bin_ema_and_clamps():
-    from divmin.diffusion._fdistill import _FDistillTask
-
     _, fd = _setup(1, ratio_ema=0.5, time_bins=2, ratio_clamp=(0.5, 4.0), logit_clamp=3.0, sigma_min=0.1)
-    task = _FDistillTask(fd)
+    task = fd.make_task()
     sigma = torch.tensor([0.15, 0.2, 1.9, 1.5])  # bins in log sigma over [0.1, 2]: 0, 0, 1, 1
     logit = torch.tensor([math.log(2.0), math.log(2.0), 10.0, 10.0])  # the last two clamp to 3
     out = task._log_ratio(logit, sigma)
@@ -123,9 +121,9 @@ def test_config_validation_names_the_field():
             FDistillConfig(**kw)
     teacher = GaussianMixtureTeacher(torch.zeros(1, 2), 1.0)
     with pytest.raises(TypeError, match="config"):
-        FDistill(MLPGenerator(2), teacher, EDMDenoiser(MLPBackbone(2)), {}, sample_shape=(2,))
+        FDistillTrainer(MLPGenerator(2), teacher, EDMDenoiser(MLPBackbone(2)), config={}, sample_shape=(2,))
     with pytest.raises(ValueError, match="real"):
-        FDistill(MLPGenerator(2), object.__new__(_ScoreOnly), EDMDenoiser(MLPBackbone(2)), FDistillConfig(),
+        FDistillTrainer(MLPGenerator(2), object.__new__(_ScoreOnly), EDMDenoiser(MLPBackbone(2)), config=FDistillConfig(),
                  sample_shape=(2,))
 
 
@@ -148,13 +146,13 @@ def test_evaluations_score_the_same_latents_and_log_eval_metrics():
     config = FDistillConfig(batch_size=16, critic_steps=1, lr_generator=1e-30, sigma_max=2.0, eval_samples=50,
                             ema_decay=0.0, engine=EngineConfig(max_steps=3, eval_every=1, log_every=1, progress=False,
                                                                    tensorboard=False))
-    fd = FDistill(MLPGenerator(2, 8, 2), teacher, EDMDenoiser(MLPBackbone(2, 8, 1), sigma_data=2.0), config,
+    fd = FDistillTrainer(MLPGenerator(2, 8, 2), teacher, EDMDenoiser(MLPBackbone(2, 8, 1), sigma_data=2.0), config=config,
                   sample_shape=(2,), eval_metrics=metrics)
-    history = fd.train().history
+    history = fd.fit().history
     assert len(seen) == 3 and all(x.shape == (50, 2) for x in seen)
     assert torch.equal(seen[0], seen[1]) and torch.equal(seen[1], seen[2])
     assert [r["eval/mean_x"] for r in history] == pytest.approx([float(seen[0][:, 0].mean())] * 3)
     assert len({r["eval/sliced_wasserstein"] for r in history}) == 1
     with pytest.raises(TypeError, match="eval_metrics"):
-        FDistill(MLPGenerator(2, 8, 2), teacher, EDMDenoiser(MLPBackbone(2, 8, 1)), config, sample_shape=(2,),
+        FDistillTrainer(MLPGenerator(2, 8, 2), teacher, EDMDenoiser(MLPBackbone(2, 8, 1)), config=config, sample_shape=(2,),
                  eval_metrics="quality")

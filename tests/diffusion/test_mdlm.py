@@ -217,8 +217,8 @@ def test_trainer_runs_on_the_engine_and_reports_exact_metrics():
     lm = MaskedDiffusionLM(MDLMTransformer(4, L, width=16, depth=1, heads=2), 4, L)
     cfg = MDLMConfig(batch_size=16, eval_samples=32, eval_nfe=2,
                      engine=EngineConfig(max_steps=3, log_every=3, progress=False, tensorboard=False))
-    trainer = MDLMTrainer(lm, lang.sample, cfg, judge=lang)
-    result = trainer.train()
+    trainer = MDLMTrainer(lm, lang.sample, config=cfg, judge=lang)
+    result = trainer.fit()
     assert result.optimizer_steps == {"denoiser": 3}
     assert {"eval/gen_ppl", "eval/entropy", "eval/nelbo_per_token", "loss"} <= set(result.metrics)
     assert 1.0 <= result.metrics["eval/gen_ppl"] and 0.0 <= result.metrics["eval/entropy"] <= math.log(4) + 1e-6
@@ -233,10 +233,10 @@ def test_a_trained_mdlm_generates_the_markov_language_well_below_uniform():
     lm = MaskedDiffusionLM(MDLMTransformer(16, 8, width=32, depth=2, heads=4), 16, 8)
     cfg = MDLMConfig(batch_size=64, lr=5e-3, engine=EngineConfig(max_steps=500, warmup_steps=20, log_every=500,
                                                                  progress=False, tensorboard=False))
-    trainer, threads = MDLMTrainer(lm, lang.sample, cfg), torch.get_num_threads()
+    trainer, threads = MDLMTrainer(lm, lang.sample, config=cfg), torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: threads only add overhead (and the CPUs are shared)
     try:
-        trainer.train()
+        trainer.fit()
         gen = torch.Generator().manual_seed(1)
         ppl = {nfe: generative_perplexity(trainer.model.sample(1000, nfe=nfe, generator=gen), lang) for nfe in (1, 16)}
     finally:
@@ -250,15 +250,15 @@ def _mdlm_run(steps: int, out_dir) -> MDLMTrainer:
     lm = MaskedDiffusionLM(MDLMTransformer(5, 4, width=16, depth=1, heads=2), 5, 4)
     engine = EngineConfig(max_steps=steps, log_every=1, progress=False, tensorboard=False, checkpoint_every=2,
                           out_dir=str(out_dir))
-    return MDLMTrainer(lm, lang.sample, MDLMConfig(batch_size=8, engine=engine))
+    return MDLMTrainer(lm, lang.sample, config=MDLMConfig(batch_size=8, engine=engine))
 
 
 def test_resume_is_exact(tmp_path):
     straight = _mdlm_run(4, tmp_path / "straight")
-    straight.train()
-    _mdlm_run(2, tmp_path / "split").train()
+    straight.fit()
+    _mdlm_run(2, tmp_path / "split").fit()
     resumed = _mdlm_run(4, tmp_path / "split")
-    result = resumed.train(resume=True)
+    result = resumed.fit(resume=True)
     assert [r["step"] for r in result.history] == [3, 4]  # it continued from the step-2 checkpoint
     for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
         assert torch.equal(a, b)

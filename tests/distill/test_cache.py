@@ -83,7 +83,7 @@ def test_uniform_tail_spreads_the_stored_tail_mass_evenly_and_trains(tmp_path):
     cfg = DistillConfig(temperature=2.0, batch_size=8, engine=EngineConfig(max_steps=2, progress=False, seed=0))
     trainer = DistillTrainer(tiny_gpt2(V, seed=5, n_layer=1, n_embd=8, n_positions=16),
                              TeacherCache(tmp_path / "c", tail="uniform"), rows, config=cfg, pad_id=0)
-    trainer.train()
+    trainer.fit()
     with pytest.raises(ValueError, match="`tail` must be one of"):
         TeacherCache(tmp_path / "c", tail="spread")
 
@@ -96,7 +96,7 @@ def test_distill_trainer_with_a_full_cache_trains_as_with_the_live_teacher(tmp_p
         cfg = DistillConfig(divergence="js", batch_size=8, lr=1e-2, engine=EngineConfig(
             max_steps=4, progress=False, tensorboard=False, seed=0, out_dir=str(tmp_path / name)))
         tr = DistillTrainer(tiny_gpt2(V, seed=5, n_layer=1, n_embd=8, n_positions=16), t, rows, config=cfg, pad_id=0)
-        tr.train()
+        tr.fit()
         params[name] = torch.cat([p.detach().flatten() for p in tr.model.parameters()])
     init = torch.cat([p.detach().flatten() for p in tiny_gpt2(V, seed=5, n_layer=1, n_embd=8, n_positions=16)
                       .parameters()])

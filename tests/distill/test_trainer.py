@@ -14,7 +14,6 @@ from torch import nn
 import divmin
 import divmin.distill._trainer as trainer_module
 from divmin.distill import DistillConfig, DistillTrainer
-from divmin.distill._trainer import _DistillTask
 from divmin.lm import LMCollator, tokenize_pairs
 from divmin.engine import EngineConfig
 from divmin.recipes.tiny_lm import PAD_ID, build_model, build_tokenizer, corpus
@@ -55,7 +54,7 @@ def test_classifier_student_moves_toward_teacher(extra):
     tr = DistillTrainer(student, teacher, _cls_rows(256, 0, teacher), eval_dataset=_cls_rows(128, 1, teacher),
                         config=cfg)
     before = tr.evaluate()
-    result = tr.train()
+    result = tr.fit()
     after = tr.evaluate()
     assert after["divergence"] < 0.5 * before["divergence"], (before, after)
     assert after["teacher_agreement"] >= before["teacher_agreement"]
@@ -98,7 +97,7 @@ def test_causal_lm_modes_reduce_the_divergence(mode, monkeypatch):
     monkeypatch.setattr(trainer_module, "sample_completions",
                         lambda model, *args, **kw: sampled_by.append(model is student) or real(model, *args, **kw))
     before = tr.evaluate()
-    result = tr.train()
+    result = tr.fit()
     after = tr.evaluate()
     assert after["divergence"] < 0.7 * before["divergence"], (before, after)
     on_policy = sum(sampled_by)  # one micro-batch per step, 30 steps, one log at the end
@@ -117,7 +116,7 @@ def test_sampled_completions_come_from_the_step_generator_not_the_global_rng():
     tok = build_tokenizer()
     teacher, student = build_model(0, n_layer=1, n_embd=16), build_model(1, n_layer=1, n_embd=16)
     cfg = DistillConfig(lmbda=1.0, seq_kd=True, max_new_tokens=6)
-    task = _DistillTask(DistillTrainer(student, teacher, _lm_rows(8, 0), tokenizer=tok, config=cfg))
+    task = DistillTrainer(student, teacher, _lm_rows(8, 0), tokenizer=tok, config=cfg).make_task()
     batch = LMCollator(PAD_ID)(tokenize_pairs(_lm_rows(8, 0), tok))
 
     def draw(seed, global_seed):
@@ -140,7 +139,7 @@ def test_on_policy_training_resumes_exactly(tmp_path):
         cfg = DistillConfig(divergence="js", lr=1e-2, batch_size=8, max_new_tokens=6, lmbda=0.5, engine=engine)
         tr = DistillTrainer(build_model(1, n_layer=1, n_embd=16), build_model(0, n_layer=1, n_embd=16),
                             _lm_rows(32, 0), tokenizer=build_tokenizer(), config=cfg)
-        result = tr.train(resume=resume)
+        result = tr.fit(resume=resume)
         return tr.model, result
 
     assert_resumes_exactly(run, tmp_path)
@@ -195,5 +194,5 @@ def test_alpha_one_neither_computes_nor_backpropagates_the_hard_loss(fused, monk
     ctx = SimpleNamespace(call=lambda name, fn, *args: fn(student, *args), models={"teacher": teacher},
                           generator=None, cpu_generator=torch.Generator().manual_seed(0))
     tr.config.lmbda = 0.0
-    out = _DistillTask(tr).train_step(batch, ctx)
+    out = tr.make_task().train_step(batch, ctx)
     torch.testing.assert_close(out.loss, parts["soft"])

@@ -48,11 +48,11 @@ def test_method_and_recipe_optimizers_follow_the_rule():
     import divmin.recipes.tiny_lm as tiny
     from divmin.align import FDPGTrainer, FDPOTrainer
     from divmin.cluster import DepictTrainer
-    from divmin.diffusion import DiDiTrainer, FDistill, MDLMTrainer, train_denoiser
+    from divmin.diffusion import DiDiTrainer, FDistillTrainer, MDLMTrainer, train_denoiser
     from divmin.distill import DistillTrainer
     from divmin.robust import RobustTrainer
 
-    methods = [sys.modules[obj.__module__] for obj in (FDPGTrainer, FDPOTrainer, train_denoiser, FDistill,
+    methods = [sys.modules[obj.__module__] for obj in (FDPGTrainer, FDPOTrainer, train_denoiser, FDistillTrainer,
                                                        DistillTrainer, MDLMTrainer, RobustTrainer, DepictTrainer, DiDiTrainer)]
     for module in (*methods, fdpg_toy, bandit, fit):
         names = re.findall(r'"(\w+)": (?:torch\.optim\.\w+|trainable_adamw)\(', inspect.getsource(module))

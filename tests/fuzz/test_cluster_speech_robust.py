@@ -441,11 +441,11 @@ def test_speech_to_egg(data, n, shape, config):
         e = torch.zeros(40)
 
     def build(s):
-        return speech.SpeechToEGG(s, e, S2E_CONFIG if config == "ok" else config)
-    outcome = classify("SpeechToEGG", build, s)
+        return speech.SpeechToEGGTrainer(s, e, config=S2E_CONFIG if config == "ok" else config)
+    outcome = classify("SpeechToEGGTrainer", build, s)
     assert outcome in OK, (s, e, config, outcome)
     if outcome == "value":  # untrained: predict is refused
-        check("SpeechToEGG.predict", build(s).predict, s)
+        check("SpeechToEGGTrainer.predict", build(s).predict, s)
 
 
 # ---------------------------------------------------------------- robust
@@ -528,10 +528,9 @@ def test_robust_loss_and_settings(data, field, objective):
           settings=settings_)
 
 
-ROBUST_FIELDS = {"objective": st.sampled_from(["weat", "x"]), "eps": scalars(), "steps": ints(),
-                 "step_size": scalars(), "norm": st.sampled_from(["l2", "x"]), "beta": scalars(),
-                 "divergence": st.sampled_from(["js", "x"]), "weat_normalize": st.sampled_from([True, 1]),
-                 "bounds": ATTACK["bounds"], "eval_steps": ints(), "lr": scalars(), "weight_decay": scalars(),
+ROBUST_FIELDS = {"objective": st.sampled_from(["weat", "x"]),
+                 "attack": st.sampled_from([robust.AttackSettings(), {"eps": 0.1}, None]),
+                 "eval_steps": ints(), "lr": scalars(), "weight_decay": scalars(),
                  "batch_size": ints(), "eval_batch_size": ints(), "engine": st.sampled_from([ENGINE, None])}
 
 
@@ -539,11 +538,11 @@ ROBUST_FIELDS = {"objective": st.sampled_from(["weat", "x"]), "eps": scalars(), 
 @given(data=st.data(), field=st.sampled_from(sorted(ROBUST_FIELDS)),
        dataset=st.sampled_from(["ok", "empty", None, 3]), model=st.sampled_from(["ok", "x"]))
 def test_robust_config_and_trainer(data, field, dataset, model):
-    check("RobustConfig", robust.RobustConfig, **{field: data.draw(ROBUST_FIELDS[field])})
+    check("WEATConfig", robust.WEATConfig, **{field: data.draw(ROBUST_FIELDS[field])})
     ds = {"ok": torch.utils.data.TensorDataset(torch.rand(4, 2), torch.tensor([0, 1, 2, 0])),
           "empty": [], None: None, 3: 3}[dataset]
     check("RobustTrainer", robust.RobustTrainer, MODEL if model == "ok" else model, ds,
-          config=robust.RobustConfig(engine=ENGINE))
+          config=robust.WEATConfig(engine=ENGINE))
 
 
 @FUZZ

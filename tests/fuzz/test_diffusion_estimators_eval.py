@@ -242,7 +242,7 @@ def test_didi_and_mdlm_configs_and_trainers():
     for model, d in ((LM, data), (NET, data), (LM, data.float()), (LM, data + V), (LM, "x")):
         _check(classify("MDLMTrainer", dif.MDLMTrainer, model, d), model, d)
     for teacher in (LM, NET, None):
-        _check(classify("DiDiTrainer", dif.DiDiTrainer, teacher), teacher)
+        _check(classify("DiDiTrainer", lambda t: dif.DiDiTrainer(teacher=t), teacher), teacher)
     _check(classify("DiDiInstruct", lambda: dif.DiDiInstruct), "alias")
 
 
@@ -355,7 +355,8 @@ def test_train_denoiser_and_fdistill_configs(tmp_path):
     cfg = dif.FDistillConfig(batch_size=4)
     for gen, teacher, shape in ((dif.MLPGenerator(2, 8, 1), GMM, (2,)), (None, GMM, (2,)),
                                 (dif.MLPGenerator(2, 8, 1), None, (2,)), (dif.MLPGenerator(2, 8, 1), GMM, (-1,))):
-        _check(classify("FDistill", dif.FDistill, gen, teacher, _edm(), cfg, sample_shape=shape), gen, teacher, shape)
+        _check(classify("FDistillTrainer", dif.FDistillTrainer, gen, teacher, _edm(), config=cfg, sample_shape=shape),
+               gen, teacher, shape)
 
 
 # ---------------------------------------------------------------- estimators
@@ -622,6 +623,10 @@ def test_judge_trainer_and_config_and_word_tokenizer():
     for judge, data in ((JUDGE, torch.zeros(4, 6, dtype=torch.long)), (GPT, torch.zeros(4, 6, dtype=torch.long)),
                         (JUDGE, torch.full((4, 6), 7)), (JUDGE, torch.zeros(4, 9, dtype=torch.long)), (JUDGE, "x")):
         _check(classify("JudgeTrainer", lm.JudgeTrainer, judge, data), judge, data)
+    for data in (torch.zeros(4, 6, dtype=torch.long), lambda n, g: torch.zeros(n, 6, dtype=torch.long),
+                 lambda n, g: torch.full((n, 6), 9), lambda n, g: torch.zeros(n, 6), lambda n, g: "x"):
+        _check(classify("draw_token_batch", lm.draw_token_batch, data, 3, torch.Generator(), vocab_size=4, length=6),
+               data)
     for vocab in (["[PAD]", "[EOS]", "[UNK]", "a"], ["a", "b"], {"[PAD]": 0, "[EOS]": 1, "[UNK]": 5}, "abc", []):
         _check(classify("word_tokenizer", lm.word_tokenizer, vocab), vocab)
 

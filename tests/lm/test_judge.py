@@ -54,8 +54,8 @@ def test_trained_judge_approaches_the_exact_perplexity_of_a_markov_language():
     held_out = lang.sample(2000, torch.Generator().manual_seed(1))
     judge = tiny_judge(8, 8, n_layer=1, n_embd=32, seed=0)
     cfg = JudgeConfig(batch_size=64, lr=3e-3, engine=EngineConfig(max_steps=300, **QUIET))
-    trainer = JudgeTrainer(judge, lang.sample, cfg, valid=held_out)
-    result = trainer.train()
+    trainer = JudgeTrainer(judge, lang.sample, config=cfg, valid=held_out)
+    result = trainer.fit()
     exact = generative_perplexity(held_out, lang)  # the true language as judge
     learned = generative_perplexity(held_out, trainer.judge)
     assert abs(math.log(learned) - math.log(exact)) < 0.05  # within 5% of the exact perplexity
@@ -72,8 +72,8 @@ def test_judge_trains_on_a_tensor_of_blocks():
     judge = tiny_judge(4, 6, n_layer=1, n_embd=16)
     before = judge.nll_per_token(blocks)
     cfg = JudgeConfig(batch_size=32, engine=EngineConfig(max_steps=60, **QUIET))
-    trainer = JudgeTrainer(judge, blocks, cfg)
-    assert trainer.train().optimizer_steps == {"judge": 60}
+    trainer = JudgeTrainer(judge, blocks, config=cfg)
+    assert trainer.fit().optimizer_steps == {"judge": 60}
     assert trainer.judge.nll_per_token(blocks) < before - 0.2
 
 

@@ -86,7 +86,7 @@ CASES = {
     # judge 6 steps, then standard and weat for one seed, 6 steps each: cut in the weat run
     # (weat.engine.log_every is the recipe's: trace_every)
     "weat": (["weat.engine.progress=False", "weat.engine.tensorboard=False", "width=16", "weat.engine.max_steps=6",
-              "weat.engine.eval_every=3", "trace_every=2", "weat.steps=2", "weat.eval_steps=2",
+              "weat.engine.eval_every=3", "trace_every=2", "weat.attack.steps=2", "weat.eval_steps=2",
               "methods=('standard', 'weat')", "seeds=(0,)", "autoattack=False", "sgld_per_class=2", "sgld_steps=3",
               "weat.batch_size=64"], 14, 18),
     # the model (with the adversary), then the no-adversary network, 8 steps each: cut in the second

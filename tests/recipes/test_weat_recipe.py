@@ -16,7 +16,7 @@ from divmin.robust import autoattack_available
 from ._figures import assert_close_lists, check_figure
 
 QUIET = ["weat.engine.progress=False", "weat.engine.tensorboard=False"]
-TINY = QUIET + ["width=32", "weat.engine.max_steps=60", "weat.engine.eval_every=30", "weat.steps=3",
+TINY = QUIET + ["width=32", "weat.engine.max_steps=60", "weat.engine.eval_every=30", "weat.attack.steps=3",
                 "weat.eval_steps=5", "sgld_per_class=4", "sgld_steps=5"]
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from divmin.engine import EngineConfig
-from divmin.robust import RobustConfig, RobustTrainer
+from divmin.robust import AttackSettings, RobustTrainer, WEATConfig
 
 from .._resume import assert_resumes_exactly
 
@@ -28,11 +28,11 @@ def _net() -> nn.Module:
 
 @pytest.mark.parametrize("objective", ["standard", "pgd-at", "trades", "weat"])
 def test_each_objective_trains_on_the_engine(objective):
-    config = RobustConfig(objective=objective, eps=0.05, steps=3, beta=1.0, lr=1e-2, batch_size=64, eval_steps=5,
-                          engine=EngineConfig(max_steps=40, log_every=10, seed=0))
+    config = WEATConfig(objective=objective, attack=AttackSettings(eps=0.05, steps=3, beta=1.0), lr=1e-2,
+                        batch_size=64, eval_steps=5, engine=EngineConfig(max_steps=40, log_every=10, seed=0))
     trainer = RobustTrainer(_net(), _blobs(), eval_dataset=_blobs(seed=1), config=config)
     before = trainer.evaluate()
-    result = trainer.train()
+    result = trainer.fit()
     after = trainer.evaluate()
     assert before["clean_acc"] < 0.7 and after["clean_acc"] > 0.9
     assert after["pgd_acc"] <= after["clean_acc"]
@@ -43,12 +43,30 @@ def test_each_objective_trains_on_the_engine(objective):
 
 
 @pytest.mark.parametrize("kw, name", [(dict(eps=-1.0), "eps"), (dict(steps=0), "steps"),
-                                      (dict(objective="mart"), "objective"), (dict(divergence="nope"), "divergence"),
+                                      (dict(divergence="nope"), "divergence"),
                                       (dict(bounds=(1.0, 0.0)), "bounds"), (dict(norm="l1"), "norm"),
                                       (dict(weat_normalize=1), "weat_normalize")])
 def test_config_errors_name_the_field(kw, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
-        RobustConfig(**kw)
+        WEATConfig(attack=AttackSettings(**kw))
+
+
+def test_weat_config_nests_the_attack_settings():
+    with pytest.raises(ValueError, match="`objective`"):
+        WEATConfig(objective="mart")
+    with pytest.raises(TypeError, match="`attack`"):
+        WEATConfig(attack={"eps": 0.1})
+    with pytest.raises(ValueError, match="`attack.generator`"):
+        WEATConfig(attack=AttackSettings(generator=torch.Generator()))
+    assert WEATConfig().attack == AttackSettings()  # the former RobustConfig's defaults: eps 8/255, 10 steps, ...
+    assert WEATConfig().attack.eps == 8 / 255 and WEATConfig().attack.steps == 10
+
+
+def test_robust_config_is_a_deprecated_alias():
+    import divmin.robust as robust
+
+    with pytest.warns(DeprecationWarning, match="RobustConfig"):
+        assert robust.RobustConfig is WEATConfig
 
 
 def test_trainer_refuses_bad_arguments():
@@ -62,10 +80,11 @@ def test_weat_training_resumes_exactly_and_seeds_the_attacks(tmp_path):
     def run(out, steps, resume=False, seed=0):
         engine = EngineConfig(max_steps=steps, log_every=1, progress=False, tensorboard=False, max_grad_norm=None,
                               out_dir=str(out), checkpoint_every=2, seed=seed)
-        cfg = RobustConfig(objective="weat", eps=0.1, steps=2, lr=1e-2, batch_size=32, engine=engine)
+        cfg = WEATConfig(objective="weat", attack=AttackSettings(eps=0.1, steps=2), lr=1e-2, batch_size=32,
+                         engine=engine)
         torch.manual_seed(0)
         tr = RobustTrainer(_net(), _blobs(64), config=cfg)
-        result = tr.train(resume=resume)
+        result = tr.fit(resume=resume)
         return tr.model, result
 
     full = assert_resumes_exactly(run, tmp_path)

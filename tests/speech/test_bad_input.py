@@ -9,7 +9,7 @@ import torch
 
 from divmin.engine import EngineConfig
 from divmin.eval import detect_egg_instants
-from divmin.speech import (SpeechToEGG, SpeechToEGGConfig, egg_from_instants, egg_loss, normalize_speech, overlap_add,
+from divmin.speech import (SpeechToEGGTrainer, SpeechToEGGConfig, egg_from_instants, egg_loss, normalize_speech, overlap_add,
                            pitch_marks, read_wav, synthesize, write_wav)
 
 
@@ -156,6 +156,6 @@ def test_speech_to_egg_predict_before_training_is_refused():
     rng = np.random.default_rng(0)
     cfg = SpeechToEGGConfig(frame_len=32, hop=8, hidden=4, layers=2, decoder_layers=1, ae_steps=1,
                             engine=EngineConfig(max_steps=2, progress=False, tensorboard=False))
-    m = SpeechToEGG(rng.standard_normal(200), rng.standard_normal(200), cfg)
-    with pytest.raises(ValueError, match="`train`"):
+    m = SpeechToEGGTrainer(rng.standard_normal(200), rng.standard_normal(200), config=cfg)
+    with pytest.raises(ValueError, match="`fit`"):
         m.predict(rng.standard_normal(100))  # untrained encoder and decoder: was a made-up EGG

@@ -19,7 +19,7 @@ import pytest
 
 from divmin.engine import EngineConfig
 from divmin.eval import detect_egg_instants, gci_metrics
-from divmin.speech import CHANNELS, SpeechToEGG, SpeechToEGGConfig, synthesize_corpus, zff_gci
+from divmin.speech import CHANNELS, SpeechToEGGTrainer, SpeechToEGGConfig, synthesize_corpus, zff_gci
 
 FS = 8000.0
 
@@ -35,8 +35,8 @@ def test_model_beats_zff_identification_rate_on_held_out_data():
                           lr_schedule="cosine")
     cfg = SpeechToEGGConfig(frame_len=256, hop=64, hidden=16, batch_size=16, lr=3e-3, ae_steps=200, adv_weight=0.1,
                             adv_warmup=150, engine=engine)
-    model = SpeechToEGG(np.stack([u.speech for u in train]), np.stack([u.egg for u in train]), cfg)
-    model.train()
+    model = SpeechToEGGTrainer(np.stack([u.speech for u in train]), np.stack([u.egg for u in train]), config=cfg)
+    model.fit()
     for voice, f0 in (("modal", (60.0, 220.0)), ("creaky", None)):
         test = synthesize_corpus(8, voices=(voice,), f0=f0, snr_db=(0.0, 10.0), noises=("pink",),
                                  channels=tuple(CHANNELS), duration=0.5, sample_rate=FS, seed=5)

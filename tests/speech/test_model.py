@@ -1,4 +1,4 @@
-"""SpeechToEGG on the engine: the two phases, frozen prior, optimizer counts, config checks."""
+"""SpeechToEGGTrainer on the engine: the two phases, frozen prior, optimizer counts, config checks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from divmin.engine import EngineConfig
-from divmin.speech import SpeechToEGG, SpeechToEGGConfig, frame_signal, normalize_speech, overlap_add, synthesize
+from divmin.speech import SpeechToEGGTrainer, SpeechToEGGConfig, frame_signal, normalize_speech, overlap_add, synthesize
 from divmin.speech import egg_loss
 
 from .._resume import assert_resumes_exactly
@@ -30,16 +30,16 @@ def _config(**kw) -> SpeechToEGGConfig:
 
 
 def test_phases_optimizer_counts_and_frozen_prior(pair):
-    m = SpeechToEGG(*pair, _config(critic_steps=2, adv_weight=0.5))
-    result = m.train()
+    m = SpeechToEGGTrainer(*pair, config=_config(critic_steps=2, adv_weight=0.5))
+    result = m.fit()
     assert result.optimizer_steps == {"autoencoder": 10, "speech_encoder": 10, "critic": 20}
     first = [h for h in result.history if "ae_recon" in h]
     assert first and all(np.isfinite(h["ae_recon"]) for h in first)
     second = [h for h in result.history if "recon" in h]
     assert second and all(np.isfinite(h["latent_divergence"]) for h in second)
     # phase 2 leaves the prior alone: rerun phase 1 only and compare the autoencoder's weights
-    m1 = SpeechToEGG(*pair, _config(critic_steps=2, adv_weight=0.5, engine=_engine(11)))
-    m1.train()
+    m1 = SpeechToEGGTrainer(*pair, config=_config(critic_steps=2, adv_weight=0.5, engine=_engine(11)))
+    m1.fit()
     for a, b in zip(m.decoder.state_dict().values(), m1.decoder.state_dict().values()):
         assert torch.equal(a, b)
     for a, b in zip(m.egg_encoder.state_dict().values(), m1.egg_encoder.state_dict().values()):
@@ -50,15 +50,15 @@ def test_phases_optimizer_counts_and_frozen_prior(pair):
 
 def test_adversarial_weight_ramps_up_over_the_warmup(pair):
     engine = EngineConfig(max_steps=16, log_every=1, progress=False, tensorboard=False, cpu=True, seed=1)
-    history = SpeechToEGG(*pair, _config(adv_weight=0.4, adv_warmup=4, engine=engine)).train().history
+    history = SpeechToEGGTrainer(*pair, config=_config(adv_weight=0.4, adv_warmup=4, engine=engine)).fit().history
     weights = [h["adv_weight"] for h in history if "adv_weight" in h]
     assert weights == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])  # phase-2 steps 1..6 (engine steps 11..16)
 
 
 def test_no_adversary_baseline_never_trains_the_critic(pair):
-    m = SpeechToEGG(*pair, _config(adv_weight=0.0))
+    m = SpeechToEGGTrainer(*pair, config=_config(adv_weight=0.0))
     before = [p.clone() for p in m.critic.parameters()]
-    result = m.train()
+    result = m.fit()
     assert result.optimizer_steps["critic"] == 0
     assert all(torch.equal(a, b) for a, b in zip(before, m.critic.parameters()))
     assert all("latent_divergence" not in h for h in result.history)
@@ -66,9 +66,9 @@ def test_no_adversary_baseline_never_trains_the_critic(pair):
 
 def test_predict_shape_and_framing_round_trip(pair):
     state = torch.random.get_rng_state()
-    m = SpeechToEGG(*pair, _config(engine=_engine(11)))
+    m = SpeechToEGGTrainer(*pair, config=_config(engine=_engine(11)))
     assert torch.equal(state, torch.random.get_rng_state())  # construction leaves the global RNG alone
-    m.train()
+    m.fit()
     assert m.predict(pair[0]).shape == (len(pair[0]),)
     x = torch.randn(103)
     assert torch.allclose(overlap_add(frame_signal(x, 16, 5), 5, 103), x)
@@ -82,18 +82,18 @@ def test_bad_input(pair):
     with pytest.raises(ValueError, match="divergence"):
         _config(divergence="no_such")
     with pytest.raises(ValueError, match="speech"):
-        SpeechToEGG(pair[0], pair[1][:-1], _config())
+        SpeechToEGGTrainer(pair[0], pair[1][:-1], config=_config())
     with pytest.raises(ValueError, match="kernel"):
         _config(kernel=4)
     with pytest.raises(ValueError, match="x"):
         frame_signal(torch.zeros(2, 8), 4, 2)
-    m = SpeechToEGG(*pair, _config())
+    m = SpeechToEGGTrainer(*pair, config=_config())
     with pytest.raises(ValueError, match="speech"):
         m.predict(np.zeros((2, 400)))  # stereo where mono is needed
     with pytest.raises(ValueError, match="speech"):
         m.predict(np.zeros(0))
     with pytest.raises(ValueError, match="speech"):
-        SpeechToEGG(np.full(100, np.nan), np.zeros(100), _config())
+        SpeechToEGGTrainer(np.full(100, np.nan), np.zeros(100), config=_config())
     with pytest.raises(ValueError, match="window"):
         overlap_add(torch.zeros(3, 4), 2, 8, window=torch.zeros(4))
 
@@ -120,8 +120,8 @@ def test_training_resumes_exactly_across_the_phase_boundary(pair, tmp_path):
     def run(out, steps, resume=False):
         engine = EngineConfig(max_steps=steps, log_every=1, progress=False, tensorboard=False, cpu=True, seed=0,
                               out_dir=str(out), checkpoint_every=2)
-        m = SpeechToEGG(*pair, _config(ae_steps=1, adv_weight=0.5, engine=engine))
-        result = m.train(resume=resume)
+        m = SpeechToEGGTrainer(*pair, config=_config(ae_steps=1, adv_weight=0.5, engine=engine))
+        result = m.fit(resume=resume)
         return torch.nn.ModuleList([m.egg_encoder, m.decoder, m.speech_encoder, m.critic]), result
 
     assert_resumes_exactly(run, tmp_path)

@@ -1,13 +1,12 @@
 """divmin train didi: DiDi-Instruct from the toy teacher (tiny defaults) or an exported `divmin train mdlm` run."""
 
-import dataclasses
 
 import pytest
 import torch
 
 from divmin.diffusion import DiDiTrainConfig, MaskedDiffusionLM
 from divmin.eval import generative_perplexity
-from divmin.train import config_from, get_method, print_config, train
+from divmin.train import config_from, print_config, train
 
 from ._export_check import assert_export_reloads
 
@@ -35,11 +34,9 @@ def test_toy_teacher_train_export_reload_same_student(tmp_path):
 
 
 def test_teacher_from_an_mdlm_run(tmp_path):
-    # issue 27 nests mdlm's own keys under `mdlm.` (helper `door`): the prefix goes once that is merged
-    p = "mdlm." if "mdlm" in {f.name for f in dataclasses.fields(get_method("mdlm").config_cls)} else ""
-    mdlm = config_from("mdlm", None, ["width=16", "depth=1", "heads=2", "length=8", f"{p}batch_size=8",
-                                      f"{p}engine.max_steps=2", f"{p}engine.progress=False",
-                                      f"{p}engine.tensorboard=False"])
+    mdlm = config_from("mdlm", None, ["width=16", "depth=1", "heads=2", "length=8", "mdlm.batch_size=8",
+                                      "mdlm.engine.max_steps=2", "mdlm.engine.progress=False",
+                                      "mdlm.engine.tensorboard=False"])
     teacher = train("mdlm", mdlm, tmp_path / "mdlm").model.eval()
     cfg = config_from("didi", None, _QUIET + [f"teacher={tmp_path / 'mdlm' / 'final'}", "didi.engine.max_steps=2",
                                               "didi.teacher_pool=16", "didi.teacher_nfe=2", "didi.batch_size=8",

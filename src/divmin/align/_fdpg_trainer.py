@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -81,43 +81,81 @@ class FDPGConfig:
             raise ValueError(f"`proposal_update_every` applies to `mode`='offline' only, got mode={self.mode!r}")
 
 
-class _FDPGTask:
-    """Engine task of :class:`FDPGTrainer` (the policy, the frozen base and, offline, the proposal)."""
+@dataclasses.dataclass
+class _Codec:
+    """Contexts to prompt ids (cached) and completions to texts, with ``tokenizer``."""
 
-    def __init__(self, trainer: "FDPGTrainer") -> None:
-        self.t = trainer
-        self.log_z = LogZEstimator()
-        decay = trainer.config.baseline_decay
-        self.baselines = {c: MovingBaseline(decay) for c in trainer.contexts} if decay is not None else None
+    tokenizer: Any
+    eos_id: int
+    prompts: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+
+    def prompt_ids(self, context: str) -> Tensor:
+        if context not in self.prompts:
+            if context:
+                ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
+            else:
+                bos = getattr(self.tokenizer, "bos_token_id", None)
+                ids = [bos if bos is not None else self.eos_id]
+            self.prompts[context] = torch.tensor(ids, dtype=torch.long)
+        return self.prompts[context]
+
+    def decode(self, comp: Completions) -> list[str]:
+        rows = [t[m & (t != self.eos_id)].tolist() for t, m in zip(comp.tokens.cpu(), comp.mask.cpu())]
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+
+@dataclasses.dataclass
+class _FDPGState:
+    """What outlives one ``fit`` (carried from one ``fit`` call to the next): the running log Z
+    estimates, the moving baselines per context (None: off) and the count of proposal replacements."""
+
+    log_z: LogZEstimator
+    baselines: dict[str, MovingBaseline] | None
+    proposal_updates: int = 0
+
+
+class _FDPGTask:
+    """Engine task of :class:`FDPGTrainer` (the policy, the frozen base and, offline, the proposal).
+
+    ``prompt_ids(context)`` encodes a context, ``decode(completions)`` gives the texts the target scores.
+    """
+
+    def __init__(self, *, config: FDPGConfig, model: nn.Module, base_model: nn.Module, proposal: nn.Module | None,
+                 target: EnergyTarget, divergence: Divergence, contexts: list[str], prompt_ids: Callable[[str], Tensor],
+                 decode: Callable[[Completions], list[str]], eos_id: int, pad_id: int, state: _FDPGState) -> None:
+        self.c, self.model, self.base_model, self.proposal = config, model, base_model, proposal
+        self.target, self.divergence, self.contexts = target, divergence, contexts
+        self.prompt_ids, self.decode, self.eos_id, self.pad_id = prompt_ids, decode, eos_id, pad_id
+        self.state, self.log_z, self.baselines = state, state.log_z, state.baselines
         self.static_models = ("base",)
 
     def models(self) -> dict[str, nn.Module]:
-        out = {"policy": self.t.model, "base": self.t.base_model}
-        if self.t.config.mode == "offline":
-            out["proposal"] = self.t.proposal
+        out = {"policy": self.model, "base": self.base_model}
+        if self.c.mode == "offline":
+            out["proposal"] = self.proposal
         return out
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        c = self.t.config
+        c = self.c
         return {"policy": trainable_adamw(models["policy"], lr=c.lr, weight_decay=c.weight_decay)}
 
     def _draw(self, ctx: StepContext, model: nn.Module, context: str) -> tuple[Tensor, Completions]:
-        prompt = self.t.prompt_ids(context).to(ctx.device)
-        c = self.t.config
+        prompt = self.prompt_ids(context).to(ctx.device)
+        c = self.c
         return prompt, sample_n(model, prompt, c.samples_per_context, max_new_tokens=c.max_new_tokens,
-                                eos_id=self.t.eos_id, pad_id=self.t.pad_id, generator=ctx.generator)
+                                eos_id=self.eos_id, pad_id=self.pad_id, generator=ctx.generator)
 
     def _score(self, ctx: StepContext, prompt: Tensor, comp: Completions) -> Tensor:
         with torch.no_grad():
             base = completion_logps(ctx.models["base"], prompt, comp)
-        return self.t.target.log_score(self.t.decode(comp), base_logps=base.float())
+        return self.target.log_score(self.decode(comp), base_logps=base.float())
 
     def train_step(self, batch: Any, ctx: StepContext) -> StepOutput:
-        c, policy = self.t.config, ctx.models["policy"]
+        c, policy = self.c, ctx.models["policy"]
         offline = c.mode == "offline"
-        idx = torch.randint(len(self.t.contexts), (c.contexts_per_step,), generator=ctx.cpu_generator).tolist()
+        idx = torch.randint(len(self.contexts), (c.contexts_per_step,), generator=ctx.cpu_generator).tolist()
         total, logs = 0.0, []
-        for context in (self.t.contexts[i] for i in idx):
+        for context in (self.contexts[i] for i in idx):
             prompt, comp = self._draw(ctx, ctx.models["proposal"] if offline else policy, context)
             scores = self._score(ctx, prompt, comp)
             logq = completion_logps(policy, prompt, comp)
@@ -125,7 +163,7 @@ class _FDPGTask:
                 prop = completion_logps(ctx.models["proposal"], prompt, comp) if offline else logq.detach()
             log_z = self.log_z.update(scores, prop, [context] * len(scores))[0]
             base = self.baselines[context] if self.baselines is not None else None
-            out = fdpg_loss(logq, scores, divergence=self.t.divergence, proposal_logps=prop if offline else None,
+            out = fdpg_loss(logq, scores, divergence=self.divergence, proposal_logps=prop if offline else None,
                             log_z=log_z, baseline=base() if base is not None else None)
             if base is not None:
                 base.update(out)
@@ -147,8 +185,8 @@ class _FDPGTask:
                    "ess": float(w.sum() ** 2 / (w ** 2).sum().clamp_min(1e-30) / len(w)),
                    "ess_target": effective_sample_size(scores - prop), **div,
                    "entropy": -importance_mean(logq, logq, prop), "length": float(comp.mask.sum(1).float().mean())}
-        texts = self.t.decode(comp)
-        for k, fac in enumerate(f for f in self.t.target.factors if isinstance(f, PointwiseConstraint)):
+        texts = self.decode(comp)
+        for k, fac in enumerate(f for f in self.target.factors if isinstance(f, PointwiseConstraint)):
             b = fac.satisfied(texts).float()
             metrics[f"alignment{k or ''}"] = importance_mean(b, logq, prop)
         metrics["distinct2"] = distinct_n([t.split() for t in texts], 2)
@@ -158,7 +196,7 @@ class _FDPGTask:
     def _maybe_replace_proposal(self, ctx: StepContext) -> None:
         """DPG's rule: q <- pi when KL(P || pi) < KL(P || q), both estimated on fresh q samples."""
         gaps = []
-        for context in self.t.contexts[: self.t.config.contexts_per_step]:
+        for context in self.contexts[: self.c.contexts_per_step]:
             prompt, comp = self._draw(ctx, ctx.models["proposal"], context)
             s = self._score(ctx, prompt, comp)
             prop = completion_logps(ctx.models["proposal"], prompt, comp)
@@ -167,30 +205,30 @@ class _FDPGTask:
             gaps.append(importance_mean(prop - pol, s - self.log_z.log_z(context), prop))
         if float(ctx.mean(sum(gaps) / len(gaps))) < 0:  # averaged over processes: one decision for all
             ctx.models["proposal"].load_state_dict(ctx.unwrap("policy").state_dict())
-            self.t.proposal_updates += 1
+            self.state.proposal_updates += 1
 
     @torch.no_grad()
     def evaluate(self, ctx: StepContext) -> dict[str, float]:
         logs = []
         policy = ctx.models["policy"]
-        for context in self.t.contexts[: max(1, self.t.config.contexts_per_step)]:
+        for context in self.contexts[: max(1, self.c.contexts_per_step)]:
             prompt, comp = self._draw(ctx, policy, context)
             scores = self._score(ctx, prompt, comp)
             logq = completion_logps(policy, prompt, comp)
             log_z = torch.tensor(self.log_z.log_z(context))
-            out = fdpg_loss(logq, scores, divergence=self.t.divergence, log_z=log_z)
+            out = fdpg_loss(logq, scores, divergence=self.divergence, log_z=log_z)
             logs.append(self._metrics(comp, scores, logq, logq, log_z, out))
         return {k: sum(m[k] for m in logs) / len(logs) for k in logs[0]}
 
     def state_dict(self) -> dict:
-        return {"log_z": self.log_z.state_dict(), "proposal_updates": self.t.proposal_updates,
-                "baselines": None if self.baselines is None else [self.baselines[c].value for c in self.t.contexts]}
+        return {"log_z": self.log_z.state_dict(), "proposal_updates": self.state.proposal_updates,
+                "baselines": None if self.baselines is None else [self.baselines[c].value for c in self.contexts]}
 
     def load_state_dict(self, state: dict) -> None:
         self.log_z.load_state_dict(state["log_z"])
-        self.t.proposal_updates = int(state["proposal_updates"])
+        self.state.proposal_updates = int(state["proposal_updates"])
         if self.baselines is not None:
-            for c, v in zip(self.t.contexts, state["baselines"]):
+            for c, v in zip(self.contexts, state["baselines"]):
                 self.baselines[c].value = v
 
 
@@ -206,10 +244,10 @@ class FDPGTrainer(MethodTrainer):
             ``base_model`` (default: a frozen copy of the initial ``model``).
         contexts: prompts for a conditional target; ``None``: unconditional (every
             sample starts from the tokenizer's BOS, or EOS when it has none).
-        config: an :class:`FDPGConfig`.
+        config: an :class:`FDPGConfig` (keyword; None: defaults).
 
-    ``train(resume=False)`` runs the engine; the running log Z estimates carry over
-    from one ``train`` call to the next.
+    ``fit(resume=False)`` runs the engine; the running log Z estimates carry over
+    from one ``fit`` call to the next.
     """
 
     trained_models = {"policy": "model"}  # the trained policy replaces `model`
@@ -226,32 +264,35 @@ class FDPGTrainer(MethodTrainer):
         self.divergence = as_divergence(self.config.divergence)
         self.base_model = (base_model if base_model is not None else copy.deepcopy(model)).requires_grad_(False)
         self.proposal = copy.deepcopy(model).requires_grad_(False) if self.config.mode == "offline" else None
-        self.proposal_updates = 0
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         if self.eos_id is None:
             raise ValueError("`tokenizer` needs an eos_token_id (completions stop at EOS)")
         self.contexts = list(contexts) if contexts is not None else [""]
-        self._prompts: dict[str, Tensor] = {}
-        self._task = _FDPGTask(self)
+        self._codec = _Codec(tokenizer, self.eos_id)
+        decay = self.config.baseline_decay
+        baselines = {c: MovingBaseline(decay) for c in self.contexts} if decay is not None else None
+        self._state = _FDPGState(LogZEstimator(), baselines)
 
     def prompt_ids(self, context: str) -> Tensor:
-        if context not in self._prompts:
-            if context:
-                ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
-            else:
-                bos = getattr(self.tokenizer, "bos_token_id", None)
-                ids = [bos if bos is not None else self.eos_id]
-            self._prompts[context] = torch.tensor(ids, dtype=torch.long)
-        return self._prompts[context]
+        """(P,) token ids of ``context`` ("": the BOS, or EOS when the tokenizer has none)."""
+        return self._codec.prompt_ids(context)
 
     def decode(self, comp: Completions) -> list[str]:
-        rows = [t[m & (t != self.eos_id)].tolist() for t, m in zip(comp.tokens.cpu(), comp.mask.cpu())]
-        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        """The texts of completions (up to their EOS), as the target's scorers read them."""
+        return self._codec.decode(comp)
+
+    @property
+    def proposal_updates(self) -> int:
+        """How often the offline proposal was replaced by the policy (DPG's rule), over every ``fit``."""
+        return self._state.proposal_updates
 
     def make_task(self) -> _FDPGTask:
-        return self._task
+        return _FDPGTask(config=self.config, model=self.model, base_model=self.base_model, proposal=self.proposal,
+                         target=self.target, divergence=self.divergence, contexts=self.contexts,
+                         prompt_ids=self._codec.prompt_ids, decode=self._codec.decode, eos_id=self.eos_id,
+                         pad_id=self.pad_id, state=self._state)
 
     def log_z(self, context: str = "") -> float:
         """The running estimate of log Z for ``context`` ("" when unconditional)."""
-        return self._task.log_z.log_z(context)
+        return self._state.log_z.log_z(context)

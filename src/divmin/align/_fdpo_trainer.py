@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -110,38 +110,81 @@ def _to(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-class _FDPOTask:
-    """The engine task; holds no model state of its own beyond the precomputed cache."""
+@dataclasses.dataclass
+class _FDPOState:
+    """What outlives one ``fit``: the precomputed reference log-probs per split, (N, 2) [chosen, rejected]."""
 
-    def __init__(self, owner: FDPOTrainer) -> None:
-        self.o = owner
-        self.static_models = ("reference",) if owner.config.reference == "copy" else ()
+    cache: dict[str, Tensor] | None = None
+
+
+@torch.no_grad()
+def _precompute(policy: nn.Module, reference: nn.Module | None, *, is_peft: bool,
+                splits: dict[str, list[dict[str, Any]]], loader: Callable[[list], DataLoader],
+                device: torch.device) -> dict[str, Tensor]:
+    """Reference log-probs of every example of every split: {split: (N, 2) [chosen, rejected]}; ``reference``
+    None means the initial ``policy`` itself (adapter disabled for PEFT)."""
+    home = None
+    if reference is not None:
+        home = next(reference.parameters()).device
+        reference.to(device)
+    ref = reference if reference is not None or is_peft else policy  # the initial policy, before any step
+    was_training, cache = policy.training, {}
+    policy.eval()
+    try:
+        for split, examples in splits.items():
+            table = torch.zeros(len(examples), 2)
+            for batch in loader(examples):
+                lp = _reference_logps(policy, ref, _to(batch, device)).float().cpu()
+                table[batch["index"], 0], table[batch["index"], 1] = lp.chunk(2)
+            cache[split] = table
+    finally:
+        policy.train(was_training)
+        if home is not None:
+            reference.to(home)
+    return cache
+
+
+class _FDPOTask:
+    """The engine task of :class:`FDPOTrainer`; its only state is the reference cache (in ``state``)."""
+
+    def __init__(self, *, config: FDPOConfig, model: nn.Module, reference: nn.Module | None, is_peft: bool,
+                 train_examples: list[dict[str, Any]], eval_examples: list[dict[str, Any]] | None,
+                 collator: Callable, state: _FDPOState) -> None:
+        self.c, self.model, self.reference, self.is_peft = config, model, reference, is_peft
+        self.train_examples, self.eval_examples = train_examples, eval_examples
+        self.collator, self.state = collator, state
+        self.static_models = ("reference",) if config.reference == "copy" else ()
+
+    def _loader(self, examples: list[dict[str, Any]]) -> DataLoader:
+        return DataLoader(examples, batch_size=self.c.eval_batch_size, shuffle=False, collate_fn=self.collator)
 
     def models(self) -> dict[str, nn.Module]:
-        o = self.o
-        return {"policy": o.model, "reference": o.reference} if o.config.reference == "copy" else {"policy": o.model}
+        if self.c.reference == "copy":
+            return {"policy": self.model, "reference": self.reference}
+        return {"policy": self.model}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        c = self.o.config
+        c = self.c
         return {"policy": trainable_adamw(models["policy"], lr=c.lr, weight_decay=c.weight_decay)}
 
     def batches(self, ctx: StepContext) -> DataLoader:
-        o = self.o
-        if o.config.reference == "precomputed" and o.cache is None:
-            o.cache = o._precompute(ctx.unwrap("policy"), ctx.device)
-        return DataLoader(o.train_examples, batch_size=o.config.batch_size, shuffle=True, collate_fn=o.collator)
+        if self.c.reference == "precomputed" and self.state.cache is None:
+            splits = {"train": self.train_examples, "eval": self.eval_examples or []}
+            self.state.cache = _precompute(ctx.unwrap("policy"), self.reference, is_peft=self.is_peft, splits=splits,
+                                           loader=self._loader, device=ctx.device)
+        return DataLoader(self.train_examples, batch_size=self.c.batch_size, shuffle=True, collate_fn=self.collator)
 
     def _logps(self, ctx: StepContext, batch: dict[str, Tensor], split: str, train: bool) -> tuple[Tensor, Tensor]:
         policy = ctx.unwrap("policy")
         reference = ctx.models.get("reference")
-        cache = None if self.o.cache is None else self.o.cache[split]
+        cache = None if self.state.cache is None else self.state.cache[split]
         with ctx.accelerator.autocast():
             pol = _forward_logps(ctx.models["policy"] if train else policy, batch)
             ref = _reference_logps(policy, reference, batch, cache)
         return pol, ref
 
     def _loss(self, pol: Tensor, ref: Tensor):
-        c, b = self.o.config, pol.shape[0] // 2
+        c, b = self.c, pol.shape[0] // 2
         return fdpo_loss(pol[:b], pol[b:], ref[:b], ref[b:], divergence=c.divergence, beta=c.beta,
                          label_smoothing=c.label_smoothing)
 
@@ -158,11 +201,10 @@ class _FDPOTask:
         return StepOutput(loss=out.loss, metrics=metrics)
 
     def evaluate(self, ctx: StepContext) -> dict[str, Tensor]:
-        o = self.o
-        if not o.eval_examples:
+        if not self.eval_examples:
             return {}
         margins, loss_sum = [], torch.zeros((), dtype=torch.float64)
-        for batch in o._loader(o.eval_examples):
+        for batch in self._loader(self.eval_examples):
             with torch.no_grad():
                 pol, ref = self._logps(ctx, _to(batch, ctx.device), "eval", train=False)
                 out = self._loss(pol, ref)
@@ -171,14 +213,14 @@ class _FDPOTask:
         m = torch.cat(margins)
         probs = torch.sigmoid(m)
         return {"loss": loss_sum / m.numel(), "accuracy": (m > 0).double().mean(),
-                "ece": top_label_calibration_error(probs, torch.ones_like(probs), n_bins=o.config.ece_bins),
+                "ece": top_label_calibration_error(probs, torch.ones_like(probs), n_bins=self.c.ece_bins),
                 "rewards/margins": m.mean()}
 
     def state_dict(self) -> dict[str, Tensor] | None:
-        return None if self.o.cache is None else dict(self.o.cache)
+        return None if self.state.cache is None else dict(self.state.cache)
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.o.cache = {k: v.float().cpu() for k, v in state.items()}
+        self.state.cache = {k: v.float().cpu() for k, v in state.items()}
 
 
 class FDPOTrainer(MethodTrainer):
@@ -194,10 +236,10 @@ class FDPOTrainer(MethodTrainer):
         ref_model: the reference policy for ``reference="copy"`` or
             ``"precomputed"`` (frozen, ``requires_grad`` set False). Default: for
             "copy" a deep copy of ``model`` taken here; for "precomputed" ``model``
-            itself (adapter disabled for PEFT) at the start of the first ``train``.
-        config: an :class:`FDPOConfig`.
+            itself (adapter disabled for PEFT) at the start of the first ``fit``.
+        config: an :class:`FDPOConfig` (keyword; None: defaults).
 
-    ``train(resume=False)`` runs the engine and returns its ``TrainResult``.
+    ``fit(resume=False)`` runs the engine and returns its ``TrainResult``.
     Checkpoints hold the policy (for a PEFT model: all of its weights), the
     optimizer and, with ``reference="precomputed"``, the cached reference
     log-probs; a "copy" reference is rebuilt, never checkpointed.
@@ -227,7 +269,7 @@ class FDPOTrainer(MethodTrainer):
             for m in (model, self.reference):
                 if m is not None:
                     _disable_dropout(m)
-        self.cache: dict[str, Tensor] | None = None  # precomputed reference log-probs per split, (N, 2)
+        self._state = _FDPOState()  # the precomputed reference log-probs, kept across fits
 
     def _build_reference(self, ref_model: nn.Module | None) -> nn.Module | None:
         """The frozen reference module; None means "the policy itself" (adapter disabled for PEFT)."""
@@ -238,35 +280,16 @@ class FDPOTrainer(MethodTrainer):
         ref.requires_grad_(False)
         return ref.eval()
 
-    def _loader(self, examples: list[dict[str, Any]]) -> DataLoader:
-        return DataLoader(examples, batch_size=self.config.eval_batch_size, shuffle=False, collate_fn=self.collator)
-
-    @torch.no_grad()
-    def _precompute(self, policy: nn.Module, device: torch.device) -> dict[str, Tensor]:
-        """Reference log-probs of every train/eval example: {split: (N, 2) [chosen, rejected]}."""
-        reference, home = self.reference, None
-        if reference is not None:
-            home = next(reference.parameters()).device
-            reference.to(device)
-        elif not self.is_peft:
-            reference = policy  # the initial policy, before any step
-        was_training, cache = policy.training, {}
-        policy.eval()
-        try:
-            for split, examples in (("train", self.train_examples), ("eval", self.eval_examples or [])):
-                table = torch.zeros(len(examples), 2)
-                for batch in self._loader(examples):
-                    lp = _reference_logps(policy, reference, _to(batch, device)).float().cpu()
-                    table[batch["index"], 0], table[batch["index"], 1] = lp.chunk(2)
-                cache[split] = table
-        finally:
-            policy.train(was_training)
-            if home is not None:
-                self.reference.to(home)
-        return cache
+    @property
+    def cache(self) -> dict[str, Tensor] | None:
+        """Precomputed reference log-probs per split, (N, 2) [chosen, rejected] (``reference="precomputed"``,
+        after the first ``fit``; else None)."""
+        return self._state.cache
 
     def make_task(self) -> _FDPOTask:
-        return _FDPOTask(self)
+        return _FDPOTask(config=self.config, model=self.model, reference=self.reference, is_peft=self.is_peft,
+                         train_examples=self.train_examples, eval_examples=self.eval_examples,
+                         collator=self.collator, state=self._state)
 
     def evaluates(self) -> bool:
         return bool(self.eval_examples)
@@ -275,10 +298,10 @@ class FDPOTrainer(MethodTrainer):
         """(policy, reference) summed response log-probs, each (2B,), of a collated batch; no grad.
 
         Runs on the policy's device in its current mode; "precomputed" needs the cache
-        (built by ``train``).
+        (built by ``fit``).
         """
         if self.config.reference == "precomputed" and self.cache is None:
-            raise RuntimeError("reference='precomputed': the cache is built by train(); call it first")
+            raise RuntimeError("reference='precomputed': the cache is built by fit(); call it first")
         device = next(self.model.parameters()).device
         batch = _to(batch, device)
         with torch.no_grad():

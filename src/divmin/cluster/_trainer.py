@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -136,43 +137,72 @@ def _head_size(head: Any) -> tuple[int, int]:
     return k, d
 
 
+def _new_net(in_shape: tuple[int, ...], config: DepictConfig, backbone: dict[str, Tensor] | None) -> DepictNet:
+    """A fresh `DepictNet` for ``config``, starting from the ``backbone`` weights (all but the head) if given."""
+    net = DepictNet(in_shape, n_clusters=config.n_clusters, channels=config.channels, embed_dim=config.embed_dim,
+                    noise=config.noise, head=config.head)
+    if backbone is not None:
+        net.load_state_dict(copy.deepcopy(backbone), strict=False)
+    return net
+
+
+@torch.no_grad()
+def _embed(net: DepictNet, x: Tensor, device: Any = None, chunk: int = 1024) -> tuple[Tensor, Tensor]:
+    """Clean embeddings (N, embed_dim) and head logits (N, K) of ``x``, ``chunk`` images per forward."""
+    device = next(net.parameters()).device if device is None else device
+    parts = [net.clean(x[i:i + chunk].to(device)) for i in range(0, x.shape[0], chunk)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _soft_assignments(net: DepictNet, x: Tensor, device: Any = None) -> Tensor:
+    """Q = softmax of the clean head logits, (N, K)."""
+    return torch.softmax(_embed(net, x, device)[1].float(), dim=-1)
+
+
+@dataclasses.dataclass
+class _DepictState:
+    """What the task leaves behind for :class:`DepictTrainer`: the k-means clusters that initialised the head."""
+
+    kmeans_labels: Tensor | None = None  # (N,)
+
+
 class _DepictTask:
     find_unused_parameters = True  # the head gets no gradient while pretraining
 
-    def __init__(self, owner: "DepictTrainer") -> None:
-        self.o = owner
+    def __init__(self, *, config: DepictConfig, x: Tensor, divergence: Divergence, new_net: Callable[[], DepictNet],
+                 state: _DepictState) -> None:
+        self.c, self.x, self.div, self.new_net, self.state = config, x, divergence, new_net, state
         self.target: Tensor | None = None  # (N, K) on the data device
         self.labels: Tensor | None = None  # (N,) argmax of Q at the last target update
 
     def models(self) -> dict[str, nn.Module]:
-        return {"clusterer": self.o.build_net()}
+        return {"clusterer": self.new_net()}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        c = self.o.config
+        c = self.c
         return {"clusterer": trainable_adamw(models["clusterer"], lr=c.lr, weight_decay=c.weight_decay)}
 
     def batches(self, ctx: StepContext) -> DataLoader:
-        data = TensorDataset(self.o.x, torch.arange(self.o.x.shape[0]))
-        return DataLoader(data, batch_size=self.o.config.batch_size, shuffle=True)
+        data = TensorDataset(self.x, torch.arange(self.x.shape[0]))
+        return DataLoader(data, batch_size=self.c.batch_size, shuffle=True)
 
     def _refresh(self, ctx: StepContext) -> dict[str, float]:
         """(Re)compute the target P; at the first call initialise the head by k-means."""
         net = ctx.unwrap("clusterer")
         if self.target is None:
-            z, _ = self.o.embed(net, ctx.device)
-            self.o.kmeans_labels = kmeans_init_head(net.head, z, seed=ctx.config.seed,
-                                                    n_init=self.o.config.kmeans_n_init)
-        q = self.o.soft_assignments(net, ctx.device)
+            z, _ = _embed(net, self.x, ctx.device)
+            self.state.kmeans_labels = kmeans_init_head(net.head, z, seed=ctx.config.seed, n_init=self.c.kmeans_n_init)
+        q = _soft_assignments(net, self.x, ctx.device)
         labels = q.argmax(1)
-        self.target = auxiliary_target(q, rule=self.o.config.target)
+        self.target = auxiliary_target(q, rule=self.c.target)
         out = {} if self.labels is None else {"changed": float((labels != self.labels).float().mean())}
         self.labels = labels
-        if out and out["changed"] < self.o.config.tol:
+        if out and out["changed"] < self.c.tol:
             ctx.request_stop()
         return out
 
     def train_step(self, batch: tuple[Tensor, Tensor], ctx: StepContext) -> StepOutput:
-        c = self.o.config
+        c = self.c
         metrics: dict[str, Any] = {}
         since = ctx.step - c.pretrain_steps
         if since >= 0 and since % c.update_interval == 0 and ctx.micro_step == 0:
@@ -184,21 +214,21 @@ class _DepictTask:
         if self.target is None:
             return StepOutput(loss=recon, metrics=metrics)
         cl = depict_loss(logits.float(), self.target[idx.to(self.target.device)].to(logits.device),
-                         divergence=self.o.div)
+                         divergence=self.div)
         metrics["clustering"] = cl.detach()
         return StepOutput(loss=cl + c.reconstruction_weight * recon, metrics=metrics)
 
     def state_dict(self) -> dict[str, Any]:
-        empty = torch.empty(0)
+        empty, kmeans = torch.empty(0), self.state.kmeans_labels
         return {"target": empty if self.target is None else self.target.cpu(),
                 "labels": empty if self.labels is None else self.labels.cpu(),
-                "kmeans": empty if self.o.kmeans_labels is None else self.o.kmeans_labels.cpu()}
+                "kmeans": empty if kmeans is None else kmeans.cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.target = state["target"] if state["target"].numel() else None
         self.labels = state["labels"] if state["labels"].numel() else None
         kmeans = state.get("kmeans", torch.empty(0))
-        self.o.kmeans_labels = kmeans if kmeans.numel() else None
+        self.state.kmeans_labels = kmeans if kmeans.numel() else None
 
 
 class DepictTrainer(MethodTrainer):
@@ -207,7 +237,7 @@ class DepictTrainer(MethodTrainer):
     ``pretrained``: a `DepictNet` of the same shape (channels, embed_dim) whose autoencoder
     weights (all but the head) start the run, usually with ``pretrain_steps=0``.
 
-    ``train(resume=False)`` runs the engine (the trained `DepictNet` is then ``model``);
+    ``fit(resume=False)`` runs the engine (the trained `DepictNet` is then ``model``);
     ``predict(x=None)`` gives cluster ids (N,) and ``soft_assignments(...)`` Q (N, K),
     both from the clean path, on the training images by default. ``kmeans_labels`` (N,) are the
     k-means clusters of the pretrained embedding that initialised the head (None before).
@@ -223,8 +253,13 @@ class DepictTrainer(MethodTrainer):
             raise ValueError(f"`n_clusters` ({config.n_clusters}) exceeds the number of samples ({x.shape[0]})")
         self.x, self.div = x, as_divergence(config.divergence)
         self.model: DepictNet | None = None
-        self.kmeans_labels: Tensor | None = None
+        self._state = _DepictState()  # kept across fits, filled by the task
         self.pretrained = None if pretrained is None else self._backbone(pretrained)
+
+    @property
+    def kmeans_labels(self) -> Tensor | None:
+        """(N,) k-means clusters of the pretrained embedding that initialised the head (None before)."""
+        return self._state.kmeans_labels
 
     def _backbone(self, net: Any) -> dict[str, Tensor]:
         """The non-head weights of ``net``, checked against this config's network."""
@@ -238,15 +273,11 @@ class DepictTrainer(MethodTrainer):
 
     def build_net(self, backbone: bool = True) -> DepictNet:
         """A fresh `DepictNet` for ``config`` (with the ``pretrained`` autoencoder weights when ``backbone``)."""
-        c = self.config
-        net = DepictNet(self.x.shape[1:], n_clusters=c.n_clusters, channels=c.channels, embed_dim=c.embed_dim,
-                        noise=c.noise, head=c.head)
-        if backbone and self.pretrained is not None:
-            net.load_state_dict(copy.deepcopy(self.pretrained), strict=False)
-        return net
+        return _new_net(self.x.shape[1:], self.config, self.pretrained if backbone else None)
 
     def make_task(self) -> _DepictTask:
-        return _DepictTask(self)
+        new_net = functools.partial(_new_net, self.x.shape[1:], self.config, self.pretrained)
+        return _DepictTask(config=self.config, x=self.x, divergence=self.div, new_net=new_net, state=self._state)
 
     @torch.no_grad()
     def embed(self, net: DepictNet | None = None, device: Any = None, x: Tensor | None = None,
@@ -254,11 +285,8 @@ class DepictTrainer(MethodTrainer):
         """Clean embeddings (N, embed_dim) and head logits (N, K) of ``x`` (default: the training images)."""
         net = self.model if net is None else net
         if net is None:
-            raise ValueError("`model` is None: call train() first")
-        x = self.x if x is None else x
-        device = next(net.parameters()).device if device is None else device
-        parts = [net.clean(x[i:i + chunk].to(device)) for i in range(0, x.shape[0], chunk)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            raise ValueError("`model` is None: call fit() first")
+        return _embed(net, self.x if x is None else x, device, chunk)
 
     def soft_assignments(self, net: DepictNet | None = None, device: Any = None, x: Tensor | None = None) -> Tensor:
         """Q = softmax of the clean head logits, (N, K)."""

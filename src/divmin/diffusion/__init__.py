@@ -5,9 +5,10 @@ DiDi-Instruct (:class:`DiDiTrainer`): few-step MDLM students distilled by integr
 Noise schedule (VE / EDM): x_t = x_0 + sigma eps. A teacher gives ``score(x_t, sigma)``
 (and/or ``denoise``); :func:`fdistill_surrogate` turns teacher score, fake score and a
 log-ratio estimate into the f-distill generator gradient E[h(r) (s_Q - s_P) dx_t/dtheta];
-:class:`FDistill` trains a one-step generator with it on the shared engine.
+:class:`FDistillTrainer` trains a one-step generator with it on the shared engine.
 """
 
+from ..engine import deprecated_aliases
 from ._denoiser_teacher import DenoiserTeacher, DenoiserTrainingConfig, edm_sampler, edm_sigmas, train_denoiser
 from ._didi import MaskedDiscriminator, group_normalize, integral_policy_loss, path_log_prob
 from ._didi_config import DiDiConfig
@@ -15,7 +16,7 @@ from ._didi_sampler import GuidedSample, guided_sample
 from ._didi_trainer import DiDiInstruct, DiDiTrainer
 from ._didi_method import DiDiTrainConfig, ToyTeacherConfig  # registers `divmin train didi`
 from ._config import FEATURE_SOURCES, SIGMA_SAMPLERS, TIME_WEIGHTS, FDistillConfig
-from ._fdistill import FDistill
+from ._fdistill import FDistillTrainer
 from ._mdlm import MDLMSample, MaskedDiffusionLM, mdlm_loss, mdlm_reverse_step, mdlm_sample, sample_times, subs_log_probs
 from ._mdlm_nets import MDLMTransformer
 from ._mdlm_trainer import MDLMConfig, MDLMTrainer
@@ -25,7 +26,7 @@ from ._teacher import DiffusionTeacher, GaussianMixtureTeacher, expand_sigma, sc
 
 # the API page (members_order: __all__) lists the entry points first, internals last
 __all__ = [
-    "FDistill",
+    "FDistillTrainer",
     "FDistillConfig",
     "DiDiTrainer",
     "DiDiConfig",
@@ -74,3 +75,5 @@ __all__ = [
 from ._method import FDistillTrainConfig, MDLMTrainConfig  # noqa: E402  (`divmin train fdistill, mdlm`: registered on import)
 
 __all__ += ["FDistillTrainConfig", "MDLMTrainConfig"]
+
+__getattr__ = deprecated_aliases(globals(), FDistill="FDistillTrainer")  # former name, one release

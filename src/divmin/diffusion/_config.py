@@ -42,7 +42,7 @@ def _default_engine() -> EngineConfig:
 
 @dataclasses.dataclass
 class FDistillConfig:
-    """Settings of :class:`~divmin.diffusion.FDistill`; every field is checked on construction."""
+    """Settings of :class:`~divmin.diffusion.FDistillTrainer`; every field is checked on construction."""
 
     divergence: str | Divergence = "reverse_kl"  # f of D_f(teacher || student); needs a nonzero h (reverse_kl = DMD)
     batch_size: int = 256  # samples per generator and per critic update

@@ -27,7 +27,7 @@ from scipy.special import betaincinv
 from torch import Tensor
 
 from ..data import check_token_ids
-from ..engine import MethodTrainer, StepContext, StepOutput
+from ..engine import MethodTrainer, StepContext, StepOutput, ema_copy, ema_update
 from ..estimators import LogRatioEstimator, MovingBaseline, logistic_discriminator_loss
 from ..eval import generative_perplexity, unigram_entropy
 from ._didi import MaskedDiscriminator, integral_policy_loss, path_log_prob
@@ -41,24 +41,29 @@ __all__ = ["DiDiInstruct", "DiDiTrainer"]
 class DiDiTrainer(MethodTrainer):
     """Distil ``teacher`` (a trained :class:`MaskedDiffusionLM`) into a few-step student.
 
+    The model comes first, the target second, as everywhere in divmin: ``DiDiTrainer(student,
+    teacher=teacher, config=config)``, or ``DiDiTrainer(teacher=teacher)`` to start the student
+    as a copy of the teacher.
+
     Args:
-        teacher: the frozen teacher MDLM.
-        config: :class:`DiDiConfig` (None: defaults).
+        student: the start point of the student (default None: a copy of the teacher).
+        teacher: the frozen teacher MDLM (keyword).
+        config: :class:`DiDiConfig` (keyword; None: defaults).
         judge: optional exact ``log_prob(seqs)`` (e.g. :class:`divmin.data.MarkovLanguage`) for the
             evaluation's generative perplexity.
-        student, discriminator: start points (default: a copy of the teacher; a
-            :class:`MaskedDiscriminator` on a copy of the teacher's network).
+        discriminator: its start point (default: a :class:`MaskedDiscriminator` on a copy of the
+            teacher's network).
         target: (N, L) teacher samples to use as the target P (default: ``teacher_pool`` samples
             drawn with ``teacher_nfe`` steps when training starts), e.g. shared by several runs.
 
-    After ``train()``: ``student``, ``student_ema`` and ``discriminator`` are the trained modules;
+    After ``fit()``: ``student``, ``student_ema`` and ``discriminator`` are the trained modules;
     ``sample(n, nfe=..., guided=...)`` draws from the EMA student.
     """
 
     trained_models = {"student": "student", "student_ema": "student_ema", "discriminator": "discriminator"}
 
-    def __init__(self, teacher: MaskedDiffusionLM, config: DiDiConfig | None = None, *, judge: Any = None,
-                 student: MaskedDiffusionLM | None = None, discriminator: torch.nn.Module | None = None,
+    def __init__(self, student: MaskedDiffusionLM | None = None, *, teacher: MaskedDiffusionLM,
+                 config: DiDiConfig | None = None, judge: Any = None, discriminator: torch.nn.Module | None = None,
                  target: Tensor | None = None) -> None:
         c = self.use_config(config, DiDiConfig)
         if not isinstance(teacher, MaskedDiffusionLM):
@@ -83,7 +88,9 @@ class DiDiTrainer(MethodTrainer):
         return self.judge is not None
 
     def make_task(self) -> DiDiInstruct:
-        return DiDiInstruct(self)
+        return DiDiInstruct(config=self.config, student=self.student, teacher=self.teacher,
+                            discriminator=self.discriminator, ratio_estimator=self.ratio_estimator,
+                            baseline=self.baseline, judge=self.judge, target=self.target)
 
     @torch.no_grad()
     def sample(self, n: int, *, nfe: int, guided: bool = False, ema: bool = True,
@@ -105,14 +112,16 @@ class DiDiInstruct:
     static_models = ("teacher",)
     find_unused_parameters = True  # the discriminator's frozen trunk blocks and the unused denoiser head
 
-    def __init__(self, owner: DiDiTrainer) -> None:
-        self.o, self.c = owner, owner.config
-        self.pool: Tensor | None = owner.target
+    def __init__(self, *, config: DiDiConfig, student: MaskedDiffusionLM, teacher: MaskedDiffusionLM,
+                 discriminator: torch.nn.Module, ratio_estimator: LogRatioEstimator, baseline: MovingBaseline,
+                 judge: Any = None, target: Tensor | None = None) -> None:
+        self.c, self.student, self.teacher, self.discriminator = config, student, teacher, discriminator
+        self.ratio_estimator, self.baseline, self.judge = ratio_estimator, baseline, judge
+        self.pool: Tensor | None = target
 
     def models(self) -> dict[str, torch.nn.Module]:
-        o = self.o
-        return {"student": o.student, "student_ema": copy.deepcopy(o.student).requires_grad_(False),
-                "discriminator": o.discriminator, "teacher": o.teacher}
+        return {"student": self.student, "student_ema": ema_copy(self.student),
+                "discriminator": self.discriminator, "teacher": self.teacher}
 
     def optimizers(self, models: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
         c = self.c
@@ -121,10 +130,10 @@ class DiDiInstruct:
                 "discriminator": torch.optim.AdamW(disc, lr=c.lr_discriminator, betas=c.adam_betas)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"baseline": self.o.baseline.value}  # None before the first update
+        return {"baseline": self.baseline.value}  # None before the first update
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.o.baseline.value = state["baseline"]
+        self.baseline.value = state["baseline"]
 
     # ----------------------------------------------------------------- helpers
     def _teacher_pool(self, ctx: StepContext) -> Tensor:
@@ -170,28 +179,22 @@ class DiDiInstruct:
         return {"disc/loss": loss.detach(), "disc/acc": acc}
 
     def _student_step(self, ctx: StepContext, states: list[Tensor], times: list[float]) -> dict[str, Tensor]:
-        c, o, student = self.c, self.o, ctx.unwrap("student")
+        c, student = self.c, ctx.unwrap("student")
         x0, g = states[-1], c.group_size
         t = self._noise_times(x0.shape[0] // g, ctx).repeat_interleave(g)
         with torch.no_grad():
             logit = ctx.unwrap("discriminator")(student.noise(x0, t, ctx.generator), t)
-            log_r = o.ratio_estimator(logit)
+            log_r = self.ratio_estimator(logit)
         logq = path_log_prob(ctx.models["student"], states, times, mask_id=student.mask_id)
         if c.grouped_normalization:
             loss, rewards = integral_policy_loss(logq, log_r, divergence=c.divergence, group_size=g,
                                                  clip=c.reward_clip)
         else:
-            loss, rewards = integral_policy_loss(logq, log_r, divergence=c.divergence, baseline=o.baseline())
-            o.baseline.update(_Rewards(rewards))
+            loss, rewards = integral_policy_loss(logq, log_r, divergence=c.divergence, baseline=self.baseline())
+            self.baseline.update(_Rewards(rewards))
         ctx.update("student", loss)
-        self._update_ema(ctx)
+        ema_update(ctx.unwrap("student_ema"), ctx.unwrap("student"), decay=c.ema_decay)
         return {"student/reward": rewards.mean(), "student/log_r": log_r.mean(), "student/logq": logq.detach().mean()}
-
-    @torch.no_grad()
-    def _update_ema(self, ctx: StepContext) -> None:
-        d = self.c.ema_decay
-        for p_ema, p in zip(ctx.unwrap("student_ema").parameters(), ctx.unwrap("student").parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - d)
 
     def train_step(self, batch: Any, ctx: StepContext) -> StepOutput:
         metrics: dict[str, Tensor] = {}
@@ -207,7 +210,7 @@ class DiDiInstruct:
     def evaluate(self, ctx: StepContext) -> dict[str, Tensor]:
         model, c = ctx.unwrap("student_ema"), self.c
         x = model.sample(c.eval_samples, nfe=c.eval_nfe, generator=ctx.generator).cpu()
-        return {"gen_ppl": torch.tensor(generative_perplexity(x, self.o.judge)),
+        return {"gen_ppl": torch.tensor(generative_perplexity(x, self.judge)),
                 "entropy": torch.tensor(unigram_entropy(x, model.vocab_size))}
 
 

@@ -1,4 +1,4 @@
-"""`FDistill`: a one-step generator distilled from a diffusion teacher with any f-divergence.
+"""`FDistillTrainer`: a one-step generator distilled from a diffusion teacher with any f-divergence.
 
 One engine step = ``critic_steps`` critic updates, then one generator update:
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..engine import MethodTrainer, StepContext, StepOutput, TrainResult
+from ..engine import MethodTrainer, StepContext, StepOutput, ema_copy, ema_update
 from ..estimators import LogRatioEstimator, logistic_discriminator_loss
 from ..eval import sliced_wasserstein
 from ._config import SIGMA_SAMPLERS, TIME_WEIGHTS, FDistillConfig
@@ -38,12 +38,12 @@ from ._nets import RatioHead
 from ._surrogate import fdistill_surrogate, fdistill_weight
 from ._teacher import DiffusionTeacher
 
-__all__ = ["FDistill"]
+__all__ = ["FDistillTrainer"]
 
 Sampler = Callable[[int, torch.Generator], Tensor]
 
 
-class FDistill(MethodTrainer):
+class FDistillTrainer(MethodTrainer):
     """Distil ``teacher`` into the one-step ``generator`` (z ~ N(0, I) of ``sample_shape`` -> x_0).
 
     Args (the model first, the target second, as everywhere in divmin):
@@ -51,7 +51,7 @@ class FDistill(MethodTrainer):
         teacher: a :class:`DiffusionTeacher` (``score(x_t, sigma)``); an ``nn.Module`` teacher is
             frozen and moved by the engine.
         fake_score: an :class:`EDMDenoiser`-like module with ``score``, ``features``, ``dsm_loss``.
-        config: :class:`FDistillConfig`.
+        config: :class:`FDistillConfig` (keyword; None: defaults).
         sample_shape: shape of one sample, e.g. (2,) or (1, 8, 8).
         real: where the discriminator's teacher samples come from: None = ``teacher.sample(n,
             generator=...)`` (exact for :class:`GaussianMixtureTeacher`), a tensor (N, *sample_shape)
@@ -62,15 +62,15 @@ class FDistill(MethodTrainer):
             CPU -> {name: float}, logged beside the sliced Wasserstein at every ``eval_every`` (e.g.
             modes covered, to tell from the logged curve whether training has converged).
 
-    ``train(resume=False)`` runs the engine (``config.engine``); the trained modules replace the
-    inputs. A second ``train`` continues from the current modules with fresh optimizers and EMA.
+    ``fit(resume=False)`` runs the engine (``config.engine``); the trained modules replace the
+    inputs. A second ``fit`` continues from the current modules with fresh optimizers and EMA.
     """
 
     # the trained modules replace the inputs (and `generator_ema` appears)
     trained_models = {n: n for n in ("generator", "fake_score", "discriminator", "generator_ema")}
 
-    def __init__(self, generator: nn.Module, teacher: DiffusionTeacher, fake_score: nn.Module,
-                 config: FDistillConfig, *, sample_shape: tuple[int, ...],
+    def __init__(self, generator: nn.Module, teacher: DiffusionTeacher, fake_score: nn.Module, *,
+                 config: FDistillConfig | None = None, sample_shape: tuple[int, ...],
                  real: Tensor | Sampler | None = None, discriminator: nn.Module | None = None,
                  eval_metrics: Callable[[Tensor], dict[str, float]] | None = None) -> None:
         config = self.use_config(config, FDistillConfig)
@@ -102,7 +102,9 @@ class FDistill(MethodTrainer):
 
     # ------------------------------------------------------------------ public
     def make_task(self) -> _FDistillTask:
-        return _FDistillTask(self)
+        return _FDistillTask(config=self.config, generator=self.generator, fake_score=self.fake_score,
+                             discriminator=self.discriminator, teacher=self.teacher, sample_shape=self.sample_shape,
+                             real=self.real, eval_metrics=self.eval_metrics, ratio_estimator=self.ratio_estimator)
 
     @torch.no_grad()
     def sample(self, n: int, *, ema: bool = True, generator: torch.Generator | None = None) -> Tensor:
@@ -116,21 +118,26 @@ class FDistill(MethodTrainer):
 
 
 class _FDistillTask:
-    """The engine task behind :class:`FDistill`."""
+    """The engine task behind :class:`FDistillTrainer`: the networks, the teacher, the data source and
+    the log-ratio estimator (whose running mean outlives the task) come in as arguments."""
 
-    def __init__(self, owner: FDistill) -> None:
-        self.o, self.c = owner, owner.config
-        self.static_models = ("teacher",) if isinstance(owner.teacher, nn.Module) else ()
+    def __init__(self, *, config: FDistillConfig, generator: nn.Module, fake_score: nn.Module,
+                 discriminator: nn.Module, teacher: DiffusionTeacher, sample_shape: tuple[int, ...],
+                 real: Tensor | Sampler | None, eval_metrics: Callable[[Tensor], dict[str, float]] | None,
+                 ratio_estimator: LogRatioEstimator) -> None:
+        self.c, self.sample_shape, self.real, self.eval_metrics = config, sample_shape, real, eval_metrics
+        self.generator, self.fake_score = generator, fake_score
+        self.discriminator, self.teacher = discriminator, teacher
+        self.ratio_estimator = ratio_estimator
+        self.static_models = ("teacher",) if isinstance(teacher, nn.Module) else ()
         # a discriminator with its own denoiser uses only its trunk: DDP must expect unused parameters
-        self.find_unused_parameters = getattr(owner.discriminator, "encoder", None) is not None
+        self.find_unused_parameters = getattr(discriminator, "encoder", None) is not None
 
     def models(self) -> dict[str, nn.Module]:
-        o = self.o
-        ema = copy.deepcopy(o.generator).requires_grad_(False)
-        out = {"generator": o.generator, "generator_ema": ema, "fake_score": o.fake_score,
-               "discriminator": o.discriminator}
-        if isinstance(o.teacher, nn.Module):
-            out["teacher"] = o.teacher
+        out = {"generator": self.generator, "generator_ema": ema_copy(self.generator), "fake_score": self.fake_score,
+               "discriminator": self.discriminator}
+        if isinstance(self.teacher, nn.Module):
+            out["teacher"] = self.teacher
         return out
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
@@ -141,26 +148,26 @@ class _FDistillTask:
                 "critic": torch.optim.Adam(critic, lr=c.lr_critic, betas=c.adam_betas, foreach=True)}
 
     def state_dict(self) -> dict[str, Any]:
-        return self.o.ratio_estimator.state_dict()  # {"ratio_mean": (time_bins,)}, as before the estimator
+        return self.ratio_estimator.state_dict()  # {"ratio_mean": (time_bins,)}, as before the estimator
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.o.ratio_estimator.load_state_dict(state)
+        self.ratio_estimator.load_state_dict(state)
 
     # ----------------------------------------------------------------- helpers
     def _teacher(self, ctx: StepContext) -> Any:
-        return ctx.models["teacher"] if "teacher" in ctx.models else self.o.teacher
+        return ctx.models["teacher"] if "teacher" in ctx.models else self.teacher
 
     def _noise(self, n: int, ctx: StepContext) -> tuple[Tensor, Tensor]:
         """Noise levels (n,) and Gaussian noise (n, *sample_shape)."""
         c = self.c
         sigma = SIGMA_SAMPLERS[c.sigma_sampling](n, c.sigma_min, c.sigma_max, ctx.generator, ctx.device)
-        return sigma, torch.randn(n, *self.o.sample_shape, generator=ctx.generator, device=ctx.device)
+        return sigma, torch.randn(n, *self.sample_shape, generator=ctx.generator, device=ctx.device)
 
     def _real(self, n: int, ctx: StepContext,
               generators: tuple[torch.Generator, torch.Generator] | None = None) -> Tensor:
         """n teacher samples; ``generators`` (on the device, on CPU) default to the step's."""
         gen, cpu_gen = generators if generators is not None else (ctx.generator, ctx.cpu_generator)
-        real = self.o.real
+        real = self.real
         if real is None:
             return self._teacher(ctx).sample(n, generator=gen).to(ctx.device)
         if isinstance(real, Tensor):
@@ -183,13 +190,13 @@ class _FDistillTask:
 
     def _log_ratio(self, logit: Tensor, sigma: Tensor) -> Tensor:
         """Clamped logit, divided by the per-level-bin running mean of r (updated here), clamped again."""
-        return self.o.ratio_estimator(logit, level=self._level(sigma))
+        return self.ratio_estimator(logit, level=self._level(sigma))
 
     # -------------------------------------------------------------------- steps
     def _critic_step(self, ctx: StepContext) -> dict[str, Tensor]:
         n, shared = self.c.batch_size, self.c.feature_source == "fake_score"
         with torch.no_grad():
-            x0 = ctx.unwrap("generator")(torch.randn(n, *self.o.sample_shape, generator=ctx.generator, device=ctx.device))
+            x0 = ctx.unwrap("generator")(torch.randn(n, *self.sample_shape, generator=ctx.generator, device=ctx.device))
         sigma, eps = self._noise(n, ctx)
         dsm, x_fake, feat_fake = ctx.call("fake_score", "dsm_terms", x0, sigma, eps)
         sig_r, eps_r = self._noise(n, ctx)
@@ -207,7 +214,7 @@ class _FDistillTask:
 
     def _generator_step(self, ctx: StepContext) -> dict[str, Tensor]:
         c, n = self.c, self.c.batch_size
-        z = torch.randn(n, *self.o.sample_shape, generator=ctx.generator, device=ctx.device)
+        z = torch.randn(n, *self.sample_shape, generator=ctx.generator, device=ctx.device)
         x0 = ctx.models["generator"](z)
         sigma, eps = self._noise(n, ctx)
         x_t = x0 + sigma.view((-1,) + (1,) * (x0.ndim - 1)) * eps
@@ -225,16 +232,8 @@ class _FDistillTask:
             loss = loss + c.gan_weight * gan
             metrics["gen/gan"] = gan.detach()
         ctx.update("generator", loss)
-        self._update_ema(ctx)
+        ema_update(ctx.unwrap("generator_ema"), ctx.unwrap("generator"), decay=c.ema_decay)
         return metrics
-
-    @torch.no_grad()
-    def _update_ema(self, ctx: StepContext) -> None:
-        d = self.c.ema_decay
-        for p_ema, p in zip(ctx.unwrap("generator_ema").parameters(), ctx.unwrap("generator").parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - d)
-        for b_ema, b in zip(ctx.unwrap("generator_ema").buffers(), ctx.unwrap("generator").buffers()):
-            b_ema.copy_(b)
 
     def train_step(self, batch: Any, ctx: StepContext) -> StepOutput:
         critic: dict[str, Tensor] = {}
@@ -253,10 +252,11 @@ class _FDistillTask:
         n = self.c.eval_samples
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.config.seed)
         cpu_gen = gen if ctx.device.type == "cpu" else torch.Generator().manual_seed(ctx.config.seed)
-        fake = ctx.unwrap("generator_ema")(torch.randn(n, *self.o.sample_shape, generator=gen, device=ctx.device))
+        fake = ctx.unwrap("generator_ema")(torch.randn(n, *self.sample_shape, generator=gen, device=ctx.device))
         real = self._real(n, ctx, (gen, cpu_gen))
         out = {"sliced_wasserstein": sliced_wasserstein(fake.flatten(1).float(), real.flatten(1).float(),
                                                         generator=gen)}
-        if self.o.eval_metrics is not None:
-            out.update({k: torch.tensor(float(v)) for k, v in self.o.eval_metrics(fake.float().cpu()).items()})
+        if self.eval_metrics is not None:
+            out.update({k: torch.tensor(float(v)) for k, v in self.eval_metrics(fake.float().cpu()).items()})
         return out
+

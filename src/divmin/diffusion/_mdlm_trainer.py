@@ -19,9 +19,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..data import check_token_ids, check_token_source
+from ..data import check_token_source
 from ..engine import Bool, EngineConfig, Instance, Int, MethodTrainer, Number, StepContext, Tuple, validate
 from ..eval import generative_perplexity, unigram_entropy
+from ..lm import draw_token_batch
 from ._mdlm import MaskedDiffusionLM, mdlm_loss, mdlm_sample, sample_times
 
 __all__ = ["MDLMConfig", "MDLMTrainer"]
@@ -61,10 +62,10 @@ class MDLMTrainer(MethodTrainer):
     """Train ``model`` (a :class:`MaskedDiffusionLM`) on ``data``.
 
     Args:
-        model: the MDLM; replaced by the trained one after ``train()``.
+        model: the MDLM; replaced by the trained one after ``fit()``.
         data: (N, L') token ids drawn from uniformly, or a callable (n, CPU torch.Generator) -> (n, L')
             (e.g. ``MarkovLanguage.sample``).
-        config: :class:`MDLMConfig` (None: defaults).
+        config: :class:`MDLMConfig` (keyword; None: defaults).
         judge: optional exact likelihood ``log_prob(seqs) -> (N,)`` for the evaluation's
             generative perplexity.
 
@@ -73,7 +74,7 @@ class MDLMTrainer(MethodTrainer):
     >>> lang = MarkovLanguage(4, 5, seed=0)
     >>> lm = MaskedDiffusionLM(MDLMTransformer(4, 5, width=16, depth=1, heads=2), 4, 5)
     >>> cfg = MDLMConfig(batch_size=8, engine=EngineConfig(max_steps=2, progress=False, tensorboard=False))
-    >>> result = MDLMTrainer(lm, lang.sample, cfg).train()  # doctest: +ELLIPSIS
+    >>> result = MDLMTrainer(lm, lang.sample, config=cfg).fit()  # doctest: +ELLIPSIS
     step 2/2 | ...
     >>> result.optimizer_steps
     {'denoiser': 2}
@@ -81,7 +82,7 @@ class MDLMTrainer(MethodTrainer):
 
     trained_models = {"denoiser": "model"}
 
-    def __init__(self, model: MaskedDiffusionLM, data: Tensor | Sequences, config: MDLMConfig | None = None, *,
+    def __init__(self, model: MaskedDiffusionLM, data: Tensor | Sequences, *, config: MDLMConfig | None = None,
                  judge: Any = None) -> None:
         self.use_config(config, MDLMConfig)
         if not isinstance(model, MaskedDiffusionLM):
@@ -95,17 +96,18 @@ class MDLMTrainer(MethodTrainer):
         return self.judge is not None
 
     def make_task(self) -> _MDLMTask:
-        return _MDLMTask(self)
+        return _MDLMTask(config=self.config, model=self.model, data=self.data, judge=self.judge)
 
 
 class _MDLMTask:
     """The engine task behind :class:`MDLMTrainer`."""
 
-    def __init__(self, owner: MDLMTrainer) -> None:
-        self.o, self.c = owner, owner.config
+    def __init__(self, *, config: MDLMConfig, model: MaskedDiffusionLM, data: Tensor | Sequences,
+                 judge: Any = None) -> None:
+        self.c, self.model, self.data, self.judge = config, model, data, judge
 
     def models(self) -> dict[str, torch.nn.Module]:
-        return {"denoiser": self.o.model}
+        return {"denoiser": self.model}
 
     def optimizers(self, models: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
         c = self.c
@@ -113,13 +115,8 @@ class _MDLMTask:
                                               weight_decay=c.weight_decay)}
 
     def _batch(self, ctx: StepContext) -> Tensor:
-        data, n = self.o.data, self.c.batch_size
-        if isinstance(data, Tensor):
-            data = data[torch.randint(data.shape[0], (n,), generator=ctx.cpu_generator)]
-        else:
-            data = check_token_ids(data(n, ctx.cpu_generator), "data(n, generator)", vocab_size=self.o.model.vocab_size,
-                                   length=self.o.model.length, exact_length=False)
-        return data.to(ctx.device)
+        return draw_token_batch(self.data, self.c.batch_size, ctx.cpu_generator, vocab_size=self.model.vocab_size,
+                                length=self.model.length).to(ctx.device)
 
     def train_step(self, batch: Any, ctx: StepContext) -> Tensor:
         x0, unwrapped = self._batch(ctx), ctx.unwrap("denoiser")
@@ -137,5 +134,5 @@ class _MDLMTask:
         x0 = self._batch(ctx)
         nelbo = model.loss(x0, generator=ctx.generator, t_min=c.t_min, antithetic=c.antithetic).mean() / x0.shape[1]
         x = x.cpu()
-        return {"gen_ppl": torch.tensor(generative_perplexity(x, self.o.judge)),
+        return {"gen_ppl": torch.tensor(generative_perplexity(x, self.judge)),
                 "entropy": torch.tensor(unigram_entropy(x, model.vocab_size)), "nelbo_per_token": nelbo}

@@ -7,7 +7,7 @@ tokenizer, the text and the network) and, nested under the method's name, the tr
 
 fdistill's teacher is the exact mixture of ``means`` / ``mode_std``; its EMA generator is exported
 as ``model.safetensors`` + ``config.json`` (:func:`divmin.engine.load_exported` rebuilds it); other
-teachers: the Python API (:class:`FDistill`). mdlm's data is TRL's language-modeling format, a
+teachers: the Python API (:class:`FDistillTrainer`). mdlm's data is TRL's language-modeling format, a
 ``text`` column: every text is tokenized (no special tokens) and followed by EOS, and the stream is
 cut into blocks of ``length`` tokens (:func:`divmin.data.pack_texts`), as GPT-style pre-training
 packs its data; the network is a :class:`MDLMTransformer` over the tokenizer's vocabulary
@@ -28,7 +28,7 @@ from ..engine import Bool, EngineConfig, Instance, Int, Models, Number, TrainMet
 from ..engine import export_module, exportable_module, train_method
 from ..lm import SOURCE_CHECKS, load_tokenizer, tiny_tokenizer
 from ._config import FDistillConfig
-from ._fdistill import FDistill
+from ._fdistill import FDistillTrainer
 from ._mdlm import MaskedDiffusionLM
 from ._mdlm_nets import MDLMTransformer
 from ._mdlm_trainer import MDLMConfig, MDLMTrainer
@@ -80,7 +80,7 @@ def _generator_args(config: FDistillTrainConfig) -> dict[str, Any]:
 
 @train_method("fdistill", FDistillTrainConfig, "one-step generator distilled from a diffusion teacher (f-distill)")
 class FDistillMethod(TrainMethod):
-    checkpoint_model = "generator_ema"  # the EMA generator: what FDistill.sample(ema=True) draws from
+    checkpoint_model = "generator_ema"  # the EMA generator: what FDistillTrainer.sample(ema=True) draws from
     trained_attr = "generator_ema"
 
     def models(self, config: FDistillTrainConfig, training: bool) -> Models:
@@ -90,7 +90,7 @@ class FDistillMethod(TrainMethod):
         teacher = GaussianMixtureTeacher(torch.tensor(config.means), config.mode_std)
         return Models(gen, None, {"teacher": teacher})
 
-    def trainer(self, config: FDistillTrainConfig, models: Models) -> FDistill:
+    def trainer(self, config: FDistillTrainConfig, models: Models) -> FDistillTrainer:
         teacher = models.others["teacher"]
         radius = float(teacher.means.norm(dim=1).max().clamp_min(1.0))
         dim = teacher.dim
@@ -98,7 +98,7 @@ class FDistillMethod(TrainMethod):
             torch.manual_seed(config.fdistill.engine.seed + 1)
             fake = EDMDenoiser(MLPBackbone(dim, config.hidden, config.depth), sigma_data=radius)
             # the trainer builds its discriminator from the global RNG: seeded here, so a run is reproducible
-            return FDistill(models.model, teacher, fake, config=config.fdistill, sample_shape=(dim,))
+            return FDistillTrainer(models.model, teacher, fake, config=config.fdistill, sample_shape=(dim,))
 
     def export(self, model: nn.Module, models: Models, config: Any, run_dir: Path) -> list[Path]:
         return export_module(model, "mlp_generator", _generator_args(config), run_dir)

@@ -34,7 +34,8 @@ logging, checkpoints, exact resume) is the engine's, set by ``DistillConfig.engi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ from ..lm import IGNORE, assemble, sample_completions
 from ._cache import TeacherCache
 from ._fused import BACKENDS, fused_linear_cross_entropy, fused_linear_kd_loss
 from ._sinkd import sinkd_loss
-from ._tasks import DISTILL_TASKS, lm_inputs
+from ._tasks import DISTILL_TASKS, DistillTaskKind, lm_inputs
 from ._token import token_kd_loss
 
 __all__ = ["DistillConfig", "DistillTrainer"]
@@ -119,28 +120,120 @@ def _head(model: nn.Module) -> tuple[nn.Module, Tensor]:
     return model.base_model, head.weight
 
 
+@dataclasses.dataclass(frozen=True)
+class _KDLoss:
+    """The per-batch losses of :class:`DistillTrainer`, a callable ``(student, teacher, batch) -> parts``
+    the task runs as the student's forward; ``cache`` replaces the teacher when given."""
+
+    config: DistillConfig
+    kind: DistillTaskKind
+    div: Divergence
+    cache: TeacherCache | None
+
+    def __call__(self, student: nn.Module, teacher: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``soft`` (c_T x divergence), ``hard`` (CE; only when ``alpha`` < 1 gives it weight) and, if
+        used, ``sinkd`` for one batch. The soft loss is the chunked closed form with analytic gradients."""
+        c = self.config
+        scale = c.temperature ** 2 if c.temperature_squared else 1.0
+        labels = batch["labels"]
+        if c.fused:  # causal_lm only (DistillConfig)
+            return self._fused(student, teacher, batch, scale)
+        # (N, V) logits at the counted rows only: the losses read nothing else, so the head skips the rest
+        s = self.kind.counted(student, batch)  # ctx.call passes the bare module
+        # with alpha = 1 the hard loss has no weight: neither computed nor backpropagated
+        out = {} if c.alpha == 1 else {"hard": F.cross_entropy(s.float(), labels[labels != IGNORE])}
+        if self.cache is not None:  # the cached rows are the batch's completion tokens in order (TeacherCache)
+            out["soft"] = scale * token_kd_loss(s, self.cache(batch["cache_row"], device=s.device),
+                                                divergence=self.div, temperature=c.temperature)
+            return out
+        with torch.no_grad():
+            t = self.kind.counted(teacher, batch)
+        out["soft"] = scale * token_kd_loss(s, t, divergence=self.div, temperature=c.temperature)
+        if c.sinkd_weight > 0:
+            out["sinkd"] = s.sum() * 0.0 if s.shape[0] == 0 else sinkd_loss(
+                s, t, epsilon=c.sinkd_epsilon, n_iters=c.sinkd_iters, temperature=c.sinkd_temperature,
+                mode=c.sinkd_mode)
+        return out
+
+    def _fused(self, student: nn.Module, teacher: nn.Module, batch: dict[str, Tensor],
+               scale: float) -> dict[str, Tensor]:
+        c, labels = self.config, batch["labels"]
+        s_body, s_w = _head(student.module if hasattr(student, "module") else student)
+        t_body, t_w = _head(teacher)
+        keep = labels != IGNORE  # the counted rows only: the losses read nothing else
+        hs = s_body(**lm_inputs(batch)).last_hidden_state[keep]
+        with torch.no_grad():
+            ht = t_body(**lm_inputs(batch)).last_hidden_state[keep]
+        out = {"soft": scale * fused_linear_kd_loss(hs, s_w, ht, t_w, divergence=self.div,
+                                                   temperature=c.temperature, backend=c.fused_backend)}
+        if c.alpha < 1:  # chunked too: neither loss holds (tokens x vocab) logits
+            out["hard"] = fused_linear_cross_entropy(hs, s_w, labels[keep], ignore_index=IGNORE)
+        return out
+
+    @torch.no_grad()
+    def metrics(self, student: nn.Module, teacher: nn.Module | TeacherCache, rows: Any,
+                collate: Callable) -> dict[str, float]:
+        """Held-out ``ce``, ``divergence``, ``teacher_agreement`` and the kind's report on ``rows``."""
+        c = self.config
+        student = getattr(student, "module", student)
+        device = next(student.parameters()).device
+        was_training = student.training
+        student.eval()
+        sums = torch.zeros(4, dtype=torch.float64)  # ce, divergence, agreement, correct
+        count = 0
+        try:
+            for batch in DataLoader(rows, batch_size=c.eval_batch_size, collate_fn=collate):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = self.kind.compact(batch)
+                s = self.kind.counted(student, batch).float()
+                t = s if self.cache is not None else self.kind.counted(teacher.to(device), batch).float()
+                y = batch["labels"][batch["labels"] != IGNORE]
+                n = y.numel()
+                sums += torch.tensor([
+                    float(F.cross_entropy(s, y, reduction="sum")),
+                    float(token_kd_loss(s, t, divergence=self.div, temperature=c.temperature)) * n,
+                    float((s.argmax(-1) == t.argmax(-1)).sum()), float((s.argmax(-1) == y).sum())], dtype=torch.float64)
+                count += n
+        finally:
+            student.train(was_training)
+        mean = (sums / max(count, 1)).tolist()
+        out = {"ce": mean[0]}
+        if self.cache is None:  # a cache holds no teacher for held-out rows
+            out.update(divergence=mean[1], teacher_agreement=mean[2])
+        out.update(self.kind.report(mean[0], mean[3]))
+        return out
+
+
 class _DistillTask:
-    def __init__(self, owner: "DistillTrainer") -> None:
-        self.o = owner
-        self.static_models = () if owner.cache is not None else ("teacher",)
+    """The engine task of :class:`DistillTrainer`. ``kind`` is the ``DISTILL_TASKS`` member (rows,
+    compaction, counted logits); ``losses(student, teacher_or_cache, batch)`` the per-batch loss
+    parts; ``evaluate()`` the held-out metrics (None: no held-out rows)."""
+
+    def __init__(self, *, config: DistillConfig, model: nn.Module, teacher: nn.Module | TeacherCache,
+                 cache: TeacherCache | None, kind: DistillTaskKind, train_rows: Any, collate: Callable,
+                 losses: Callable[..., dict[str, Tensor]], evaluate: Callable[[], dict[str, float]] | None,
+                 eos_id: int | None, pad_id: int | None) -> None:
+        self.c, self.model, self.teacher, self.cache, self.kind = config, model, teacher, cache, kind
+        self.train_rows, self.collate, self.losses, self._evaluate = train_rows, collate, losses, evaluate
+        self.eos_id, self.pad_id = eos_id, pad_id
+        self.static_models = () if cache is not None else ("teacher",)
 
     def models(self) -> dict[str, nn.Module]:
-        if self.o.cache is not None:  # a TeacherCache is no model: nothing to place or wrap
-            return {"student": self.o.model}
-        return {"student": self.o.model, "teacher": self.o.teacher}
+        if self.cache is not None:  # a TeacherCache is no model: nothing to place or wrap
+            return {"student": self.model}
+        return {"student": self.model, "teacher": self.teacher}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        c = self.o.config
+        c = self.c
         return {"student": trainable_adamw(models["student"], lr=c.lr, weight_decay=c.weight_decay)}
 
     def batches(self, ctx: StepContext) -> DataLoader:
-        return DataLoader(self.o.train_rows, batch_size=self.o.config.batch_size, shuffle=True,
-                          collate_fn=self.o.collate)
+        return DataLoader(self.train_rows, batch_size=self.c.batch_size, shuffle=True, collate_fn=self.collate)
 
     def _completions(self, batch: dict[str, Tensor], ctx: StepContext) -> tuple[dict[str, Tensor], float]:
-        c, o = self.o.config, self.o
-        kw = dict(max_new_tokens=c.max_new_tokens, temperature=c.generation_temperature, eos_id=o.eos_id,
-                  pad_id=o.pad_id, generator=ctx.generator)
+        c = self.c
+        kw = dict(max_new_tokens=c.max_new_tokens, temperature=c.generation_temperature, eos_id=self.eos_id,
+                  pad_id=self.pad_id, generator=ctx.generator)
         if c.seq_kd:
             batch = _resample(ctx.models["teacher"], batch, **kw)
         on_policy = c.lmbda > 0 and float(torch.rand((), generator=ctx.cpu_generator)) < c.lmbda
@@ -150,13 +243,12 @@ class _DistillTask:
 
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> StepOutput:
         metrics: dict[str, Any] = {}
-        if self.o.task.samples:
+        if self.kind.samples:
             batch, metrics["on_policy"] = self._completions(batch, ctx)
-        batch = self.o.task.compact(batch)  # completions are final: no model work on padding columns
+        batch = self.kind.compact(batch)  # completions are final: no model work on padding columns
         # as the student's forward, so that DDP averages the gradients of the fused path too
-        parts = ctx.call("student", self.o.losses,
-                       ctx.models["teacher"] if self.o.cache is None else self.o.cache, batch)
-        c = self.o.config
+        parts = ctx.call("student", self.losses, ctx.models["teacher"] if self.cache is None else self.cache, batch)
+        c = self.c
         loss = c.alpha * parts["soft"] + ((1 - c.alpha) * parts["hard"] if "hard" in parts else 0.0)
         if c.sinkd_weight > 0:
             loss = loss + c.sinkd_weight * parts["sinkd"]
@@ -164,7 +256,7 @@ class _DistillTask:
         return StepOutput(loss=loss, metrics=metrics)
 
     def evaluate(self, ctx: StepContext) -> dict[str, float]:
-        return self.o.evaluate() if self.o.eval_rows else {}
+        return self._evaluate() if self._evaluate is not None else {}
 
 
 class DistillTrainer(MethodTrainer):
@@ -185,10 +277,10 @@ class DistillTrainer(MethodTrainer):
             sequence_classification: rows (dicts of tensors) with a ``labels`` entry and
             the model inputs, collated by ``torch.utils.data.default_collate``.
         tokenizer: for text rows and default pad/EOS ids.
-        config: a :class:`DistillConfig`.
+        config: a :class:`DistillConfig` (keyword; None: defaults).
         pad_id / eos_id: override the tokenizer's (causal_lm).
 
-    ``train(resume=False)`` runs the engine; ``evaluate(dataset=None)`` returns held-out
+    ``fit(resume=False)`` runs the engine; ``evaluate(dataset=None)`` returns held-out
     ``ce`` (and ``ppl`` for causal LMs, ``accuracy`` for classifiers), the mean soft
     divergence ``divergence`` and ``teacher_agreement`` (argmax match rate).
     """
@@ -209,6 +301,7 @@ class DistillTrainer(MethodTrainer):
         self.teacher = teacher if self.cache is not None else teacher.requires_grad_(False).eval()
         self.div = as_divergence(config.divergence)
         self.task = DISTILL_TASKS[config.task]
+        self._loss = _KDLoss(config, self.task, self.div, self.cache)
         self.pad_id, self.eos_id = self.task.token_ids(config, tokenizer, pad_id, eos_id)
         self.collate = self.task.collator(self.pad_id)
         self.train_rows = self.task.rows(train_dataset, tokenizer, "train_dataset")
@@ -216,50 +309,18 @@ class DistillTrainer(MethodTrainer):
         if self.cache is not None:
             self.train_rows, self.collate = self.cache.attach(self.train_rows, self.collate, config, tokenizer)
 
-    # ------------------------------------------------------------------ losses
     def losses(self, student: nn.Module, teacher: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """``soft`` (c_T x divergence), ``hard`` (CE; only when ``alpha`` < 1 gives it weight) and, if
-        used, ``sinkd`` for one batch. The soft loss is the chunked closed form with analytic gradients."""
-        c = self.config
-        scale = c.temperature ** 2 if c.temperature_squared else 1.0
-        labels = batch["labels"]
-        if c.fused:  # causal_lm only (DistillConfig)
-            return self._fused_losses(student, teacher, batch, scale)
-        # (N, V) logits at the counted rows only: the losses read nothing else, so the head skips the rest
-        s = self.task.counted(student, batch)  # ctx.call passes the bare module
-        # with alpha = 1 the hard loss has no weight: neither computed nor backpropagated
-        out = {} if c.alpha == 1 else {"hard": F.cross_entropy(s.float(), labels[labels != IGNORE])}
-        if self.cache is not None:  # the cached rows are the batch's completion tokens in order (TeacherCache)
-            out["soft"] = scale * token_kd_loss(s, self.cache(batch["cache_row"], device=s.device),
-                                                divergence=self.div, temperature=c.temperature)
-            return out
-        with torch.no_grad():
-            t = self.task.counted(teacher, batch)
-        out["soft"] = scale * token_kd_loss(s, t, divergence=self.div, temperature=c.temperature)
-        if c.sinkd_weight > 0:
-            out["sinkd"] = s.sum() * 0.0 if s.shape[0] == 0 else sinkd_loss(
-                s, t, epsilon=c.sinkd_epsilon, n_iters=c.sinkd_iters, temperature=c.sinkd_temperature,
-                mode=c.sinkd_mode)
-        return out
-
-    def _fused_losses(self, student: nn.Module, teacher: nn.Module, batch: dict[str, Tensor],
-                      scale: float) -> dict[str, Tensor]:
-        c, labels = self.config, batch["labels"]
-        s_body, s_w = _head(student.module if hasattr(student, "module") else student)
-        t_body, t_w = _head(teacher)
-        keep = labels != IGNORE  # the counted rows only: the losses read nothing else
-        hs = s_body(**lm_inputs(batch)).last_hidden_state[keep]
-        with torch.no_grad():
-            ht = t_body(**lm_inputs(batch)).last_hidden_state[keep]
-        out = {"soft": scale * fused_linear_kd_loss(hs, s_w, ht, t_w, divergence=self.div,
-                                                   temperature=c.temperature, backend=c.fused_backend)}
-        if c.alpha < 1:  # chunked too: neither loss holds (tokens x vocab) logits
-            out["hard"] = fused_linear_cross_entropy(hs, s_w, labels[keep], ignore_index=IGNORE)
-        return out
+        used, ``sinkd`` for one batch (see :class:`_KDLoss`)."""
+        return self._loss(student, teacher, batch)
 
     # -------------------------------------------------------------- running
     def make_task(self) -> _DistillTask:
-        return _DistillTask(self)
+        return _DistillTask(config=self.config, model=self.model, teacher=self.teacher, cache=self.cache,
+                            kind=self.task, train_rows=self.train_rows, collate=self.collate, losses=self._loss,
+                            evaluate=functools.partial(self._loss.metrics, self.model, self.teacher, self.eval_rows,
+                                                       self.collate) if self.eval_rows else None, eos_id=self.eos_id,
+                            pad_id=self.pad_id)
 
     def evaluates(self) -> bool:
         return bool(self.eval_rows)
@@ -267,35 +328,7 @@ class DistillTrainer(MethodTrainer):
     @torch.no_grad()
     def evaluate(self, dataset: Any = None) -> dict[str, float]:
         """Held-out metrics on ``dataset`` (rows as for training; default: the eval split)."""
-        c = self.config
         rows = self.eval_rows if dataset is None else self.task.rows(dataset, self.tokenizer, "dataset")
         if not rows:
             raise ValueError("no evaluation rows: pass `dataset` or an `eval_dataset`")
-        student = getattr(self.model, "module", self.model)
-        device = next(student.parameters()).device
-        was_training = student.training
-        student.eval()
-        sums = torch.zeros(4, dtype=torch.float64)  # ce, divergence, agreement, correct
-        count = 0
-        try:
-            for batch in DataLoader(rows, batch_size=c.eval_batch_size, collate_fn=self.collate):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                batch = self.task.compact(batch)
-                s = self.task.counted(student, batch).float()
-                t = s if self.cache is not None else self.task.counted(self.teacher.to(device), batch).float()
-                y = batch["labels"][batch["labels"] != IGNORE]
-                n = y.numel()
-                sums += torch.tensor([
-                    float(F.cross_entropy(s, y, reduction="sum")),
-                    float(token_kd_loss(s, t, divergence=self.div, temperature=c.temperature)) * n,
-                    float((s.argmax(-1) == t.argmax(-1)).sum()), float((s.argmax(-1) == y).sum())], dtype=torch.float64)
-                count += n
-        finally:
-            student.train(was_training)
-        mean = (sums / max(count, 1)).tolist()
-        out = {"ce": mean[0]}
-        if self.cache is None:  # a cache holds no teacher for held-out rows
-            out.update(divergence=mean[1], teacher_agreement=mean[2])
-        out.update(self.task.report(mean[0], mean[3]))
-        return out
-
+        return self._loss.metrics(self.model, self.teacher, rows, self.collate)

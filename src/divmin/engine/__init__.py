@@ -13,7 +13,8 @@ symbolic link (`_safe_io`: `atomic_write`, `atomic_path`, `open_nofollow`, `safe
 Also here, for every method: `validate` and its field checks (`Number`, `Int`,
 `Bool`, `OneOf`, `Tuple`, `Instance`, `IsDivergence`), which every config
 dataclass runs on construction, and `MethodTrainer`, the base of the thin
-method trainers (``train(resume) -> TrainResult``, ``engine``).
+method trainers (``fit(resume) -> TrainResult``, ``engine``); `ema_update` / `ema_copy`, the one EMA
+of model weights; `deprecated_aliases`, former public names kept one release.
 """
 
 from ._checkpoint import NoIntactCheckpointError, default_checkpoint_every, latest_checkpoint, verify_checkpoint
@@ -22,6 +23,8 @@ from ._nonfinite import NONFINITE_POLICIES, NonFiniteError
 from ._config import EngineConfig
 from ._context import StepContext
 from ._describe import describe_config, field_docs
+from ._deprecate import deprecated_aliases
+from ._ema import ema_copy, ema_update
 from ._method import MethodTrainer, trainable_adamw
 from ._overrides import (
     RESUME_SAFE,
@@ -105,6 +108,9 @@ __all__ = [
     "safe_dir",
     "save_tree",
     "trainable_adamw",
+    "ema_copy",
+    "ema_update",
+    "deprecated_aliases",
     "RESUME_SAFE",
     "apply_values",
     "config_items",

@@ -1,8 +1,23 @@
-"""`MethodTrainer`: what every thin method trainer shares (``train``, ``engine``, writing models back)."""
+"""`MethodTrainer`: what every thin method trainer shares (``fit``, ``engine``, writing models back).
+
+A method is three pieces: a config dataclass (its knobs + ``engine: EngineConfig``), a task (the
+engine `Task`: models, optimizers, one step, evaluation) and a thin trainer (a `MethodTrainer`
+subclass: checks its inputs, prepares data, builds the task, exposes the trained models).
+
+**The task never holds its trainer.** ``make_task()`` passes the task everything it reads, as
+keyword arguments: the config, the modules, the prepared data, plain callables (a loss, a
+collator, a precompute function) and the *state objects* the trainer keeps across ``fit`` calls
+(a `LogRatioEstimator`, a `MovingBaseline`, a small mutable holder for a cache or a counter).
+What the task changes and the trainer shows afterwards lives in those state objects (read through
+a trainer property) or comes back through ``trained_models``; the task writes nothing else.
+So a task can be built, stepped and tested without a trainer, and no attribute is read through
+a back-pointer.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +48,7 @@ def trainable_adamw(model: nn.Module, *, lr: float, weight_decay: float = 0.0,
 
 
 class MethodTrainer:
-    """Base of the method trainers (``FDPOTrainer``, ``FDPGTrainer``, ``DistillTrainer``, ``FDistill``).
+    """Base of the method trainers (``FDPOTrainer``, ``FDPGTrainer``, ``DistillTrainer``, ``FDistillTrainer``).
 
     A subclass holds ``config`` (a config dataclass with an ``engine: EngineConfig``
     field), implements ``make_task()`` (the engine `Task`) and lists in
@@ -43,7 +58,9 @@ class MethodTrainer:
     evaluates once, at the last step.
 
     ``fit(resume=False)`` runs the engine and returns its `TrainResult`;
-    ``engine`` is the `Trainer` of the last ``fit`` call (None before).
+    ``engine`` is the `Trainer` of the last ``fit`` call (None before). ``train`` is the former
+    name of ``fit`` (deprecated); a trainer that is also an ``nn.Module`` keeps ``nn.Module.train``.
+    Every subclass takes ``config`` as a keyword argument.
     """
 
     trained_models: Mapping[str, str] = {}  # engine model name -> attribute set to the trained model
@@ -59,7 +76,7 @@ class MethodTrainer:
         return config
 
     def make_task(self) -> Task:
-        """The engine task; called once per ``train``."""
+        """The engine task, built with everything it reads (no back-pointer); called once per ``fit``."""
         raise NotImplementedError
 
     def evaluates(self) -> bool:
@@ -79,5 +96,13 @@ class MethodTrainer:
         return result
 
     def train(self, resume: bool | str | Path = False) -> TrainResult:
-        """The former name of :meth:`fit`."""
+        """Deprecated former name of :meth:`fit` (DeprecationWarning)."""
+        warnings.warn(f"{type(self).__name__}.train() is deprecated; use {type(self).__name__}.fit()",
+                      DeprecationWarning, stacklevel=2)
         return self.fit(resume)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # the deprecated alias must never shadow nn.Module.train(mode) on a trainer that is also a module
+        if issubclass(cls, nn.Module) and cls.train is MethodTrainer.train:
+            cls.train = nn.Module.train

@@ -22,7 +22,7 @@
 (``divmin.align``, ``divmin.distill``) build on it.
 """
 
-from ._judge import ARJudge, JudgeConfig, JudgeTrainer, tiny_judge
+from ._judge import ARJudge, JudgeConfig, JudgeTrainer, draw_token_batch, tiny_judge
 from ._heads import counted_logits
 from ._hf import (
     SOURCE_CHECKS,
@@ -60,6 +60,7 @@ __all__ = [
     "assemble",
     "sample_n",
     "tiny_judge",
+    "draw_token_batch",
     "tokenize_pairs",
     "compact",
     "counted_logits",

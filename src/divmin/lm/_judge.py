@@ -36,7 +36,7 @@ from ..engine import EngineConfig, Instance, Int, MethodTrainer, Number, StepCon
 from ._logps import sequence_logps
 from ._tiny import tiny_gpt2
 
-__all__ = ["ARJudge", "JudgeConfig", "JudgeTrainer", "tiny_judge"]
+__all__ = ["ARJudge", "JudgeConfig", "JudgeTrainer", "draw_token_batch", "tiny_judge"]
 
 Sequences = Callable[[int, torch.Generator], Tensor]  # (n, CPU generator) -> (n, L) token ids
 
@@ -141,6 +141,22 @@ def _default_engine() -> EngineConfig:
     return EngineConfig(max_steps=1000, log_every=100, max_grad_norm=1.0, progress=False, tensorboard=False)
 
 
+def draw_token_batch(data: Tensor | Sequences, n: int, generator: torch.Generator, *, vocab_size: int,
+                     length: int) -> Tensor:
+    """n sequences (n, <= length) of a token source (:func:`divmin.data.check_token_source`): rows
+    drawn uniformly with replacement from an (N, L') tensor, or ``data(n, generator)`` checked against
+    ``vocab_size`` and ``length``; ``generator`` is a CPU generator. The result stays where ``data`` is.
+
+    >>> draw_token_batch(torch.tensor([[1, 2], [3, 0]]), 3, torch.Generator().manual_seed(0),
+    ...                  vocab_size=4, length=2).shape
+    torch.Size([3, 2])
+    """
+    if isinstance(data, Tensor):
+        return data[torch.randint(data.shape[0], (n,), generator=generator)]
+    # the error names the argument: the sampler's output is `data`'s
+    return check_token_ids(data(n, generator), "data", vocab_size=vocab_size, length=length, exact_length=False)
+
+
 @dataclasses.dataclass
 class JudgeConfig:
     """Settings of :class:`JudgeTrainer`; every field is checked on construction."""
@@ -165,16 +181,16 @@ class JudgeTrainer(MethodTrainer):
     per-token negative log-likelihood -log p_judge(x) / L of a batch of blocks x (B, L).
 
     Args:
-        judge: the judge; replaced by the trained one after ``train()``.
+        judge: the judge; replaced by the trained one after ``fit()``.
         data: (N, L) token ids drawn from uniformly (e.g. ``text_blocks(...).train``), or a callable
             (n, CPU torch.Generator) -> (n, L) (e.g. ``MarkovLanguage.sample``).
-        config: :class:`JudgeConfig` (None: defaults).
+        config: :class:`JudgeConfig` (keyword; None: defaults).
         valid: optional (M, L) held-out blocks; the evaluation (at the last step unless
             ``engine.eval_every``) logs their ``nll_per_token`` and ``ppl`` under the judge.
 
     >>> judge = tiny_judge(4, 6, n_layer=1, n_embd=8)
     >>> cfg = JudgeConfig(batch_size=4, engine=EngineConfig(max_steps=2, progress=False, tensorboard=False))
-    >>> result = JudgeTrainer(judge, torch.randint(4, (10, 6)), cfg).train()  # doctest: +ELLIPSIS
+    >>> result = JudgeTrainer(judge, torch.randint(4, (10, 6)), config=cfg).fit()  # doctest: +ELLIPSIS
     step 2/2 | ...
     >>> result.optimizer_steps
     {'judge': 2}
@@ -182,7 +198,7 @@ class JudgeTrainer(MethodTrainer):
 
     trained_models = {"judge": "judge"}
 
-    def __init__(self, judge: ARJudge, data: Tensor | Sequences, config: JudgeConfig | None = None, *,
+    def __init__(self, judge: ARJudge, data: Tensor | Sequences, *, config: JudgeConfig | None = None,
                  valid: Tensor | None = None) -> None:
         self.use_config(config, JudgeConfig)
         if not isinstance(judge, ARJudge):
@@ -198,37 +214,30 @@ class JudgeTrainer(MethodTrainer):
         return self.valid is not None
 
     def make_task(self) -> _JudgeTask:
-        return _JudgeTask(self)
+        return _JudgeTask(config=self.config, judge=self.judge, data=self.data, valid=self.valid)
 
 
 class _JudgeTask:
     """The engine task behind :class:`JudgeTrainer`."""
 
-    def __init__(self, owner: JudgeTrainer) -> None:
-        self.o, self.c = owner, owner.config
+    def __init__(self, *, config: JudgeConfig, judge: ARJudge, data: Tensor | Sequences,
+                 valid: Tensor | None) -> None:
+        self.c, self.judge, self.data, self.valid = config, judge, data, valid
 
     def models(self) -> dict[str, nn.Module]:
-        return {"judge": self.o.judge}
+        return {"judge": self.judge}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         c = self.c
         return {"judge": torch.optim.AdamW(models["judge"].parameters(), lr=c.lr, betas=c.adam_betas,
                                            weight_decay=c.weight_decay)}
 
-    def _batch(self, ctx: StepContext) -> Tensor:
-        data, n, judge = self.o.data, self.c.batch_size, self.o.judge
-        if isinstance(data, Tensor):
-            data = data[torch.randint(data.shape[0], (n,), generator=ctx.cpu_generator)]
-        else:
-            data = check_token_ids(data(n, ctx.cpu_generator), "data(n, generator)", vocab_size=judge.vocab_size,
-                                   length=judge.length, exact_length=False)
-        return data.to(ctx.device)
-
     def train_step(self, batch: object, ctx: StepContext) -> Tensor:
-        x = self._batch(ctx)
+        x = draw_token_batch(self.data, self.c.batch_size, ctx.cpu_generator, vocab_size=self.judge.vocab_size,
+                             length=self.judge.length).to(ctx.device)
         return -ctx.models["judge"](x).mean() / x.shape[1]  # through the DDP wrapper
 
     @torch.no_grad()
     def evaluate(self, ctx: StepContext) -> dict[str, Tensor]:
-        nll = ctx.unwrap("judge").nll_per_token(self.o.valid.to(ctx.device))
+        nll = ctx.unwrap("judge").nll_per_token(self.valid.to(ctx.device))
         return {"nll_per_token": torch.tensor(nll), "ppl": torch.tensor(math.exp(nll))}

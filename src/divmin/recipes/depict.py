@@ -151,7 +151,7 @@ def _trainer(c: DepictRecipeConfig, x: torch.Tensor, seed: int, out: Path, *, st
     engine = run_engine(c.depict.engine, out, seed=seed, max_steps=steps)
     cfg = dataclasses.replace(c.depict, pretrain_steps=pretrain_steps, lr=lr, engine=engine, **fields)
     trainer = DepictTrainer(x, config=cfg, pretrained=pretrained)
-    trainer.train(resume=resumable(engine, c.resume))
+    trainer.fit(resume=resumable(engine, c.resume))
     return trainer
 
 

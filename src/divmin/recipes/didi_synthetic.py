@@ -104,8 +104,8 @@ def _distill(c: DiDiSyntheticConfig, teacher: MaskedDiffusionLM, lang: MarkovLan
              name: str, out_dir: Path, **changes) -> DiDiTrainer:
     torch.manual_seed(c.seed)
     engine = run_engine(c.didi.engine, out_dir / name, seed=c.seed)
-    trainer = DiDiTrainer(teacher, config=dataclasses.replace(c.didi, engine=engine, **changes), judge=lang, target=target)
-    trainer.train(resume=resumable(engine, c.resume))
+    trainer = DiDiTrainer(teacher=teacher, config=dataclasses.replace(c.didi, engine=engine, **changes), judge=lang, target=target)
+    trainer.fit(resume=resumable(engine, c.resume))
     return trainer
 
 
@@ -122,7 +122,7 @@ def run_didi_synthetic(config: DiDiSyntheticConfig, out_dir: Path) -> RecipeResu
                                 c.vocab_size, c.length)
     engine = run_engine(c.teacher.engine, out_dir / "teacher", seed=c.seed)
     trainer = MDLMTrainer(teacher, lang.sample, config=dataclasses.replace(c.teacher, engine=engine))
-    trainer.train(resume=resumable(engine, c.resume))
+    trainer.fit(resume=resumable(engine, c.resume))
     teacher = trainer.model.eval().requires_grad_(False)
     target = mdlm_sample(teacher, c.didi.teacher_pool, c.length, mask_id=teacher.mask_id, nfe=c.didi.teacher_nfe,
                          generator=torch.Generator().manual_seed(c.seed + 1)).tokens

@@ -4,7 +4,7 @@ Teacher: 8 Gaussian modes on a circle, neighbours ``spacing`` apart, std ``mode_
 weights proportional to 1/k (Zipf), with exact noised scores and samples
 (:class:`~divmin.diffusion.GaussianMixtureTeacher`). Student: an MLP generator
 started at N(0, init_scale^2 I) (spread over all modes). Each divergence is
-distilled with :class:`~divmin.diffusion.FDistill` for every seed and every noise
+distilled with :class:`~divmin.diffusion.FDistillTrainer` for every seed and every noise
 range in ``sigma_maxes``, then scored on fresh samples: modes covered (share >=
 coverage x true weight), TV between mode shares and weights, "quality" (share
 within 3 std of a mode), k-NN precision and recall, and sliced Wasserstein
@@ -44,7 +44,7 @@ from statistics import mean, stdev
 import torch
 from safetensors.torch import save_file
 
-from ..diffusion import EDMDenoiser, FDistill, FDistillConfig, GaussianMixtureTeacher, MLPBackbone, MLPGenerator
+from ..diffusion import EDMDenoiser, FDistillTrainer, FDistillConfig, GaussianMixtureTeacher, MLPBackbone, MLPGenerator
 from ..divergences import divergence
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tuple, atomic_path, validate
 from ..eval import mode_stats, precision_recall, sliced_wasserstein
@@ -117,7 +117,7 @@ def make_teacher(c: FDistillGMMConfig) -> GaussianMixtureTeacher:
 
 
 def _distill(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, name: str, seed: int, sigma_max: float,
-             out: Path, label: str) -> tuple[FDistill, list[dict]]:
+             out: Path, label: str) -> tuple[FDistillTrainer, list[dict]]:
     """One training run; returns the method and its logged evaluations (every ``eval_every`` steps)."""
     torch.manual_seed(seed)
     radius = float(teacher.means.norm(dim=1).max())
@@ -125,9 +125,9 @@ def _distill(c: FDistillGMMConfig, teacher: GaussianMixtureTeacher, name: str, s
     fake = EDMDenoiser(MLPBackbone(2, c.hidden, c.depth), sigma_data=radius)
     engine = run_engine(c.fdistill.engine, out / _run_name(name, seed, sigma_max), seed=seed, label=label)
     cfg = dataclasses.replace(c.fdistill, divergence=name, sigma_max=sigma_max, engine=engine)
-    fd = FDistill(gen, teacher, fake, config=cfg, sample_shape=(2,),
+    fd = FDistillTrainer(gen, teacher, fake, config=cfg, sample_shape=(2,),
                  eval_metrics=functools.partial(_mode_metrics, c, teacher))
-    fd.train(resume=resumable(engine, c.resume))
+    fd.fit(resume=resumable(engine, c.resume))
     return fd, [r for r in run_history(engine) if "eval/quality" in r]
 
 

@@ -10,7 +10,7 @@ to [-1, 1]. Steps, all on the shared engine:
    solver (2 x sampler_steps - 1 function evaluations);
 3. for each divergence a one-step generator x = D(sigma_init z, sigma_init),
    initialised from the teacher (DMD2), is distilled with
-   :class:`~divmin.diffusion.FDistill` (fake score initialised from the teacher, the
+   :class:`~divmin.diffusion.FDistillTrainer` (fake score initialised from the teacher, the
    discriminator on its trunk, real samples from the training split).
 
 Reported: FD to the held-out split and class coverage of the held-out data, the
@@ -39,7 +39,7 @@ from ..diffusion import (
     DenoiserGenerator,
     DenoiserTrainingConfig,
     EDMDenoiser,
-    FDistill,
+    FDistillTrainer,
     FDistillConfig,
     MLPBackbone,
     RatioHead,
@@ -162,15 +162,15 @@ def _metrics(clf: DigitClassifier, x: Tensor, ref_features: Tensor, coverage: fl
     return {"FD": frechet_distance(feats, ref_features), "classes covered": cc.covered, "class TV": cc.tv}
 
 
-def _student(c: FDistillImagesConfig, teacher: nn.Module, real: Tensor, name: str, out: Path) -> FDistill:
+def _student(c: FDistillImagesConfig, teacher: nn.Module, real: Tensor, name: str, out: Path) -> FDistillTrainer:
     torch.manual_seed(c.seed)
     gen = DenoiserGenerator(teacher.denoiser, c.sigma_init)
     fake = copy.deepcopy(teacher.denoiser).requires_grad_(True)
     disc = RatioHead(fake.width)
     engine = run_engine(c.fdistill.engine, out / f"student-{name}", seed=c.seed)
     cfg = dataclasses.replace(c.fdistill, divergence=name, engine=engine)
-    fd = FDistill(gen, teacher, fake, cfg, sample_shape=(1, 8, 8), real=real, discriminator=disc)
-    fd.train(resume=resumable(engine, c.resume))
+    fd = FDistillTrainer(gen, teacher, fake, config=cfg, sample_shape=(1, 8, 8), real=real, discriminator=disc)
+    fd.fit(resume=resumable(engine, c.resume))
     return fd
 
 

@@ -108,7 +108,7 @@ def _train_one(spec: str, base: torch.nn.Module, tokenizer, contexts: list[str],
     cfg = dataclasses.replace(config.fdpg, divergence=divergence(spec), engine=engine)
     target = EnergyTarget() * _constraint(config)
     trainer = FDPGTrainer(policy, tokenizer, target, base_model=base, contexts=contexts, config=cfg)
-    trainer.train(resume=resumable(engine, config.resume))
+    trainer.fit(resume=resumable(engine, config.resume))
     return trainer.model.cpu().eval()
 
 

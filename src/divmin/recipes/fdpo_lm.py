@@ -176,7 +176,7 @@ def _train_one(spec: str, ref: torch.nn.Module, tokenizer, train_rows: list[dict
     engine = run_engine(config.fdpo.engine, out_dir / "fdpo" / re.sub(r"[^\w.-]", "_", spec))
     fcfg = dataclasses.replace(config.fdpo, divergence=divergence(spec), engine=engine)
     trainer = FDPOTrainer(policy, tokenizer, train_rows, eval_dataset=eval_rows, ref_model=ref, config=fcfg)
-    result = trainer.train(resume=resumable(engine, config.resume))
+    result = trainer.fit(resume=resumable(engine, config.resume))
     return trainer.model.cpu().eval(), result.metrics
 
 

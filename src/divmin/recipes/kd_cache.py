@@ -112,7 +112,7 @@ def run_kd_cache(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
                 engine = run_engine(c.kd.engine, out_dir / "students" / run / f"seed{seed}", seed=seed)
                 cfg = dataclasses.replace(c.kd, divergence=div, engine=engine)
                 trainer = DistillTrainer(student, t, train_rows, config=cfg, pad_id=PAD, eos_id=EOS)
-                trainer.train(resume=resumable(engine, c.resume))
+                trainer.fit(resume=resumable(engine, c.resume))
                 runs.append(heldout_metrics(trainer.model.cpu().eval(), teacher, test_rows))
             bpt = caches[int(key)].manifest["bytes_per_token_on_disk"] if key != "live" else 2.0 * corpus.vocab
             ppl[div, key] = statistics.fmean(r["ppl"] for r in runs)

@@ -186,7 +186,7 @@ def run_kd_cls(config: KDClsConfig, out_dir: Path) -> RecipeResult:
             student = mlp(s.dim, s.student_width, s.classes, 1, seed=1000 + seed)
             cfg = _student_config(c, method, seed, out_dir / "students" / method / f"seed{seed}")
             trainer = DistillTrainer(student, teacher, train_rows, config=cfg)
-            trainer.train(resume=resumable(cfg.engine, c.resume))
+            trainer.fit(resume=resumable(cfg.engine, c.resume))
             runs.append(student_metrics(trainer.model.cpu().eval(), t_test, x_te, y_te))
             if method == "sinkd":  # how much of the loss the Sinkhorn term is, at its last log
                 last = run_history(cfg.engine)[-1]

@@ -241,7 +241,7 @@ def run_kd_lm(config: KDLMConfig, out_dir: Path) -> RecipeResult:
             student = student_lm(s, corpus.vocab, seed)
             cfg = _student_config(c, method, seed, out_dir / "students" / method.replace(":", "_") / f"seed{seed}")
             trainer = DistillTrainer(student, teacher, train_rows, config=cfg, pad_id=PAD, eos_id=EOS)
-            trainer.train(resume=resumable(cfg.engine, c.resume))
+            trainer.fit(resume=resumable(cfg.engine, c.resume))
             runs.append(heldout_metrics(trainer.model.cpu().eval(), teacher, test_rows))
         ppl = [r["ppl"] for r in runs]
         per_method[method] = statistics.fmean(ppl)

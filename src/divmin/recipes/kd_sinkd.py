@@ -167,7 +167,7 @@ def run_kd_sinkd(c: KDSinkdConfig, out_dir: Path) -> RecipeResult:
         for seed in c.seeds:
             cfg = _student_config(c, method, seed, out_dir / "students" / method / f"seed{seed}")
             trainer = DistillTrainer(far_student(c, seed), teacher, train_rows, config=cfg)
-            trainer.train(resume=resumable(cfg.engine, c.resume))
+            trainer.fit(resume=resumable(cfg.engine, c.resume))
             runs.append(student_metrics(trainer.model.cpu().eval(), t_test, x_te, y_te))
             if method == "sinkd":  # how much of the loss the Sinkhorn term is, at its last log
                 last = run_history(cfg.engine)[-1]

@@ -151,12 +151,12 @@ def _train(c: MDLMTextConfig, blocks: TextBlocks, out_dir: Path) -> tuple[Masked
     judge_cfg = dataclasses.replace(c.judge, engine=run_engine(c.judge.engine, out_dir / "judge", seed=c.seed))
     trainer = JudgeTrainer(tiny_judge(v, length, seed=c.seed, n_layer=c.judge_layers, n_embd=c.judge_embd),
                            blocks.train, config=judge_cfg, valid=blocks.valid)
-    trainer.train(resume=resumable(judge_cfg.engine, c.resume))
+    trainer.fit(resume=resumable(judge_cfg.engine, c.resume))
     judge = trainer.judge.eval().requires_grad_(False)
     net = MDLMTransformer(v, length, width=c.width, depth=c.depth, heads=c.heads)
     mdlm_cfg = dataclasses.replace(c.mdlm, engine=run_engine(c.mdlm.engine, out_dir / "mdlm", seed=c.seed))
     mdlm = MDLMTrainer(MaskedDiffusionLM(net, v, length), blocks.train, config=mdlm_cfg, judge=judge)
-    mdlm.train(resume=resumable(mdlm_cfg.engine, c.resume))  # its evaluation logs eval/gen_ppl under the judge at the last step (metrics.jsonl)
+    mdlm.fit(resume=resumable(mdlm_cfg.engine, c.resume))  # its evaluation logs eval/gen_ppl under the judge at the last step (metrics.jsonl)
     return mdlm.model.eval(), judge
 
 

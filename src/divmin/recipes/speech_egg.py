@@ -9,7 +9,7 @@ with white, pink or brown noise, through any recording channel of :data:`divmin.
 utterances each (another corpus seed), with ``test_noise`` noise; creaky voice (f0 ~ 70 Hz,
 Rd 0.5, 4 % jitter, 12 % shimmer) never appears in training.
 
-Methods: ``model`` (:class:`divmin.speech.SpeechToEGG`, adversarial latent term of weight
+Methods: ``model`` (:class:`divmin.speech.SpeechToEGGTrainer`, adversarial latent term of weight
 ``speech.adv_weight``, ramped up over ``adv_warmup_fraction`` of the speech-encoder steps, with the
 registry divergence ``speech.divergence``: Jensen-Shannon by default, whose f >= 0 pulls each code's
 estimated ratio to 1; with the paper's reverse KL, f = -log r rewards ever larger critic logits
@@ -41,7 +41,7 @@ import numpy as np
 
 from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, validate
 from ..eval import detect_egg_instants, gci_metrics
-from ..speech import CHANNELS, NOISE_COLORS, VOICE_QUALITIES, SpeechToEGG, SpeechToEGGConfig, synthesize_corpus, zff_gci
+from ..speech import CHANNELS, NOISE_COLORS, VOICE_QUALITIES, SpeechToEGGTrainer, SpeechToEGGConfig, synthesize_corpus, zff_gci
 from ._plots import plt, save_figure
 from ._engines import refuse_owned
 from ._registry import RecipeResult, recipe
@@ -115,7 +115,7 @@ def run_speech_egg(config: SpeechEGGConfig, out_dir: Path) -> RecipeResult:
     return _run(config, out_dir)
 
 
-def _train(c: SpeechEGGConfig, adv_weight: float, out: Path) -> SpeechToEGG:
+def _train(c: SpeechEGGConfig, adv_weight: float, out: Path) -> SpeechToEGGTrainer:
     corpus = synthesize_corpus(c.train_utterances, voices=c.train_voices, f0=c.train_f0, snr_db=c.train_snr_db,
                                noises=c.train_noises, channels=c.train_channels, duration=c.duration,
                                sample_rate=c.sample_rate, seed=c.seed + 1)
@@ -123,8 +123,8 @@ def _train(c: SpeechEGGConfig, adv_weight: float, out: Path) -> SpeechToEGG:
     ae_steps = max(1, int(c.ae_fraction * engine.max_steps))
     cfg = dataclasses.replace(c.speech, ae_steps=ae_steps, adv_weight=adv_weight,
                               adv_warmup=int(c.adv_warmup_fraction * (engine.max_steps - ae_steps)), engine=engine)
-    model = SpeechToEGG(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]), config=cfg)
-    model.train(resume=resumable(engine, c.resume))
+    model = SpeechToEGGTrainer(np.stack([u.speech for u in corpus]), np.stack([u.egg for u in corpus]), config=cfg)
+    model.fit(resume=resumable(engine, c.resume))
     return model
 
 

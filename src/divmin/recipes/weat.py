@@ -6,7 +6,7 @@ of Debian's ``dataset-fashion-mnist``, read by :func:`divmin.data.fashion_mnist`
 train and t10k splits, subsampled to ``train_size`` / ``test_size`` by ``split_seed``).
 Pixels are in [0, 1]. Each method trains the same MLP with
 :class:`divmin.robust.RobustTrainer` under the nested method config ``weat`` (L∞ ball of radius
-``weat.eps``, ``weat.steps``-step attacks, ``weat.beta`` for TRADES and WEAT). Reported per method
+``weat.attack.eps``, ``weat.attack.steps``-step attacks, ``weat.attack.beta`` for TRADES and WEAT). Reported per method
 (means over ``seeds``): clean accuracy, accuracy under PGD-``weat.eval_steps`` (random start), under AutoAttack
 (``autoattack_acc``, on the first ``autoattack_size`` test examples, only when the optional
 ``torchattacks`` package is importable, or never with ``autoattack=False``), the energy gap
@@ -52,7 +52,8 @@ from torch.utils.data import TensorDataset
 
 from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, validate
 from ..eval import frechet_distance
-from ..robust import (OBJECTIVES, SGLD_INITS, RobustConfig, RobustTrainer, autoattack_accuracy, autoattack_available,
+from ..robust import WEATConfig as RobustWEATConfig  # the method's config; this module's WEATConfig is the recipe's
+from ..robust import (OBJECTIVES, SGLD_INITS, AttackSettings, RobustTrainer, autoattack_accuracy, autoattack_available,
                       robustness_metrics, sgld_sample)
 from ._plots import figure_legend, plt, save_figure
 from ._engines import refuse_owned
@@ -62,12 +63,12 @@ from ._runs import resumable, run_engine, run_history
 __all__ = ["WEATRecipeConfig", "run_weat"]
 
 
-def _default_weat() -> RobustConfig:
+def _default_weat() -> RobustWEATConfig:
     # the engine's log_every is set per run from `trace_every` (default: once an epoch)
     engine = EngineConfig(max_steps=600, log_every=100, eval_every=100, progress=True, tensorboard=False,
                           max_grad_norm=None)
-    return RobustConfig(eps=0.1, steps=10, beta=6.0, divergence="forward_kl", weat_normalize=False, eval_steps=20,
-                        lr=1e-3, batch_size=128, engine=engine)
+    return RobustWEATConfig(attack=AttackSettings(eps=0.1, steps=10, beta=6.0, divergence="forward_kl", weat_normalize=False),
+                            eval_steps=20, lr=1e-3, batch_size=128, engine=engine)
 
 
 @dataclasses.dataclass
@@ -91,10 +92,10 @@ class WEATRecipeConfig:
     sgld_noise: float = 0.01  # SGLD noise sigma
     num_threads: int | None = 1  # torch intra-op threads during the run; None = as is
     resume: bool = False  # resume every training run (judge, each method and seed) from its latest checkpoint
-    # every method's training (its objective set per run from `methods`): weat.eps is the L∞ radius (pixels in
-    # [0, 1]) of training and evaluation attacks, weat.steps the training attack's steps, weat.eval_steps the
+    # every method's training (its objective set per run from `methods`): weat.attack.eps is the L∞ radius (pixels in
+    # [0, 1]) of training and evaluation attacks, weat.attack.steps the training attack's steps, weat.eval_steps the
     # evaluation PGD's, weat.engine.eval_every the steps between test-energy evaluations
-    weat: RobustConfig = dataclasses.field(default_factory=_default_weat)
+    weat: RobustWEATConfig = dataclasses.field(default_factory=_default_weat)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         methods=Tuple(each=OneOf(OBJECTIVES), min_len=1), seeds=Tuple(each=Int(ge=0), min_len=1),
@@ -102,7 +103,7 @@ class WEATRecipeConfig:
         train_size=Int(ge=10), test_size=Int(ge=10), width=Int(ge=1), trace_every=Int(ge=1, optional=True),
         autoattack=Bool(), autoattack_size=Int(ge=1), sgld_init=OneOf(SGLD_INITS), pca_components=Int(ge=1),
         sgld_per_class=Int(ge=1), sgld_steps=Int(ge=1), sgld_step_size=Number(ge=0), sgld_noise=Number(ge=0),
-        num_threads=Int(ge=1, optional=True), resume=Bool(), weat=Instance(RobustConfig),
+        num_threads=Int(ge=1, optional=True), resume=Bool(), weat=Instance(RobustWEATConfig),
     )
 
     def __post_init__(self) -> None:
@@ -166,7 +167,7 @@ def _train(c: WEATRecipeConfig, method: str, seed: int, train: TensorDataset, te
     engine = run_engine(c.weat.engine, out, seed=seed, log_every=c.trace_every or epoch)
     cfg = dataclasses.replace(c.weat, objective=method, engine=engine)
     trainer = RobustTrainer(_mlp(train.tensors[0].shape[1], c.width, seed), train, eval_dataset=test, config=cfg)
-    trainer.train(resume=resumable(engine, c.resume))
+    trainer.fit(resume=resumable(engine, c.resume))
     return trainer, run_history(engine)  # the whole run's records, also when it was resumed
 
 
@@ -201,11 +202,11 @@ def _one(c: WEATRecipeConfig, method: str, seed: int, data: Splits, judge: nn.Mo
     train, test = data
     trainer, history = _train(c, method, seed, train, test, out)
     model = trainer.model.eval()
-    final = robustness_metrics(model, *test.tensors, eps=c.weat.eps, steps=c.weat.eval_steps, kl_terms=True,
+    final = robustness_metrics(model, *test.tensors, eps=c.weat.attack.eps, steps=c.weat.eval_steps, kl_terms=True,
                                generator=torch.Generator().manual_seed(seed))
     if run_aa:
         x_aa, y_aa = (t[:c.autoattack_size] for t in test.tensors)
-        final["autoattack_acc"] = autoattack_accuracy(model, x_aa, y_aa, eps=c.weat.eps, seed=seed)
+        final["autoattack_acc"] = autoattack_accuracy(model, x_aa, y_aa, eps=c.weat.attack.eps, seed=seed)
     x0, draw_y, gen = _starts(c, train, seed)
     x = sgld_sample(model, x0, draw_y, step_size=c.sgld_step_size, noise=c.sgld_noise, steps=c.sgld_steps,
                     generator=gen)
@@ -280,7 +281,7 @@ def _robust_plot(per_seed: dict[str, list[dict[str, float]]], autoattack: str, c
         acc_ax.bar([0], [0], width=0, color="none", label=f"AutoAttack {autoattack}")
     acc_ax.set_xticks(range(len(methods)), methods)
     acc_ax.set(ylim=(0, 1.32), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0], xlabel="training objective", ylabel="test accuracy",
-               title=f"accuracy under L∞ eps={c.weat.eps:g} ({c.dataset}, {len(c.seeds)} seed(s))"
+               title=f"accuracy under L∞ eps={c.weat.attack.eps:g} ({c.dataset}, {len(c.seeds)} seed(s))"
                + ("" if "autoattack_acc" in keys else "; AutoAttack not measured"))
     acc_ax.legend(fontsize=7, loc="upper center", ncol=len(keys) + 1)  # in the headroom above 1, not on bars
     data["energy_gap"] = _bars(gap_ax, list(range(len(methods))),

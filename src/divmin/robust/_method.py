@@ -28,10 +28,7 @@ from ..registry import Registry
 from ._objectives import AttackSettings
 from ._trainer import RobustTrainer
 
-try:  # issue 27 renames RobustConfig to WEATConfig (helper `trainers`): drop the fallback once merged
-    from ._trainer import WEATConfig
-except ImportError:
-    from ._trainer import RobustConfig as WEATConfig
+from ._trainer import WEATConfig
 
 __all__ = ["LABELLED_IMAGES", "WEATTrainConfig"]
 
@@ -56,10 +53,8 @@ LABELLED_IMAGES.add("fashion-mnist", LabelledImages(_fashion, 784, 10))
 
 def _tiny_weat() -> WEATConfig:
     # seconds on a CPU: the weat recipe's threat model (L-inf 0.1 on [0, 1] pixels), shorter attacks and run
-    attack = dict(eps=0.1, steps=5)
-    if "attack" in {f.name for f in dataclasses.fields(WEATConfig)}:  # issue 27 nests them (helper `trainers`):
-        attack = {"attack": AttackSettings(**attack)}  # keep this branch alone once merged
-    return WEATConfig(objective="weat", eval_steps=10, engine=EngineConfig(max_steps=150, log_every=25), **attack)
+    return WEATConfig(objective="weat", attack=AttackSettings(eps=0.1, steps=5), eval_steps=10,
+                      engine=EngineConfig(max_steps=150, log_every=25))
 
 
 @dataclasses.dataclass

@@ -61,6 +61,8 @@ class AttackSettings:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
+            raise ValueError(f"`bounds` must be (lo, hi) with lo < hi, got {self.bounds!r}")
 
     def attack_kw(self) -> dict[str, Any]:
         return dict(eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm,

@@ -3,7 +3,7 @@
 Per micro-batch the loss is :func:`~divmin.robust.robust_loss` under ``config.objective``
 (attacks drawn from the engine's ``ctx.generator``, so runs resume exactly); devices,
 mixed precision, accumulation, clipping, schedules, logging and checkpoints are the
-engine's (``RobustConfig.engine``).
+engine's (``WEATConfig.engine``).
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..divergences import Divergence
-from ..engine import (Bool, EngineConfig, Instance, Int, IsDivergence, MethodTrainer, Number, OneOf, StepContext,
-                      StepOutput, Tuple, trainable_adamw, validate)
-from ._attacks import NORMS
+from ..engine import (EngineConfig, Instance, Int, MethodTrainer, Number, OneOf, StepContext, StepOutput,
+                      trainable_adamw, validate)
 from ._evaluate import robustness_metrics
 from ._objectives import OBJECTIVES, AttackSettings, robust_loss
 
-__all__ = ["RobustConfig", "RobustTrainer"]
+__all__ = ["RobustTrainer", "WEATConfig"]
 
 
 def _default_engine() -> EngineConfig:
@@ -30,24 +28,21 @@ def _default_engine() -> EngineConfig:
 
 
 @dataclasses.dataclass
-class RobustConfig:
-    """Settings of :class:`RobustTrainer`; every field is checked on construction.
+class WEATConfig:
+    """Settings of :class:`RobustTrainer` (standard, PGD-AT, TRADES or WEAT training); every field is
+    checked on construction. The attack and the regulariser of training are one nested
+    :class:`AttackSettings` (its ``generator`` stays None: training draws from the engine's).
 
-    >>> RobustConfig(objective="fgsm")
+    >>> WEATConfig(objective="fgsm")
     Traceback (most recent call last):
     ...
     ValueError: `objective` must be one of 'standard', 'pgd-at', 'trades', 'weat', got 'fgsm'
+    >>> WEATConfig(attack=AttackSettings(eps=0.1, steps=3)).attack.eps
+    0.1
     """
 
     objective: str = "weat"  # a name in OBJECTIVES: "standard", "pgd-at", "trades", "weat"
-    eps: float = 8 / 255  # radius of the threat ball (the paper's CIFAR setting)
-    steps: int = 10  # training attack steps
-    step_size: float | None = None  # per-step alpha (None: 2.5 eps / steps)
-    norm: str = "linf"  # "linf" or "l2"
-    beta: float = 6.0  # weight of TRADES' / WEAT's divergence term
-    divergence: str | Divergence = "forward_kl"  # D(p(x) || p(x')) of TRADES and WEAT: any f member
-    weat_normalize: bool = False  # WEAT: divide the weights by their batch mean (the paper: raw weights)
-    bounds: tuple[float, float] | None = (0.0, 1.0)  # input range
+    attack: AttackSettings = dataclasses.field(default_factory=AttackSettings)  # training attack, beta, divergence, bounds
     eval_steps: int = 20  # PGD steps of evaluate()
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
@@ -56,22 +51,14 @@ class RobustConfig:
     engine: EngineConfig = dataclasses.field(default_factory=_default_engine)  # training loop settings
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        objective=OneOf(OBJECTIVES), eps=Number(ge=0), steps=Int(ge=1), step_size=Number(ge=0, optional=True),
-        norm=OneOf(NORMS), beta=Number(ge=0), divergence=IsDivergence(), weat_normalize=Bool(),
-        bounds=Tuple((Number(), Number()), optional=True), eval_steps=Int(ge=1), lr=Number(gt=0),
+        objective=OneOf(OBJECTIVES), attack=Instance(AttackSettings), eval_steps=Int(ge=1), lr=Number(gt=0),
         weight_decay=Number(ge=0), batch_size=Int(ge=1), eval_batch_size=Int(ge=1), engine=Instance(EngineConfig),
     )
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
-            raise ValueError(f"`bounds` must be (lo, hi) with lo < hi, got {self.bounds!r}")
-
-    def settings(self, generator: torch.Generator | None = None) -> AttackSettings:
-        """The :class:`AttackSettings` of training."""
-        return AttackSettings(eps=self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm,
-                              beta=self.beta, divergence=self.divergence, weat_normalize=self.weat_normalize,
-                              bounds=None if self.bounds is None else tuple(self.bounds), generator=generator)
+        if self.attack.generator is not None:
+            raise ValueError("`attack.generator` must be None: training attacks draw from the engine's generator")
 
 
 def _xy(batch: Any) -> tuple[Tensor, Tensor]:
@@ -80,29 +67,40 @@ def _xy(batch: Any) -> tuple[Tensor, Tensor]:
     return batch[0], batch[1]
 
 
+def _evaluate(model: nn.Module, data: Any, config: WEATConfig, generator: torch.Generator | None) -> dict[str, float]:
+    """:func:`robustness_metrics` of ``model`` on all of ``data`` at the config's radius and ``eval_steps``."""
+    x, y = _xy(next(iter(DataLoader(data, batch_size=len(data)))))
+    model = getattr(model, "module", model)
+    device = next(model.parameters()).device
+    a = config.attack
+    return robustness_metrics(model, x.to(device), y.to(device), eps=a.eps, steps=config.eval_steps,
+                              step_size=None, norm=a.norm, bounds=a.bounds, batch_size=config.eval_batch_size,
+                              generator=generator)
+
+
 class _RobustTask:
-    def __init__(self, owner: "RobustTrainer") -> None:
-        self.o = owner
+    def __init__(self, *, config: WEATConfig, model: nn.Module, train_dataset: Any, eval_dataset: Any) -> None:
+        self.c, self.model, self.train_dataset, self.eval_dataset = config, model, train_dataset, eval_dataset
 
     def models(self) -> dict[str, nn.Module]:
-        return {"classifier": self.o.model}
+        return {"classifier": self.model}
 
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        c = self.o.config
+        c = self.c
         return {"classifier": trainable_adamw(models["classifier"], lr=c.lr, weight_decay=c.weight_decay)}
 
     def batches(self, ctx: StepContext) -> DataLoader:
-        return DataLoader(self.o.train_dataset, batch_size=self.o.config.batch_size, shuffle=True)
+        return DataLoader(self.train_dataset, batch_size=self.c.batch_size, shuffle=True)
 
     def train_step(self, batch: Any, ctx: StepContext) -> StepOutput:
         x, y = _xy(batch)
-        settings = self.o.config.settings(ctx.generator)
+        settings = dataclasses.replace(self.c.attack, generator=ctx.generator)
         # as the classifier's forward, so that DDP sees one forward per backward
-        parts = ctx.call("classifier", robust_loss, x, y, objective=self.o.config.objective, settings=settings)
+        parts = ctx.call("classifier", robust_loss, x, y, objective=self.c.objective, settings=settings)
         return StepOutput(loss=parts["loss"], metrics={k: v.detach() for k, v in parts.items() if k != "loss"})
 
     def evaluate(self, ctx: StepContext) -> dict[str, float]:
-        return self.o.evaluate(generator=ctx.generator)
+        return _evaluate(self.model, self.eval_dataset, self.c, ctx.generator)
 
 
 class RobustTrainer(MethodTrainer):
@@ -111,18 +109,18 @@ class RobustTrainer(MethodTrainer):
     Args:
         model: ``(B, ...) -> (B, C)`` logits; trained in place (optimizer ``"classifier"``).
         train_dataset / eval_dataset: items ``(x, label)`` or ``{"x": ..., "labels": ...}``,
-            inputs in ``config.bounds``.
-        config: a :class:`RobustConfig`.
+            inputs in ``config.attack.bounds``.
+        config: a :class:`WEATConfig` (keyword; None: defaults).
 
-    ``train(resume=False)`` runs the engine; ``evaluate(dataset=None)`` returns
+    ``fit(resume=False)`` runs the engine; ``evaluate(dataset=None)`` returns
     :func:`robustness_metrics` (clean and PGD-``eval_steps`` accuracy, energies).
     """
 
     trained_models = {"classifier": "model"}
 
     def __init__(self, model: nn.Module, train_dataset: Any, *, eval_dataset: Any = None,
-                 config: RobustConfig | None = None) -> None:
-        self.use_config(config, RobustConfig)
+                 config: WEATConfig | None = None) -> None:
+        self.use_config(config, WEATConfig)
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
         if train_dataset is not None and not hasattr(train_dataset, "__len__"):
@@ -132,7 +130,8 @@ class RobustTrainer(MethodTrainer):
         self.model, self.train_dataset, self.eval_dataset = model, train_dataset, eval_dataset
 
     def make_task(self) -> _RobustTask:
-        return _RobustTask(self)
+        return _RobustTask(config=self.config, model=self.model, train_dataset=self.train_dataset,
+                           eval_dataset=self.eval_dataset)
 
     def evaluates(self) -> bool:
         return self.eval_dataset is not None and len(self.eval_dataset) > 0
@@ -142,10 +141,4 @@ class RobustTrainer(MethodTrainer):
         data = self.eval_dataset if dataset is None else dataset
         if data is None or len(data) == 0:
             raise ValueError("no evaluation examples: pass `dataset` or an `eval_dataset`")
-        x, y = _xy(next(iter(DataLoader(data, batch_size=len(data)))))
-        model = getattr(self.model, "module", self.model)
-        device = next(model.parameters()).device
-        c = self.config
-        return robustness_metrics(model, x.to(device), y.to(device), eps=c.eps, steps=c.eval_steps,
-                                  step_size=None, norm=c.norm, bounds=c.settings().bounds,
-                                  batch_size=c.eval_batch_size, generator=generator)
+        return _evaluate(self.model, data, self.config, generator)

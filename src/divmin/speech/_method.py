@@ -30,10 +30,7 @@ from ._model import FrameDecoder, FrameEncoder, frame_signal, overlap_add
 from ._synth import CHANNELS, NOISE_COLORS
 from ._train import SpeechToEGGConfig, normalize_speech
 
-try:  # issue 27 renames SpeechToEGG to SpeechToEGGTrainer (helper `trainers`): drop the fallback once merged
-    from ._train import SpeechToEGGTrainer
-except ImportError:
-    from ._train import SpeechToEGG as SpeechToEGGTrainer
+from ._train import SpeechToEGGTrainer
 
 __all__ = ["SpeechEGGNet", "SpeechEGGTrainConfig"]
 

@@ -109,6 +109,14 @@ def _check_input(x: Tensor, name: str, ndim: int | None, channels: int) -> None:
         raise ValueError(f"`{name}` must have shape {want}, got {tuple(x.shape)}")
 
 
+def _check_codec_args(latent_dim: int, kernel: int) -> None:
+    """The arguments the frame encoder and decoder share: ``latent_dim`` >= 1, ``kernel`` odd >= 1."""
+    Int(ge=1)("latent_dim", latent_dim)
+    Int(ge=1)("kernel", kernel)
+    if kernel % 2 == 0:
+        raise ValueError(f"`kernel` must be odd (length-preserving padding), got {kernel}")
+
+
 class FrameEncoder(nn.Module):
     """Frames (B, L) -> codes (B, latent_dim, L), dilated convolutions; used for EGG (E_g) and speech (E_s).
 
@@ -116,10 +124,7 @@ class FrameEncoder(nn.Module):
 
     def __init__(self, latent_dim: int, hidden: int = 32, layers: int = 6, kernel: int = 5) -> None:
         super().__init__()
-        Int(ge=1)("latent_dim", latent_dim)
-        Int(ge=1)("kernel", kernel)
-        if kernel % 2 == 0:
-            raise ValueError(f"`kernel` must be odd (length-preserving padding), got {kernel}")
+        _check_codec_args(latent_dim, kernel)
         self.net = _dilated_stack(1, hidden, latent_dim, layers, kernel)
 
     def forward(self, frames: Tensor) -> Tensor:
@@ -132,10 +137,7 @@ class FrameDecoder(nn.Module):
 
     def __init__(self, latent_dim: int, hidden: int = 32, layers: int = 3, kernel: int = 5) -> None:
         super().__init__()
-        Int(ge=1)("latent_dim", latent_dim)
-        Int(ge=1)("kernel", kernel)
-        if kernel % 2 == 0:
-            raise ValueError(f"`kernel` must be odd (length-preserving padding), got {kernel}")
+        _check_codec_args(latent_dim, kernel)
         self.net = _dilated_stack(latent_dim, hidden, 1, layers, kernel)
 
     def forward(self, z: Tensor) -> Tensor:

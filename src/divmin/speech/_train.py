@@ -1,4 +1,4 @@
-"""`SpeechToEGG`: training speech-to-EGG conversion on the shared engine (Prathosh et al., 2019).
+"""`SpeechToEGGTrainer`: training speech-to-EGG conversion on the shared engine (Prathosh et al., 2019).
 
 Two phases on one engine run of ``engine.max_steps`` steps:
 
@@ -19,7 +19,7 @@ Two phases on one engine run of ``engine.max_steps`` steps:
 
 ``loss`` is :func:`egg_loss`: squared error of the EGG plus ``deriv_weight`` times that of its
 first difference (the closures, whose dEGG peaks are the GCIs). Speech is scaled to unit RMS
-per utterance (:func:`normalize_speech`), in training and in :meth:`SpeechToEGG.predict`.
+per utterance (:func:`normalize_speech`), in training and in :meth:`SpeechToEGGTrainer.predict`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ..engine import (EngineConfig, Instance, Int, IsDivergence, MethodTrainer, 
 from ..estimators import LogRatioEstimator, logistic_discriminator_loss
 from ._model import FrameDecoder, FrameEncoder, LatentCritic, frame_signal, overlap_add
 
-__all__ = ["SpeechToEGG", "SpeechToEGGConfig", "egg_loss", "normalize_speech"]
+__all__ = ["SpeechToEGGConfig", "SpeechToEGGTrainer", "egg_loss", "normalize_speech"]
 
 
 def _default_engine() -> EngineConfig:
@@ -48,7 +48,7 @@ def _default_engine() -> EngineConfig:
 
 @dataclasses.dataclass
 class SpeechToEGGConfig:
-    """Settings of :class:`SpeechToEGG`; every field is checked on construction."""
+    """Settings of :class:`SpeechToEGGTrainer`; every field is checked on construction."""
 
     frame_len: int = 256  # samples per frame (32 ms at 8 kHz: several pitch periods)
     hop: int = 64  # frame hop for prediction (tapered overlap-add)
@@ -131,20 +131,20 @@ def _paired_frames(speech, egg, frame_len: int, hop: int) -> tuple[Tensor, Tenso
             torch.cat([frame_signal(x, frame_len, hop) for x in e]))
 
 
-class SpeechToEGG(MethodTrainer):
-    """Speech -> EGG by adversarial approximate inference; ``train()`` then ``predict(speech)``.
+class SpeechToEGGTrainer(MethodTrainer):
+    """Speech -> EGG by adversarial approximate inference; ``fit()`` then ``predict(speech)``.
 
     Args:
         speech, egg: paired training signals, (T,) or (U, T) with equal shapes (one sample rate);
             cut into training frames of ``frame_len`` at hop ``frame_len // 4``.
-        config: a :class:`SpeechToEGGConfig`.
+        config: a :class:`SpeechToEGGConfig` (keyword; None: defaults).
 
     Models (engine names): ``egg_encoder``, ``decoder``, ``speech_encoder``, ``critic``.
     """
 
     trained_models = {n: n for n in ("egg_encoder", "decoder", "speech_encoder", "critic")}
 
-    def __init__(self, speech, egg, config: SpeechToEGGConfig | None = None) -> None:
+    def __init__(self, speech, egg, *, config: SpeechToEGGConfig | None = None) -> None:
         c = self.use_config(config, SpeechToEGGConfig)
         self.speech_frames, self.egg_frames = _paired_frames(speech, egg, c.frame_len, c.frame_len // 4 or 1)
         with torch.random.fork_rng(devices=[]):  # initialise from engine.seed, leave the global RNG alone
@@ -156,8 +156,10 @@ class SpeechToEGG(MethodTrainer):
         self.divergence = as_divergence(c.divergence)
         self.ratio_estimator = LogRatioEstimator(logit_clamp=c.logit_clamp, ratio_clamp=None, ratio_ema=0.0)
 
-    def make_task(self) -> _Task:
-        return _Task(self)
+    def make_task(self) -> _SpeechToEGGTask:
+        return _SpeechToEGGTask(config=self.config, models={n: getattr(self, n) for n in self.trained_models},
+                                speech_frames=self.speech_frames, egg_frames=self.egg_frames,
+                                divergence=self.divergence, ratio_estimator=self.ratio_estimator)
 
     @torch.no_grad()
     def predict(self, speech) -> Tensor:
@@ -170,7 +172,7 @@ class SpeechToEGG(MethodTrainer):
         if not torch.isfinite(x).all():
             raise ValueError("`speech` must be finite")
         if self.engine is None:
-            raise ValueError("the speech encoder and decoder are untrained: call `train` first")
+            raise ValueError("the speech encoder and decoder are untrained: call `fit` first")
         frames = frame_signal(normalize_speech(x), c.frame_len, c.hop)
         dev = next(self.decoder.parameters()).device
         out = torch.cat([self.decoder(self.speech_encoder(f.to(dev))).cpu() for f in frames.split(256)])
@@ -206,16 +208,17 @@ def egg_loss(pred: Tensor, egg: Tensor, deriv_weight: float) -> Tensor:
     return err
 
 
-class _Task:
+class _SpeechToEGGTask:
     find_unused_parameters = True  # each phase trains a subset of the models
 
-    def __init__(self, owner: SpeechToEGG) -> None:
-        self.o, self.c = owner, owner.config
+    def __init__(self, *, config: SpeechToEGGConfig, models: dict[str, torch.nn.Module], speech_frames: Tensor,
+                 egg_frames: Tensor, divergence: Divergence, ratio_estimator: LogRatioEstimator) -> None:
+        self.c, self._models, self.divergence, self.ratio_estimator = config, models, divergence, ratio_estimator
+        self.speech_frames, self.egg_frames = speech_frames, egg_frames
 
     def models(self) -> dict[str, torch.nn.Module]:
-        o = self.o
-        return {"egg_encoder": o.egg_encoder, "decoder": o.decoder, "speech_encoder": o.speech_encoder,
-                "critic": o.critic}
+        """The four networks by engine name: egg_encoder, decoder, speech_encoder, critic."""
+        return dict(self._models)
 
     def optimizers(self, models: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
         c = self.c
@@ -225,8 +228,8 @@ class _Task:
                 "critic": torch.optim.Adam(models["critic"].parameters(), lr=c.lr_critic)}
 
     def _batch(self, ctx: StepContext) -> tuple[Tensor, Tensor]:
-        idx = torch.randint(self.o.speech_frames.shape[0], (self.c.batch_size,), generator=ctx.cpu_generator)
-        return self.o.speech_frames[idx].to(ctx.device), self.o.egg_frames[idx].to(ctx.device)
+        idx = torch.randint(self.speech_frames.shape[0], (self.c.batch_size,), generator=ctx.cpu_generator)
+        return self.speech_frames[idx].to(ctx.device), self.egg_frames[idx].to(ctx.device)
 
     def _codes(self, z: Tensor, pos: Tensor) -> Tensor:
         """Code vectors (n, latent_dim) at flat positions ``pos`` of codes z (B, latent_dim, L)."""
@@ -255,8 +258,8 @@ class _Task:
             recon = egg_loss(ctx.unwrap("decoder")(z_q), egg, self.c.deriv_weight)
             loss = recon
             if self.c.adv_weight > 0:
-                log_r = self.o.ratio_estimator(ctx.unwrap("critic")(self._codes(z_q, pos)))
-                adv = self.o.divergence.f(log_r).mean()
+                log_r = self.ratio_estimator(ctx.unwrap("critic")(self._codes(z_q, pos)))
+                adv = self.divergence.f(log_r).mean()
                 k, warm = ctx.step - self.c.ae_steps + 1, self.c.adv_warmup
                 weight = self.c.adv_weight * (1.0 if warm == 0 else min(1.0, k / warm))
                 loss = recon + weight * adv
