@@ -23,7 +23,7 @@ from torch import nn
 
 from divmin import cluster, robust, speech
 from divmin.engine import EngineConfig
-from divmin.eval import ari, clustering_accuracy, detect_egg_instants, gci_metrics, nmi
+from divmin.eval import ari, clustering_accuracy, detect_egg_instants, gci_metrics, mono_signal, nmi, real_array
 
 from ._harness import FUZZ, classify
 from ._strategies import scalars, tensors
@@ -644,6 +644,17 @@ def test_detect_egg_instants(data, fs, f0_max, f0_min, threshold, smooth, local_
         smooth, local_s = data.draw(st.sampled_from([0.0, 1.0])), data.draw(st.sampled_from([None, 0.05, 1e12]))
     check("detect_egg_instants", detect_egg_instants, egg, fs, f0_max=f0_max, f0_min=f0_min, threshold=threshold,
           smooth_ms=smooth, local_s=local_s, period_fraction=fraction)
+
+
+_ODD = (np.array([1 + 2j, 0j]), ["a", "b"], [[1.0, 2.0], [3.0]], torch.tensor([1j, 2j]))  # complex, text, ragged
+
+
+@FUZZ
+@given(data=st.data(), bound=st.sampled_from([None, 1.0, 1e-3]))
+def test_real_array_and_mono_signal(data, bound):
+    x = data.draw(st.one_of(signals(20), st.sampled_from(_ODD), st.just(np.zeros((2, 3))), st.just(np.array([]))))
+    check("real_array", real_array, x, "x")
+    check("mono_signal", mono_signal, x, "x", bound=bound)
 
 
 @FUZZ

@@ -330,7 +330,7 @@ def test_resume_with_every_checkpoint_damaged_is_one_line_and_exit_2(tmp_path, c
 def test_a_divergence_of_the_wrong_kind_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["run", "speech-egg", "--out", str(tmp_path / "run"), "--set", "speech.divergence=sinkhorn"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "`divergence`" in err and "kind" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and "`speech.divergence`" in err and "kind" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
 

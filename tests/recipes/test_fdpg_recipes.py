@@ -94,7 +94,7 @@ def test_configs_reject_bad_values(cls, bad):
 
 
 @pytest.mark.parametrize("bad, named", [
-    (["fdpg.mode=sideways"], "`mode`"),
+    (["fdpg.mode=sideways"], "`fdpg.mode`"),
     (["fdpg.max_new_tokens=5"], "`warmup.response_words`"),  # a corpus answer (5 words + 2) must fit the cap
     (["fdpg.divergence=reverse_kl"], "`fdpg.divergence` is set by the recipe"),  # per run, from `divergences`
 ])

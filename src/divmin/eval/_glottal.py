@@ -57,11 +57,13 @@ def real_array(x, name: str) -> np.ndarray:
         if x.is_complex():
             raise TypeError(f"`{name}` must be real, got a complex tensor")
         x = x.detach().cpu().double()
-    if np.iscomplexobj(x):
-        raise TypeError(f"`{name}` must be real, got a complex array")
-    try:
+    try:  # a ragged or non-numeric sequence fails in NumPy either here or in the conversion
+        if np.iscomplexobj(x):
+            raise TypeError(f"`{name}` must be real, got a complex array")
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as err:
+        if str(err).startswith(f"`{name}`"):
+            raise
         raise TypeError(f"`{name}` must be an array of real numbers: {err}") from None
 
 
