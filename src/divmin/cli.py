@@ -109,9 +109,9 @@ def _written(out: Path) -> str:
 
 @_command("distill")
 def _distill(args: argparse.Namespace) -> int:
-    from .distill._cache_cli import run
+    from .distill import cache_command
 
-    return run(args)
+    return cache_command(args)
 
 
 @_command("train")
@@ -203,9 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full", action="store_true",
                      help="apply the recipe's full-size preset (see `divmin recipes`); --set values still win")
     run.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --out")
-    from .distill._cache_cli import add_parser as add_distill_parser
+    from .distill import add_cache_parser
 
-    add_distill_parser(sub)  # divmin distill cache ...
+    add_cache_parser(sub)  # divmin distill cache ...
     _add_train_parsers(sub)  # divmin train ..., divmin export RUN_DIR
     return parser
 

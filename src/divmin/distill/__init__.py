@@ -10,6 +10,7 @@ runs off-policy, on-policy (GKD) and sequence-level KD on the shared engine;
 
 from ..lm import LMCollator, assemble, tokenize_pairs  # re-exported: they moved to divmin.lm
 from ._cache import TAILS, TeacherCache, cache_teacher
+from ._cache_cli import add_cache_parser, cache_command
 from ._cache_io import ENCODINGS
 from ._fused import default_chunk_size, fused_linear_cross_entropy, fused_linear_kd_loss
 from ._sinkd import sinkd_loss
@@ -36,6 +37,8 @@ __all__ = [
     "assemble",
     "default_chunk_size",
     "tokenize_pairs",
+    "add_cache_parser",
+    "cache_command",
 ]
 
 from ._method import KDTrainConfig  # noqa: E402  (`divmin train kd`: registered on import)

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_cache_parser", "cache_command"]
 
 
-def add_parser(sub: Any) -> None:
+def add_cache_parser(sub: Any) -> None:
     """Register ``distill cache`` on the top-level subparsers ``sub``."""
     distill = sub.add_parser("distill", help="distillation tools (teacher caches)")
     tools = distill.add_subparsers(dest="distill_command", required=True)
@@ -112,7 +112,7 @@ def _teacher(name: str, revision: str | None, device: str) -> Any:
     return model.to(device)
 
 
-def run(args: argparse.Namespace) -> int:
+def cache_command(args: argparse.Namespace) -> int:
     """Handle ``divmin distill cache``; mistakes get one line on stderr and exit status 2."""
     from ._cache import cache_teacher
     from ._cache_io import check_encoding

@@ -26,19 +26,9 @@ from ._describe import describe_config, field_docs
 from ._deprecate import deprecated_aliases
 from ._ema import ema_copy, ema_update
 from ._method import MethodTrainer, trainable_adamw
-from ._overrides import (
-    RESUME_SAFE,
-    apply_values,
-    config_items,
-    config_keys,
-    jsonable,
-    parse_overrides,
-    parse_value,
-    resume_changes,
-    tree_items,
-)
 from ._describe import PLUMBING_KEYS, example_config, shown_doc
-from .runs import RunDir, flatten, is_main_process, load_config, read_yaml
+from .runs import (RESUME_SAFE, RunDir, apply_values, config_items, config_keys, flatten, is_main_process, jsonable,
+                   load_config, parse_overrides, parse_value, read_yaml, resume_changes, tree_items)
 from ._export import export_hf, export_module, exportable_module, load_exported, quiet_transformers
 from ._runnable import METHODS, Models, TrainMethod, available_methods, discover_methods, get_method, train_method
 from ._safe_io import UnsafePathError, atomic_path, atomic_write, check_not_link, open_nofollow, safe_dir
