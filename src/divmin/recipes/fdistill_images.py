@@ -50,7 +50,7 @@ from ..engine import (Bool, CrossEntropyTask, EngineConfig, Instance, Int, IsDiv
                       validate)
 from ..eval import class_coverage, frechet_distance
 from ._plots import bar_panel, plt, save_figure
-from ._defaults import recipe_engine
+from ._engines import recipe_engine
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 

@@ -175,10 +175,19 @@ def _plot(rows: list[dict], base_row: dict, path: Path) -> Path:
                          title="f-DPG on a tiny GPT-2 (held-out prompts): one point per divergence")
 
 
+# `divmin run fdpg-lm --full`: the sizes of the published table
+FULL_SIZE = (
+    "warmup.corpus_size=3000",
+    "warmup.steps=300",
+    "fdpg.engine.max_steps=450",
+    "eval_samples=256",
+    "z_samples=4096",
+)
+
+
 @recipe("fdpg-lm", FDPGLMConfig,
         "f-DPG on a warmed-up tiny GPT-2 toward a GDC constraint: alignment, KL both ways and diversity per divergence",
-        full_size=("warmup.corpus_size=3000", "warmup.steps=300", "fdpg.engine.max_steps=450", "eval_samples=256",
-                   "z_samples=4096"))
+        full_size=FULL_SIZE)
 def run_fdpg_lm(config: FDPGLMConfig, out_dir: Path) -> RecipeResult:
     tokenizer = lm.build_tokenizer()
     c = config

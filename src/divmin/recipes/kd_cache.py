@@ -37,7 +37,7 @@ from torch import nn
 
 from ..distill import ENCODINGS, TAILS, DistillConfig, DistillTrainer, TeacherCache, cache_teacher
 from ..engine import Bool, Instance, Int, IsDivergence, OneOf, Tuple, validate
-from ._defaults import check_recipe_kd, recipe_engine
+from ._engines import check_recipe_kd, recipe_engine
 from ._plots import figure_legend, plt, save_figure
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine

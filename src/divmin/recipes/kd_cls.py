@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
 from ..engine import Bool, CrossEntropyTask, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
-from ._defaults import check_recipe_kd, recipe_engine
+from ._engines import check_recipe_kd, recipe_engine
 from ._plots import students_plot
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine, run_history

@@ -43,7 +43,7 @@ from ..distill import DistillConfig, DistillTrainer, token_kd_loss
 from ..divergences import divergence
 from ..engine import Bool, CrossEntropyTask, Instance, Int, IsDivergence, Number, Trainer, Tuple, is_default, validate
 from ..lm import LMCollator, tiny_gpt2
-from ._defaults import check_recipe_kd, recipe_engine
+from ._engines import check_recipe_kd, recipe_engine
 from ._plots import students_plot
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
@@ -220,9 +220,17 @@ def _student_config(c: KDLMConfig, method: str, seed: int, out: Path) -> Distill
                                sinkd_weight=0.0)
 
 
+# `divmin run kd-lm --full`: the sizes of the published table
+FULL_SIZE = (
+    "setting.teacher_sequences=4000",
+    "setting.teacher_steps=600",
+    "kd.engine.max_steps=300",
+    "seeds=(0, 1)",
+)
+
+
 @recipe("kd-lm", KDLMConfig, "distil a tiny GPT-2 into a smaller one with several divergences, on/off-policy",
-        full_size=("setting.teacher_sequences=4000", "setting.teacher_steps=600", "kd.engine.max_steps=300",
-                   "seeds=(0, 1)"))
+        full_size=FULL_SIZE)
 def run_kd_lm(config: KDLMConfig, out_dir: Path) -> RecipeResult:
     c, s = config, config.setting
     corpus = MarkovCorpus(s)

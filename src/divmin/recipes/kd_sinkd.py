@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from ..distill import DistillConfig, DistillTrainer
 from ..divergences import divergence
 from ..engine import Bool, Instance, Int, IsDivergence, Number, Tuple, atomic_write, validate
-from ._defaults import check_recipe_kd, recipe_engine
+from ._engines import check_recipe_kd, recipe_engine
 from ._plots import bar_panel, plt, save_figure
 from ._registry import RecipeResult, is_main_process, recipe
 from ._runs import resumable, run_engine, run_history

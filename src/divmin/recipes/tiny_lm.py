@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ..engine import CrossEntropyTask, EngineConfig, Int, Number, Trainer, Tuple
+from ..engine import CrossEntropyTask, EngineConfig, Trainer
 from ..lm import LMCollator, completion_logps, sample_completions, tiny_gpt2, word_tokenizer
 from ._runs import resumable, run_engine
 
 if TYPE_CHECKING:  # annotations only: `divmin recipes` should not wait for transformers to import
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
-__all__ = ["BAD", "GOOD", "NEUTRAL", "TOPICS", "VOCAB", "build_model", "build_tokenizer", "check_corpus_config", "corpus",
+__all__ = ["BAD", "GOOD", "NEUTRAL", "TOPICS", "VOCAB", "build_model", "build_tokenizer", "corpus",
            "prompt_text", "response_logps", "sample_responses", "true_reward", "warm_up"]
 
 SPECIALS = ["[PAD]", "[EOS]", "[UNK]"]
@@ -51,25 +51,6 @@ def build_model(seed: int, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, 
     """:func:`divmin.lm.tiny_gpt2` over VOCAB (no dropout)."""
     return tiny_gpt2(VOCAB, seed=seed, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=n_positions,
                      eos_id=EOS_ID, pad_id=PAD_ID)
-
-
-# checks of the corpus / warm-up fields shared by the tiny-LM recipes' configs (divmin.engine.validate)
-CORPUS_CHECKS = dict(
-    n_layer=Int(ge=1), n_embd=Int(ge=2), corpus_size=Int(ge=1), p_good=Number(ge=0, le=1), p_bad=Number(ge=0, le=1),
-    response_words=Tuple((Int(ge=1), Int(ge=1))), heldout_topics=Int(ge=1, le=len(TOPICS) - 1), sft_steps=Int(ge=1),
-    sft_lr=Number(gt=0), sft_batch=Int(ge=1),
-)
-
-
-def check_corpus_config(config) -> None:
-    """The cross-field rules of the corpus fields (each field is checked by CORPUS_CHECKS)."""
-    if config.p_good + config.p_bad > 1:
-        raise ValueError("`p_good` + `p_bad` must be <= 1")
-    lo, hi = config.response_words
-    if lo > hi or hi + 2 > config.max_new_tokens:
-        raise ValueError("`response_words` must be (min, max) with min <= max <= `max_new_tokens` - 2")
-    if config.n_embd % 2:
-        raise ValueError("`n_embd` must be even (2 attention heads)")
 
 
 def prompt_text(topic: str) -> str:
