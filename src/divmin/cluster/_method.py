@@ -14,36 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ..data import fashion_mnist, load_digits_images
-from ..engine import (EngineConfig, Instance, Int, Models, OneOf, TrainMethod, export_module, exportable_module,
-                      train_method, validate)
-from ..registry import Registry
+from ..data import ImageSource
+from ..engine import EngineConfig, Instance, Models, TrainMethod, export_module, exportable_module, train_method
 from ._nets import DepictNet
 from ._trainer import DepictConfig, DepictTrainer
 
-__all__ = ["DEPICTTrainConfig", "IMAGE_SETS"]
-
-
-class ImageSet(NamedTuple):
-    """An image set of ``divmin train depict``: its loader (-> x (N, C, H, W) in [0, 1]) and image shape."""
-
-    load: Callable[[], Tensor]
-    shape: tuple[int, int, int]
-
-
-def _fashion() -> Tensor:
-    # train + test, as the clustering literature reports Fashion-MNIST
-    return torch.cat([fashion_mnist("train")[0], fashion_mnist("test")[0]])
-
-
-IMAGE_SETS: Registry[ImageSet] = Registry("image set")
-IMAGE_SETS.add("digits", ImageSet(lambda: load_digits_images()[0], (1, 8, 8)))
-IMAGE_SETS.add("fashion-mnist", ImageSet(_fashion, (1, 28, 28)))
+__all__ = ["DEPICTTrainConfig"]
 
 
 def _tiny_depict() -> DepictConfig:
@@ -54,21 +34,12 @@ def _tiny_depict() -> DepictConfig:
 
 
 @dataclasses.dataclass
-class DEPICTTrainConfig:
-    """``divmin train depict``: the images to cluster, and DEPICT's settings under ``depict``."""
+class DEPICTTrainConfig(ImageSource):
+    """``divmin train depict``: the images to cluster (``data``, ``max_samples``), and DEPICT's settings under ``depict``."""
 
-    data: str | None = None  # null = scikit-learn's 8x8 digits (no download); "fashion-mnist" = Debian's dataset-fashion-mnist
-    max_samples: int | None = None  # cluster the first this many images (null: all)
     depict: DepictConfig = dataclasses.field(default_factory=_tiny_depict)  # the method (depict.engine: the training loop)
 
-    CHECKS = dict(data=OneOf(IMAGE_SETS, optional=True), max_samples=Int(ge=2, optional=True),
-                  depict=Instance(DepictConfig))
-
-    def __post_init__(self) -> None:
-        validate(self)
-
-    def image_set(self) -> ImageSet:
-        return IMAGE_SETS.get(self.data or "digits")
+    CHECKS = dict(ImageSource.CHECKS, depict=Instance(DepictConfig))
 
 
 @exportable_module("depict_net")
@@ -93,7 +64,7 @@ class DEPICTMethod(TrainMethod):
         return Models(_depict_net(**_net_args(config)))
 
     def trainer(self, config: DEPICTTrainConfig, models: Models) -> DepictTrainer:
-        x = config.image_set().load()[:config.max_samples]
+        x = config.images()[0]
         return DepictTrainer(x, config=config.depict)
 
     def export(self, model: nn.Module, models: Models, config: Any, run_dir: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 with no download, and real text as fixed-length token blocks (:func:`text_blocks`); training rows from your files in TRL's
 formats (:func:`load_rows`, :func:`kd_examples`, :func:`prompts_of`, :func:`pack_texts`)."""
 
+from ._image_source import IMAGE_SETS, ImageSet, ImageSource
 from ._images import FASHION_MNIST_DIRS, fashion_mnist, find_fashion_mnist, load_digits_images, read_idx
 from ._markov import MarkovLanguage, check_token_ids, check_token_source
 from ._sequences import BigramLM, PrefixTreeLM, all_sequences
@@ -13,4 +14,4 @@ __all__ = ["MarkovLanguage", "BigramLM", "PrefixTreeLM", "all_sequences", "text_
            "fashion_mnist", "FASHION_MNIST_DIRS", "SEPARATORS", "TEXT_SPLITS", "TextBlocks",
            "check_token_ids", "check_token_source", "find_fashion_mnist", "pack_blocks", "read_documents",
            "read_idx", "word_vocab", "load_rows", "check_columns", "kd_examples", "pack_texts", "prompts_of",
-           "render_messages", "rows_of", "tiny_kd_rows", "tiny_preference_rows"]
+           "render_messages", "rows_of", "tiny_kd_rows", "tiny_preference_rows", "ImageSource", "IMAGE_SETS", "ImageSet"]

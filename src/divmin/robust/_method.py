@@ -15,40 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import TensorDataset
 
-from ..data import fashion_mnist, load_digits_images
-from ..engine import (EngineConfig, Instance, Int, Models, Number, OneOf, TrainMethod, export_module,
-                      exportable_module, train_method, validate)
-from ..registry import Registry
+from ..data import ImageSource
+from ..engine import (EngineConfig, Instance, Int, Models, Number, TrainMethod, export_module, exportable_module,
+                      train_method)
 from ._objectives import AttackSettings
 from ._trainer import RobustTrainer
 
 from ._trainer import WEATConfig
 
-__all__ = ["LABELLED_IMAGES", "WEATTrainConfig"]
-
-
-class LabelledImages(NamedTuple):
-    """Images of ``divmin train weat``: the loader (-> x (N, ...) in [0, 1], labels (N,)), pixels and classes."""
-
-    load: Callable[[], tuple[Tensor, Tensor]]
-    features: int
-    classes: int
-
-
-def _fashion() -> tuple[Tensor, Tensor]:
-    (xa, ya), (xb, yb) = fashion_mnist("train"), fashion_mnist("test")
-    return torch.cat([xa, xb]), torch.cat([ya, yb])
-
-
-LABELLED_IMAGES: Registry[LabelledImages] = Registry("labelled image set")
-LABELLED_IMAGES.add("digits", LabelledImages(load_digits_images, 64, 10))
-LABELLED_IMAGES.add("fashion-mnist", LabelledImages(_fashion, 784, 10))
+__all__ = ["WEATTrainConfig"]
 
 
 def _tiny_weat() -> WEATConfig:
@@ -58,25 +39,17 @@ def _tiny_weat() -> WEATConfig:
 
 
 @dataclasses.dataclass
-class WEATTrainConfig:
-    """``divmin train weat``: the images, their split, the classifier's width, and WEAT's settings under ``weat``."""
+class WEATTrainConfig(ImageSource):
+    """``divmin train weat``: the images (``data``, ``max_samples``), their split, the classifier's width, and
+    WEAT's settings under ``weat``."""
 
-    data: str | None = None  # null = scikit-learn's 8x8 digits (no download); "fashion-mnist" = Debian's dataset-fashion-mnist
-    max_samples: int | None = None  # use the first this many images (null: all)
     test_fraction: float = 0.25  # share of the images held out for the final evaluation (clean and PGD accuracy)
     split_seed: int = 0  # seed of the train / held-out split
     width: int = 128  # hidden width of the MLP classifier (two hidden layers)
     weat: WEATConfig = dataclasses.field(default_factory=_tiny_weat)  # the method (weat.engine: the training loop)
 
-    CHECKS = dict(data=OneOf(LABELLED_IMAGES, optional=True), max_samples=Int(ge=2, optional=True),
-                  test_fraction=Number(gt=0, lt=1), split_seed=Int(ge=0), width=Int(ge=1),
+    CHECKS = dict(ImageSource.CHECKS, test_fraction=Number(gt=0, lt=1), split_seed=Int(ge=0), width=Int(ge=1),
                   weat=Instance(WEATConfig))
-
-    def __post_init__(self) -> None:
-        validate(self)
-
-    def images(self) -> LabelledImages:
-        return LABELLED_IMAGES.get(self.data or "digits")
 
 
 @exportable_module("mlp_classifier")
@@ -86,13 +59,13 @@ def _mlp_classifier(features: int, width: int, classes: int) -> nn.Module:
 
 
 def _classifier_args(config: WEATTrainConfig) -> dict[str, Any]:
-    images = config.images()
+    images = config.image_set()
     return {"features": images.features, "width": config.width, "classes": images.classes}
 
 
 def _splits(config: WEATTrainConfig) -> tuple[TensorDataset, TensorDataset]:
-    x, y = config.images().load()
-    x, y = x[:config.max_samples].flatten(1), y[:config.max_samples]
+    x, y = config.images()
+    x = x.flatten(1)
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(config.split_seed))
     n_test = max(1, int(round(config.test_fraction * x.shape[0])))
     if n_test >= x.shape[0]:
