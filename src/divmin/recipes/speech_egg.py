@@ -200,7 +200,9 @@ def _scarce(c: SpeechEGGConfig, tests: list, out_dir: Path, cpu_s: dict) -> tupl
     for cond, _ in tests:
         for m in SCARCE:
             runs = [s[m, cond] for s in per_seed]
-            row = {k: float(np.nanmean([r[k] for r in runs])) for k in ("idr", "mr", "far", "ida_ms")}
+            row = {k: float(np.mean([r[k] for r in runs])) for k in ("idr", "mr", "far")}
+            ida = [r["ida_ms"] for r in runs if np.isfinite(r["ida_ms"])]  # NaN: a seed that identified nothing
+            row["ida_ms"] = float(np.mean(ida)) if ida else float("nan")
             rows.append({"method": m, "condition": cond, **row, "idr_sd": float(np.std([r["idr"] for r in runs]))})
     seed_idr = {m: [float(np.mean([s[m, k] ["idr"] for k, _ in tests])) for s in per_seed] for m in SCARCE}
     helps = [a > b for a, b in zip(*seed_idr.values())]
