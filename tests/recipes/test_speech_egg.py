@@ -68,6 +68,9 @@ def test_speech_egg_scarce_pairs(tmp_path):
         # the rows' IDR is the mean over seeds, so the mean over conditions of the rows is that of the seeds
         assert np.mean([r["idr"] for r in scarce if r["method"] == m]) == pytest.approx(np.mean(per_seed))
         assert all(r["idr_sd"] >= 0 for r in scarce)
+        other = sc["other_per_seed"][m]
+        assert np.mean(other["mr"]) == pytest.approx(np.mean([r["mr"] for r in scarce if r["method"] == m]))
+        assert all(len(v) == 2 for v in other.values())
     helps = [a > b for a, b in zip(*sc["mean_idr_per_seed"].values())]
     assert sc["adversary_helps_seeds"] == sum(helps)
     for m in ("model-scarce", "no-adversary-scarce"):

@@ -204,13 +204,16 @@ def _scarce(c: SpeechEGGConfig, tests: list, out_dir: Path, cpu_s: dict) -> tupl
             ida = [r["ida_ms"] for r in runs if np.isfinite(r["ida_ms"])]  # NaN: a seed that identified nothing
             row["ida_ms"] = float(np.mean(ida)) if ida else float("nan")
             rows.append({"method": m, "condition": cond, **row, "idr_sd": float(np.std([r["idr"] for r in runs]))})
-    seed_idr = {m: [float(np.mean([s[m, k] ["idr"] for k, _ in tests])) for s in per_seed] for m in SCARCE}
+    seed_idr = {m: [float(np.mean([s[m, k]["idr"] for k, _ in tests])) for s in per_seed] for m in SCARCE}
+    seed_other = {m: {k: [float(np.nanmean([s[m, cond][k] for cond, _ in tests])) for s in per_seed]
+                      for k in ("mr", "far", "ida_ms")} for m in SCARCE}  # IDA: over conditions with hits
     helps = [a > b for a, b in zip(*seed_idr.values())]
     by_cond = {(r["method"], r["condition"]): r["idr"] for r in rows}
     summary = {"paired_utterances": _paired_count(c), "unpaired_utterances": c.train_utterances - _paired_count(c),
                "seeds": list(c.scarce_seeds), "mean_idr_per_seed": seed_idr,
                "mean_idr": {m: float(np.mean(v)) for m, v in seed_idr.items()},
                "mean_idr_sd": {m: float(np.std(v)) for m, v in seed_idr.items()},
+               "other_per_seed": seed_other,
                "adversary_helps_seeds": int(sum(helps)),
                "adversary_helps_in": [k for k, _ in tests if by_cond[SCARCE[0], k] > by_cond[SCARCE[1], k]]}
     return rows, summary
