@@ -187,6 +187,12 @@ def _score(c: SpeechEGGConfig, nets: dict, tests: list, zff: bool = True) -> tup
     return scores, example
 
 
+def _finite_mean(values: list[float]) -> float:
+    """Mean of the finite values (an IDA is NaN where nothing was identified); NaN if there are none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def _scarce(c: SpeechEGGConfig, tests: list, out_dir: Path, cpu_s: dict) -> tuple[list[dict], dict]:
     """Rows (mean over seeds, ``idr_sd``) and summary of the scarce-pair comparison."""
     per_seed: list[dict] = []
@@ -201,12 +207,11 @@ def _scarce(c: SpeechEGGConfig, tests: list, out_dir: Path, cpu_s: dict) -> tupl
         for m in SCARCE:
             runs = [s[m, cond] for s in per_seed]
             row = {k: float(np.mean([r[k] for r in runs])) for k in ("idr", "mr", "far")}
-            ida = [r["ida_ms"] for r in runs if np.isfinite(r["ida_ms"])]  # NaN: a seed that identified nothing
-            row["ida_ms"] = float(np.mean(ida)) if ida else float("nan")
+            row["ida_ms"] = _finite_mean([r["ida_ms"] for r in runs])
             rows.append({"method": m, "condition": cond, **row, "idr_sd": float(np.std([r["idr"] for r in runs]))})
     seed_idr = {m: [float(np.mean([s[m, k]["idr"] for k, _ in tests])) for s in per_seed] for m in SCARCE}
-    seed_other = {m: {k: [float(np.nanmean([s[m, cond][k] for cond, _ in tests])) for s in per_seed]
-                      for k in ("mr", "far", "ida_ms")} for m in SCARCE}  # IDA: over conditions with hits
+    seed_other = {m: {k: [_finite_mean([s[m, cond][k] for cond, _ in tests]) for s in per_seed]
+                      for k in ("mr", "far", "ida_ms")} for m in SCARCE}
     helps = [a > b for a, b in zip(*seed_idr.values())]
     by_cond = {(r["method"], r["condition"]): r["idr"] for r in rows}
     summary = {"paired_utterances": _paired_count(c), "unpaired_utterances": c.train_utterances - _paired_count(c),
