@@ -22,7 +22,8 @@ ZFF also works from an average period); all are scored
 against the exact GCIs by :func:`divmin.eval.gci_metrics` (Naylor's IDR, MR, FAR, IDA in ms),
 pooled over the utterances of a condition (rates weighted by cycles; IDA the root of the
 hit-weighted mean of the utterances' IDA^2). ``speech_egg.png`` shows the claim: IDR per test
-condition for each method, ZFF as the baseline bar (grey, hatched), and the mean over conditions;
+condition for each method, ZFF as the baseline bar (grey, hatched), the scarce-pair methods (if
+run) with error bars of one sd over seeds, and the means over conditions;
 ``speech_egg_frame.png`` shows a speech frame, the true EGG and both networks' predicted EGGs
 (first condition of the first test voice).
 
