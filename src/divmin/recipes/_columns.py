@@ -130,6 +130,7 @@ COLUMNS: dict[str, str] = {
     "mr": "miss rate: share of cycles with no detected instant",
     "far": "false-alarm rate: share of cycles with more than one detected instant",
     "ida_ms": "identification accuracy: spread of the timing error of identified instants, in ms",
+    "idr_sd": "standard deviation of the IDR over the scarce-pair seeds (empty: a one-seed row)",
 }
 
 

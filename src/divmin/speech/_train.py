@@ -17,6 +17,12 @@ Two phases on one engine run of ``engine.max_steps`` steps:
    as in KL annealing (Bowman et al., 2016): the critic trains from the start of phase 2 but
    its gradient reaches the speech encoder gradually, once the reconstruction has a start.
 
+With ``unpaired_speech`` (speech without EGG, the scarce-pair setting), the latent matching runs on
+all speech: each phase-2 step also draws ``batch_size`` frames from the pool of paired and unpaired
+speech frames, and z_q of the critic's updates and of the adversarial term are codes of E_s on those
+frames; the reconstruction still uses only the paired batch. Without it (None), the codes come from
+the paired batch, and every random draw is as before.
+
 ``loss`` is :func:`egg_loss`: squared error of the EGG plus ``deriv_weight`` times that of its
 first difference (the closures, whose dEGG peaks are the GCIs). Speech is scaled to unit RMS
 per utterance (:func:`normalize_speech`), in training and in :meth:`SpeechToEGGTrainer.predict`.
@@ -131,6 +137,18 @@ def _paired_frames(speech, egg, frame_len: int, hop: int) -> tuple[Tensor, Tenso
             torch.cat([frame_signal(x, frame_len, hop) for x in e]))
 
 
+def _speech_frames(speech, frame_len: int, hop: int) -> Tensor:
+    """Training frames (N, frame_len) of unpaired speech (T,) or (U, T), each utterance at unit RMS."""
+    s = _real(speech, "unpaired_speech")
+    s = s[None] if s.ndim == 1 else s
+    if s.ndim != 2 or s.shape[0] < 1 or s.shape[1] < frame_len:
+        raise ValueError(f"`unpaired_speech` must be (T,) or (U, T) with U >= 1 and T >= frame_len ({frame_len}), "
+                         f"got {tuple(s.shape)}")
+    if not torch.isfinite(s).all():
+        raise ValueError("`unpaired_speech` must be finite")
+    return torch.cat([frame_signal(x, frame_len, hop) for x in normalize_speech(s)])
+
+
 class SpeechToEGGTrainer(MethodTrainer):
     """Speech -> EGG by adversarial approximate inference; ``fit()`` then ``predict(speech)``.
 
@@ -138,15 +156,21 @@ class SpeechToEGGTrainer(MethodTrainer):
         speech, egg: paired training signals, (T,) or (U, T) with equal shapes (one sample rate);
             cut into training frames of ``frame_len`` at hop ``frame_len // 4``.
         config: a :class:`SpeechToEGGConfig` (keyword; None: defaults).
+        unpaired_speech: speech without EGG, (T',) or (U', T') (keyword; None: none), used only by the
+            adversarial latent matching, which then sees paired and unpaired speech alike.
 
     Models (engine names): ``egg_encoder``, ``decoder``, ``speech_encoder``, ``critic``.
     """
 
     trained_models = {n: n for n in ("egg_encoder", "decoder", "speech_encoder", "critic")}
 
-    def __init__(self, speech, egg, *, config: SpeechToEGGConfig | None = None) -> None:
+    def __init__(self, speech, egg, *, config: SpeechToEGGConfig | None = None, unpaired_speech=None) -> None:
         c = self.use_config(config, SpeechToEGGConfig)
         self.speech_frames, self.egg_frames = _paired_frames(speech, egg, c.frame_len, c.frame_len // 4 or 1)
+        # the adversary's pool: every speech frame, paired first (None: the paired batch is the pool)
+        self.all_speech_frames = (None if unpaired_speech is None else
+                                  torch.cat([self.speech_frames,
+                                             _speech_frames(unpaired_speech, c.frame_len, c.frame_len // 4 or 1)]))
         with torch.random.fork_rng(devices=[]):  # initialise from engine.seed, leave the global RNG alone
             torch.manual_seed(c.engine.seed)
             self.egg_encoder = FrameEncoder(c.latent_dim, c.hidden, c.layers, c.kernel)
@@ -159,6 +183,7 @@ class SpeechToEGGTrainer(MethodTrainer):
     def make_task(self) -> _SpeechToEGGTask:
         return _SpeechToEGGTask(config=self.config, models={n: getattr(self, n) for n in self.trained_models},
                                 speech_frames=self.speech_frames, egg_frames=self.egg_frames,
+                                all_speech_frames=self.all_speech_frames,
                                 divergence=self.divergence, ratio_estimator=self.ratio_estimator)
 
     @torch.no_grad()
@@ -212,9 +237,10 @@ class _SpeechToEGGTask:
     find_unused_parameters = True  # each phase trains a subset of the models
 
     def __init__(self, *, config: SpeechToEGGConfig, models: dict[str, torch.nn.Module], speech_frames: Tensor,
-                 egg_frames: Tensor, divergence: Divergence, ratio_estimator: LogRatioEstimator) -> None:
+                 egg_frames: Tensor, divergence: Divergence, ratio_estimator: LogRatioEstimator,
+                 all_speech_frames: Tensor | None = None) -> None:
         self.c, self._models, self.divergence, self.ratio_estimator = config, models, divergence, ratio_estimator
-        self.speech_frames, self.egg_frames = speech_frames, egg_frames
+        self.speech_frames, self.egg_frames, self.all_speech_frames = speech_frames, egg_frames, all_speech_frames
 
     def models(self) -> dict[str, torch.nn.Module]:
         """The four networks by engine name: egg_encoder, decoder, speech_encoder, critic."""
@@ -231,6 +257,15 @@ class _SpeechToEGGTask:
         idx = torch.randint(self.speech_frames.shape[0], (self.c.batch_size,), generator=ctx.cpu_generator)
         return self.speech_frames[idx].to(ctx.device), self.egg_frames[idx].to(ctx.device)
 
+    def _prior_batch(self, speech: Tensor, ctx: StepContext) -> Tensor | None:
+        """The frames whose codes the adversary matches to the prior: None = the paired batch ``speech``
+        (no extra draw, so runs without unpaired speech keep their random stream); else ``batch_size``
+        frames drawn from all speech, paired and unpaired."""
+        if self.all_speech_frames is None:
+            return None
+        idx = torch.randint(self.all_speech_frames.shape[0], (speech.shape[0],), generator=ctx.cpu_generator)
+        return self.all_speech_frames[idx].to(ctx.device)
+
     def _codes(self, z: Tensor, pos: Tensor) -> Tensor:
         """Code vectors (n, latent_dim) at flat positions ``pos`` of codes z (B, latent_dim, L)."""
         return z.transpose(1, 2).reshape(-1, z.shape[1])[pos]
@@ -246,9 +281,10 @@ class _SpeechToEGGTask:
         with torch.no_grad():
             z_p = self._codes(ctx.unwrap("egg_encoder")(egg), pos)
         metrics: dict[str, Tensor] = {}
+        prior = self._prior_batch(speech, ctx) if self.c.adv_weight > 0 else None
         if self.c.adv_weight > 0:
             with torch.no_grad():  # the speech encoder does not move during the critic's updates
-                z_q = self._codes(ctx.unwrap("speech_encoder")(speech), pos)
+                z_q = self._codes(ctx.unwrap("speech_encoder")(speech if prior is None else prior), pos)
             for _ in range(self.c.critic_steps):
                 disc = logistic_discriminator_loss(ctx.models["critic"](z_q), ctx.models["critic"](z_p))
                 ctx.update("critic", disc)
@@ -258,7 +294,8 @@ class _SpeechToEGGTask:
             recon = egg_loss(ctx.unwrap("decoder")(z_q), egg, self.c.deriv_weight)
             loss = recon
             if self.c.adv_weight > 0:
-                log_r = self.ratio_estimator(ctx.unwrap("critic")(self._codes(z_q, pos)))
+                z_adv = z_q if prior is None else ctx.models["speech_encoder"](prior)
+                log_r = self.ratio_estimator(ctx.unwrap("critic")(self._codes(z_adv, pos)))
                 adv = self.divergence.f(log_r).mean()
                 k, warm = ctx.step - self.c.ae_steps + 1, self.c.adv_warmup
                 weight = self.c.adv_weight * (1.0 if warm == 0 else min(1.0, k / warm))
