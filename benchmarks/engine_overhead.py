@@ -224,7 +224,8 @@ def main() -> None:
     args = p.parse_args()
     args.steps = args.steps or (30 if args.quick else 200)
     torch.set_num_threads(1)
-    print(f"engine vs hand-written loop, KD step (generalized JS 0.5), tiny_gpt2 (2 x 64, vocab {VOCAB}), batch "
+    what = "A/A control: hand-written loop vs itself" if args.aa else "engine vs hand-written loop"
+    print(f"{what}, KD step (generalized JS 0.5), tiny_gpt2 (2 x 64, vocab {VOCAB}), batch "
           f"{BATCH}, <= {MAX_LEN} tokens, fp32 CPU, torch {torch.__version__}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load {load()}", flush=True)
     if args.aa:

@@ -146,9 +146,10 @@ def test_fused_takes_token_kd_loss_keywords_only():
 
     from divmin.distill import fused_linear_kd_loss, token_kd_loss
 
-    fused = {n: p.default for n, p in inspect.signature(fused_linear_kd_loss).parameters.items() if p.kind is p.KEYWORD_ONLY}
-    plain = {n: p.default for n, p in inspect.signature(token_kd_loss).parameters.items() if p.kind is p.KEYWORD_ONLY}
-    assert fused == plain
+    def keywords(fn):
+        return {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+    assert keywords(fused_linear_kd_loss) == keywords(token_kd_loss)
     h, w = torch.randn(3, 4), torch.randn(5, 4)
     with pytest.raises(TypeError, match="temprature"):
         fused_linear_kd_loss(h, w, h, w, temprature=2.0)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from divmin.engine._context import _bare_optimizer, _derive_seed, _SeedTable
+from divmin.engine._context import _bare_optimizer
+from divmin.engine._seeds import SeedTable, _derive_seed
 
 
 def _numpy_seed(*parts: int) -> int:
@@ -18,7 +19,7 @@ def _numpy_seed(*parts: int) -> int:
 
 @pytest.mark.parametrize("seed,process,micro_steps", [(0, 0, 1), (7, 3, 3), (2**32 - 1, 1, 2), (2**40, 0, 1)])
 def test_seed_table_equals_seed_sequence(seed: int, process: int, micro_steps: int) -> None:
-    table = _SeedTable(seed, process, micro_steps)
+    table = SeedTable(seed, process, micro_steps)
     steps = [0, 1, 2, 255, 256, 257, 1000, 123_457, 2**32 - 2]
     for step in steps:
         for micro in range(micro_steps):
