@@ -21,6 +21,10 @@ and last the median steps/s ratio engine / hand-written (1.0 = no overhead).
 
     OMP_NUM_THREADS=1 python benchmarks/engine_overhead.py --quick           # 30 steps each
     OMP_NUM_THREADS=1 python benchmarks/engine_overhead.py --steps 300
+    OMP_NUM_THREADS=1 python benchmarks/engine_overhead.py --aa --steps 200  # noise floor: hand vs hand
+
+``--aa`` runs the A/A control instead: two copies of the hand-written loop, alternating the
+same way, timed the same way; their ratio's distance from 1.0 is the harness's noise floor.
 """
 
 from __future__ import annotations
@@ -143,6 +147,19 @@ def interleaved(args: argparse.Namespace) -> tuple[list[float], list[float]]:
     return engine_times[args.warmup:], hand_times[args.warmup:args.warmup + args.steps]
 
 
+def aa(args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """The A/A control: two hand-written loops alternating step for step, each timed like the engine."""
+    rows = prompt_completion_rows(args.rows, 0)
+    first, second = _HandLoop(tiny(1), tiny(0), rows), _HandLoop(tiny(1), tiny(0), rows)
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(args.warmup + args.steps):
+        for loop, out in ((first, times[0]), (second, times[1])):
+            t0 = time.perf_counter()
+            loop.step()
+            out.append(time.perf_counter() - t0)
+    return times[0][args.warmup:], times[1][args.warmup:]
+
+
 def _group(filename: str) -> str:
     if "divmin/engine" in filename or "/accelerate/" in filename:
         return "engine (divmin.engine + Accelerate)"
@@ -203,12 +220,22 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed first steps")
     p.add_argument("--rows", type=int, default=256, help="dataset rows")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--aa", action="store_true", help="A/A control: the hand-written loop against itself")
     args = p.parse_args()
     args.steps = args.steps or (30 if args.quick else 200)
     torch.set_num_threads(1)
-    print(f"engine vs hand-written loop, KD step (generalized JS 0.5), tiny_gpt2 (2 x 64, vocab {VOCAB}), batch "
+    what = "A/A control: hand-written loop vs itself" if args.aa else "engine vs hand-written loop"
+    print(f"{what}, KD step (generalized JS 0.5), tiny_gpt2 (2 x 64, vocab {VOCAB}), batch "
           f"{BATCH}, <= {MAX_LEN} tokens, fp32 CPU, torch {torch.__version__}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load {load()}", flush=True)
+    if args.aa:
+        engine, hand = aa(args)  # "engine" is the second hand-written loop here
+        print_table({"hand B": (engine, [], 0), "hand A": (hand, [], 0)})
+        print(f"load at the end {load()}")
+        mid, lo, hi = spread(engine, hand)
+        print(f"A/A control: per-pair ratio median {mid:.2f} (quartiles {lo:.2f}-{hi:.2f}); median steps/s ratio "
+              f"hand B / hand A: {statistics.median(hand) / statistics.median(engine):.3f}x")
+        return
     engine, hand = interleaved(args)
     print_table({"engine": (engine, [], 0), "hand": (hand, [], 0)})
     profile(args)

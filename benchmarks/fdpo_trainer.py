@@ -98,7 +98,7 @@ def run_trl(args: argparse.Namespace, baton: Baton) -> str:
     trainer = DPOTrainer(model=tiny(1), ref_model=tiny(1), args=cfg, train_dataset=Dataset.from_list(_rows(args.rows, 0)),
                          processing_class=tokenizer(), callbacks=[Timer()])
     digest = _ids_digest(trainer.train_dataset)
-    trainer.fit()
+    trainer.train()  # TRL's verb (divmin's trainers use fit)
     return digest
 
 

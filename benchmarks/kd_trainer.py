@@ -18,7 +18,7 @@ CPU time per step and peak RSS of each process, and last the median steps/s rati
 
     OMP_NUM_THREADS=1 python benchmarks/kd_trainer.py --quick               # 20 steps each
     OMP_NUM_THREADS=1 python benchmarks/kd_trainer.py --divergence forward_kl --steps 200
-    OMP_NUM_THREADS=1 python benchmarks/kd_trainer.py --divergence forward_kl --fused
+    OMP_NUM_THREADS=1 python benchmarks/kd_trainer.py --divergence forward_kl --fused off   # logits path
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def run_divmin(args: argparse.Namespace, baton: Baton) -> None:
 
     engine = timed_engine(baton)
     cfg = DistillConfig(divergence=_divmin_divergence(args), lr=1e-4, batch_size=BATCH, engine=engine,
-                        fused=args.fused)
+                        fused={"auto": None, "on": True, "off": False}[args.fused])
     trainer = DistillTrainer(tiny(1), tiny(0), prompt_completion_rows(args.rows, 0), config=cfg, pad_id=0)
     baton.take()
     trainer.fit()
@@ -76,7 +76,7 @@ def run_trl(args: argparse.Namespace, baton: Baton) -> None:
                     remove_unused_columns=False, disable_tqdm=True, seed=0, max_length=None)
     trainer = GKDTrainer(model=tiny(1), teacher_model=tiny(0), args=cfg, train_dataset=Dataset.from_list(prompt_completion_rows(args.rows, 0)),
                          data_collator=_trl_collator, processing_class=tok, callbacks=[Timer()])
-    trainer.fit()
+    trainer.train()  # TRL's verb (divmin's trainers use fit)
 
 
 def main() -> None:
@@ -86,14 +86,15 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed first steps")
     p.add_argument("--rows", type=int, default=256, help="dataset rows")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--fused", action="store_true", help="DistillConfig(fused=True): the soft loss by "
-                   "fused_linear_kd_loss on the student's and teacher's hidden states")
+    p.add_argument("--fused", choices=["auto", "on", "off"], default="auto",
+                   help="DistillConfig(fused=None / True / False); auto (the default) and on both take the soft "
+                   "loss by fused_linear_kd_loss on the hidden states for these models, off forms the logits")
     args = p.parse_args()
     args.steps = args.steps or (20 if args.quick else 100)
     import torch
     import trl
 
-    print(f"DistillTrainer{' (fused)' if args.fused else ''} vs TRL {trl.__version__} GKDTrainer, {args.divergence}, off-policy, tiny_gpt2 "
+    print(f"DistillTrainer{' (fused=' + args.fused + ')'} vs TRL {trl.__version__} GKDTrainer, {args.divergence}, off-policy, tiny_gpt2 "
           f"(2 x 64, vocab {VOCAB}), batch {BATCH}, <= {MAX_LEN} tokens, fp32 CPU, torch {torch.__version__}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load {os.getloadavg()[0]:.2f}", flush=True)
     got = run_interleaved({"divmin": run_divmin, "trl": run_trl}, args, args.warmup, args.steps)

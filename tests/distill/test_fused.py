@@ -138,3 +138,18 @@ def test_no_gradient_work_without_grad_mode(monkeypatch):
     asked.clear()
     fused_linear_kd_loss(hs, ws, ht, wt, divergence="js", labels=labels, chunk_size=4).backward()
     assert asked and all(asked)
+
+
+def test_fused_takes_token_kd_loss_keywords_only():
+    """The fused loss's keywords are token_kd_loss's (one definition): defaults alike, unknown ones refused."""
+    import inspect
+
+    from divmin.distill import fused_linear_kd_loss, token_kd_loss
+
+    def keywords(fn):
+        return {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+    assert keywords(fused_linear_kd_loss) == keywords(token_kd_loss)
+    h, w = torch.randn(3, 4), torch.randn(5, 4)
+    with pytest.raises(TypeError, match="temprature"):
+        fused_linear_kd_loss(h, w, h, w, temprature=2.0)

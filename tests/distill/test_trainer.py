@@ -153,9 +153,11 @@ def test_fused_losses_equal_unfused():
     out = {}
     # the Triton kernel runs in its interpreter on CPU (tests/conftest.py)
     backends = ["torch"] + (["triton"] if importlib.util.find_spec("triton") else [])
-    for fused, backend in [(False, "auto")] + [(True, b) for b in backends]:
+    # None (the default) resolves to the fused path for these models: same loss and gradients as unfused
+    for fused, backend in [(False, "auto"), (None, "auto")] + [(True, b) for b in backends]:
         cfg = DistillConfig(divergence="reverse_kl", temperature=1.5, alpha=0.5, fused=fused, fused_backend=backend)
         tr = DistillTrainer(student, teacher, _lm_rows(4, 0), tokenizer=tok, config=cfg)
+        assert tr._loss.fused is (fused is not False)
         parts = tr.losses(student, teacher, batch)
         total = 0.5 * parts["soft"] + 0.5 * parts["hard"]
         out[fused, backend] = (total.detach(), torch.autograd.grad(total, list(student.parameters())))
@@ -164,6 +166,20 @@ def test_fused_losses_equal_unfused():
         torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=1e-6)
         for a, b in zip(got[1], ref[1]):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_default_fused_only_where_it_applies():
+    tok = build_tokenizer()
+    teacher, student = build_model(0, n_layer=1, n_embd=32), build_model(1, n_layer=1, n_embd=16)
+    assert DistillTrainer(student, teacher, _lm_rows(4, 0), tokenizer=tok)._loss.fused
+    sinkd = DistillConfig(sinkd_weight=0.1)  # SinKD reads the logits: the default stays unfused
+    assert not DistillTrainer(student, teacher, _lm_rows(4, 0), tokenizer=tok, config=sinkd)._loss.fused
+    biased = build_model(0, n_layer=1, n_embd=32)
+    biased.lm_head = torch.nn.Linear(32, biased.lm_head.out_features)  # a bias: no fused form
+    assert not DistillTrainer(student, biased, _lm_rows(4, 0), tokenizer=tok)._loss.fused
+    with pytest.raises(ValueError, match="bias-free"):
+        DistillTrainer(student, biased, _lm_rows(4, 0), tokenizer=tok, config=DistillConfig(fused=True)).losses(
+            student, biased, LMCollator(PAD_ID)([{"prompt_ids": [3, 4], "completion_ids": [5, 6]}]))
 
 
 @pytest.mark.parametrize("bad,err", [(dict(task="seq2seq"), "task"), (dict(alpha=1.5), "alpha"),

@@ -14,7 +14,7 @@ from divmin.engine import EngineConfig
 # (config class, refused combination, the two fields its message names, an accepted neighbour)
 RULES = [
     (DistillConfig, dict(sinkd_weight=0.1, fused=True), ("sinkd_weight", "fused"), dict(sinkd_weight=0.1)),
-    (DistillConfig, dict(fused_backend="torch"), ("fused_backend", "fused"), dict(fused_backend="torch", fused=True)),
+    (DistillConfig, dict(fused_backend="torch", fused=False), ("fused_backend", "fused"), dict(fused_backend="torch")),
     (DistillConfig, dict(sinkd_mode="log"), ("sinkd_mode", "sinkd_weight"), dict(sinkd_mode="log", sinkd_weight=0.1)),
     (DistillConfig, dict(sinkd_iters=5), ("sinkd_iters", "sinkd_weight"), dict(sinkd_iters=5, sinkd_weight=0.1)),
     (DistillConfig, dict(task="sequence_classification", lmbda=0.5), ("lmbda", "task"), dict(lmbda=0.5)),

@@ -121,7 +121,7 @@ def _bad_values(check) -> list:
     if isinstance(check, Int):
         return [1.5, True, "1", *none]
     if isinstance(check, Bool):
-        return ["yes", 1, None]
+        return ["yes", 1, *none]
     if isinstance(check, OneOf):
         return ["no_such_choice", [], *none]
     if isinstance(check, Tuple):

@@ -364,7 +364,7 @@ class TeacherCache:
 
     def attach(self, rows: list, collate: Any, config: Any, tokenizer: Any) -> tuple[list, Any]:
         """For ``DistillTrainer``: refuse what a cache cannot serve, tag rows with their index."""
-        bad = [f"{name}={getattr(config, name)!r}" for name, off in _OFF_POLICY if getattr(config, name) != off]
+        bad = [f"{name}={getattr(config, name)!r}" for name, ok in _OFF_POLICY if getattr(config, name) not in ok]
         if bad:
             raise ValueError("a TeacherCache serves off-policy causal-LM KD on the cached rows only; got "
                              + ", ".join(bad))
@@ -372,8 +372,10 @@ class TeacherCache:
         return [dict(r, cache_row=i) for i, r in enumerate(rows)], _IndexedCollate(collate)
 
 
-# DistillConfig fields a cache cannot serve unless they hold these values (no new completions, logits needed)
-_OFF_POLICY = (("task", "causal_lm"), ("lmbda", 0.0), ("seq_kd", False), ("fused", False), ("sinkd_weight", 0.0))
+# DistillConfig fields a cache cannot serve unless they hold one of these values (no new completions, logits
+# needed; fused None resolves to unfused with a cache)
+_OFF_POLICY = (("task", ("causal_lm",)), ("lmbda", (0.0,)), ("seq_kd", (False,)), ("fused", (False, None)),
+               ("sinkd_weight", (0.0,)))
 
 
 class _IndexedCollate:

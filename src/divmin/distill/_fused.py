@@ -46,7 +46,7 @@ from torch import Tensor
 from ..divergences import Divergence, as_divergence
 from ..divergences.kernels import (BACKENDS, check_backend, check_float_tensor, chunk_rows_and_grads, softmax_pair,
                                    triton_terms_for)
-from ._token import VOCAB_POLICIES, check_temperature, label_mask, normalise_sum
+from ._token import VOCAB_POLICIES, check_temperature, kd_keywords, kd_signature, label_mask, normalise_sum
 
 __all__ = ["fused_linear_kd_loss", "fused_linear_cross_entropy", "default_chunk_size", "BACKENDS"]
 
@@ -166,15 +166,7 @@ def fused_linear_kd_loss(
     student_head_weight: Tensor,
     teacher_hidden: Tensor,
     teacher_head_weight: Tensor,
-    *,
-    divergence: str | Divergence = "forward_kl",
-    labels: Tensor | None = None,
-    ignore_index: int = -100,
-    temperature: float = 1.0,
-    num_items: int | float | Tensor | None = None,
-    vocab_policy: str = "truncate",
-    chunk_size: int | None = None,
-    backend: str = "auto",
+    **options: Any,
 ) -> Tensor:
     """``token_kd_loss(student_hidden @ W^T, teacher_hidden @ W_t^T, ...)`` without the full logits.
 
@@ -183,8 +175,9 @@ def fused_linear_kd_loss(
         student_head_weight: ``(V_s, H)`` student output projection (gradients flow here).
         teacher_hidden: ``(..., H_t)`` teacher hidden states, same leading shape (constant).
         teacher_head_weight: ``(V_t, H_t)`` teacher output projection (constant).
-        divergence, labels, ignore_index, temperature, num_items, vocab_policy: as in
-            :func:`~divmin.distill.token_kd_loss` (same value, same gradients).
+        options: :func:`~divmin.distill.token_kd_loss`'s keywords, with its defaults (one
+            definition: `kd_keywords`): divergence, labels, ignore_index, temperature,
+            num_items, vocab_policy as there (same value, same gradients), and:
         chunk_size: token rows per chunk; None picks :func:`default_chunk_size` of the vocabulary
             (torch) or about ``N H / V`` rows (triton: each of the two chunks of logits then takes
             about as much memory as the hidden states, and the matmuls stay large).
@@ -195,6 +188,8 @@ def fused_linear_kd_loss(
         A scalar in float32 (float64 for float64 inputs). Biases are not supported: fold a
         bias into the weight with a constant-1 hidden feature if a head has one.
     """
+    kw = kd_keywords(options, "fused_linear_kd_loss")
+    labels, vocab_policy, chunk_size, backend = kw["labels"], kw["vocab_policy"], kw["chunk_size"], kw["backend"]
     check_float_tensor("student_hidden", student_hidden)
     check_float_tensor("teacher_hidden", teacher_hidden)
     check_float_tensor("student_head_weight", student_head_weight, ndim=2)
@@ -213,19 +208,19 @@ def fused_linear_kd_loss(
         raise ValueError(f"`vocab_policy` must be one of {VOCAB_POLICIES}, got {vocab_policy!r}")
     _check_chunk(chunk_size)
     check_backend(backend)
-    div = as_divergence(divergence)
-    temperature = check_temperature(temperature)
+    div = as_divergence(kw["divergence"])
+    temperature = check_temperature(kw["temperature"])
     ws, wt = student_head_weight, teacher_head_weight.detach()
     if vocab_policy == "truncate":
         v = min(ws.shape[0], wt.shape[0])
         ws, wt = ws[:v], wt[:v]  # extra ids: no loss, zero gradient
     hs = student_hidden.reshape(-1, student_hidden.shape[-1])
     ht = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1]).to(device=hs.device)
-    mask = label_mask(labels, ignore_index, lead, hs.device)
+    mask = label_mask(labels, kw["ignore_index"], lead, hs.device)
     flat = None if mask is None else mask.reshape(-1)
     acc = torch.float64 if hs.dtype == torch.float64 else torch.float32
     ones = torch.ones(hs.shape[0], dtype=acc, device=hs.device)
-    wts = normalise_sum(ones if flat is None else flat.to(acc), flat, hs.shape[0], num_items)
+    wts = normalise_sum(ones if flat is None else flat.to(acc), flat, hs.shape[0], kw["num_items"])
     vocab = max(ws.shape[0], wt.shape[0])
     terms = triton_terms_for(backend, div, hs)
     if terms is None:
@@ -235,6 +230,9 @@ def fused_linear_kd_loss(
         chunk_fn = functools.partial(_triton_chunk, terms, wt=wt, temperature=temperature)
         chunk = chunk_size or max(default_chunk_size(vocab), _pow2_floor(hs.shape[0] * hs.shape[1] // vocab))
     return _chunked_linear(hs, ws, wts, chunk_fn, chunk, ht)
+
+
+fused_linear_kd_loss.__signature__ = kd_signature(fused_linear_kd_loss)  # type: ignore[attr-defined]
 
 
 def _chunk_ce(hs: Tensor, ws: Tensor, wts: Tensor, labels: Tensor, *,

@@ -42,9 +42,10 @@ Network (2015); R. Agarwal et al., On-Policy Distillation of Language Models
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -218,3 +219,23 @@ def token_kd_loss(
     rows = categorical_divergence(s, t, divergence=div, mask=mask, temperature=temp, reduction="none", chunk_size=chunk_size,
                                   backend=backend)
     return normalise_sum(rows.sum(), mask, rows.numel(), num_items)
+
+
+# token_kd_loss's keywords and defaults: the one definition every KD loss of (N, V) scores shares
+_KD_KEYWORDS = {name: p for name, p in inspect.signature(token_kd_loss).parameters.items()
+                if p.kind is p.KEYWORD_ONLY}
+
+
+def kd_keywords(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """``options`` completed with :func:`token_kd_loss`'s keyword defaults; an unknown one is a TypeError."""
+    unknown = sorted(set(options) - set(_KD_KEYWORDS))
+    if unknown:
+        raise TypeError(f"{where}() got unexpected keyword argument(s) {unknown}; it takes {list(_KD_KEYWORDS)}")
+    return {name: options.get(name, p.default) for name, p in _KD_KEYWORDS.items()}
+
+
+def kd_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """``fn``'s signature with its ``**options`` spelled out as :func:`token_kd_loss`'s keywords (for help())."""
+    sig = inspect.signature(fn)
+    head = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    return sig.replace(parameters=head + list(_KD_KEYWORDS.values()))

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.utils import DistributedType
 from torch import nn
 
 from ._nonfinite import MAX_CONSECUTIVE_SKIPS, NonFiniteError, describe_bad_update, grad_norm, is_finite
+from ._seeds import SeedTable
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ._config import EngineConfig
@@ -83,6 +85,11 @@ class StepContext:
         self._metrics: dict[str, list] = {}
         self._updated_in_micro: set[str] = set()
         self._stop = False
+        # constant for the run; Accelerate answers them through its shared state on every call
+        self._process_index, self._num_processes = accelerator.process_index, accelerator.num_processes
+        self._seeds = SeedTable(config.seed, self._process_index, config.grad_accum_steps)
+        self._bare_optimizers = {name: _bare_optimizer(opt, accelerator) for name, opt in self.optimizers.items()}
+        self._plain_backward = _plain_backward(accelerator)
 
     # ------------------------------------------------------------------ info
     @property
@@ -91,11 +98,11 @@ class StepContext:
 
     @property
     def process_index(self) -> int:
-        return self.accelerator.process_index
+        return self._process_index
 
     @property
     def num_processes(self) -> int:
-        return self.accelerator.num_processes
+        return self._num_processes
 
     @property
     def is_main_process(self) -> bool:
@@ -195,10 +202,14 @@ class StepContext:
         self._updated_in_micro.update(names)
         if self.micro_step == 0:
             for n in names:
-                self.optimizers[n].zero_grad(set_to_none=True)
+                self._optimizer(n).zero_grad(set_to_none=True)
         if not is_finite(loss):
             self._loss_bad.update(names)
-        self.accelerator.backward(loss / self.grad_accum_steps)
+        scaled = loss / self.grad_accum_steps if self.grad_accum_steps > 1 else loss  # x / 1 is x: skip the op
+        if self._plain_backward:
+            scaled.backward()
+        else:
+            self.accelerator.backward(scaled)
         if not self.sync_gradients:
             return False
         return self._clip_and_step(names, loss)
@@ -224,11 +235,19 @@ class StepContext:
         if norm is not None and max_norm is not None:
             self.log({key: norm})
         for n in names:
-            self.optimizers[n].step()
-            self.optimizers[n].zero_grad(set_to_none=True)
+            opt = self._optimizer(n)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
             self.optimizer_steps[n] += 1
             self._consecutive_skips[n] = 0
         return True
+
+    def _optimizer(self, name: str) -> Any:
+        """The optimizer whose ``step`` / ``zero_grad`` to call: the bare one where Accelerate's wrapper would
+        only forward to it (see `_bare_optimizer`), while Accelerate's own accumulation syncs gradients."""
+        if self.accelerator.gradient_state.sync_gradients:
+            return self._bare_optimizers[name]
+        return self.optimizers[name]
 
     def _update_is_bad(self, names: list[str], norm: torch.Tensor | None) -> bool:
         """A NaN/inf loss on any process, or a NaN/inf gradient norm (decided alike on every process)."""
@@ -296,7 +315,7 @@ class StepContext:
     def _begin_micro(self, micro_step: int) -> None:
         self.micro_step = micro_step
         self._updated_in_micro = set()
-        seed = _derive_seed(self.config.seed, self.process_index, self.step, micro_step)
+        seed = self._seeds.get(self.step, micro_step)
         self.generator.manual_seed(seed)
         if self.cpu_generator is not self.generator:
             self.cpu_generator.manual_seed(seed)
@@ -307,7 +326,24 @@ class StepContext:
         return out
 
 
-def _derive_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers (SeedSequence avoids correlated streams)."""
-    words = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
-    return int((int(words[0]) << 31) ^ int(words[1]))
+def _bare_optimizer(opt: torch.optim.Optimizer, accelerator: Accelerator) -> torch.optim.Optimizer:
+    """``opt``'s inner optimizer where Accelerate's wrapper adds nothing to ``step`` / ``zero_grad``.
+
+    Without a grad scaler, XLA or a LOMO optimizer the wrapper's ``step`` is the inner one, yet it
+    asks importlib twice per call whether ``lomo_optim`` is installed, and its ``zero_grad`` inspects
+    the inner signature each call (~0.1 ms a step together): answered here once per run.
+    """
+    inner = getattr(opt, "optimizer", None)
+    if (not isinstance(opt, AcceleratedOptimizer) or opt.scaler is not None
+            or accelerator.distributed_type == DistributedType.XLA or getattr(accelerator, "has_lomo_optimizer", True)
+            or "set_to_none" not in inspect.signature(inner.zero_grad).parameters):
+        return opt
+    return inner
+
+
+def _plain_backward(accelerator: Accelerator) -> bool:
+    """True when ``accelerator.backward(loss)`` is ``loss.backward()`` (no scaler, DeepSpeed, Megatron,
+    LOMO or Accelerate-side accumulation), so the engine may call the latter directly."""
+    return (getattr(accelerator, "scaler", None) is None and accelerator.gradient_accumulation_steps == 1
+            and accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+            and not getattr(accelerator, "has_lomo_optimizer", True))

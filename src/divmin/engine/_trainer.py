@@ -245,7 +245,7 @@ class Trainer:
 
     def _sync_context(self, run: _Run) -> contextlib.AbstractContextManager:
         """Skip DDP's gradient all-reduce on all but the last micro-batch."""
-        if run.ctx.sync_gradients or run.accelerator.num_processes == 1:
+        if run.ctx.num_processes == 1 or run.ctx.sync_gradients:
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
         for name in run.trainable:
