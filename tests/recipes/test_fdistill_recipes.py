@@ -80,11 +80,25 @@ def test_fdistill_gmm_outputs(tmp_path):
         assert claims["forward_kl_covers_more_modes"] == (stat["forward_kl", "mean"]["modes covered"]
                                                          > stat["reverse_kl", "mean"]["modes covered"])
         assert claims["best_tv"] == min(("reverse_kl", "forward_kl"), key=lambda n: stat[n, "mean"]["TV weights"])
+        tv = {(r["divergence"], r["seed"]): r["TV weights"] for r in rows if r["sigma_max"] == smax}
+        ahead = claims["ahead_of_reverse_kl"]["forward_kl"]
+        assert ahead["tv_margin"] == pytest.approx(stat["reverse_kl", "mean"]["TV weights"]
+                                                   - stat["forward_kl", "mean"]["TV weights"])
+        assert ahead["seeds_lower_tv"] == sum(tv["forward_kl", s] < tv["reverse_kl", s] for s in (0, 1))
+        assert claims["claim"] == "untested"  # JS is not in this run
     for name in ("config.json", "results.json", "fdistill_gmm.png", "sigma10/forward_kl-seed1/metrics.jsonl"):
         assert (tmp_path / name).stat().st_size > 0, name
     figure = check_figure(tmp_path / "fdistill_gmm.png")
     assert figure["data"]["panels"] == ["teacher"] + [
         f"{r['divergence']}, sigma_max {r['sigma_max']:g} (seed 0): {r['modes covered']}/8" for r in rows if r["seed"] == 0]
+    # the seed spread: every seed's value per member and setting, as in the table
+    for smax in (1.0, 10.0):
+        for metric in ("TV weights", "modes covered"):
+            got = figure["data"]["spread"][f"sigma_max {smax:g}"][metric]
+            assert list(got) == ["reverse_kl", "forward_kl"]
+            for name, values in got.items():
+                assert values == pytest.approx([r[metric] for r in rows if (r["sigma_max"], r["divergence"]) == (smax, name)])
+    assert "mean +- sd over seeds" in figure["legend"] and "one seed" in figure["legend"]
     assert "reverse_kl" in format_table(result)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["rows"]) == 16
@@ -105,6 +119,32 @@ def test_convergence_reads_the_last_quarter_of_the_evaluations():
                        1000, 0.05) == (False, pytest.approx(0.1))  # the middle one counts too
     converged, drift = convergence(early + [ev(1000, 8, 0.9, 0.1)], 1000, 0.05)  # one evaluation: cannot tell
     assert converged is False and math.isnan(drift)
+
+
+def _claim_of(tv: dict[str, list[float]]) -> dict:
+    from divmin.recipes.fdistill_gmm import _claims
+
+    runs = [{"divergence": n, "seed": s, "TV weights": v, "modes covered": 8, "SW": 0.0}
+            for n, vs in tv.items() for s, v in enumerate(vs)]
+    means = [{"divergence": n, "TV weights": float(np.mean(vs)), "modes covered": 8, "SW": 0.0} for n, vs in tv.items()]
+    return _claims(means, runs, 8)
+
+
+def test_the_paper_ordering_is_read_seed_by_seed():
+    # both members below reverse KL's TV on every seed: holds, with the margins of the means
+    c = _claim_of({"reverse_kl": [0.3, 0.2, 0.25], "forward_kl": [0.2, 0.1, 0.2], "js": [0.1, 0.15, 0.2]})
+    assert c["claim"] == "holds" and c["seeds"] == 3
+    assert c["ahead_of_reverse_kl"]["forward_kl"]["tv_margin"] == pytest.approx(0.25 - 0.5 / 3)
+    assert c["ahead_of_reverse_kl"]["js"]["seeds_lower_tv"] == 3
+    # JS loses one seed but keeps the lower mean: partly
+    c = _claim_of({"reverse_kl": [0.3, 0.2, 0.25], "forward_kl": [0.2, 0.1, 0.2], "js": [0.1, 0.25, 0.2]})
+    assert c["claim"] == "partly" and c["ahead_of_reverse_kl"]["js"]["seeds_lower_tv"] == 2
+    # a tie on a seed does not count as a win
+    c = _claim_of({"reverse_kl": [0.3, 0.2], "forward_kl": [0.2, 0.2], "js": [0.1, 0.1]})
+    assert c["claim"] == "partly" and c["ahead_of_reverse_kl"]["forward_kl"]["seeds_lower_tv"] == 1
+    # reverse KL lowest: not
+    c = _claim_of({"reverse_kl": [0.1, 0.1], "forward_kl": [0.2, 0.1], "js": [0.3, 0.05]})
+    assert c["claim"] == "not" and c["ahead_of_reverse_kl"]["js"]["tv_margin"] == pytest.approx(-0.075)
 
 
 @pytest.mark.parametrize("bad", [dict(sigma_maxes=()), dict(sigma_maxes=(1.0, 1.0)), dict(seeds=(0, 0))])
