@@ -165,19 +165,40 @@ def test_fdistill_gmm_noise_range_is_set_per_setting():
 
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="digits ship with scikit-learn")
 def test_fdistill_images_outputs(tmp_path):
-    overrides = ["divergences=('reverse_kl',)", "teacher.engine.max_steps=60", "classifier_steps=150", "width=64",
-                 "fdistill.engine.max_steps=4", "eval_samples=200", "sampler_steps=6", *_QUIET]
+    overrides = ["divergences=('reverse_kl', 'js')", "student_seeds=(0, 1)", "teacher.engine.max_steps=60",
+                 "classifier_steps=150", "width=64", "fdistill.engine.max_steps=4", "fdistill.critic_warmup=2",
+                 "eval_samples=200", "sampler_steps=6", *_QUIET]
     result = run_recipe("fdistill-images", tmp_path, overrides)
-    by = {r["sampler"]: r for r in result.rows}
-    assert set(by) == {"training data", "teacher (EDM Heun)", "teacher, one step", "student reverse_kl"}
-    assert by["teacher (EDM Heun)"]["NFE"] == 11 and by["student reverse_kl"]["NFE"] == 1
+    by = {(r["sampler"], r["seed"]): r for r in result.rows}
+    assert set(by) == {("training data", 0), ("teacher (EDM Heun)", 0), ("teacher, one step", 0),
+                       *((f"student {n}", s) for n in ("reverse_kl", "js") for s in (0, 1, "mean", "std"))}
+    assert by["teacher (EDM Heun)", 0]["NFE"] == 11 and by["student reverse_kl", 0]["NFE"] == 1
+    for n in ("reverse_kl", "js"):  # mean and sample sd over the student seeds
+        fd = [by[f"student {n}", s]["FD"] for s in (0, 1)]
+        assert by[f"student {n}", "mean"]["FD"] == pytest.approx(np.mean(fd))
+        assert by[f"student {n}", "std"]["FD"] == pytest.approx(np.std(fd, ddof=1))
+    for name in ("student-js-seed1/metrics.jsonl", "student-reverse_kl-seed0/metrics.jsonl"):
+        assert (tmp_path / name).stat().st_size > 0, name
     # the classifier's features separate real digits from undertrained samples
-    assert by["training data"]["FD"] < min(r["FD"] for k, r in by.items() if k != "training data")
+    assert by["training data", 0]["FD"] < min(r["FD"] for k, r in by.items() if k[0] != "training data" and k[1] != "std")
     assert result.summary["classifier_test_accuracy"] > 0.8
+    fd = {n: [by[f"student {n}", s]["FD"] for s in (0, 1)] for n in ("reverse_kl", "js")}
+    js = result.summary["ahead_of_reverse_kl"]["js"]
+    assert js["fd_margin"] == pytest.approx(np.mean(fd["reverse_kl"]) - np.mean(fd["js"]))
+    assert js["seeds_lower_fd"] == sum(a < b for a, b in zip(fd["js"], fd["reverse_kl"]))
+    assert result.summary["claim"] == "untested"  # forward KL is not in this run
     figure = check_figure(tmp_path / "fdistill_images.png")
-    fd = {k.rsplit(" (", 1)[0]: v for k, v in figure["data"]["bars"].items()}
-    assert fd == pytest.approx({k: r["FD"] for k, r in by.items() if k != "training data"})
-    assert figure["data"]["references"]["training data"] == pytest.approx(by["training data"]["FD"])
+    bars = {k.rsplit(" (", 1)[0]: v for k, v in figure["data"]["bars"].items()}
+    assert bars == pytest.approx({k[0]: r["FD"] for k, r in by.items()
+                                  if k[0] != "training data" and (k[1] == "mean" or not k[0].startswith("student"))})
+    errors = {k.rsplit(" (", 1)[0]: v for k, v in figure["data"]["errors"].items()}
+    assert errors["student js"] == pytest.approx(by["student js", "std"]["FD"])
+    seeds = {k.rsplit(" (", 1)[0]: v for k, v in figure["data"]["seeds"].items()}
+    assert list(seeds) == ["student reverse_kl", "student js"]
+    for n, values in fd.items():
+        assert seeds[f"student {n}"] == pytest.approx(values)
+    assert "one student seed" in figure["legend"]
+    assert figure["data"]["references"]["training data"] == pytest.approx(by["training data", 0]["FD"])
 
 
 def test_image_grid_separates_the_digits_with_blank_gaps():
