@@ -80,11 +80,25 @@ def test_fdistill_gmm_outputs(tmp_path):
         assert claims["forward_kl_covers_more_modes"] == (stat["forward_kl", "mean"]["modes covered"]
                                                          > stat["reverse_kl", "mean"]["modes covered"])
         assert claims["best_tv"] == min(("reverse_kl", "forward_kl"), key=lambda n: stat[n, "mean"]["TV weights"])
+        tv = {(r["divergence"], r["seed"]): r["TV weights"] for r in rows if r["sigma_max"] == smax}
+        ahead = claims["ahead_of_reverse_kl"]["forward_kl"]
+        assert ahead["tv_margin"] == pytest.approx(stat["reverse_kl", "mean"]["TV weights"]
+                                                   - stat["forward_kl", "mean"]["TV weights"])
+        assert ahead["seeds_lower_tv"] == sum(tv["forward_kl", s] < tv["reverse_kl", s] for s in (0, 1))
+        assert claims["claim"] == "untested"  # JS is not in this run
     for name in ("config.json", "results.json", "fdistill_gmm.png", "sigma10/forward_kl-seed1/metrics.jsonl"):
         assert (tmp_path / name).stat().st_size > 0, name
     figure = check_figure(tmp_path / "fdistill_gmm.png")
     assert figure["data"]["panels"] == ["teacher"] + [
         f"{r['divergence']}, sigma_max {r['sigma_max']:g} (seed 0): {r['modes covered']}/8" for r in rows if r["seed"] == 0]
+    # the seed spread: every seed's value per member and setting, as in the table
+    for smax in (1.0, 10.0):
+        for metric in ("TV weights", "modes covered"):
+            got = figure["data"]["spread"][f"sigma_max {smax:g}"][metric]
+            assert list(got) == ["reverse_kl", "forward_kl"]
+            for name, values in got.items():
+                assert values == pytest.approx([r[metric] for r in rows if (r["sigma_max"], r["divergence"]) == (smax, name)])
+    assert "mean +- sd over seeds" in figure["legend"] and "one seed" in figure["legend"]
     assert "reverse_kl" in format_table(result)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["rows"]) == 16
@@ -107,6 +121,32 @@ def test_convergence_reads_the_last_quarter_of_the_evaluations():
     assert converged is False and math.isnan(drift)
 
 
+def _claim_of(tv: dict[str, list[float]]) -> dict:
+    from divmin.recipes.fdistill_gmm import _claims
+
+    runs = [{"divergence": n, "seed": s, "TV weights": v, "modes covered": 8, "SW": 0.0}
+            for n, vs in tv.items() for s, v in enumerate(vs)]
+    means = [{"divergence": n, "TV weights": float(np.mean(vs)), "modes covered": 8, "SW": 0.0} for n, vs in tv.items()]
+    return _claims(means, runs, 8)
+
+
+def test_the_paper_ordering_is_read_seed_by_seed():
+    # both members below reverse KL's TV on every seed: holds, with the margins of the means
+    c = _claim_of({"reverse_kl": [0.3, 0.2, 0.25], "forward_kl": [0.2, 0.1, 0.2], "js": [0.1, 0.15, 0.2]})
+    assert c["claim"] == "holds" and c["seeds"] == 3
+    assert c["ahead_of_reverse_kl"]["forward_kl"]["tv_margin"] == pytest.approx(0.25 - 0.5 / 3)
+    assert c["ahead_of_reverse_kl"]["js"]["seeds_lower_tv"] == 3
+    # JS loses one seed but keeps the lower mean: partly
+    c = _claim_of({"reverse_kl": [0.3, 0.2, 0.25], "forward_kl": [0.2, 0.1, 0.2], "js": [0.1, 0.25, 0.2]})
+    assert c["claim"] == "partly" and c["ahead_of_reverse_kl"]["js"]["seeds_lower_tv"] == 2
+    # a tie on a seed does not count as a win
+    c = _claim_of({"reverse_kl": [0.3, 0.2], "forward_kl": [0.2, 0.2], "js": [0.1, 0.1]})
+    assert c["claim"] == "partly" and c["ahead_of_reverse_kl"]["forward_kl"]["seeds_lower_tv"] == 1
+    # reverse KL lowest: not
+    c = _claim_of({"reverse_kl": [0.1, 0.1], "forward_kl": [0.2, 0.1], "js": [0.3, 0.05]})
+    assert c["claim"] == "not" and c["ahead_of_reverse_kl"]["js"]["tv_margin"] == pytest.approx(-0.075)
+
+
 @pytest.mark.parametrize("bad", [dict(sigma_maxes=()), dict(sigma_maxes=(1.0, 1.0)), dict(seeds=(0, 0))])
 def test_fdistill_gmm_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
@@ -125,19 +165,40 @@ def test_fdistill_gmm_noise_range_is_set_per_setting():
 
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="digits ship with scikit-learn")
 def test_fdistill_images_outputs(tmp_path):
-    overrides = ["divergences=('reverse_kl',)", "teacher.engine.max_steps=60", "classifier_steps=150", "width=64",
-                 "fdistill.engine.max_steps=4", "eval_samples=200", "sampler_steps=6", *_QUIET]
+    overrides = ["divergences=('reverse_kl', 'js')", "student_seeds=(0, 1)", "teacher.engine.max_steps=60",
+                 "classifier_steps=150", "width=64", "fdistill.engine.max_steps=4", "fdistill.critic_warmup=2",
+                 "eval_samples=200", "sampler_steps=6", *_QUIET]
     result = run_recipe("fdistill-images", tmp_path, overrides)
-    by = {r["sampler"]: r for r in result.rows}
-    assert set(by) == {"training data", "teacher (EDM Heun)", "teacher, one step", "student reverse_kl"}
-    assert by["teacher (EDM Heun)"]["NFE"] == 11 and by["student reverse_kl"]["NFE"] == 1
+    by = {(r["sampler"], r["seed"]): r for r in result.rows}
+    assert set(by) == {("training data", 0), ("teacher (EDM Heun)", 0), ("teacher, one step", 0),
+                       *((f"student {n}", s) for n in ("reverse_kl", "js") for s in (0, 1, "mean", "std"))}
+    assert by["teacher (EDM Heun)", 0]["NFE"] == 11 and by["student reverse_kl", 0]["NFE"] == 1
+    for n in ("reverse_kl", "js"):  # mean and sample sd over the student seeds
+        fd = [by[f"student {n}", s]["FD"] for s in (0, 1)]
+        assert by[f"student {n}", "mean"]["FD"] == pytest.approx(np.mean(fd))
+        assert by[f"student {n}", "std"]["FD"] == pytest.approx(np.std(fd, ddof=1))
+    for name in ("student-js-seed1/metrics.jsonl", "student-reverse_kl-seed0/metrics.jsonl"):
+        assert (tmp_path / name).stat().st_size > 0, name
     # the classifier's features separate real digits from undertrained samples
-    assert by["training data"]["FD"] < min(r["FD"] for k, r in by.items() if k != "training data")
+    assert by["training data", 0]["FD"] < min(r["FD"] for k, r in by.items() if k[0] != "training data" and k[1] != "std")
     assert result.summary["classifier_test_accuracy"] > 0.8
+    fd = {n: [by[f"student {n}", s]["FD"] for s in (0, 1)] for n in ("reverse_kl", "js")}
+    js = result.summary["ahead_of_reverse_kl"]["js"]
+    assert js["fd_margin"] == pytest.approx(np.mean(fd["reverse_kl"]) - np.mean(fd["js"]))
+    assert js["seeds_lower_fd"] == sum(a < b for a, b in zip(fd["js"], fd["reverse_kl"]))
+    assert result.summary["claim"] == "untested"  # forward KL is not in this run
     figure = check_figure(tmp_path / "fdistill_images.png")
-    fd = {k.rsplit(" (", 1)[0]: v for k, v in figure["data"]["bars"].items()}
-    assert fd == pytest.approx({k: r["FD"] for k, r in by.items() if k != "training data"})
-    assert figure["data"]["references"]["training data"] == pytest.approx(by["training data"]["FD"])
+    bars = {k.rsplit(" (", 1)[0]: v for k, v in figure["data"]["bars"].items()}
+    assert bars == pytest.approx({k[0]: r["FD"] for k, r in by.items()
+                                  if k[0] != "training data" and (k[1] == "mean" or not k[0].startswith("student"))})
+    errors = {k.rsplit(" (", 1)[0]: v for k, v in figure["data"]["errors"].items()}
+    assert errors["student js"] == pytest.approx(by["student js", "std"]["FD"])
+    seeds = {k.rsplit(" (", 1)[0]: v for k, v in figure["data"]["seeds"].items()}
+    assert list(seeds) == ["student reverse_kl", "student js"]
+    for n, values in fd.items():
+        assert seeds[f"student {n}"] == pytest.approx(values)
+    assert "one student seed" in figure["legend"]
+    assert figure["data"]["references"]["training data"] == pytest.approx(by["training data", 0]["FD"])
 
 
 def test_image_grid_separates_the_digits_with_blank_gaps():

@@ -8,14 +8,18 @@ to [-1, 1]. Steps, all on the shared engine:
 2. an EDM denoiser (MLP backbone on CPU, conv backbone with ``--set backbone=conv``)
    is trained by denoising score matching: the teacher, sampled with EDM's Heun
    solver (2 x sampler_steps - 1 function evaluations);
-3. for each divergence a one-step generator x = D(sigma_init z, sigma_init),
-   initialised from the teacher (DMD2), is distilled with
+3. for each divergence and each of ``student_seeds`` a one-step generator
+   x = D(sigma_init z, sigma_init), initialised from the teacher (DMD2), is distilled with
    :class:`~divmin.diffusion.FDistillTrainer` (fake score initialised from the teacher, the
-   discriminator on its trunk, real samples from the training split).
+   discriminator on its trunk, real samples from the training split), every member under
+   the same settings (critic warm-up and ratio clamp: see ``_default_fdistill``).
 
 Reported: FD to the held-out split and class coverage of the held-out data, the
 teacher's multi-step sampler, the one-step teacher (the generator before
-distillation) and each student.
+distillation) and each student seed, with mean and sample-sd rows per member.
+``summary["claim"]`` tests the paper's ordering (forward KL and JS ahead of reverse KL
+in FD): ``holds`` on every seed, ``partly``, ``not``; ``summary["ahead_of_reverse_kl"]``
+has each member's FD margin and the seeds it wins.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-images --out runs/fdistill-images --full``, that is
 ``--set teacher.engine.max_steps=2000 --set classifier_steps=600 --set fdistill.engine.max_steps=300
@@ -28,6 +32,7 @@ import copy
 import dataclasses
 import importlib.util
 from pathlib import Path
+from statistics import mean, stdev
 from typing import Any
 
 import numpy as np
@@ -65,17 +70,26 @@ def _default_teacher() -> DenoiserTrainingConfig:
 
 
 def _default_fdistill() -> FDistillConfig:
-    return FDistillConfig(batch_size=128, critic_steps=2, lr_generator=1e-4, lr_critic=3e-4, sigma_min=0.1,
-                          sigma_max=10.0, sigma_sampling="log_uniform", feature_source="fake_score",
-                          gan_weight=1e-3, ema_decay=0.99, eval_samples=500, engine=_engine(300))
+    # Every member gets the same settings, chosen so that the ones whose weight h depends on the
+    # discriminator's log r (forward KL: h = r; JS: h = r / (1 + r)) are not handicapped against reverse
+    # KL (h = 1, no log r at all): 100 critic updates before the first generator step (the
+    # discriminator starts from the teacher's trunk but its head is untrained, so log r is noise at
+    # first), and r clamped to [0.2, 5] (the method's [0.1, 20] lets forward KL's normalised weight put
+    # 200 times more on one sample than on another, i.e. a few samples per batch carry its gradient).
+    return FDistillConfig(batch_size=128, critic_steps=2, critic_warmup=100, lr_generator=1e-4, lr_critic=3e-4,
+                          sigma_min=0.1, sigma_max=10.0, sigma_sampling="log_uniform", ratio_clamp=(0.2, 5.0),
+                          feature_source="fake_score", gan_weight=1e-3, ema_decay=0.99, eval_samples=500,
+                          engine=_engine(300))
 
 
 @dataclasses.dataclass
 class FDistillImagesConfig:
     # one student per registry name: mode-seeking (reverse KL = DMD), mass-covering (forward KL, h = r
     # unbounded), and two with a bounded weight h (JS: sigmoid(log r); softened reverse KL: sigmoid(-log r))
-    divergences: tuple[str, ...] = ("reverse_kl", "forward_kl", "js", "softened_reverse_kl")
-    seed: int = 0  # seed of every stage
+    # (softened reverse KL, h = sigmoid(-log r): ``--set "divergences=(..., 'softened_reverse_kl')"``)
+    divergences: tuple[str, ...] = ("reverse_kl", "forward_kl", "js")
+    seed: int = 0  # seed of the data split, the classifier and the teacher
+    student_seeds: tuple[int, ...] = (0, 1, 2)  # one student per (divergence, seed); mean and sd rows
     backbone: str = "mlp"  # "mlp" (CPU-sized) or "conv" (for a GPU)
     width: int = 256  # MLP hidden size, or conv channels
     depth: int = 3  # residual blocks
@@ -94,6 +108,7 @@ class FDistillImagesConfig:
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         divergences=Tuple(each=IsDivergence(parse=divergence, capability="score_weight")), seed=Int(ge=0),
+        student_seeds=Tuple(each=Int(ge=0), min_len=1),
         backbone=OneOf(lambda: _BACKBONES), width=Int(ge=1), depth=Int(ge=1), sampler_steps=Int(ge=1),
         sigma_init=Number(gt=0),
         classifier_steps=Int(ge=1), test_fraction=Number(gt=0, lt=1), eval_samples=Int(ge=1),
@@ -103,6 +118,8 @@ class FDistillImagesConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+        if len(set(self.student_seeds)) != len(self.student_seeds):
+            raise ValueError(f"`student_seeds` {self.student_seeds} must not repeat a value")
         if self.sigma_init > self.teacher.sigma_max:
             raise ValueError(f"`sigma_init` ({self.sigma_init}) must be <= `teacher.sigma_max` "
                              f"({self.teacher.sigma_max})")
@@ -162,12 +179,14 @@ def _metrics(clf: DigitClassifier, x: Tensor, ref_features: Tensor, coverage: fl
     return {"FD": frechet_distance(feats, ref_features), "classes covered": cc.covered, "class TV": cc.tv}
 
 
-def _student(c: FDistillImagesConfig, teacher: nn.Module, real: Tensor, name: str, out: Path) -> FDistillTrainer:
-    torch.manual_seed(c.seed)
+def _student(c: FDistillImagesConfig, teacher: nn.Module, real: Tensor, name: str, seed: int,
+             out: Path) -> FDistillTrainer:
+    torch.manual_seed(seed)
     gen = DenoiserGenerator(teacher.denoiser, c.sigma_init)
     fake = copy.deepcopy(teacher.denoiser).requires_grad_(True)
     disc = RatioHead(fake.width)
-    engine = run_engine(c.fdistill.engine, out / f"student-{name}", seed=c.seed)
+    engine = run_engine(c.fdistill.engine, out / f"student-{name}-seed{seed}", seed=seed,
+                        label=f"fdistill-images {name}, seed {seed}")
     cfg = dataclasses.replace(c.fdistill, divergence=name, engine=engine)
     fd = FDistillTrainer(gen, teacher, fake, config=cfg, sample_shape=(1, 8, 8), real=real, discriminator=disc)
     fd.fit(resume=resumable(engine, c.resume))
@@ -204,16 +223,53 @@ def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeRe
             {"sampler": "teacher, one step", "NFE": 1,
              **_metrics(clf, DenoiserGenerator(teacher.denoiser, c.sigma_init)(
                  torch.randn(c.eval_samples, 1, 8, 8, generator=gen, device=gen.device)).detach(), ref, c.coverage)}]
+    rows = [{**r, "seed": c.seed} for r in rows]
     grids = {"teacher": teacher.sample(64, generator=gen)}
     for name in c.divergences:
-        fd = _student(c, teacher, x_tr, name, out_dir)
-        x = fd.sample(c.eval_samples, generator=gen)
-        rows.append({"sampler": f"student {name}", "NFE": 1, **_metrics(clf, x, ref, c.coverage)})
-        grids[name] = x[:64]
+        mine = []
+        for seed in c.student_seeds:
+            fd = _student(c, teacher, x_tr, name, seed, out_dir)
+            x = fd.sample(c.eval_samples, generator=torch.Generator(device=gen.device).manual_seed(1000 + seed))
+            mine.append({"sampler": f"student {name}", "NFE": 1, "seed": seed, **_metrics(clf, x, ref, c.coverage)})
+            grids.setdefault(name, x[:64])
+        rows += mine + [{"sampler": f"student {name}", "NFE": 1, "seed": k,
+                         **{m: fn([r[m] for r in mine]) for m in _METRICS}} for k, fn in (("mean", mean), ("std", _std))]
     plot = _image_grids(grids, rows, out_dir / "fdistill_images.png")
-    summary = {"classifier_test_accuracy": test_acc,
-               "best_student_fd": min((r for r in rows if r["sampler"].startswith("student")), key=lambda r: r["FD"])["sampler"]}
-    return RecipeResult(["sampler", "NFE", "FD", "classes covered", "class TV"], rows, [str(plot)], summary)
+    students = {r["sampler"][len("student "):]: r for r in rows if r["sampler"].startswith("student") and r["seed"] == "mean"}
+    summary = {"classifier_test_accuracy": test_acc, "best_student_fd": min(students, key=lambda n: students[n]["FD"]),
+               **_ordering(rows, c.student_seeds)}
+    return RecipeResult(["sampler", "NFE", "seed", *_METRICS], rows, [str(plot)], summary)
+
+
+_METRICS = ("FD", "classes covered", "class TV")
+
+
+def _std(values: list[float]) -> float:
+    """Sample standard deviation over seeds (0 for one seed)."""
+    return stdev(values) if len(values) > 1 else 0.0
+
+
+def _ordering(rows: list[dict], seeds: tuple[int, ...]) -> dict:
+    """The paper's ordering in FD: per member, reverse KL's mean FD minus the member's (positive: the
+    member is better) and the seeds (paired) on which the member's FD is lower; the claim (forward KL
+    and JS ahead of reverse KL) ``holds`` on every seed, ``partly`` when one has the lower mean, else
+    ``not`` (``untested`` without the three members)."""
+    fd = {(r["sampler"][len("student "):], r["seed"]): r["FD"] for r in rows if r["sampler"].startswith("student")}
+    names = {n for n, _ in fd}
+    if "reverse_kl" not in names:
+        return {}
+    ahead = {n: {"fd_margin": fd["reverse_kl", "mean"] - fd[n, "mean"],
+                 "seeds_lower_fd": sum(fd[n, s] < fd["reverse_kl", s] for s in seeds)} for n in sorted(names - {"reverse_kl"})}
+    members = ("forward_kl", "js")
+    if not set(members) <= names:
+        claim = "untested"
+    elif all(ahead[n]["seeds_lower_fd"] == len(seeds) for n in members):
+        claim = "holds"
+    elif any(ahead[n]["fd_margin"] > 0 for n in members):
+        claim = "partly"
+    else:
+        claim = "not"
+    return {"ahead_of_reverse_kl": ahead, "claim": claim, "seeds": len(seeds)}
 
 
 def _tile(x: Tensor, gap: int = 2) -> Tensor:
@@ -230,17 +286,31 @@ def _tile(x: Tensor, gap: int = 2) -> Tensor:
 
 
 def _image_grids(grids: dict[str, Tensor], rows: list[dict], path: Path) -> Path:
-    """64 samples per sampler (8 x 8 grids of 8 x 8 digits), then FD per sampler as bars."""
+    """64 samples per sampler (8 x 8 grids of 8 x 8 digits; students: their first seed), then FD per
+    sampler as bars (students: mean +- sd over seeds, every seed as a dot)."""
     fig, axes = plt.subplots(1, len(grids) + 1, figsize=(2.6 * len(grids) + 4.5, 4.4), squeeze=False,
                              gridspec_kw={"width_ratios": [1] * len(grids) + [1.8]})
     for ax, (name, x) in zip(axes.flat, grids.items()):
         ax.imshow(_tile(x[:64]).numpy(), cmap="gray_r", vmin=-1, vmax=1)
         ax.set(xticks=[], yticks=[], xlabel="64 samples")
-        ax.set_title(name, fontsize=9)
-    fd = {f"{r['sampler']} ({r['NFE']} NFE)": r["FD"] for r in rows if r["sampler"] != "training data"}
+        ax.set_title(name if name == "teacher" else f"{name} (first seed)", fontsize=9)
+    shown = [r for r in rows if r["sampler"] != "training data" and r["seed"] not in ("std",)
+             and (not r["sampler"].startswith("student") or r["seed"] == "mean")]
+    key = {r["sampler"]: f"{r['sampler']} ({r['NFE']} NFE)" for r in shown}
+    fd = {key[r["sampler"]]: r["FD"] for r in shown}
+    sd = {key[r["sampler"]]: r["FD"] for r in rows if r["seed"] == "std"}
+    seeds = {key[r["sampler"]]: [] for r in shown if r["sampler"].startswith("student")}
+    for r in rows:
+        if r["sampler"].startswith("student") and r["seed"] not in ("mean", "std"):
+            seeds[key[r["sampler"]]].append(r["FD"])
     real = {"training data": r["FD"] for r in rows if r["sampler"] == "training data"}
-    data = bar_panel(axes[0, -1], fd, references=real, xlabel="sampler", ylabel="FD to held-out digits",
-                     label="generated samples")
-    axes[0, -1].set_title("Frechet distance (lower is better)", fontsize=9)
+    ax = axes[0, -1]
+    data = bar_panel(ax, fd, errors=sd, references=real, xlabel="sampler", ylabel="FD to held-out digits",
+                     label="generated samples (students: mean +- sd over seeds)")
+    for j, (name, values) in enumerate(seeds.items()):
+        ax.scatter([list(fd).index(name)] * len(values), values, s=10, color="k", zorder=3,
+                   label="one student seed" if j == 0 else None)
+    ax.legend(fontsize=7)
+    ax.set_title("Frechet distance (lower is better)", fontsize=9)
     fig.suptitle("fdistill-images: the teacher's multi-step sampler vs one-step f-distill students", fontsize=10)
-    return save_figure(fig, path, data=data, dpi=100)
+    return save_figure(fig, path, data={**data, "seeds": seeds}, dpi=100)
