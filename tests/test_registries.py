@@ -4,14 +4,19 @@ argument held it."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
 
 from divmin import cluster, data, diffusion, distill, robust
 from divmin.distill._cache_io import encode
-from divmin.recipes import weat
+from divmin.distill._sinkd import SINKD_MODES
 from divmin.registry import Registry
+
+weat = importlib.import_module("divmin.recipes.weat")  # the modules, not the recipes' functions of that name
+depict = importlib.import_module("divmin.recipes.depict")
 
 # (registry, its valid names): the names are spelled out here, so that a renamed or lost entry fails
 TABLES = {
@@ -27,6 +32,8 @@ TABLES = {
     "cluster.HEADS": (cluster.HEADS, {"softmax", "student_t"}),
     "cluster.TARGET_RULES": (cluster.TARGET_RULES, {"paper", "dec"}),
     "recipes.weat.DATASETS": (weat.DATASETS, {"digits", "fashion-mnist"}),
+    "recipes.depict.DATASETS": (depict.DATASETS, {"digits", "fashion-mnist"}),
+    "distill SINKD_MODES": (SINKD_MODES, {"reference", "log"}),
 }
 
 
@@ -56,6 +63,8 @@ CALLS = {
     "read_documents": (lambda bad: data.read_documents(["a"], split=bad), "split", ["lines", "paragraphs", "whole"]),
     "cache encode": (lambda bad: encode(torch.zeros(1, 2), bad), "dtype", ["float16", "float32", "int8"]),
     "DepictNet": (lambda bad: cluster.DepictNet((1, 8, 8), n_clusters=2, head=bad), "head", ["softmax", "student_t"]),
+    "sinkd_loss": (lambda bad: distill.sinkd_loss(torch.zeros(2, 3), torch.zeros(2, 3), mode=bad), "mode",
+                   ["log", "reference"]),
     "auxiliary_target": (lambda bad: cluster.auxiliary_target(torch.full((2, 2), 0.5), rule=bad), "rule",
                          ["dec", "paper"]),
 }
