@@ -105,7 +105,7 @@ def test_errors_name_the_problem_and_the_fix(tmp_path):
     assert text_blocks(DOCS, _bpe(DOCS), block_length=4, separator=None).separator_id is None
     with pytest.raises(ValueError, match="unknown `separator`.*valid: eos_token"):
         text_blocks(DOCS, tok, block_length=4, separator="eos")
-    with pytest.raises(ValueError, match="unknown `split`.*lines"):
+    with pytest.raises(ValueError, match="`split`: unknown text split .*lines"):
         text_blocks(DOCS, tok, block_length=4, split="sentences")
     with pytest.raises(TypeError, match="`tokenizer` must be a Hugging Face tokenizer"):
         text_blocks(DOCS, lambda s: s, block_length=4)

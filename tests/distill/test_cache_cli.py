@@ -51,7 +51,7 @@ def test_cli_refuses_bad_values_with_one_line(setup, capsys):
     d, _ = setup
     assert main(_args(d, d / "bad", "--dtype", "int4")) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("divmin: error: `dtype` must be one of") and "\n" not in err
+    assert err.startswith("divmin: error: `dtype`: unknown cache encoding 'int4'") and "\n" not in err
     assert main(_args(d, d / "bad", "--data", d / "missing.jsonl")) == 2
     assert "is neither a file nor a directory" in capsys.readouterr().err
 

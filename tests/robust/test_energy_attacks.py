@@ -116,7 +116,7 @@ def test_labels_out_of_range_are_refused():
 
 
 def test_objectives_registry_and_their_values():
-    assert available_objectives() == ["standard", "pgd-at", "trades", "weat"]
+    assert available_objectives() == ["pgd-at", "standard", "trades", "weat"]
     net, x = _net(2), torch.rand(16, 6)
     y = torch.arange(16) % 4
     s = AttackSettings(eps=0.1, steps=3, beta=2.0, generator=torch.Generator().manual_seed(0))

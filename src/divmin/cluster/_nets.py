@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine import Int, Number, Tuple
+from ..registry import Registry
 
 __all__ = ["HEADS", "PATHS", "DepictNet", "SoftmaxHead", "StudentTHead"]
 
@@ -75,7 +76,9 @@ class StudentTHead(nn.Module):
 
 
 # name -> head class (embed_dim, n_clusters) -> module with init_from_centroids(mu (K, d), scale)
-HEADS: dict[str, type[nn.Module]] = {"softmax": SoftmaxHead, "student_t": StudentTHead}
+HEADS: Registry[type[nn.Module]] = Registry("clustering head")
+HEADS.add("softmax", SoftmaxHead)
+HEADS.add("student_t", StudentTHead)
 
 
 def _in_shape(in_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -109,8 +112,10 @@ class DepictNet(nn.Module):
         Tuple(each=Int(ge=1), min_len=1)("channels", channels)
         Int(ge=1)("embed_dim", embed_dim)
         Number(ge=0, lt=1)("noise", noise)
-        if not isinstance(head, str) or head not in HEADS:
-            raise ValueError(f"`head` must be one of {sorted(HEADS)}, got {head!r}")
+        try:
+            head_cls = HEADS.get(head)
+        except ValueError as err:
+            raise ValueError(f"`head`: {err}") from None
         scale = 2 ** len(channels)
         if h % scale or w % scale:
             raise ValueError(f"`in_shape` height and width must be divisible by {scale}, got {tuple(in_shape)}")
@@ -123,7 +128,7 @@ class DepictNet(nn.Module):
         flat = widths[-1] * (h // scale) * (w // scale)
         self.embed = nn.Linear(flat, embed_dim)
         self.unembed = nn.Linear(embed_dim, flat)
-        self.head = HEADS[head](embed_dim, n_clusters)
+        self.head = head_cls(embed_dim, n_clusters)
         self.in_shape = (c, h, w)
 
     def _check_x(self, x: Tensor) -> None:

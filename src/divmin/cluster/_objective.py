@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..divergences import Divergence, as_divergence, categorical_divergence
+from ..registry import Registry
 
 __all__ = ["TARGET_RULES", "auxiliary_target", "depict_loss"]
 
@@ -40,7 +41,9 @@ def _dec(log_q: Tensor, log_f: Tensor) -> Tensor:
 
 
 # name -> unnormalised log p_ik from (log q (N, K), log f (K,))
-TARGET_RULES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"paper": _paper, "dec": _dec}
+TARGET_RULES: Registry[Callable[[Tensor, Tensor], Tensor]] = Registry("target rule")
+TARGET_RULES.add("paper", _paper)
+TARGET_RULES.add("dec", _dec)
 
 
 def _check_probs(q: Tensor, argname: str) -> None:
@@ -72,15 +75,17 @@ def auxiliary_target(q: Tensor, *, rule: str = "paper") -> Tensor:
             [0.5000, 0.5000]])
     """
     _check_probs(q, "q")
-    if not isinstance(rule, str) or rule not in TARGET_RULES:
-        raise ValueError(f"`rule` must be one of {sorted(TARGET_RULES)}, got {rule!r}")
+    try:
+        score_rule = TARGET_RULES.get(rule)
+    except ValueError as err:
+        raise ValueError(f"`rule`: {err}") from None
     work = q.detach().to(torch.promote_types(q.dtype, torch.float32))
     log_q = work.log()
     log_f = torch.logsumexp(log_q, dim=0)
     # an empty cluster has log f = -inf and -inf - (-inf) is NaN: any finite stand-in works there,
     # since its scores are forced to -inf (p = 0) below whatever the rule makes of them
     log_f = torch.where(torch.isfinite(log_f), log_f, torch.zeros_like(log_f))
-    scores = TARGET_RULES[rule](log_q, log_f).masked_fill(work == 0, -math.inf)
+    scores = score_rule(log_q, log_f).masked_fill(work == 0, -math.inf)
     return torch.softmax(scores, dim=-1).to(q.dtype)
 
 

@@ -40,19 +40,15 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from ..registry import Registry
+
 __all__ = ["SEPARATORS", "TEXT_SPLITS", "TextBlocks", "pack_blocks", "read_documents", "text_blocks", "word_vocab"]
 
 # the special-token attributes a Hugging Face tokenizer may carry (PreTrainedTokenizerBase.SPECIAL_TOKENS_ATTRIBUTES)
 SEPARATORS = ("eos_token", "sep_token", "bos_token", "cls_token", "pad_token", "unk_token", "mask_token")
 
-TEXT_SPLITS: dict[str, Callable[[str], list[str]]] = {}  # name -> text -> documents
-
-
-def _splitter(name: str) -> Callable:
-    def deco(fn: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
-        TEXT_SPLITS[name] = fn
-        return fn
-    return deco
+TEXT_SPLITS: Registry[Callable[[str], list[str]]] = Registry("text split")  # name -> text -> documents
+_splitter = TEXT_SPLITS.register
 
 
 @_splitter("lines")
@@ -107,8 +103,10 @@ def read_documents(source: str | os.PathLike | Sequence[str], *, split: str = "l
     >>> read_documents(["one line\\n\\n two ", "three"])
     ['one line', 'two', 'three']
     """
-    if split not in TEXT_SPLITS:
-        raise ValueError(f"unknown `split` {split!r}; valid: {', '.join(sorted(TEXT_SPLITS))}")
+    try:
+        splitter = TEXT_SPLITS.get(split)
+    except ValueError as err:
+        raise ValueError(f"`split`: {err}") from None
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -119,7 +117,7 @@ def read_documents(source: str | os.PathLike | Sequence[str], *, split: str = "l
         texts, where = list(source), "the list of strings"
     else:
         raise TypeError(f"`source` must be a path to a text file or a list of strings, got {type(source).__name__}")
-    docs = [d for text in texts for d in TEXT_SPLITS[split](text)]
+    docs = [d for text in texts for d in splitter(text)]
     if not docs:
         raise ValueError(f"`source`: {where} holds no text (empty or only whitespace)")
     return docs

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..divergences import Divergence
 from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, OneOf, Tuple, is_default, validate
+from ..registry import Registry
 
 __all__ = ["FDistillConfig", "SIGMA_SAMPLERS", "TIME_WEIGHTS", "FEATURE_SOURCES"]
 
@@ -28,10 +29,14 @@ def _edm_lognormal(n: int, lo: float, hi: float, gen: torch.Generator, device: t
 
 
 # name -> (n, sigma_min, sigma_max, generator, device) -> (n,) noise levels
-SIGMA_SAMPLERS: dict[str, Callable[..., Tensor]] = {"log_uniform": _log_uniform, "edm_lognormal": _edm_lognormal}
+SIGMA_SAMPLERS: Registry[Callable[..., Tensor]] = Registry("sigma sampler")
+SIGMA_SAMPLERS.add("log_uniform", _log_uniform)
+SIGMA_SAMPLERS.add("edm_lognormal", _edm_lognormal)
 # name -> sigma (B,) -> w(sigma) (B,): the generator loss is E_sigma[w(sigma) D_f(p_sigma || q_sigma)];
 # "sigma2" turns score differences into denoiser differences (DMD's scale), "none" weighs scores as is.
-TIME_WEIGHTS: dict[str, Callable[[Tensor], Tensor]] = {"sigma2": torch.square, "none": torch.ones_like}
+TIME_WEIGHTS: Registry[Callable[[Tensor], Tensor]] = Registry("time weight")
+TIME_WEIGHTS.add("sigma2", torch.square)
+TIME_WEIGHTS.add("none", torch.ones_like)
 # where the discriminator's features come from: its own encoder, or the fake score network's trunk
 FEATURE_SOURCES = ("own", "fake_score")
 

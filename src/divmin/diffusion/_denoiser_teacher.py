@@ -132,7 +132,7 @@ class _DSMTask:
         c = self.c
         idx = torch.randint(self.data.shape[0], (c.batch_size,), generator=ctx.cpu_generator)
         x0 = self.data[idx].to(ctx.device)
-        sigma = SIGMA_SAMPLERS[c.sigma_sampling](c.batch_size, c.sigma_min, c.sigma_max, ctx.generator, ctx.device)
+        sigma = SIGMA_SAMPLERS.get(c.sigma_sampling)(c.batch_size, c.sigma_min, c.sigma_max, ctx.generator, ctx.device)
         eps = torch.randn(x0.shape, generator=ctx.generator, device=ctx.device)
         return ctx.call("denoiser", "dsm_loss", x0, sigma, eps)  # a method: through the DDP wrapper
 

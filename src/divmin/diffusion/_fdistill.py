@@ -160,7 +160,7 @@ class _FDistillTask:
     def _noise(self, n: int, ctx: StepContext) -> tuple[Tensor, Tensor]:
         """Noise levels (n,) and Gaussian noise (n, *sample_shape)."""
         c = self.c
-        sigma = SIGMA_SAMPLERS[c.sigma_sampling](n, c.sigma_min, c.sigma_max, ctx.generator, ctx.device)
+        sigma = SIGMA_SAMPLERS.get(c.sigma_sampling)(n, c.sigma_min, c.sigma_max, ctx.generator, ctx.device)
         return sigma, torch.randn(n, *self.sample_shape, generator=ctx.generator, device=ctx.device)
 
     def _real(self, n: int, ctx: StepContext,
@@ -224,7 +224,7 @@ class _FDistillTask:
             s_q = ctx.unwrap("fake_score").score(xd, sigma)
             log_r = self._log_ratio(self._logit(ctx, xd, sigma, unwrap=True), sigma)
         loss = fdistill_surrogate(x_t, s_q, s_p, log_r, divergence=c.divergence, normalize=c.normalize_h,
-                                  time_weight=TIME_WEIGHTS[c.time_weight](sigma))
+                                  time_weight=TIME_WEIGHTS.get(c.time_weight)(sigma))
         metrics = {"gen/log_r": log_r.mean(), "gen/h": fdistill_weight(log_r, divergence=c.divergence, normalize=False).mean()}
         if c.gan_weight > 0:
             with ctx.frozen("fake_score", "discriminator"):

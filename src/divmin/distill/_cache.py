@@ -127,7 +127,7 @@ def _teacher_rows(teacher: nn.Module, rows: list, collate: LMCollator, top_k: in
     """(ids (N, k), log-probs (N, k), log tail (N,), V) of the completion tokens of ``rows`` in order."""
     device = next(teacher.parameters(), torch.empty(0)).device
     batch = {k: v.to(device) for k, v in collate(rows).items()}
-    logits = DISTILL_TASKS["causal_lm"].forward(teacher, batch)
+    logits = DISTILL_TASKS.get("causal_lm").forward(teacher, batch)
     keep = batch["labels"] != IGNORE
     lp = torch.log_softmax(logits[keep].float() / temperature, dim=-1)
     vocab = lp.shape[-1]

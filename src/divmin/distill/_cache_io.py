@@ -37,6 +37,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..engine import atomic_path, atomic_write
+from ..registry import Registry
 
 __all__ = ["ENCODINGS", "MANIFEST", "FORMAT", "id_bytes", "pack_ids", "unpack_ids", "encode", "decode",
            "write_shard", "ShardReader", "log1mexp", "sha256_file", "shard_name", "bytes_per_token", "check_plan",
@@ -89,26 +90,32 @@ def _int8_decode(t: dict[str, Tensor]) -> Tensor:
 
 
 # name -> (encode, decode, bytes per token for the log-probs given k): the one table of log-prob storage
-ENCODINGS: dict[str, tuple[Callable, Callable, Callable[[int], int]]] = {
-    "float32": (*_float_codec(torch.float32), lambda k: 4 * k),
-    "float16": (*_float_codec(torch.float16), lambda k: 2 * k),
-    "int8": (_int8_encode, _int8_decode, lambda k: k + 8),
-}
+ENCODINGS: Registry[tuple[Callable, Callable, Callable[[int], int]]] = Registry("cache encoding")
+ENCODINGS.add("float32", (*_float_codec(torch.float32), lambda k: 4 * k))
+ENCODINGS.add("float16", (*_float_codec(torch.float16), lambda k: 2 * k))
+ENCODINGS.add("int8", (_int8_encode, _int8_decode, lambda k: k + 8))
+
+
+def _encoding(name: Any) -> tuple[Callable, Callable, Callable[[int], int]]:
+    """The (encode, decode, bytes per token) of encoding ``name``, read from the ``dtype`` argument."""
+    try:
+        return ENCODINGS.get(name)
+    except ValueError as err:
+        raise ValueError(f"`dtype`: {err}") from None
 
 
 def check_encoding(name: Any) -> str:
-    if name not in ENCODINGS:
-        raise ValueError(f"`dtype` must be one of {sorted(ENCODINGS)}, got {name!r}")
+    _encoding(name)
     return name
 
 
 def bytes_per_token(k: int, vocab_size: int, dtype: str) -> int:
     """Stored bytes per token (ids + log-probs + the fp32 log tail), shard headers and offsets aside."""
-    return k * id_bytes(vocab_size) + ENCODINGS[check_encoding(dtype)][2](k) + 4
+    return k * id_bytes(vocab_size) + _encoding(dtype)[2](k) + 4
 
 
 def encode(lp: Tensor, dtype: str) -> dict[str, Tensor]:
-    return ENCODINGS[check_encoding(dtype)][0](lp)
+    return _encoding(dtype)[0](lp)
 
 
 def log1mexp(x: Tensor) -> Tensor:
@@ -118,7 +125,7 @@ def log1mexp(x: Tensor) -> Tensor:
 
 def decode(tensors: dict[str, Tensor], dtype: str) -> Tensor:
     """``(N, k)`` float32 log-probs from an encoding's tensors, renormalised to mass ``1 - exp(log_tail)``."""
-    lp = ENCODINGS[check_encoding(dtype)][1](tensors)
+    lp = _encoding(dtype)[1](tensors)
     if dtype == "float32":
         return lp  # stored as computed: no rounding to undo (k = V reproduces the dense loss exactly)
     lse = torch.logsumexp(lp, -1, keepdim=True)

@@ -30,17 +30,19 @@ H. Li, Sinkhorn Distance Minimization for Knowledge Distillation (LREC-COLING 20
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from ..divergences import sinkhorn, sinkhorn_divergence
+from ..registry import Registry
 from ._token import check_temperature
 
-__all__ = ["sinkd_loss"]
+__all__ = ["SINKD_MODES", "sinkd_loss"]
 
-_MODES = ("reference", "log")
+# sinkd_loss's `mode` by name: fn(q (B, C), p (B, C), cost (B, B), epsilon, n_iters, debias, max_iter, tol) -> loss
+SINKD_MODES: Registry[Callable[..., Tensor]] = Registry("SinKD mode")
 
 
 def _reference(cost: Tensor, epsilon: float, n_iters: int) -> Tensor:
@@ -66,8 +68,10 @@ def _check_args(student_logits: Any, teacher_logits: Any, epsilon: Any, n_iters:
         raise ValueError(f"`epsilon` must be a finite number > 0, got {epsilon!r}")
     if isinstance(n_iters, bool) or not isinstance(n_iters, int) or n_iters < 1:
         raise ValueError(f"`n_iters` must be an int >= 1, got {n_iters!r}")
-    if mode not in _MODES:
-        raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
+    try:
+        SINKD_MODES.get(mode)
+    except ValueError as err:
+        raise ValueError(f"`mode`: {err}") from None
 
 
 def sinkd_loss(
@@ -90,7 +94,7 @@ def sinkd_loss(
         epsilon: entropic regularisation, in units of the L1 cost (which lies in [0, 2]).
         n_iters: row-then-column normalisation rounds (``mode="reference"`` only).
         temperature: T > 0; predictions are ``softmax(logits / T)``.
-        mode: ``"reference"`` (the research code's plain-domain loop) or ``"log"``.
+        mode: a name in ``SINKD_MODES``: ``"reference"`` (the research code's plain-domain loop) or ``"log"``.
         debias: ``mode="log"`` only: return the debiased Sinkhorn divergence.
         max_iter, tol: ``mode="log"`` only: forwarded to :func:`divmin.sinkhorn`.
 
@@ -105,10 +109,20 @@ def sinkd_loss(
     q = torch.softmax(student_logits.to(dtype) / temperature, dim=-1)  # model Q's predictions, (B, C)
     p = torch.softmax(teacher_logits.detach().to(dtype=dtype, device=q.device) / temperature, dim=-1)  # target P
     cost = torch.cdist(q, p, p=1.0)  # (B_student, B_teacher)
-    if mode == "reference":
-        return _reference(cost, float(epsilon), n_iters)
+    return SINKD_MODES.get(mode)(q, p, cost, float(epsilon), n_iters, debias, max_iter, tol)
+
+
+@SINKD_MODES.register("reference")
+def _reference_mode(q: Tensor, p: Tensor, cost: Tensor, epsilon: float, n_iters: int, debias: bool,
+                    max_iter: int, tol: float) -> Tensor:
+    return _reference(cost, epsilon, n_iters)
+
+
+@SINKD_MODES.register("log")
+def _log_mode(q: Tensor, p: Tensor, cost: Tensor, epsilon: float, n_iters: int, debias: bool,
+              max_iter: int, tol: float) -> Tensor:
     if debias:
-        return sinkhorn_divergence(q, p, cost="l1", epsilon=float(epsilon), max_iter=max_iter, tol=tol)
+        return sinkhorn_divergence(q, p, cost="l1", epsilon=epsilon, max_iter=max_iter, tol=tol)
     uniform_q = q.new_full((q.shape[0],), 1.0 / q.shape[0])
     uniform_p = q.new_full((p.shape[0],), 1.0 / p.shape[0])
-    return sinkhorn(uniform_q, uniform_p, cost, epsilon=float(epsilon), max_iter=max_iter, tol=tol).objective
+    return sinkhorn(uniform_q, uniform_p, cost, epsilon=epsilon, max_iter=max_iter, tol=tol).objective

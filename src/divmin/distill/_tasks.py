@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..engine import is_default
 from ..lm import IGNORE, LMCollator, compact, counted_logits, tokenize_pairs
+from ..registry import Registry
 
 __all__ = ["DISTILL_TASKS", "DistillTaskKind", "CausalLM", "SequenceClassification"]
 
@@ -138,7 +139,9 @@ class SequenceClassification(DistillTaskKind):
 
 
 # task name -> task object; DistillConfig.task must be one of these names
-DISTILL_TASKS: dict[str, DistillTaskKind] = {t.name: t for t in (CausalLM(), SequenceClassification())}
+DISTILL_TASKS: Registry[DistillTaskKind] = Registry("distill task")
+DISTILL_TASKS.add(CausalLM.name, CausalLM())
+DISTILL_TASKS.add(SequenceClassification.name, SequenceClassification())
 
 
 def _token_id(value: int | None, tokenizer: Any, attrs: tuple[str, ...], name: str) -> int:

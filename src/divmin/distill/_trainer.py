@@ -99,7 +99,7 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        DISTILL_TASKS[self.task].check_config(self)
+        DISTILL_TASKS.get(self.task).check_config(self)
         if self.fused is True and self.sinkd_weight > 0:
             raise ValueError("`sinkd_weight` > 0 is not supported with `fused=True` (SinKD needs the logits)")
         if self.fused is False and not is_default(self, "fused_backend"):
@@ -318,7 +318,7 @@ class DistillTrainer(MethodTrainer):
         self.model, self.tokenizer = model, tokenizer
         self.teacher = teacher if self.cache is not None else teacher.requires_grad_(False).eval()
         self.div = as_divergence(config.divergence)
-        self.task = DISTILL_TASKS[config.task]
+        self.task = DISTILL_TASKS.get(config.task)
         self._loss = _KDLoss(config, self.task, self.div, self.cache, _fuses(config, model, teacher))
         self.pad_id, self.eos_id = self.task.token_ids(config, tokenizer, pad_id, eos_id)
         self.collate = self.task.collator(self.pad_id)

@@ -45,6 +45,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,7 @@ from ..cluster import DepictConfig, DepictTrainer
 from ..data import fashion_mnist, load_digits_images
 from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, apply_values, atomic_write, validate
 from ..eval import ari, clustering_accuracy, nmi
+from ..registry import Registry
 from ._plots import plt, save_figure
 from ._engines import refuse_owned
 from ._registry import RecipeResult, is_main_process, recipe
@@ -61,7 +63,6 @@ from ._runs import resumable, run_engine
 
 __all__ = ["DepictRecipeConfig", "run_depict"]
 
-_DATASETS = ("digits", "fashion-mnist")
 METHODS = ("depict-dec", "depict-paper", "dec", "kmeans-embedding", "kmeans-pixels")
 # method -> DepictConfig fields of its fine-tuning from the shared pretrained autoencoder
 _DEEP = {"depict-dec": dict(target="dec"), "depict-paper": dict(target="paper"),
@@ -81,6 +82,17 @@ FULL_SIZES: dict[str, dict[str, object]] = {
 # the paper's noisy path, except on Fashion-MNIST where it merged clusters (divmin.cluster._trainer's
 # docstring has the numbers)
 _PATHS = {"digits": "noisy", "fashion-mnist": "clean"}
+
+# the recipe's image sets by name: config -> (images (N, 1, H, W), labels (N,))
+DATASETS: Registry[Callable[[DepictRecipeConfig], tuple[torch.Tensor, torch.Tensor]]] = Registry("dataset")
+DATASETS.add("digits", lambda c: load_digits_images())
+
+
+@DATASETS.register("fashion-mnist")
+def _fashion(c: DepictRecipeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    # train + test, as the clustering literature reports Fashion-MNIST
+    (xa, ya), (xb, yb) = fashion_mnist("train"), fashion_mnist("test")
+    return torch.cat([xa, xb])[:c.max_samples], torch.cat([ya, yb])[:c.max_samples]
 
 
 def _default_depict() -> DepictConfig:
@@ -105,7 +117,7 @@ class DepictRecipeConfig:
     depict: DepictConfig = dataclasses.field(default_factory=_default_depict)
 
     CHECKS = dict(  # one per field: divmin.engine.validate
-        dataset=OneOf(_DATASETS), max_samples=Int(ge=10, optional=True), seeds=Tuple(each=Int(ge=0), min_len=1),
+        dataset=OneOf(DATASETS), max_samples=Int(ge=10, optional=True), seeds=Tuple(each=Int(ge=0), min_len=1),
         pretrain_lr=Number(gt=0), num_threads=Int(ge=1, optional=True), full=Bool(), resume=Bool(),
         depict=Instance(DepictConfig),
     )
@@ -119,11 +131,7 @@ class DepictRecipeConfig:
 
 
 def _load(c: DepictRecipeConfig) -> tuple[torch.Tensor, np.ndarray]:
-    if c.dataset == "digits":
-        x, y = load_digits_images()
-    else:  # train + test, as the clustering literature reports Fashion-MNIST
-        (xa, ya), (xb, yb) = fashion_mnist("train"), fashion_mnist("test")
-        x, y = torch.cat([xa, xb])[:c.max_samples], torch.cat([ya, yb])[:c.max_samples]
+    x, y = DATASETS.get(c.dataset)(c)
     return x, y.numpy()
 
 

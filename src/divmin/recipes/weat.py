@@ -52,6 +52,7 @@ from torch.utils.data import TensorDataset
 
 from ..engine import Bool, EngineConfig, Instance, Int, Number, OneOf, Tuple, validate
 from ..eval import frechet_distance
+from ..registry import Registry
 from ..robust import WEATConfig as RobustWEATConfig  # the method's config; this module's WEATConfig is the recipe's
 from ..robust import (OBJECTIVES, SGLD_INITS, AttackSettings, RobustTrainer, autoattack_accuracy, autoattack_available,
                       robustness_metrics, sgld_sample)
@@ -99,7 +100,7 @@ class WEATRecipeConfig:
 
     CHECKS = dict(  # one per field: divmin.engine.validate
         methods=Tuple(each=OneOf(OBJECTIVES), min_len=1), seeds=Tuple(each=Int(ge=0), min_len=1),
-        dataset=OneOf(lambda: list(DATASETS)), split_seed=Int(ge=0), test_fraction=Number(gt=0, lt=1),
+        dataset=OneOf(lambda: DATASETS.names()), split_seed=Int(ge=0), test_fraction=Number(gt=0, lt=1),
         train_size=Int(ge=10), test_size=Int(ge=10), width=Int(ge=1), trace_every=Int(ge=1, optional=True),
         autoattack=Bool(), autoattack_size=Int(ge=1), sgld_init=OneOf(SGLD_INITS), pca_components=Int(ge=1),
         sgld_per_class=Int(ge=1), sgld_steps=Int(ge=1), sgld_step_size=Number(ge=0), sgld_noise=Number(ge=0),
@@ -143,10 +144,9 @@ def fashion(train_size: int, test_size: int, seed: int) -> Splits:
 
 
 # the recipe's data sets by name: config -> (train, test), flat inputs in [0, 1], 10 classes
-DATASETS: dict[str, Callable[[WEATRecipeConfig], Splits]] = {
-    "digits": lambda c: digits(c.test_fraction, c.split_seed),
-    "fashion-mnist": lambda c: fashion(c.train_size, c.test_size, c.split_seed),
-}
+DATASETS: Registry[Callable[[WEATRecipeConfig], Splits]] = Registry("dataset")
+DATASETS.add("digits", lambda c: digits(c.test_fraction, c.split_seed))
+DATASETS.add("fashion-mnist", lambda c: fashion(c.train_size, c.test_size, c.split_seed))
 
 
 def _mlp(d: int, width: int, seed: int) -> nn.Module:
@@ -182,7 +182,7 @@ def _starts(c: WEATRecipeConfig, train: TensorDataset, seed: int) -> tuple[torch
     gen = torch.Generator().manual_seed(seed)
     draw_y = torch.arange(10).repeat_interleave(c.sgld_per_class)
     kw = {"components": c.pca_components} if c.sgld_init == "pca" else {}
-    return SGLD_INITS[c.sgld_init](*train.tensors, draw_y, generator=gen, **kw), draw_y, gen
+    return SGLD_INITS.get(c.sgld_init)(*train.tensors, draw_y, generator=gen, **kw), draw_y, gen
 
 
 _COLS = ("clean_acc", "pgd_acc", "autoattack_acc", "energy_gap", "kl", "kl_marginal", "kl_joint", "sgld_acc",
@@ -214,7 +214,7 @@ def _one(c: WEATRecipeConfig, method: str, seed: int, data: Splits, judge: nn.Mo
 
 
 def _run(c: WEATRecipeConfig, out_dir: Path) -> RecipeResult:
-    data = DATASETS[c.dataset](c)
+    data = DATASETS.get(c.dataset)(c)
     run_aa = c.autoattack and autoattack_available()
     judge = _train(c, "standard", 1000 + c.seeds[0], *data, out_dir / "judge")[0].model.eval()
     rows, traces, samples, per_seed = [], {}, {}, {}

@@ -11,7 +11,7 @@ runs AutoAttack through the optional torchattacks package.
 """
 
 from ..engine import deprecated_aliases
-from ._attacks import NORMS, pgd_attack, trades_attack
+from ._attacks import ATTACK_STARTS, NORMS, pgd_attack, trades_attack
 from ._autoattack import autoattack_accuracy, autoattack_available
 from ._energy import check_labels, energy, joint_energy, kl_energy_terms, weat_weights
 from ._method import WEATTrainConfig  # registers `divmin train weat`
@@ -34,6 +34,7 @@ __all__ = [
     "joint_energy",
     "kl_energy_terms",
     "NORMS",
+    "ATTACK_STARTS",
     "OBJECTIVES",
     "AttackSettings",
     "SGLD_INITS",

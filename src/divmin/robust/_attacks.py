@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..divergences import categorical_divergence
+from ..registry import Registry
 from ._energy import _num_classes, check_labels
 
-__all__ = ["NORMS", "pgd_attack", "trades_attack"]
+__all__ = ["ATTACK_STARTS", "NORMS", "pgd_attack", "trades_attack"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +52,27 @@ def _l2_random(shape: tuple[int, ...], eps: float, gen: torch.Generator | None) 
     return d / _flat_norm(d) * radius
 
 
-NORMS: dict[str, _Norm] = {
-    "linf": _Norm(direction=torch.sign, project=lambda d, eps: d.clamp(-eps, eps),
-                  random=lambda shape, eps, gen: (2 * _rand(shape, gen) - 1) * eps),
-    "l2": _Norm(direction=lambda g: g / _flat_norm(g),
-                project=lambda d, eps: d * (eps / _flat_norm(d)).clamp(max=1.0), random=_l2_random),
-}
+NORMS: Registry[_Norm] = Registry("norm")
+NORMS.add("linf", _Norm(direction=torch.sign, project=lambda d, eps: d.clamp(-eps, eps),
+                        random=lambda shape, eps, gen: (2 * _rand(shape, gen) - 1) * eps))
+NORMS.add("l2", _Norm(direction=lambda g: g / _flat_norm(g),
+                      project=lambda d, eps: d * (eps / _flat_norm(d)).clamp(max=1.0), random=_l2_random))
+
+# pgd_attack's first perturbation delta_0 by name: fn(norm, x, eps, init_std, generator) -> delta_0 like x
+ATTACK_STARTS: Registry[Callable[[_Norm, Tensor, float, float, torch.Generator | None], Tensor]] = \
+    Registry("attack start")
+ATTACK_STARTS.add("uniform", lambda geom, x, eps, std, gen: geom.random(tuple(x.shape), eps, gen).to(x))
+ATTACK_STARTS.add("gaussian", lambda geom, x, eps, std, gen:
+                  geom.project(std * _rand(tuple(x.shape), gen, normal=True).to(x), eps))
+ATTACK_STARTS.add("none", lambda geom, x, eps, std, gen: torch.zeros_like(x))
+
+
+def _named(registry: Registry, arg: str, name: Any) -> Any:
+    """``registry.get(name)``, its ValueError prefixed with the argument's name."""
+    try:
+        return registry.get(name)
+    except ValueError as err:
+        raise ValueError(f"`{arg}`: {err}") from None
 
 
 def _checks(x: Tensor, eps: float, step_size: float | None, steps: int, norm: str,
@@ -67,8 +83,7 @@ def _checks(x: Tensor, eps: float, step_size: float | None, steps: int, norm: st
         raise ValueError(f"`eps` must be a finite number >= 0, got {eps!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be an int >= 1, got {steps!r}")
-    if norm not in NORMS:
-        raise ValueError(f"`norm` must be one of {', '.join(map(repr, NORMS))}, got {norm!r}")
+    _named(NORMS, "norm", norm)
     check_bounds(bounds)
     alpha = 2.5 * eps / steps if step_size is None else step_size
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
@@ -102,11 +117,12 @@ def pgd_attack(model: nn.Module | Callable[[Tensor], Tensor], x: Tensor, target:
         target: what ``loss`` compares to (default: ``(B,)`` integer labels for cross-entropy).
         eps: radius of the ball (>= 0; 0 returns ``x`` projected on ``bounds``).
         steps: ascent steps (>= 1). step_size: alpha per step (default 2.5 eps / steps).
-        norm: ``"linf"`` (sign steps, box projection) or ``"l2"`` (normalised steps, ball projection).
+        norm: a name in ``NORMS``: ``"linf"`` (sign steps, box projection) or ``"l2"`` (normalised
+            steps, ball projection).
         loss: ``loss(logits, target) -> scalar or (B,)`` to maximise (summed over the batch so that
             each example's step is its own); default cross-entropy.
-        start: ``"uniform"`` (uniform in the L∞ box / in the L2 ball, Madry et al.), ``"gaussian"``
-            (``init_std`` x N(0, I), TRADES) or ``"none"`` (the clean input).
+        start: a name in ``ATTACK_STARTS``: ``"uniform"`` (uniform in the L∞ box / in the L2 ball,
+            Madry et al.), ``"gaussian"`` (``init_std`` x N(0, I), TRADES) or ``"none"`` (the clean input).
         bounds: the input range ``(lo, hi)``, or None for no range.
         generator: the random start's source (on the generator's device, then moved to ``x``'s).
 
@@ -120,23 +136,14 @@ def pgd_attack(model: nn.Module | Callable[[Tensor], Tensor], x: Tensor, target:
     True
     """
     alpha = _checks(x, eps, step_size, steps, norm, bounds)
-    starts = ("uniform", "gaussian", "none")
-    if start not in starts:
-        raise ValueError(f"`start` must be one of {', '.join(map(repr, starts))}, got {start!r}")
+    first_delta = _named(ATTACK_STARTS, "start", start)
     if loss is None:
         if not isinstance(target, Tensor):
             raise TypeError("`target` must be a tensor of labels for the default cross-entropy loss")
         check_labels(target, _num_classes(model, x), x.shape[:1], "target")
         loss = _ce_sum
-    geom, x = NORMS[norm], x.detach()
-    shape = tuple(x.shape)
-    if start == "uniform":
-        delta = geom.random(shape, float(eps), generator).to(x)
-    elif start == "gaussian":
-        delta = geom.project(init_std * _rand(shape, generator, normal=True).to(x), float(eps))
-    else:
-        delta = torch.zeros_like(x)
-    x_adv = _clip(x + delta, bounds)
+    geom, x = NORMS.get(norm), x.detach()
+    x_adv = _clip(x + first_delta(geom, x, float(eps), init_std, generator), bounds)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from ..divergences import Divergence, categorical_divergence
 from ..engine import Bool, Instance, Int, IsDivergence, Number, OneOf, Tuple, validate
-from ._attacks import NORMS, pgd_attack, trades_attack
+from ..registry import Registry
+from ._attacks import NORMS, _named, pgd_attack, trades_attack
 from ._energy import _eval_mode, _num_classes, check_labels, energy, kl_energy_terms, weat_weights
 
 __all__ = ["OBJECTIVES", "AttackSettings", "available_objectives", "register_objective", "robust_loss"]
@@ -70,7 +71,7 @@ class AttackSettings:
 
 
 Objective = Callable[[nn.Module, Tensor, Tensor, AttackSettings], dict[str, Tensor]]
-OBJECTIVES: dict[str, Objective] = {}
+OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
 def register_objective(name: str) -> Callable[[Objective], Objective]:
@@ -83,18 +84,17 @@ def register_objective(name: str) -> Callable[[Objective], Objective]:
             raise TypeError(f"`fn` must be callable (model, x, labels, settings) -> dict, got {type(fn).__name__}")
         if name in OBJECTIVES:
             raise ValueError(f"`name`: objective {name!r} is already registered")
-        OBJECTIVES[name] = fn
-        return fn
+        return OBJECTIVES.register(name)(fn)
     return add
 
 
 def available_objectives() -> list[str]:
-    """Names of the registered objectives.
+    """Names of the registered objectives, sorted.
 
     >>> available_objectives()
-    ['standard', 'pgd-at', 'trades', 'weat']
+    ['pgd-at', 'standard', 'trades', 'weat']
     """
-    return list(OBJECTIVES)
+    return OBJECTIVES.names()
 
 
 def _energies(natural: Tensor, adv: Tensor | None) -> dict[str, Tensor]:
@@ -173,14 +173,13 @@ def robust_loss(model: nn.Module, x: Tensor, labels: Tensor, *, objective: str =
     >>> robust_loss(net, torch.rand(4, 2), torch.tensor([0, 1, 1, 0]), objective="fgsm")
     Traceback (most recent call last):
     ...
-    ValueError: `objective` must be one of 'standard', 'pgd-at', 'trades', 'weat', got 'fgsm'
+    ValueError: `objective`: unknown objective 'fgsm'; available: pgd-at, standard, trades, weat
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"`objective` must be one of {', '.join(map(repr, OBJECTIVES))}, got {objective!r}")
+    loss_fn = _named(OBJECTIVES, "objective", objective)
     settings = AttackSettings() if settings is None else settings
     if not isinstance(settings, AttackSettings):
         raise TypeError(f"`settings` must be an AttackSettings, got {type(settings).__name__}")
     if not isinstance(x, Tensor) or not x.dtype.is_floating_point or x.dim() < 1:
         raise TypeError("`x` must be a floating torch.Tensor of shape (B, ...)")
     check_labels(labels, _num_classes(model, x), x.shape[:1])
-    return OBJECTIVES[objective](model, x, labels, settings)
+    return loss_fn(model, x, labels, settings)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..engine import Number
+from ..registry import Registry
 from ._attacks import _rand, check_bounds
 from ._energy import _num_classes, check_labels, joint_energy
 
@@ -130,7 +131,9 @@ def class_pca_init(x: Tensor, labels: Tensor, sample_labels: Tensor, *, componen
 
 
 # SGLD starting distributions by name: fn(x, labels, sample_labels, *, bounds, generator) -> (M, ...)
-SGLD_INITS: dict[str, Callable[..., Tensor]] = {"gaussian": class_gaussian_init, "pca": class_pca_init}
+SGLD_INITS: Registry[Callable[..., Tensor]] = Registry("SGLD init")
+SGLD_INITS.add("gaussian", class_gaussian_init)
+SGLD_INITS.add("pca", class_pca_init)
 
 
 def sgld_sample(model: nn.Module, x0: Tensor, labels: Tensor, *, step_size: float = 1.0, noise: float = 0.01,

@@ -36,7 +36,7 @@ class WEATConfig:
     >>> WEATConfig(objective="fgsm")
     Traceback (most recent call last):
     ...
-    ValueError: `objective` must be one of 'standard', 'pgd-at', 'trades', 'weat', got 'fgsm'
+    ValueError: `objective` must be one of 'pgd-at', 'standard', 'trades', 'weat', got 'fgsm'
     >>> WEATConfig(attack=AttackSettings(eps=0.1, steps=3)).attack.eps
     0.1
     """
