@@ -167,7 +167,7 @@ def test_fdistill_gmm_noise_range_is_set_per_setting():
 def test_fdistill_images_outputs(tmp_path):
     overrides = ["divergences=('reverse_kl', 'js')", "student_seeds=(0, 1)", "teacher.engine.max_steps=60",
                  "classifier_steps=150", "width=64", "fdistill.engine.max_steps=4", "fdistill.critic_warmup=2",
-                 "eval_samples=200", "sampler_steps=6", *_QUIET]
+                 "score_samples=200", "sampler_steps=6", *_QUIET]
     result = run_recipe("fdistill-images", tmp_path, overrides)
     by = {(r["sampler"], r["seed"]): r for r in result.rows}
     assert set(by) == {("training data", 0), ("teacher (EDM Heun)", 0), ("teacher, one step", 0),

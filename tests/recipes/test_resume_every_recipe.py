@@ -71,7 +71,7 @@ CASES = {
     "fdistill-images": ([*_FD_QUIET, "divergences=('reverse_kl',)", "classifier_steps=6", "teacher.engine.max_steps=6",
                          "teacher.engine.log_every=1", "teacher.engine.progress=False",
                          "width=16", "depth=1", "fdistill.engine.max_steps=4", "fdistill.batch_size=16",
-                         "eval_samples=80", "sampler_steps=2", "fdistill.critic_steps=1", "student_seeds=(0,)",
+                         "score_samples=80", "sampler_steps=2", "fdistill.critic_steps=1", "student_seeds=(0,)",
                          "fdistill.critic_warmup=1"], 9, 16),
     # judge 6 steps, then the MDLM 6 steps: cut in the MDLM
     "mdlm-text": ([*_quiet("mdlm"), *_quiet("judge"), "sentences=60", "mdlm.engine.max_steps=6",

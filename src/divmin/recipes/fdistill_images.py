@@ -23,7 +23,7 @@ has each member's FD margin and the seeds it wins.
 
 Full-size run (``divmin recipes`` shows it): ``divmin run fdistill-images --out runs/fdistill-images --full``, that is
 ``--set teacher.engine.max_steps=2000 --set classifier_steps=600 --set fdistill.engine.max_steps=300
---set eval_samples=1000``.
+--set score_samples=1000``.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class FDistillImagesConfig:
     sigma_init: float = 5.0
     classifier_steps: int = 600  # feature classifier training steps
     test_fraction: float = 0.3  # held-out share of the digits (FD reference)
-    eval_samples: int = 1000  # generated samples per metric
+    score_samples: int = 1000  # generated samples per metric (the recipe's scoring; `fdistill.eval_samples` is the method's own evaluation)
     coverage: float = 0.5  # a class is covered when its share >= coverage x 1/10
     resume: bool = False  # resume every training run from its latest checkpoint
     # the teacher's denoising score matching (Adam lr, noise range, engine.max_steps = its training steps)
@@ -111,7 +111,7 @@ class FDistillImagesConfig:
         student_seeds=Tuple(each=Int(ge=0), min_len=1),
         backbone=OneOf(lambda: _BACKBONES), width=Int(ge=1), depth=Int(ge=1), sampler_steps=Int(ge=1),
         sigma_init=Number(gt=0),
-        classifier_steps=Int(ge=1), test_fraction=Number(gt=0, lt=1), eval_samples=Int(ge=1),
+        classifier_steps=Int(ge=1), test_fraction=Number(gt=0, lt=1), score_samples=Int(ge=1),
         coverage=Number(gt=0, le=1), resume=Bool(), teacher=Instance(DenoiserTrainingConfig),
         fdistill=Instance(FDistillConfig),
     )
@@ -195,7 +195,7 @@ def _student(c: FDistillImagesConfig, teacher: nn.Module, real: Tensor, name: st
 
 @recipe("fdistill-images", FDistillImagesConfig, "digits diffusion teacher vs one-step f-distill students (FD, classes)",
         full_size=("teacher.engine.max_steps=2000", "classifier_steps=600", "fdistill.engine.max_steps=300",
-                   "eval_samples=1000"), threads=2)
+                   "score_samples=1000"), threads=2)
 def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeResult:
     c = config
     x_tr, y_tr, x_te, y_te = load_digits_images(c.seed, c.test_fraction)
@@ -217,19 +217,19 @@ def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeRe
                              resume=resumable(t_engine, c.resume))
     teacher.sampler_steps = c.sampler_steps
     gen = torch.Generator(device=next(teacher.parameters()).device).manual_seed(c.seed + 1)
-    rows = [{"sampler": "training data", "NFE": 0, **_metrics(clf, x_tr[: c.eval_samples], ref, c.coverage)},
+    rows = [{"sampler": "training data", "NFE": 0, **_metrics(clf, x_tr[: c.score_samples], ref, c.coverage)},
             {"sampler": "teacher (EDM Heun)", "NFE": 2 * c.sampler_steps - 1,
-             **_metrics(clf, teacher.sample(c.eval_samples, generator=gen), ref, c.coverage)},
+             **_metrics(clf, teacher.sample(c.score_samples, generator=gen), ref, c.coverage)},
             {"sampler": "teacher, one step", "NFE": 1,
              **_metrics(clf, DenoiserGenerator(teacher.denoiser, c.sigma_init)(
-                 torch.randn(c.eval_samples, 1, 8, 8, generator=gen, device=gen.device)).detach(), ref, c.coverage)}]
+                 torch.randn(c.score_samples, 1, 8, 8, generator=gen, device=gen.device)).detach(), ref, c.coverage)}]
     rows = [{**r, "seed": c.seed} for r in rows]
     grids = {"teacher": teacher.sample(64, generator=gen)}
     for name in c.divergences:
         mine = []
         for seed in c.student_seeds:
             fd = _student(c, teacher, x_tr, name, seed, out_dir)
-            x = fd.sample(c.eval_samples, generator=torch.Generator(device=gen.device).manual_seed(1000 + seed))
+            x = fd.sample(c.score_samples, generator=torch.Generator(device=gen.device).manual_seed(1000 + seed))
             mine.append({"sampler": f"student {name}", "NFE": 1, "seed": seed, **_metrics(clf, x, ref, c.coverage)})
             grids.setdefault(name, x[:64])
         rows += mine + [{"sampler": f"student {name}", "NFE": 1, "seed": k,
