@@ -70,7 +70,7 @@ class DepictConfig:
     pretrain_steps: int = 300  # reconstruction-only steps before the k-means initialisation
     update_interval: int = 20  # steps between target updates
     tol: float = 0.001  # stop when fewer than this fraction of assignments change between updates
-    kmeans_n_init: int = 10  # k-means restarts for the head initialisation
+    kmeans_n_init: int = 10  # k-means restarts for the head initialisation (at most 1000)
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     batch_size: int = 128  # samples per micro-batch
@@ -81,7 +81,7 @@ class DepictConfig:
         divergence=IsDivergence(),
         reconstruction_weight=Number(ge=0), channels=Tuple(each=Int(ge=1), min_len=1), embed_dim=Int(ge=1),
         noise=Number(ge=0, lt=1), pretrain_steps=Int(ge=0), update_interval=Int(ge=1), tol=Number(ge=0, le=1),
-        kmeans_n_init=Int(ge=1), lr=Number(gt=0), weight_decay=Number(ge=0), batch_size=Int(ge=1),
+        kmeans_n_init=Int(ge=1, le=1000), lr=Number(gt=0), weight_decay=Number(ge=0), batch_size=Int(ge=1),
         engine=Instance(EngineConfig),
     )
 
@@ -96,6 +96,7 @@ def kmeans_init_head(head: nn.Module, z: Tensor, *, seed: int = 0, n_init: int =
     For the softmax head, with centroids mu_k and s the mean squared distance to the nearest
     centroid, weight_k = 2 mu_k / s and bias_k = -|mu_k|^2 / s, so logit_k = -(|z - mu_k|^2 - |z|^2) / s;
     the Student-t head takes the centroids themselves. Either way argmax(head(z)) = the k-means labels.
+    ``n_init``: k-means restarts, 1 to 1000.
 
     >>> head = nn.Linear(1, 2)
     >>> labels = kmeans_init_head(head, torch.tensor([[0.0], [0.1], [5.0], [5.1]]), n_init=1)
@@ -107,7 +108,7 @@ def kmeans_init_head(head: nn.Module, z: Tensor, *, seed: int = 0, n_init: int =
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError('DEPICT\'s k-means initialisation needs scikit-learn: pip install "divmin[data]"') from err
     k, d = _head_size(head)
-    Int(ge=1)("n_init", n_init)
+    Int(ge=1, le=1000)("n_init", n_init)  # more restarts never help and would run for hours
     Int(ge=0)("seed", seed)
     if not isinstance(z, Tensor) or not z.is_floating_point():
         raise TypeError(f"`z` must be a floating torch.Tensor (N, d), got {getattr(z, 'dtype', type(z).__name__)}")
