@@ -182,6 +182,34 @@ def test_default_fused_only_where_it_applies():
             student, biased, LMCollator(PAD_ID)([{"prompt_ids": [3, 4], "completion_ids": [5, 6]}]))
 
 
+def test_fused_default_trains_a_lora_student_like_unfused():
+    """A peft-wrapped student fuses through the adapted model inside the wrapper: same loss and the
+    same LoRA gradients as the unfused path; an adapter on the head itself leaves it unfused."""
+    peft = pytest.importorskip("peft")
+    tok = build_tokenizer()
+    teacher = build_model(0, n_layer=1, n_embd=32)
+    batch = LMCollator(PAD_ID)([{"prompt_ids": tok(p)["input_ids"], "completion_ids": tok(c)["input_ids"]}
+                                for p, c in corpus(8, 3, 0.2, 0.2, (2, 5))])
+    out = {}
+    for fused in (False, None):
+        torch.manual_seed(0)
+        lora = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], init_lora_weights=False)
+        student = peft.get_peft_model(build_model(1, n_layer=1, n_embd=16), lora)
+        tr = DistillTrainer(student, teacher, _lm_rows(4, 0), tokenizer=tok,
+                            config=DistillConfig(alpha=0.5, fused=fused))
+        assert tr._loss.fused is (fused is None)
+        parts = tr.losses(student, teacher, batch)
+        total = parts["soft"] + parts["hard"]
+        params = [p for n, p in student.named_parameters() if "lora_" in n]
+        out[fused] = (total.detach(), torch.autograd.grad(total, params))
+    torch.testing.assert_close(out[None][0], out[False][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(out[None][1], out[False][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    on_head = peft.get_peft_model(build_model(1, n_layer=1, n_embd=16),
+                                  peft.LoraConfig(r=2, target_modules=["lm_head"]))
+    assert not DistillTrainer(on_head, teacher, _lm_rows(4, 0), tokenizer=tok)._loss.fused
+
+
 @pytest.mark.parametrize("bad,err", [(dict(task="seq2seq"), "task"), (dict(alpha=1.5), "alpha"),
                                      (dict(divergence="nope"), "nope"), (dict(temperature=0), "temperature"),
                                      (dict(task="sequence_classification", lmbda=0.5), "lmbda"),

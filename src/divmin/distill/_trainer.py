@@ -115,8 +115,17 @@ def _resample(model: nn.Module, batch: dict[str, Tensor], **sampling: Any) -> di
     return assemble(batch["prompt_ids"], batch["prompt_mask"], comp.tokens, comp.mask)
 
 
+def _bare(model: nn.Module) -> nn.Module:
+    """The Hugging Face model inside a DDP wrapper (``.module``) and a peft wrapper (``get_base_model()``:
+    the adapted model itself, its adapter layers injected in place, so its backbone trains them too)."""
+    model = getattr(model, "module", model)
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
 def _head(model: nn.Module) -> tuple[nn.Module, Tensor]:
     """(backbone returning ``last_hidden_state``, output-projection weight) of a Hugging Face causal LM."""
+    model = _bare(model)
     head = model.get_output_embeddings()
     if head is None or getattr(head, "bias", None) is not None:
         raise ValueError("`fused=True` needs a model whose output projection is a bias-free Linear")
@@ -129,10 +138,11 @@ def _fuses(config: DistillConfig, model: nn.Module, teacher: nn.Module | Teacher
         return config.fused
     if config.task != "causal_lm" or config.sinkd_weight > 0 or not isinstance(teacher, nn.Module):
         return False
-    for m in (model, teacher):
+    for m in map(_bare, (model, teacher)):
         get = getattr(m, "get_output_embeddings", None)
         head = get() if callable(get) else None
-        if not isinstance(head, nn.Linear) or head.bias is not None or not hasattr(m, "base_model"):
+        # a head with an adapter on it is no plain Linear; a model without a separate backbone has none to call
+        if type(head) is not nn.Linear or head.bias is not None or getattr(m, "base_model", m) is m:
             return False
     return True
 
@@ -176,7 +186,7 @@ class _KDLoss:
     def _fused(self, student: nn.Module, teacher: nn.Module, batch: dict[str, Tensor],
                scale: float) -> dict[str, Tensor]:
         c, labels = self.config, batch["labels"]
-        s_body, s_w = _head(student.module if hasattr(student, "module") else student)
+        s_body, s_w = _head(student)
         t_body, t_w = _head(teacher)
         keep = labels != IGNORE  # the counted rows only: the losses read nothing else
         hs = s_body(**lm_inputs(batch)).last_hidden_state[keep]
