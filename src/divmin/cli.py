@@ -3,7 +3,7 @@
     divmin divergences                       the divergence registry as a table
     divmin recipes                           the recipes, one line each (and their full-size preset)
     divmin recipes NAME                      one recipe's config keys, defaults and what they mean
-    divmin run RECIPE --out DIR [--set key=value ...] [--full] [--resume]
+    divmin run RECIPE --out DIR [--set key=value ...] [--full] [--resume] [--seeds S ...]
     divmin distill cache --teacher M --data ROWS --out DIR --top-k K   a teacher's top-k cache on disk
     divmin train METHOD --out DIR [--config FILE.yaml] [--set key=value ...] [--print-config] [--resume]
     divmin export RUN_DIR                    re-export a `divmin train` run to RUN_DIR/final
@@ -83,6 +83,8 @@ def _recipe_config(rec) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .recipes import column_legend, format_summary, format_table, is_main_process, run_recipe
 
+    if args.seeds is not None:
+        return _run_seeds(args)
     result = run_recipe(args.recipe, args.out, args.set, resume=args.resume, full=args.full)
     if not is_main_process():  # under torchrun: one table, from rank 0
         return 0
@@ -94,6 +96,36 @@ def _run(args: argparse.Namespace) -> int:
         print(format_summary(result.summary))  # 4 significant digits; results.json keeps every digit
     print(_written(Path(args.out)))
     return 0
+
+
+def _run_seeds(args: argparse.Namespace) -> int:
+    """``divmin run NAME --seeds S...``: one run per seed, then the table as mean ± sd over them."""
+    from .recipes import column_legend, format_seeds_table, format_summary, is_main_process, run_recipe_seeds
+
+    result = run_recipe_seeds(args.recipe, args.out, args.seeds, args.set, resume=args.resume, full=args.full)
+    if not is_main_process():
+        return 0
+    print(f"{args.recipe} over seeds {', '.join(map(str, args.seeds))}: mean ± sd (sample sd, n - 1)")
+    print(format_seeds_table(result))
+    legend = column_legend(args.recipe, result)
+    if legend:
+        print(legend)
+    summary = {k: _seeds_entry(v) for k, v in result.summary.items() if k not in ("spread", "cpu_seconds", "seeds")}
+    if summary:
+        print(format_summary(summary))
+    cpu = result.summary["cpu_seconds"]
+    print(f"CPU seconds: {cpu['total']:.0f} in all ({', '.join(f'{c:.0f}' for c in cpu['per_seed'])} per seed)")
+    print(_written(Path(args.out)))
+    return 0
+
+
+def _seeds_entry(value):
+    """A summary entry over seeds as printed: ``mean ± sd``, or the per-seed values when short."""
+    if isinstance(value, dict) and "sd" in value:
+        return f"{value['mean']:.4g} ± {value['sd']:.2g}"
+    if isinstance(value, dict) and "per_seed" in value and len(str(value["per_seed"])) > 160:
+        return "differs between seeds (each seed's in results.json)"
+    return value
 
 
 def _written(out: Path) -> str:
@@ -203,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full", action="store_true",
                      help="apply the recipe's full-size preset (see `divmin recipes`); --set values still win")
     run.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --out")
+    run.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                     help="run once per seed (recipes with a `seed` key) into OUT/seed-S and report mean ± sd")
     from .distill import add_cache_parser
 
     add_cache_parser(sub)  # divmin distill cache ...

@@ -22,11 +22,15 @@ from ._registry import (
     run_recipe,
 )
 from ._columns import COLUMNS, column_legend, explain_column, format_summary, round_figures  # noqa: F401  (what each table column means)
+from ._seeds import SeedsResult, format_seeds_table, run_recipe_seeds  # one recipe over several seeds: mean ± sd
 from ._runs import default_checkpoint_every, resumable, run_engine, run_history  # noqa: F401  (each run checkpointed into --out)
 
 # the API page (members_order: __all__) lists the entry points first, internals last
 __all__ = [
     "run_recipe",
+    "run_recipe_seeds",
+    "SeedsResult",
+    "format_seeds_table",
     "available_recipes",
     "get_recipe",
     "recipe",

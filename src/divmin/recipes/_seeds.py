@@ -1,0 +1,169 @@
+"""One recipe over several seeds: every figure as mean ± sd, with the CPU seconds it took.
+
+``divmin run NAME --out DIR --seeds 0 1 2`` runs a recipe that has a single ``seed`` key once
+per seed, each a complete run in ``DIR/seed-<s>/`` (its own config, results and figures), and
+then writes ``DIR/results.json`` with the table over seeds:
+
+- rows are matched across seeds by their non-numeric cells (``divergence``, ``model``, ...);
+- each numeric cell becomes ``mean``, ``sd`` (sample standard deviation, n - 1; 0 for one
+  seed) and the per-seed values, in the seeds' order;
+- the summary's numbers likewise; its other entries are kept when every seed agrees, else
+  listed per seed;
+- ``cpu_seconds``: the process CPU time of each seed's run (all threads), and their sum.
+
+A recipe that already runs several seeds itself (a ``seeds`` key) is refused with the key to
+set instead. With ``resume``, a seed whose ``results.json`` exists is read back, not rerun.
+
+>>> _mean_sd([1.0, 2.0, 3.0])
+(2.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..engine import RunDir, is_main_process
+from ._registry import RecipeResult, format_table, get_recipe, run_recipe
+
+__all__ = ["SeedsResult", "format_seeds_table", "run_recipe_seeds"]
+
+
+class SeedsResult(RecipeResult):
+    """A :class:`RecipeResult` whose numeric cells are the means over seeds; ``summary`` holds the
+    spread (``sd``, per-seed values), ``seeds`` and ``cpu_seconds``."""
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample sd) of the finite ``values``; sd 0 for one value, NaN for none."""
+    finite = [float(v) for v in values if math.isfinite(float(v))]
+    if not finite:
+        return math.nan, math.nan
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
+
+
+def _label(row: dict[str, Any], columns: Sequence[str]) -> tuple:
+    return tuple((c, row.get(c)) for c in columns if c != "seed" and not _is_number(row.get(c)))
+
+
+def _matched_rows(results: Sequence[RecipeResult]) -> list[list[dict]]:
+    """The rows of every seed grouped as one row of the table: by position when every seed's table has
+    the same rows with the same labels (non-numeric cells), else by label."""
+    columns = results[0].columns
+    labels = [[_label(r, columns) for r in res.rows] for res in results]
+    if all(lab == labels[0] for lab in labels):
+        return [list(rows) for rows in zip(*(res.rows for res in results))]
+    groups: dict[tuple, list[dict]] = {}
+    for res in results:
+        for row in res.rows:
+            groups.setdefault(_label(row, columns), []).append(row)
+    return list(groups.values())
+
+
+def _aggregate_rows(results: Sequence[RecipeResult]) -> tuple[list[dict], list[dict]]:
+    """(mean rows, spread rows) over seeds; a spread row maps each numeric column that varies over
+    seeds to ``{"sd": ..., "values": [...]}`` (a column equal on every seed, e.g. ``beta``, is kept as is)."""
+    columns = results[0].columns
+    means, spreads = [], []
+    for rows in _matched_rows(results):
+        mean, spread = dict(_label(rows[0], columns)), {}
+        for c in columns:
+            values = [r[c] for r in rows if _is_number(r.get(c))]
+            if c == "seed" or not values:
+                continue
+            if len(values) == len(rows) and all(v == values[0] for v in values):
+                mean[c] = values[0]
+                continue
+            mean[c], sd = _mean_sd(values)
+            spread[c] = {"sd": sd, "values": values}
+        means.append(mean)
+        spreads.append(spread)
+    return means, spreads
+
+
+def _aggregate_summary(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for s in summaries for k in s):
+        values = [s.get(key) for s in summaries]
+        if all(_is_number(v) for v in values):
+            mean, sd = _mean_sd(values)
+            out[key] = {"mean": mean, "sd": sd, "values": values}
+        else:
+            same = all(json.dumps(v, sort_keys=True, default=str) == json.dumps(values[0], sort_keys=True,
+                                                                             default=str) for v in values)
+            out[key] = values[0] if same else {"per_seed": values}
+    return out
+
+
+def _check_seeds(name: str, seeds: Sequence[int]) -> None:
+    rec = get_recipe(name)
+    fields = rec.config_cls.__dataclass_fields__
+    if "seeds" in fields:
+        raise ValueError(f"recipe {name!r} runs several seeds itself: use --set \"seeds=(0, 1, 2)\", not --seeds")
+    if "seed" not in fields:
+        raise ValueError(f"recipe {name!r} has no `seed` key to vary; --seeds applies to recipes that have one")
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"`seeds` must be one or more ints >= 0, got {list(seeds)!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"`seeds` must not repeat a seed, got {list(seeds)!r}")
+
+
+def _one_seed(name: str, out: Path, seed: int, overrides: Sequence[str], *, resume: bool,
+              full: bool) -> tuple[RecipeResult, float]:
+    """The result of seed ``seed`` in ``out`` and its CPU seconds (read back when resuming a finished seed)."""
+    done = out / "results.json"
+    if resume and done.is_file():
+        saved = json.loads(done.read_text(encoding="utf-8"))
+        cpu = float(saved.get("cpu_seconds", math.nan))
+        return RecipeResult(saved["columns"], saved["rows"], saved["plots"], saved["summary"]), cpu
+    # resume a seed the interrupted run had started, when the recipe resumes at all
+    resume = resume and "resume" in get_recipe(name).config_cls.__dataclass_fields__ and any(
+        out.glob("**/checkpoints/step_*"))
+    start = time.process_time()
+    result = run_recipe(name, out, (*overrides, f"seed={seed}"), resume=resume, full=full)
+    cpu = time.process_time() - start
+    if is_main_process():  # the seed's own results.json also records what it cost
+        saved = json.loads(done.read_text(encoding="utf-8"))
+        RunDir(out, kind="recipe", name=name, config_file="config.json").write_json(
+            "results.json", {**saved, "cpu_seconds": cpu})
+    return result, cpu
+
+
+def run_recipe_seeds(name: str, out_dir: str | Path, seeds: Sequence[int], overrides: Sequence[str] = (), *,
+                     resume: bool = False, full: bool = False) -> SeedsResult:
+    """Run recipe ``name`` once per seed into ``out_dir/seed-<s>`` and return the table over seeds
+    (see the module docstring); ``overrides``, ``resume`` and ``full`` as :func:`run_recipe`'s."""
+    _check_seeds(name, seeds)
+    if any(o.split("=", 1)[0].strip() == "seed" for o in overrides):
+        raise ValueError("`--set seed=...` and --seeds together: --seeds sets each run's seed")
+    top = RunDir(out_dir, kind="recipe", name=name, config_file="config.json")
+    with top.open() as main:
+        results, cpu = [], []
+        for s in seeds:
+            result, seconds = _one_seed(name, top.out / f"seed-{s}", s, overrides, resume=resume, full=full)
+            results.append(result)
+            cpu.append(seconds)
+        means, spreads = _aggregate_rows(results)
+        summary = {**_aggregate_summary([r.summary for r in results]), "seeds": list(seeds),
+                   "cpu_seconds": {"per_seed": cpu, "total": sum(cpu)}}
+        plots = [p for r in results for p in r.plots]
+        if main:
+            top.write_json("results.json", {"recipe": name, "seeds": list(seeds), "columns": results[0].columns,
+                                            "rows": means, "spread": spreads, "plots": plots, "summary": summary})
+    return SeedsResult(results[0].columns, means, plots, {**summary, "spread": spreads})
+
+
+def format_seeds_table(result: SeedsResult) -> str:
+    """The table with each numeric cell as ``mean ± sd`` (4 and 2 significant digits)."""
+    rows = []
+    for row, spread in zip(result.rows, result.summary["spread"]):
+        rows.append({c: f"{v:.4g} ± {spread[c]['sd']:.2g}" if c in spread else v for c, v in row.items()})
+    return format_table(RecipeResult(result.columns, rows, result.plots))
