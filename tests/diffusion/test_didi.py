@@ -274,3 +274,16 @@ def test_resume_is_exact(tmp_path):
         return trainer.student_ema, result
 
     assert_resumes_exactly(run, tmp_path)
+
+
+def test_soft_discriminator_on_one_hot_rows_equals_it_on_ids_and_refuses_non_distributions():
+    torch.manual_seed(0)
+    disc = MaskedDiscriminator(MDLMTransformer(V, L, width=16, depth=1, heads=2), hidden=8)
+    z = torch.randint(0, V + 1, (3, L))
+    t = torch.rand(3)
+    one_hot = torch.nn.functional.one_hot(z, V + 1).float()
+    torch.testing.assert_close(disc.forward_soft(one_hot, t), disc(z, t), rtol=1e-5, atol=1e-6)
+    nan = one_hot.masked_fill(z[..., None] == 0, float("nan"))
+    for bad in (one_hot * 1e30, one_hot * 0.5, one_hot - 0.5 * one_hot.roll(1, -1), nan):
+        with pytest.raises(ValueError, match="`probs`"):
+            disc.forward_soft(bad, t)

@@ -95,6 +95,11 @@ class MaskedDiscriminator(nn.Module):
         if probs.shape[-1] != self.trunk.token.weight.shape[0]:
             raise ValueError(f"`probs` must have {self.trunk.token.weight.shape[0]} columns (V + 1), "
                              f"got shape {tuple(probs.shape)}")
+        check_times("t", t, probs.shape[0])
+        # each position a distribution over the V + 1 ids: anything else (a 1e30 entry) would give NaN features
+        sums = probs.detach().float().sum(-1)
+        if not bool(torch.isfinite(sums).all()) or bool((probs < 0).any()) or bool(((sums - 1).abs() > 1e-3).any()):
+            raise ValueError("`probs` must hold one distribution per position: finite, >= 0, each row summing to 1")
         return self._head(self.trunk.features_from_embeddings(probs @ self.trunk.token.weight, t), t)
 
 
