@@ -7,7 +7,7 @@ then writes ``DIR/results.json`` with the table over seeds:
 - rows are matched across seeds by their non-numeric cells (``divergence``, ``model``, ...);
 - each numeric cell becomes ``mean``, ``sd`` (sample standard deviation, n - 1; 0 for one
   seed) and the per-seed values, in the seeds' order;
-- the summary's numbers likewise; its other entries are kept when every seed agrees, else
+- the summary's numbers likewise; an entry equal on every seed is kept as it is, any other
   listed per seed;
 - ``cpu_seconds``: the process CPU time of each seed's run (all threads), and their sum.
 
@@ -93,7 +93,7 @@ def _aggregate_summary(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in dict.fromkeys(k for s in summaries for k in s):
         values = [s.get(key) for s in summaries]
-        if all(_is_number(v) for v in values):
+        if all(_is_number(v) for v in values) and any(v != values[0] for v in values):
             mean, sd = _mean_sd(values)
             out[key] = {"mean": mean, "sd": sd, "values": values}
         else:
