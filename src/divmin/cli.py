@@ -125,6 +125,8 @@ def _seeds_entry(value):
         return f"{value['mean']:.4g} ± {value['sd']:.2g}"
     if isinstance(value, dict) and "per_seed" in value and len(str(value["per_seed"])) > 160:
         return "differs between seeds (each seed's in results.json)"
+    if isinstance(value, dict) and "per_seed" not in value:
+        return {k: _seeds_entry(v) for k, v in value.items()}
     return value
 
 

@@ -28,7 +28,7 @@ def _toy(config: _SeedCfg, out_dir) -> RecipeResult:
             {"divergence": "b", "beta": 0.1, "seed": s, "score": k * s ** 2, "count": 1},
             {"divergence": "b", "beta": 1.0, "seed": s, "score": -k, "count": 1}]
     return RecipeResult(["divergence", "beta", "seed", "score", "count"], rows, [],
-                        {"best": "a" if s else "b", "gap": k * s, "scale": k})
+                        {"best": "a" if s else "b", "gap": k * s, "scale": k, "per_model": {"a": s, "b": k}})
 
 
 @pytest.fixture
@@ -52,6 +52,7 @@ def test_rows_are_mean_and_sample_sd_over_seeds(toy, tmp_path):
     assert res.summary["gap"]["values"] == [0, 2, 6]
     assert res.summary["best"] == {"per_seed": ["b", "a", "a"]}
     assert res.summary["scale"] == 2.0  # equal on every seed: no spread
+    assert res.summary["per_model"]["a"]["mean"] == pytest.approx(4 / 3) and res.summary["per_model"]["b"] == 2.0
     saved = json.loads((tmp_path / "o" / "results.json").read_text())
     assert saved["seeds"] == [0, 1, 3] and saved["rows"] == res.rows
     assert len(saved["summary"]["cpu_seconds"]["per_seed"]) == 3

@@ -7,8 +7,8 @@ then writes ``DIR/results.json`` with the table over seeds:
 - rows are matched across seeds by their non-numeric cells (``divergence``, ``model``, ...);
 - each numeric cell becomes ``mean``, ``sd`` (sample standard deviation, n - 1; 0 for one
   seed) and the per-seed values, in the seeds' order;
-- the summary's numbers likewise; an entry equal on every seed is kept as it is, any other
-  listed per seed;
+- the summary's numbers likewise (also inside dicts with the same keys on every seed); an
+  entry equal on every seed is kept as it is, any other listed per seed;
 - ``cpu_seconds``: the process CPU time of each seed's run (all threads), and their sum.
 
 A recipe that already runs several seeds itself (a ``seeds`` key) is refused with the key to
@@ -93,6 +93,9 @@ def _aggregate_summary(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in dict.fromkeys(k for s in summaries for k in s):
         values = [s.get(key) for s in summaries]
+        if all(isinstance(v, dict) and v and v.keys() == values[0].keys() for v in values):
+            out[key] = _aggregate_summary(values)  # e.g. one figure per model: each aggregated
+            continue
         if all(_is_number(v) for v in values) and any(v != values[0] for v in values):
             mean, sd = _mean_sd(values)
             out[key] = {"mean": mean, "sd": sd, "values": values}
