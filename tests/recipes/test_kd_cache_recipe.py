@@ -29,8 +29,9 @@ def test_no_row_for_a_cache_of_the_whole_vocabulary(tmp_path):
 
 def test_rows_claims_and_figure(tmp_path):
     result = run_recipe("kd-cache", tmp_path, [*TINY, "ks=(4, 32)", "divergences=('js',)"])
-    assert result.columns == ["divergence", "k", "student_ppl", "kl_to_teacher", "bytes_per_token"]
+    assert result.columns == ["divergence", "k", "student_ppl", "ppl sd", "kl_to_teacher", "bytes_per_token"]
     assert [r["k"] for r in result.rows] == ["4", "32", "live"]
+    assert all(r["ppl sd"] == 0.0 for r in result.rows)  # one seed: no spread
     by = {r["k"]: r for r in result.rows}
     assert by["4"]["bytes_per_token"] < by["32"]["bytes_per_token"] < by["live"]["bytes_per_token"]
     s = result.summary

@@ -85,6 +85,7 @@ COLUMNS: dict[str, str] = {
     # kd-cache
     "kd-cache/k": "top-k ids per token in the teacher cache the student learnt from; live: the teacher model itself",
     "student_ppl": "held-out perplexity of the student on completion tokens (mean over seeds)",
+    "ppl sd": "sample standard deviation of the student's held-out perplexity over seeds (0 for one seed)",
     "kl_to_teacher": "KL(live teacher || student) per completion token, held out",
     "bytes_per_token": "the cache's shard bytes on disk per token; live: 2 V, what full fp16 logits would take",
     # fdistill-gmm / fdistill-images

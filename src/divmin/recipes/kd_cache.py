@@ -116,7 +116,8 @@ def run_kd_cache(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
                 runs.append(heldout_metrics(trainer.model.cpu().eval(), teacher, test_rows))
             bpt = caches[int(key)].manifest["bytes_per_token_on_disk"] if key != "live" else 2.0 * corpus.vocab
             ppl[div, key] = statistics.fmean(r["ppl"] for r in runs)
-            rows.append({"divergence": str(div), "k": key, "student_ppl": ppl[div, key],
+            sd = statistics.stdev(r["ppl"] for r in runs) if len(runs) > 1 else 0.0
+            rows.append({"divergence": str(div), "k": key, "student_ppl": ppl[div, key], "ppl sd": sd,
                          "kl_to_teacher": statistics.fmean(r["kl_ts"] for r in runs), "bytes_per_token": bpt})
     summary = _summary(c, corpus.vocab, ppl, caches, heldout_metrics(teacher, teacher, test_rows)["ppl"])
     summary["true_ppl"] = math.exp(corpus.true_nll(test_rows))
@@ -124,8 +125,8 @@ def run_kd_cache(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
         summary["ks_not_run"] = (f"k = {', '.join(map(str, dropped))} >= V = {corpus.vocab}: a cache of the whole "
                                  f"vocabulary, larger than fp16 logits; the live teacher's row is that case")
     plot = _plot(rows, out_dir / "kd_cache.png")
-    return RecipeResult(["divergence", "k", "student_ppl", "kl_to_teacher", "bytes_per_token"], rows, [str(plot)],
-                        summary)
+    return RecipeResult(["divergence", "k", "student_ppl", "ppl sd", "kl_to_teacher", "bytes_per_token"], rows,
+                        [str(plot)], summary)
 
 
 def _summary(c: KDCacheConfig, vocab: int, ppl: dict, caches: dict[int, TeacherCache], teacher_ppl: float) -> dict:
