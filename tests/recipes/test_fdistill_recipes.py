@@ -121,6 +121,13 @@ def test_convergence_reads_the_last_quarter_of_the_evaluations():
     assert converged is False and math.isnan(drift)
 
 
+def test_seed_spread_of_an_undefined_drift_is_nan_not_a_crash():
+    from divmin.recipes.fdistill_gmm import _std
+
+    assert math.isnan(_std([math.nan, math.nan])) and math.isnan(_std([0.1, math.nan]))
+    assert _std([0.1, 0.3]) == pytest.approx(math.sqrt(0.02)) and _std([0.4]) == 0.0
+
+
 def _claim_of(tv: dict[str, list[float]]) -> dict:
     from divmin.recipes.fdistill_gmm import _claims
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 
 import pytest
@@ -102,3 +103,12 @@ def test_refusals_name_what_to_do(toy, tmp_path, name, sets, seeds, err):
     with pytest.raises(ValueError, match=err):
         run_recipe_seeds(name, tmp_path / "o", seeds, sets)
     assert CALLS == []
+
+
+def test_a_nan_on_one_seed_is_not_dropped():
+    from divmin.recipes._seeds import _mean_sd
+
+    assert all(map(math.isnan, _mean_sd([1.0, math.nan, 3.0])))
+    mean, sd = _mean_sd([1.0, math.inf])
+    assert mean == math.inf and math.isnan(sd)
+    assert _mean_sd([2.5]) == (2.5, 0.0)

@@ -43,11 +43,14 @@ def _is_number(v: Any) -> bool:
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, sample sd) of the finite ``values``; sd 0 for one value, NaN for none."""
-    finite = [float(v) for v in values if math.isfinite(float(v))]
-    if not finite:
+    """(mean, sample sd) of ``values``; sd 0 for one value. A NaN on any seed makes both NaN (no seed
+    is dropped silently); an infinite value gives its mean and a NaN sd."""
+    vals = [float(v) for v in values]
+    if not vals or any(math.isnan(v) for v in vals):
         return math.nan, math.nan
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
+    if not all(math.isfinite(v) for v in vals):
+        return statistics.fmean(vals), math.nan
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
 def _label(row: dict[str, Any], columns: Sequence[str]) -> tuple:

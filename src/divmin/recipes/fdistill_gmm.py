@@ -215,7 +215,10 @@ def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
 
 
 def _std(values: list[float]) -> float:
-    """Sample standard deviation over seeds (0 for one seed)."""
+    """Sample standard deviation over seeds (0 for one seed; NaN when a seed's value is NaN, e.g. the
+    drift of a run with fewer than two evaluations in its last quarter, which ``stdev`` cannot take)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan
     return stdev(values) if len(values) > 1 else 0.0
 
 
