@@ -318,7 +318,7 @@ def _is_config_error(err: Exception) -> bool:
     text = str(err)
     if text.startswith("`"):  # the project's form of a user error: it names the argument (`divergence`: ...)
         return True
-    return any(s in text for s in ("unknown recipe", "unknown config key", "--set", "config key",
+    return any(s in text for s in ("unknown recipe", "unknown config key", "--set", "--seeds", "config key",
                                    "unknown divergence", "must", "does not resume"))
 
 

@@ -85,6 +85,13 @@ def test_rows_that_differ_between_seeds_are_matched_by_label(tmp_path):
     assert res.summary["spread"][1] == {}  # one seed only: its value, no spread
 
 
+def test_cli_refusals_are_one_line_and_exit_2(tmp_path, capsys):
+    for argv in (["fit", "--seeds", "0", "1"], ["kd-cls", "--seeds", "0"], ["fdpo-bandit", "--seeds", "1", "1"]):
+        assert main(["run", *argv, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("divmin: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_cli_prints_mean_sd_and_cpu_seconds(toy, tmp_path, capsys):
     assert main(["run", toy, "--out", str(tmp_path / "o"), "--seeds", "0", "2"]) == 0
     out = capsys.readouterr().out
