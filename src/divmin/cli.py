@@ -294,6 +294,9 @@ def _resume_hint(args: argparse.Namespace) -> str:
         return f"; continue with: divmin train {args.method} --out {args.out} --resume"
     if args.command != "run":
         return ""
+    if getattr(args, "seeds", None):  # finished seeds are read back, whether or not the recipe resumes
+        seeds = " ".join(map(str, args.seeds))
+        return f"; continue with: divmin run {args.recipe} --out {args.out} --seeds {seeds} --resume"
     from .recipes import get_recipe
 
     try:

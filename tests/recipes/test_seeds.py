@@ -119,3 +119,24 @@ def test_a_nan_on_one_seed_is_not_dropped():
     mean, sd = _mean_sd([1.0, math.inf])
     assert mean == math.inf and math.isnan(sd)
     assert _mean_sd([2.5]) == (2.5, 0.0)
+
+
+def test_ctrl_c_hint_repeats_the_seeds_and_resume_reads_the_finished_ones_back(toy, tmp_path, capsys, monkeypatch):
+    import divmin.recipes._seeds as seeds_module
+
+    real = seeds_module.run_recipe
+
+    def stop_at_seed_2(name, out, overrides, **kw):
+        if "seed=2" in overrides:
+            raise KeyboardInterrupt
+        return real(name, out, overrides, **kw)
+
+    monkeypatch.setattr(seeds_module, "run_recipe", stop_at_seed_2)
+    out = str(tmp_path / "o")
+    assert main(["run", toy, "--out", out, "--seeds", "0", "2"]) == 130
+    hint = capsys.readouterr().err.split("continue with: ")[1].strip()
+    assert hint == f"divmin run {toy} --out {out} --seeds 0 2 --resume"
+    monkeypatch.setattr(seeds_module, "run_recipe", real)
+    CALLS.clear()
+    assert main(hint.split()[1:]) == 0
+    assert CALLS == [2]  # seed 0 was read back

@@ -12,7 +12,9 @@ then writes ``DIR/results.json`` with the table over seeds:
 - ``cpu_seconds``: the process CPU time of each seed's run (all threads), and their sum.
 
 A recipe that already runs several seeds itself (a ``seeds`` key) is refused with the key to
-set instead. With ``resume``, a seed whose ``results.json`` exists is read back, not rerun.
+set instead. With ``resume``, a seed whose ``results.json`` exists is read back, not rerun (with the
+CPU seconds it recorded); an interrupted seed resumes from its checkpoints when the recipe
+resumes (its CPU seconds then count the resumed part only), and restarts otherwise.
 
 >>> _mean_sd([1.0, 2.0, 3.0])
 (2.0, 1.0)
