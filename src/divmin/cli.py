@@ -114,7 +114,8 @@ def _run_seeds(args: argparse.Namespace) -> int:
     if summary:
         print(format_summary(summary))
     cpu = result.summary["cpu_seconds"]
-    print(f"CPU seconds: {cpu['total']:.0f} in all ({', '.join(f'{c:.0f}' for c in cpu['per_seed'])} per seed)")
+    per_seed = ", ".join("?" if c is None else f"{c:.0f}" for c in cpu["per_seed"])
+    print(f"CPU seconds: {cpu['total']:.0f} in all ({per_seed} per seed)")
     print(_written(Path(args.out)))
     return 0
 
@@ -284,8 +285,9 @@ def _cli_words(err: Exception, args: argparse.Namespace) -> str:
     """The engine's refusal of a directory with checkpoints names its Python API (``fit(resume=True)``);
     on the command line, name the command that continues the run instead."""
     if isinstance(err, FileExistsError) and args.command == "run" and "already holds checkpoints" in str(err):
+        seeds = f" --seeds {' '.join(map(str, args.seeds))}" if getattr(args, "seeds", None) else ""
         return (f"{args.out} already holds checkpoints of an earlier run: continue it with "
-                f"`divmin run {args.recipe} --out {args.out} --resume`, or choose another --out")
+                f"`divmin run {args.recipe} --out {args.out}{seeds} --resume`, or choose another --out")
     return str(err)
 
 

@@ -283,7 +283,10 @@ def test_soft_discriminator_on_one_hot_rows_equals_it_on_ids_and_refuses_non_dis
     t = torch.rand(3)
     one_hot = torch.nn.functional.one_hot(z, V + 1).float()
     torch.testing.assert_close(disc.forward_soft(one_hot, t), disc(z, t), rtol=1e-5, atol=1e-6)
+    soft = torch.softmax(torch.randn(3, L, V + 1), -1)
+    assert disc.forward_soft(soft, t).isfinite().all()  # softmax rows (sums off 1 by rounding) pass
     nan = one_hot.masked_fill(z[..., None] == 0, float("nan"))
-    for bad in (one_hot * 1e30, one_hot * 0.5, one_hot - 0.5 * one_hot.roll(1, -1), nan):
+    negative = one_hot * 1.5 - 0.5 * one_hot.roll(1, -1)  # rows still summing to 1, one entry < 0
+    for bad in (one_hot * 1e30, one_hot * 0.5, negative, nan):
         with pytest.raises(ValueError, match="`probs`"):
             disc.forward_soft(bad, t)

@@ -208,6 +208,13 @@ def test_fused_default_trains_a_lora_student_like_unfused():
     on_head = peft.get_peft_model(build_model(1, n_layer=1, n_embd=16),
                                   peft.LoraConfig(r=2, target_modules=["lm_head"]))
     assert not DistillTrainer(on_head, teacher, _lm_rows(4, 0), tokenizer=tok)._loss.fused
+    # prompt tuning adds virtual tokens in the wrapper's forward: fused would bypass them
+    prompt = peft.get_peft_model(build_model(1, n_layer=1, n_embd=16),
+                                 peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2))
+    assert not DistillTrainer(prompt, teacher, _lm_rows(4, 0), tokenizer=tok)._loss.fused
+    with pytest.raises(ValueError, match="prompt-learning"):
+        DistillTrainer(prompt, teacher, _lm_rows(4, 0), tokenizer=tok,
+                       config=DistillConfig(fused=True)).losses(prompt, teacher, batch)
 
 
 @pytest.mark.parametrize("bad,err", [(dict(task="seq2seq"), "task"), (dict(alpha=1.5), "alpha"),

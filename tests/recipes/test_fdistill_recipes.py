@@ -122,10 +122,11 @@ def test_convergence_reads_the_last_quarter_of_the_evaluations():
 
 
 def test_seed_spread_of_an_undefined_drift_is_nan_not_a_crash():
-    from divmin.recipes.fdistill_gmm import _std
+    from divmin.recipes._seeds import seed_sd  # the std rows of fdistill-gmm (and kd-cache's ppl sd)
 
-    assert math.isnan(_std([math.nan, math.nan])) and math.isnan(_std([0.1, math.nan]))
-    assert _std([0.1, 0.3]) == pytest.approx(math.sqrt(0.02)) and _std([0.4]) == 0.0
+    assert math.isnan(seed_sd([math.nan, math.nan])) and math.isnan(seed_sd([0.1, math.nan]))
+    assert math.isnan(seed_sd([0.1, math.inf]))
+    assert seed_sd([0.1, 0.3]) == pytest.approx(math.sqrt(0.02)) and seed_sd([0.4]) == 0.0
 
 
 def _claim_of(tv: dict[str, list[float]]) -> dict:

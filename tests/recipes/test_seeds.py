@@ -70,19 +70,43 @@ def test_resume_reads_finished_seeds_back(toy, tmp_path):
     assert again.rows[0]["score"] == pytest.approx(2.0)
 
 
+def test_resume_reuses_the_recorded_settings_and_refuses_others(toy, tmp_path):
+    run_recipe_seeds(toy, tmp_path / "o", [0, 1], ["scale=2.0"])
+    CALLS.clear()
+    again = run_recipe_seeds(toy, tmp_path / "o", [0, 1, 2], resume=True)  # no --set: the recorded one
+    assert CALLS == [2] and again.summary["spread"][0]["score"]["values"] == [2.0, 4.0, 6.0]
+    with pytest.raises(ValueError, match="resume without --set"):
+        run_recipe_seeds(toy, tmp_path / "o", [0, 1, 3], ["scale=5.0"], resume=True)
+    recipe("test-other", _SeedCfg, "another recipe")(_toy)
+    try:
+        with pytest.raises(ValueError, match="holds a --seeds run of recipe 'test-seeds'"):
+            run_recipe_seeds("test-other", tmp_path / "o", [0], resume=True)
+        (tmp_path / "o" / "seeds.json").unlink()  # even without the record, a seed of another recipe is refused
+        with pytest.raises(ValueError, match="is a result of recipe 'test-seeds'"):
+            run_recipe_seeds("test-other", tmp_path / "o", [0], resume=True)
+    finally:
+        RECIPES.discard("test-other")
+
+
 def test_rows_that_differ_between_seeds_are_matched_by_label(tmp_path):
     def uneven(config, out_dir):
         rows = [{"divergence": d, "seed": config.seed, "score": float(config.seed)}
                 for d in (["a", "b"] if config.seed else ["b"])]
-        return RecipeResult(["divergence", "seed", "score"], rows, [], {})
+        # rows told apart by a number only (beta) stay apart; a cell that is a number on one seed only is NaN
+        rows += [{"divergence": "c", "beta": b, "seed": config.seed, "score": b * (1 + config.seed),
+                  "note": config.seed or None} for b in (0.1, 1.0)]
+        return RecipeResult(["divergence", "beta", "seed", "score", "note"], rows, [], {})
 
     recipe("test-uneven", _SeedCfg, "rows that depend on the seed")(uneven)
     try:
         res = run_recipe_seeds("test-uneven", tmp_path / "o", [0, 2])
     finally:
         RECIPES.discard("test-uneven")
-    assert [(r["divergence"], r["score"]) for r in res.rows] == [("b", 1.0), ("a", 2.0)]
-    assert res.summary["spread"][1] == {}  # one seed only: its value, no spread
+    assert [(r["divergence"], r["score"]) for r in res.rows[:: 3]] == [("b", 1.0), ("a", 2.0)]
+    assert res.summary["spread"][3] == {}  # one seed only: its value, no spread
+    c1, c2 = res.rows[1:3]
+    assert (c1["beta"], c2["beta"]) == (0.1, 1.0) and c2["score"] == pytest.approx(2.0)
+    assert math.isnan(c1["note"]) and res.summary["spread"][1]["note"]["values"] == [None, 2]
 
 
 def test_cli_refusals_are_one_line_and_exit_2(tmp_path, capsys):

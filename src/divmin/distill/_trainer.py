@@ -117,8 +117,13 @@ def _resample(model: nn.Module, batch: dict[str, Tensor], **sampling: Any) -> di
 
 def _bare(model: nn.Module) -> nn.Module:
     """The Hugging Face model inside a DDP wrapper (``.module``) and a peft wrapper (``get_base_model()``:
-    the adapted model itself, its adapter layers injected in place, so its backbone trains them too)."""
+    the adapted model itself, its adapter layers injected in place, so its backbone trains them too).
+    A prompt-learning adapter (prompt, prefix, P-tuning) lives in the wrapper's forward, which the fused
+    path would bypass: ValueError."""
     model = getattr(model, "module", model)
+    if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+        raise ValueError("`fused=True` cannot train a prompt-learning peft adapter (its virtual tokens are added "
+                         "by the wrapper's forward, which the fused path bypasses); use fused=False")
     get = getattr(model, "get_base_model", None)
     return get() if callable(get) else model
 
@@ -138,7 +143,11 @@ def _fuses(config: DistillConfig, model: nn.Module, teacher: nn.Module | Teacher
         return config.fused
     if config.task != "causal_lm" or config.sinkd_weight > 0 or not isinstance(teacher, nn.Module):
         return False
-    for m in map(_bare, (model, teacher)):
+    try:
+        bare = [_bare(m) for m in (model, teacher)]
+    except ValueError:  # a prompt-learning adapter: the logits path
+        return False
+    for m in bare:
         get = getattr(m, "get_output_embeddings", None)
         head = get() if callable(get) else None
         # a head with an adapter on it is no plain Linear; a model without a separate backbone has none to call

@@ -12,9 +12,11 @@ then writes ``DIR/results.json`` with the table over seeds:
 - ``cpu_seconds``: the process CPU time of each seed's run (all threads), and their sum.
 
 A recipe that already runs several seeds itself (a ``seeds`` key) is refused with the key to
-set instead. With ``resume``, a seed whose ``results.json`` exists is read back, not rerun (with the
-CPU seconds it recorded); an interrupted seed resumes from its checkpoints when the recipe
-resumes (its CPU seconds then count the resumed part only), and restarts otherwise.
+set instead. The run records its ``--set`` overrides and preset in ``DIR/seeds.json``. With
+``resume`` every seed runs with those (new seeds may be added); a seed whose ``results.json``
+exists is read back, not rerun (with the CPU seconds it recorded; a result of another recipe is
+refused); an interrupted seed resumes from its checkpoints when the recipe resumes (its CPU
+seconds then count the resumed part only), and restarts otherwise.
 
 >>> _mean_sd([1.0, 2.0, 3.0])
 (2.0, 1.0)
@@ -56,35 +58,45 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 
 def _label(row: dict[str, Any], columns: Sequence[str]) -> tuple:
-    return tuple((c, row.get(c)) for c in columns if c != "seed" and not _is_number(row.get(c)))
+    """The row's label: its text and boolean cells (not numbers, not a missing value)."""
+    return tuple((c, row[c]) for c in columns if c != "seed" and isinstance(row.get(c), (str, bool)))
 
 
 def _matched_rows(results: Sequence[RecipeResult]) -> list[list[dict]]:
     """The rows of every seed grouped as one row of the table: by position when every seed's table has
-    the same rows with the same labels (non-numeric cells), else by label."""
+    the same rows with the same labels (non-numeric cells), else by label and, among rows sharing a
+    label (rows told apart by a number, e.g. ``beta``), by their order within the seed's table."""
     columns = results[0].columns
     labels = [[_label(r, columns) for r in res.rows] for res in results]
     if all(lab == labels[0] for lab in labels):
         return [list(rows) for rows in zip(*(res.rows for res in results))]
     groups: dict[tuple, list[dict]] = {}
     for res in results:
+        seen: dict[tuple, int] = {}
         for row in res.rows:
-            groups.setdefault(_label(row, columns), []).append(row)
+            label = _label(row, columns)
+            seen[label] = seen.get(label, -1) + 1
+            groups.setdefault((label, seen[label]), []).append(row)
     return list(groups.values())
 
 
 def _aggregate_rows(results: Sequence[RecipeResult]) -> tuple[list[dict], list[dict]]:
     """(mean rows, spread rows) over seeds; a spread row maps each numeric column that varies over
-    seeds to ``{"sd": ..., "values": [...]}`` (a column equal on every seed, e.g. ``beta``, is kept as is)."""
+    seeds to ``{"sd": ..., "values": [...]}`` (a column equal on every seed, e.g. ``beta``, is kept as is;
+    one that is a number on some seeds only is NaN, its values listed)."""
     columns = results[0].columns
     means, spreads = [], []
     for rows in _matched_rows(results):
         mean, spread = dict(_label(rows[0], columns)), {}
         for c in columns:
-            values = [r[c] for r in rows if _is_number(r.get(c))]
+            cells = [r.get(c) for r in rows]
+            values = [v for v in cells if _is_number(v)]
             if c == "seed" or not values:
                 continue
-            if len(values) == len(rows) and all(v == values[0] for v in values):
+            if len(values) < len(cells):  # a number on some seeds only: no mean that drops a seed
+                mean[c], spread[c] = math.nan, {"sd": math.nan, "values": cells}
+                continue
+            if all(v == values[0] for v in values):
                 mean[c] = values[0]
                 continue
             mean[c], sd = _mean_sd(values)
@@ -124,14 +136,23 @@ def _check_seeds(name: str, seeds: Sequence[int]) -> None:
         raise ValueError(f"`seeds` must not repeat a seed, got {list(seeds)!r}")
 
 
-def _one_seed(name: str, out: Path, seed: int, overrides: Sequence[str], *, resume: bool,
-              full: bool) -> tuple[RecipeResult, float]:
-    """The result of seed ``seed`` in ``out`` and its CPU seconds (read back when resuming a finished seed)."""
+def _read_back(name: str, out: Path) -> tuple[RecipeResult, float | None] | None:
+    """A finished seed's result and CPU seconds (None when unknown); None when the seed has not finished."""
     done = out / "results.json"
-    if resume and done.is_file():
-        saved = json.loads(done.read_text(encoding="utf-8"))
-        cpu = float(saved.get("cpu_seconds", math.nan))
-        return RecipeResult(saved["columns"], saved["rows"], saved["plots"], saved["summary"]), cpu
+    if not done.is_file():
+        return None
+    saved = json.loads(done.read_text(encoding="utf-8"))
+    if saved.get("recipe") != name:
+        raise ValueError(f"`--resume`: {done} is a result of recipe {saved.get('recipe')!r}, not {name!r}")
+    cpu = saved.get("cpu_seconds")
+    return RecipeResult(saved["columns"], saved["rows"], saved["plots"], saved["summary"]), cpu
+
+
+def _one_seed(name: str, out: Path, seed: int, overrides: Sequence[str], *, resume: bool,
+              full: bool) -> tuple[RecipeResult, float | None]:
+    """The result of seed ``seed`` in ``out`` and its CPU seconds (read back when resuming a finished seed)."""
+    if resume and (found := _read_back(name, out)) is not None:
+        return found
     # resume a seed the interrupted run had started, when the recipe resumes at all
     resume = resume and "resume" in get_recipe(name).config_cls.__dataclass_fields__ and any(
         out.glob("**/checkpoints/step_*"))
@@ -139,34 +160,60 @@ def _one_seed(name: str, out: Path, seed: int, overrides: Sequence[str], *, resu
     result = run_recipe(name, out, (*overrides, f"seed={seed}"), resume=resume, full=full)
     cpu = time.process_time() - start
     if is_main_process():  # the seed's own results.json also records what it cost
-        saved = json.loads(done.read_text(encoding="utf-8"))
+        saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
         RunDir(out, kind="recipe", name=name, config_file="config.json").write_json(
             "results.json", {**saved, "cpu_seconds": cpu})
     return result, cpu
 
 
+def _settings(top: RunDir, name: str, overrides: Sequence[str], full: bool, resume: bool) -> tuple[list[str], bool]:
+    """The overrides and preset every seed runs with: those given, or on ``resume`` those the run recorded in
+    ``seeds.json`` (given ones must equal them: one table never mixes two configs)."""
+    record = top.out / "seeds.json"
+    if not (resume and record.is_file()):
+        return list(overrides), full
+    saved = json.loads(record.read_text(encoding="utf-8"))
+    if saved.get("recipe") != name:
+        raise ValueError(f"`--resume`: {top.out} holds a --seeds run of recipe {saved.get('recipe')!r}, not {name!r}")
+    if (overrides and list(overrides) != saved["overrides"]) or (full and not saved["full"]):
+        raise ValueError(f"`--resume`: the seeds of {top.out} ran with --set {saved['overrides']} and "
+                         f"full={saved['full']}; resume without --set/--full (they are reused) or use another --out")
+    return list(saved["overrides"]), bool(saved["full"])
+
+
 def run_recipe_seeds(name: str, out_dir: str | Path, seeds: Sequence[int], overrides: Sequence[str] = (), *,
                      resume: bool = False, full: bool = False) -> SeedsResult:
     """Run recipe ``name`` once per seed into ``out_dir/seed-<s>`` and return the table over seeds
-    (see the module docstring); ``overrides``, ``resume`` and ``full`` as :func:`run_recipe`'s."""
+    (see the module docstring); ``overrides``, ``resume`` and ``full`` as :func:`run_recipe`'s. The run
+    records its overrides and preset in ``out_dir/seeds.json``; ``resume`` reuses them (and may add seeds)."""
     _check_seeds(name, seeds)
     if any(o.split("=", 1)[0].strip() == "seed" for o in overrides):
         raise ValueError("`--set seed=...` and --seeds together: --seeds sets each run's seed")
     top = RunDir(out_dir, kind="recipe", name=name, config_file="config.json")
     with top.open() as main:
+        overrides, full = _settings(top, name, overrides, full, resume)
+        if main:
+            top.write_json("seeds.json", {"recipe": name, "seeds": list(seeds), "overrides": overrides, "full": full})
         results, cpu = [], []
         for s in seeds:
             result, seconds = _one_seed(name, top.out / f"seed-{s}", s, overrides, resume=resume, full=full)
             results.append(result)
             cpu.append(seconds)
         means, spreads = _aggregate_rows(results)
+        known = [c for c in cpu if c is not None]
         summary = {**_aggregate_summary([r.summary for r in results]), "seeds": list(seeds),
-                   "cpu_seconds": {"per_seed": cpu, "total": sum(cpu)}}
+                   "cpu_seconds": {"per_seed": cpu, "total": math.fsum(known), "unknown": len(cpu) - len(known)}}
         plots = [p for r in results for p in r.plots]
         if main:
             top.write_json("results.json", {"recipe": name, "seeds": list(seeds), "columns": results[0].columns,
                                             "rows": means, "spread": spreads, "plots": plots, "summary": summary})
     return SeedsResult(results[0].columns, means, plots, {**summary, "spread": spreads})
+
+
+def seed_sd(values: Sequence[float]) -> float:
+    """Sample sd of a figure over seeds: 0 for one seed, NaN when a seed's value is NaN or infinite
+    (``statistics.stdev`` cannot take those)."""
+    return _mean_sd(values)[1]
 
 
 def format_seeds_table(result: SeedsResult) -> str:

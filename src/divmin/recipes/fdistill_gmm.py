@@ -44,7 +44,7 @@ import dataclasses
 import functools
 import math
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 import torch
 from safetensors.torch import save_file
@@ -55,6 +55,7 @@ from ..engine import Bool, EngineConfig, Instance, Int, IsDivergence, Number, Tu
 from ..eval import mode_stats, precision_recall, sliced_wasserstein
 from ._plots import figure_legend, plt, save_figure
 from ._engines import refuse_owned
+from ._seeds import seed_sd
 from ._registry import RecipeResult, is_main_process, recipe
 from ._runs import resumable, run_engine, run_history
 
@@ -197,7 +198,7 @@ def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
         stats = [{"sigma_max": smax, "divergence": n, "seed": k,
                   **{m: fn([r[m] for r in mine if r["divergence"] == n]) for m in metrics},
                   "converged": f"{sum(r['converged'] for r in mine if r['divergence'] == n)}/{len(c.seeds)}"}
-                 for n in c.divergences for k, fn in (("mean", mean), ("std", _std))]
+                 for n in c.divergences for k, fn in (("mean", mean), ("std", seed_sd))]
         summary[f"sigma_max={smax:g}"] = _claims([r for r in stats if r["seed"] == "mean"], mine, c.modes)
         rows += [{k: v for k, v in r.items() if not k.startswith("_")} for r in mine] + stats
     spread = {f"sigma_max {smax:g}": {m: {n: [r[m] for r in rows if (r["sigma_max"], r["divergence"]) == (smax, n)
@@ -212,14 +213,6 @@ def run_fdistill_gmm(config: FDistillGMMConfig, out_dir: Path) -> RecipeResult:
             save_file(samples, str(tmp))
     summary["converged"] = f"{sum(r['converged'] for r in rows if r['seed'] not in ('mean', 'std'))}/{len(runs)}"
     return RecipeResult(["sigma_max", "divergence", "seed"] + metrics + ["converged"], rows, [str(plot)], summary)
-
-
-def _std(values: list[float]) -> float:
-    """Sample standard deviation over seeds (0 for one seed; NaN when a seed's value is NaN, e.g. the
-    drift of a run with fewer than two evaluations in its last quarter, which ``stdev`` cannot take)."""
-    if any(math.isnan(v) for v in values):
-        return math.nan
-    return stdev(values) if len(values) > 1 else 0.0
 
 
 def _scatter_panels(panels: dict[str, torch.Tensor], spread: dict[str, dict[str, dict[str, list[float]]]], path: Path,

@@ -39,6 +39,7 @@ from ..distill import ENCODINGS, TAILS, DistillConfig, DistillTrainer, TeacherCa
 from ..engine import Bool, Instance, Int, IsDivergence, OneOf, Tuple, validate
 from ._engines import check_recipe_kd, recipe_engine
 from ._plots import figure_legend, plt, save_figure
+from ._seeds import seed_sd
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 from .kd_lm import EOS, PAD, MarkovCorpus, MarkovSetting, heldout_metrics, student_lm, train_teacher_lm
@@ -116,8 +117,8 @@ def run_kd_cache(config: KDCacheConfig, out_dir: Path) -> RecipeResult:
                 runs.append(heldout_metrics(trainer.model.cpu().eval(), teacher, test_rows))
             bpt = caches[int(key)].manifest["bytes_per_token_on_disk"] if key != "live" else 2.0 * corpus.vocab
             ppl[div, key] = statistics.fmean(r["ppl"] for r in runs)
-            sd = statistics.stdev(r["ppl"] for r in runs) if len(runs) > 1 else 0.0
-            rows.append({"divergence": str(div), "k": key, "student_ppl": ppl[div, key], "ppl sd": sd,
+            rows.append({"divergence": str(div), "k": key, "student_ppl": ppl[div, key],
+                         "ppl sd": seed_sd([r["ppl"] for r in runs]),
                          "kl_to_teacher": statistics.fmean(r["kl_ts"] for r in runs), "bytes_per_token": bpt})
     summary = _summary(c, corpus.vocab, ppl, caches, heldout_metrics(teacher, teacher, test_rows)["ppl"])
     summary["true_ppl"] = math.exp(corpus.true_nll(test_rows))
