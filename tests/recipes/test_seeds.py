@@ -137,7 +137,7 @@ def test_refusals_name_what_to_do(toy, tmp_path, name, sets, seeds, err):
 
 
 def test_a_nan_on_one_seed_is_not_dropped():
-    from divmin.recipes._seeds import _mean_sd
+    from divmin.recipes._seeds import mean_sd as _mean_sd
 
     assert all(map(math.isnan, _mean_sd([1.0, math.nan, 3.0])))
     mean, sd = _mean_sd([1.0, math.inf])

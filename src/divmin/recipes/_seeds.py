@@ -18,7 +18,7 @@ exists is read back, not rerun (with the CPU seconds it recorded; a result of an
 refused); an interrupted seed resumes from its checkpoints when the recipe resumes (its CPU
 seconds then count the resumed part only), and restarts otherwise.
 
->>> _mean_sd([1.0, 2.0, 3.0])
+>>> mean_sd([1.0, 2.0, 3.0])
 (2.0, 1.0)
 """
 
@@ -46,7 +46,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     """(mean, sample sd) of ``values``; sd 0 for one value. A NaN on any seed makes both NaN (no seed
     is dropped silently); an infinite value gives its mean and a NaN sd."""
     vals = [float(v) for v in values]
@@ -99,7 +99,7 @@ def _aggregate_rows(results: Sequence[RecipeResult]) -> tuple[list[dict], list[d
             if all(v == values[0] for v in values):
                 mean[c] = values[0]
                 continue
-            mean[c], sd = _mean_sd(values)
+            mean[c], sd = mean_sd(values)
             spread[c] = {"sd": sd, "values": values}
         means.append(mean)
         spreads.append(spread)
@@ -114,7 +114,7 @@ def _aggregate_summary(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
             out[key] = _aggregate_summary(values)  # e.g. one figure per model: each aggregated
             continue
         if all(_is_number(v) for v in values) and any(v != values[0] for v in values):
-            mean, sd = _mean_sd(values)
+            mean, sd = mean_sd(values)
             out[key] = {"mean": mean, "sd": sd, "values": values}
         else:
             same = all(json.dumps(v, sort_keys=True, default=str) == json.dumps(values[0], sort_keys=True,
@@ -213,7 +213,7 @@ def run_recipe_seeds(name: str, out_dir: str | Path, seeds: Sequence[int], overr
 def seed_sd(values: Sequence[float]) -> float:
     """Sample sd of a figure over seeds: 0 for one seed, NaN when a seed's value is NaN or infinite
     (``statistics.stdev`` cannot take those)."""
-    return _mean_sd(values)[1]
+    return mean_sd(values)[1]
 
 
 def format_seeds_table(result: SeedsResult) -> str:

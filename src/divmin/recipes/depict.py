@@ -58,6 +58,7 @@ from ..eval import ari, clustering_accuracy, nmi
 from ..registry import Registry
 from ._plots import plt, save_figure
 from ._engines import refuse_owned
+from ._seeds import seed_sd
 from ._registry import RecipeResult, is_main_process, recipe
 from ._runs import resumable, run_engine
 
@@ -221,7 +222,7 @@ def _row(method: str, rs: list[dict[str, float]]) -> dict[str, object]:
     for key in ("acc", "nmi", "ari"):
         vals = [r[key] for r in rs]
         row[key] = statistics.fmean(vals)
-        row[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        row[f"{key}_std"] = seed_sd(vals)
     row["acc_per_seed"] = [round(r["acc"], 4) for r in rs]
     return row
 

@@ -249,7 +249,7 @@ def _spread_panel(ax, values: dict[str, list[float]], *, ylabel: str, title: str
     for i, (name, v) in enumerate(values.items()):
         jitter = [i + 0.08 * (j - (len(v) - 1) / 2) for j in range(len(v))]
         ax.scatter(jitter, v, s=14, color=f"C{i}", alpha=0.7, label="one seed" if i == 0 else None, zorder=3)
-        ax.errorbar([i + 0.3], [mean(v)], yerr=[_std(v)], fmt="s", color="k", ms=4, capsize=3,
+        ax.errorbar([i + 0.3], [mean(v)], yerr=[seed_sd(v)], fmt="s", color="k", ms=4, capsize=3,
                     label="mean +- sd over seeds" if i == 0 else None)
     ax.set_xticks(range(len(values)), list(values), fontsize=7)
     ax.set_xlim(-0.5, len(values) - 0.2)

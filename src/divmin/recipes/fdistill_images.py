@@ -32,7 +32,7 @@ import copy
 import dataclasses
 import importlib.util
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,7 @@ from ..engine import (Bool, CrossEntropyTask, EngineConfig, Instance, Int, IsDiv
 from ..eval import class_coverage, frechet_distance
 from ._plots import bar_panel, plt, save_figure
 from ._engines import recipe_engine
+from ._seeds import seed_sd
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 
@@ -233,7 +234,7 @@ def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeRe
             mine.append({"sampler": f"student {name}", "NFE": 1, "seed": seed, **_metrics(clf, x, ref, c.coverage)})
             grids.setdefault(name, x[:64])
         rows += mine + [{"sampler": f"student {name}", "NFE": 1, "seed": k,
-                         **{m: fn([r[m] for r in mine]) for m in _METRICS}} for k, fn in (("mean", mean), ("std", _std))]
+                         **{m: fn([r[m] for r in mine]) for m in _METRICS}} for k, fn in (("mean", mean), ("std", seed_sd))]
     plot = _image_grids(grids, rows, out_dir / "fdistill_images.png")
     students = {r["sampler"][len("student "):]: r for r in rows if r["sampler"].startswith("student") and r["seed"] == "mean"}
     summary = {"classifier_test_accuracy": test_acc, "best_student_fd": min(students, key=lambda n: students[n]["FD"]),
@@ -242,11 +243,6 @@ def run_fdistill_images(config: FDistillImagesConfig, out_dir: Path) -> RecipeRe
 
 
 _METRICS = ("FD", "classes covered", "class TV")
-
-
-def _std(values: list[float]) -> float:
-    """Sample standard deviation over seeds (0 for one seed)."""
-    return stdev(values) if len(values) > 1 else 0.0
 
 
 def _ordering(rows: list[dict], seeds: tuple[int, ...]) -> dict:

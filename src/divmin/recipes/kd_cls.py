@@ -39,6 +39,7 @@ from ..divergences import divergence
 from ..engine import Bool, CrossEntropyTask, Instance, Int, IsDivergence, Number, Trainer, Tuple, validate
 from ._engines import check_recipe_kd, recipe_engine
 from ._plots import students_plot
+from ._seeds import mean_sd
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine, run_history
 
@@ -158,7 +159,7 @@ def student_metrics(student: nn.Module, teacher_logits: Tensor, x: Tensor, y: Te
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return mean_sd(values)
 
 
 @recipe("kd-cls", KDClsConfig, "distil a classifier into a smaller student with each divergence and SinKD",

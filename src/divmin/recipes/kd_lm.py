@@ -45,6 +45,7 @@ from ..engine import Bool, CrossEntropyTask, Instance, Int, IsDivergence, Number
 from ..lm import LMCollator, tiny_gpt2
 from ._engines import check_recipe_kd, recipe_engine
 from ._plots import students_plot
+from ._seeds import seed_sd
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine
 
@@ -253,9 +254,9 @@ def run_kd_lm(config: KDLMConfig, out_dir: Path) -> RecipeResult:
             runs.append(heldout_metrics(trainer.model.cpu().eval(), teacher, test_rows))
         ppl = [r["ppl"] for r in runs]
         per_method[method] = statistics.fmean(ppl)
-        spread[method] = statistics.stdev(ppl) if len(ppl) > 1 else 0.0
+        spread[method] = seed_sd(ppl)
         rows.append({"model": f"student: {method}", "ppl": statistics.fmean(ppl),
-                     "std": statistics.stdev(ppl) if len(ppl) > 1 else 0.0,
+                     "std": seed_sd(ppl),
                      "KL(T||S)": statistics.fmean(r["kl_ts"] for r in runs),
                      "KL(S||T)": statistics.fmean(r["kl_st"] for r in runs)})
     summary = {"true_ppl": true_ppl, "teacher_ppl": t_eval["ppl"], "student_ppl": per_method}

@@ -58,6 +58,7 @@ from ..robust import (OBJECTIVES, SGLD_INITS, AttackSettings, RobustTrainer, aut
                       robustness_metrics, sgld_sample)
 from ._plots import figure_legend, plt, save_figure
 from ._engines import refuse_owned
+from ._seeds import seed_sd
 from ._registry import RecipeResult, recipe
 from ._runs import resumable, run_engine, run_history
 
@@ -223,7 +224,7 @@ def _run(c: WEATRecipeConfig, out_dir: Path) -> RecipeResult:
         runs = [_one(c, method, s, data, judge, run_aa, out_dir / method / f"seed{s}") for s in c.seeds]
         row = {"method": method, **{k: statistics.fmean(r[0][k] for r in runs) for k in cols}}
         if len(runs) > 1:  # one seed has no spread: no column rather than a 0 that reads as "no variation"
-            row["pgd_acc_std"] = statistics.stdev(r[0]["pgd_acc"] for r in runs)
+            row["pgd_acc_std"] = seed_sd([r[0]["pgd_acc"] for r in runs])
         rows.append(row)
         per_seed[method] = [{k: r[0][k] for k in cols} for r in runs]
         traces[method], samples[method] = runs[0][1], runs[0][2]
@@ -300,7 +301,7 @@ def _robust_plot(per_seed: dict[str, list[dict[str, float]]], autoattack: str, c
 def _bars(ax, xs: list[float], values: list[list[float]], width: float, color: str, label: str) -> dict:
     """Bars at ``xs`` (mean of each ``values`` list, sd as error bar) with every value as a dot."""
     means = [statistics.fmean(v) for v in values]
-    sds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+    sds = [seed_sd(v) for v in values]
     bars = ax.bar(xs, means, width=width, yerr=sds, capsize=3, color=color, alpha=0.8, label=label)
     ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)  # the number itself, for reading off the figure
     for x, v in zip(xs, values):
