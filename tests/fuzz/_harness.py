@@ -24,7 +24,10 @@ import torch
 from hypothesis import HealthCheck, settings
 
 TALLY: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-_NAMED = re.compile(r"`[A-Za-z_][\w.\[\]]*`|cannot be used with|is not an f-divergence|unknown divergence|kind")
+# (a registry's refusal of a name, "unknown recipe 'x'; available: ...", lists the valid ones, and an
+# override's, "--set scale: 'nan' is not a float", names its key: clear too)
+_NAMED = re.compile(r"`[A-Za-z_][\w.\[\]]*`|cannot be used with|is not an f-divergence|unknown [\w ]+ '.*'; "
+                    r"available|--set [\w.]+:|unknown divergence|kind")
 
 # values that make an input "special": NaN, +-inf, and magnitudes where float16/bfloat16 overflow
 SPECIALS = (math.nan, math.inf, -math.inf, 1e30, -1e30, 0.0, 1e-30)

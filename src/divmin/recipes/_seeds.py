@@ -127,11 +127,13 @@ def _check_seeds(name: str, seeds: Sequence[int]) -> None:
     rec = get_recipe(name)
     fields = rec.config_cls.__dataclass_fields__
     if "seeds" in fields:
-        raise ValueError(f"recipe {name!r} runs several seeds itself: use --set \"seeds=(0, 1, 2)\", not --seeds")
+        raise ValueError(f"`seeds`: recipe {name!r} runs several seeds itself: use --set \"seeds=(0, 1, 2)\", "
+                         "not --seeds")
     if "seed" not in fields:
         raise ValueError(f"recipe {name!r} has no `seed` key to vary; --seeds applies to recipes that have one")
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise ValueError(f"`seeds` must be one or more ints >= 0, got {list(seeds)!r}")
+    if (not isinstance(seeds, (list, tuple)) or not seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise ValueError(f"`seeds` must be a list of one or more ints >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"`seeds` must not repeat a seed, got {list(seeds)!r}")
 
@@ -187,6 +189,8 @@ def run_recipe_seeds(name: str, out_dir: str | Path, seeds: Sequence[int], overr
     (see the module docstring); ``overrides``, ``resume`` and ``full`` as :func:`run_recipe`'s. The run
     records its overrides and preset in ``out_dir/seeds.json``; ``resume`` reuses them (and may add seeds)."""
     _check_seeds(name, seeds)
+    if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) for o in overrides):
+        raise TypeError(f"`overrides` must be a list of 'key=value' strings, got {overrides!r}")
     if any(o.split("=", 1)[0].strip() == "seed" for o in overrides):
         raise ValueError("`--set seed=...` and --seeds together: --seeds sets each run's seed")
     top = RunDir(out_dir, kind="recipe", name=name, config_file="config.json")
