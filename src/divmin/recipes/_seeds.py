@@ -192,7 +192,7 @@ def run_recipe_seeds(name: str, out_dir: str | Path, seeds: Sequence[int], overr
     if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) for o in overrides):
         raise TypeError(f"`overrides` must be a list of 'key=value' strings, got {overrides!r}")
     if any(o.split("=", 1)[0].strip() == "seed" for o in overrides):
-        raise ValueError("`--set seed=...` and --seeds together: --seeds sets each run's seed")
+        raise ValueError("`overrides`: --set seed=... and --seeds together; --seeds sets each run's seed")
     top = RunDir(out_dir, kind="recipe", name=name, config_file="config.json")
     with top.open() as main:
         overrides, full = _settings(top, name, overrides, full, resume)
