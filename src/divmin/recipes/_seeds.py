@@ -4,9 +4,11 @@
 per seed, each a complete run in ``DIR/seed-<s>/`` (its own config, results and figures), and
 then writes ``DIR/results.json`` with the table over seeds:
 
-- rows are matched across seeds by their non-numeric cells (``divergence``, ``model``, ...);
+- rows are matched across seeds by position when every seed's table has the same labels (its
+  text cells: ``divergence``, ``model``, ...), else by label and order within the table;
 - each numeric cell becomes ``mean``, ``sd`` (sample standard deviation, n - 1; 0 for one
-  seed) and the per-seed values, in the seeds' order;
+  seed) and the per-seed values, in the seeds' order (a column equal on every seed stays as is;
+  a NaN on any seed makes the cell NaN);
 - the summary's numbers likewise (also inside dicts with the same keys on every seed); an
   entry equal on every seed is kept as it is, any other listed per seed;
 - ``cpu_seconds``: the process CPU time of each seed's run (all threads), and their sum.
